@@ -1,0 +1,1 @@
+"""What a running task sees: the context and the state accessors."""

@@ -1,0 +1,139 @@
+"""The exceptions stateward raises.
+
+Every error derives from :class:`StatewardError`. Errors that report a misuse also
+derive from the matching builtin, so ``except ValueError`` works as well as
+``except StatewardError``::
+
+    StatewardError
+    ├── StateValueError (ValueError)        a value or key that cannot be stored
+    ├── StateTypeError (TypeError)          a value or key of a type that cannot be stored
+    ├── StateScopeError (PermissionError)   a request for state the caller does not own
+    ├── UndeclaredAssetError (KeyError)     an asset the task did not declare
+    ├── AssetConflictError (ValueError)     one name or URI declared for two assets
+    ├── AsyncContextError (RuntimeError)    a sync accessor called from async code
+    ├── ProtocolError (ValueError)          a message that cannot be decoded
+    ├── StoreError                          the store failed (I/O, locked, full)
+    │   └── NotAStatewardDatabaseError      the file is not a stateward database
+    ├── RuntimeClosedError (RuntimeError)   the runtime is not open
+    ├── SupervisorDiedError (RuntimeError)  the supervisor stopped while tasks ran
+    ├── DagDefinitionError (ValueError)     a malformed Dag or task
+    ├── TaskLoadError (ImportError)         a Dag file that cannot be loaded
+    ├── TaskFailedError                     a task raised; ``.__cause__`` is its error
+    └── TemplateError                       a template field cannot be rendered
+        ├── TemplateKeyError (KeyError)     a template read a state key that is absent
+        └── TemplateWriteError (PermissionError)  a template tried to write state
+
+Errors carry structured attributes (``.key``, ``.task``, ``.asset``) where they apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StatewardError(Exception):
+    """Base class of every error stateward raises."""
+
+
+class StateValueError(StatewardError, ValueError):
+    """A state key or value that cannot be stored (``None``, NaN, too large, bad key)."""
+
+    def __init__(self, message: str, *, key: object = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class StateTypeError(StatewardError, TypeError):
+    """A state key or value whose type cannot be stored as JSON."""
+
+    def __init__(self, message: str, *, key: object = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        #: Where in the value the bad type sits, e.g. ``value['when']``.
+        self.path = path
+
+
+class StateScopeError(StatewardError, PermissionError):
+    """A request for state outside the caller's task instance or declared assets."""
+
+
+class UndeclaredAssetError(StatewardError, KeyError):
+    """An asset that the task did not declare in its inlets or outlets."""
+
+    def __init__(self, message: str, *, asset: object = None) -> None:
+        super().__init__(message)
+        self.asset = asset
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message; show it as written.
+        return str(self.args[0])
+
+
+class AssetConflictError(StatewardError, ValueError):
+    """Two declarations give one asset name or URI to different assets."""
+
+
+class AsyncContextError(StatewardError, RuntimeError):
+    """A blocking accessor method was called from async code."""
+
+
+class ProtocolError(StatewardError, ValueError):
+    """A message that cannot be decoded, or a request a handler does not know."""
+
+
+class StoreError(StatewardError):
+    """The store failed to read or write (I/O error, lock timeout, disk full)."""
+
+
+class NotAStatewardDatabaseError(StoreError):
+    """The file exists but is not a stateward database (or is of a newer schema)."""
+
+
+class RuntimeClosedError(StatewardError, RuntimeError):
+    """The runtime (or its supervisor) is not open."""
+
+
+class SupervisorDiedError(StatewardError, RuntimeError):
+    """The supervisor stopped while task instances were still talking to it."""
+
+
+class DagDefinitionError(StatewardError, ValueError):
+    """A Dag or task that is malformed (duplicate id, cycle, bad option)."""
+
+
+class TaskLoadError(StatewardError, ImportError):
+    """A Dag file or task that cannot be loaded."""
+
+
+class TaskFailedError(StatewardError):
+    """Raised by helpers that expect a task to succeed; ``__cause__`` is its error."""
+
+    def __init__(self, message: str, *, task: Any = None) -> None:
+        super().__init__(message)
+        self.task = task
+
+
+class TemplateError(StatewardError):
+    """A template field that cannot be rendered."""
+
+    def __init__(self, message: str, *, task: Any = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.task = task
+        self.field = field
+
+
+class TemplateKeyError(TemplateError, KeyError):
+    """A template read a state key that does not exist."""
+
+    def __init__(
+        self, message: str, *, key: str, task: Any = None, field: str | None = None
+    ) -> None:
+        super().__init__(message, task=task, field=field)
+        self.key = key
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TemplateWriteError(TemplateError, PermissionError):
+    """A template tried to call a method that writes state."""

@@ -1,0 +1,1 @@
+"""The actor system: messages, the supervisor, clients, the runner and the runtime."""

@@ -1,0 +1,124 @@
+"""A task actor's handle on the supervisor: async requests, and a sync bridge.
+
+``async def`` tasks (and the runner) call :meth:`SupervisorClient.request` in the trio
+thread. Plain-function tasks run in worker threads and call
+:meth:`SupervisorClient.request_sync`, which hops into trio with
+``trio.from_thread.run``. Calling the sync form from the trio thread would deadlock
+the event loop, so it raises :class:`~stateward.errors.AsyncContextError` naming the
+async method to await instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NoReturn
+
+import trio
+
+from ..errors import (
+    AssetConflictError,
+    AsyncContextError,
+    ProtocolError,
+    RuntimeClosedError,
+    StateScopeError,
+    StateTypeError,
+    StateValueError,
+    StatewardError,
+    StoreError,
+    UndeclaredAssetError,
+)
+from . import messages as m
+from .supervisor import Caller, Envelope, Supervisor
+
+_EXCEPTIONS: Final[dict[m.ErrorType, type[StatewardError]]] = {
+    m.ErrorType.INVALID_VALUE: StateValueError,
+    m.ErrorType.INVALID_TYPE: StateTypeError,
+    m.ErrorType.SCOPE_DENIED: StateScopeError,
+    m.ErrorType.UNDECLARED_ASSET: UndeclaredAssetError,
+    m.ErrorType.ASSET_CONFLICT: AssetConflictError,
+    m.ErrorType.STORE_FAILURE: StoreError,
+    m.ErrorType.PROTOCOL: ProtocolError,
+    m.ErrorType.SHUTTING_DOWN: RuntimeClosedError,
+    m.ErrorType.INTERNAL: StatewardError,
+}
+
+
+def raise_error(response: m.ErrorResponse) -> NoReturn:
+    """Raise the exception an :class:`~stateward.runtime.messages.ErrorResponse` reports."""
+    kind = _EXCEPTIONS.get(response.error, StatewardError)
+    if kind in (StateValueError, StateTypeError):
+        raise kind(response.detail, key=response.key)
+    if kind is UndeclaredAssetError:
+        raise UndeclaredAssetError(response.detail)
+    raise kind(response.detail)
+
+
+def in_trio_thread() -> bool:
+    """Whether the caller runs in trio's thread (where blocking calls must not be made)."""
+    return trio.lowlevel.in_trio_run()
+
+
+class SupervisorClient:
+    """Sends requests to the supervisor on behalf of one caller.
+
+    Only the runtime creates clients: the identity a client speaks for is fixed by the
+    runtime, never claimed by the task.
+    """
+
+    __slots__ = ("_caller", "_supervisor", "_token")
+
+    def __init__(
+        self, supervisor: Supervisor, caller: Caller, token: trio.lowlevel.TrioToken
+    ) -> None:
+        self._supervisor = supervisor
+        self._caller = caller
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"<SupervisorClient for {self._caller.label}>"
+
+    @property
+    def caller(self) -> Caller:
+        """The identity and rights this client speaks for."""
+        return self._caller
+
+    async def request(self, request: Any) -> Any:
+        """Send ``request`` and return its response; an error response is raised.
+
+        Raises:
+            StatewardError: the subclass that matches the refusal (see
+                :mod:`stateward.errors`).
+        """
+        envelope = Envelope(request, self._caller)
+        self._supervisor.submit(envelope)
+        await envelope.done.wait()
+        response = envelope.response
+        if isinstance(response, m.ErrorResponse):
+            if response.error is m.ErrorType.SHUTTING_DOWN and self._supervisor.failure:
+                raise self._supervisor.died_error() from self._supervisor.failure
+            raise_error(response)
+        return response
+
+    def request_sync(self, request: Any, what: str = "state access") -> Any:
+        """Send ``request`` from a worker thread and wait for its response.
+
+        Args:
+            request: The request message.
+            what: The accessor method called, e.g. ``"task_state.get"``: errors name it
+                and its async twin (``task_state.aget``).
+
+        Raises:
+            AsyncContextError: called from the trio thread (async code).
+        """
+        if in_trio_thread():
+            owner, _, method = what.rpartition(".")
+            twin = f"await {owner}.a{method}(...)" if owner else "the async twin"
+            msg = (
+                f"{what}() blocks, so it cannot be called from async code (an async def "
+                f"task, or any code in trio's thread); use {twin} instead"
+            )
+            raise AsyncContextError(msg)
+        try:
+            return trio.from_thread.run(self.request, request, trio_token=self._token)
+        except trio.RunFinishedError:
+            msg = "the runtime has finished; state can no longer be reached from this thread"
+            raise RuntimeClosedError(msg) from None

@@ -1,0 +1,472 @@
+"""The typed messages between task actors and the supervisor, and their wire form.
+
+Every request and response is a frozen attrs class. A request carries no task
+identity: the supervisor knows which task instance sent it, because each client is
+bound to one identity by the runtime. :func:`encode` turns any message into a plain
+dict with a ``type`` tag (JSON-ready) and :func:`decode` turns such a dict back,
+refusing unknown types, missing or extra fields, and values of the wrong type.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final, TypeAlias
+
+import attrs
+import cattrs
+from cattrs.strategies import configure_tagged_union
+
+from ..errors import ProtocolError
+from ..records import AssetInfo, StateEntry
+
+# Values are JSON values; they are checked by stateward.values, not by the converter.
+JsonValue: TypeAlias = Any
+
+
+# -- task state requests ----------------------------------------------------------------
+
+
+@attrs.frozen
+class GetTaskState:
+    """Read one key of the caller's task state."""
+
+    key: str
+
+
+@attrs.frozen
+class SetTaskState:
+    """Write one key of the caller's task state."""
+
+    key: str
+    value: JsonValue
+    #: Unix time at which the key expires; ``None`` keeps it forever.
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class DeleteTaskState:
+    """Delete one key of the caller's task state (absent keys are fine)."""
+
+    key: str
+
+
+@attrs.frozen
+class ClearTaskState:
+    """Delete every key of the caller's task state."""
+
+    #: Also clear the other map indices of the same mapped task in the same run.
+    all_map_indices: bool = False
+
+
+@attrs.frozen
+class IncrementTaskState:
+    """Add ``by`` to an integer key (absent counts as 0) and return the new value."""
+
+    key: str
+    by: int = 1
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class CompareAndSetTaskState:
+    """Set ``key`` to ``new`` only if it now holds ``expected`` (``None``: absent)."""
+
+    key: str
+    expected: JsonValue
+    new: JsonValue
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class ListTaskState:
+    """Read every live key of the caller's task state."""
+
+
+# -- asset state requests ---------------------------------------------------------------
+
+
+@attrs.frozen
+class GetAssetStateByName:
+    """Read one key of a declared asset's state, the asset named by its name."""
+
+    name: str
+    key: str
+
+
+@attrs.frozen
+class GetAssetStateByUri:
+    """Read one key of a declared asset's state, the asset named by its URI."""
+
+    uri: str
+    key: str
+
+
+@attrs.frozen
+class SetAssetStateByName:
+    """Write one key of a declared asset's state."""
+
+    name: str
+    key: str
+    value: JsonValue
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class SetAssetStateByUri:
+    """Write one key of a declared asset's state."""
+
+    uri: str
+    key: str
+    value: JsonValue
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class DeleteAssetStateByName:
+    """Delete one key of a declared asset's state."""
+
+    name: str
+    key: str
+
+
+@attrs.frozen
+class DeleteAssetStateByUri:
+    """Delete one key of a declared asset's state."""
+
+    uri: str
+    key: str
+
+
+@attrs.frozen
+class ClearAssetStateByName:
+    """Delete every key of a declared asset's state."""
+
+    name: str
+
+
+@attrs.frozen
+class ClearAssetStateByUri:
+    """Delete every key of a declared asset's state."""
+
+    uri: str
+
+
+@attrs.frozen
+class IncrementAssetStateByName:
+    """Add ``by`` to an integer key of an asset's state and return the new value."""
+
+    name: str
+    key: str
+    by: int = 1
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class IncrementAssetStateByUri:
+    """Add ``by`` to an integer key of an asset's state and return the new value."""
+
+    uri: str
+    key: str
+    by: int = 1
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class CompareAndSetAssetStateByName:
+    """Set a key of an asset's state only if it holds ``expected`` (``None``: absent)."""
+
+    name: str
+    key: str
+    expected: JsonValue
+    new: JsonValue
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class CompareAndSetAssetStateByUri:
+    """Set a key of an asset's state only if it holds ``expected`` (``None``: absent)."""
+
+    uri: str
+    key: str
+    expected: JsonValue
+    new: JsonValue
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class ListAssetStateByName:
+    """Read every live key of an asset's state."""
+
+    name: str
+
+
+@attrs.frozen
+class ListAssetStateByUri:
+    """Read every live key of an asset's state."""
+
+    uri: str
+
+
+@attrs.frozen
+class GetAssetsByAlias:
+    """Resolve an alias the caller declared as an inlet to its concrete assets."""
+
+    alias_name: str
+
+
+@attrs.frozen
+class AddAssetEvent:
+    """Record that the caller produced ``(name, uri)``, through ``alias_name`` if given."""
+
+    name: str
+    uri: str
+    extra: dict[str, JsonValue] = attrs.field(factory=dict)
+    alias_name: str | None = None
+
+
+# -- administrative requests (out-of-band clients only) -----------------------------------
+
+
+@attrs.frozen
+class ListState:
+    """List state rows with their provenance; every filter is optional."""
+
+    scope: str | None = None  # "task", "asset" or None for both
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    asset_name: str | None = None
+    include_expired: bool = False
+
+
+@attrs.frozen
+class DeclareAssets:
+    """Register the assets a Dag declares; a clash with a known asset is refused."""
+
+    assets: tuple[AssetInfo, ...]
+
+
+@attrs.frozen
+class GetAssetByRef:
+    """Look up a registered asset by name or by URI (exactly one is given)."""
+
+    name: str | None = None
+    uri: str | None = None
+
+
+@attrs.frozen
+class CleanupExpired:
+    """Delete the expired rows (or, with ``dry_run``, count them)."""
+
+    dry_run: bool = False
+
+
+# -- responses --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TaskStateResult:
+    """The value of a task-state key (``None``: absent)."""
+
+    key: str
+    value: JsonValue
+
+
+@attrs.frozen
+class AssetStateResult:
+    """The value of an asset-state key (``None``: absent)."""
+
+    key: str
+    value: JsonValue
+
+
+@attrs.frozen
+class IncrementResult:
+    """The value of a key after an increment."""
+
+    key: str
+    value: int
+
+
+@attrs.frozen
+class CompareAndSetResult:
+    """Whether a compare-and-set wrote its new value."""
+
+    key: str
+    swapped: bool
+
+
+@attrs.frozen
+class StateItemsResult:
+    """Every live key of one scope and its value."""
+
+    items: dict[str, JsonValue]
+
+
+@attrs.frozen
+class AssetsByAliasResult:
+    """The concrete assets an alias resolves to (possibly none)."""
+
+    assets: tuple[AssetInfo, ...]
+
+
+@attrs.frozen
+class AssetResult:
+    """A registered asset (``None``: not registered)."""
+
+    asset: AssetInfo | None
+
+
+@attrs.frozen
+class StateEntriesResult:
+    """Rows listed by :class:`ListState`."""
+
+    entries: tuple[StateEntry, ...]
+
+
+@attrs.frozen
+class CleanupResult:
+    """How many expired rows were deleted (or would be, on a dry run)."""
+
+    deleted: int
+
+
+@attrs.frozen
+class OkResponse:
+    """A request that has nothing to return succeeded."""
+
+
+class ErrorType(enum.Enum):
+    """Why a request failed; the client raises the matching exception."""
+
+    INVALID_VALUE = "invalid_value"
+    INVALID_TYPE = "invalid_type"
+    SCOPE_DENIED = "scope_denied"
+    UNDECLARED_ASSET = "undeclared_asset"
+    ASSET_CONFLICT = "asset_conflict"
+    STORE_FAILURE = "store_failure"
+    PROTOCOL = "protocol"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"
+
+
+@attrs.frozen
+class ErrorResponse:
+    """A request failed; nothing it asked for was written."""
+
+    error: ErrorType
+    detail: str
+    key: str | None = None
+
+
+TaskStateRequest: TypeAlias = (
+    GetTaskState
+    | SetTaskState
+    | DeleteTaskState
+    | ClearTaskState
+    | IncrementTaskState
+    | CompareAndSetTaskState
+    | ListTaskState
+)
+AssetStateRequest: TypeAlias = (
+    GetAssetStateByName
+    | GetAssetStateByUri
+    | SetAssetStateByName
+    | SetAssetStateByUri
+    | DeleteAssetStateByName
+    | DeleteAssetStateByUri
+    | ClearAssetStateByName
+    | ClearAssetStateByUri
+    | IncrementAssetStateByName
+    | IncrementAssetStateByUri
+    | CompareAndSetAssetStateByName
+    | CompareAndSetAssetStateByUri
+    | ListAssetStateByName
+    | ListAssetStateByUri
+    | GetAssetsByAlias
+    | AddAssetEvent
+)
+AdminRequest: TypeAlias = ListState | CleanupExpired | DeclareAssets | GetAssetByRef
+Request: TypeAlias = TaskStateRequest | AssetStateRequest | AdminRequest
+Response: TypeAlias = (
+    TaskStateResult
+    | AssetStateResult
+    | IncrementResult
+    | CompareAndSetResult
+    | StateItemsResult
+    | AssetsByAliasResult
+    | AssetResult
+    | StateEntriesResult
+    | CleanupResult
+    | OkResponse
+    | ErrorResponse
+)
+Message: TypeAlias = Request | Response
+
+#: Every message class, by its wire tag.
+MESSAGE_TYPES: Final[dict[str, type[Any]]] = {
+    cls.__name__: cls for cls in (*Request.__args__, *Response.__args__)
+}
+
+
+# -- the wire form ----------------------------------------------------------------------
+
+
+def _strict(kind: type[Any]) -> Any:
+    # cattrs structures a str field by calling str(value): 3 would become "3". Refuse.
+    def structure(value: object, _: type[Any]) -> Any:
+        if type(value) is kind or (kind is float and type(value) is int):
+            return kind(value)
+        msg = f"expected {kind.__name__}, got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+
+    return structure
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    for kind in (str, int, float, bool):
+        converter.register_structure_hook(kind, _strict(kind))
+    converter.register_structure_hook(JsonValue, lambda value, _: value)
+    converter.register_unstructure_hook(ErrorType, lambda value: value.value)
+    configure_tagged_union(
+        Message,
+        converter,
+        tag_generator=lambda cls: cls.__name__,
+        tag_name="type",
+    )
+    return converter
+
+
+_converter: Final = _make_converter()
+
+
+def encode(message: Message) -> dict[str, Any]:
+    """Return the wire form of ``message``: a JSON-ready dict with a ``type`` tag."""
+    data: dict[str, Any] = _converter.unstructure(message, Message)
+    return data
+
+
+def decode(data: object) -> Message:
+    """Return the message whose wire form is ``data``.
+
+    Raises:
+        ProtocolError: ``data`` is not a dict, its ``type`` is missing or unknown, or a
+            field is missing, extra or of the wrong type. The message names them.
+    """
+    if not isinstance(data, dict):
+        msg = f"a message must be a dict with a 'type' tag, got {type(data).__name__} {data!r:.80}"
+        raise ProtocolError(msg)
+    tag = data.get("type")
+    if tag not in MESSAGE_TYPES:
+        known = ", ".join(sorted(MESSAGE_TYPES))
+        msg = f"unknown message type {tag!r}; known types: {known}"
+        raise ProtocolError(msg)
+    try:
+        message: Message = _converter.structure(data, Message)  # type: ignore[arg-type]
+    except Exception as exc:
+        problems = "; ".join(cattrs.transform_error(exc, path=tag)) or repr(exc)
+        msg = f"bad {tag} message: {problems}"
+        raise ProtocolError(msg) from exc
+    return message

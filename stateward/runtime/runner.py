@@ -1,0 +1,451 @@
+"""Runs task instances: builds each attempt's context, renders templates, retries.
+
+Every task instance is a task actor: a trio task holding a client bound to its
+identity. Independent tasks run concurrently, at most ``max_active_tasks`` attempts of
+a run at once; a task starts when all its upstream tasks succeeded, and is
+``upstream_failed`` (not run) if one of them did not.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import trio
+
+from ..assets import Asset, AssetAlias, AssetNameRef, AssetUriRef, describe
+from ..context.accessors import (
+    AssetStateAccessor,
+    AssetStateAccessors,
+    StateView,
+    TaskStateAccessor,
+)
+from ..context.context import Context, OutletEventAccessors, TaskInstanceInfo
+from ..dag import Dag, Operator, PythonTask
+from ..errors import SupervisorDiedError, UndeclaredAssetError
+from ..records import AssetInfo
+from ..store.base import TaskScope, Writer
+from ..templates import get_environment, render_fields
+from . import messages as m
+from .client import SupervisorClient
+from .supervisor import Caller, Supervisor
+
+SUCCESS = "success"
+FAILED = "failed"
+UPSTREAM_FAILED = "upstream_failed"
+
+
+@attrs.frozen
+class Attempt:
+    """One try of a task instance."""
+
+    try_number: int
+    #: Rendered template fields of this try (field name to value).
+    rendered: dict[str, Any]
+    #: The exception the try raised, or ``None``.
+    error: BaseException | None
+    #: Seconds the try took.
+    duration: float
+
+
+@attrs.frozen
+class TaskInstanceResult:
+    """How one task instance ended."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    #: ``"success"``, ``"failed"`` or ``"upstream_failed"``.
+    state: str
+    #: Attempts made, from 1 (0 when the instance never ran).
+    try_number: int
+    #: What ``execute`` (or the function) returned on success.
+    result: Any = None
+    #: The last attempt's exception, or ``None``.
+    error: BaseException | None = None
+    #: The last attempt's rendered template fields.
+    rendered: dict[str, Any] = attrs.Factory(dict)
+    #: Every attempt, in order.
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """Seconds spent in all attempts."""
+        return sum(a.duration for a in self.attempts)
+
+
+@attrs.frozen
+class DagRunResult:
+    """How a Dag run ended: ``.state`` and each instance through :meth:`ti`."""
+
+    dag_id: str
+    run_id: str
+    #: ``"success"`` when every task instance succeeded, else ``"failed"``.
+    state: str
+    task_instances: tuple[TaskInstanceResult, ...]
+
+    def ti(self, task_id: str, map_index: int = -1) -> TaskInstanceResult:
+        """The result of one task instance.
+
+        Raises:
+            KeyError: no such instance; the message lists the ones there are.
+        """
+        for ti in self.task_instances:
+            if ti.task_id == task_id and ti.map_index == map_index:
+                return ti
+        known = sorted({(t.task_id, t.map_index) for t in self.task_instances})
+        msg = f"run {self.run_id!r} has no task instance ({task_id!r}, {map_index}); it has {known}"
+        raise KeyError(msg)
+
+    @property
+    def failed(self) -> list[TaskInstanceResult]:
+        """The instances that did not succeed."""
+        return [ti for ti in self.task_instances if ti.state != SUCCESS]
+
+
+@attrs.frozen
+class TaskInstanceEvent:
+    """A progress event: an instance started a try, or finished (for the CLI)."""
+
+    task_id: str
+    map_index: int
+    #: ``"running"``, ``"up_for_retry"``, or a final state.
+    state: str
+    try_number: int
+
+
+@attrs.frozen
+class RunSettings:
+    """What the runtime fixes for every run."""
+
+    default_task_retention: timedelta | None
+    default_asset_retention: timedelta | None
+    clear_state_on_success: bool
+    max_active_tasks: int | None
+    wall_clock: Callable[[], float]
+
+
+class Runner:
+    """Runs Dags and task instances against one supervisor."""
+
+    def __init__(
+        self, supervisor: Supervisor, admin: SupervisorClient, settings: RunSettings
+    ) -> None:
+        self._supervisor = supervisor
+        self._admin = admin
+        self._settings = settings
+        self._token = trio.lowlevel.current_trio_token()
+
+    # -- a whole Dag ----------------------------------------------------------------------
+
+    async def run_dag(
+        self,
+        dag: Dag,
+        run_id: str,
+        params: Mapping[str, Any] | None = None,
+        on_event: Callable[[TaskInstanceEvent], None] | None = None,
+    ) -> DagRunResult:
+        """Run every task of ``dag`` once (with retries) as run ``run_id``."""
+        order = dag.topological_order()
+        assets = await self._declare(dag)
+        run = _Run(dag, run_id, {**dag.params, **(params or {})}, assets, on_event)
+        limit = min(dag.max_active_tasks, self._settings.max_active_tasks or dag.max_active_tasks)
+        run.limiter = trio.CapacityLimiter(limit)
+        done = {task.task_id: trio.Event() for task in order}
+        outcome: dict[str, str] = {}
+
+        async def run_task(task: Operator) -> None:
+            for upstream in task.upstream_task_ids:
+                await done[upstream].wait()
+            indices = _map_indices(task)
+            if any(outcome[up] != SUCCESS for up in task.upstream_task_ids):
+                for index in indices:
+                    run.results.append(
+                        TaskInstanceResult(
+                            dag.dag_id, task.task_id, run_id, index, UPSTREAM_FAILED, 0
+                        )
+                    )
+                    run.emit(task.task_id, index, UPSTREAM_FAILED, 0)
+                outcome[task.task_id] = UPSTREAM_FAILED
+            else:
+                states: list[str] = []
+
+                async def run_one(index: int) -> None:
+                    result = await self._run_instance(run, task, index, 1)
+                    run.results.append(result)
+                    states.append(result.state)
+
+                async with trio.open_nursery() as nursery:
+                    for index in indices:
+                        nursery.start_soon(run_one, index)
+                outcome[task.task_id] = SUCCESS if all(s == SUCCESS for s in states) else FAILED
+            done[task.task_id].set()
+
+        def start(nursery: trio.Nursery) -> None:
+            for task in order:
+                nursery.start_soon(run_task, task)
+
+        await self._watched(start)
+        state = SUCCESS if all(ti.state == SUCCESS for ti in run.results) else FAILED
+        ordered = sorted(run.results, key=lambda ti: (_position(order, ti.task_id), ti.map_index))
+        return DagRunResult(dag.dag_id, run_id, state, tuple(ordered))
+
+    async def run_task(
+        self,
+        task: Operator,
+        run_id: str,
+        map_index: int = -1,
+        try_number: int = 1,
+        params: Mapping[str, Any] | None = None,
+    ) -> TaskInstanceResult:
+        """Run one task instance (ignoring its upstream tasks), from try ``try_number``."""
+        dag = task.dag
+        indices = _map_indices(task)
+        if map_index not in indices:
+            msg = f"{task!r} has no map_index {map_index}; " + (
+                f"it has 0..{len(indices) - 1}" if task.is_mapped else "it is not mapped (-1)"
+            )
+            raise ValueError(msg)
+        if try_number < 1:
+            msg = f"try_number counts from 1, got {try_number!r}"
+            raise ValueError(msg)
+        assets = await self._declare(dag)
+        run = _Run(dag, run_id, {**dag.params, **(params or {})}, assets, None)
+        run.limiter = trio.CapacityLimiter(1)
+        results: list[TaskInstanceResult] = []
+
+        async def one() -> None:
+            results.append(await self._run_instance(run, task, map_index, try_number))
+
+        def start(nursery: trio.Nursery) -> None:
+            nursery.start_soon(one)
+
+        await self._watched(start)
+        return results[0]
+
+    async def _watched(self, start: Callable[[trio.Nursery], None]) -> None:
+        """Run the tasks ``start`` spawns; cancel them all if the supervisor dies."""
+        supervisor = self._supervisor
+        died = False
+
+        async def watch(scope: trio.CancelScope) -> None:
+            nonlocal died
+            await supervisor.stopped.wait()
+            died = True
+            scope.cancel()
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(watch, outer.cancel_scope)
+            async with trio.open_nursery() as inner:
+                start(inner)
+            outer.cancel_scope.cancel()
+        if died:
+            raise supervisor.died_error() from supervisor.failure
+
+    async def _declare(self, dag: Dag) -> dict[object, AssetInfo]:
+        """Register the Dag's assets; return each declared asset-like's concrete asset."""
+        concrete: dict[object, AssetInfo] = {}
+        for task in dag.tasks.values():
+            for item in (*task.inlets, *task.outlets):
+                if isinstance(item, Asset):
+                    concrete[item] = AssetInfo(item.name, item.uri)
+        if concrete:
+            await self._admin.request(m.DeclareAssets(tuple(dict.fromkeys(concrete.values()))))
+        for task in dag.tasks.values():
+            for item in (*task.inlets, *task.outlets):
+                if isinstance(item, AssetNameRef | AssetUriRef) and item not in concrete:
+                    name = item.name if isinstance(item, AssetNameRef) else None
+                    uri = item.uri if isinstance(item, AssetUriRef) else None
+                    found = (await self._admin.request(m.GetAssetByRef(name, uri))).asset
+                    if found is None:
+                        msg = (
+                            f"task {task.task_id!r} declares {describe(item)}, but no such "
+                            "asset is known; declare the Asset itself in some task first"
+                        )
+                        raise UndeclaredAssetError(msg, asset=item)
+                    concrete[item] = found
+        return concrete
+
+    # -- one task instance ------------------------------------------------------------------
+
+    async def _run_instance(
+        self, run: _Run, task: Operator, map_index: int, first_try: int
+    ) -> TaskInstanceResult:
+        attempts: list[Attempt] = []
+        max_tries = task.retries + 1
+        result: Any = None
+        try_number = first_try
+        while True:
+            async with run.limiter:
+                run.emit(task.task_id, map_index, "running", try_number)
+                attempt, result = await self._attempt(run, task, map_index, try_number, max_tries)
+            attempts.append(attempt)
+            if attempt.error is None or try_number >= max_tries:
+                break
+            run.emit(task.task_id, map_index, "up_for_retry", try_number)
+            await trio.sleep(task.retry_delay)
+            try_number += 1
+        last = attempts[-1]
+        state = SUCCESS if last.error is None else FAILED
+        run.emit(task.task_id, map_index, state, try_number)
+        return TaskInstanceResult(
+            run.dag.dag_id, task.task_id, run.run_id, map_index, state, try_number,
+            result if state == SUCCESS else None, last.error, last.rendered, tuple(attempts),
+        )  # fmt: skip
+
+    async def _attempt(
+        self, run: _Run, task: Operator, map_index: int, try_number: int, max_tries: int
+    ) -> tuple[Attempt, Any]:
+        dag = run.dag
+        settings = self._settings
+        scope = TaskScope(dag.dag_id, run.run_id, task.task_id, map_index)
+        declared = _declared_assets(task, run.assets)
+        alias_inlets = [a.name for a in task.inlets if isinstance(a, AssetAlias)]
+        caller = Caller(
+            task=scope,
+            writer=Writer(dag.dag_id, run.run_id, task.task_id, map_index, try_number),
+            assets={asset.name: asset for asset in declared},
+            aliases=frozenset(alias_inlets),
+        )
+        client = SupervisorClient(self._supervisor, caller, self._token)
+        started = time.perf_counter()
+        rendered: dict[str, Any] = {}
+        try:
+            instance = copy.copy(task)
+            if task.is_mapped:
+                arguments = task.map_arguments()[map_index]
+                if isinstance(instance, PythonTask):
+                    instance.mapped_arguments = arguments
+                else:
+                    for name, value in arguments.items():
+                        setattr(instance, name, value)
+            resolved: dict[str, tuple[AssetInfo, ...]] = {}
+            for alias in alias_inlets:
+                resolved[alias] = (await client.request(m.GetAssetsByAlias(alias))).assets
+            accessible = tuple(
+                dict.fromkeys([*declared, *(a for group in resolved.values() for a in group)])
+            )
+            task_state = TaskStateAccessor(
+                client, "task_state", settings.default_task_retention, settings.wall_clock
+            )
+            outlet_events = OutletEventAccessors(
+                tuple(o for o in task.outlets if isinstance(o, Asset | AssetAlias))
+            )
+            context = Context(
+                dag=dag, task=instance, run_id=run.run_id, dag_id=dag.dag_id,
+                task_id=task.task_id, map_index=map_index, try_number=try_number,
+                params=run.params, inlets=task.inlets, outlets=task.outlets,
+                outlet_events=outlet_events, task_state=task_state,
+            )  # fmt: skip
+            context["ti"] = context["task_instance"] = TaskInstanceInfo(
+                dag.dag_id, task.task_id, run.run_id, map_index, try_number, max_tries
+            )
+            if accessible or alias_inlets:
+                context["asset_state"] = AssetStateAccessors(
+                    accessible,
+                    resolved,
+                    lambda asset: AssetStateAccessor(
+                        client, asset, settings.default_asset_retention, settings.wall_clock
+                    ),
+                )
+            rendered = await self._render(instance, context, client, accessible, resolved)
+            for name, value in rendered.items():
+                setattr(instance, name, value)
+            if instance.is_async:
+                result = await instance.execute(context)
+            else:
+                result = await trio.to_thread.run_sync(instance.execute, context)
+            await self._after_success(task, client, outlet_events)
+        except Exception as exc:
+            if isinstance(exc, SupervisorDiedError):
+                raise
+            return Attempt(try_number, rendered, exc, time.perf_counter() - started), None
+        return Attempt(try_number, rendered, None, time.perf_counter() - started), result
+
+    async def _render(
+        self,
+        instance: Operator,
+        context: Context,
+        client: SupervisorClient,
+        accessible: tuple[AssetInfo, ...],
+        resolved: dict[str, tuple[AssetInfo, ...]],
+    ) -> dict[str, Any]:
+        fields = instance.template_fields
+        if not fields:
+            return {}
+        values = {name: getattr(instance, name) for name in fields}
+        # Templates read a snapshot taken now: one request per scope they may read,
+        # instead of one per key, and no way to write.
+        template_context = Context(context)
+        template_context["task_state"] = StateView(
+            "task_state", (await client.request(m.ListTaskState())).items
+        )
+        if "asset_state" in context:
+            snapshots: dict[str, dict[str, Any]] = {}
+            for asset in accessible:
+                listed = await client.request(m.ListAssetStateByName(asset.name))
+                snapshots[asset.name] = listed.items
+            template_context["asset_state"] = AssetStateAccessors(
+                accessible,
+                resolved,
+                lambda asset: StateView(f"asset_state[{asset.name!r}]", snapshots[asset.name]),
+            )
+        dag = instance.dag
+        env = get_environment(
+            native=dag.render_template_as_native_obj, searchpath=dag.template_searchpath
+        )
+        label = f"{dag.dag_id}.{instance.task_id}"
+        if context["map_index"] >= 0:
+            label += f"[{context['map_index']}]"
+        return render_fields(
+            values, template_context, env=env, task=label, template_ext=instance.template_ext
+        )
+
+    async def _after_success(
+        self, task: Operator, client: SupervisorClient, outlet_events: OutletEventAccessors
+    ) -> None:
+        for event in outlet_events.emitted():
+            alias = event.alias.name if event.alias is not None else None
+            request = m.AddAssetEvent(event.asset.name, event.asset.uri, event.extra, alias)
+            await client.request(request)
+        clear = task.clear_state_on_success
+        if clear is None:
+            clear = self._settings.clear_state_on_success
+        if clear:
+            await client.request(m.ClearTaskState())
+
+
+@attrs.define(eq=False)
+class _Run:
+    dag: Dag
+    run_id: str
+    params: dict[str, Any]
+    assets: dict[object, AssetInfo]
+    on_event: Callable[[TaskInstanceEvent], None] | None
+    limiter: trio.CapacityLimiter = attrs.field(default=None)
+    results: list[TaskInstanceResult] = attrs.Factory(list)
+
+    def emit(self, task_id: str, map_index: int, state: str, try_number: int) -> None:
+        if self.on_event is not None:
+            self.on_event(TaskInstanceEvent(task_id, map_index, state, try_number))
+
+
+def _map_indices(task: Operator) -> list[int]:
+    if not task.is_mapped:
+        return [-1]
+    return list(range(len(task.map_arguments())))
+
+
+def _declared_assets(task: Operator, concrete: dict[object, AssetInfo]) -> list[AssetInfo]:
+    # Outlet aliases are for emitting only; inlet aliases are resolved per attempt.
+    found = [concrete[item] for item in (*task.inlets, *task.outlets) if item in concrete]
+    return list(dict.fromkeys(found))
+
+
+def _position(order: list[Operator], task_id: str) -> int:
+    return next(i for i, task in enumerate(order) if task.task_id == task_id)

@@ -1,0 +1,279 @@
+"""The Store protocol: what the supervisor asks of durable state, and the scopes.
+
+A store executes a *batch* of operations in order. If any of them writes, the batch
+is one transaction: either every write in it is durable when :meth:`Store.execute`
+returns, or none is. An operation that is refused for its own reasons (an increment
+of a non-integer, a conflicting asset declaration) yields its exception in the
+results list and writes nothing; the other operations go on. A failure of the store
+itself (I/O, lock timeout, disk full) raises :class:`~stateward.errors.StoreError`
+for the whole batch, with nothing written.
+
+Values cross this boundary as JSON text (checked by :mod:`stateward.values`), so a
+stored value never aliases an object a task still holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeAlias
+
+import attrs
+
+from ..records import AssetInfo, StateEntry
+
+
+@attrs.frozen
+class TaskScope:
+    """One task instance's namespace: shared by its retries, not by other runs."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+    @property
+    def label(self) -> str:
+        """A short name for messages: ``dag.task`` or ``dag.task[3]``, with the run."""
+        index = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.dag_id}.{self.task_id}{index} (run {self.run_id!r})"
+
+
+@attrs.frozen
+class AssetScope:
+    """One asset's namespace, by its name or its URI (at least one is given).
+
+    A write to an asset the store does not know registers it; a missing name or URI
+    then takes the other's value (Airflow's rule). The supervisor always passes both
+    for declared assets.
+    """
+
+    name: str | None = None
+    uri: str | None = None
+
+    @property
+    def info(self) -> AssetInfo:
+        """The asset to register if it is unknown."""
+        name = self.name or self.uri
+        assert name is not None, "an AssetScope names the asset by name or URI"
+        return AssetInfo(name, self.uri or name)
+
+
+Scope: TypeAlias = TaskScope | AssetScope
+
+
+@attrs.frozen
+class Writer:
+    """The task instance that wrote a row (provenance)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+
+    @property
+    def label(self) -> str:
+        """``dag/run/task[i] try n``, as shown by the CLI."""
+        index = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.dag_id}/{self.run_id}/{self.task_id}{index} try {self.try_number}"
+
+
+# -- operations -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Get:
+    """Return the live value of ``key`` (decoded), or ``None``."""
+
+    scope: Scope
+    key: str
+
+
+@attrs.frozen
+class Items:
+    """Return every live key of the scope as a dict of decoded values."""
+
+    scope: Scope
+
+
+@attrs.frozen
+class Put:
+    """Write ``key``; returns ``None``."""
+
+    scope: Scope
+    key: str
+    value: str  # JSON text
+    expires_at: float | None
+    writer: Writer | None
+
+
+@attrs.frozen
+class Delete:
+    """Delete ``key``; returns whether a live key was there."""
+
+    scope: Scope
+    key: str
+
+
+@attrs.frozen
+class Clear:
+    """Delete every key of the scope (for a task, optionally all its map indices)."""
+
+    scope: Scope
+    all_map_indices: bool = False
+
+
+@attrs.frozen
+class Increment:
+    """Add ``by`` to an integer key (absent or expired: 0); returns the new int."""
+
+    scope: Scope
+    key: str
+    by: int
+    expires_at: float | None
+    writer: Writer | None
+
+
+@attrs.frozen
+class CompareAndSet:
+    """Write ``new`` if the key holds ``expected`` (``None``: absent); returns bool."""
+
+    scope: Scope
+    key: str
+    expected: Any  # a decoded JSON value or None
+    new: str  # JSON text
+    expires_at: float | None
+    writer: Writer | None
+
+
+@attrs.frozen
+class RegisterAssets:
+    """Make each asset known; a name or URI already bound elsewhere is a conflict."""
+
+    assets: tuple[AssetInfo, ...]
+
+
+@attrs.frozen
+class LookupAsset:
+    """Return the registered asset with this name or URI, or ``None``."""
+
+    name: str | None = None
+    uri: str | None = None
+
+
+@attrs.frozen
+class ResolveAlias:
+    """Return the assets an alias has been emitted through, oldest first."""
+
+    alias_name: str
+
+
+@attrs.frozen
+class AddEvent:
+    """Record an asset event (and register the asset, and the alias mapping)."""
+
+    asset: AssetInfo
+    extra: str  # JSON text
+    alias_name: str | None
+    writer: Writer | None
+
+
+@attrs.frozen
+class ListEntries:
+    """List rows with provenance, filtered like the CLI's ``state list``."""
+
+    scope: str | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    asset_name: str | None = None
+    include_expired: bool = False
+
+
+@attrs.frozen
+class Cleanup:
+    """Delete expired rows (or count them, on a dry run); returns the count."""
+
+    dry_run: bool = False
+
+
+Op: TypeAlias = (
+    Get
+    | Items
+    | Put
+    | Delete
+    | Clear
+    | Increment
+    | CompareAndSet
+    | RegisterAssets
+    | LookupAsset
+    | ResolveAlias
+    | AddEvent
+    | ListEntries
+    | Cleanup
+)
+
+#: Operations that never write: a batch of only these needs no write transaction.
+READ_OPS: tuple[type[Any], ...] = (Get, Items, LookupAsset, ResolveAlias, ListEntries)
+
+
+def is_write(op: Op) -> bool:
+    """Whether ``op`` may write (and so needs the write transaction)."""
+    return not isinstance(op, READ_OPS) and not (isinstance(op, Cleanup) and op.dry_run)
+
+
+class Store(Protocol):
+    """Durable key/value state for task instances and assets.
+
+    Implementations: :class:`~stateward.store.sqlite.SqliteStore` (embedded, durable)
+    and :class:`~stateward.store.memory.MemoryStore` (tests). Only the supervisor calls
+    a store; one store object serves one supervisor.
+    """
+
+    @property
+    def write_transactions(self) -> int:
+        """Batches executed that wrote (a transaction each); for tests and benchmarks."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Open (creating or migrating the database); from trio, in the closing task."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close; later calls to :meth:`execute` fail with RuntimeClosedError."""
+
+    async def execute(self, ops: Sequence[Op], *, now: float) -> list[Any]:
+        """Run ``ops`` in order, as one transaction if any writes.
+
+        Args:
+            ops: The operations.
+            now: The wall-clock time (Unix seconds) that decides what has expired and
+                is recorded as ``updated_at``.
+
+        Returns:
+            One result per operation: its value, or the exception that refused it.
+
+        Raises:
+            StoreError: the store failed; nothing of the batch was written.
+        """
+        ...
+
+
+def entry_sort_key(entry: StateEntry) -> tuple[Any, ...]:
+    """The order of listed entries: task rows by instance, then asset rows by name."""
+    return (
+        entry.scope != "task",
+        entry.dag_id or "",
+        entry.run_id or "",
+        entry.task_id or "",
+        entry.map_index if entry.map_index is not None else -1,
+        entry.asset_name or "",
+        entry.key,
+    )

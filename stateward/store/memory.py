@@ -1,0 +1,288 @@
+"""MemoryStore: the Store protocol in dicts, for tests and harnesses.
+
+It behaves as :class:`~stateward.store.sqlite.SqliteStore` does (one behaviour suite
+runs against both) but keeps nothing across processes. It does no I/O, so a batch
+cannot fail half way: an operation refused for its own reasons writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import attrs
+
+from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError
+from ..records import AssetInfo, StateEntry
+from ..values import decode_value, json_equal
+from .base import (
+    AddEvent,
+    AssetScope,
+    Cleanup,
+    Clear,
+    CompareAndSet,
+    Delete,
+    Get,
+    Increment,
+    Items,
+    ListEntries,
+    LookupAsset,
+    Op,
+    Put,
+    RegisterAssets,
+    ResolveAlias,
+    Scope,
+    TaskScope,
+    Writer,
+    entry_sort_key,
+    is_write,
+)
+from .conflicts import asset_conflict_message, increment_type_message
+
+
+@attrs.frozen
+class _Row:
+    value: str
+    updated_at: float
+    expires_at: float | None
+    writer: Writer | None
+
+    def live(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+@attrs.frozen
+class AssetEvent:
+    """An asset event as recorded (kept for tests; the SQLite store has a table)."""
+
+    asset: AssetInfo
+    extra: str
+    alias_name: str | None
+    writer: Writer | None
+    timestamp: float
+
+
+@attrs.define
+class _Data:
+    task: dict[TaskScope, dict[str, _Row]] = attrs.Factory(dict)
+    asset: dict[str, dict[str, _Row]] = attrs.Factory(dict)
+    assets_by_name: dict[str, AssetInfo] = attrs.Factory(dict)
+    assets_by_uri: dict[str, AssetInfo] = attrs.Factory(dict)
+    aliases: dict[str, list[str]] = attrs.Factory(dict)
+    events: list[AssetEvent] = attrs.Factory(list)
+
+
+class MemoryStore:
+    """A Store that keeps state in memory; fast, and gone when the process ends."""
+
+    def __init__(self) -> None:
+        self._data = _Data()
+        self._open = False
+        self._write_transactions = 0
+
+    @property
+    def write_transactions(self) -> int:
+        """Batches that wrote, each one transaction (for tests and benchmarks)."""
+        return self._write_transactions
+
+    @property
+    def events(self) -> list[AssetEvent]:
+        """The asset events recorded so far, oldest first."""
+        return list(self._data.events)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(<{len(self._data.task)} task instances>)"
+
+    async def __aenter__(self) -> MemoryStore:
+        """Open the store; a MemoryStore may be opened again and keeps its data."""
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store; its data stays for the next opening."""
+        self._open = False
+
+    async def execute(self, ops: Sequence[Op], *, now: float) -> list[Any]:
+        """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""
+        if not self._open:
+            msg = "the MemoryStore is closed; open a runtime on it first"
+            raise RuntimeClosedError(msg)
+        results: list[Any] = []
+        for op in ops:
+            try:
+                results.append(self._apply(op, now))
+            except (StateTypeError, AssetConflictError) as exc:
+                results.append(exc)
+        if any(is_write(op) for op in ops):
+            self._write_transactions += 1
+        return results
+
+    # -- one operation ------------------------------------------------------------------
+
+    def _rows(self, scope: Scope, create: bool = False) -> dict[str, _Row]:
+        if isinstance(scope, TaskScope):
+            table = self._data.task
+            if create:
+                return table.setdefault(scope, {})
+            return table.get(scope, {})
+        name = self._asset_name(scope, register=create)
+        if name is None:
+            return {}
+        if create:
+            return self._data.asset.setdefault(name, {})
+        return self._data.asset.get(name, {})
+
+    def _asset_name(self, scope: AssetScope, *, register: bool) -> str | None:
+        if scope.name is not None:
+            known = self._data.assets_by_name.get(scope.name)
+        else:
+            known = self._data.assets_by_uri.get(scope.uri or "")
+        if known is not None:
+            return known.name
+        if not register:
+            return None
+        self._register(scope.info)
+        return scope.info.name
+
+    def _register(self, asset: AssetInfo) -> None:
+        by_name = self._data.assets_by_name.get(asset.name)
+        by_uri = self._data.assets_by_uri.get(asset.uri)
+        for known in (by_name, by_uri):
+            if known is not None and known != asset:
+                raise AssetConflictError(asset_conflict_message(asset, known))
+        if by_name is None:
+            self._data.assets_by_name[asset.name] = asset
+            self._data.assets_by_uri[asset.uri] = asset
+
+    def _live(self, rows: dict[str, _Row], key: str, now: float) -> _Row | None:
+        row = rows.get(key)
+        return row if row is not None and row.live(now) else None
+
+    def _apply(self, op: Op, now: float) -> Any:
+        match op:
+            case Get(scope, key):
+                row = self._live(self._rows(scope), key, now)
+                return None if row is None else decode_value(row.value)
+            case Items(scope):
+                rows = self._rows(scope)
+                return {k: decode_value(r.value) for k, r in rows.items() if r.live(now)}
+            case Put(scope, key, value, expires_at, writer):
+                self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
+                return None
+            case Delete(scope, key):
+                rows = self._rows(scope, create=True)
+                row = rows.pop(key, None)
+                return row is not None and row.live(now)
+            case Clear(scope, all_map_indices):
+                return self._clear(scope, all_map_indices)
+            case Increment(scope, key, by, expires_at, writer):
+                rows = self._rows(scope, create=True)
+                row = self._live(rows, key, now)
+                current = 0 if row is None else decode_value(row.value)
+                if type(current) is not int:
+                    raise StateTypeError(increment_type_message(key, current), key=key)
+                rows[key] = _Row(str(current + by), now, expires_at, writer)
+                return current + by
+            case CompareAndSet(scope, key, expected, new, expires_at, writer):
+                rows = self._rows(scope, create=True)
+                row = self._live(rows, key, now)
+                if row is None:
+                    matches = expected is None
+                else:
+                    matches = expected is not None and json_equal(decode_value(row.value), expected)
+                if matches:
+                    rows[key] = _Row(new, now, expires_at, writer)
+                return matches
+            case RegisterAssets(assets):
+                for asset in assets:
+                    self._register(asset)
+                return None
+            case LookupAsset(name, uri):
+                if name is not None:
+                    return self._data.assets_by_name.get(name)
+                return self._data.assets_by_uri.get(uri or "")
+            case ResolveAlias(alias_name):
+                names = self._data.aliases.get(alias_name, [])
+                return tuple(self._data.assets_by_name[n] for n in names)
+            case AddEvent(asset, extra, alias_name, writer):
+                self._register(asset)
+                self._data.events.append(AssetEvent(asset, extra, alias_name, writer, now))
+                if alias_name is not None:
+                    names = self._data.aliases.setdefault(alias_name, [])
+                    if asset.name not in names:
+                        names.append(asset.name)
+                return None
+            case ListEntries():
+                return self._list(op, now)
+            case Cleanup(dry_run):
+                return self._cleanup(now, dry_run)
+            case _:
+                msg = f"MemoryStore cannot execute {type(op).__name__}: {op!r}"
+                raise TypeError(msg)
+
+    def _clear(self, scope: Scope, all_map_indices: bool) -> int:
+        if isinstance(scope, TaskScope) and all_map_indices:
+            fleet = [
+                s
+                for s in self._data.task
+                if (s.dag_id, s.run_id, s.task_id) == (scope.dag_id, scope.run_id, scope.task_id)
+            ]
+            return sum(len(self._data.task.pop(s)) for s in fleet)
+        rows = self._rows(scope)
+        count = len(rows)
+        rows.clear()
+        return count
+
+    def _list(self, f: ListEntries, now: float) -> tuple[StateEntry, ...]:
+        entries: list[StateEntry] = []
+        want_task = f.scope in (None, "task") and f.asset_name is None
+        want_asset = f.scope in (None, "asset") and f.dag_id is f.run_id is f.task_id is None
+        if want_task:
+            for s, rows in self._data.task.items():
+                if (
+                    (f.dag_id is not None and s.dag_id != f.dag_id)
+                    or (f.run_id is not None and s.run_id != f.run_id)
+                    or (f.task_id is not None and s.task_id != f.task_id)
+                    or (f.map_index is not None and s.map_index != f.map_index)
+                ):
+                    continue
+                for key, row in rows.items():
+                    if f.include_expired or row.live(now):
+                        entries.append(
+                            StateEntry(
+                                "task", key, decode_value(row.value), row.updated_at,
+                                row.expires_at, s.dag_id, s.run_id, s.task_id, s.map_index,
+                                writer=None if row.writer is None else row.writer.label,
+                            )
+                        )  # fmt: skip
+        if want_asset and f.map_index is None:
+            for name, rows in self._data.asset.items():
+                if f.asset_name is not None and name != f.asset_name:
+                    continue
+                asset = self._data.assets_by_name[name]
+                for key, row in rows.items():
+                    if f.include_expired or row.live(now):
+                        entries.append(
+                            StateEntry(
+                                "asset", key, decode_value(row.value), row.updated_at,
+                                row.expires_at, asset_name=name, asset_uri=asset.uri,
+                                writer=None if row.writer is None else row.writer.label,
+                            )
+                        )  # fmt: skip
+        return tuple(sorted(entries, key=entry_sort_key))
+
+    def _cleanup(self, now: float, dry_run: bool) -> int:
+        count = 0
+        for table in (*self._data.task.values(), *self._data.asset.values()):
+            expired = [key for key, row in table.items() if not row.live(now)]
+            count += len(expired)
+            if not dry_run:
+                for key in expired:
+                    del table[key]
+        return count

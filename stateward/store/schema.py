@@ -1,0 +1,155 @@
+"""The SQLite schema, its version table, and the migrations between versions.
+
+A stateward database is marked twice: ``PRAGMA application_id`` holds
+:data:`APPLICATION_ID`, and the ``schema_version`` table has one row per migration
+applied. A file without the mark that already holds tables belongs to someone else and
+is never modified.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Final
+
+from ..errors import NotAStatewardDatabaseError
+
+#: 'SWD1' as an int: what ``PRAGMA application_id`` holds in a stateward database.
+APPLICATION_ID: Final = 0x53574431
+
+#: Each migration: (version it brings the database to, its statements).
+MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            """CREATE TABLE schema_version (
+                version INTEGER PRIMARY KEY,
+                applied_at REAL NOT NULL
+            )""",
+            """CREATE TABLE task_state (
+                dag_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                task_id TEXT NOT NULL,
+                map_index INTEGER NOT NULL,
+                key TEXT NOT NULL,
+                value TEXT NOT NULL,
+                updated_at REAL NOT NULL,
+                expires_at REAL,
+                PRIMARY KEY (dag_id, run_id, task_id, map_index, key)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX task_state_expiry ON task_state (expires_at) "
+            "WHERE expires_at IS NOT NULL",
+        ),
+    ),
+    (
+        2,
+        (
+            # Provenance of task state: which try wrote it (NULL: out-of-band).
+            "ALTER TABLE task_state ADD COLUMN writer_try INTEGER",
+            """CREATE TABLE asset (
+                id INTEGER PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                uri TEXT NOT NULL UNIQUE,
+                created_at REAL NOT NULL
+            )""",
+            """CREATE TABLE asset_state (
+                asset_id INTEGER NOT NULL REFERENCES asset (id),
+                key TEXT NOT NULL,
+                value TEXT NOT NULL,
+                updated_at REAL NOT NULL,
+                expires_at REAL,
+                writer_dag_id TEXT,
+                writer_run_id TEXT,
+                writer_task_id TEXT,
+                writer_map_index INTEGER,
+                writer_try INTEGER,
+                PRIMARY KEY (asset_id, key)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX asset_state_expiry ON asset_state (expires_at) "
+            "WHERE expires_at IS NOT NULL",
+            """CREATE TABLE asset_alias (
+                alias_name TEXT NOT NULL,
+                asset_id INTEGER NOT NULL REFERENCES asset (id),
+                created_at REAL NOT NULL,
+                PRIMARY KEY (alias_name, asset_id)
+            )""",
+            """CREATE TABLE asset_event (
+                id INTEGER PRIMARY KEY,
+                asset_id INTEGER NOT NULL REFERENCES asset (id),
+                alias_name TEXT,
+                extra TEXT NOT NULL,
+                dag_id TEXT,
+                run_id TEXT,
+                task_id TEXT,
+                map_index INTEGER,
+                try_number INTEGER,
+                timestamp REAL NOT NULL
+            )""",
+        ),
+    ),
+)
+
+#: The version this code writes.
+SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
+
+
+def current_version(conn: sqlite3.Connection, path: str) -> int | None:
+    """Return the schema version of a stateward database, or ``None`` for an empty file.
+
+    Raises:
+        NotAStatewardDatabaseError: the file is not SQLite, belongs to another
+            application, or was written by a newer stateward.
+    """
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    except sqlite3.DatabaseError as exc:
+        msg = (
+            f"{path!r} is not a stateward database ({exc}); "
+            "point --db / db= at a new file or an existing stateward database"
+        )
+        raise NotAStatewardDatabaseError(msg) from exc
+    if app_id == 0 and not tables:
+        return None
+    if app_id != APPLICATION_ID or "schema_version" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) or "none"
+        msg = (
+            f"{path!r} is an SQLite database of another application "
+            f"(application_id {app_id:#x}, tables: {shown}); stateward leaves it untouched. "
+            "Point --db / db= at a new file or an existing stateward database"
+        )
+        raise NotAStatewardDatabaseError(msg)
+    version: int = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+    if version > SCHEMA_VERSION:
+        msg = (
+            f"{path!r} has schema version {version}, newer than this stateward's "
+            f"{SCHEMA_VERSION}; upgrade stateward to open it"
+        )
+        raise NotAStatewardDatabaseError(msg)
+    return version
+
+
+def migrate(conn: sqlite3.Connection, path: str, to_version: int = SCHEMA_VERSION) -> int:
+    """Bring the database to ``to_version`` in one transaction; return the version it had.
+
+    The version is read again under the write lock, so several processes opening one
+    new file at once migrate it once.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        from_version = current_version(conn, path) or 0
+        if from_version == 0:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        for version, statements in MIGRATIONS:
+            if from_version < version <= to_version:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (version, time.time()),
+                )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return from_version

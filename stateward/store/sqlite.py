@@ -1,0 +1,477 @@
+"""SqliteStore: the embedded, durable default store, on aiosqlite under trio-asyncio.
+
+aiosqlite runs one SQLite connection in a thread of its own and is asyncio-only, so the
+store opens a trio-asyncio loop for it (as python-trio's triopg does for asyncpg).
+A whole batch of operations runs as one function on that thread, in one hop: the
+transaction's statements do not each pay a thread round trip.
+
+Durability: WAL journal with ``synchronous=FULL`` by default, so a batch is on disk
+when :meth:`SqliteStore.execute` returns. Writes take the write lock up front
+(``BEGIN IMMEDIATE``), so a read-modify-write such as an increment is atomic against
+other processes sharing the file; they wait up to ``busy_timeout`` for the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Final
+
+import aiosqlite
+import trio_asyncio
+
+from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError, StoreError
+from ..records import AssetInfo, StateEntry
+from ..values import decode_value, json_equal
+from .base import (
+    AddEvent,
+    AssetScope,
+    Cleanup,
+    Clear,
+    CompareAndSet,
+    Delete,
+    Get,
+    Increment,
+    Items,
+    ListEntries,
+    LookupAsset,
+    Op,
+    Put,
+    RegisterAssets,
+    ResolveAlias,
+    Scope,
+    TaskScope,
+    Writer,
+    is_write,
+)
+from .conflicts import asset_conflict_message, increment_type_message
+from .schema import SCHEMA_VERSION, current_version, migrate
+
+SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
+_TASK_KEY: Final = "dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?"
+
+_SQL: Final = {
+    "task_get": f"SELECT value FROM task_state WHERE {_TASK_KEY} AND key = ? AND {_LIVE}",
+    "task_items": f"SELECT key, value FROM task_state WHERE {_TASK_KEY} AND {_LIVE}",
+    "task_put": (
+        "INSERT INTO task_state (dag_id, run_id, task_id, map_index, key, value, "
+        "updated_at, expires_at, writer_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET "
+        "value = excluded.value, updated_at = excluded.updated_at, "
+        "expires_at = excluded.expires_at, writer_try = excluded.writer_try"
+    ),
+    "task_delete": f"DELETE FROM task_state WHERE {_TASK_KEY} AND key = ? RETURNING {_LIVE}",
+    "task_clear": f"DELETE FROM task_state WHERE {_TASK_KEY}",
+    "task_clear_all": "DELETE FROM task_state WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+    "asset_get": f"SELECT value FROM asset_state WHERE asset_id = ? AND key = ? AND {_LIVE}",
+    "asset_items": f"SELECT key, value FROM asset_state WHERE asset_id = ? AND {_LIVE}",
+    "asset_put": (
+        "INSERT INTO asset_state (asset_id, key, value, updated_at, expires_at, "
+        "writer_dag_id, writer_run_id, writer_task_id, writer_map_index, writer_try) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (asset_id, key) DO UPDATE SET value = excluded.value, "
+        "updated_at = excluded.updated_at, expires_at = excluded.expires_at, "
+        "writer_dag_id = excluded.writer_dag_id, writer_run_id = excluded.writer_run_id, "
+        "writer_task_id = excluded.writer_task_id, "
+        "writer_map_index = excluded.writer_map_index, writer_try = excluded.writer_try"
+    ),
+    "asset_delete": f"DELETE FROM asset_state WHERE asset_id = ? AND key = ? RETURNING {_LIVE}",
+    "asset_clear": "DELETE FROM asset_state WHERE asset_id = ?",
+}
+
+
+class _Engine:
+    """The store's SQL, run synchronously on aiosqlite's connection thread."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+        self.asset_ids: dict[str, int] = {}
+        self._new_ids: dict[str, int] = {}
+        self.write_transactions = 0
+
+    def run(self, ops: Sequence[Op], now: float) -> list[Any]:
+        writes = any(is_write(op) for op in ops)
+        conn = self.conn
+        try:
+            if writes or len(ops) > 1:
+                conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+            results: list[Any] = []
+            for op in ops:
+                try:
+                    results.append(self._apply(op, now))
+                except (StateTypeError, AssetConflictError) as exc:
+                    results.append(exc)
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._new_ids.clear()
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise StoreError(store_error_message(self.path, exc)) from exc
+        self.asset_ids.update(self._new_ids)
+        self._new_ids.clear()
+        if writes:
+            self.write_transactions += 1
+        return results
+
+    # -- scopes -------------------------------------------------------------------------
+
+    def _asset_id(self, scope: AssetScope, now: float, *, register: bool) -> int | None:
+        # Ids are cached by name or URI; an asset's id never changes once committed.
+        column, ident = ("name", scope.name) if scope.name is not None else ("uri", scope.uri)
+        cache_key = f"{column}:{ident}"
+        found = self.asset_ids.get(cache_key) or self._new_ids.get(cache_key)
+        if found is not None:
+            return found
+        sql = f"SELECT id FROM asset WHERE {column} = ?"
+        row = self.conn.execute(sql, (ident,)).fetchone()
+        if row is not None:
+            self._new_ids[cache_key] = int(row[0])
+            return int(row[0])
+        if not register:
+            return None
+        return self._register(scope.info, now)
+
+    def _register(self, asset: AssetInfo, now: float) -> int:
+        rows = self.conn.execute(
+            "SELECT id, name, uri FROM asset WHERE name = ? OR uri = ?", (asset.name, asset.uri)
+        ).fetchall()
+        for _, name, uri in rows:
+            if (name, uri) != (asset.name, asset.uri):
+                raise AssetConflictError(asset_conflict_message(asset, AssetInfo(name, uri)))
+        if rows:
+            asset_id = int(rows[0][0])
+        else:
+            cursor = self.conn.execute(
+                "INSERT INTO asset (name, uri, created_at) VALUES (?, ?, ?)",
+                (asset.name, asset.uri, now),
+            )
+            asset_id = int(cursor.lastrowid or 0)
+        self._new_ids[f"name:{asset.name}"] = asset_id
+        self._new_ids[f"uri:{asset.uri}"] = asset_id
+        return asset_id
+
+    def _get(self, scope: Scope, key: str, now: float) -> Any:
+        if isinstance(scope, TaskScope):
+            row = self.conn.execute(_SQL["task_get"], (*_task_params(scope), key, now)).fetchone()
+        else:
+            asset_id = self._asset_id(scope, now, register=False)
+            if asset_id is None:
+                return None
+            row = self.conn.execute(_SQL["asset_get"], (asset_id, key, now)).fetchone()
+        return None if row is None else decode_value(row[0])
+
+    def _put(
+        self, scope: Scope, key: str, value: str, expires_at: float | None,
+        writer: Writer | None, now: float,
+    ) -> None:  # fmt: skip
+        if isinstance(scope, TaskScope):
+            try_number = None if writer is None else writer.try_number
+            params: tuple[Any, ...] = (
+                *_task_params(scope), key, value, now, expires_at, try_number,
+            )  # fmt: skip
+            self.conn.execute(_SQL["task_put"], params)
+            return
+        asset_id = self._asset_id(scope, now, register=True)
+        who: tuple[Any, ...] = (None,) * 5
+        if writer is not None:
+            who = (
+                writer.dag_id, writer.run_id, writer.task_id, writer.map_index,
+                writer.try_number,
+            )  # fmt: skip
+        self.conn.execute(_SQL["asset_put"], (asset_id, key, value, now, expires_at, *who))
+
+    def _apply(self, op: Op, now: float) -> Any:
+        conn = self.conn
+        match op:
+            case Get(scope, key):
+                return self._get(scope, key, now)
+            case Items(scope):
+                if isinstance(scope, TaskScope):
+                    rows = conn.execute(_SQL["task_items"], (*_task_params(scope), now))
+                else:
+                    asset_id = self._asset_id(scope, now, register=False)
+                    if asset_id is None:
+                        return {}
+                    rows = conn.execute(_SQL["asset_items"], (asset_id, now))
+                return {key: decode_value(value) for key, value in rows}
+            case Put(scope, key, value, expires_at, writer):
+                self._put(scope, key, value, expires_at, writer, now)
+                return None
+            case Delete(scope, key):
+                if isinstance(scope, TaskScope):
+                    row = conn.execute(
+                        _SQL["task_delete"], (*_task_params(scope), key, now)
+                    ).fetchone()
+                else:
+                    asset_id = self._asset_id(scope, now, register=False)
+                    if asset_id is None:
+                        return False
+                    row = conn.execute(_SQL["asset_delete"], (asset_id, key, now)).fetchone()
+                return bool(row and row[0])
+            case Clear(scope, all_map_indices):
+                if isinstance(scope, TaskScope):
+                    if all_map_indices:
+                        params = (scope.dag_id, scope.run_id, scope.task_id)
+                        return conn.execute(_SQL["task_clear_all"], params).rowcount
+                    return conn.execute(_SQL["task_clear"], _task_params(scope)).rowcount
+                asset_id = self._asset_id(scope, now, register=False)
+                if asset_id is None:
+                    return 0
+                return conn.execute(_SQL["asset_clear"], (asset_id,)).rowcount
+            case Increment(scope, key, by, expires_at, writer):
+                current = self._get(scope, key, now)
+                current = 0 if current is None else current
+                if type(current) is not int:
+                    raise StateTypeError(increment_type_message(key, current), key=key)
+                self._put(scope, key, str(current + by), expires_at, writer, now)
+                return current + by
+            case CompareAndSet(scope, key, expected, new, expires_at, writer):
+                current = self._get(scope, key, now)
+                if current is None:
+                    matches = expected is None
+                else:
+                    matches = expected is not None and json_equal(current, expected)
+                if matches:
+                    self._put(scope, key, new, expires_at, writer, now)
+                return matches
+            case RegisterAssets(assets):
+                for asset in assets:
+                    self._register(asset, now)
+                return None
+            case LookupAsset(name, uri):
+                column, ident = ("name", name) if name is not None else ("uri", uri)
+                found = conn.execute(
+                    f"SELECT name, uri FROM asset WHERE {column} = ?", (ident,)
+                ).fetchone()
+                return None if found is None else AssetInfo(*found)
+            case ResolveAlias(alias_name):
+                rows = conn.execute(
+                    "SELECT a.name, a.uri FROM asset_alias AS m JOIN asset AS a "
+                    "ON a.id = m.asset_id WHERE m.alias_name = ? ORDER BY m.created_at, a.id",
+                    (alias_name,),
+                )
+                return tuple(AssetInfo(name, uri) for name, uri in rows)
+            case AddEvent(asset, extra, alias_name, writer):
+                self._add_event(asset, extra, alias_name, writer, now)
+                return None
+            case ListEntries():
+                return self._list(op, now)
+            case Cleanup(dry_run):
+                return self._cleanup(now, dry_run)
+            case _:
+                msg = f"SqliteStore cannot execute {type(op).__name__}: {op!r}"
+                raise TypeError(msg)
+
+    def _add_event(
+        self, asset: AssetInfo, extra: str, alias_name: str | None, writer: Writer | None,
+        now: float,
+    ) -> None:  # fmt: skip
+        asset_id = self._register(asset, now)
+        who: tuple[Any, ...] = (None,) * 5
+        if writer is not None:
+            who = (
+                writer.dag_id, writer.run_id, writer.task_id, writer.map_index,
+                writer.try_number,
+            )  # fmt: skip
+        self.conn.execute(
+            "INSERT INTO asset_event (asset_id, alias_name, extra, dag_id, run_id, task_id, "
+            "map_index, try_number, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (asset_id, alias_name, extra, *who, now),
+        )
+        if alias_name is not None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO asset_alias (alias_name, asset_id, created_at) "
+                "VALUES (?, ?, ?)",
+                (alias_name, asset_id, now),
+            )
+
+    def _list(self, f: ListEntries, now: float) -> tuple[StateEntry, ...]:
+        entries: list[StateEntry] = []
+        live = "" if f.include_expired else f" AND {_LIVE}"
+        if f.scope in (None, "task") and f.asset_name is None:
+            where, params = _filters(
+                dag_id=f.dag_id, run_id=f.run_id, task_id=f.task_id, map_index=f.map_index
+            )
+            rows = self.conn.execute(
+                "SELECT dag_id, run_id, task_id, map_index, key, value, updated_at, expires_at,"
+                f" writer_try FROM task_state WHERE {where}{live}"
+                " ORDER BY dag_id, run_id, task_id, map_index, key",
+                (*params, now) if live else params,
+            )
+            for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
+                writer = None
+                if tn is not None:
+                    writer = Writer(dag_id, run_id, task_id, map_index, tn).label
+                entries.append(
+                    StateEntry(
+                        "task", key, decode_value(value), updated, expires,
+                        dag_id, run_id, task_id, map_index, writer=writer,
+                    )
+                )  # fmt: skip
+        no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
+        if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
+            where, params = _filters(**{"a.name": f.asset_name})
+            rows = self.conn.execute(
+                "SELECT a.name, a.uri, s.key, s.value, s.updated_at, s.expires_at,"
+                " s.writer_dag_id, s.writer_run_id, s.writer_task_id, s.writer_map_index,"
+                " s.writer_try FROM asset_state AS s JOIN asset AS a ON a.id = s.asset_id"
+                f" WHERE {where}{live} ORDER BY a.name, s.key",
+                (*params, now) if live else params,
+            )
+            for name, uri, key, value, updated, expires, *who in rows:
+                writer = None if who[0] is None else Writer(*who).label
+                entries.append(
+                    StateEntry(
+                        "asset", key, decode_value(value), updated, expires,
+                        asset_name=name, asset_uri=uri, writer=writer,
+                    )
+                )  # fmt: skip
+        return tuple(entries)
+
+    def _cleanup(self, now: float, dry_run: bool) -> int:
+        count = 0
+        for table in ("task_state", "asset_state"):
+            if dry_run:
+                sql = f"SELECT COUNT(*) FROM {table} WHERE expires_at <= ?"
+                count += self.conn.execute(sql, (now,)).fetchone()[0]
+            else:
+                sql = f"DELETE FROM {table} WHERE expires_at <= ?"
+                count += self.conn.execute(sql, (now,)).rowcount
+        return count
+
+
+def _task_params(scope: TaskScope) -> tuple[str, str, str, int]:
+    return (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+
+
+def _filters(**columns: object) -> tuple[str, tuple[object, ...]]:
+    given = {name: value for name, value in columns.items() if value is not None}
+    where = " AND ".join(f"{name} = ?" for name in given) or "1 = 1"
+    return where, tuple(given.values())
+
+
+def store_error_message(path: str, exc: sqlite3.Error) -> str:
+    """Say what failed in the database at ``path`` and what the user can do."""
+    text = str(exc)
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        hint = "another process holds the write lock; retry, or raise busy_timeout"
+    elif "full" in lowered:
+        hint = "the disk (or the database's max_page_count) is full; free space"
+    elif "readonly" in lowered or "read-only" in lowered:
+        hint = "the file or its folder is read-only; make it writable"
+    elif "malformed" in lowered or "not a database" in lowered:
+        hint = "the file is corrupt; restore it from a backup"
+    elif "unable to open" in lowered:
+        hint = "check that the folder exists and is writable"
+    else:
+        hint = "see the SQLite error above"
+    return f"SQLite store {path!r} failed: {text} ({hint})"
+
+
+class SqliteStore:
+    """A durable Store in one SQLite file.
+
+    Args:
+        path: The database file; created (with its schema) if missing.
+        synchronous: SQLite's ``synchronous`` pragma; ``"FULL"`` (the default) makes
+            every acknowledged write survive a power loss. ``"NORMAL"`` is faster and
+            survives a process crash but may lose the last writes on power loss.
+        busy_timeout: Seconds to wait for another process's write lock.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            msg = f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}"
+            raise ValueError(msg)
+        if busy_timeout < 0:
+            msg = f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}"
+            raise ValueError(msg)
+        self.path = os.fspath(path)
+        self.synchronous = mode
+        self.busy_timeout = busy_timeout
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._conn: Any = None
+        self._engine: _Engine | None = None
+        self._loop: Any = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
+
+    @property
+    def write_transactions(self) -> int:
+        """Batches that wrote, each one transaction (for tests and benchmarks)."""
+        return 0 if self._engine is None else self._engine.write_transactions
+
+    async def __aenter__(self) -> SqliteStore:
+        if self._stack is not None:
+            msg = f"{self!r} is already open; one store serves one runtime at a time"
+            raise RuntimeError(msg)
+        async with contextlib.AsyncExitStack() as stack:
+            self._loop = await stack.enter_async_context(trio_asyncio.open_loop())
+            try:
+                self._conn = await self._aio(aiosqlite.connect)(
+                    self.path, isolation_level=None, timeout=self.busy_timeout
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(store_error_message(self.path, exc)) from exc
+            stack.push_async_callback(self._close_connection)
+            self._engine = await self._call(self._open_sync)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _aio(self, fn: Any) -> Any:
+        return trio_asyncio.aio_as_trio(fn, loop=self._loop)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        # aiosqlite has no public "run this on your thread"; _execute has been its
+        # stable internal for that since 0.1, and it is what every public method uses.
+        return await self._aio(self._conn._execute)(fn, *args)
+
+    async def _close_connection(self) -> None:
+        conn, self._conn, self._engine = self._conn, None, None
+        if conn is not None:
+            await self._aio(conn.close)()
+
+    def _open_sync(self) -> _Engine:
+        conn: sqlite3.Connection = self._conn._conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            version = current_version(conn, self.path)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if version != SCHEMA_VERSION:
+                migrate(conn, self.path)
+        except sqlite3.Error as exc:
+            raise StoreError(store_error_message(self.path, exc)) from exc
+        return _Engine(conn, self.path)
+
+    async def execute(self, ops: Sequence[Op], *, now: float) -> list[Any]:
+        """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""
+        engine = self._engine
+        if engine is None:
+            msg = f"{self!r} is not open; use it with 'async with' (open_runtime does)"
+            raise RuntimeClosedError(msg)
+        results: list[Any] = await self._call(engine.run, ops, now)
+        return results

@@ -1,0 +1,15 @@
+"""Sandboxed jinja templating of task fields, with read-only access to state."""
+
+from __future__ import annotations
+
+from .environment import NativeStateSandbox as NativeStateSandbox
+from .environment import StateSandbox as StateSandbox
+from .environment import get_environment as get_environment
+from .render import render_fields as render_fields
+
+__all__ = [
+    "NativeStateSandbox",
+    "StateSandbox",
+    "get_environment",
+    "render_fields",
+]

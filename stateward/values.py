@@ -1,0 +1,144 @@
+"""What may be stored as state: keys, JSON values, and their encoded form.
+
+Both the accessors (to fail fast, in the caller's frame) and the supervisor (because a
+hand-built request must not get past it) check keys and values here. A value is
+stored as its JSON text, so a stored value never aliases the caller's object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Final
+
+from .errors import StateTypeError, StateValueError
+
+#: The longest key accepted, in characters.
+MAX_KEY_LENGTH: Final = 512
+#: The default limit on one value's JSON encoding, in bytes.
+DEFAULT_MAX_VALUE_BYTES: Final = 64 * 1024
+
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_SCALARS: Final = (str, int, bool)
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a valid state key.
+
+    Raises:
+        StateTypeError: the key is not a str.
+        StateValueError: the key is empty or longer than 512 characters.
+    """
+    if type(key) is not str:
+        msg = f"state keys must be str, got {type(key).__name__} {key!r}; convert it with str()"
+        raise StateTypeError(msg, key=key)
+    if not key:
+        msg = "state keys must not be empty; pick a name such as 'job_id'"
+        raise StateValueError(msg, key=key)
+    if len(key) > MAX_KEY_LENGTH:
+        msg = (
+            f"state key {key[:40]!r}... is {len(key)} characters long; "
+            f"keys may have at most {MAX_KEY_LENGTH}"
+        )
+        raise StateValueError(msg, key=key)
+    return key
+
+
+def _check_json(value: object, key: str, path: str) -> None:
+    # Walk the value once, so the error can say where the bad part sits.
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            msg = (
+                f"cannot store {value!r} at {path} for key {key!r}: JSON has no NaN or "
+                "infinity; store None-free sentinels such as a string or a flag instead"
+            )
+            raise StateValueError(msg, key=key)
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, key, f"{path}[{index}]")
+        return
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if type(name) is not str:
+                msg = (
+                    f"cannot store key {key!r}: {path} has a {type(name).__name__} key "
+                    f"{name!r}; JSON objects have str keys only, so convert it with str()"
+                )
+                raise StateTypeError(msg, key=key, path=path)
+            _check_json(item, key, f"{path}[{name!r}]")
+        return
+    if value is None:
+        msg = (
+            f"cannot store None at {path} for key {key!r}: None means 'absent' when read; "
+            "leave the entry out or use a sentinel"
+        )
+        raise StateValueError(msg, key=key)
+    hint = {
+        "tuple": "use a list",
+        "set": "use a sorted list",
+        "frozenset": "use a sorted list",
+        "bytes": "decode it or base64-encode it to str",
+        "datetime": "store value.isoformat() or a timestamp",
+        "date": "store value.isoformat()",
+        "Decimal": "store str(value) or a float",
+    }.get(type(value).__name__, "convert it to str, int, float, bool, list or dict")
+    msg = (
+        f"cannot store key {key!r}: {path} is a {type(value).__name__} ({value!r:.60}), "
+        f"which is not a JSON value; {hint}"
+    )
+    raise StateTypeError(msg, key=key, path=path)
+
+
+def encode_value(key: str, value: object, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> str:
+    """Check ``value`` and return its JSON text.
+
+    Args:
+        key: The key the value is stored under (for error messages).
+        value: A JSON value: str, int, finite float, bool, list, or dict with str keys.
+        max_value_bytes: The largest accepted encoding, in UTF-8 bytes.
+
+    Returns:
+        The compact JSON encoding.
+
+    Raises:
+        StateValueError: ``None`` (at the top or nested), NaN or infinity, or too large.
+        StateTypeError: a part of the value is not JSON; ``.path`` says where.
+    """
+    if value is None:
+        msg = (
+            f"cannot store None for key {key!r}: None means 'absent' when read; "
+            f"call delete({key!r}) to remove the key instead"
+        )
+        raise StateValueError(msg, key=key)
+    _check_json(value, key, "value")
+    text = _ENCODER.encode(value)
+    size = len(text.encode()) if not text.isascii() else len(text)
+    if size > max_value_bytes:
+        msg = (
+            f"value for key {key!r} is {size} bytes as JSON, over the limit of "
+            f"{max_value_bytes}; store a reference (a path or URI) to the data instead, "
+            "or raise max_value_bytes on open_runtime()"
+        )
+        raise StateValueError(msg, key=key)
+    return text
+
+
+def decode_value(text: str) -> Any:
+    """Return the value whose JSON encoding is ``text``."""
+    return json.loads(text)
+
+
+def json_equal(a: object, b: object) -> bool:
+    """Compare two JSON values exactly: ``True`` is not ``1`` and ``1`` is not ``1.0``."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        assert isinstance(b, list)
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        assert isinstance(b, dict)
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return a == b
