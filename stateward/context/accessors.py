@@ -371,12 +371,17 @@ class AssetStateAccessor(_StateAccessor):
 # -- read-only snapshots for templates -----------------------------------------------------
 
 
-def _refuse_write(self: StateView, *args: Any, **kwargs: Any) -> NoReturn:
-    msg = (
-        f"templates can read state but not write it ({self._label}); "
-        "write from the task's code instead"
-    )
-    raise TemplateWriteError(msg)
+def _refuse_write(name: str) -> Callable[..., NoReturn]:
+    # One function per writer, so that the sandbox's refusal names the method called.
+    def refuse(self: StateView, *args: Any, **kwargs: Any) -> NoReturn:
+        msg = (
+            f"templates can read state but not write it ({self._label}.{name}); "
+            "write from the task's code instead"
+        )
+        raise TemplateWriteError(msg)
+
+    refuse.__name__ = refuse.__qualname__ = name
+    return _writes(refuse)
 
 
 class StateView:
@@ -424,8 +429,12 @@ class StateView:
             raise AttributeError(msg, name=name, obj=self)
         return self._items[name]
 
-    set = aset = delete = adelete = clear = aclear = _writes(_refuse_write)
-    increment = aincrement = compare_and_set = acompare_and_set = _writes(_refuse_write)
+    set, aset = _refuse_write("set"), _refuse_write("aset")
+    delete, adelete = _refuse_write("delete"), _refuse_write("adelete")
+    clear, aclear = _refuse_write("clear"), _refuse_write("aclear")
+    increment, aincrement = _refuse_write("increment"), _refuse_write("aincrement")
+    compare_and_set = _refuse_write("compare_and_set")
+    acompare_and_set = _refuse_write("acompare_and_set")
 
 
 # -- asset_state: the accessible assets, keyed -----------------------------------------------
@@ -459,6 +468,12 @@ class AssetStateAccessors(Generic[T]):
         return f"<AssetStateAccessors {[a.name for a in self._assets]}>"
 
     def _template_keys(self) -> tuple[str, list[str]]:
+        # With one asset, asset_state.key reads that asset's keys: list those.
+        if len(self._assets) == 1:
+            member = self._members[self._assets[0].name]
+            member_keys = getattr(type(member), "_template_keys", None)
+            if callable(member_keys):
+                return "asset_state", list(member_keys(member)[1])
         return "asset_state", [a.name for a in self._assets]
 
     def _declared(self) -> str:

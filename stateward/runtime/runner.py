@@ -29,7 +29,7 @@ from ..dag import Dag, Operator, PythonTask
 from ..errors import SupervisorDiedError, UndeclaredAssetError
 from ..records import AssetInfo
 from ..store.base import TaskScope, Writer
-from ..templates import get_environment, render_fields
+from ..templates import get_environment, needs_rendering, render_fields
 from . import messages as m
 from .client import SupervisorClient
 from .supervisor import Caller, Supervisor
@@ -379,6 +379,8 @@ class Runner:
         if not fields:
             return {}
         values = {name: getattr(instance, name) for name in fields}
+        if not any(needs_rendering(v, instance.template_ext) for v in values.values()):
+            return values
         # Templates read a snapshot taken now: one request per scope they may read,
         # instead of one per key, and no way to write.
         template_context = Context(context)

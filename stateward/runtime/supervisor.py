@@ -158,7 +158,10 @@ class Supervisor:
             msg = "the runtime is closed; open a new one to reach state"
             raise RuntimeClosedError(msg) from None
         except trio.BrokenResourceError:
-            raise self.died_error() from self.failure
+            if self.failure is not None:
+                raise self.died_error() from self.failure
+            msg = "the runtime has stopped; open a new one to reach state"
+            raise RuntimeClosedError(msg) from None
         except RuntimeError as exc:
             msg = (
                 "state was reached from a thread without going through trio; "
@@ -204,8 +207,10 @@ class Supervisor:
                 self.failure = exc
             raise
         finally:
-            self._receive.close()
+            # Drain before closing (no await between them, so nothing slips in): every
+            # queued request is answered, and later submits see a closed channel.
             self._fail_queued()
+            self._receive.close()
             self._stopped.set()
 
     def _fail_queued(self) -> None:
@@ -214,7 +219,7 @@ class Supervisor:
         while True:
             try:
                 envelope = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            except (trio.WouldBlock, trio.EndOfChannel):
                 return
             envelope.answer(m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, str(reason)))
 

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Final
 
 import aiosqlite
+import trio
 import trio_asyncio
 
 from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError, StoreError
@@ -65,7 +66,7 @@ _SQL: Final = {
         "value = excluded.value, updated_at = excluded.updated_at, "
         "expires_at = excluded.expires_at, writer_try = excluded.writer_try"
     ),
-    "task_delete": f"DELETE FROM task_state WHERE {_TASK_KEY} AND key = ? RETURNING {_LIVE}",
+    "task_delete": f"DELETE FROM task_state WHERE {_TASK_KEY} AND key = ? RETURNING expires_at",
     "task_clear": f"DELETE FROM task_state WHERE {_TASK_KEY}",
     "task_clear_all": "DELETE FROM task_state WHERE dag_id = ? AND run_id = ? AND task_id = ?",
     "asset_get": f"SELECT value FROM asset_state WHERE asset_id = ? AND key = ? AND {_LIVE}",
@@ -80,7 +81,7 @@ _SQL: Final = {
         "writer_task_id = excluded.writer_task_id, "
         "writer_map_index = excluded.writer_map_index, writer_try = excluded.writer_try"
     ),
-    "asset_delete": f"DELETE FROM asset_state WHERE asset_id = ? AND key = ? RETURNING {_LIVE}",
+    "asset_delete": "DELETE FROM asset_state WHERE asset_id = ? AND key = ? RETURNING expires_at",
     "asset_clear": "DELETE FROM asset_state WHERE asset_id = ?",
 }
 
@@ -206,16 +207,16 @@ class _Engine:
                 self._put(scope, key, value, expires_at, writer, now)
                 return None
             case Delete(scope, key):
+                # RETURNING gives the deleted row's expiry; SQLite 3.40 evaluates an
+                # expression there to NULL on WITHOUT ROWID tables, so test it here.
                 if isinstance(scope, TaskScope):
-                    row = conn.execute(
-                        _SQL["task_delete"], (*_task_params(scope), key, now)
-                    ).fetchone()
+                    row = conn.execute(_SQL["task_delete"], (*_task_params(scope), key)).fetchone()
                 else:
                     asset_id = self._asset_id(scope, now, register=False)
                     if asset_id is None:
                         return False
-                    row = conn.execute(_SQL["asset_delete"], (asset_id, key, now)).fetchone()
-                return bool(row and row[0])
+                    row = conn.execute(_SQL["asset_delete"], (asset_id, key)).fetchone()
+                return row is not None and (row[0] is None or row[0] > now)
             case Clear(scope, all_map_indices):
                 if isinstance(scope, TaskScope):
                     if all_map_indices:
@@ -348,6 +349,10 @@ class _Engine:
         return count
 
 
+async def _started(conn: Any) -> Any:
+    return await conn
+
+
 def _task_params(scope: TaskScope) -> tuple[str, str, str, int]:
     return (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
 
@@ -418,17 +423,26 @@ class SqliteStore:
         if self._stack is not None:
             msg = f"{self!r} is already open; one store serves one runtime at a time"
             raise RuntimeError(msg)
-        async with contextlib.AsyncExitStack() as stack:
-            self._loop = await stack.enter_async_context(trio_asyncio.open_loop())
+        stack = contextlib.AsyncExitStack()
+        self._loop = await stack.enter_async_context(trio_asyncio.open_loop())
+        try:
+            conn = aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
             try:
-                self._conn = await self._aio(aiosqlite.connect)(
-                    self.path, isolation_level=None, timeout=self.busy_timeout
-                )
+                self._conn = await self._aio(_started)(conn)
             except sqlite3.Error as exc:
+                # aiosqlite stops its thread on a failed connect; let it finish while
+                # the loop it reports to is still open.
+                await trio.to_thread.run_sync(conn._thread.join)
                 raise StoreError(store_error_message(self.path, exc)) from exc
-            stack.push_async_callback(self._close_connection)
             self._engine = await self._call(self._open_sync)
-            self._stack = stack.pop_all()
+        except BaseException as exc:
+            # Close here, inside the loop, so the error leaves as raised rather than
+            # wrapped in the loop's exception group.
+            with trio.CancelScope(shield=True):
+                await self._close_connection()
+            await stack.aclose()
+            raise exc from exc.__cause__
+        self._stack = stack
         return self
 
     async def __aexit__(
@@ -439,6 +453,8 @@ class SqliteStore:
     ) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
+            with trio.CancelScope(shield=True):
+                await self._close_connection()
             await stack.aclose()
 
     def _aio(self, fn: Any) -> Any:
@@ -466,6 +482,24 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(store_error_message(self.path, exc)) from exc
         return _Engine(conn, self.path)
+
+    async def pragmas(self) -> dict[str, Any]:
+        """The connection's settings as SQLite reports them (for diagnostics and tests)."""
+
+        def read() -> dict[str, Any]:
+            conn: sqlite3.Connection = self._conn._conn
+            names = ("journal_mode", "synchronous", "busy_timeout", "application_id")
+            found = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
+            found["schema_version"] = conn.execute(
+                "SELECT MAX(version) FROM schema_version"
+            ).fetchone()[0]
+            return found
+
+        if self._engine is None:
+            msg = f"{self!r} is not open"
+            raise RuntimeClosedError(msg)
+        result: dict[str, Any] = await self._call(read)
+        return result
 
     async def execute(self, ops: Sequence[Op], *, now: float) -> list[Any]:
         """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 from .environment import NativeStateSandbox as NativeStateSandbox
 from .environment import StateSandbox as StateSandbox
 from .environment import get_environment as get_environment
+from .render import needs_rendering as needs_rendering
 from .render import render_fields as render_fields
 
 __all__ = [
     "NativeStateSandbox",
     "StateSandbox",
     "get_environment",
+    "needs_rendering",
     "render_fields",
 ]

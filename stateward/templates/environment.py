@@ -21,7 +21,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import internalcode
 
-from stateward.errors import TemplateWriteError
+from stateward.errors import TemplateWriteError, UndeclaredAssetError
 
 __all__ = [
     "NativeStateSandbox",
@@ -123,9 +123,14 @@ del _name, _member
 
 def _write_refused_message(obj: object) -> str:
     name = getattr(obj, "__name__", None) or type(obj).__name__
+    # A bound method of a state view: name the view written to, e.g. asset_state['orders'].
+    view = getattr(obj, "__self__", None)
+    template_keys = getattr(type(view), "_template_keys", None)
+    label = template_keys(view)[0] if callable(template_keys) else "task_state"
+    head, bracket, rest = label.partition("[")
     return (
         f"templates can read state but not write it: {name!r} writes state; call it "
-        f'from the task\'s code (e.g. context["task_state"].{name}(...)) instead'
+        f'from the task\'s code (e.g. context["{head}"]{bracket}{rest}.{name}(...)) instead'
     )
 
 
@@ -161,6 +166,23 @@ class StateSandbox(SandboxedEnvironment):
 
     def _output_finalize(self) -> Callable[[Any], Any] | None:
         return None
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        """Look up ``obj[argument]`` as jinja does, keeping undeclared-asset errors.
+
+        jinja retries a failed item lookup as an attribute; for ``asset_state['name']``
+        that would hide the message naming the assets the task declared.
+
+        Raises:
+            UndeclaredAssetError: ``asset_state`` was indexed with an asset the task
+                did not declare.
+        """
+        try:
+            return obj[argument]
+        except UndeclaredAssetError:
+            raise
+        except (TypeError, LookupError):
+            return super().getitem(obj, argument)
 
     def call(
         self,

@@ -18,7 +18,7 @@ from jinja2.exceptions import (
 from stateward.errors import TemplateError, TemplateKeyError, TemplateWriteError
 from stateward.templates.environment import StateKeyUndefinedError, StateSandbox
 
-__all__ = ["render_fields"]
+__all__ = ["needs_rendering", "render_fields"]
 
 # Bounded so that templates built from changing values (ids, dates) cannot grow the
 # cache without limit; the size is ample for the fields of a large Dag.
@@ -39,6 +39,22 @@ def _compile(env: StateSandbox, source: str) -> jinja2.Template:
 
 def _is_template(source: str) -> bool:
     return any(marker in source for marker in _MARKERS)
+
+
+def needs_rendering(value: Any, template_ext: Sequence[str] = ()) -> bool:
+    """Whether :func:`render_fields` could change ``value``.
+
+    True when a string in it (walking lists, tuples, sets and dict values) holds a
+    template marker or names a ``template_ext`` file. Lets callers skip preparing a
+    template context for fields that hold no template.
+    """
+    if isinstance(value, str):
+        return _is_template(value) or (bool(template_ext) and value.endswith(tuple(template_ext)))
+    if isinstance(value, dict):
+        return any(needs_rendering(v, template_ext) for v in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(needs_rendering(v, template_ext) for v in value)
+    return False
 
 
 def render_fields(

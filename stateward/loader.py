@@ -1,0 +1,153 @@
+"""Loading Dags from a Python file, as ``stateward run FILE`` and ``stateward dags FILE`` do.
+
+The file is executed as a module of its own (under a unique name, so loading a file
+twice gives two independent sets of Dags), with its folder on ``sys.path`` while it
+runs so that it can import helper modules next to it. Every :class:`~stateward.Dag`
+among its globals is collected, as Airflow's Dag processor collects them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import re
+import sys
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Final
+
+from .dag import Dag
+from .errors import TaskLoadError
+
+_counter: Final = itertools.count(1)
+_NOT_IDENTIFIER: Final = re.compile(r"\W")
+
+
+def load_dags(path: str | os.PathLike[str]) -> dict[str, Dag]:
+    """Execute the Python file at ``path`` and return the Dags it defines, by id.
+
+    Args:
+        path: A Python file defining one or more :class:`~stateward.Dag` objects at
+            module level.
+
+    Returns:
+        The Dags found among the module's globals, keyed by ``dag_id``, in the order
+        the file defines them.
+
+    Raises:
+        TaskLoadError: the file does not exist or is not a file; running it raised
+            (the message gives the file and line, the exception type and message);
+            it defines no Dag; or two of its Dags share an id.
+    """
+    file = Path(path)
+    shown = os.fspath(path)
+    if not file.exists():
+        msg = f"Dag file {shown!r} does not exist; check the path"
+        raise TaskLoadError(msg, path=shown)
+    if not file.is_file():
+        msg = f"Dag file {shown!r} is not a file; give the path of a Python file defining Dags"
+        raise TaskLoadError(msg, path=shown)
+    module = _execute(file.resolve(), shown)
+    dags: dict[str, Dag] = {}
+    for value in vars(module).values():
+        if not isinstance(value, Dag) or dags.get(value.dag_id) is value:
+            continue
+        if value.dag_id in dags:
+            msg = (
+                f"Dag file {shown!r} defines two different Dags with id {value.dag_id!r}; "
+                "give each Dag a unique dag_id"
+            )
+            raise TaskLoadError(msg, path=shown)
+        dags[value.dag_id] = value
+    if not dags:
+        msg = (
+            f"Dag file {shown!r} defines no Dag; create one at module level, "
+            "e.g. dag = Dag('my_dag')"
+        )
+        raise TaskLoadError(msg, path=shown)
+    return dags
+
+
+def pick_dag(dags: Mapping[str, Dag], dag_id: str | None) -> Dag:
+    """Choose one Dag of those a file defines.
+
+    Args:
+        dags: The Dags, by id (as :func:`load_dags` returns them).
+        dag_id: The Dag wanted; ``None`` is enough when there is exactly one.
+
+    Returns:
+        The Dag.
+
+    Raises:
+        TaskLoadError: ``dag_id`` is not among them, or it is ``None`` and there are
+            several; the message lists the ids there are.
+    """
+    known = ", ".join(repr(known_id) for known_id in dags) or "none"
+    if dag_id is None:
+        if len(dags) == 1:
+            return next(iter(dags.values()))
+        msg = f"the file defines {len(dags)} Dags ({known}); choose one with --dag ID"
+        raise TaskLoadError(msg)
+    try:
+        return dags[dag_id]
+    except KeyError:
+        msg = f"no Dag {dag_id!r} in the file; it defines {known}"
+        raise TaskLoadError(msg) from None
+
+
+def _execute(file: Path, shown: str) -> ModuleType:
+    """Run ``file`` as a fresh module; turn anything it raises into a TaskLoadError."""
+    name = f"_stateward_dagfile_{next(_counter)}_{_NOT_IDENTIFIER.sub('_', file.stem)}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        msg = f"Dag file {shown!r} cannot be imported as Python; give a .py file"
+        raise TaskLoadError(msg, path=shown)
+    module = importlib.util.module_from_spec(spec)
+    # Registered while it runs, as a normal import is (dataclasses, pickling and
+    # typing.get_type_hints look the module up by name).
+    sys.modules[name] = module
+    try:
+        with _on_sys_path(str(file.parent)):
+            spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        msg = f"cannot load Dag file {_where(exc, file, shown)}: {_describe(exc)}"
+        raise TaskLoadError(msg, path=shown) from exc
+    return module
+
+
+@contextmanager
+def _on_sys_path(folder: str) -> Iterator[None]:
+    """Put ``folder`` first on ``sys.path`` for the duration, unless it is there."""
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+
+
+def _where(exc: BaseException, file: Path, shown: str) -> str:
+    """``path:line`` of the error: a syntax error's own place, else the Dag file's line."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        place = shown if Path(exc.filename) == file else exc.filename
+        return f"{place!r}, line {exc.lineno}" if exc.lineno else repr(place)
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if frame.filename == str(file)
+    ]
+    return f"{shown!r}, line {lines[-1]}" if lines else repr(shown)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` on one line."""
+    text = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,303 @@
+"""task_state from task code: every method, both forms (sync and async), every store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from stateward import (
+    NEVER_EXPIRE,
+    AsyncContextError,
+    Dag,
+    Runtime,
+    StateTypeError,
+    StateValueError,
+    TaskInstanceResult,
+)
+from tests.conftest import FakeWallClock
+
+
+def only_task(fn: Any, **options: Any) -> Any:
+    dag = Dag("d")
+    return dag.task(**options)(fn)
+
+
+async def run(rt: Runtime, fn: Any, run_id: str = "r", **options: Any) -> TaskInstanceResult:
+    result = await rt.run_task(only_task(fn, **options), run_id=run_id)
+    return result
+
+
+def ok(result: TaskInstanceResult) -> Any:
+    if result.error is not None:
+        raise result.error
+    return result.result
+
+
+async def test_sync_task_uses_every_method(rt: Runtime) -> None:
+    """A plain-function task reads and writes through the sync accessor methods."""
+
+    def task(task_state: Any) -> Any:
+        seen = [task_state.get("k"), task_state.get("k", "dflt")]
+        task_state.set("k", {"a": [1, 2]})
+        task_state["other"] = "x"
+        seen += [task_state.get("k"), task_state["k"], task_state.k, "k" in task_state]
+        seen += [task_state.increment("n"), task_state.increment("n", by=5)]
+        seen += [task_state.compare_and_set("lock", None, "me")]
+        seen += [task_state.compare_and_set("lock", None, "you")]
+        seen += [task_state.compare_and_set("lock", "me", "you")]
+        seen += [sorted(task_state.items())]
+        task_state.delete("k")
+        del task_state["other"]
+        seen += ["k" in task_state, "other" in task_state]
+        task_state.clear()
+        seen += [task_state.items()]
+        return seen
+
+    assert ok(await run(rt, task)) == [
+        None, "dflt", {"a": [1, 2]}, {"a": [1, 2]}, {"a": [1, 2]}, True, 1, 6, True, False,
+        True, [("k", {"a": [1, 2]}), ("lock", "you"), ("n", 6), ("other", "x")], False,
+        False, [],
+    ]  # fmt: skip
+
+
+async def test_async_task_uses_every_async_twin(rt: Runtime) -> None:
+    """An async task awaits the a-prefixed twins."""
+
+    async def task(task_state: Any) -> Any:
+        seen = [await task_state.aget("k", 0)]
+        await task_state.aset("k", 5)
+        seen += [await task_state.aget("k"), await task_state.aincrement("k", 2)]
+        seen += [await task_state.acompare_and_set("k", 7, "seven")]
+        seen += [await task_state.aitems()]
+        await task_state.adelete("k")
+        await task_state.aset("z", True)
+        await task_state.aclear()
+        seen += [await task_state.aitems()]
+        return seen
+
+    assert ok(await run(rt, task)) == [0, 5, 7, True, [("k", "seven")], []]
+
+
+async def test_missing_key_raises_key_error_and_attribute_error(rt: Runtime) -> None:
+    """Item access raises KeyError, attribute access AttributeError, for an absent key."""
+
+    def task(task_state: Any) -> Any:
+        errors = []
+        for access in (lambda: task_state["nope"], lambda: task_state.nope):
+            try:
+                access()
+            except (KeyError, AttributeError) as exc:
+                errors.append(type(exc).__name__)
+        return errors + [hasattr(task_state, "nope")]
+
+    assert ok(await run(rt, task)) == ["KeyError", "AttributeError", False]
+
+
+async def test_key_named_like_a_method_is_reached_as_an_item(rt: Runtime) -> None:
+    """A key called 'get' is read with task_state['get']; .get stays the method."""
+
+    def task(task_state: Any) -> Any:
+        task_state.set("get", 1)
+        return [task_state["get"], callable(task_state.get)]
+
+    assert ok(await run(rt, task)) == [1, True]
+
+
+@pytest.mark.parametrize(
+    ("call", "twin"),
+    [
+        (lambda s: s.get("k"), "task_state.aget"),
+        (lambda s: s.set("k", 1), "task_state.aset"),
+        (lambda s: s.delete("k"), "task_state.adelete"),
+        (lambda s: s.clear(), "task_state.aclear"),
+        (lambda s: s.increment("k"), "task_state.aincrement"),
+        (lambda s: s.compare_and_set("k", None, 1), "task_state.acompare_and_set"),
+        (lambda s: s.items(), "task_state.aitems"),
+        (lambda s: s["k"], "task_state.aget"),
+        (lambda s: s.k, "task_state.aget"),
+    ],
+)
+async def test_sync_method_from_async_code_names_the_async_twin(
+    rt: Runtime, call: Any, twin: str
+) -> None:
+    """Calling a blocking accessor from an async task fails, naming the twin to await."""
+
+    async def task(task_state: Any) -> Any:
+        call(task_state)
+
+    result = await run(rt, task)
+    assert isinstance(result.error, AsyncContextError)
+    assert f"use await {twin}(...) instead" in str(result.error)
+
+
+BAD_VALUES = [
+    (None, StateValueError, r"cannot store None for key 'k'.*call delete\('k'\)"),
+    (math.nan, StateValueError, r"cannot store nan at value for key 'k': JSON has no NaN"),
+    (math.inf, StateValueError, r"cannot store inf at value"),
+    ({"when": dt.datetime(2024, 1, 1)}, StateTypeError, r"value\['when'\] is a datetime .*isoformat"),
+    ({1, 2}, StateTypeError, r"value is a set .*sorted list"),
+    (b"raw", StateTypeError, r"value is a bytes .*base64"),
+    ({1: "a"}, StateTypeError, r"value has a int key 1; JSON objects have str keys"),
+    ({"a": [1, {"b": object()}]}, StateTypeError, r"value\['a'\]\[1\]\['b'\] is a object"),
+    ((1, 2), StateTypeError, r"value is a tuple .*use a list"),
+    ({"a": None}, StateValueError, r"cannot store None at value\['a'\]"),
+    ("x" * (64 * 1024), StateValueError, r"65538 bytes as JSON, over the limit of 65536"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "kind", "match"), BAD_VALUES)
+async def test_bad_value_is_refused_and_the_old_value_kept(
+    rt: Runtime, value: Any, kind: type[Exception], match: str
+) -> None:
+    """A value that is not storable raises a clear error; the previous value stays."""
+
+    def task(task_state: Any) -> Any:
+        task_state.set("k", "before")
+        with pytest.raises(kind, match=match):
+            task_state.set("k", value)
+        with pytest.raises(kind, match=match):
+            task_state.compare_and_set("k", "before", value)
+        return task_state.get("k")
+
+    assert ok(await run(rt, task)) == "before"
+
+
+@pytest.mark.parametrize(
+    ("key", "kind", "match"),
+    [
+        ("", StateValueError, r"state keys must not be empty"),
+        (3, StateTypeError, r"state keys must be str, got int 3"),
+        (None, StateTypeError, r"state keys must be str, got NoneType None"),
+        ("k" * 513, StateValueError, r"is 513 characters long; keys may have at most 512"),
+    ],
+)
+async def test_bad_key_is_refused(rt: Runtime, key: Any, kind: type[Exception], match: str) -> None:
+    """Empty, non-str and over-long keys are refused for every method; nothing is written."""
+
+    def task(task_state: Any) -> Any:
+        for call in (
+            lambda: task_state.set(key, 1),
+            lambda: task_state.get(key),
+            lambda: task_state.delete(key),
+            lambda: task_state.increment(key),
+            lambda: task_state.compare_and_set(key, None, 1),
+        ):
+            with pytest.raises(kind, match=match):
+                call()
+        return task_state.items()
+
+    assert ok(await run(rt, task)) == []
+
+
+async def test_key_of_512_characters_is_fine(rt: Runtime) -> None:
+    """The limit is inclusive."""
+
+    def task(task_state: Any) -> Any:
+        task_state.set("k" * 512, 1)
+        return task_state.get("k" * 512)
+
+    assert ok(await run(rt, task)) == 1
+
+
+async def test_increment_of_non_int_is_refused(rt: Runtime) -> None:
+    """increment() on a str key or with a non-int step fails and leaves the value."""
+
+    def task(task_state: Any) -> Any:
+        task_state.set("k", "text")
+        with pytest.raises(StateTypeError, match=r"cannot increment key 'k': it holds str 'text'"):
+            task_state.increment("k")
+        with pytest.raises(StateTypeError, match=r"takes an int 'by', got float 1.5"):
+            task_state.increment("n", 1.5)
+        return task_state.items()
+
+    assert ok(await run(rt, task)) == [("k", "text")]
+
+
+async def test_max_value_bytes_is_configurable(make_store: Any) -> None:
+    """open_runtime(max_value_bytes=...) sets the limit."""
+    from stateward import open_runtime
+
+    def task(task_state: Any) -> Any:
+        task_state.set("small", "x" * 8)
+        with pytest.raises(StateValueError, match=r"over the limit of 10"):
+            task_state.set("big", "x" * 9)
+
+    async with open_runtime(store=make_store(), max_value_bytes=10) as rt:
+        ok(await run(rt, task))
+
+
+async def test_default_retention_is_30_days(rt: Runtime, wall_clock: FakeWallClock) -> None:
+    """Task state without a retention expires 30 days after it was written."""
+
+    def task(task_state: Any) -> None:
+        task_state.set("k", 1)
+
+    ok(await run(rt, task))
+    (entry,) = await rt.state.list()
+    assert entry.expires_at == wall_clock.now + timedelta(days=30).total_seconds()
+    accessor = rt.state.task("d", "r", "task")
+    wall_clock.advance(timedelta(days=30).total_seconds() - 1)
+    assert await accessor.aget("k") == 1
+    wall_clock.advance(1)
+    assert await accessor.aget("k") is None
+    assert "k" not in dict(await accessor.aitems())
+
+
+async def test_retention_timedelta_seconds_and_never(
+    rt: Runtime, wall_clock: FakeWallClock
+) -> None:
+    """retention= takes a timedelta, seconds or NEVER_EXPIRE."""
+    state = rt.state.task("d", "r", "t")
+    await state.aset("short", 1, retention=timedelta(minutes=1))
+    await state.aset("secs", 1, retention=90)
+    await state.aset("forever", 1, retention=NEVER_EXPIRE)
+    wall_clock.advance(60)
+    assert dict(await state.aitems()) == {"secs": 1, "forever": 1}
+    wall_clock.advance(10 * 365 * 86400)
+    assert dict(await state.aitems()) == {"forever": 1}
+
+
+@pytest.mark.parametrize(
+    ("retention", "kind", "match"),
+    [
+        (timedelta(0), StateValueError, r"retention must be positive, got datetime.timedelta\(0\)"),
+        (-5, StateValueError, r"retention must be positive, got -5"),
+        ("1d", TypeError, r"retention must be a timedelta, a number of seconds, NEVER_EXPIRE"),
+    ],
+)
+async def test_bad_retention_is_refused(
+    rt: Runtime, retention: Any, kind: type[Exception], match: str
+) -> None:
+    """A retention that is not a positive duration is refused; nothing is written."""
+    state = rt.state.task("d", "r", "t")
+    with pytest.raises(kind, match=match):
+        await state.aset("k", 1, retention=retention)
+    assert await state.aitems() == []
+
+
+async def test_expired_key_can_be_counted_again_and_cas_sees_it_absent(
+    rt: Runtime, wall_clock: FakeWallClock
+) -> None:
+    """After expiry, increment starts from 0 and compare_and_set(None) succeeds."""
+    state = rt.state.task("d", "r", "t")
+    await state.aset("n", 41, retention=10)
+    await state.aset("lock", "old", retention=10)
+    wall_clock.advance(11)
+    assert await state.aincrement("n") == 1
+    assert await state.acompare_and_set("lock", None, "new") is True
+
+
+async def test_cleanup_deletes_expired_rows(rt: Runtime, wall_clock: FakeWallClock) -> None:
+    """rt.cleanup() deletes expired rows and says how many."""
+    state = rt.state.task("d", "r", "t")
+    await state.aset("a", 1, retention=10)
+    await state.aset("b", 1, retention=NEVER_EXPIRE)
+    wall_clock.advance(20)
+    assert await rt.cleanup(dry_run=True) == 1
+    assert await rt.cleanup() == 1
+    assert await rt.cleanup() == 0
+    assert [e.key for e in await rt.state.list(include_expired=True)] == ["b"]

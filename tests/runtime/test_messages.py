@@ -1,0 +1,128 @@
+"""Messages: frozen attrs classes, and their wire form through one tagged converter."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+
+from stateward import ProtocolError
+from stateward.records import AssetInfo, StateEntry
+from stateward.runtime import messages as m
+
+NESTED = {"a": [1, 2.5, True, "x", {"b": []}], "n": -3}
+
+SAMPLES: list[object] = [
+    m.GetTaskState("job_id"),
+    m.SetTaskState("job_id", "J-1"),
+    m.SetTaskState("cfg", NESTED, expires_at=1_700_000_000.5),
+    m.DeleteTaskState("job_id"),
+    m.ClearTaskState(),
+    m.ClearTaskState(all_map_indices=True),
+    m.IncrementTaskState("n", 3, None),
+    m.CompareAndSetTaskState("k", None, [1, 2]),
+    m.CompareAndSetTaskState("k", {"a": 1}, {"a": 2}, 5.0),
+    m.ListTaskState(),
+    m.GetAssetStateByName("orders", "watermark"),
+    m.GetAssetStateByUri("s3://b/o", "watermark"),
+    m.SetAssetStateByName("orders", "watermark", 41),
+    m.SetAssetStateByUri("s3://b/o", "watermark", 42.5, 9.0),
+    m.DeleteAssetStateByName("orders", "k"),
+    m.DeleteAssetStateByUri("s3://b/o", "k"),
+    m.ClearAssetStateByName("orders"),
+    m.ClearAssetStateByUri("s3://b/o"),
+    m.IncrementAssetStateByName("orders", "runs"),
+    m.IncrementAssetStateByUri("s3://b/o", "runs", -2),
+    m.CompareAndSetAssetStateByName("orders", "lock", None, "me"),
+    m.CompareAndSetAssetStateByUri("s3://b/o", "lock", "me", "you", 1.0),
+    m.ListAssetStateByName("orders"),
+    m.ListAssetStateByUri("s3://b/o"),
+    m.GetAssetsByAlias("daily"),
+    m.AddAssetEvent("orders", "s3://b/o", {"rows": 3}, "daily"),
+    m.AddAssetEvent("orders", "s3://b/o"),
+    m.ListState(scope="task", dag_id="d", map_index=2),
+    m.CleanupExpired(dry_run=True),
+    m.DeclareAssets((AssetInfo("orders", "s3://b/o"), AssetInfo("x", "x"))),
+    m.GetAssetByRef(name="orders"),
+    m.TaskStateResult("job_id", "J-1"),
+    m.TaskStateResult("job_id", None),
+    m.AssetStateResult("watermark", NESTED),
+    m.IncrementResult("n", 7),
+    m.CompareAndSetResult("k", True),
+    m.StateItemsResult({"a": 1, "b": NESTED}),
+    m.AssetsByAliasResult((AssetInfo("orders", "s3://b/o"),)),
+    m.AssetsByAliasResult(()),
+    m.AssetResult(AssetInfo("orders", "s3://b/o")),
+    m.AssetResult(None),
+    m.StateEntriesResult(
+        (
+            StateEntry("task", "k", 1, 1.0, None, "d", "r", "t", -1, writer="d/r/t try 1"),
+            StateEntry("asset", "w", [1], 2.0, 3.0, asset_name="a", asset_uri="u"),
+        )
+    ),
+    m.CleanupResult(4),
+    m.OkResponse(),
+    m.ErrorResponse(m.ErrorType.SCOPE_DENIED, "no", key="k"),
+]
+
+
+def test_samples_cover_every_message_type() -> None:
+    """The round-trip samples include every message class of the protocol."""
+    assert {type(s).__name__ for s in SAMPLES} == set(m.MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda s: type(s).__name__)
+def test_round_trip_through_json(message: object) -> None:
+    """encode() gives a JSON-ready dict with a type tag; decode() gives the message back."""
+    wire = m.encode(message)  # type: ignore[arg-type]
+    assert wire["type"] == type(message).__name__
+    assert m.decode(json.loads(json.dumps(wire))) == message
+
+
+@pytest.mark.parametrize("cls", list(m.MESSAGE_TYPES.values()), ids=lambda c: c.__name__)
+def test_messages_are_frozen(cls: type) -> None:
+    """Every message class is a frozen attrs class."""
+    assert attrs.has(cls)
+    sample = next(s for s in SAMPLES if type(s) is cls)
+    fields = attrs.fields(cls)
+    if fields:
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            setattr(sample, fields[0].name, None)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"type": "Nope"}, r"unknown message type 'Nope'; known types: AddAssetEvent, "),
+        ({"key": "k"}, r"unknown message type None"),
+        ({"type": "GetTaskState"}, r"bad GetTaskState message: required field missing @ GetTaskState\.key"),
+        ({"type": "GetTaskState", "key": 3}, r"bad GetTaskState message: .*expected str @ GetTaskState\.key"),
+        ({"type": "GetTaskState", "key": "k", "extra": 1}, r"extra fields found \(extra\)"),
+        ({"type": "ClearTaskState", "all_map_indices": "yes"}, r"expected bool"),
+        ({"type": "IncrementTaskState", "key": "k", "by": True}, r"expected int"),
+        ({"type": "IncrementTaskState", "key": "k", "by": 1.5}, r"expected int"),
+        ({"type": "SetTaskState", "key": "k", "value": 1, "expires_at": "soon"}, r"SetTaskState\.expires_at"),
+        ({"type": "ErrorResponse", "error": "bogus", "detail": "d"}, r"ErrorResponse\.error"),
+        ({"type": "AssetsByAliasResult", "assets": [{"name": "a"}]}, r"assets"),
+        ([1, 2], r"a message must be a dict with a 'type' tag, got list"),
+        ("GetTaskState", r"got str"),
+    ],
+)  # fmt: skip
+def test_decode_refuses_bad_input(data: object, match: str) -> None:
+    """decode() names the unknown type or the bad field, never guesses."""
+    with pytest.raises(ProtocolError, match=match):
+        m.decode(data)
+
+
+def test_decode_keeps_ints_and_floats_apart_in_values() -> None:
+    """Values are JSON: an int stays an int and a float a float."""
+    decoded = m.decode({"type": "SetTaskState", "key": "k", "value": [1, 1.0, True]})
+    assert isinstance(decoded, m.SetTaskState)
+    assert [type(v) for v in decoded.value] == [int, float, bool]
+
+
+def test_int_is_accepted_for_a_float_field() -> None:
+    """An integral expires_at (as JSON may send it) is read as a float."""
+    decoded = m.decode({"type": "SetTaskState", "key": "k", "value": 1, "expires_at": 5})
+    assert decoded == m.SetTaskState("k", 1, 5.0)

@@ -1,0 +1,451 @@
+"""Running Dags: retries that reattach, mapping, dependencies, concurrency, injection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from stateward import (
+    Dag,
+    DagDefinitionError,
+    MemoryStore,
+    Operator,
+    Runtime,
+    RuntimeClosedError,
+    SqliteStore,
+    TaskInstanceInfo,
+    open_runtime,
+    run_dag,
+)
+from stateward.store.base import Store
+
+
+class ExternalService:
+    """A simulated external job service: submissions are counted."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+
+    def submit(self) -> str:
+        job_id = f"job-{len(self.submitted) + 1}"
+        self.submitted.append(job_id)
+        return job_id
+
+
+def resumable_dag(service: ExternalService, log: list[str]) -> Dag:
+    dag = Dag("resumable", default_args={"retries": 2, "retry_delay": 0})
+
+    @dag.task
+    def run_job(task_state: Any, ti: TaskInstanceInfo) -> str:
+        job_id = task_state.get("job_id")
+        if job_id is None:
+            job_id = service.submit()
+            task_state.set("job_id", job_id)
+            log.append(f"try {ti.try_number}: submitted {job_id}")
+            raise ConnectionError("worker lost while polling")
+        log.append(f"try {ti.try_number}: reattached to {job_id}")
+        return f"{job_id} done"
+
+    return dag
+
+
+async def test_retry_reattaches_instead_of_resubmitting(rt: Runtime) -> None:
+    """The canonical scenario: try 1 submits and crashes, try 2 reads the id and reattaches."""
+    service, log = ExternalService(), []
+    result = await rt.run_dag(resumable_dag(service, log), run_id="r1")
+    ti = result.ti("run_job")
+    assert (result.state, ti.state, ti.try_number, ti.result) == (
+        "success", "success", 2, "job-1 done"
+    )  # fmt: skip
+    assert service.submitted == ["job-1"]
+    assert log == ["try 1: submitted job-1", "try 2: reattached to job-1"]
+    assert isinstance(ti.attempts[0].error, ConnectionError)
+    assert await rt.state.task("resumable", "r1", "run_job").aget("job_id") == "job-1"
+
+
+async def test_new_run_id_starts_with_empty_state(rt: Runtime) -> None:
+    """Task state belongs to one run: a new run_id submits afresh."""
+    service, log = ExternalService(), []
+    dag = resumable_dag(service, log)
+    await rt.run_dag(dag, run_id="r1")
+    await rt.run_dag(dag, run_id="r2")
+    assert service.submitted == ["job-1", "job-2"]
+
+
+async def test_task_state_survives_a_runtime_restart(tmp_path: Path) -> None:
+    """On a file database, a second runtime sees what the first one wrote."""
+    service, log = ExternalService(), []
+    dag = Dag("resumable")
+
+    @dag.task
+    def run_job(task_state: Any) -> str:
+        job_id = task_state.get("job_id")
+        if job_id is None:
+            job_id = service.submit()
+            task_state.set("job_id", job_id)
+            raise ConnectionError("crash")
+        return str(job_id)
+
+    async with open_runtime(tmp_path / "state.db") as rt:
+        first = await rt.run_dag(dag, run_id="r1")
+    assert first.state == "failed"
+    async with open_runtime(tmp_path / "state.db") as rt:
+        second = await rt.run_dag(dag, run_id="r1")
+    assert (second.state, second.ti("run_job").result) == ("success", "job-1")
+    assert service.submitted == ["job-1"]
+
+
+async def test_mapped_instances_have_separate_namespaces(rt: Runtime) -> None:
+    """expand() makes map_index 0..n-1, each with its own task state."""
+    dag = Dag("mapped")
+
+    @dag.task
+    def shard(x: int, task_state: Any, ti: TaskInstanceInfo) -> Any:
+        task_state.set("x", x)
+        return [ti.map_index, task_state.get("x")]
+
+    shard.expand(x=[10, 20, 30])
+    result = await rt.run_dag(dag, run_id="r")
+    assert [ti.result for ti in result.task_instances] == [[0, 10], [1, 20], [2, 30]]
+    for index, x in enumerate([10, 20, 30]):
+        assert await rt.state.task("mapped", "r", "shard", index).aget("x") == x
+    assert await rt.state.task("mapped", "r", "shard").aget("x") is None
+
+
+async def test_clear_one_index_versus_all_map_indices(rt: Runtime) -> None:
+    """clear() empties one instance; clear(all_map_indices=True) the whole fleet."""
+    for index in range(3):
+        await rt.state.task("d", "r", "t", index).aset("k", index)
+    await rt.state.task("d", "r", "t", 0).aclear()
+    assert [await rt.state.task("d", "r", "t", i).aget("k") for i in range(3)] == [None, 1, 2]
+    await rt.state.task("d", "r", "t", 1).aclear(all_map_indices=True)
+    assert [await rt.state.task("d", "r", "t", i).aget("k") for i in range(3)] == [None] * 3
+
+
+async def test_expand_several_arguments_is_a_cross_product(rt: Runtime) -> None:
+    """Two expand() arguments give one instance per combination, as in Airflow."""
+    dag = Dag("cross")
+
+    @dag.task
+    def pair(a: int, b: str) -> str:
+        return f"{a}{b}"
+
+    pair.expand(a=[1, 2], b=["x", "y"])
+    result = await rt.run_dag(dag, run_id="r")
+    assert [ti.result for ti in result.task_instances] == ["1x", "1y", "2x", "2y"]
+
+
+async def test_upstream_failure_marks_downstream_upstream_failed(rt: Runtime) -> None:
+    """A failed task's downstream tasks do not run; independent tasks still do."""
+    dag = Dag("deps")
+    ran: list[str] = []
+
+    @dag.task
+    def boom() -> None:
+        ran.append("boom")
+        raise ValueError("no")
+
+    @dag.task
+    def after() -> None:
+        ran.append("after")
+
+    @dag.task
+    def after_after() -> None:
+        ran.append("after_after")
+
+    @dag.task
+    def independent() -> None:
+        ran.append("independent")
+
+    boom >> after >> after_after
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.state == "failed"
+    assert sorted(ran) == ["boom", "independent"]
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in result.task_instances}
+    assert states == {
+        "boom": ("failed", 1),
+        "after": ("upstream_failed", 0),
+        "after_after": ("upstream_failed", 0),
+        "independent": ("success", 1),
+    }
+    assert isinstance(result.ti("boom").error, ValueError)
+    assert [ti.task_id for ti in result.failed] == ["boom", "after", "after_after"]
+
+
+async def test_dependencies_order_execution(rt: Runtime) -> None:
+    """a >> [b, c] >> d runs a first and d last."""
+    dag = Dag("order")
+    ran: list[str] = []
+
+    def make(name: str) -> Operator:
+        async def step() -> None:
+            ran.append(name)
+            await trio.sleep(0)
+
+        return dag.task(task_id=name)(step)
+
+    a, b, c, d = (make(n) for n in "abcd")
+    a >> [b, c] >> d
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.state == "success"
+    assert ran[0] == "a" and ran[-1] == "d" and sorted(ran[1:3]) == ["b", "c"]
+
+
+async def test_retries_exhausted_fail_the_task(rt: Runtime) -> None:
+    """retries=2 makes three attempts, then the task fails with the last error."""
+    dag = Dag("flaky")
+    tries: list[int] = []
+
+    @dag.task(retries=2)
+    def always(ti: TaskInstanceInfo) -> None:
+        tries.append(ti.try_number)
+        raise RuntimeError(f"attempt {ti.try_number}")
+
+    result = await rt.run_dag(dag, run_id="r")
+    ti = result.ti("always")
+    assert (ti.state, ti.try_number, tries) == ("failed", 3, [1, 2, 3])
+    assert str(ti.error) == "attempt 3"
+    assert len(ti.attempts) == 3
+
+
+async def test_retry_delay_follows_trio_clock(
+    make_store: Callable[[], Store], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A retry delay of hours passes at once under an autojump MockClock."""
+    dag = Dag("slow", default_args={"retries": 2, "retry_delay": timedelta(hours=3)})
+
+    @dag.task
+    def flaky(ti: TaskInstanceInfo) -> int:
+        if ti.try_number < 3:
+            raise RuntimeError("again")
+        return ti.try_number
+
+    start = trio.current_time()
+    async with open_runtime(store=make_store()) as rt:
+        result = await rt.run_dag(dag, run_id="r")
+    assert result.ti("flaky").result == 3
+    assert trio.current_time() - start >= 6 * 3600
+
+
+async def test_independent_tasks_run_concurrently_up_to_the_limit(rt: Runtime) -> None:
+    """max_active_tasks caps how many attempts run at once."""
+    dag = Dag("wide", max_active_tasks=3)
+    running = 0
+    peak = 0
+    gate = trio.Event()
+
+    @dag.task
+    async def work(i: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 3:
+            gate.set()
+        await gate.wait()
+        await trio.sleep(0)
+        running -= 1
+
+    work.expand(i=list(range(10)))
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.state == "success"
+    assert peak == 3
+
+
+async def test_concurrent_writes_share_transactions(rt: Runtime) -> None:
+    """Many task actors writing at once land in fewer transactions than requests."""
+    dag = Dag("writers", max_active_tasks=64)
+
+    @dag.task
+    async def write(i: int, task_state: Any) -> None:
+        await task_state.aset("i", i)
+
+    write.expand(i=list(range(64)))
+    before_requests = rt.stats.requests
+    before_tx = rt.store.write_transactions
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.state == "success"
+    writes = rt.stats.requests - before_requests
+    transactions = rt.store.write_transactions - before_tx
+    assert writes >= 64
+    assert transactions < writes
+    assert rt.stats.largest_batch > 1
+    for i in (0, 63):
+        assert await rt.state.task("writers", "r", "write", i).aget("i") == i
+
+
+async def test_context_injection_by_name_and_whole_context(rt: Runtime) -> None:
+    """Parameters named like context keys are injected; **context gets the rest."""
+    dag = Dag("ctx", params={"limit": 5})
+
+    @dag.task(op_kwargs={"label": "fixed"})
+    def by_name(label: str, params: dict[str, Any], run_id: str, ti: TaskInstanceInfo) -> Any:
+        return [label, params["limit"], run_id, ti.try_number, ti.max_tries]
+
+    @dag.task
+    def whole(**context: Any) -> Any:
+        return sorted(context)
+
+    result = await rt.run_dag(dag, run_id="r", params={"limit": 9})
+    assert result.ti("by_name").result == ["fixed", 9, "r", 1, 1]
+    assert result.ti("whole").result == sorted(
+        [
+            "dag", "dag_id", "task", "task_id", "run_id", "map_index", "try_number", "params",
+            "inlets", "outlets", "outlet_events", "task_state", "ti", "task_instance",
+        ]
+    )  # fmt: skip
+
+
+async def test_missing_argument_fails_the_task_clearly(rt: Runtime) -> None:
+    """A parameter that nothing provides fails the task with a message naming it."""
+    dag = Dag("args")
+
+    @dag.task
+    def needs(nothing_provides_this: int) -> None:
+        pass
+
+    result = await rt.run_dag(dag, run_id="r")
+    assert "needs 'nothing_provides_this', which is neither in op_kwargs" in str(
+        result.ti("needs").error
+    )
+
+
+async def test_operator_subclass_sync_and_async(rt: Runtime) -> None:
+    """Operators implement execute() sync (worker thread) or async (trio thread)."""
+    dag = Dag("ops")
+
+    class Sync(Operator):
+        def execute(self, context: Any) -> Any:
+            context["task_state"].set("k", 1)
+            return trio.lowlevel.in_trio_run()
+
+    class Async(Operator):
+        async def execute(self, context: Any) -> Any:
+            await context["task_state"].aset("k", 2)
+            return trio.lowlevel.in_trio_run()
+
+    Sync(task_id="sync", dag=dag)
+    with dag:
+        Async(task_id="async")
+    result = await rt.run_dag(dag, run_id="r")
+    assert (result.ti("sync").result, result.ti("async").result) == (False, True)
+
+
+async def test_operator_expand_sets_the_attribute(rt: Runtime) -> None:
+    """Mapping an operator sets the expanded attribute on each instance's copy."""
+    dag = Dag("opmap")
+
+    class Echo(Operator):
+        def __init__(self, *, word: str = "", **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.word = word
+
+        async def execute(self, context: Any) -> Any:
+            return self.word
+
+    echo = Echo(task_id="echo", dag=dag).expand(word=["a", "b"])
+    result = await rt.run_dag(dag, run_id="r")
+    assert [ti.result for ti in result.task_instances] == ["a", "b"]
+    assert echo.word == ""
+
+
+async def test_run_task_with_chosen_try_number_and_map_index(rt: Runtime) -> None:
+    """run_task runs one instance from a chosen try, ignoring upstream tasks."""
+    dag = Dag("one")
+
+    @dag.task
+    def first() -> None:
+        raise AssertionError("must not run")
+
+    @dag.task(retries=3)
+    def second(x: int, ti: TaskInstanceInfo) -> Any:
+        return [x, ti.map_index, ti.try_number]
+
+    second.expand(x=[5, 6])
+    first >> second
+    result = await rt.run_task(second, run_id="r", map_index=1, try_number=3)
+    assert result.result == [6, 1, 3]
+    with pytest.raises(ValueError, match=r"has no map_index 7; it has 0..1"):
+        await rt.run_task(second, run_id="r", map_index=7)
+
+
+def test_dag_definition_errors_are_clear() -> None:
+    """Bad ids, duplicates, cycles and bad options fail when the Dag is defined."""
+    with pytest.raises(DagDefinitionError, match=r"dag_id must be 1 to 250 letters"):
+        Dag("has space")
+    dag = Dag("d")
+
+    @dag.task
+    def a() -> None: ...
+
+    with pytest.raises(DagDefinitionError, match=r"already has a task 'a'"):
+        dag.task(task_id="a")(lambda: None)
+    with pytest.raises(DagDefinitionError, match=r"retries must be an int >= 0, got -1"):
+        dag.task(task_id="b", retries=-1)(lambda: None)
+    with pytest.raises(DagDefinitionError, match=r"default_args has unknown options \['retry'\]"):
+        Dag("e", default_args={"retry": 1})
+    with pytest.raises(DagDefinitionError, match=r"takes a list or tuple, got 3"):
+        a.expand(x=3)  # type: ignore[arg-type]
+    with pytest.raises(DagDefinitionError, match=r"a\(\) has no parameter 'x'"):
+        a.expand(x=[1])
+
+    @dag.task
+    def c() -> None: ...
+
+    a >> c >> a
+    with pytest.raises(DagDefinitionError, match=r"has a cycle: (a >> c >> a|c >> a >> c)"):
+        dag.topological_order()
+
+
+def test_operator_needs_a_dag() -> None:
+    """An operator made outside a Dag says how to attach it."""
+    with pytest.raises(
+        DagDefinitionError, match=r"has no Dag; pass dag=\.\.\. or create it inside"
+    ):
+        Operator(task_id="lonely")
+
+
+async def test_runtime_refuses_use_after_close(make_store: Callable[[], Store]) -> None:
+    """A closed runtime says so instead of hanging."""
+    dag = Dag("d")
+    dag.task(task_id="t")(lambda: None)
+    async with open_runtime(store=make_store()) as rt:
+        pass
+    with pytest.raises(RuntimeClosedError, match=r"the runtime is closed; open a new one"):
+        await rt.run_dag(dag)
+    with pytest.raises(RuntimeClosedError):
+        await rt.state.task("d", "r", "t").aget("k")
+
+
+def test_sync_run_dag_wrapper(tmp_path: Path) -> None:
+    """stateward.run_dag runs a Dag from synchronous code."""
+    dag = Dag("sync")
+
+    @dag.task
+    def hello(task_state: Any) -> str:
+        task_state.set("greeting", "hi")
+        return "hi"
+
+    result = run_dag(dag, db=tmp_path / "s.db", run_id="r")
+    assert (result.state, result.ti("hello").result) == ("success", "hi")
+
+
+def test_result_ti_lookup_error_lists_instances(tmp_path: Path) -> None:
+    """DagRunResult.ti() of an unknown instance lists the ones there are."""
+    dag = Dag("lookup")
+    dag.task(task_id="t")(lambda: None)
+    result = run_dag(dag, store=MemoryStore(), run_id="r")
+    with pytest.raises(KeyError, match=r"has no task instance \('t', 0\); it has \[\('t', -1\)\]"):
+        result.ti("t", 0)
+
+
+async def test_sqlite_store_passed_explicitly(tmp_path: Path) -> None:
+    """open_runtime(store=SqliteStore(...)) works like db=...."""
+    async with open_runtime(store=SqliteStore(tmp_path / "x.db", synchronous="NORMAL")) as rt:
+        await rt.state.task("d", "r", "t").aset("k", 1)
+        assert await rt.state.task("d", "r", "t").aget("k") == 1

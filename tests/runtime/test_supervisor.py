@@ -1,0 +1,292 @@
+"""The supervisor: group commit, failure isolation, scope, and no request left hanging."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from stateward import (
+    ProtocolError,
+    RuntimeClosedError,
+    StateScopeError,
+    StateValueError,
+    StoreError,
+    UndeclaredAssetError,
+)
+from stateward.records import AssetInfo
+from stateward.runtime import messages as m
+from stateward.runtime.client import SupervisorClient
+from stateward.runtime.supervisor import Caller, Envelope, Supervisor
+from stateward.store import base as ops
+from stateward.store.base import TaskScope, Writer
+from stateward.store.memory import MemoryStore
+
+T = TaskScope("d", "r", "t", -1)
+ORDERS = AssetInfo("orders", "s3://o")
+
+
+class GatedStore(MemoryStore):
+    """A MemoryStore whose first batch waits for a gate, and which records batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.batches: list[int] = []
+        self.fail_when_key: str | None = None
+
+    async def execute(self, batch: Sequence[ops.Op], *, now: float) -> list[Any]:
+        self.batches.append(len(batch))
+        if len(self.batches) == 1:
+            await self.gate.wait()
+        if self.fail_when_key and any(
+            getattr(op, "key", None) == self.fail_when_key for op in batch
+        ):
+            msg = f"disk full while writing {self.fail_when_key!r}"
+            raise StoreError(msg)
+        return await super().execute(batch, now=now)
+
+
+class Harness:
+    def __init__(self, store: MemoryStore, nursery: trio.Nursery) -> None:
+        self.store = store
+        self.supervisor = Supervisor(store, wall_clock=lambda: 100.0)
+        self.nursery = nursery
+        self.token = trio.lowlevel.current_trio_token()
+
+    def client(self, **caller: Any) -> SupervisorClient:
+        caller.setdefault("task", T)
+        caller.setdefault("writer", Writer("d", "r", "t", -1, 1))
+        return SupervisorClient(self.supervisor, Caller(**caller), self.token)
+
+
+class _Opened:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> MemoryStore:
+        await self.store.__aenter__()
+        return self.store
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.store.__aexit__(t, e, tb)
+
+
+async def test_waiting_writes_are_grouped_into_one_transaction() -> None:
+    """Requests queued while a batch runs are served together: one transaction for all."""
+    store = GatedStore()
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        client = h.client()
+        results: list[Any] = []
+
+        async def write(i: int) -> None:
+            results.append(await client.request(m.SetTaskState(f"k{i}", i)))
+
+        nursery.start_soon(write, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(1, 50):
+            nursery.start_soon(write, i)
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(results) == 50
+        assert store.batches == [1, 49]
+        assert store.write_transactions == 2
+        assert h.supervisor.stats.largest_batch == 49
+        items = await client.request(m.ListTaskState())
+        assert len(items.items) == 50
+        h.supervisor.close()
+
+
+async def test_no_reply_before_the_batch_commits() -> None:
+    """A reader queued behind a write is answered only after that write's batch commits."""
+    store = GatedStore()
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        client = h.client()
+        answered = trio.Event()
+
+        async def write() -> None:
+            await client.request(m.SetTaskState("k", 1))
+            answered.set()
+
+        nursery.start_soon(write)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not answered.is_set()
+        store.gate.set()
+        await answered.wait()
+        h.supervisor.close()
+
+
+async def test_refused_request_does_not_fail_its_batch() -> None:
+    """A bad request in a batch gets an error; the others in it succeed."""
+    store = GatedStore()
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        client = h.client()
+        outcomes: dict[str, Any] = {}
+
+        async def send(name: str, request: Any) -> None:
+            try:
+                outcomes[name] = await client.request(request)
+            except Exception as exc:
+                outcomes[name] = exc
+
+        nursery.start_soon(send, "first", m.SetTaskState("a", 1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(send, "good", m.SetTaskState("b", 2))
+        nursery.start_soon(send, "none", m.SetTaskState("c", None))
+        nursery.start_soon(send, "key", m.GetTaskState(""))
+        nursery.start_soon(send, "good2", m.IncrementTaskState("n"))
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(outcomes["none"], StateValueError)
+        assert isinstance(outcomes["key"], StateValueError)
+        assert outcomes["good"] == m.OkResponse()
+        assert outcomes["good2"] == m.IncrementResult("n", 1)
+        assert (await client.request(m.ListTaskState())).items == {"a": 1, "b": 2, "n": 1}
+        h.supervisor.close()
+
+
+async def test_store_failure_is_isolated_to_the_request_that_caused_it() -> None:
+    """If the store fails a batch, each request is retried alone; only the culprit fails."""
+    store = GatedStore()
+    store.fail_when_key = "poison"
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        client = h.client()
+        outcomes: dict[str, Any] = {}
+
+        async def send(name: str, request: Any) -> None:
+            try:
+                outcomes[name] = await client.request(request)
+            except Exception as exc:
+                outcomes[name] = exc
+
+        nursery.start_soon(send, "first", m.GetTaskState("x"))
+        await trio.testing.wait_all_tasks_blocked()
+        for key in ("a", "poison", "b"):
+            nursery.start_soon(send, key, m.SetTaskState(key, 1))
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(outcomes["poison"], StoreError)
+        assert "disk full while writing 'poison'" in str(outcomes["poison"])
+        assert outcomes["a"] == outcomes["b"] == m.OkResponse()
+        assert (await client.request(m.ListTaskState())).items == {"a": 1, "b": 1}
+        h.supervisor.close()
+
+
+async def test_shutdown_answers_every_queued_request() -> None:
+    """Cancelling the supervisor answers the batch in flight and fails the queued ones."""
+    store = GatedStore()
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        serve_scope = trio.CancelScope()
+
+        async def serve() -> None:
+            with serve_scope:
+                await h.supervisor.serve()
+
+        nursery.start_soon(serve)
+        await trio.testing.wait_all_tasks_blocked()
+        caller = Caller(task=T, writer=None)
+        envelopes = [Envelope(m.SetTaskState(f"k{i}", i), caller) for i in range(5)]
+        h.supervisor.submit(envelopes[0])
+        await trio.testing.wait_all_tasks_blocked()
+        for envelope in envelopes[1:]:
+            h.supervisor.submit(envelope)
+        serve_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not envelopes[0].done.is_set()  # its batch is shielded: it finishes
+        store.gate.set()
+        await h.supervisor.stopped.wait()
+        assert all(e.done.is_set() for e in envelopes)
+        assert envelopes[0].response == m.OkResponse()
+        for envelope in envelopes[1:]:
+            assert envelope.response.error is m.ErrorType.SHUTTING_DOWN
+        with pytest.raises(RuntimeClosedError):
+            h.supervisor.submit(Envelope(m.GetTaskState("k"), caller))
+
+
+async def test_close_drains_then_refuses_new_requests() -> None:
+    """close() lets queued requests finish, then new ones are refused."""
+    store = MemoryStore()
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        client = h.client()
+        caller = Caller(task=T, writer=None)
+        queued = Envelope(m.SetTaskState("k", 1), caller)
+        h.supervisor.submit(queued)
+        h.supervisor.close()
+        await h.supervisor.stopped.wait()
+        assert queued.response == m.OkResponse()
+        with pytest.raises(RuntimeClosedError, match=r"the runtime is closed"):
+            await client.request(m.GetTaskState("k"))
+
+
+async def test_scope_is_enforced_on_hand_built_messages() -> None:
+    """A task client cannot reach undeclared assets or admin requests, whatever it sends."""
+    store = MemoryStore()
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        admin = h.client(task=None, writer=None, unrestricted=True)
+        await admin.request(m.DeclareAssets((ORDERS, AssetInfo("secret", "s3://secret"))))
+        await admin.request(m.SetAssetStateByName("secret", "k", "hidden"))
+        client = h.client(assets={"orders": ORDERS})
+        for request in (
+            m.GetAssetStateByName("secret", "k"),
+            m.GetAssetStateByUri("s3://secret", "k"),
+            m.SetAssetStateByName("secret", "k", "mine"),
+            m.ClearAssetStateByUri("s3://secret"),
+            m.IncrementAssetStateByName("secret", "n"),
+            m.ListAssetStateByName("secret"),
+        ):
+            with pytest.raises(UndeclaredAssetError, match=r"did not declare the asset with"):
+                await client.request(request)
+        with pytest.raises(StateScopeError, match=r"may not send ListState"):
+            await client.request(m.ListState())
+        with pytest.raises(StateScopeError, match=r"may not send CleanupExpired"):
+            await client.request(m.CleanupExpired())
+        with pytest.raises(StateScopeError, match=r"did not declare AssetAlias\('daily'\)"):
+            await client.request(m.GetAssetsByAlias("daily"))
+        with pytest.raises(ProtocolError, match=r"does not serve OkResponse"):
+            await client.request(m.OkResponse())
+        with pytest.raises(ProtocolError, match=r"does not serve str"):
+            await client.request("GetTaskState")
+        no_task = h.client(task=None, writer=None)
+        with pytest.raises(StateScopeError, match=r"bound to no task instance"):
+            await no_task.request(m.GetTaskState("k"))
+        assert (await admin.request(m.GetAssetStateByName("secret", "k"))).value == "hidden"
+        await client.request(m.SetAssetStateByUri("s3://o", "w", 1))
+        assert (await client.request(m.GetAssetStateByName("orders", "w"))).value == 1
+        h.supervisor.close()
+
+
+async def test_task_identity_is_bound_by_the_client_not_the_message() -> None:
+    """Two clients sending the same message reach their own task instance only."""
+    store = MemoryStore()
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        a = h.client(task=TaskScope("d", "r", "a", -1))
+        b = h.client(task=TaskScope("d", "r", "b", -1))
+        await a.request(m.SetTaskState("k", "from a"))
+        assert (await b.request(m.GetTaskState("k"))).value is None
+        await b.request(m.ClearTaskState(all_map_indices=True))
+        assert (await a.request(m.GetTaskState("k"))).value == "from a"
+        h.supervisor.close()

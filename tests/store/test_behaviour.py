@@ -1,0 +1,251 @@
+"""One behaviour suite for every Store: the MemoryStore must act as SQLite does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from stateward import AssetConflictError, StateTypeError
+from stateward.records import AssetInfo
+from stateward.store import base as ops
+from stateward.store.base import AssetScope, Store, TaskScope, Writer
+
+T1 = TaskScope("d", "r1", "t", -1)
+T1_RUN2 = TaskScope("d", "r2", "t", -1)
+M0, M1 = TaskScope("d", "r1", "m", 0), TaskScope("d", "r1", "m", 1)
+ORDERS = AssetInfo("orders", "s3://bucket/orders")
+A = AssetScope(ORDERS.name, ORDERS.uri)
+W = Writer("d", "r1", "t", -1, 2)
+
+
+@pytest.fixture
+async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    """An open store of each kind."""
+    async with make_store() as opened:
+        yield opened
+
+
+async def run(store: Store, *batch: ops.Op, now: float = 100.0) -> list[Any]:
+    return await store.execute(list(batch), now=now)
+
+
+async def one(store: Store, op: ops.Op, now: float = 100.0) -> Any:
+    (result,) = await run(store, op, now=now)
+    return result
+
+
+def put(scope: ops.Scope, key: str, text: str, expires: float | None = None) -> ops.Put:
+    return ops.Put(scope, key, text, expires, W)
+
+
+async def test_get_of_absent_key_is_none(store: Store) -> None:
+    """An absent key reads as None."""
+    assert await one(store, ops.Get(T1, "nope")) is None
+
+
+async def test_put_then_get_decodes_json(store: Store) -> None:
+    """A value is stored as JSON text and read back decoded."""
+    await one(store, put(T1, "k", '{"a":[1,2.5,true]}'))
+    assert await one(store, ops.Get(T1, "k")) == {"a": [1, 2.5, True]}
+
+
+async def test_put_overwrites(store: Store) -> None:
+    """A second put replaces the value."""
+    await run(store, put(T1, "k", "1"), put(T1, "k", "2"))
+    assert await one(store, ops.Get(T1, "k")) == 2
+
+
+async def test_scopes_are_separate(store: Store) -> None:
+    """Runs, map indices and assets do not share keys."""
+    await run(store, put(T1, "k", "1"), put(M0, "k", "2"), put(A, "k", "3"))
+    assert await run(store, ops.Get(T1_RUN2, "k"), ops.Get(M1, "k"), ops.Get(M0, "k")) == [
+        None,
+        None,
+        2,
+    ]
+    assert await one(store, ops.Get(A, "k")) == 3
+
+
+async def test_items_lists_live_keys(store: Store) -> None:
+    """Items returns every live key of one scope."""
+    await run(store, put(T1, "a", "1"), put(T1, "b", '"x"'), put(T1, "gone", "0", expires=50.0))
+    assert await one(store, ops.Items(T1)) == {"a": 1, "b": "x"}
+    assert await one(store, ops.Items(T1_RUN2)) == {}
+
+
+async def test_delete_reports_whether_a_live_key_was_there(store: Store) -> None:
+    """Delete removes the key and says whether it existed."""
+    await one(store, put(T1, "k", "1"))
+    assert await run(store, ops.Delete(T1, "k"), ops.Delete(T1, "k")) == [True, False]
+    assert await one(store, ops.Get(T1, "k")) is None
+
+
+async def test_clear_one_instance_or_the_fleet(store: Store) -> None:
+    """Clear empties one map index; all_map_indices empties every index of the task."""
+    await run(store, put(M0, "k", "1"), put(M1, "k", "2"), put(T1, "k", "3"))
+    assert await one(store, ops.Clear(M0)) == 1
+    assert await run(store, ops.Get(M0, "k"), ops.Get(M1, "k")) == [None, 2]
+    await one(store, put(M0, "k", "1"))
+    assert await one(store, ops.Clear(M1, all_map_indices=True)) == 2
+    assert await run(store, ops.Get(M0, "k"), ops.Get(M1, "k"), ops.Get(T1, "k")) == [
+        None,
+        None,
+        3,
+    ]
+
+
+async def test_expired_key_reads_as_absent(store: Store) -> None:
+    """A key is live until its expiry and absent from then on."""
+    await one(store, put(T1, "k", "1", expires=200.0))
+    assert await one(store, ops.Get(T1, "k"), now=199.9) == 1
+    assert await one(store, ops.Get(T1, "k"), now=200.0) is None
+    assert await one(store, ops.Items(T1), now=300.0) == {}
+
+
+async def test_increment_counts_from_zero_and_from_expired(store: Store) -> None:
+    """Increment treats absent and expired keys as 0."""
+    assert await run(store, *[ops.Increment(T1, "n", 2, None, W)] * 3) == [2, 4, 6]
+    await one(store, put(T1, "e", "10", expires=50.0))
+    assert await one(store, ops.Increment(T1, "e", 1, None, W)) == 1
+
+
+async def test_increment_of_non_int_is_refused_and_writes_nothing(store: Store) -> None:
+    """Incrementing a float, bool or str fails for that op only."""
+    await run(store, put(T1, "f", "1.5"), put(T1, "b", "true"))
+    results = await run(
+        store,
+        ops.Increment(T1, "f", 1, None, W),
+        put(T1, "ok", "1"),
+        ops.Increment(T1, "b", 1, None, W),
+    )
+    assert isinstance(results[0], StateTypeError)
+    assert "cannot increment key 'f': it holds float 1.5, not an int" in str(results[0])
+    assert isinstance(results[2], StateTypeError)
+    assert await run(store, ops.Get(T1, "f"), ops.Get(T1, "ok"), ops.Get(T1, "b")) == [1.5, 1, True]
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected", "swaps"),
+    [
+        (None, None, True),
+        ("1", None, False),
+        (None, 1, False),
+        ("1", 1, True),
+        ("1", 1.0, False),
+        ("1", True, False),
+        ("true", 1, False),
+        ('{"a":[1,2]}', {"a": [1, 2]}, True),
+        ('{"a":[1,2]}', {"a": [2, 1]}, False),
+    ],
+)
+async def test_compare_and_set_compares_json_exactly(
+    store: Store, stored: str | None, expected: Any, swaps: bool
+) -> None:
+    """CAS swaps only when the stored value equals expected as JSON (None: absent)."""
+    if stored is not None:
+        await one(store, put(T1, "k", stored))
+    assert await one(store, ops.CompareAndSet(T1, "k", expected, '"new"', None, W)) is swaps
+    current = await one(store, ops.Get(T1, "k"))
+    assert (current == "new") is swaps
+
+
+async def test_assets_register_once_and_conflicts_are_refused(store: Store) -> None:
+    """A name or URI bound to another asset is a conflict naming both."""
+    assert await one(store, ops.RegisterAssets((ORDERS, ORDERS))) is None
+    clash = await one(store, ops.RegisterAssets((AssetInfo("orders", "s3://other"),)))
+    assert isinstance(clash, AssetConflictError)
+    assert "Asset(name='orders', uri='s3://other')" in str(clash)
+    assert "Asset(name='orders', uri='s3://bucket/orders')" in str(clash)
+    clash = await one(store, ops.RegisterAssets((AssetInfo("other", ORDERS.uri),)))
+    assert isinstance(clash, AssetConflictError)
+    assert await one(store, ops.LookupAsset(uri=ORDERS.uri)) == ORDERS
+    assert await one(store, ops.LookupAsset(name="other")) is None
+
+
+async def test_asset_state_by_name_or_uri_is_one_namespace(store: Store) -> None:
+    """An asset's state is the same whether it is addressed by name or by URI."""
+    await one(store, ops.RegisterAssets((ORDERS,)))
+    await one(store, put(AssetScope(name="orders"), "w", "5"))
+    assert await one(store, ops.Get(AssetScope(uri=ORDERS.uri), "w")) == 5
+
+
+async def test_unknown_asset_reads_empty_and_registers_on_write(store: Store) -> None:
+    """Reading an unknown asset gives nothing; writing registers it (uri = name)."""
+    assert await one(store, ops.Get(AssetScope(name="new"), "k")) is None
+    assert await one(store, ops.Items(AssetScope(name="new"))) == {}
+    await one(store, put(AssetScope(name="new"), "k", "1"))
+    assert await one(store, ops.LookupAsset(name="new")) == AssetInfo("new", "new")
+
+
+async def test_alias_events_record_the_mapping(store: Store) -> None:
+    """An event through an alias maps the alias to the asset, once, oldest first."""
+    other = AssetInfo("other", "file:///other")
+    await run(
+        store,
+        ops.AddEvent(ORDERS, "{}", "daily", W),
+        ops.AddEvent(other, '{"n":1}', "daily", W),
+        ops.AddEvent(ORDERS, "{}", "daily", W),
+        ops.AddEvent(ORDERS, "{}", None, None),
+    )
+    assert await one(store, ops.ResolveAlias("daily")) == (ORDERS, other)
+    assert await one(store, ops.ResolveAlias("never")) == ()
+
+
+async def test_list_entries_with_provenance_and_filters(store: Store) -> None:
+    """ListEntries gives rows with writer labels; out-of-band writes have none."""
+    await run(
+        store,
+        put(T1, "k", "1"),
+        ops.Put(M0, "k", "2", None, None),
+        ops.RegisterAssets((ORDERS,)),
+        put(A, "w", "3"),
+        put(T1, "old", "0", expires=50.0),
+    )
+    entries = await one(store, ops.ListEntries())
+    assert [(e.scope, e.task_id or e.asset_name, e.map_index, e.key) for e in entries] == [
+        ("task", "m", 0, "k"),
+        ("task", "t", -1, "k"),
+        ("asset", "orders", None, "w"),
+    ]
+    assert entries[0].writer is None
+    assert entries[1].writer == "d/r1/t try 2"
+    assert entries[2].writer == "d/r1/t try 2"
+    assert entries[2].asset_uri == ORDERS.uri
+    assert entries[1].updated_at == 100.0
+    only_task = await one(store, ops.ListEntries(task_id="t", include_expired=True))
+    assert [e.key for e in only_task] == ["k", "old"]
+    only_asset = await one(store, ops.ListEntries(asset_name="orders"))
+    assert [e.key for e in only_asset] == ["w"]
+    assert await one(store, ops.ListEntries(scope="asset", dag_id="d")) == ()
+
+
+async def test_cleanup_counts_and_deletes_expired_rows(store: Store) -> None:
+    """Cleanup deletes expired rows; a dry run only counts them."""
+    await run(
+        store,
+        put(T1, "a", "1", expires=50.0),
+        put(T1, "b", "1", expires=500.0),
+        put(A, "c", "1", expires=60.0),
+    )
+    assert await one(store, ops.Cleanup(dry_run=True)) == 2
+    assert await one(store, ops.Cleanup()) == 2
+    assert await one(store, ops.Cleanup()) == 0
+    assert await one(store, ops.ListEntries(include_expired=True)) != ()
+
+
+async def test_write_batches_count_one_transaction_each(store: Store) -> None:
+    """A batch with writes is one transaction; a read-only batch is none."""
+    before = store.write_transactions
+    await run(store, put(T1, "a", "1"), put(T1, "b", "2"), ops.Get(T1, "a"))
+    await run(store, ops.Get(T1, "a"))
+    assert store.write_transactions == before + 1
+
+
+async def test_reads_in_a_batch_see_earlier_writes(store: Store) -> None:
+    """Operations in one batch apply in order."""
+    results = await run(
+        store, put(T1, "k", "1"), ops.Get(T1, "k"), ops.Delete(T1, "k"), ops.Get(T1, "k")
+    )
+    assert results == [None, 1, True, None]

@@ -1,0 +1,160 @@
+"""SqliteStore specifics: durability settings, schema versions, files it must not touch."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError
+from stateward.store import base as ops
+from stateward.store.base import TaskScope
+from stateward.store.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
+
+T = TaskScope("d", "r", "t", -1)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_defaults_are_wal_and_synchronous_full(tmp_path: Path) -> None:
+    """A new database uses WAL, synchronous=FULL, a busy timeout and the schema marks."""
+    async with SqliteStore(tmp_path / "s.db") as store:
+        pragmas = await store.pragmas()
+    assert pragmas == {
+        "journal_mode": "wal",
+        "synchronous": 2,
+        "busy_timeout": 5000,
+        "application_id": APPLICATION_ID,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+async def test_synchronous_and_busy_timeout_are_configurable(tmp_path: Path) -> None:
+    """synchronous and busy_timeout follow the constructor."""
+    async with SqliteStore(tmp_path / "s.db", synchronous="normal", busy_timeout=0.25) as store:
+        pragmas = await store.pragmas()
+    assert (pragmas["synchronous"], pragmas["busy_timeout"]) == (1, 250)
+
+
+def test_bad_settings_are_refused() -> None:
+    """An unknown synchronous mode or a negative timeout is a clear ValueError."""
+    with pytest.raises(
+        ValueError, match=r"synchronous must be one of OFF, NORMAL, FULL, EXTRA, got 'fast'"
+    ):
+        SqliteStore("x.db", synchronous="fast")
+    with pytest.raises(ValueError, match=r"busy_timeout must be >= 0 seconds, got -1"):
+        SqliteStore("x.db", busy_timeout=-1)
+
+
+async def test_state_survives_reopening(tmp_path: Path) -> None:
+    """What one store wrote, the next one on the same file reads."""
+    async with SqliteStore(tmp_path / "s.db") as store:
+        await store.execute([ops.Put(T, "k", '"v"', None, None)], now=1.0)
+    async with SqliteStore(tmp_path / "s.db") as store:
+        assert await store.execute([ops.Get(T, "k")], now=2.0) == ["v"]
+
+
+async def test_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """Opening a schema-1 file migrates it to the current version, keeping its rows."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), to_version=1)
+    conn.execute(
+        "INSERT INTO task_state VALUES ('d', 'r', 't', -1, 'job_id', '\"J-7\"', 1.0, NULL)"
+    )
+    conn.close()
+    async with SqliteStore(path) as store:
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION
+        entries = (await store.execute([ops.ListEntries()], now=2.0))[0]
+    assert [(e.key, e.value, e.writer) for e in entries] == [("job_id", "J-7", None)]
+    versions = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchall()
+    assert versions == [(1,), (2,)]
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A file written by a newer stateward is not opened."""
+    path = tmp_path / "new.db"
+    async with SqliteStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version VALUES (99, 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(NotAStatewardDatabaseError, match=r"schema version 99, newer than"):
+        async with SqliteStore(path):
+            pass
+
+
+async def test_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    """An SQLite database of another application is refused, byte for byte unchanged."""
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers VALUES (1, 'ada')")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    with pytest.raises(
+        NotAStatewardDatabaseError,
+        match=r"is an SQLite database of another application .*tables: customers.*untouched",
+    ):
+        async with SqliteStore(path):
+            pass
+    assert digest(path) == before
+    assert not (tmp_path / "other.db-wal").exists()
+
+
+async def test_non_database_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    """A text file given as the database is refused with a clear message, unchanged."""
+    path = tmp_path / "notes.txt"
+    path.write_text("these are my notes, not a database\n" * 100)
+    before = digest(path)
+    with pytest.raises(NotAStatewardDatabaseError, match=r"notes.txt' is not a stateward database"):
+        async with SqliteStore(path):
+            pass
+    assert digest(path) == before
+
+
+async def test_empty_file_is_initialised(tmp_path: Path) -> None:
+    """An empty file (e.g. from touch) becomes a stateward database."""
+    path = tmp_path / "empty.db"
+    path.touch()
+    async with SqliteStore(path) as store:
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION
+
+
+async def test_missing_folder_is_a_store_error(tmp_path: Path) -> None:
+    """A path in a folder that does not exist fails with what to check."""
+    with pytest.raises(StoreError, match=r"unable to open database file .*folder exists"):
+        async with SqliteStore(tmp_path / "no" / "such" / "s.db"):
+            pass
+
+
+async def test_lock_held_past_busy_timeout_fails_the_batch_cleanly(tmp_path: Path) -> None:
+    """A write that cannot get the lock in time raises StoreError and writes nothing."""
+    path = tmp_path / "s.db"
+    async with SqliteStore(path, busy_timeout=0.05) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError, match=r"database is locked .*another process holds"):
+                await store.execute([ops.Put(T, "k", "1", None, None)], now=1.0)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await store.execute([ops.Get(T, "k")], now=1.0) == [None]
+        await store.execute([ops.Put(T, "k", "2", None, None)], now=1.0)
+        assert await store.execute([ops.Get(T, "k")], now=1.0) == [2]
+
+
+async def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    """execute() on a closed store says so."""
+    store = SqliteStore(tmp_path / "s.db")
+    async with store:
+        pass
+    with pytest.raises(RuntimeError, match=r"is not open"):
+        await store.execute([ops.Get(T, "k")], now=1.0)

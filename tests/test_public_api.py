@@ -1,0 +1,33 @@
+"""The public surface is exactly the documented names."""
+
+from __future__ import annotations
+
+import stateward
+
+DOCUMENTED = {
+    # domain
+    "Asset", "AssetAlias", "AssetNameRef", "AssetUriRef", "Dag", "Operator", "ShellOperator",
+    # runtime
+    "open_runtime", "run_dag", "Runtime", "DagRunResult", "TaskInstanceResult",
+    "MemoryStore", "SqliteStore",
+    # context
+    "Context", "TaskInstanceInfo", "TaskStateAccessor", "AssetStateAccessor",
+    "AssetStateAccessors", "NEVER_EXPIRE",
+    # errors
+    "StatewardError", "StateValueError", "StateTypeError", "StateScopeError",
+    "UndeclaredAssetError", "AssetConflictError", "AsyncContextError", "ProtocolError",
+    "StoreError", "NotAStatewardDatabaseError", "RuntimeClosedError", "SupervisorDiedError",
+    "DagDefinitionError", "TaskLoadError", "TaskFailedError", "TemplateError",
+    "TemplateKeyError", "TemplateWriteError", "ShellCommandError",
+}  # fmt: skip
+
+
+def test_all_is_the_documented_api() -> None:
+    """__all__ lists exactly the documented public names."""
+    assert set(stateward.__all__) == DOCUMENTED
+
+
+def test_every_name_in_all_exists() -> None:
+    """Every name in __all__ is importable from stateward."""
+    for name in stateward.__all__:
+        assert hasattr(stateward, name), name
