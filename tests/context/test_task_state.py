@@ -92,7 +92,7 @@ async def test_missing_key_raises_key_error_and_attribute_error(rt: Runtime) -> 
                 access()
             except (KeyError, AttributeError) as exc:
                 errors.append(type(exc).__name__)
-        return errors + [hasattr(task_state, "nope")]
+        return [*errors, hasattr(task_state, "nope")]
 
     assert ok(await run(rt, task)) == ["KeyError", "AttributeError", False]
 

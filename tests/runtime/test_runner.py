@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from stateward import (
@@ -80,7 +81,7 @@ async def test_new_run_id_starts_with_empty_state(rt: Runtime) -> None:
 
 async def test_task_state_survives_a_runtime_restart(tmp_path: Path) -> None:
     """On a file database, a second runtime sees what the first one wrote."""
-    service, log = ExternalService(), []
+    service = ExternalService()
     dag = Dag("resumable")
 
     @dag.task
@@ -186,7 +187,7 @@ async def test_dependencies_order_execution(rt: Runtime) -> None:
     def make(name: str) -> Operator:
         async def step() -> None:
             ran.append(name)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
         return dag.task(task_id=name)(step)
 
@@ -194,7 +195,7 @@ async def test_dependencies_order_execution(rt: Runtime) -> None:
     a >> [b, c] >> d
     result = await rt.run_dag(dag, run_id="r")
     assert result.state == "success"
-    assert ran[0] == "a" and ran[-1] == "d" and sorted(ran[1:3]) == ["b", "c"]
+    assert (ran[0], sorted(ran[1:3]), ran[-1]) == ("a", ["b", "c"], "d")
 
 
 async def test_retries_exhausted_fail_the_task(rt: Runtime) -> None:
@@ -248,7 +249,7 @@ async def test_independent_tasks_run_concurrently_up_to_the_limit(rt: Runtime) -
         if running == 3:
             gate.set()
         await gate.wait()
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         running -= 1
 
     work.expand(i=list(range(10)))
