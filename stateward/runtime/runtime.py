@@ -85,8 +85,10 @@ class StateAdmin:
             msg = "rt.state.asset() needs an Asset, name= or uri="
             raise TypeError(msg)
         rt = self._runtime
-        client = rt.client(Caller(task=None, writer=None, unrestricted=True))
         info = AssetInfo(name or uri or "", uri or name or "")
+        # Given both, a first write registers the asset with both, not name as URI.
+        declared = {info.name: info} if name is not None and uri is not None else {}
+        client = rt.client(Caller(task=None, writer=None, assets=declared, unrestricted=True))
         return AssetStateAccessor(
             client, info, rt.default_asset_retention, rt.wall_clock, by_uri=name is None
         )
