@@ -23,9 +23,20 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $(VENV)/.installed-test $@
 
+EXAMPLES := examples/resumable_job.py examples/watermark.py examples/templated.py
+
+# Runs every example twice on a fresh $(DB), then lists the state they left:
+# the second watermark run continues from the first one's watermark.
 demo: $(VENV)/.installed
 	rm -f $(DB) $(DB)-wal $(DB)-shm
-	$(BIN)/python examples/demo.py --db $(DB)
+	@for round in 1 2; do \
+	  for example in $(EXAMPLES); do \
+	    echo; echo "=== round $$round: stateward run $$example"; \
+	    $(BIN)/stateward run $$example --db $(DB) || exit 1; \
+	  done; \
+	done
+	@echo; echo "=== stateward state list"
+	$(BIN)/stateward state list --db $(DB)
 
 # pytest exits 5 when it collected no test: that is a failure, never a pass.
 test: $(VENV)/.installed-test

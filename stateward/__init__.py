@@ -20,6 +20,7 @@ from .dag import Operator as Operator
 from .errors import AssetConflictError as AssetConflictError
 from .errors import AsyncContextError as AsyncContextError
 from .errors import DagDefinitionError as DagDefinitionError
+from .errors import ExternalJobFailedError as ExternalJobFailedError
 from .errors import NotAStatewardDatabaseError as NotAStatewardDatabaseError
 from .errors import ProtocolError as ProtocolError
 from .errors import RuntimeClosedError as RuntimeClosedError
@@ -35,6 +36,8 @@ from .errors import TemplateError as TemplateError
 from .errors import TemplateKeyError as TemplateKeyError
 from .errors import TemplateWriteError as TemplateWriteError
 from .errors import UndeclaredAssetError as UndeclaredAssetError
+from .jobs import JobStatus as JobStatus
+from .jobs import ResumableJobOperator as ResumableJobOperator
 from .runtime.runner import DagRunResult as DagRunResult
 from .runtime.runner import TaskInstanceResult as TaskInstanceResult
 from .runtime.runtime import Runtime as Runtime
@@ -59,9 +62,12 @@ __all__ = [
     "Dag",
     "DagDefinitionError",
     "DagRunResult",
+    "ExternalJobFailedError",
+    "JobStatus",
     "MemoryStore",
     "NotAStatewardDatabaseError",
     "Operator",
+    "ResumableJobOperator",
     "ProtocolError",
     "Runtime",
     "RuntimeClosedError",

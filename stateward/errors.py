@@ -19,6 +19,7 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     ├── DagDefinitionError (ValueError)     a malformed Dag or task
     ├── TaskLoadError (ImportError)         a Dag file that cannot be loaded
     ├── TaskFailedError                     a task raised; ``.__cause__`` is its error
+    ├── ExternalJobFailedError              a ResumableJobOperator's job ended failed
     └── TemplateError                       a template field cannot be rendered
         ├── TemplateKeyError (KeyError)     a template read a state key that is absent
         └── TemplateWriteError (PermissionError)  a template tried to write state
@@ -111,6 +112,14 @@ class TaskFailedError(StatewardError):
     def __init__(self, message: str, *, task: Any = None) -> None:
         super().__init__(message)
         self.task = task
+
+
+class ExternalJobFailedError(StatewardError):
+    """The external job of a ResumableJobOperator failed; a retry submits a new one."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class TemplateError(StatewardError):

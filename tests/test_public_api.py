@@ -7,6 +7,7 @@ import stateward
 DOCUMENTED = {
     # domain
     "Asset", "AssetAlias", "AssetNameRef", "AssetUriRef", "Dag", "Operator", "ShellOperator",
+    "ResumableJobOperator", "JobStatus",
     # runtime
     "open_runtime", "run_dag", "Runtime", "DagRunResult", "TaskInstanceResult",
     "MemoryStore", "SqliteStore",
@@ -18,7 +19,7 @@ DOCUMENTED = {
     "UndeclaredAssetError", "AssetConflictError", "AsyncContextError", "ProtocolError",
     "StoreError", "NotAStatewardDatabaseError", "RuntimeClosedError", "SupervisorDiedError",
     "DagDefinitionError", "TaskLoadError", "TaskFailedError", "TemplateError",
-    "TemplateKeyError", "TemplateWriteError", "ShellCommandError",
+    "TemplateKeyError", "TemplateWriteError", "ShellCommandError", "ExternalJobFailedError",
 }  # fmt: skip
 
 

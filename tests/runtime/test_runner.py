@@ -450,3 +450,45 @@ async def test_sqlite_store_passed_explicitly(tmp_path: Path) -> None:
     async with open_runtime(store=SqliteStore(tmp_path / "x.db", synchronous="NORMAL")) as rt:
         await rt.state.task("d", "r", "t").aset("k", 1)
         assert await rt.state.task("d", "r", "t").aget("k") == 1
+
+
+async def test_clear_state_on_success_per_task_and_runtime_default(
+    make_store: Callable[[], Store],
+) -> None:
+    """Task state is cleared after success when the task (or the runtime default) says so."""
+    dag = Dag("clearing")
+
+    def writes(task_state: Any, ti: TaskInstanceInfo) -> None:
+        task_state.set("job_id", "J")
+        if ti.try_number == 1:
+            raise RuntimeError("fail once: state must survive the failed try")
+
+    dag.task(task_id="default", retries=1)(writes)
+    dag.task(task_id="clears", retries=1, clear_state_on_success=True)(writes)
+    dag.task(task_id="keeps", retries=1, clear_state_on_success=False)(writes)
+
+    async def remaining(rt: Runtime, run_id: str) -> dict[str, Any]:
+        return {
+            t: await rt.state.task("clearing", run_id, t).aget("job_id")
+            for t in ("default", "clears", "keeps")
+        }
+
+    async with open_runtime(store=make_store()) as rt:
+        await rt.run_dag(dag, run_id="a")
+        assert await remaining(rt, "a") == {"default": "J", "clears": None, "keeps": "J"}
+    async with open_runtime(store=make_store(), clear_state_on_success=True) as rt:
+        await rt.run_dag(dag, run_id="b")
+        assert await remaining(rt, "b") == {"default": None, "clears": None, "keeps": "J"}
+
+
+async def test_failed_task_keeps_its_state_even_with_clear_on_success(rt: Runtime) -> None:
+    """A task that fails never clears its state: the next run of the instance needs it."""
+    dag = Dag("keep_on_failure")
+
+    @dag.task(clear_state_on_success=True)
+    def fails(task_state: Any) -> None:
+        task_state.set("job_id", "J")
+        raise RuntimeError("no")
+
+    await rt.run_dag(dag, run_id="r")
+    assert await rt.state.task("keep_on_failure", "r", "fails").aget("job_id") == "J"

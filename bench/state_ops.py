@@ -1,0 +1,79 @@
+"""Per-operation cost of task state from a sync task and an async task, on a file DB.
+
+Prints one JSON line: stateward's set/get (sync task, worker thread) and aset/aget
+(async task), the raw sqlite3 baseline measured in the same run with the same pragmas
+(WAL, synchronous=FULL, commit per write), and the ratios. Usage::
+
+    python bench/state_ops.py [--n 2000] [--synchronous FULL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import trio
+
+from _common import emit, machine, raw_sqlite_baseline, tmp_db
+from stateward import Dag, open_runtime
+
+
+async def measure(n: int, synchronous: str) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    dag = Dag("bench")
+
+    @dag.task
+    def sync_ops(task_state: Any) -> None:
+        start = time.perf_counter()
+        for i in range(n):
+            task_state.set(f"k{i % 10}", i)
+        figures["sync_set_ms"] = (time.perf_counter() - start) / n * 1000
+        start = time.perf_counter()
+        for i in range(n):
+            task_state.get(f"k{i % 10}")
+        figures["sync_get_ms"] = (time.perf_counter() - start) / n * 1000
+
+    @dag.task
+    async def async_ops(task_state: Any) -> None:
+        start = time.perf_counter()
+        for i in range(n):
+            await task_state.aset(f"k{i % 10}", i)
+        figures["async_aset_ms"] = (time.perf_counter() - start) / n * 1000
+        start = time.perf_counter()
+        for i in range(n):
+            await task_state.aget(f"k{i % 10}")
+        figures["async_aget_ms"] = (time.perf_counter() - start) / n * 1000
+
+    async with open_runtime(tmp_db("stateward.db"), synchronous=synchronous) as rt:
+        for task in (sync_ops, async_ops):
+            result = await rt.run_task(task, run_id="bench")
+            if result.error is not None:
+                raise result.error
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--synchronous", default="FULL")
+    args = parser.parse_args()
+    raw = raw_sqlite_baseline(args.n, args.synchronous)
+    ours = trio.run(measure, args.n, args.synchronous)
+    raw_write = raw["raw_commit_per_write_ms"]
+    emit(
+        "state_ops",
+        n=args.n,
+        synchronous=args.synchronous,
+        **{k: round(v, 4) for k, v in ours.items()},
+        **{k: round(v, 4) for k, v in raw.items()},
+        ratio_sync_set_vs_raw_commit=round(ours["sync_set_ms"] / raw_write, 2),
+        ratio_async_aset_vs_raw_commit=round(ours["async_aset_ms"] / raw_write, 2),
+        ratio_sync_get_vs_raw_read=round(ours["sync_get_ms"] / raw["raw_read_ms"], 1),
+        ratio_async_aget_vs_raw_read=round(ours["async_aget_ms"] / raw["raw_read_ms"], 1),
+        **machine(),
+    )
+
+
+if __name__ == "__main__":
+    main()
