@@ -324,6 +324,7 @@ class SyncHarness:
         self._run_id = run_id
         self._clock = clock
         self._options = runtime_options
+        #: Unopened, open (inside the ``with`` block) or closed.
         self.status = RuntimeState.UNOPENED
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -339,6 +340,7 @@ class SyncHarness:
         if self.status is not RuntimeState.UNOPENED:
             msg = f"this SyncHarness is {self.status.value}; make a new one for each 'with' block"
             raise RuntimeClosedError(msg)
+        _refuse_async("SyncHarness()", "in an async test use the sw fixture, a StateHarness")
         self.status = RuntimeState.OPEN
         self._thread = threading.Thread(
             target=self._main, name="stateward-sync-harness", daemon=True
@@ -357,8 +359,9 @@ class SyncHarness:
     ) -> None:
         if self.status is RuntimeState.OPEN and self._harness is not None:
             assert self._stop is not None
+            assert self._token is not None
             with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+                self._token.run_sync_soon(self._stop.set)
         self._finish()
 
     def _finish(self) -> None:
@@ -392,12 +395,10 @@ class SyncHarness:
                 f"it is {self.status.value}: use 'with SyncHarness() as sw:'"
             )
             raise RuntimeClosedError(msg)
-        if trio.lowlevel.in_trio_run():
-            msg = (
-                f"SyncHarness.{method}() blocks, so it cannot be called from async code; "
-                f"in an async test use the sw fixture and 'await sw.{method}(...)'"
-            )
-            raise AsyncContextError(msg)
+        _refuse_async(
+            f"SyncHarness.{method}()",
+            f"in an async test use the sw fixture: 'await sw.{method}(...)'",
+        )
         function = functools.partial(getattr(self._harness, method), *args, **kwargs)
         try:
             return trio.from_thread.run(function, trio_token=self._token)
@@ -495,6 +496,12 @@ class SyncHarness:
         """Blocking twin of :meth:`StateHarness.run_dag`."""
         result: DagRunResult = self._call("run_dag", dag, run_id=run_id, params=params)
         return result
+
+
+def _refuse_async(what: str, instead: str) -> None:
+    if trio.lowlevel.in_trio_run():
+        msg = f"{what} blocks, so it cannot be used from async code (trio's thread); {instead}"
+        raise AsyncContextError(msg)
 
 
 # -- failures ---------------------------------------------------------------------------
