@@ -28,8 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from _common import emit, machine
 
+from _common import emit, machine
 from stateward import Dag, MemoryStore, open_runtime
 from stateward.testing import StateHarness, SyncHarness
 

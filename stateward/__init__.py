@@ -24,6 +24,7 @@ from .errors import ExternalJobFailedError as ExternalJobFailedError
 from .errors import NotAStatewardDatabaseError as NotAStatewardDatabaseError
 from .errors import ProtocolError as ProtocolError
 from .errors import RuntimeClosedError as RuntimeClosedError
+from .errors import ShellCommandError as ShellCommandError
 from .errors import StateScopeError as StateScopeError
 from .errors import StateTypeError as StateTypeError
 from .errors import StateValueError as StateValueError
@@ -38,6 +39,7 @@ from .errors import TemplateWriteError as TemplateWriteError
 from .errors import UndeclaredAssetError as UndeclaredAssetError
 from .jobs import JobStatus as JobStatus
 from .jobs import ResumableJobOperator as ResumableJobOperator
+from .operators import ShellOperator as ShellOperator
 from .runtime.runner import DagRunResult as DagRunResult
 from .runtime.runner import TaskInstanceResult as TaskInstanceResult
 from .runtime.runtime import Runtime as Runtime
@@ -71,6 +73,8 @@ __all__ = [
     "ProtocolError",
     "Runtime",
     "RuntimeClosedError",
+    "ShellCommandError",
+    "ShellOperator",
     "SqliteStore",
     "StateScopeError",
     "StateTypeError",

@@ -20,6 +20,7 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     ├── TaskLoadError (ImportError)         a Dag file that cannot be loaded
     ├── TaskFailedError                     a task raised; ``.__cause__`` is its error
     ├── ExternalJobFailedError              a ResumableJobOperator's job ended failed
+    ├── ShellCommandError                   a ShellOperator's command failed
     └── TemplateError                       a template field cannot be rendered
         ├── TemplateKeyError (KeyError)     a template read a state key that is absent
         └── TemplateWriteError (PermissionError)  a template tried to write state
@@ -120,6 +121,34 @@ class ExternalJobFailedError(StatewardError):
     def __init__(self, message: str, *, job_id: str) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class ShellCommandError(StatewardError):
+    """A :class:`ShellOperator` command failed, or could not be started.
+
+    Attributes:
+        task: The task, as ``dag_id.task_id`` (with ``[map_index]`` when mapped).
+        command: The rendered command (a str run by the shell, or a list run directly).
+        returncode: The exit code; negative when a signal ended the command (``-9``
+            for SIGKILL), ``None`` when it could not be started.
+        stderr_tail: The end of the command's stderr (its last 20 lines, at most
+            2000 characters); ``""`` when it wrote none.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task: str,
+        command: str | list[str],
+        returncode: int | None,
+        stderr_tail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.task = task
+        self.command = command
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
 
 
 class TemplateError(StatewardError):

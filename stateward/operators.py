@@ -13,6 +13,7 @@ attempt's context, so a command can read state::
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import trio
 
 from .assets import AssetLike
 from .dag import Dag, Operator
-from .errors import DagDefinitionError, StatewardError
+from .errors import DagDefinitionError, ShellCommandError
 
 __all__ = ["ShellCommandError", "ShellOperator"]
 
@@ -36,34 +37,6 @@ STDERR_TAIL_CHARS: Final = 2000
 CANCEL_GRACE_PERIOD: Final = 5.0
 # Commands shown in error messages are cut to this many characters.
 _SHOWN_COMMAND_CHARS: Final = 200
-
-
-class ShellCommandError(StatewardError):
-    """A :class:`ShellOperator` command failed, or could not be started.
-
-    Attributes:
-        task: The task, as ``dag_id.task_id`` (with ``[map_index]`` when mapped).
-        command: The rendered command (a str run by the shell, or a list run directly).
-        returncode: The exit code; negative when a signal ended the command (``-9``
-            for SIGKILL), ``None`` when it could not be started.
-        stderr_tail: The end of the command's stderr (its last 20 lines, at most
-            2000 characters); ``""`` when it wrote none.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        task: str,
-        command: str | list[str],
-        returncode: int | None,
-        stderr_tail: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.task = task
-        self.command = command
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
 
 
 class ShellOperator(Operator):
@@ -78,9 +51,9 @@ class ShellOperator(Operator):
     A str command runs through ``bash -c`` (``sh -c`` where bash is missing); a list
     runs the program directly, without a shell. The command runs in its own process
     group with an empty stdin; cancelling the task sends SIGTERM to the whole group,
-    then SIGKILL after 5 seconds. It sees the variables ``STATEWARD_DAG_ID``,
-    ``STATEWARD_TASK_ID``, ``STATEWARD_RUN_ID``, ``STATEWARD_MAP_INDEX`` and
-    ``STATEWARD_TRY_NUMBER``.
+    then SIGKILL if the command is still running 5 seconds later. It sees the
+    variables ``STATEWARD_DAG_ID``, ``STATEWARD_TASK_ID``, ``STATEWARD_RUN_ID``,
+    ``STATEWARD_MAP_INDEX`` and ``STATEWARD_TRY_NUMBER``.
 
     Args:
         task_id: The task's id, unique in its Dag.
@@ -297,7 +270,7 @@ async def _terminate_group(process: trio.Process) -> None:
 
 
 def _shown(command: str | list[str]) -> str:
-    text = command if isinstance(command, str) else subprocess.list2cmdline(command)
+    text = command if isinstance(command, str) else shlex.join(command)
     if len(text) > _SHOWN_COMMAND_CHARS:
         text = text[: _SHOWN_COMMAND_CHARS - 3] + "..."
     return repr(text)

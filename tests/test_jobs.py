@@ -8,8 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from stateward import Dag, Runtime
-from stateward import ExternalJobFailedError, JobStatus, ResumableJobOperator
+from stateward import Dag, ExternalJobFailedError, JobStatus, ResumableJobOperator, Runtime
 
 
 class FakeService:
