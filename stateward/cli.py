@@ -22,12 +22,14 @@ import attrs
 import click
 import trio
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -83,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = cli.main(args=argv, prog_name="stateward", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
-        return 0
+        return exc.exit_code
     except click.ClickException as exc:
         _print_error(exc.format_message())
         return exc.exit_code
@@ -95,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(leaf, click.ClickException):
             _print_error(leaf.format_message())
             return leaf.exit_code
+        if isinstance(leaf, KeyboardInterrupt):
+            _print_error("interrupted")
+            return 130
         if isinstance(leaf, StatewardError | OSError):
             _print_error(_one_line(leaf))
             return EXIT_FAILURE
@@ -116,11 +121,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _print_error(message: str) -> None:
-    click.echo(f"error: {' '.join(message.split())}", err=True)
+    click.echo("error: " + re.sub(r"\s*\n\s*", " ", message.strip()), err=True)
 
 
 def _stdout() -> Console:
-    return Console(highlight=False)
+    # Keys and values are data: never read them as rich markup or :emoji: codes.
+    return Console(highlight=False, markup=False, emoji=False)
 
 
 # -- shared options and helpers --------------------------------------------------------------
@@ -221,7 +227,7 @@ def _parse_params(
 def _choose_dag(file: Path, dag_id: str | None) -> Dag:
     dags = load_dags(file)
     try:
-        return pick_dag(dags, dag_id)
+        return pick_dag(dags, dag_id, source=repr(str(file)))
     except TaskLoadError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -278,12 +284,13 @@ class RunDisplay:
     """Live progress of a run on stderr: a progress bar on a terminal, else plain lines."""
 
     def __init__(self, dag: Dag) -> None:
-        self._console = Console(stderr=True, highlight=False)
+        self._console = Console(stderr=True, highlight=False, markup=False, emoji=False)
         self._live = self._console.is_interactive
         self._running: dict[str, None] = {}
         self._progress: Progress | None = None
-        self._bar: Any = None
+        self._bar = TaskID(0)
         self._total = _instance_count(dag)
+        self._finished = 0
 
     def __enter__(self) -> RunDisplay:
         if self._live:
@@ -308,7 +315,7 @@ class RunDisplay:
         """Show one event (called by the runner, in trio's thread)."""
         label = _label(event.task_id, event.map_index)
         if self._progress is None:
-            self._console.print(f"{label}: {event.state} (try {event.try_number})")
+            click.echo(f"{label}: {event.state} (try {event.try_number})", err=True)
             return
         if event.state == "running":
             self._running[label] = None
@@ -322,7 +329,12 @@ class RunDisplay:
         names = list(self._running)
         shown = ", ".join(names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")
         done = event.state in _STATE_STYLE
-        self._progress.update(self._bar, description=shown or "waiting", advance=1 if done else 0)
+        self._finished += done
+        self._progress.update(
+            self._bar,
+            description=shown or ("done" if self._finished == self._total else "waiting"),
+            advance=1 if done else 0,
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -390,6 +402,7 @@ def dags(file: Path) -> None:
     """List the Dags in FILE and their tasks."""
     console = _stdout()
     for dag in load_dags(file).values():
+        order = dag.topological_order()  # before printing: a cycle is an error
         count = len(dag.tasks)
         heading = f"Dag {dag.dag_id!r}: {count} task{'' if count == 1 else 's'}"
         if dag.params:
@@ -404,7 +417,7 @@ def dags(file: Path) -> None:
         table.add_column("inlets", overflow="fold")
         table.add_column("outlets", overflow="fold")
         table.add_column("upstream", overflow="fold")
-        for task in dag.topological_order():
+        for task in order:
             mapped = f"yes ({len(task.map_arguments())})" if task.is_mapped else "no"
             table.add_row(
                 task.task_id,
@@ -495,8 +508,8 @@ def make_target(
             raise click.UsageError(msg)
         if given:
             msg = (
-                f"--asset/--asset-uri select asset state, so {', '.join(given)} do not apply; "
-                "drop them, or drop the asset option for task state"
+                f"--asset/--asset-uri select asset state; drop {', '.join(given)}, "
+                "or drop the asset option to select task state"
             )
             raise click.UsageError(msg)
         return Target(asset_name=asset_name, asset_uri=asset_uri)
@@ -558,7 +571,11 @@ def list_state(
     as_json: bool,
     db: str | None,
 ) -> None:
-    """List stored keys with their values and provenance (who wrote them, and when)."""
+    """List stored keys with values and provenance.
+
+    The table groups keys by task instance or asset and says when each was written
+    and by whom (a try of the task instance, another task, or out-of-band).
+    """
     filters = {"--dag": dag_id, "--run-id": run_id, "--task": task_id, "--map-index": map_index}
     task_filters = [name for name, value in filters.items() if value is not None]
     if asset_name is not None and task_filters:
@@ -585,7 +602,7 @@ def list_state(
     if not entries:
         console.print("no state matches")
         return
-    console.print(state_table(entries, time.time()))
+    console.print(state_table(entries, time.time(), console.width))
 
 
 def entry_json(entry: StateEntry) -> dict[str, Any]:
@@ -606,45 +623,71 @@ def entry_json(entry: StateEntry) -> dict[str, Any]:
     }
 
 
-def state_table(entries: Sequence[StateEntry], now: float) -> Table:
-    """The listed keys as a table that reads on an 80-column terminal.
+def state_table(entries: Sequence[StateEntry], now: float, width: int = 80) -> Group:
+    """The listed keys, grouped by task instance or asset, for an 80-column terminal.
 
-    Rows of one task instance or asset follow each other; its name is shown once.
-    "by" is the writer: ``try N`` for the task instance itself, a task instance's
-    label for asset state, or ``out-of-band`` (the CLI, admin code, test seeding).
+    Each group is a heading (the task instance or asset, on a line of its own so that
+    long run ids fit) over a table of its keys. "by" is the writer: ``try N`` for the
+    task instance itself, a task instance's label for asset state, or ``out-of-band``
+    (the CLI, admin code, test seeding).
     """
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("state of", overflow="fold", ratio=3)
-    table.add_column("key", overflow="fold", ratio=2)
-    table.add_column("value", overflow="fold", ratio=2)
-    table.add_column("updated (UTC)", overflow="fold", min_width=10)
-    table.add_column("by", overflow="fold", ratio=2)
-    table.add_column("expires", overflow="fold")
-    previous = ""
+    groups: dict[str, list[StateEntry]] = {}
     for entry in entries:
-        if entry.scope == "task":
-            index = entry.map_index if entry.map_index is not None else -1
-            owner = f"task {entry.dag_id}/{entry.run_id}/{_label(entry.task_id or '', index)}"
-            writer = entry.writer
-            if writer is not None and writer.startswith(owner[len("task ") :] + " try "):
-                writer = "try " + writer.rsplit(" ", 1)[1]
-        else:
-            owner = f"asset {entry.asset_name}"
-            if entry.asset_uri != entry.asset_name:
-                owner += f" ({entry.asset_uri})"
-            writer = entry.writer
-        if owner != previous and previous:
-            table.add_section()
-        table.add_row(
-            "" if owner == previous else owner,
-            entry.key,
-            _cell_json(entry.value),
-            _table_time(entry.updated_at),
-            Text("out-of-band", style="dim") if writer is None else writer,
-            _expires_in(entry.expires_at, now),
-        )
-        previous = owner
-    return table
+        groups.setdefault(_owner(entry), []).append(entry)
+    # One set of column widths for every group, so that the tables line up. To fit
+    # the terminal, the value gives way first (down to 16), then the widest column.
+    widths = {
+        "key": max(3, *(len(e.key) for e in entries)),
+        "value": max(5, *(len(_cell_json(e.value)) for e in entries)),
+        "by": max(2, *(len(_writer(e) or "out-of-band") for e in entries)),
+    }
+    # The indent (2), "updated (UTC)" (16), "expires" (10), four gaps of 3.
+    available = max(width - 2 - 16 - 10 - 4 * 3, 3 * 6)
+    while sum(widths.values()) > available:
+        shrink = "value" if widths["value"] > 16 else max(widths, key=widths.__getitem__)
+        widths[shrink] -= 1
+    parts: list[RenderableType] = []
+    for owner, members in groups.items():
+        if parts:
+            parts.append(Text())
+        parts.append(Text(owner, style="bold"))
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("key", overflow="fold", width=widths["key"])
+        table.add_column("value", overflow="fold", width=widths["value"])
+        table.add_column("updated (UTC)", no_wrap=True, width=16)
+        table.add_column("by", overflow="fold", width=widths["by"])
+        table.add_column("expires", no_wrap=True, width=10)
+        for entry in members:
+            writer = _writer(entry)
+            table.add_row(
+                entry.key,
+                _cell_json(entry.value),
+                _table_time(entry.updated_at),
+                Text("out-of-band", style="dim") if writer is None else writer,
+                _expires_in(entry.expires_at, now),
+            )
+        parts.append(Padding(table, (0, 0, 0, 2)))
+    return Group(*parts)
+
+
+def _owner(entry: StateEntry) -> str:
+    if entry.scope == "task":
+        index = entry.map_index if entry.map_index is not None else -1
+        return f"task {entry.dag_id} / {entry.run_id} / {_label(entry.task_id or '', index)}"
+    if entry.asset_uri != entry.asset_name:
+        return f"asset {entry.asset_name} ({entry.asset_uri})"
+    return f"asset {entry.asset_name}"
+
+
+def _writer(entry: StateEntry) -> str | None:
+    """The writer as shown: a task instance's own writes are just ``try N``."""
+    writer = entry.writer
+    if writer is not None and entry.scope == "task":
+        index = entry.map_index if entry.map_index is not None else -1
+        own = f"{entry.dag_id}/{entry.run_id}/{_label(entry.task_id or '', index)} try "
+        if writer.startswith(own):
+            return "try " + writer[len(own) :]
+    return writer
 
 
 def _expires_in(expires_at: float | None, now: float) -> str:
@@ -668,16 +711,14 @@ def _expires_in(expires_at: float | None, now: float) -> str:
 @selector_options
 def get_state(
     key: str,
-    dag_id: str | None,
-    run_id: str | None,
-    task_id: str | None,
-    map_index: int | None,
-    asset_name: str | None,
-    asset_uri: str | None,
     db: str | None,
+    **selectors: Any,
 ) -> None:
-    """Print the value of KEY as JSON (exit status 1 if the key is absent)."""
-    target = make_target(dag_id, run_id, task_id, map_index, asset_name, asset_uri)
+    """Print the value of KEY as JSON.
+
+    Exits with 1 and says so when the key is absent (or expired).
+    """
+    target = make_target(**selectors)
 
     async def work(rt: Runtime) -> Any:
         return await target.accessor(rt).aget(key)
@@ -703,17 +744,17 @@ def get_state(
 def set_state(
     key: str,
     value: Any,
-    dag_id: str | None,
-    run_id: str | None,
-    task_id: str | None,
-    map_index: int | None,
-    asset_name: str | None,
-    asset_uri: str | None,
     db: str | None,
     retention: RetentionLike,
+    **selectors: Any,
 ) -> None:
-    """Store VALUE (JSON: 42, true, '"text"', '[1, 2]', '{"a": 1}') under KEY."""
-    target = make_target(dag_id, run_id, task_id, map_index, asset_name, asset_uri)
+    """Store a JSON VALUE under KEY.
+
+    VALUE is JSON: 42, true, '"text"', '[1, 2]', '{"a": 1}'. A bare word is refused
+    rather than guessed to be a string: quote it as JSON. The write is recorded as
+    out-of-band (no task instance wrote it).
+    """
+    target = make_target(**selectors)
 
     async def work(rt: Runtime) -> None:
         await target.accessor(rt).aset(key, value, retention=retention)
@@ -727,16 +768,11 @@ def set_state(
 @selector_options
 def delete_state(
     key: str,
-    dag_id: str | None,
-    run_id: str | None,
-    task_id: str | None,
-    map_index: int | None,
-    asset_name: str | None,
-    asset_uri: str | None,
     db: str | None,
+    **selectors: Any,
 ) -> None:
     """Delete KEY (deleting an absent key is not an error)."""
-    target = make_target(dag_id, run_id, task_id, map_index, asset_name, asset_uri)
+    target = make_target(**selectors)
 
     async def work(rt: Runtime) -> bool:
         accessor = target.accessor(rt)
@@ -758,21 +794,19 @@ def delete_state(
     help="Task state: clear every map index of the task in the run (the mapped fleet).",
 )
 def clear_state(
-    dag_id: str | None,
-    run_id: str | None,
-    task_id: str | None,
-    map_index: int | None,
-    asset_name: str | None,
-    asset_uri: str | None,
     db: str | None,
     all_map_indices: bool,
+    **selectors: Any,
 ) -> None:
-    """Delete every key of one task instance's state, or of one asset's state."""
-    target = make_target(dag_id, run_id, task_id, map_index, asset_name, asset_uri)
+    """Delete every key of a task instance or an asset.
+
+    With --all-map-indices, every map index of the task in the run is cleared.
+    """
+    target = make_target(**selectors)
     if all_map_indices and target.task is None:
         msg = "--all-map-indices applies to task state only; drop it for asset state"
         raise click.UsageError(msg)
-    if all_map_indices and map_index is not None:
+    if all_map_indices and selectors["map_index"] is not None:
         msg = "--all-map-indices clears every map index; drop --map-index"
         raise click.UsageError(msg)
 

@@ -72,12 +72,13 @@ def load_dags(path: str | os.PathLike[str]) -> dict[str, Dag]:
     return dags
 
 
-def pick_dag(dags: Mapping[str, Dag], dag_id: str | None) -> Dag:
+def pick_dag(dags: Mapping[str, Dag], dag_id: str | None, *, source: str = "the file") -> Dag:
     """Choose one Dag of those a file defines.
 
     Args:
         dags: The Dags, by id (as :func:`load_dags` returns them).
         dag_id: The Dag wanted; ``None`` is enough when there is exactly one.
+        source: How messages name where the Dags come from.
 
     Returns:
         The Dag.
@@ -90,12 +91,12 @@ def pick_dag(dags: Mapping[str, Dag], dag_id: str | None) -> Dag:
     if dag_id is None:
         if len(dags) == 1:
             return next(iter(dags.values()))
-        msg = f"the file defines {len(dags)} Dags ({known}); choose one with --dag ID"
+        msg = f"{source} defines {len(dags)} Dags ({known}); choose one with --dag ID"
         raise TaskLoadError(msg)
     try:
         return dags[dag_id]
     except KeyError:
-        msg = f"no Dag {dag_id!r} in the file; it defines {known}"
+        msg = f"no Dag {dag_id!r} in {source}; it defines {known}"
         raise TaskLoadError(msg) from None
 
 

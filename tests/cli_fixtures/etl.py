@@ -6,18 +6,18 @@ from stateward import Asset, Dag
 
 ORDERS = Asset("orders", uri="s3://lake/orders")
 
-dag = Dag("etl", params={"limit": 10}, description="Load orders incrementally.")
+dag = Dag("etl", params={"limit": 10, "label": "daily"}, description="Load orders.")
 
 
 @dag.task
-def extract(part, task_state, params):
+def extract(part, task_state):
     task_state.set("job_id", f"job-{part}")
-    task_state.set("limit", params["limit"])
     return part
 
 
 @dag.task(outlets=[ORDERS])
-def load(asset_state, params):
+def load(task_state, asset_state, params):
+    task_state.set("params", params)
     asset_state.set("watermark", params["limit"])
 
 

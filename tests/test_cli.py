@@ -1,0 +1,382 @@
+"""The ``stateward`` console script, driven as a real subprocess.
+
+State is seeded and checked in this process through the library (``open_runtime`` on
+the same SQLite file); each CLI call is one subprocess, so the file keeps them few.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from stateward import open_runtime
+from stateward.cli import JSON_FIELDS
+from stateward.loader import load_dags
+from stateward.runtime.runtime import Runtime
+
+FIXTURES = Path(__file__).parent / "cli_fixtures"
+_SCRIPT = Path(sys.executable).with_name("stateward")
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "stateward.cli"]
+T = TypeVar("T")
+
+
+def stateward(
+    *args: str | Path, db: Path | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the console script; ``db`` goes in $STATEWARD_DB, stdout is 80 columns."""
+    env = {k: v for k, v in os.environ.items() if k != "STATEWARD_DB"}
+    env["COLUMNS"] = "80"
+    if db is not None:
+        env["STATEWARD_DB"] = str(db)
+    return subprocess.run(
+        [*COMMAND, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def with_rt(db: Path, work: Callable[[Runtime], Awaitable[T]], **options: Any) -> T:
+    """Open a runtime on ``db`` in this process and run ``work`` with it."""
+
+    async def go() -> T:
+        async with open_runtime(db, **options) as rt:
+            return await work(rt)
+
+    return trio.run(go)
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], code: int, *parts: str) -> None:
+    """One ``error:`` line on stderr naming ``parts``, no traceback, exit status ``code``."""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for part in parts:
+        assert part in lines[0]
+    assert result.returncode == code, result.stderr
+
+
+# -- run and dags -------------------------------------------------------------------------------
+
+
+def test_run_success_prints_table_and_exits_0(tmp_path: Path):
+    """A successful run exits 0 with a row per task instance; --param values are JSON or str."""
+    db = tmp_path / "state.db"
+    result = stateward(
+        "run", FIXTURES / "etl.py", "--run-id", "r1", "--param", "limit=25",
+        "--param", "label=nightly", db=db,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = lines[0].split()
+    assert header == ["task", "map", "index", "state", "tries", "duration", "error"]
+    rows = [line.split()[:4] for line in lines[2:5]]
+    assert rows == [
+        ["extract", "0", "success", "1"],
+        ["extract", "1", "success", "1"],
+        ["load", "-", "success", "1"],
+    ]
+    assert lines[-1] == "Dag 'etl' run 'r1' succeeded (3 success)"
+    assert "load: success (try 1)" in result.stderr  # plain progress lines off a terminal
+
+    async def read(rt: Runtime) -> tuple[Any, Any]:
+        params = await rt.state.task("etl", "r1", "load").aget("params")
+        return params, await rt.state.asset(name="orders").aget("watermark")
+
+    assert with_rt(db, read) == ({"limit": 25, "label": "nightly"}, 25)
+
+
+def test_run_failure_exits_1_with_the_error_in_the_table(tmp_path: Path):
+    """A failed run exits 1; the table shows the error, the tries, and upstream_failed."""
+    result = stateward("run", FIXTURES / "failing.py", "--db", tmp_path / "s.db")
+    assert result.returncode == 1, result.stderr
+    out = result.stdout
+    assert "submit" in out
+    assert "RuntimeError: the cluster is down" in " ".join(out.split())
+    submit = next(line for line in out.splitlines() if line.startswith("submit"))
+    assert submit.split()[1:4] == ["-", "failed", "2"]
+    assert "upstream_failed" in next(line for line in out.splitlines() if line.startswith("report"))
+    flat = " ".join(out.split())  # a long run id makes the summary wrap
+    assert "Dag 'flaky' run 'manual__" in flat
+    assert flat.endswith("failed (1 failed, 1 upstream_failed)")
+    assert all(len(line) <= 80 for line in out.splitlines())
+
+
+def test_dags_lists_tasks():
+    """`dags FILE` shows each task: mapped?, retries, inlets/outlets and upstream."""
+    result = stateward("dags", FIXTURES / "etl.py")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Dag 'etl': 2 tasks")
+    assert lines[1] == "Load orders."
+    assert lines[2].split() == ["task", "mapped", "retries", "inlets", "outlets", "upstream"]
+    assert lines[4].split() == ["extract", "yes", "(2)", "0"]
+    assert lines[5].split() == ["load", "no", "0", "orders", "extract"]
+
+
+# -- state list ---------------------------------------------------------------------------------
+
+
+def seed_listing(db: Path) -> None:
+    """Run the etl Dag as run r1 and add one out-of-band asset key."""
+    dag = load_dags(FIXTURES / "etl.py")["etl"]
+
+    async def work(rt: Runtime) -> None:
+        await rt.run_dag(dag, run_id="r1")
+        await rt.state.asset(name="orders").aset("note", "manual fix")
+
+    with_rt(db, work)
+
+
+def test_state_list_table_shows_provenance_in_80_columns(tmp_path: Path):
+    """The table groups keys by owner and says who wrote each (try, task, out-of-band)."""
+    db = tmp_path / "s.db"
+    seed_listing(db)
+    result = stateward("state", "list", "--db", db)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert all(len(line) <= 80 for line in out.splitlines())
+    for heading in (
+        "task etl / r1 / extract[0]", "task etl / r1 / load", "asset orders (s3://lake/orders)",
+    ):  # fmt: skip
+        assert heading + "\n" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "try 1" in rows["job_id"]
+    assert "in 29d" in rows["job_id"]
+    assert "etl/r1/load" in rows["watermark"]  # "try 1" may wrap to the next line
+    assert "never" in rows["watermark"]
+    assert "out-of-band" in rows["note"]
+    assert '"manual fix"' in rows["note"]
+
+
+def test_state_list_json_has_exactly_the_documented_fields(tmp_path: Path):
+    """--json prints one array of objects with the documented fields, times in ISO UTC."""
+    db = tmp_path / "s.db"
+    seed_listing(db)
+    entries = json.loads(stateward("state", "list", "--json", db=db).stdout)
+    assert all(list(entry) == list(JSON_FIELDS) for entry in entries)
+    by_key = {(e["scope"], e["task_id"], e["map_index"], e["key"]): e for e in entries}
+    job = by_key["task", "extract", 1, "job_id"]
+    assert job["value"] == "job-b"
+    assert job["dag_id"] == "etl"
+    assert job["run_id"] == "r1"
+    assert job["asset_name"] is None
+    assert job["updated_by"] == "etl/r1/extract[1] try 1"
+    assert job["updated_at"].endswith("+00:00")
+    assert job["expires_at"] > job["updated_at"]
+    note = by_key["asset", None, None, "note"]
+    assert note["asset_name"] == "orders"
+    assert note["asset_uri"] == "s3://lake/orders"
+    assert note["dag_id"] is None
+    assert note["expires_at"] is None
+    assert note["updated_by"] is None
+    assert len(entries) == 5
+
+
+def test_state_list_filters(tmp_path: Path):
+    """Filters narrow the listing to one task instance, or to one asset."""
+    db = tmp_path / "s.db"
+    seed_listing(db)
+    one = stateward("state", "list", "--json", "--task", "extract", "--map-index", "0", db=db)
+    assert [(e["task_id"], e["map_index"], e["key"]) for e in json.loads(one.stdout)] == [
+        ("extract", 0, "job_id")
+    ]
+    asset = stateward("state", "list", "--json", "--asset", "orders", db=db)
+    assert [e["key"] for e in json.loads(asset.stdout)] == ["note", "watermark"]
+
+
+# -- state get / set / delete / clear ------------------------------------------------------------
+
+
+def test_task_state_round_trip_and_the_db_rule(tmp_path: Path):
+    """set, get, delete, get for task state; ./stateward.db, then $STATEWARD_DB, then --db."""
+    task = ["--dag", "etl", "--run-id", "r1", "--task", "extract", "--map-index", "1"]
+    set_ = stateward("state", "set", "job_id", '"j-1"', *task, "--retention", "3600", cwd=tmp_path)
+    assert set_.returncode == 0, set_.stderr
+    db = tmp_path / "stateward.db"
+    assert db.exists()
+    got = stateward("state", "get", "job_id", *task, db=db)
+    assert (got.returncode, got.stdout) == (0, '"j-1"\n')
+
+    async def read(rt: Runtime) -> list[Any]:
+        return await rt.state.list()
+
+    [entry] = with_rt(db, read)
+    assert entry.writer is None
+    assert entry.expires_at is not None
+    assert entry.expires_at - entry.updated_at == pytest.approx(3600, abs=5)
+    deleted = stateward("state", "delete", "job_id", *task, "--db", db, db=tmp_path / "other.db")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "deleted 'job_id'" in deleted.stdout
+    missing = stateward("state", "get", "job_id", *task, db=db)
+    assert_user_error(missing, 1, "no key 'job_id'", "etl/r1/extract[1]")
+
+
+def test_asset_state_round_trip_by_name_and_uri(tmp_path: Path):
+    """set by --asset, get by --asset-uri, delete, then get says the key is absent."""
+    db = tmp_path / "s.db"
+    value = {"day": "2024-06-01", "rows": [1, 2]}
+    set_ = stateward(
+        "state", "set", "watermark", json.dumps(value), "--asset", "orders",
+        "--retention", "never", db=db,
+    )  # fmt: skip
+    assert set_.returncode == 0, set_.stderr
+    got = stateward("state", "get", "watermark", "--asset-uri", "orders", db=db)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == value
+    deleted = stateward("state", "delete", "watermark", "--asset", "orders", db=db)
+    assert "deleted 'watermark' from the state of asset 'orders'" in deleted.stdout
+    missing = stateward("state", "get", "watermark", "--asset", "orders", db=db)
+    assert_user_error(missing, 1, "no key 'watermark'", "asset 'orders'")
+
+
+def test_clear_one_instance_all_map_indices_and_an_asset(tmp_path: Path):
+    """clear empties one map index; --all-map-indices the whole fleet; --asset an asset."""
+    db = tmp_path / "s.db"
+
+    async def seed(rt: Runtime) -> None:
+        for index in (0, 1, 2):
+            await rt.state.task("etl", "r1", "extract", index).aset("job_id", f"j{index}")
+        await rt.state.task("etl", "r1", "load").aset("done", True)
+        await rt.state.asset(name="orders").aset("watermark", 7)
+
+    async def keys(rt: Runtime) -> list[tuple[str | None, int | None]]:
+        return [(e.task_id or e.asset_name, e.map_index) for e in await rt.state.list()]
+
+    with_rt(db, seed)
+    task = ["--dag", "etl", "--run-id", "r1", "--task", "extract"]
+    one = stateward("state", "clear", *task, "--map-index", "0", db=db)
+    assert one.stdout == "cleared 1 key from the task state of etl/r1/extract[0]\n"
+    assert with_rt(db, keys) == [("extract", 1), ("extract", 2), ("load", -1), ("orders", None)]
+    fleet = stateward("state", "clear", *task, "--all-map-indices", db=db)
+    assert "cleared 2 keys" in fleet.stdout
+    assert "every map index" in fleet.stdout
+    assert with_rt(db, keys) == [("load", -1), ("orders", None)]
+    asset = stateward("state", "clear", "--asset", "orders", db=db)
+    assert asset.stdout == "cleared 1 key from the state of asset 'orders'\n"
+    assert with_rt(db, keys) == [("load", -1)]
+
+
+# -- cleanup --------------------------------------------------------------------------------------
+
+
+def test_cleanup_counts_then_deletes_expired_rows(tmp_path: Path):
+    """cleanup --dry-run counts expired rows; cleanup deletes them and says how many."""
+    db = tmp_path / "s.db"
+
+    async def seed(rt: Runtime) -> None:
+        await rt.state.task("etl", "r1", "extract").aset("old", 1, retention=60)
+        await rt.state.asset(name="orders").aset("old", 2, retention=60)
+        await rt.state.asset(name="orders").aset("kept", 3)
+
+    an_hour_ago = time.time() - 3600
+    with_rt(db, seed, wall_clock=lambda: an_hour_ago)
+    dry = stateward("cleanup", "--dry-run", db=db)
+    assert dry.stdout == "2 expired state rows would be deleted (dry run)\n"
+    done = stateward("cleanup", db=db)
+    assert done.stdout == "deleted 2 expired state rows\n"
+
+    async def remaining(rt: Runtime) -> list[str]:
+        return [e.key for e in await rt.state.list(include_expired=True)]
+
+    assert with_rt(db, remaining) == ["kept"]
+
+
+# -- user errors ------------------------------------------------------------------------------------
+
+
+def _syntax_error_file(tmp_path: Path) -> list[str | Path]:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from stateward import Dag\ndag = Dag('x')\ndef broken(:\n")
+    return ["run", bad]
+
+
+def _other_sqlite(tmp_path: Path) -> list[str | Path]:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.close()
+    return ["state", "list", "--db", path]
+
+
+def _text_file(tmp_path: Path) -> list[str | Path]:
+    path = tmp_path / "notes.txt"
+    path.write_text("just some notes\n" * 100)
+    return ["state", "get", "k", "--asset", "a", "--db", path]
+
+
+USER_ERRORS: list[tuple[str, Callable[[Path], list[str | Path]], int, tuple[str, ...]]] = [
+    ("missing-file", lambda p: ["run", p / "nope.py"], 2, ("nope.py' does not exist",)),
+    (
+        "several-dags",
+        lambda p: ["run", FIXTURES / "two_dags.py"],
+        2,
+        ("defines 2 Dags ('first', 'second')", "--dag"),
+    ),
+    (
+        "unknown-dag",
+        lambda p: ["run", FIXTURES / "two_dags.py", "--dag", "third"],
+        2,
+        ("no Dag 'third'", "it defines 'first', 'second'"),
+    ),
+    ("syntax-error", _syntax_error_file, 1, ("bad.py', line 3: SyntaxError: ",)),
+    (
+        "bare-word",
+        lambda p: ["state", "set", "k", "hello", "--asset", "a"],
+        2,
+        ("'hello' is not JSON", "'\"hello\"'"),
+    ),
+    (
+        "bad-json",
+        lambda p: ["state", "set", "k", "{a: 1}", "--asset", "a"],
+        2,
+        ("'{a: 1}' is not valid JSON",),
+    ),
+    ("other-sqlite", _other_sqlite, 1, ("SQLite database of another application", "invoices")),
+    ("text-file", _text_file, 1, ("notes.txt' is not a stateward database",)),
+    (
+        "missing-db-list",
+        lambda p: ["state", "list", "--db", p / "absent.db"],
+        1,
+        ("no database at", "absent.db"),
+    ),
+    (
+        "missing-db-get",
+        lambda p: ["state", "get", "k", "--asset", "a", "--db", p / "absent.db"],
+        1,
+        ("no database at",),
+    ),
+    (
+        "missing-db-cleanup",
+        lambda p: ["cleanup", "--dry-run", "--db", p / "absent.db"],
+        1,
+        ("no database at",),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make_args", "code", "parts"),
+    [pytest.param(make, code, parts, id=name) for name, make, code, parts in USER_ERRORS],
+)
+def test_user_errors_print_one_line(
+    tmp_path: Path, make_args: Callable[[Path], list[str | Path]], code: int, parts: tuple[str, ...]
+):
+    """Each user error is one clear `error:` line, no traceback, exit 2 (usage) or 1."""
+    result = stateward(*make_args(tmp_path), db=tmp_path / "default.db")
+    assert_user_error(result, code, *parts)
+    assert not (tmp_path / "absent.db").exists()
