@@ -273,7 +273,7 @@ def run(
 
 
 def _instance_count(dag: Dag) -> int:
-    return sum(len(task.map_arguments()) if task.is_mapped else 1 for task in dag.tasks.values())
+    return sum(task.map_count() if task.is_mapped else 1 for task in dag.tasks.values())
 
 
 def _label(task_id: str, map_index: int) -> str:
@@ -418,7 +418,7 @@ def dags(file: Path) -> None:
         table.add_column("outlets", overflow="fold")
         table.add_column("upstream", overflow="fold")
         for task in order:
-            mapped = f"yes ({len(task.map_arguments())})" if task.is_mapped else "no"
+            mapped = f"yes ({task.map_count()})" if task.is_mapped else "no"
             table.add_row(
                 task.task_id,
                 mapped,

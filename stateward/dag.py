@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import itertools
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -360,15 +360,27 @@ class Operator:
             msg = f"{self!r}.expand({name}=...): the operator has no attribute {name!r}"
             raise DagDefinitionError(msg)
 
-    def map_arguments(self) -> list[dict[str, Any]]:
-        """The arguments of each mapped instance, by ``map_index``."""
+    def map_count(self) -> int:
+        """How many instances :meth:`expand` makes (0 when not mapped)."""
         if self.expand_kwargs is None:
-            return []
-        names = list(self.expand_kwargs)
-        return [
-            dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*self.expand_kwargs.values())
-        ]
+            return 0
+        return math.prod(len(values) for values in self.expand_kwargs.values())
+
+    def map_arguments(self, map_index: int) -> dict[str, Any]:
+        """The arguments of mapped instance ``map_index``.
+
+        The order is that of ``itertools.product`` over the expanded lists (the last
+        argument varies fastest), computed directly rather than by listing them all.
+        """
+        if self.expand_kwargs is None or not 0 <= map_index < self.map_count():
+            msg = f"{self!r} has no map_index {map_index} (it has {self.map_count()})"
+            raise IndexError(msg)
+        arguments: dict[str, Any] = {}
+        rest = map_index
+        for name, values in reversed(self.expand_kwargs.items()):
+            rest, position = divmod(rest, len(values))
+            arguments[name] = values[position]
+        return dict(reversed(arguments.items()))
 
 
 class PythonTask(Operator):

@@ -318,7 +318,7 @@ class Runner:
         try:
             instance = copy.copy(task)
             if task.is_mapped:
-                arguments = task.map_arguments()[map_index]
+                arguments = task.map_arguments(map_index)
                 if isinstance(instance, PythonTask):
                     instance.mapped_arguments = arguments
                 else:
@@ -440,7 +440,7 @@ class _Run:
 def _map_indices(task: Operator) -> list[int]:
     if not task.is_mapped:
         return [-1]
-    return list(range(len(task.map_arguments())))
+    return list(range(task.map_count()))
 
 
 def _declared_assets(task: Operator, concrete: dict[object, AssetInfo]) -> list[AssetInfo]:

@@ -492,3 +492,21 @@ async def test_failed_task_keeps_its_state_even_with_clear_on_success(rt: Runtim
 
     await rt.run_dag(dag, run_id="r")
     assert await rt.state.task("keep_on_failure", "r", "fails").aget("job_id") == "J"
+
+
+def test_map_arguments_follow_product_order() -> None:
+    """map_arguments(i) is the i-th combination of itertools.product, computed directly."""
+    import itertools
+
+    dag = Dag("product")
+
+    @dag.task
+    def t(a: int, b: str, c: bool) -> None: ...
+
+    lists: dict[str, list[Any]] = {"a": [1, 2, 3], "b": ["x", "y"], "c": [True, False]}
+    t.expand(**lists)
+    expected = [dict(zip(lists, combo, strict=True)) for combo in itertools.product(*lists.values())]
+    assert t.map_count() == 12
+    assert [t.map_arguments(i) for i in range(12)] == expected
+    with pytest.raises(IndexError, match=r"has no map_index 12 \(it has 12\)"):
+        t.map_arguments(12)
