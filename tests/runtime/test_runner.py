@@ -505,7 +505,9 @@ def test_map_arguments_follow_product_order() -> None:
 
     lists: dict[str, list[Any]] = {"a": [1, 2, 3], "b": ["x", "y"], "c": [True, False]}
     t.expand(**lists)
-    expected = [dict(zip(lists, combo, strict=True)) for combo in itertools.product(*lists.values())]
+    expected = [
+        dict(zip(lists, combo, strict=True)) for combo in itertools.product(*lists.values())
+    ]
     assert t.map_count() == 12
     assert [t.map_arguments(i) for i in range(12)] == expected
     with pytest.raises(IndexError, match=r"has no map_index 12 \(it has 12\)"):
