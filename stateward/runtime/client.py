@@ -10,6 +10,7 @@ async method to await instead.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Final, NoReturn
 
 import trio
@@ -27,7 +28,10 @@ from ..errors import (
     UndeclaredAssetError,
 )
 from . import messages as m
-from .supervisor import Caller, Envelope, Supervisor
+from .supervisor import Caller, Envelope, Supervisor, error_response
+
+#: How often a waiting worker thread checks that the runtime is still there.
+_POLL_SECONDS: Final = 0.5
 
 _EXCEPTIONS: Final[dict[m.ErrorType, type[StatewardError]]] = {
     m.ErrorType.INVALID_VALUE: StateValueError,
@@ -90,13 +94,23 @@ class SupervisorClient:
         """
         envelope = Envelope(request, self._caller)
         self._supervisor.submit(envelope)
+        assert envelope.done is not None
         await envelope.done.wait()
-        response = envelope.response
+        return self._unwrap(envelope.response)
+
+    def _unwrap(self, response: Any) -> Any:
         if isinstance(response, m.ErrorResponse):
             if response.error is m.ErrorType.SHUTTING_DOWN and self._supervisor.failure:
                 raise self._supervisor.died_error() from self._supervisor.failure
             raise_error(response)
         return response
+
+    def _submit_soon(self, envelope: Envelope) -> None:
+        # Runs in trio's thread (run_sync_soon): it must never raise.
+        try:
+            self._supervisor.submit(envelope)
+        except Exception as exc:
+            envelope.answer(error_response(exc))
 
     def request_sync(self, request: Any, what: str = "state access") -> Any:
         """Send ``request`` from a worker thread and wait for its response.
@@ -117,8 +131,18 @@ class SupervisorClient:
                 f"task, or any code in trio's thread); use {twin} instead"
             )
             raise AsyncContextError(msg)
+        # Cheaper than trio.from_thread.run: queue the request into trio's thread and
+        # wait on a thread event that the supervisor sets when it answers.
+        waiter = threading.Event()
+        envelope = Envelope(request, self._caller, done=None, waiter=waiter)
         try:
-            return trio.from_thread.run(self.request, request, trio_token=self._token)
+            self._token.run_sync_soon(self._submit_soon, envelope)
         except trio.RunFinishedError:
             msg = "the runtime has finished; state can no longer be reached from this thread"
             raise RuntimeClosedError(msg) from None
+        while not waiter.wait(_POLL_SECONDS):
+            if self._supervisor.stopped.is_set() and envelope.response is None:
+                # Stopped without taking the request in: nobody will answer it.
+                msg = "the runtime closed before this request was served"
+                raise RuntimeClosedError(msg)
+        return self._unwrap(envelope.response)

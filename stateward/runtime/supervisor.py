@@ -16,6 +16,7 @@ its own so that one bad write cannot fail its neighbours.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -75,18 +76,25 @@ class Caller:
 
 @attrs.define(eq=False, slots=True)
 class Envelope:
-    """A request in flight, with where to put its response."""
+    """A request in flight, with where to put its response (a one-shot reply)."""
 
     request: Any
     caller: Caller
-    done: trio.Event = attrs.Factory(trio.Event)
+    #: Set when the response is in; what async callers wait on.
+    done: trio.Event | None = attrs.Factory(trio.Event)
+    #: For callers in worker threads instead of ``done``: set when the response is in.
+    waiter: threading.Event | None = None
     response: Any = None
 
     def answer(self, response: Any) -> None:
-        """Deliver ``response``; the first answer wins."""
-        if not self.done.is_set():
-            self.response = response
+        """Deliver ``response`` (from trio's thread); the first answer wins."""
+        if self.response is not None:
+            return
+        self.response = response
+        if self.done is not None:
             self.done.set()
+        if self.waiter is not None:
+            self.waiter.set()
 
 
 @attrs.define

@@ -158,3 +158,57 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
         pass
     with pytest.raises(RuntimeError, match=r"is not open"):
         await store.execute([ops.Get(T, "k")], now=1.0)
+
+
+async def test_a_second_process_write_is_seen_at_once(tmp_path: Path) -> None:
+    """Reads are never served from a cache: another process's committed write shows."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared.db"
+    child = (
+        "import sys, trio\n"
+        "from stateward import open_runtime\n"
+        "async def main():\n"
+        "    async with open_runtime(sys.argv[1]) as rt:\n"
+        "        await rt.state.task('d', 'r', 't').aset('k', sys.argv[2])\n"
+        "        await rt.state.asset(name='new-asset').aset('w', 1)\n"
+        "trio.run(main)\n"
+    )
+    from stateward import open_runtime
+
+    async with open_runtime(path) as rt:
+        state = rt.state.task("d", "r", "t")
+        await state.aset("k", "mine")
+        assert await state.aget("k") == "mine"
+        for value in ("theirs-1", "theirs-2"):
+            subprocess.run([sys.executable, "-c", child, str(path), value], check=True)  # noqa: ASYNC221
+            assert await state.aget("k") == value
+        assert await rt.state.asset(name="new-asset").aget("w") == 1
+
+
+async def test_busy_reader_falls_back_to_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If SQLite answers busy to the inline reader, the writer connection serves the read."""
+    async with SqliteStore(tmp_path / "s.db") as store:
+        await store.execute([ops.Put(T, "k", "1", None, None)], now=1.0)
+        reader = store._reader
+        assert reader is not None
+
+        def busy(batch: object, now: float) -> list[object]:
+            cause = sqlite3.OperationalError("database is locked")
+            raise StoreError("locked") from cause
+
+        monkeypatch.setattr(reader, "run", busy)
+        assert await store.execute([ops.Get(T, "k")], now=1.0) == [1]
+        assert store.reader_fallbacks == 1
+
+        def broken(batch: object, now: float) -> list[object]:
+            cause = sqlite3.DatabaseError("database disk image is malformed")
+            raise StoreError("malformed") from cause
+
+        monkeypatch.setattr(reader, "run", broken)
+        with pytest.raises(StoreError, match="malformed"):
+            await store.execute([ops.Get(T, "k")], now=1.0)
+        assert store.reader_fallbacks == 1
