@@ -18,9 +18,7 @@ _current_dag: contextvars.ContextVar[Dag | None] = contextvars.ContextVar(
     "stateward_current_dag", default=None
 )
 #: Task options a Dag's ``default_args`` may set.
-TASK_OPTIONS: Final = frozenset(
-    {"retries", "retry_delay", "clear_state_on_success", "max_active_tis_per_dag"}
-)
+TASK_OPTIONS: Final = frozenset({"retries", "retry_delay", "clear_state_on_success"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,7 +1,8 @@
 """What may be stored as state: keys, JSON values, and their encoded form.
 
-Both the accessors (to fail fast, in the caller's frame) and the supervisor (because a
-hand-built request must not get past it) check keys and values here. A value is
+The supervisor checks every key and value here before a request reaches the store (so a
+hand-built request cannot get past it), and the client raises the refusal in the
+caller's frame. A value is
 stored as its JSON text, so a stored value never aliases the caller's object.
 """
 
@@ -52,7 +53,7 @@ def _check_json(value: object, key: str, path: str) -> None:
         if not math.isfinite(value):
             msg = (
                 f"cannot store {value!r} at {path} for key {key!r}: JSON has no NaN or "
-                "infinity; store None-free sentinels such as a string or a flag instead"
+                "infinity; store a string such as 'nan' or a separate flag instead"
             )
             raise StateValueError(msg, key=key)
         return
@@ -114,7 +115,11 @@ def encode_value(key: str, value: object, max_value_bytes: int = DEFAULT_MAX_VAL
         )
         raise StateValueError(msg, key=key)
     _check_json(value, key, "value")
-    text = _ENCODER.encode(value)
+    try:
+        text = _ENCODER.encode(value)
+    except ValueError as exc:  # e.g. an int too large to write as decimal digits
+        msg = f"cannot store the value for key {key!r}: {exc}; store it as a str instead"
+        raise StateValueError(msg, key=key) from exc
     size = len(text.encode()) if not text.isascii() else len(text)
     if size > max_value_bytes:
         msg = (

@@ -17,13 +17,15 @@ import enum
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 from ..assets import Asset, AssetAlias, AssetKey, AssetNameRef, AssetUriRef, describe
 from ..errors import StateValueError, TemplateWriteError, UndeclaredAssetError
 from ..records import AssetInfo
 from ..runtime import messages as m
-from ..runtime.client import SupervisorClient
+
+if TYPE_CHECKING:
+    from ..runtime.client import SupervisorClient
 
 
 class Retention(enum.Enum):
@@ -494,10 +496,17 @@ class AssetStateAccessors(Generic[T]):
                 resolved = self._aliases[name]
                 if len(resolved) != 1:
                     names = [a.name for a in resolved]
-                    msg = (
-                        f"AssetAlias({name!r}) resolves to {len(resolved)} assets {names}; "
-                        "index asset_state with one of them (asset_state['name']) instead"
-                    )
+                    if resolved:
+                        msg = (
+                            f"AssetAlias({name!r}) resolves to {len(resolved)} assets "
+                            f"{names}; index asset_state with one of them "
+                            "(asset_state['name']) instead"
+                        )
+                    else:
+                        msg = (
+                            f"AssetAlias({name!r}) resolves to no asset yet: no producer "
+                            "has emitted through it"
+                        )
                     raise UndeclaredAssetError(msg, asset=key)
                 return resolved[0]
             case str():

@@ -49,8 +49,10 @@ _EXCEPTIONS: Final[dict[m.ErrorType, type[StatewardError]]] = {
 def raise_error(response: m.ErrorResponse) -> NoReturn:
     """Raise the exception an :class:`~stateward.runtime.messages.ErrorResponse` reports."""
     kind = _EXCEPTIONS.get(response.error, StatewardError)
-    if kind in (StateValueError, StateTypeError):
-        raise kind(response.detail, key=response.key)
+    if kind is StateTypeError:
+        raise StateTypeError(response.detail, key=response.key, path=response.path)
+    if kind is StateValueError:
+        raise StateValueError(response.detail, key=response.key)
     if kind is UndeclaredAssetError:
         raise UndeclaredAssetError(response.detail)
     raise kind(response.detail)

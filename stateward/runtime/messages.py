@@ -357,7 +357,10 @@ class ErrorResponse:
 
     error: ErrorType
     detail: str
+    #: The state key the request was about, when there is one.
     key: str | None = None
+    #: Where in a refused value the bad part sits, e.g. ``value['when']``.
+    path: str | None = None
 
 
 TaskStateRequest: TypeAlias = (

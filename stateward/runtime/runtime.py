@@ -324,7 +324,9 @@ async def _serve_quietly(
     # runtime, as SupervisorDiedError; it must not cancel the caller's own code.
     try:
         await supervisor.serve(task_status=task_status)
-    except Exception:
+    except (trio.Cancelled, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
         return
 
 

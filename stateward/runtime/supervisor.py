@@ -32,7 +32,6 @@ from ..errors import (
     StateScopeError,
     StateTypeError,
     StateValueError,
-    StatewardError,
     StoreError,
     SupervisorDiedError,
     UndeclaredAssetError,
@@ -116,6 +115,7 @@ _ERROR_TYPES: Final[tuple[tuple[type[Exception], m.ErrorType], ...]] = (
     (ProtocolError, m.ErrorType.PROTOCOL),
     (StoreError, m.ErrorType.STORE_FAILURE),
     (RuntimeClosedError, m.ErrorType.SHUTTING_DOWN),
+    (SupervisorDiedError, m.ErrorType.SHUTTING_DOWN),
 )
 
 
@@ -124,7 +124,8 @@ def error_response(exc: BaseException) -> m.ErrorResponse:
     for kind, error in _ERROR_TYPES:
         if isinstance(exc, kind):
             key = getattr(exc, "key", None)
-            return m.ErrorResponse(error, str(exc), key if isinstance(key, str) else None)
+            path = getattr(exc, "path", None)
+            return m.ErrorResponse(error, str(exc), key if isinstance(key, str) else None, path)
     return m.ErrorResponse(m.ErrorType.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
@@ -153,6 +154,7 @@ class Supervisor:
         self.stats = SupervisorStats()
         self._send, self._receive = trio.open_memory_channel[Envelope](math.inf)
         self._stopped = trio.Event()
+        self._in_flight: list[Envelope] = []
         #: Why the supervisor stopped, if it died rather than being closed.
         self.failure: BaseException | None = None
 
@@ -208,8 +210,10 @@ class Supervisor:
                         break
                 # A batch, once started, runs to its end and is answered, even if the
                 # runtime is being cancelled: a write is applied whole or not at all.
+                self._in_flight = batch
                 with trio.CancelScope(shield=True):
                     await self._serve_batch(batch)
+                self._in_flight = []
         except BaseException as exc:
             if not isinstance(exc, trio.Cancelled):
                 self.failure = exc
@@ -222,8 +226,12 @@ class Supervisor:
             self._stopped.set()
 
     def _fail_queued(self) -> None:
-        # No request may be left hanging: whatever is still queued gets an answer.
+        # No request may be left hanging: whatever is in flight or queued gets an answer
+        # (answer() keeps the first answer, so served requests are not touched).
         reason = self.died_error() if self.failure else RuntimeClosedError("runtime closing")
+        for envelope in self._in_flight:
+            envelope.answer(m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, str(reason)))
+        self._in_flight = []
         while True:
             try:
                 envelope = self._receive.receive_nowait()
@@ -238,7 +246,7 @@ class Supervisor:
         for envelope in batch:
             try:
                 op, finish = self.plan(envelope.request, envelope.caller)
-            except StatewardError as exc:
+            except Exception as exc:  # a refusal, or a bug: answer it, keep serving
                 envelope.answer(error_response(exc))
             else:
                 planned.append((envelope, op, finish))
@@ -246,28 +254,21 @@ class Supervisor:
             return
         if any(ops.is_write(op) for _, op, _ in planned):
             self.stats.write_batches += 1
+        await self._execute(planned, isolate=len(planned) > 1)
+
+    async def _execute(
+        self, planned: list[tuple[Envelope, ops.Op, Any]], *, isolate: bool
+    ) -> None:
         try:
             results = await self.store.execute([op for _, op, _ in planned], now=self.wall_clock())
-        except StoreError as exc:
-            if len(planned) == 1:
-                planned[0][0].answer(error_response(exc))
+        except Exception as exc:
+            if not isolate:
+                for envelope, _, _ in planned:
+                    envelope.answer(error_response(exc))
                 return
             # Find the culprit: each request alone, so the others still succeed.
             for one in planned:
-                await self._serve_planned([one])
-            return
-        except Exception as exc:
-            for envelope, _, _ in planned:
-                envelope.answer(error_response(exc))
-            return
-        self._finish(planned, results)
-
-    async def _serve_planned(self, planned: list[tuple[Envelope, ops.Op, Any]]) -> None:
-        try:
-            results = await self.store.execute([op for _, op, _ in planned], now=self.wall_clock())
-        except Exception as exc:
-            for envelope, _, _ in planned:
-                envelope.answer(error_response(exc))
+                await self._execute([one], isolate=False)
             return
         self._finish(planned, results)
 

@@ -150,13 +150,16 @@ class MemoryStore:
         self._register(scope.info)
         return scope.info.name
 
-    def _register(self, asset: AssetInfo) -> None:
+    def _check_conflict(self, asset: AssetInfo) -> None:
         by_name = self._data.assets_by_name.get(asset.name)
         by_uri = self._data.assets_by_uri.get(asset.uri)
         for known in (by_name, by_uri):
             if known is not None and known != asset:
                 raise AssetConflictError(asset_conflict_message(asset, known))
-        if by_name is None:
+
+    def _register(self, asset: AssetInfo) -> None:
+        self._check_conflict(asset)
+        if asset.name not in self._data.assets_by_name:
             self._data.assets_by_name[asset.name] = asset
             self._data.assets_by_uri[asset.uri] = asset
 
@@ -171,7 +174,8 @@ class MemoryStore:
                 return None if row is None else decode_value(row.value)
             case Items(scope):
                 rows = self._rows(scope)
-                return {k: decode_value(r.value) for k, r in rows.items() if r.live(now)}
+                # Key order, as the SQLite store's primary key gives it.
+                return {k: decode_value(rows[k].value) for k in sorted(rows) if rows[k].live(now)}
             case Put(scope, key, value, expires_at, writer):
                 self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
                 return None
@@ -200,6 +204,8 @@ class MemoryStore:
                     rows[key] = _Row(new, now, expires_at, writer)
                 return matches
             case RegisterAssets(assets):
+                for asset in assets:  # refuse before registering any: all or nothing
+                    self._check_conflict(asset)
                 for asset in assets:
                     self._register(asset)
                 return None

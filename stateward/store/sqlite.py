@@ -113,12 +113,15 @@ class _Engine:
                     results.append(exc)
             if conn.in_transaction:
                 conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # Whatever went wrong, leave no transaction (and no write lock) behind.
             self._new_ids.clear()
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            raise StoreError(store_error_message(self.path, exc)) from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(store_error_message(self.path, exc)) from exc
+            raise
         self.asset_ids.update(self._new_ids)
         self._new_ids.clear()
         if writes:
@@ -143,13 +146,17 @@ class _Engine:
             return None
         return self._register(scope.info, now)
 
-    def _register(self, asset: AssetInfo, now: float) -> int:
+    def _check_conflict(self, asset: AssetInfo) -> list[Any]:
         rows = self.conn.execute(
             "SELECT id, name, uri FROM asset WHERE name = ? OR uri = ?", (asset.name, asset.uri)
         ).fetchall()
         for _, name, uri in rows:
             if (name, uri) != (asset.name, asset.uri):
                 raise AssetConflictError(asset_conflict_message(asset, AssetInfo(name, uri)))
+        return rows
+
+    def _register(self, asset: AssetInfo, now: float) -> int:
+        rows = self._check_conflict(asset)
         if rows:
             asset_id = int(rows[0][0])
         else:
@@ -247,6 +254,8 @@ class _Engine:
                     self._put(scope, key, new, expires_at, writer, now)
                 return matches
             case RegisterAssets(assets):
+                for asset in assets:  # refuse before registering any: all or nothing
+                    self._check_conflict(asset)
                 for asset in assets:
                     self._register(asset, now)
                 return None

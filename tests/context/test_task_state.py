@@ -301,3 +301,36 @@ async def test_cleanup_deletes_expired_rows(rt: Runtime, wall_clock: FakeWallClo
     assert await rt.cleanup() == 1
     assert await rt.cleanup() == 0
     assert [e.key for e in await rt.state.list(include_expired=True)] == ["b"]
+
+
+async def test_an_int_too_large_for_json_is_refused_and_the_runtime_serves_on(rt: Runtime) -> None:
+    """An int beyond Python's digit limit is a StateValueError, not a supervisor crash."""
+
+    def task(task_state: Any) -> Any:
+        with pytest.raises(StateValueError, match=r"cannot store the value for key 'k'.*as a str"):
+            task_state.set("k", 10**5000)
+        task_state.set("k", "after")
+        return task_state.get("k")
+
+    assert ok(await run(rt, task)) == "after"
+
+
+async def test_type_error_carries_its_path_to_the_task(rt: Runtime) -> None:
+    """StateTypeError.path says where in the value the bad part sits, across the supervisor."""
+
+    def task(task_state: Any) -> Any:
+        try:
+            task_state.set("k", {"a": [1, {"when": object()}]})
+        except StateTypeError as exc:
+            return [exc.key, exc.path]
+        return None
+
+    assert ok(await run(rt, task)) == ["k", "value['a'][1]['when']"]
+
+
+async def test_items_come_in_key_order_on_every_store(rt: Runtime) -> None:
+    """items() lists keys in key order, whatever order they were written in."""
+    state = rt.state.task("d", "r", "t")
+    for key in ("b", "c", "a"):
+        await state.aset(key, key)
+    assert [k for k, _ in await state.aitems()] == ["a", "b", "c"]

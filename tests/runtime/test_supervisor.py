@@ -290,3 +290,48 @@ async def test_task_identity_is_bound_by_the_client_not_the_message() -> None:
         await b.request(m.ClearTaskState(all_map_indices=True))
         assert (await a.request(m.GetTaskState("k"))).value == "from a"
         h.supervisor.close()
+
+
+class Doom(BaseException):
+    """Not an Exception: gets past the supervisor's per-batch handling."""
+
+
+class DoomedStore(MemoryStore):
+    """A store whose writes end the supervisor."""
+
+    async def execute(self, batch: Sequence[ops.Op], *, now: float) -> list[Any]:
+        if any(ops.is_write(op) for op in batch):
+            raise Doom("the disk controller caught fire")
+        return await super().execute(batch, now=now)
+
+
+async def test_supervisor_death_answers_the_batch_in_flight_and_later_calls() -> None:
+    """When the supervisor dies mid-batch, that batch and later callers get SupervisorDiedError."""
+    from stateward import SupervisorDiedError
+
+    store = DoomedStore()
+    async with _Opened(store):
+        h = Harness(store, None)  # type: ignore[arg-type]
+        with pytest.RaisesGroup(Doom):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(h.supervisor.serve)
+                client = h.client()
+                caught: list[BaseException] = []
+
+                async def write() -> None:
+                    try:
+                        await client.request(m.SetTaskState("k", 1))
+                    except SupervisorDiedError as exc:
+                        caught.append(exc)
+
+                nursery.start_soon(write)
+        assert len(caught) == 1
+        assert "the state supervisor died (Doom: the disk controller caught fire)" in str(caught[0])
+        with pytest.raises(SupervisorDiedError, match=r"supervisor died"):
+            await client.request(m.GetTaskState("k"))
+
+        def from_thread() -> None:
+            client.request_sync(m.GetTaskState("k"), "task_state.get")
+
+        with pytest.raises(SupervisorDiedError, match=r"supervisor died"):
+            await trio.to_thread.run_sync(from_thread)

@@ -249,3 +249,12 @@ async def test_reads_in_a_batch_see_earlier_writes(store: Store) -> None:
         store, put(T1, "k", "1"), ops.Get(T1, "k"), ops.Delete(T1, "k"), ops.Get(T1, "k")
     )
     assert results == [None, 1, True, None]
+
+
+async def test_refused_registration_registers_nothing(store: Store) -> None:
+    """A RegisterAssets with one clashing asset writes none of its assets."""
+    await one(store, ops.RegisterAssets((ORDERS,)))
+    fresh = AssetInfo("fresh", "s3://fresh")
+    clash = await one(store, ops.RegisterAssets((fresh, AssetInfo("orders", "s3://other"))))
+    assert isinstance(clash, AssetConflictError)
+    assert await one(store, ops.LookupAsset(name="fresh")) is None

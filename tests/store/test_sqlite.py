@@ -212,3 +212,18 @@ async def test_busy_reader_falls_back_to_the_writer_thread(
         with pytest.raises(StoreError, match="malformed"):
             await store.execute([ops.Get(T, "k")], now=1.0)
         assert store.reader_fallbacks == 1
+
+
+async def test_unexpected_error_mid_batch_rolls_back_and_releases_the_lock(tmp_path: Path) -> None:
+    """A non-SQLite error inside a batch (a corrupt row) undoes the batch and keeps no lock."""
+    path = tmp_path / "s.db"
+    async with SqliteStore(path) as store:
+        await store.execute([ops.Put(T, "good", "1", None, None)], now=1.0)
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute("UPDATE task_state SET value = '{not json' WHERE key = 'good'")
+        with pytest.raises(ValueError, match=r"Expecting property name"):
+            await store.execute([ops.Put(T, "new", "2", None, None), ops.Get(T, "good")], now=1.0)
+        raw.execute("BEGIN IMMEDIATE")  # the store left no write lock behind
+        raw.execute("ROLLBACK")
+        raw.close()
+        assert await store.execute([ops.Get(T, "new")], now=1.0) == [None]
