@@ -191,12 +191,7 @@ class _Engine:
             self.conn.execute(_SQL["task_put"], params)
             return
         asset_id = self._asset_id(scope, now, register=True)
-        who: tuple[Any, ...] = (None,) * 5
-        if writer is not None:
-            who = (
-                writer.dag_id, writer.run_id, writer.task_id, writer.map_index,
-                writer.try_number,
-            )  # fmt: skip
+        who = _writer_columns(writer)
         self.conn.execute(_SQL["asset_put"], (asset_id, key, value, now, expires_at, *who))
 
     def _apply(self, op: Op, now: float) -> Any:
@@ -288,12 +283,7 @@ class _Engine:
         now: float,
     ) -> None:  # fmt: skip
         asset_id = self._register(asset, now)
-        who: tuple[Any, ...] = (None,) * 5
-        if writer is not None:
-            who = (
-                writer.dag_id, writer.run_id, writer.task_id, writer.map_index,
-                writer.try_number,
-            )  # fmt: skip
+        who = _writer_columns(writer)
         self.conn.execute(
             "INSERT INTO asset_event (asset_id, alias_name, extra, dag_id, run_id, task_id, "
             "map_index, try_number, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -359,6 +349,13 @@ class _Engine:
                 sql = f"DELETE FROM {table} WHERE expires_at <= ?"
                 count += self.conn.execute(sql, (now,)).rowcount
         return count
+
+
+def _writer_columns(writer: Writer | None) -> tuple[Any, ...]:
+    """The provenance columns (dag, run, task, map index, try); all NULL out of band."""
+    if writer is None:
+        return (None,) * 5
+    return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
 
 
 def _task_params(scope: TaskScope) -> tuple[str, str, str, int]:
