@@ -9,6 +9,7 @@ with 2 for a usage error or 1 for anything else; a failed run exits with 1 as we
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -201,8 +202,40 @@ def _cell_json(value: Any) -> str:
     no_args_is_help=True,
 )
 @click.version_option(__version__, prog_name="stateward")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Show task failures' tracebacks (-v) and debug messages (-vv).",
+)
+def cli(verbose: int) -> None:
     """Run stateward Dags and manage their durable task state and asset state."""
+    _configure_logging(verbose)
+
+
+class _LogFormatter(logging.Formatter):
+    """``warning: message``, one line; tracebacks only when asked for."""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__("%(levelname)s: %(message)s")
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        if self.tracebacks:
+            return super().format(record)
+        return f"{record.levelname}: {record.getMessage()}"
+
+
+def _configure_logging(verbose: int) -> None:
+    # Task failures are also in the run's table; the log adds retries and, with -v,
+    # the tracebacks. Without a handler, Python's last resort would print tracebacks.
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter(tracebacks=verbose > 0))
+    logger = logging.getLogger("stateward")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    logger.propagate = False
 
 
 # -- run ----------------------------------------------------------------------------------

@@ -114,6 +114,17 @@ def test_run_failure_exits_1_with_the_error_in_the_table(tmp_path: Path):
     assert "Dag 'flaky' run 'manual__" in flat
     assert flat.endswith("failed (1 failed, 1 upstream_failed)")
     assert all(len(line) <= 80 for line in out.splitlines())
+    assert "warning: flaky.submit (run 'manual__" in result.stderr
+    assert "try 1 of 2 failed, retrying in 0s: RuntimeError: the cluster is down" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verbose_run_shows_the_tasks_traceback(tmp_path: Path):
+    """stateward -v run shows the failing task's traceback in its log on stderr."""
+    result = stateward("-v", "run", FIXTURES / "failing.py", "--db", tmp_path / "s.db")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert 'raise RuntimeError("the cluster is down")' in result.stderr
 
 
 def test_dags_lists_tasks():

@@ -9,6 +9,7 @@ a run at once; a task starts when all its upstream tasks succeeded, and is
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -33,6 +34,9 @@ from ..templates import get_environment, needs_rendering, render_fields
 from . import messages as m
 from .client import SupervisorClient
 from .supervisor import Caller, Supervisor
+
+#: Retries and failures of task instances are logged here (WARNING and ERROR).
+logger = logging.getLogger("stateward.runner")
 
 SUCCESS = "success"
 FAILED = "failed"
@@ -287,11 +291,23 @@ class Runner:
             attempts.append(attempt)
             if attempt.error is None or try_number >= max_tries:
                 break
+            logger.warning(
+                "%s try %d of %d failed, retrying in %gs: %s: %s",
+                run.label(task.task_id, map_index), try_number, max_tries, task.retry_delay,
+                type(attempt.error).__name__, attempt.error,
+            )  # fmt: skip
             run.emit(task.task_id, map_index, "up_for_retry", try_number)
             await trio.sleep(task.retry_delay)
             try_number += 1
         last = attempts[-1]
         state = SUCCESS if last.error is None else FAILED
+        if last.error is not None:
+            logger.error(
+                "%s failed after %d tries", run.label(task.task_id, map_index), try_number,
+                exc_info=last.error,
+            )  # fmt: skip
+        else:
+            logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)
         run.emit(task.task_id, map_index, state, try_number)
         return TaskInstanceResult(
             run.dag.dag_id, task.task_id, run.run_id, map_index, state, try_number,
@@ -431,6 +447,10 @@ class _Run:
     on_event: Callable[[TaskInstanceEvent], None] | None
     limiter: trio.CapacityLimiter = attrs.field(default=None)
     results: list[TaskInstanceResult] = attrs.Factory(list)
+
+    def label(self, task_id: str, map_index: int) -> str:
+        index = f"[{map_index}]" if map_index >= 0 else ""
+        return f"{self.dag.dag_id}.{task_id}{index} (run {self.run_id!r})"
 
     def emit(self, task_id: str, map_index: int, state: str, try_number: int) -> None:
         if self.on_event is not None:

@@ -512,3 +512,22 @@ def test_map_arguments_follow_product_order() -> None:
     assert [t.map_arguments(i) for i in range(12)] == expected
     with pytest.raises(IndexError, match=r"has no map_index 12 \(it has 12\)"):
         t.map_arguments(12)
+
+
+async def test_retries_and_failures_are_logged(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retry is a WARNING naming the instance and the error; the final failure an ERROR."""
+    dag = Dag("logged")
+
+    @dag.task(retries=1)
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    with caplog.at_level("WARNING", logger="stateward.runner"):
+        await rt.run_dag(dag, run_id="r")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "logged.fails (run 'r') try 1 of 2 failed, retrying in 0s: RuntimeError: boom"),
+        ("ERROR", "logged.fails (run 'r') failed after 2 tries"),
+    ]
+    assert caplog.records[1].exc_info is not None
