@@ -256,9 +256,7 @@ class Supervisor:
             self.stats.write_batches += 1
         await self._execute(planned, isolate=len(planned) > 1)
 
-    async def _execute(
-        self, planned: list[tuple[Envelope, ops.Op, Any]], *, isolate: bool
-    ) -> None:
+    async def _execute(self, planned: list[tuple[Envelope, ops.Op, Any]], *, isolate: bool) -> None:
         try:
             results = await self.store.execute([op for _, op, _ in planned], now=self.wall_clock())
         except Exception as exc:
