@@ -2,9 +2,11 @@
 
 Prints one JSON line: writes per second through stateward (each write acknowledged only
 after its transaction committed, synchronous=FULL), raw sqlite3 committing each write,
-and the ratio; also how many transactions the writes took (group commit). Usage::
+and the ratio; also how many transactions the writes took (group commit). With ``--db
+postgresql://...`` it measures the PostgreSQL store (in a schema of its own, dropped
+after) against raw asyncpg committing each write. Usage::
 
-    python bench/concurrent_writers.py [--writers 64] [--writes 50]
+    python bench/concurrent_writers.py [--writers 64] [--writes 50] [--db postgresql://...]
 """
 
 from __future__ import annotations
@@ -15,11 +17,18 @@ from typing import Any
 
 import trio
 
-from _common import emit, machine, raw_sqlite_baseline, tmp_db
-from stateward import Dag, open_runtime
+from _common import (
+    bench_runtime,
+    emit,
+    machine,
+    raw_postgres_baseline,
+    raw_sqlite_baseline,
+    store_kind,
+)
+from stateward import Dag
 
 
-async def measure(writers: int, writes: int) -> dict[str, Any]:
+async def measure(writers: int, writes: int, db: str | None = None) -> dict[str, Any]:
     dag = Dag("writers", max_active_tasks=writers)
 
     @dag.task
@@ -28,7 +37,7 @@ async def measure(writers: int, writes: int) -> dict[str, Any]:
             await task_state.aset("n", n)
 
     write.expand(i=list(range(writers)))
-    async with open_runtime(tmp_db("stateward.db")) as rt:
+    async with bench_runtime(db, "stateward.db") as rt:
         before = rt.store.write_transactions
         start = time.perf_counter()
         result = await rt.run_dag(dag, run_id="bench")
@@ -43,13 +52,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writers", type=int, default=64)
     parser.add_argument("--writes", type=int, default=50)
+    parser.add_argument(
+        "--db",
+        help="a postgresql:// URL to measure the PostgreSQL store (default: a fresh SQLite file)",
+    )
     args = parser.parse_args()
-    raw = raw_sqlite_baseline(2000)
-    ours = trio.run(measure, args.writers, args.writes)
+    store = store_kind(args.db)
+    raw = raw_postgres_baseline(args.db, 2000) if store == "postgres" else raw_sqlite_baseline(2000)
+    ours = trio.run(measure, args.writers, args.writes, args.db)
     ours_per_s = ours["writes"] / ours["seconds"]
     raw_per_s = 1000 / raw["raw_commit_per_write_ms"]
     emit(
         "concurrent_writers",
+        store=store,
         writers=args.writers,
         writes=ours["writes"],
         transactions=ours["transactions"],

@@ -2,18 +2,24 @@
 
 Usage: ``python bench/run_all.py`` (``make bench``). Each script runs in its own
 process; its one JSON line is kept in ``bench/results.jsonl`` and tabulated next to the
-Airflow figures measured on the same kind of machine.
+Airflow figures measured on the same kind of machine. When a PostgreSQL server answers
+(``$STATEWARD_BENCH_PG_DSN``, else the local one at 127.0.0.1:5432, database ``test``),
+``state_ops.py`` and ``concurrent_writers.py`` also run with ``--db`` on it, and their
+figures get rows of their own.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from _common import postgres_answers
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -25,6 +31,9 @@ SCRIPTS = [
     "template_render.py",
     "harness.py",
 ]
+#: The scripts that also run on PostgreSQL when a server answers.
+POSTGRES_SCRIPTS = ["state_ops.py", "concurrent_writers.py"]
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 AIRFLOW = """\
 ## Airflow 3.3.2 on the same kind of machine (2 cores), for reference
@@ -46,9 +55,19 @@ memory-channel round trip 0.015 ms; `trio.from_thread.run` 0.16 ms.
 """
 
 
-def run(script: str) -> dict[str, Any]:
+POSTGRES_NOTE = """
+The "PostgreSQL" rows run `state_ops.py` and `concurrent_writers.py` with
+`--db postgresql://...` against the server on the same machine (loopback, PostgreSQL's
+default `synchronous_commit = on`), each in a schema of its own dropped afterwards; the
+baseline is raw asyncpg from plain asyncio doing the same upsert or read, one statement
+per round trip. "The trio-asyncio floor" is that raw upsert sent from trio through
+trio-asyncio, which any trio program hosting asyncpg pays. See docs/scaling.md.
+"""
+
+
+def run(script: str, *args: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, str(HERE / script)], check=True, capture_output=True, text=True
+        [sys.executable, str(HERE / script), *args], check=True, capture_output=True, text=True
     )
     line = out.stdout.strip().splitlines()[-1]
     result: dict[str, Any] = json.loads(line)
@@ -100,7 +119,42 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
         ("one harness test (MemoryStore)", f"{harness['median_ms']} ms median, "
          f"{harness['p95_ms']} ms p95", f"trio.run + dict {harness['baseline_median_ms']} ms",
          f"{harness['ratio_median']}×", "< 20 ms"),
+        *postgres_rows(results),
     ]  # fmt: skip
+
+
+def postgres_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+    """The PostgreSQL store's rows, next to raw asyncpg measured in the same run."""
+    ops = results.get("state_ops_postgres")
+    writers = results.get("concurrent_writers_postgres")
+    if ops is None or writers is None:
+        return []
+    raw_commit = f"raw asyncpg commit-per-write {ops['raw_commit_per_write_ms']:.3f} ms"
+    raw_read = f"raw asyncpg read {ops['raw_read_ms']:.4f} ms"
+    return [
+        ("PostgreSQL: sync `set`, durable (per op)", f"{ops['sync_set_ms']:.3f} ms", raw_commit,
+         f"{ops['ratio_sync_set_vs_raw_commit']}×", ""),
+        ("PostgreSQL: sync `get` (per op)", f"{ops['sync_get_ms']:.3f} ms", raw_read,
+         f"{ops['ratio_sync_get_vs_raw_read']}×", ""),
+        ("PostgreSQL: async `aset`, durable (per op)", f"{ops['async_aset_ms']:.3f} ms",
+         raw_commit, f"{ops['ratio_async_aset_vs_raw_commit']}×", ""),
+        ("PostgreSQL: async `aset` vs the trio-asyncio floor", f"{ops['async_aset_ms']:.3f} ms",
+         f"raw upsert via trio-asyncio {ops['raw_commit_via_trio_asyncio_ms']:.3f} ms",
+         f"{ops['ratio_async_aset_vs_trio_asyncio_floor']}×", ""),
+        ("PostgreSQL: async `aget` (per op)", f"{ops['async_aget_ms']:.4f} ms", raw_read,
+         f"{ops['ratio_async_aget_vs_raw_read']}×", ""),
+        ("PostgreSQL: 64 concurrent durable writers",
+         f"{writers['stateward_writes_per_s']:,} writes/s "
+         f"({writers['writes_per_transaction']} per transaction)",
+         f"raw asyncpg commit-per-write {writers['raw_commit_per_write_per_s']:,}/s",
+         f"{writers['ratio_vs_raw']}×", ""),
+    ]  # fmt: skip
+
+
+def postgres_dsn() -> str | None:
+    """The PostgreSQL server to measure, if one answers."""
+    dsn = os.environ.get("STATEWARD_BENCH_PG_DSN") or LOCAL_PG
+    return dsn if postgres_answers(dsn) else None
 
 
 def main() -> None:
@@ -109,6 +163,11 @@ def main() -> None:
         for script in SCRIPTS:
             result = run(script)
             results[result["bench"]] = result
+            log.write(json.dumps(result) + "\n")
+        dsn = postgres_dsn()
+        for script in POSTGRES_SCRIPTS if dsn is not None else []:
+            result = run(script, "--db", dsn)
+            results[f"{result['bench']}_postgres"] = result
             log.write(json.dumps(result) + "\n")
     table = "\n".join(f"| {' | '.join(row)} |" for row in rows(results))
     when = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -134,7 +193,7 @@ wake-ups per write, about 0.05 ms each on this machine). stateward's sync `set` 
 more (the task's worker thread to trio and back), which is why it stays above 1.5× the
 in-thread raw commit. The raw JSON lines are in `bench/results.jsonl`. Run one script alone with
 `python bench/NAME.py --help` for its options.
-
+{POSTGRES_NOTE if "state_ops_postgres" in results else ""}
 {AIRFLOW}"""
     (ROOT / "docs" / "performance.md").write_text(page)
     print(f"wrote {ROOT / 'docs' / 'performance.md'}")

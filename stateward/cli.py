@@ -45,7 +45,7 @@ from .errors import StatewardError, TaskLoadError
 from .loader import load_dags, pick_dag
 from .records import StateEntry
 from .runtime.runner import DagRunResult, TaskInstanceEvent
-from .runtime.runtime import Runtime, default_db, new_run_id, open_runtime
+from .runtime.runtime import Runtime, default_db, is_postgres_url, new_run_id, open_runtime
 
 T = TypeVar("T")
 
@@ -134,11 +134,12 @@ def _stdout() -> Console:
 
 
 def db_option(function: Callable[..., T]) -> Callable[..., T]:
-    """The ``--db PATH`` option of every command that uses the database."""
+    """The ``--db PATH|URL`` option of every command that uses the database."""
     return click.option(
         "--db",
-        metavar="PATH",
-        help="The state database. [default: $STATEWARD_DB, else ./stateward.db]",
+        metavar="PATH|URL",
+        help="The state database: an SQLite file, or a postgresql://user:password@host/db "
+        "URL. [default: $STATEWARD_DB, else ./stateward.db]",
     )(function)
 
 
@@ -154,7 +155,13 @@ def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, cre
         CliError: ``create`` is false and there is no database at the path.
     """
     path = db or default_db()
-    if not create and path != ":memory:" and not os.path.exists(path):
+    if is_postgres_url(path):
+        # The server holds the database; opening creates stateward's schema in it.
+        try:
+            from .store import postgres  # noqa: F401
+        except ImportError as exc:
+            raise CliError(str(exc)) from exc
+    elif not create and path != ":memory:" and not os.path.exists(path):
         msg = (
             f"no database at {path!r}; give the right one with --db PATH or "
             "$STATEWARD_DB (a database is created by 'stateward run' or 'stateward state set')"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from stateward import MemoryStore, Runtime, SqliteStore, open_runtime
 from stateward.store.base import Store
+from tests.pg import PgDatabase, session_database
 
 
 class FakeWallClock:
@@ -24,12 +25,26 @@ class FakeWallClock:
         self.now += seconds
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[PgDatabase]:
+    """This session's own PostgreSQL database (skipped, or failed in CI, without a server)."""
+    with session_database() as database:
+        yield database
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    """A factory of stores of one kind; SQLite ones share one file, as a restart would."""
+    """A factory of stores of one kind; SQLite ones share one file and PostgreSQL ones
+    one fresh schema, as a restart would."""
     if request.param == "memory":
         shared = MemoryStore()
         return lambda: shared
+    if request.param == "postgres":
+        from stateward.store.postgres import PostgresStore
+
+        database: PgDatabase = request.getfixturevalue("pg_database")
+        schema = database.new_schema()
+        return lambda: PostgresStore(database.dsn, schema=schema)
     return lambda: SqliteStore(tmp_path / "state.db")
 
 

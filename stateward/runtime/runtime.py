@@ -14,7 +14,7 @@ import trio
 
 from ..assets import Asset
 from ..context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
-from ..dag import Dag, Operator
+from ..dag import ISOLATION_MODES, Dag, Operator
 from ..errors import RuntimeClosedError
 from ..records import AssetInfo, StateEntry
 from ..store.base import Store, TaskScope
@@ -128,6 +128,7 @@ class Runtime:
         max_active_tasks: int | None,
         clear_state_on_success: bool,
         wall_clock: Callable[[], float],
+        isolation: str = "none",
     ) -> None:
         self.store = store
         self.default_task_retention = default_task_retention
@@ -136,6 +137,7 @@ class Runtime:
         self.max_active_tasks = max_active_tasks
         self.clear_state_on_success = clear_state_on_success
         self.wall_clock = wall_clock
+        self.isolation = isolation
         self.status = RuntimeState.UNOPENED
         self.supervisor = Supervisor(store, max_value_bytes=max_value_bytes, wall_clock=wall_clock)
         self.state = StateAdmin(self)
@@ -168,6 +170,7 @@ class Runtime:
             clear_state_on_success=self.clear_state_on_success,
             max_active_tasks=self.max_active_tasks,
             wall_clock=self.wall_clock,
+            isolation=self.isolation,
         )
         self._runner = Runner(self.supervisor, self.admin, settings)
 
@@ -239,7 +242,11 @@ class Runtime:
 def make_store(
     db: str | os.PathLike[str] | None, store: Store | None, synchronous: str, busy_timeout: float
 ) -> Store:
-    """The store ``open_runtime`` uses: ``store`` if given, else SQLite at ``db``."""
+    """The store ``open_runtime`` uses: ``store`` if given, else the one ``db`` names.
+
+    A ``postgresql://`` or ``postgres://`` URL is a PostgresStore (the ``postgres``
+    extra), ``":memory:"`` a MemoryStore, anything else an SQLite file.
+    """
     if store is not None and db is not None:
         msg = "open_runtime() takes db= or store=, not both"
         raise TypeError(msg)
@@ -247,7 +254,18 @@ def make_store(
         return store
     if db is not None and os.fspath(db) == ":memory:":
         return MemoryStore()
-    return SqliteStore(db or default_db(), synchronous=synchronous, busy_timeout=busy_timeout)
+    target = os.fspath(db) if db is not None else default_db()
+    if is_postgres_url(target):
+        # Imported here: asyncpg and trio-asyncio are an optional extra.
+        from ..store.postgres import PostgresStore
+
+        return PostgresStore(target)
+    return SqliteStore(target, synchronous=synchronous, busy_timeout=busy_timeout)
+
+
+def is_postgres_url(db: str | os.PathLike[str]) -> bool:
+    """Whether ``db`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
 
 
 @asynccontextmanager
@@ -263,12 +281,14 @@ async def open_runtime(
     max_active_tasks: int | None = None,
     clear_state_on_success: bool = False,
     wall_clock: Callable[[], float] = time.time,
+    isolation: str = "none",
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: its store, its supervisor, and a runner.
 
     Args:
         db: SQLite file (default ``$STATEWARD_DB``, then ``./stateward.db``);
-            ``":memory:"`` for a MemoryStore.
+            ``":memory:"`` for a MemoryStore; a ``postgresql://user:password@host/db``
+            URL for a PostgresStore (``pip install 'stateward[postgres]'``).
         store: A store object instead of ``db`` (e.g. ``MemoryStore()``).
         synchronous: SQLite durability: ``"FULL"`` (default), ``"NORMAL"``, ...
         busy_timeout: Seconds to wait for another process's write lock.
@@ -280,6 +300,9 @@ async def open_runtime(
             ``max_active_tasks`` applies too).
         clear_state_on_success: Default for tasks that do not set it.
         wall_clock: Unix time now (expiry, ``updated_at``); tests may replace it.
+        isolation: Where attempts of tasks that do not choose run: ``"none"`` (in
+            this process, the default) or ``"process"`` (each in a child process; see
+            docs/isolation.md).
 
     Yields:
         The open :class:`Runtime`. Leaving the block waits for nothing: runs are
@@ -287,6 +310,9 @@ async def open_runtime(
     """
     if not isinstance(max_value_bytes, int) or max_value_bytes < 1:
         msg = f"max_value_bytes must be a positive int, got {max_value_bytes!r}"
+        raise ValueError(msg)
+    if isolation not in ISOLATION_MODES:
+        msg = f"isolation must be one of {list(ISOLATION_MODES)}, got {isolation!r}"
         raise ValueError(msg)
     chosen = make_store(db, store, synchronous, busy_timeout)
     runtime = Runtime(
@@ -297,6 +323,7 @@ async def open_runtime(
         max_active_tasks=max_active_tasks,
         clear_state_on_success=clear_state_on_success,
         wall_clock=wall_clock,
+        isolation=isolation,
     )
     try:
         async with chosen, trio.open_nursery() as nursery:

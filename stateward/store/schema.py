@@ -108,6 +108,11 @@ def current_version(conn: sqlite3.Connection, path: str) -> int | None:
             f"{path!r} is not a stateward database ({exc}); "
             "point --db / db= at a new file or an existing stateward database"
         )
+        if "malformed" in str(exc):  # an SQLite file, damaged (e.g. truncated by a copy)
+            msg = (
+                f"{path!r} is a damaged SQLite database ({exc}); stateward leaves it "
+                "untouched. Restore it from a backup, or point --db / db= at a new file"
+            )
         raise NotAStatewardDatabaseError(msg) from exc
     if app_id == 0 and not tables:
         return None

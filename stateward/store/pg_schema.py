@@ -1,0 +1,297 @@
+"""The PostgreSQL schema, its version table, and the migrations between versions.
+
+Every table lives in one PostgreSQL schema (``stateward`` unless the store is given
+another), so a database shared with other applications never sees a name clash and a
+stateward schema is recognised by its ``schema_version`` table. A schema that holds
+tables but no ``schema_version`` belongs to someone else and is never modified.
+
+Version numbers mean the same logical schema as the SQLite store's
+(:mod:`stateward.store.schema`): 1 is task state, 2 adds provenance, assets, aliases
+and events. The PostgreSQL tables differ in two ways: text columns that identify rows
+use the ``"C"`` collation (byte order, as SQLite and Python sort), and each value has a
+``value_digest``, the SHA-256 of its canonical JSON, so compare-and-set is one
+conditional statement (see :func:`stateward.store.postgres.value_digest`).
+
+Migrations run in one transaction holding an advisory lock keyed by the schema's name,
+and re-read the version under it, so runtimes opening one new database at once migrate
+it once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Final
+
+import attrs
+
+from ..errors import NotAStatewardDatabaseError
+
+#: The schema a store uses unless told otherwise.
+DEFAULT_SCHEMA: Final = "stateward"
+#: The first key of the migration advisory lock: 'SWD1' as an int, as SQLite's mark.
+LOCK_CLASS: Final = 0x53574431
+
+_IDENTIFIER: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_LIVE: Final = "(expires_at IS NULL OR expires_at > {now})"
+#: A JSON int as Python writes it (a float always has '.' or 'e').
+_INT_TEXT: Final = "'^-?[0-9]+$'"
+
+#: Each migration: (version it brings the schema to, its statements). ``{s}`` is the
+#: quoted schema name.
+MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            "CREATE SCHEMA IF NOT EXISTS {s}",
+            """CREATE TABLE {s}.schema_version (
+                version integer PRIMARY KEY,
+                applied_at double precision NOT NULL
+            )""",
+            """CREATE TABLE {s}.task_state (
+                dag_id text COLLATE "C" NOT NULL,
+                run_id text COLLATE "C" NOT NULL,
+                task_id text COLLATE "C" NOT NULL,
+                map_index integer NOT NULL,
+                key text COLLATE "C" NOT NULL,
+                value text NOT NULL,
+                value_digest bytea NOT NULL,
+                updated_at double precision NOT NULL,
+                expires_at double precision,
+                PRIMARY KEY (dag_id, run_id, task_id, map_index, key)
+            )""",
+            "CREATE INDEX task_state_expiry ON {s}.task_state (expires_at) "
+            "WHERE expires_at IS NOT NULL",
+        ),
+    ),
+    (
+        2,
+        (
+            # Provenance of task state: which try wrote it (NULL: out-of-band).
+            "ALTER TABLE {s}.task_state ADD COLUMN writer_try integer",
+            """CREATE TABLE {s}.asset (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                name text COLLATE "C" NOT NULL UNIQUE,
+                uri text COLLATE "C" NOT NULL UNIQUE,
+                created_at double precision NOT NULL
+            )""",
+            """CREATE TABLE {s}.asset_state (
+                asset_id bigint NOT NULL REFERENCES {s}.asset (id),
+                key text COLLATE "C" NOT NULL,
+                value text NOT NULL,
+                value_digest bytea NOT NULL,
+                updated_at double precision NOT NULL,
+                expires_at double precision,
+                writer_dag_id text,
+                writer_run_id text,
+                writer_task_id text,
+                writer_map_index integer,
+                writer_try integer,
+                PRIMARY KEY (asset_id, key)
+            )""",
+            "CREATE INDEX asset_state_expiry ON {s}.asset_state (expires_at) "
+            "WHERE expires_at IS NOT NULL",
+            # seq keeps the order mappings were made in ("oldest first"), across
+            # runtimes and within one batch, where created_at is the same.
+            """CREATE TABLE {s}.asset_alias (
+                alias_name text COLLATE "C" NOT NULL,
+                asset_id bigint NOT NULL REFERENCES {s}.asset (id),
+                created_at double precision NOT NULL,
+                seq bigint GENERATED ALWAYS AS IDENTITY,
+                PRIMARY KEY (alias_name, asset_id)
+            )""",
+            """CREATE TABLE {s}.asset_event (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                asset_id bigint NOT NULL REFERENCES {s}.asset (id),
+                alias_name text,
+                extra text NOT NULL,
+                dag_id text,
+                run_id text,
+                task_id text,
+                map_index integer,
+                try_number integer,
+                timestamp double precision NOT NULL
+            )""",
+        ),
+    ),
+)
+
+#: The version this code writes.
+SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
+
+
+def check_schema_name(schema: str) -> str:
+    """Return ``schema`` if it is a plain lower-case PostgreSQL identifier.
+
+    Raises:
+        ValueError: it is not (it is spliced into SQL, so nothing else is accepted).
+    """
+    if not isinstance(schema, str) or not _IDENTIFIER.match(schema):
+        msg = (
+            f"schema must be a lower-case PostgreSQL identifier (letters, digits, '_', "
+            f"at most 63 characters, not starting with a digit), got {schema!r}"
+        )
+        raise ValueError(msg)
+    return schema
+
+
+def quoted(schema: str) -> str:
+    """The schema name as it appears in SQL."""
+    return f'"{check_schema_name(schema)}"'
+
+
+async def current_version(conn: Any, schema: str, where: str) -> int | None:
+    """Return the schema version of a stateward schema, or ``None`` if there is none yet.
+
+    Args:
+        conn: An open asyncpg connection (asyncio side).
+        schema: The PostgreSQL schema holding stateward's tables.
+        where: The redacted DSN, for messages.
+
+    Raises:
+        NotAStatewardDatabaseError: the schema holds another application's tables, or
+            was written by a newer stateward.
+    """
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_catalog.pg_class AS c "
+        "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+        schema,
+    )
+    tables = sorted(row[0] for row in rows)
+    if not tables:
+        return None
+    if "schema_version" not in tables:
+        shown = ", ".join(tables[:5])
+        msg = (
+            f"schema {schema!r} of {where} holds tables of another application "
+            f"({shown}); stateward leaves it untouched. Give the store another schema "
+            "(PostgresStore(dsn, schema=...)) or point --db / db= at another database"
+        )
+        raise NotAStatewardDatabaseError(msg)
+    version: int = await conn.fetchval(f"SELECT MAX(version) FROM {quoted(schema)}.schema_version")
+    version = version or 0
+    if version > SCHEMA_VERSION:
+        msg = (
+            f"schema {schema!r} of {where} has schema version {version}, newer than this "
+            f"stateward's {SCHEMA_VERSION}; upgrade stateward to open it"
+        )
+        raise NotAStatewardDatabaseError(msg)
+    return version
+
+
+async def migrate(conn: Any, schema: str, where: str, to_version: int = SCHEMA_VERSION) -> int:
+    """Bring ``schema`` to ``to_version`` in one transaction; return the version it had.
+
+    The transaction takes an advisory lock keyed by the schema name and reads the
+    version again under it, so concurrent openers migrate once.
+    """
+    s = quoted(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", LOCK_CLASS, schema)
+        from_version = await current_version(conn, schema, where) or 0
+        for version, statements in MIGRATIONS:
+            if from_version < version <= to_version:
+                for statement in statements:
+                    await conn.execute(statement.format(s=s))
+                await conn.execute(
+                    f"INSERT INTO {s}.schema_version (version, applied_at) VALUES ($1, $2)",
+                    version,
+                    time.time(),
+                )
+    return from_version
+
+
+# -- the store's statements -----------------------------------------------------------
+
+
+def scoped_statements(table: str, keys: tuple[str, ...], writer: tuple[str, ...]) -> dict[str, str]:
+    """The single statements on one state table, numbered for its key columns.
+
+    Parameters, in order: the key columns (the scope's, then ``key``), then for writes
+    the value, its digest, now, expires_at and the writer columns; reads end with now.
+    """
+    n = len(keys)
+    p = [f"${i}" for i in range(1, n + len(writer) + 7)]
+    pk = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(keys))
+    scope = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(keys[:-1]))
+    columns = ", ".join((*keys, "value", "value_digest", "updated_at", "expires_at", *writer))
+    values = ", ".join(p[: n + 4 + len(writer)])
+    now, by = p[n + 2], p[n]
+    rest = ", ".join(f"{c} = excluded.{c}" for c in ("updated_at", "expires_at", *writer))
+    upsert = (
+        f"INSERT INTO {table} AS t ({columns}) VALUES ({values}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = excluded.value, "
+        f"value_digest = excluded.value_digest, {rest}"
+    )
+    # An increment: $by is the amount; the row is added to while live and an int,
+    # replaced when expired, and left alone (locked, nothing returned) otherwise.
+    t_live = "(t.expires_at IS NULL OR t.expires_at > {now})"
+    inc_now = p[n + 1]
+    added = (
+        f"CASE WHEN {t_live.format(now=inc_now)} THEN (t.value::numeric + {by}::numeric)::text "
+        "ELSE excluded.value END"
+    )
+    inc_values = ", ".join(
+        (*p[:n], f"{by}::numeric::text", f"sha256(convert_to({by}::numeric::text, 'UTF8'))",
+         *p[n + 1 : n + 3 + len(writer)])
+    )  # fmt: skip
+    return {
+        "get": f"SELECT value FROM {table} WHERE {pk} AND {_LIVE.format(now=p[n])}",
+        "items": (
+            f"SELECT key, value FROM {table} WHERE {scope} AND {_LIVE.format(now=p[n - 1])} "
+            "ORDER BY key"
+        ),
+        "put": upsert,
+        "delete": f"DELETE FROM {table} WHERE {pk} RETURNING {_LIVE.format(now=p[n])}",
+        "clear": f"DELETE FROM {table} WHERE {scope}",
+        "cas_absent": (f"{upsert} WHERE NOT {t_live.format(now=now)} RETURNING true"),
+        "cas": (
+            f"UPDATE {table} SET value = {p[n]}, value_digest = {p[n + 1]}, updated_at = {now}, "
+            f"expires_at = {p[n + 3]}, "
+            + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
+            + f" WHERE {pk} AND value_digest = {p[n + 4 + len(writer)]} "
+            f"AND {_LIVE.format(now=now)} RETURNING true"
+        ),
+        "increment": (
+            f"INSERT INTO {table} AS t ({columns}) VALUES ({inc_values}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = {added}, "
+            f"value_digest = sha256(convert_to({added}, 'UTF8')), {rest} "
+            f"WHERE NOT {t_live.format(now=inc_now)} OR t.value ~ {_INT_TEXT} RETURNING value"
+        ),
+    }
+
+
+@attrs.frozen
+class Statements:
+    """Every statement of the store, for one schema."""
+
+    task: dict[str, str]
+    asset: dict[str, str]
+    s: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> Statements:
+        s = quoted(schema)
+        task_keys = ("dag_id", "run_id", "task_id", "map_index", "key")
+        task = scoped_statements(f"{s}.task_state", task_keys, ("writer_try",))
+        task["clear_all"] = (
+            f"DELETE FROM {s}.task_state WHERE dag_id = $1 AND run_id = $2 AND task_id = $3"
+        )
+        writer = (
+            "writer_dag_id", "writer_run_id", "writer_task_id", "writer_map_index", "writer_try",
+        )  # fmt: skip
+        asset = scoped_statements(f"{s}.asset_state", ("asset_id", "key"), writer)
+        return cls(task, asset, s)
+
+
+def filters(
+    columns: dict[str, object], now: float, include_expired: bool, prefix: str = ""
+) -> tuple[str, tuple[object, ...]]:
+    given = {name: value for name, value in columns.items() if value is not None}
+    clauses = [f"{name} = ${i}" for i, name in enumerate(given, start=1)]
+    params: tuple[object, ...] = tuple(given.values())
+    if not include_expired:
+        clauses.append(f"({prefix}expires_at IS NULL OR {prefix}expires_at > ${len(params) + 1})")
+        params += (now,)
+    return " AND ".join(clauses) or "true", params

@@ -1,0 +1,554 @@
+"""The asyncio side of the PostgreSQL store: one asyncpg connection and the SQL on it.
+
+:class:`Session` runs inside the store's trio-asyncio loop; the store
+(:mod:`stateward.store.postgres`) calls :meth:`Session.run` once per batch, so a batch
+crosses between trio and asyncio once, whatever its number of statements.
+
+Every operation that writes is one statement, correct with many runtimes writing at
+once: a put is an upsert, an increment an upsert that adds in SQL (refusing a value
+that is not an int), a compare-and-set one conditional statement, and expiry is
+compared in SQL. A batch that writes is one transaction (READ COMMITTED: each
+statement sees the rows committed before it and waits for rows another transaction
+is writing); a batch of one single-statement operation runs without BEGIN/COMMIT,
+which is the same one transaction in a third of the round trips, and consecutive puts
+in a batch (what group commit gathers) are sent pipelined. A batch that only reads and
+has several operations reads one snapshot (REPEATABLE READ, READ ONLY). A batch the
+server rolled back for a deadlock or a serialization failure runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+import asyncpg
+import attrs
+
+from ..errors import AssetConflictError, StateTypeError, StateValueError
+from ..records import AssetInfo, StateEntry
+from ..values import decode_value
+from .base import (
+    AddEvent,
+    AssetScope,
+    Cleanup,
+    Clear,
+    CompareAndSet,
+    Delete,
+    Get,
+    Increment,
+    Items,
+    ListEntries,
+    LookupAsset,
+    Op,
+    Put,
+    RegisterAssets,
+    ResolveAlias,
+    Scope,
+    TaskScope,
+    Writer,
+    is_write,
+)
+from .conflicts import asset_conflict_message, increment_type_message
+from .pg_schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
+
+#: SQLSTATEs after which the server has rolled the batch back whole: safe to run again.
+_TRANSIENT: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_ATTEMPTS: Final = 5
+#: Operations that are one statement: alone in a batch, they need no BEGIN/COMMIT.
+_ONE_STATEMENT: Final = (Get, Items, Put, Delete, Clear, Increment, CompareAndSet, LookupAsset)
+_CANONICAL: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
+)
+
+
+def value_digest(value: Any) -> bytes:
+    """SHA-256 of the canonical JSON of a (decoded) JSON value.
+
+    Canonical: object keys sorted, compact, ``-0.0`` as ``0.0`` (which it equals). Two
+    values have one digest exactly when :func:`stateward.values.json_equal` holds.
+    """
+    canonical = _CANONICAL.encode(_normalise(value))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+
+
+def text_digest(text: str) -> bytes:
+    """:func:`value_digest` of the value whose JSON is ``text``."""
+    return value_digest(json.loads(text))
+
+
+def _normalise(value: Any) -> Any:
+    if type(value) is float:
+        return 0.0 if value == 0 else value
+    if isinstance(value, list):
+        return [_normalise(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _normalise(item) for key, item in value.items()}
+    return value
+
+
+class _NeedsTransaction(Exception):
+    """Raised by an operation run without BEGIN that turns out to need a transaction."""
+
+
+def _find_nul(value: Any) -> str | None:
+    # The first str field of an operation (its scope, writer, assets included) holding
+    # a NUL; decoded values (CompareAndSet.expected) are not looked into.
+    if isinstance(value, str):
+        return value if "\x00" in value else None
+    if isinstance(value, tuple):
+        items: Any = value
+    elif attrs.has(type(value)):
+        items = (getattr(value, field.name) for field in attrs.fields(type(value)))
+    else:
+        return None
+    for item in items:
+        found = _find_nul(item)
+        if found is not None:
+            return found
+    return None
+
+
+def _nul_refusal(op: Op) -> StateValueError | None:
+    # PostgreSQL text cannot hold U+0000; SQLite can. Refuse the one operation (values
+    # are JSON text, where a NUL is always escaped, so only names and keys can hold one).
+    text = _find_nul(op)
+    if text is None:
+        return None
+    msg = (
+        f"{text!r} contains a NUL character (\\x00), which PostgreSQL text cannot "
+        "hold; remove it from the key, id or name"
+    )
+    return StateValueError(msg, key=getattr(op, "key", None))
+
+
+def _count(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "DELETE 3".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _who(writer: Writer | None) -> tuple[Any, ...]:
+    if writer is None:
+        return (None,) * 5
+    return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
+
+
+def breaks_connection(exc: BaseException) -> bool:
+    """Whether after ``exc`` the connection cannot be trusted with another batch.
+
+    A server error (a constraint, a timeout) leaves it usable, rolled back; a lost
+    connection, a shutting-down server or a confused protocol state do not.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "").startswith(("08", "57P"))
+    return isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError)
+
+
+class Session:
+    """One asyncpg connection (opened again if lost) and the store's operations on it.
+
+    Args:
+        dsn: The DSN to connect to.
+        schema: The PostgreSQL schema of stateward's tables.
+        where: The redacted DSN, for messages.
+        statement_timeout: The server's limit on one statement, in seconds (None: the
+            server's default). The server enforces it, so a statement that waited too
+            long for a lock is undone even if this client is gone.
+    """
+
+    def __init__(
+        self, dsn: str, schema: str, where: str, statement_timeout: float | None = None
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.where = where
+        self.settings = {"application_name": "stateward"}
+        if statement_timeout is not None:
+            self.settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
+        self.sql = Statements.for_schema(schema)
+        self.conn: Any = None
+        #: Committed asset ids by "name:..."/"uri:..."; an id never changes.
+        self.asset_ids: dict[str, int] = {}
+        self._new_ids: dict[str, int] = {}
+        self._in_tx = False
+        self.write_transactions = 0
+
+    async def connect(self) -> None:
+        """Connect, and create or migrate the schema."""
+        # No asyncio timeouts: they run on trio's clock (see _Watchdog).
+        conn = await asyncpg.connect(self.dsn, timeout=None, server_settings=self.settings)
+        try:
+            version = await current_version(conn, self.schema, self.where)
+            if version != SCHEMA_VERSION:
+                await migrate(conn, self.schema, self.where)
+        except BaseException:
+            conn.terminate()  # at once: the server may be what failed
+            raise
+        self.conn = conn
+
+    async def close(self) -> None:
+        """Close the connection (at once, if the server does not answer)."""
+        conn, self.conn = self.conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=None)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError):  # fmt: skip
+                conn.terminate()
+
+    def terminate(self) -> None:
+        """Drop the connection at once (the server rolls back its transaction)."""
+        conn = self.conn
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def run(self, ops: Sequence[Op], now: float) -> list[Any]:
+        """Run one batch; see :meth:`stateward.store.base.Store.execute`."""
+        if self.conn is None or self.conn.is_closed():
+            await self.connect()
+        writes = any(is_write(op) for op in ops)
+        attempt = 1
+        while True:
+            try:
+                results = await self._run_once(ops, float(now), writes)
+            except BaseException as exc:
+                self._new_ids.clear()
+                if breaks_connection(exc):
+                    self.terminate()  # the next batch connects again
+                    raise
+                if getattr(exc, "sqlstate", None) not in _TRANSIENT or attempt == _ATTEMPTS:
+                    raise
+                attempt += 1
+                continue
+            break
+        self.asset_ids.update(self._new_ids)
+        self._new_ids.clear()
+        if writes:
+            self.write_transactions += 1
+        return results
+
+    async def _run_once(self, ops: Sequence[Op], now: float, writes: bool) -> list[Any]:
+        if len(ops) == 1 and isinstance(ops[0], _ONE_STATEMENT):
+            try:
+                return [await self._apply_or_refuse(ops[0], now)]
+            except _NeedsTransaction:
+                pass  # nothing was written: run it again in a transaction
+        if writes:
+            transaction = self.conn.transaction()
+        else:
+            transaction = self.conn.transaction(isolation="repeatable_read", readonly=True)
+        self._in_tx = True
+        try:
+            async with transaction:
+                return await self._apply_all(ops, now)
+        finally:
+            self._in_tx = False
+
+    async def _apply_all(self, ops: Sequence[Op], now: float) -> list[Any]:
+        # Consecutive puts (what group commit gathers) go as one pipelined executemany
+        # per statement: a round trip or two for the run, not one per put. Their order
+        # among themselves is kept; nothing reads between them.
+        results: list[Any] = []
+        start = 0
+        while start < len(ops):
+            end = start
+            while end < len(ops) and isinstance(ops[end], Put):
+                end += 1
+            if end - start > 1:
+                results += await self._put_many(ops[start:end], now)
+                start = end
+            else:
+                results.append(await self._apply_or_refuse(ops[start], now))
+                start += 1
+        return results
+
+    async def _put_many(self, puts: Sequence[Op], now: float) -> list[Any]:
+        results: list[Any] = []
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        for op in puts:
+            assert isinstance(op, Put)
+            refusal: Exception | None = _nul_refusal(op)
+            if refusal is None:
+                try:
+                    statement, params = await self._put_params(op, now)
+                except AssetConflictError as exc:
+                    refusal = exc
+                else:
+                    rows.setdefault(statement, []).append(params)
+            results.append(refusal)
+        for statement, params_list in rows.items():
+            await self.conn.executemany(statement, params_list)
+        return results
+
+    async def _put_params(self, op: Put, now: float) -> tuple[str, tuple[Any, ...]]:
+        sql, where = await self._where_to_write(op.scope, now)
+        params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
+        return sql["put"], params + self._writer_params(op.scope, op.writer)
+
+    async def _apply_or_refuse(self, op: Op, now: float) -> Any:
+        refusal = _nul_refusal(op)
+        if refusal is not None:
+            return refusal
+        try:
+            return await self._apply(op, now)
+        except (StateTypeError, AssetConflictError) as exc:
+            return exc
+
+    # -- scopes -------------------------------------------------------------------------
+
+    async def _asset_id(self, scope: AssetScope, now: float, *, register: bool) -> int | None:
+        column, ident = ("name", scope.name) if scope.name is not None else ("uri", scope.uri)
+        cache_key = f"{column}:{ident}"
+        found = self.asset_ids.get(cache_key) or self._new_ids.get(cache_key)
+        if found is not None:
+            return found
+        row = await self.conn.fetchval(
+            f"SELECT id FROM {self.sql.s}.asset WHERE {column} = $1", ident
+        )
+        if row is not None:
+            self._new_ids[cache_key] = int(row)
+            return int(row)
+        if not register:
+            return None
+        return await self._register(scope.info, now)
+
+    async def _register(self, asset: AssetInfo, now: float) -> int:
+        if self._known(asset):
+            return self.asset_ids[f"name:{asset.name}"]
+        if not self._in_tx:
+            raise _NeedsTransaction
+        s = self.sql.s
+        asset_id = await self.conn.fetchval(
+            f"INSERT INTO {s}.asset (name, uri, created_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            asset.name, asset.uri, now,
+        )  # fmt: skip
+        if asset_id is None:
+            # Taken: by this pair, or (a conflict) a name or URI bound to another.
+            rows = await self.conn.fetch(
+                f"SELECT id, name, uri FROM {s}.asset WHERE name = $1 OR uri = $2 ORDER BY id",
+                asset.name, asset.uri,
+            )  # fmt: skip
+            for row in rows:
+                if (row["name"], row["uri"]) != (asset.name, asset.uri):
+                    clash = AssetInfo(row["name"], row["uri"])
+                    raise AssetConflictError(asset_conflict_message(asset, clash))
+            asset_id = rows[0]["id"]
+        self._new_ids[f"name:{asset.name}"] = int(asset_id)
+        self._new_ids[f"uri:{asset.uri}"] = int(asset_id)
+        return int(asset_id)
+
+    async def _register_all(self, assets: tuple[AssetInfo, ...], now: float) -> None:
+        # All or nothing: a conflict on one asset undoes the others' registration,
+        # which a savepoint does even when another runtime registers at the same time.
+        new = [a for a in assets if not self._known(a)]
+        if len(new) <= 1:
+            for asset in new:
+                await self._register(asset, now)
+            return
+        ids_before = dict(self._new_ids)
+        try:
+            async with self.conn.transaction():  # a savepoint inside the batch's
+                for asset in new:
+                    await self._register(asset, now)
+        except AssetConflictError:
+            self._new_ids = ids_before
+            raise
+
+    def _known(self, asset: AssetInfo) -> bool:
+        # A name and URI cached with one id: that very pair is registered (committed
+        # ids never move, and a name or URI belongs to one asset).
+        known = self.asset_ids.get(f"name:{asset.name}")
+        return known is not None and known == self.asset_ids.get(f"uri:{asset.uri}")
+
+    async def _where(
+        self, scope: Scope, now: float
+    ) -> tuple[dict[str, str], tuple[Any, ...]] | None:
+        """The statements for ``scope`` and its key parameters (``None``: unknown asset)."""
+        if isinstance(scope, TaskScope):
+            return self.sql.task, (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+        asset_id = await self._asset_id(scope, now, register=False)
+        return None if asset_id is None else (self.sql.asset, (asset_id,))
+
+    async def _where_to_write(
+        self, scope: Scope, now: float
+    ) -> tuple[dict[str, str], tuple[Any, ...]]:
+        """Like :meth:`_where`, registering an unknown asset."""
+        if isinstance(scope, TaskScope):
+            return self.sql.task, (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+        asset_id = await self._asset_id(scope, now, register=True)
+        assert asset_id is not None, "registering gives an id"
+        return self.sql.asset, (asset_id,)
+
+    @staticmethod
+    def _writer_params(scope: Scope, writer: Writer | None) -> tuple[Any, ...]:
+        if isinstance(scope, TaskScope):
+            return (None if writer is None else writer.try_number,)
+        return _who(writer)
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def _apply(self, op: Op, now: float) -> Any:
+        conn = self.conn
+        match op:
+            case Get(scope, key):
+                found = await self._where(scope, now)
+                if found is None:
+                    return None
+                text = await conn.fetchval(found[0]["get"], *found[1], key, now)
+                return None if text is None else decode_value(text)
+            case Items(scope):
+                found = await self._where(scope, now)
+                if found is None:
+                    return {}
+                rows = await conn.fetch(found[0]["items"], *found[1], now)
+                return {row["key"]: decode_value(row["value"]) for row in rows}
+            case Put():
+                statement, params = await self._put_params(op, now)
+                await conn.execute(statement, *params)
+                return None
+            case Delete(scope, key):
+                found = await self._where(scope, now)
+                if found is None:
+                    return False
+                return bool(await conn.fetchval(found[0]["delete"], *found[1], key, now))
+            case Clear(scope, all_map_indices):
+                found = await self._where(scope, now)
+                if found is None:
+                    return 0
+                sql, where = found
+                if all_map_indices and isinstance(scope, TaskScope):
+                    return _count(await conn.execute(sql["clear_all"], *where[:3]))
+                return _count(await conn.execute(sql["clear"], *where))
+            case Increment(scope, key, by, expires_at, writer):
+                return await self._increment(scope, key, by, expires_at, writer, now)
+            case CompareAndSet(scope, key, expected, new, expires_at, writer):
+                if expected is None:
+                    sql, where = await self._where_to_write(scope, now)
+                else:
+                    found = await self._where(scope, now)
+                    if found is None:
+                        return False  # an unknown asset holds nothing to compare with
+                    sql, where = found
+                params = (*where, key, new, text_digest(new), now, expires_at)
+                params += self._writer_params(scope, writer)
+                if expected is None:
+                    return bool(await conn.fetchval(sql["cas_absent"], *params))
+                return bool(await conn.fetchval(sql["cas"], *params, value_digest(expected)))
+            case RegisterAssets(assets):
+                await self._register_all(assets, now)
+                return None
+            case LookupAsset(name, uri):
+                column, ident = ("name", name) if name is not None else ("uri", uri)
+                row = await conn.fetchrow(
+                    f"SELECT name, uri FROM {self.sql.s}.asset WHERE {column} = $1", ident
+                )
+                return None if row is None else AssetInfo(row["name"], row["uri"])
+            case ResolveAlias(alias_name):
+                rows = await conn.fetch(
+                    f"SELECT a.name, a.uri FROM {self.sql.s}.asset_alias AS m "
+                    f"JOIN {self.sql.s}.asset AS a ON a.id = m.asset_id "
+                    "WHERE m.alias_name = $1 ORDER BY m.seq",
+                    alias_name,
+                )
+                return tuple(AssetInfo(row["name"], row["uri"]) for row in rows)
+            case AddEvent(asset, extra, alias_name, writer):
+                await self._add_event(asset, extra, alias_name, writer, now)
+                return None
+            case ListEntries():
+                return await self._list(op, now)
+            case Cleanup(dry_run):
+                return await self._cleanup(now, dry_run)
+            case _:
+                msg = f"PostgresStore cannot execute {type(op).__name__}: {op!r}"
+                raise TypeError(msg)
+
+    async def _increment(
+        self, scope: Scope, key: str, by: int, expires_at: float | None, writer: Writer | None,
+        now: float,
+    ) -> int:  # fmt: skip
+        sql, where = await self._where_to_write(scope, now)
+        params = (*where, key, by, now, expires_at, *self._writer_params(scope, writer))
+        new = await self.conn.fetchval(sql["increment"], *params)
+        if new is not None:
+            return int(new)
+        # The key is live and holds no int; the statement locked its row, so within a
+        # transaction this read sees the value that was refused.
+        if not self._in_tx:
+            raise _NeedsTransaction
+        text = await self.conn.fetchval(sql["get"], *where, key, now)
+        current = None if text is None else decode_value(text)
+        raise StateTypeError(increment_type_message(key, current), key=key)
+
+    async def _add_event(
+        self, asset: AssetInfo, extra: str, alias_name: str | None, writer: Writer | None,
+        now: float,
+    ) -> None:  # fmt: skip
+        s = self.sql.s
+        asset_id = await self._register(asset, now)
+        await self.conn.execute(
+            f"INSERT INTO {s}.asset_event (asset_id, alias_name, extra, dag_id, run_id, "
+            "task_id, map_index, try_number, timestamp) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            asset_id, alias_name, extra, *_who(writer), now,
+        )  # fmt: skip
+        if alias_name is not None:
+            await self.conn.execute(
+                f"INSERT INTO {s}.asset_alias (alias_name, asset_id, created_at) "
+                "VALUES ($1, $2, $3) ON CONFLICT (alias_name, asset_id) DO NOTHING",
+                alias_name, asset_id, now,
+            )  # fmt: skip
+
+    async def _list(self, f: ListEntries, now: float) -> tuple[StateEntry, ...]:
+        s = self.sql.s
+        entries: list[StateEntry] = []
+        if f.scope in (None, "task") and f.asset_name is None:
+            where, params = filters(
+                {"dag_id": f.dag_id, "run_id": f.run_id, "task_id": f.task_id,
+                 "map_index": f.map_index}, now, f.include_expired,
+            )  # fmt: skip
+            rows = await self.conn.fetch(
+                "SELECT dag_id, run_id, task_id, map_index, key, value, updated_at, expires_at,"
+                f" writer_try FROM {s}.task_state WHERE {where}"
+                " ORDER BY dag_id, run_id, task_id, map_index, key",
+                *params,
+            )
+            for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
+                label = None if tn is None else Writer(dag_id, run_id, task_id, map_index, tn).label
+                entries.append(
+                    StateEntry(
+                        "task", key, decode_value(value), updated, expires,
+                        dag_id, run_id, task_id, map_index, writer=label,
+                    )
+                )  # fmt: skip
+        no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
+        if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
+            where, params = filters({"a.name": f.asset_name}, now, f.include_expired, "s.")
+            rows = await self.conn.fetch(
+                "SELECT a.name, a.uri, s.key, s.value, s.updated_at, s.expires_at,"
+                " s.writer_dag_id, s.writer_run_id, s.writer_task_id, s.writer_map_index,"
+                f" s.writer_try FROM {s}.asset_state AS s JOIN {s}.asset AS a"
+                f" ON a.id = s.asset_id WHERE {where} ORDER BY a.name, s.key",
+                *params,
+            )
+            for name, uri, key, value, updated, expires, *who in rows:
+                label = None if who[0] is None else Writer(*who).label
+                entries.append(
+                    StateEntry(
+                        "asset", key, decode_value(value), updated, expires,
+                        asset_name=name, asset_uri=uri, writer=label,
+                    )
+                )  # fmt: skip
+        return tuple(entries)
+
+    async def _cleanup(self, now: float, dry_run: bool) -> int:
+        count = 0
+        for table in ("task_state", "asset_state"):
+            if dry_run:
+                sql = f"SELECT count(*) FROM {self.sql.s}.{table} WHERE expires_at <= $1"
+                count += int(await self.conn.fetchval(sql, now))
+            else:
+                sql = f"DELETE FROM {self.sql.s}.{table} WHERE expires_at <= $1"
+                count += _count(await self.conn.execute(sql, now))
+        return count

@@ -1,0 +1,533 @@
+"""PostgresStore specifics: exact values, the schema and its migrations, redaction,
+lost connections and timeouts, and several runtimes (and processes) on one database.
+
+The behaviour every store shares runs against PostgreSQL through the ``make_store``
+fixture; these tests cover what only this store has. They need the server that
+``tests/pg.py`` finds (or starts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from stateward import (
+    Asset,
+    Dag,
+    NotAStatewardDatabaseError,
+    StateTypeError,
+    StoreError,
+    open_runtime,
+)
+from stateward.errors import StateValueError
+from stateward.records import AssetInfo
+from stateward.runtime.runtime import make_store
+from stateward.store import base as ops
+from stateward.store.base import AssetScope, TaskScope
+from stateward.store.pg_schema import SCHEMA_VERSION, migrate
+from stateward.store.postgres import PostgresStore, redact_dsn
+from tests.pg import PgDatabase, run_async
+
+T = TaskScope("d", "r", "t", -1)
+WORKER = Path(__file__).with_name("pg_worker.py")
+CLOSED_PORT = "postgresql://alice:s3cret@127.0.0.1:1/nowhere"
+
+
+@pytest.fixture
+def database(pg_database: PgDatabase) -> PgDatabase:
+    """The session's PostgreSQL database (these tests skip without a server)."""
+    return pg_database
+
+
+@pytest.fixture
+def schema(database: PgDatabase) -> str:
+    """A schema of this test's own."""
+    return database.new_schema()
+
+
+@pytest.fixture
+async def store(database: PgDatabase, schema: str) -> AsyncIterator[PostgresStore]:
+    """An open PostgresStore on a fresh schema."""
+    async with PostgresStore(database.dsn, schema=schema) as opened:
+        yield opened
+
+
+async def one(store: PostgresStore, op: ops.Op, now: float = 100.0) -> Any:
+    (result,) = await store.execute([op], now=now)
+    return result
+
+
+def put(scope: ops.Scope, key: str, text: str) -> ops.Put:
+    return ops.Put(scope, key, text, None, None)
+
+
+async def sql(dsn: str, statement: str, *args: Any) -> list[Any]:
+    """Run one statement on its own asyncio connection (in a thread: trio runs here)."""
+
+    async def go() -> list[Any]:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [tuple(row) for row in await conn.fetch(statement, *args)]
+        finally:
+            await conn.close()
+
+    return await trio.to_thread.run_sync(run_async, go())
+
+
+@contextmanager
+def row_locked(dsn: str, statement: str) -> Iterator[None]:
+    """Hold the locks ``statement`` takes, in an open transaction on another connection."""
+    ready, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute(statement)
+                ready.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        finally:
+            await conn.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(hold(),))
+    thread.start()
+    try:
+        assert ready.wait(10), "the locking connection did not start"
+        yield
+    finally:
+        release.set()
+        thread.join(10)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"b":1,"a":2}', "1.0", "1e+16", "10000000000000000", "-0.0", '{"é":"ü","a":[1.5e-07]}',
+     str(2**80), '"\\u0000 is escaped"'],
+)  # fmt: skip
+async def test_values_read_back_exactly(store: PostgresStore, text: str) -> None:
+    """A value reads back as written: key order, int vs float, exponent, NUL escapes."""
+    await one(store, put(T, "k", text))
+    value = await one(store, ops.Get(T, "k"))
+    assert json.dumps(value, separators=(",", ":"), ensure_ascii=False) == json.dumps(
+        json.loads(text), separators=(",", ":"), ensure_ascii=False
+    )
+    assert type(value) is type(json.loads(text))
+
+
+async def test_jsonb_would_not_round_trip(database: PgDatabase) -> None:
+    """Why values are text: jsonb reorders keys and reads 1e+16 back as an int."""
+    rows = await sql(database.dsn, """SELECT '{"b":1,"a":2}'::jsonb::text, '1e+16'::jsonb::text""")
+    assert rows == [('{"a": 2, "b": 1}', "10000000000000000")]
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected", "swaps"),
+    [
+        ('{"a":1,"b":[2,{"c":3,"d":4}]}', {"b": [2, {"d": 4, "c": 3}], "a": 1}, True),
+        ("1e+16", 10**16, False),
+        ("10000000000000000", 1e16, False),
+        ("-0.0", 0.0, True),
+        ('[1,true]', [1, 1], False),
+        ('"1"', 1, False),
+    ],
+)  # fmt: skip
+async def test_compare_and_set_compares_json_exactly(
+    store: PostgresStore, stored: str, expected: Any, swaps: bool
+) -> None:
+    """CAS is one statement on a digest: key order is ignored, types are not."""
+    await one(store, put(T, "k", stored))
+    assert await one(store, ops.CompareAndSet(T, "k", expected, '"new"', None, None)) is swaps
+
+
+async def test_increment_is_exact_beyond_64_bits(store: PostgresStore) -> None:
+    """The increment adds in SQL numeric: no overflow, negative steps work."""
+    await one(store, put(T, "n", str(2**80)))
+    assert await one(store, ops.Increment(T, "n", 1, None, None)) == 2**80 + 1
+    assert await one(store, ops.Increment(T, "n", -(2**81), None, None)) == 1 - 2**80
+    assert await one(store, ops.Get(T, "n")) == 1 - 2**80
+
+
+async def test_increment_of_integral_float_is_refused(store: PostgresStore) -> None:
+    """2.0 is a float, refused with the same text as the other stores, alone or batched."""
+    await one(store, put(T, "f", "2.0"))
+    refused = await one(store, ops.Increment(T, "f", 1, None, None))
+    assert isinstance(refused, StateTypeError)
+    assert str(refused).startswith("cannot increment key 'f': it holds float 2.0, not an int")
+    assert await one(store, ops.Get(T, "f")) == 2.0
+
+
+async def test_nul_in_a_key_refuses_that_operation_only(store: PostgresStore) -> None:
+    """PostgreSQL text cannot hold U+0000: the one operation is refused, the batch goes on."""
+    results = await store.execute([put(T, "a\x00b", "1"), put(T, "ok", "1")], now=1.0)
+    assert isinstance(results[0], StateValueError)
+    assert "NUL character" in str(results[0])
+    assert results[1] is None
+    assert await one(store, ops.Items(T)) == {"ok": 1}
+
+
+async def test_a_run_of_puts_keeps_its_order_and_refuses_one_by_one(store: PostgresStore) -> None:
+    """Consecutive puts go as one pipelined statement each for task and asset rows: the
+    later put of a key wins, and a refused put (NUL, asset conflict) fails alone."""
+    orders = AssetScope("orders", "s3://o")
+    await one(store, ops.RegisterAssets((AssetInfo("orders", "s3://o"),)))
+    results = await store.execute(
+        [
+            put(T, "k", "1"),
+            put(orders, "w", "1"),
+            put(T, "bad\x00", "1"),
+            put(AssetScope("other", "s3://o"), "w", "2"),
+            put(T, "k", "2"),
+        ],
+        now=1.0,
+    )
+    assert [type(r).__name__ for r in results] == [
+        "NoneType", "NoneType", "StateValueError", "AssetConflictError", "NoneType",
+    ]  # fmt: skip
+    assert await store.execute([ops.Items(T), ops.Items(orders)], now=1.0) == [{"k": 2}, {"w": 1}]
+    assert await one(store, ops.LookupAsset(name="other")) is None
+
+
+async def test_lone_writes_to_a_new_asset_register_it(store: PostgresStore) -> None:
+    """A lone increment or expect-absent CAS on an unknown asset (one statement, no BEGIN)
+    falls back to a transaction that registers the asset first; a delete registers none."""
+    assert await one(store, ops.Delete(AssetScope("gone"), "k")) is False
+    assert await one(store, ops.Increment(AssetScope("hits"), "n", 5, None, None)) == 5
+    assert await one(store, ops.CompareAndSet(AssetScope("lock"), "k", None, "1", None, None))
+    found = await store.execute(
+        [ops.LookupAsset(name="gone"), ops.LookupAsset(name="hits"), ops.LookupAsset(name="lock")],
+        now=1.0,
+    )
+    assert found == [None, AssetInfo("hits", "hits"), AssetInfo("lock", "lock")]
+
+
+async def test_an_error_mid_batch_rolls_the_batch_back(store: PostgresStore) -> None:
+    """A batch that raises part way writes nothing, and the store keeps working."""
+    with pytest.raises(ValueError, match="Expecting property name"):
+        await store.execute([put(T, "first", "1"), put(T, "bad", "{not json")], now=1.0)
+    assert await one(store, ops.Items(T)) == {}
+    await one(store, put(T, "after", "1"))
+    assert await one(store, ops.Items(T)) == {"after": 1}
+
+
+# -- configuration and messages --------------------------------------------------------------
+
+
+def test_redact_dsn_hides_every_password() -> None:
+    """The password goes, in the user part or the query; the rest stays readable."""
+    assert redact_dsn("postgresql://al:pw@db:5432/x") == "postgresql://al:***@db:5432/x"
+    assert redact_dsn("postgres://al@db/x?password=pw&sslmode=require") == (
+        "postgres://al@db/x?password=***&sslmode=require"
+    )
+    assert redact_dsn("postgresql://db/x") == "postgresql://db/x"
+    assert redact_dsn("postgresql://a%40b:p%3Aw@db/x") == "postgresql://a%40b:***@db/x"
+
+
+def test_repr_hides_the_password() -> None:
+    """repr() shows the redacted DSN and the schema."""
+    store = PostgresStore("postgresql://al:s3cret@db/x", schema="sw")
+    assert repr(store) == "PostgresStore('postgresql://al:***@db/x', schema='sw')"
+    assert store.dsn == "postgresql://al:s3cret@db/x"
+
+
+def test_bad_arguments_are_refused() -> None:
+    """Not a URL, a schema that is not a plain identifier, a non-positive timeout."""
+    with pytest.raises(ValueError, match=r"starts with postgresql:// or postgres://, got 'x.db'"):
+        PostgresStore("x.db")
+    with pytest.raises(ValueError, match=r"lower-case PostgreSQL identifier .* got 'a; drop'"):
+        PostgresStore("postgresql://db/x", schema="a; drop")
+    with pytest.raises(ValueError, match=r"command_timeout must be a positive number"):
+        PostgresStore("postgresql://db/x", command_timeout=0)
+
+
+async def test_unreachable_server_error_is_clear_and_redacted() -> None:
+    """Opening a store on a closed port raises StoreError (not a group), password hidden."""
+    with pytest.raises(StoreError) as caught:
+        async with PostgresStore(CLOSED_PORT + "?password=qu3ry"):
+            pass
+    text = str(caught.value)
+    assert text.startswith("PostgreSQL store postgresql://alice:***@127.0.0.1:1/nowhere")
+    assert "check the server is up" in text
+    assert "s3cret" not in text
+    assert "qu3ry" not in text
+
+
+def test_open_runtime_picks_the_store_from_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """postgresql:// and postgres:// URLs, given or in $STATEWARD_DB, make a PostgresStore."""
+    for url in ("postgresql://db/x", "postgres://db/x"):
+        assert isinstance(make_store(url, None, "FULL", 5.0), PostgresStore)
+    monkeypatch.setenv("STATEWARD_DB", "postgresql://u:pw@db/x")
+    chosen = make_store(None, None, "FULL", 5.0)
+    assert isinstance(chosen, PostgresStore)
+    assert chosen.schema == "stateward"
+
+
+async def test_errors_of_the_runtime_block_come_out_unwrapped(
+    database: PgDatabase, schema: str
+) -> None:
+    """An error raised inside ``async with open_runtime(...)`` is not an exception group."""
+    with pytest.raises(KeyError, match="mine") as caught:
+        async with open_runtime(store=PostgresStore(database.dsn, schema=schema)):
+            raise KeyError("mine")
+    assert type(caught.value) is KeyError
+
+
+# -- the schema --------------------------------------------------------------------------------
+
+
+async def test_a_new_schema_is_created_at_the_current_version(
+    store: PostgresStore, database: PgDatabase, schema: str
+) -> None:
+    """Opening creates the schema, its tables and one schema_version row per migration."""
+    rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+async def test_version_1_schema_is_migrated(database: PgDatabase, schema: str) -> None:
+    """A schema at version 1 is brought to the current version, its rows kept."""
+
+    async def old() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database.dsn)
+        try:
+            await migrate(conn, schema, "test", to_version=1)
+            await conn.execute(
+                f'INSERT INTO "{schema}".task_state VALUES '
+                "('d', 'r', 't', -1, 'job_id', '\"J-7\"', '\\x00', 1.0, NULL)"
+            )
+        finally:
+            await conn.close()
+
+    await trio.to_thread.run_sync(run_async, old())
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        (entries,) = await store.execute([ops.ListEntries()], now=2.0)
+    assert [(e.key, e.value, e.writer) for e in entries] == [("job_id", "J-7", None)]
+    rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
+    assert rows == [(1,), (2,)]
+
+
+async def test_concurrent_openers_migrate_once(database: PgDatabase, schema: str) -> None:
+    """Runtimes opening one new schema at once: one migrates, the others wait and use it."""
+    opened: list[int] = []
+
+    async def open_one() -> None:
+        async with PostgresStore(database.dsn, schema=schema) as store:
+            await one(store, ops.Increment(T, "n", 1, None, None))
+            opened.append(1)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(open_one)
+    assert len(opened) == 4
+    rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
+    assert rows == [(1,), (2,)]
+    assert await sql(database.dsn, f'SELECT value FROM "{schema}".task_state') == [("4",)]
+
+
+async def test_newer_schema_is_refused(database: PgDatabase, schema: str) -> None:
+    """A schema written by a newer stateward is not opened."""
+    async with PostgresStore(database.dsn, schema=schema):
+        pass
+    await sql(database.dsn, f'INSERT INTO "{schema}".schema_version VALUES (99, 0)')
+    with pytest.raises(NotAStatewardDatabaseError, match=r"schema version 99, newer .* upgrade"):
+        async with PostgresStore(database.dsn, schema=schema):
+            pass
+
+
+async def test_foreign_schema_is_refused_untouched(database: PgDatabase, schema: str) -> None:
+    """A schema holding another application's tables is refused and left as it was."""
+    await sql(database.dsn, f'CREATE SCHEMA "{schema}"')
+    await sql(database.dsn, f'CREATE TABLE "{schema}".orders (id int)')
+    with pytest.raises(NotAStatewardDatabaseError, match=r"another application \(orders\)"):
+        async with PostgresStore(database.dsn, schema=schema):
+            pass
+    tables = await sql(
+        database.dsn, "SELECT tablename FROM pg_tables WHERE schemaname = $1", schema
+    )
+    assert tables == [("orders",)]
+
+
+# -- connections and timeouts ----------------------------------------------------------------
+
+
+async def test_lost_connection_fails_at_most_one_batch(
+    store: PostgresStore, database: PgDatabase
+) -> None:
+    """A connection the server dropped fails a batch at most; the next one reconnects."""
+    await one(store, put(T, "k", "1"))
+    await sql(
+        database.dsn,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'stateward' AND datname = current_database()",
+    )
+    outcomes = []
+    for _ in range(2):
+        try:
+            outcomes.append(await one(store, ops.Get(T, "k")))
+        except StoreError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[-1] == 1
+    assert outcomes[0] == 1 or "connection" in outcomes[0]
+
+
+async def test_a_statement_waiting_past_command_timeout_is_undone(
+    database: PgDatabase, schema: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A write blocked by another transaction's lock fails after command_timeout seconds of
+    real time (trio's autojumping clock does not fire it early), writes nothing, and the
+    store goes on."""
+    async with PostgresStore(database.dsn, schema=schema, command_timeout=0.5) as store:
+        await one(store, put(T, "k", "1"))
+        locker = f"SELECT * FROM \"{schema}\".task_state WHERE key = 'k' FOR UPDATE"
+        with (
+            row_locked(database.dsn, locker),
+            pytest.raises(StoreError, match=r"statement timeout .* raise command_timeout"),
+        ):
+            await one(store, put(T, "k", "2"))
+        assert await one(store, ops.Get(T, "k")) == 1
+        await one(store, put(T, "k", "3"))
+        assert await one(store, ops.Get(T, "k")) == 3
+
+
+async def test_a_server_that_never_answers_times_out_on_real_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server that accepts and then says nothing fails the opening after connect_timeout
+    seconds of real time, with a clear StoreError."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        store = PostgresStore(f"postgresql://u:pw@127.0.0.1:{port}/x", connect_timeout=0.3)
+        start = time.monotonic()
+        with pytest.raises(StoreError, match=r"no answer within 0\.3 s .* raise connect_timeout"):
+            async with store:
+                pass
+        assert 0.3 <= time.monotonic() - start < 2
+
+
+# -- several runtimes ----------------------------------------------------------------------------
+
+
+async def test_two_runtimes_share_state(database: PgDatabase, schema: str) -> None:
+    """What one runtime's task writes, another runtime reads; increments from both add up."""
+    dag = Dag("shared")
+    counter = Asset("hits")
+
+    @dag.task
+    async def remember(task_state: Any) -> None:
+        await task_state.aset("job_id", "J-1")
+
+    @dag.task(outlets=[counter])
+    async def hit(i: int, asset_state: Any) -> None:
+        for _ in range(20):
+            await asset_state.aincrement("n")
+
+    hit.expand(i=list(range(5)))
+    async with (
+        open_runtime(store=PostgresStore(database.dsn, schema=schema)) as one_rt,
+        open_runtime(store=PostgresStore(database.dsn, schema=schema)) as other_rt,
+    ):
+        result = await one_rt.run_task(remember, run_id="r")
+        assert result.state == "success"
+        assert await other_rt.state.task("shared", "r", "remember").aget("job_id") == "J-1"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(one_rt.run_dag, dag, run_id="a"))
+            nursery.start_soon(partial(other_rt.run_dag, dag, run_id="b"))
+        assert await one_rt.state.asset(counter).aget("n") == 200
+        assert one_rt.store.write_transactions < 100  # group commit: batches of increments
+
+
+async def test_four_processes_increment_one_key_exactly(database: PgDatabase, schema: str) -> None:
+    """4 processes, a runtime each, 150 increments each (3 concurrent instances of 50):
+    exactly 600, every intermediate value given out once; task state crosses runtimes."""
+    async with open_runtime(store=PostgresStore(database.dsn, schema=schema)) as rt:
+        await rt.state.task("seed", "run", "t").aset("greeting", "hello from the test")
+    commands = [
+        [sys.executable, str(WORKER), database.dsn, schema, str(i), "3", "50"] for i in range(4)
+    ]
+    outputs: list[subprocess.CompletedProcess[bytes]] = []
+
+    async def work(command: list[str]) -> None:
+        done = await trio.run_process(
+            command, capture_stdout=True, capture_stderr=True, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        outputs.append(done)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for command in commands:
+                nursery.start_soon(work, command)
+    reports = [json.loads(out.stdout.decode().strip().splitlines()[-1]) for out in outputs]
+    assert [r["seen"] for r in reports] == ["hello from the test"] * 4
+    given = sorted(n for r in reports for n in r["increments"])
+    assert given == list(range(1, 601))
+    async with open_runtime(store=PostgresStore(database.dsn, schema=schema)) as rt:
+        assert await rt.state.asset(name="counter").aget("n") == 600
+        written = [
+            await rt.state.task("workers", f"worker{i}", "note").aget("written_by")
+            for i in range(4)
+        ]
+    assert written == [0, 1, 2, 3]
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "STATEWARD_DB"}
+    script = Path(sys.executable).with_name("stateward")
+    command = (
+        [str(script), *args] if script.exists() else [sys.executable, "-m", "stateward.cli", *args]
+    )
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def test_cli_sets_and_gets_state_on_postgres(database: PgDatabase) -> None:
+    """--db postgresql://... works like a file: set, then get, in separate processes."""
+    set_ = _cli(
+        "state", "set", "w", '{"day":"2024-06-01"}', "--asset", "orders", "--db", database.dsn
+    )
+    assert set_.returncode == 0, set_.stderr
+    got = _cli("state", "get", "w", "--asset", "orders", "--db", database.dsn)
+    assert (got.returncode, json.loads(got.stdout)) == (0, {"day": "2024-06-01"})
+
+
+def test_cli_error_hides_the_password() -> None:
+    """An unreachable server is one 'error:' line, exit 1, without the password."""
+    result = _cli("state", "list", "--db", CLOSED_PORT)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: PostgreSQL store postgresql://alice:***@127.0.0.1:1/")
+    assert "s3cret" not in result.stderr
+
+
+async def test_asset_scope_by_uri_on_a_fresh_runtime(database: PgDatabase, schema: str) -> None:
+    """Asset ids are found again by a new store (nothing cached across stores is needed)."""
+    async with PostgresStore(database.dsn, schema=schema) as first:
+        await one(first, put(AssetScope("orders", "s3://o"), "w", "1"))
+    async with PostgresStore(database.dsn, schema=schema) as second:
+        assert await one(second, ops.Get(AssetScope(uri="s3://o"), "w")) == 1
