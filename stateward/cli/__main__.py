@@ -1,0 +1,5 @@
+"""``python -m stateward.cli``."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,456 @@
+"""``stateward state list|get|set|delete|clear`` and ``stateward cleanup``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import click
+from rich import box
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from ..context.accessors import NEVER_EXPIRE, AssetStateAccessor, RetentionLike, TaskStateAccessor
+from ..records import StateEntry
+from ..runtime.runtime import Runtime
+from .app import (
+    _DURATION,
+    _UNIT_SECONDS,
+    CliError,
+    T,
+    _cell_json,
+    _stdout,
+    _table_time,
+    cli,
+    db_option,
+    iso_time,
+    parse_json,
+    with_runtime,
+)
+from .run import _label
+
+# -- state ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def state() -> None:
+    """List, read and edit task state and asset state out of band."""
+
+
+@attrs.frozen
+class Target:
+    """Whose state a ``state get|set|delete|clear`` command addresses."""
+
+    #: ``(dag_id, run_id, task_id, map_index)`` for task state, else None.
+    task: tuple[str, str, str, int] | None = None
+    asset_name: str | None = None
+    asset_uri: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name the target."""
+        if self.task is not None:
+            dag_id, run_id, task_id, map_index = self.task
+            return f"task state of {dag_id}/{run_id}/{_label(task_id, map_index)}"
+        if self.asset_name is not None:
+            return f"state of asset {self.asset_name!r}"
+        return f"state of the asset with URI {self.asset_uri!r}"
+
+    def accessor(self, rt: Runtime) -> TaskStateAccessor | AssetStateAccessor:
+        """The out-of-band accessor for this target."""
+        if self.task is not None:
+            return rt.state.task(*self.task)
+        return rt.state.asset(name=self.asset_name, uri=self.asset_uri)
+
+
+def selector_options(function: Callable[..., T]) -> Callable[..., T]:
+    """The options choosing a task instance or an asset, and ``--db``."""
+    options: list[Callable[[Any], Any]] = [
+        click.option("--dag", "dag_id", metavar="ID", help="Task state: the Dag's id."),
+        click.option("--run-id", metavar="ID", help="Task state: the run's id."),
+        click.option("--task", "task_id", metavar="ID", help="Task state: the task's id."),
+        click.option(
+            "--map-index",
+            type=click.IntRange(min=-1),
+            metavar="N",
+            help="Task state: the mapped instance. [default: -1, unmapped]",
+        ),
+        click.option("--asset", "asset_name", metavar="NAME", help="Asset state, by name."),
+        click.option("--asset-uri", metavar="URI", help="Asset state, by URI."),
+        db_option,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def make_target(
+    dag_id: str | None,
+    run_id: str | None,
+    task_id: str | None,
+    map_index: int | None,
+    asset_name: str | None,
+    asset_uri: str | None,
+) -> Target:
+    """Check the selector options and return the target they name.
+
+    Raises:
+        click.UsageError: the options name no target, an incomplete one, or two.
+    """
+    task_options = {"--dag": dag_id, "--run-id": run_id, "--task": task_id}
+    given = [name for name, value in task_options.items() if value is not None]
+    if map_index is not None:
+        given.append("--map-index")
+    if asset_name is not None or asset_uri is not None:
+        if asset_name is not None and asset_uri is not None:
+            msg = "give --asset NAME or --asset-uri URI, not both"
+            raise click.UsageError(msg)
+        if given:
+            msg = (
+                f"--asset/--asset-uri select asset state; drop {', '.join(given)}, "
+                "or drop the asset option to select task state"
+            )
+            raise click.UsageError(msg)
+        return Target(asset_name=asset_name, asset_uri=asset_uri)
+    if dag_id is None or run_id is None or task_id is None:
+        missing = [name for name, value in task_options.items() if value is None]
+        msg = (
+            f"task state needs --dag, --run-id and --task (missing {', '.join(missing)}); "
+            "for asset state give --asset NAME or --asset-uri URI"
+        )
+        raise click.UsageError(msg)
+    return Target(task=(dag_id, run_id, task_id, -1 if map_index is None else map_index))
+
+
+def _parse_value(ctx: click.Context, param: click.Parameter, text: str) -> Any:
+    try:
+        value = parse_json(text)
+    except ValueError as exc:
+        if re.fullmatch(r"[^\s\"'\[\]{},:]+", text):
+            msg = (
+                f"{text!r} is not JSON; to store a string, quote it as JSON: "
+                f"'\"{text}\"' (numbers, true/false, lists and objects are taken as JSON)"
+            )
+        else:
+            msg = f"{text!r} is not valid JSON ({exc}); quote strings as JSON, e.g. '\"text\"'"
+        raise click.BadParameter(msg, ctx=ctx, param=param) from None
+    if value is None:
+        msg = "null cannot be stored; to remove the key use 'stateward state delete KEY'"
+        raise click.BadParameter(msg, ctx=ctx, param=param)
+    return value
+
+
+def _parse_retention(ctx: click.Context, param: click.Parameter, text: str | None) -> RetentionLike:
+    if text is None:
+        return None
+    if text.strip().lower() == "never":
+        return NEVER_EXPIRE
+    found = _DURATION.match(text.lower())
+    seconds = float(found[1]) * _UNIT_SECONDS[found[2]] if found else math.nan
+    if not seconds > 0:
+        msg = f"expected seconds (e.g. 3600, 90m, 12h, 30d) or 'never', got {text!r}"
+        raise click.BadParameter(msg, ctx=ctx, param=param)
+    return seconds
+
+
+@state.command("list")
+@click.option("--dag", "dag_id", metavar="ID", help="Only task state of this Dag.")
+@click.option("--run-id", metavar="ID", help="Only task state of this run.")
+@click.option("--task", "task_id", metavar="ID", help="Only task state of this task.")
+@click.option("--map-index", type=click.IntRange(min=-1), metavar="N", help="Only this index.")
+@click.option("--asset", "asset_name", metavar="NAME", help="Only the state of this asset.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of objects.")
+@db_option
+def list_state(
+    dag_id: str | None,
+    run_id: str | None,
+    task_id: str | None,
+    map_index: int | None,
+    asset_name: str | None,
+    as_json: bool,
+    db: str | None,
+) -> None:
+    """List stored keys with values and provenance.
+
+    The table groups keys by task instance or asset and says when each was written
+    and by whom (a try of the task instance, another task, or out-of-band).
+    """
+    filters = {"--dag": dag_id, "--run-id": run_id, "--task": task_id, "--map-index": map_index}
+    task_filters = [name for name, value in filters.items() if value is not None]
+    if asset_name is not None and task_filters:
+        msg = (
+            f"--asset lists asset state, which {', '.join(task_filters)} cannot match; "
+            "list task state and asset state separately"
+        )
+        raise click.UsageError(msg)
+
+    async def work(rt: Runtime) -> list[StateEntry]:
+        return await rt.state.list(
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            map_index=map_index,
+            asset_name=asset_name,
+        )
+
+    entries = with_runtime(db, work, create=False)
+    if as_json:
+        click.echo(json.dumps([entry_json(e) for e in entries], indent=2, ensure_ascii=False))
+        return
+    console = _stdout()
+    if not entries:
+        console.print("no state matches")
+        return
+    console.print(state_table(entries, time.time(), console.width))
+
+
+def entry_json(entry: StateEntry) -> dict[str, Any]:
+    """One listed key as the ``--json`` object (see :data:`JSON_FIELDS`)."""
+    return {
+        "scope": entry.scope,
+        "dag_id": entry.dag_id,
+        "run_id": entry.run_id,
+        "task_id": entry.task_id,
+        "map_index": entry.map_index,
+        "asset_name": entry.asset_name,
+        "asset_uri": entry.asset_uri,
+        "key": entry.key,
+        "value": entry.value,
+        "updated_at": iso_time(entry.updated_at),
+        "expires_at": iso_time(entry.expires_at),
+        "updated_by": entry.writer,
+    }
+
+
+def state_table(entries: Sequence[StateEntry], now: float, width: int = 80) -> Group:
+    """The listed keys, grouped by task instance or asset, for an 80-column terminal.
+
+    Each group is a heading (the task instance or asset, on a line of its own so that
+    long run ids fit) over a table of its keys. "by" is the writer: ``try N`` for the
+    task instance itself, a task instance's label for asset state, or ``out-of-band``
+    (the CLI, admin code, test seeding).
+    """
+    groups: dict[str, list[StateEntry]] = {}
+    for entry in entries:
+        groups.setdefault(_owner(entry), []).append(entry)
+    # One set of column widths for every group, so that the tables line up. To fit
+    # the terminal, the value gives way first (down to 16), then the widest column.
+    widths = {
+        "key": max(3, *(len(e.key) for e in entries)),
+        "value": max(5, *(len(_cell_json(e.value)) for e in entries)),
+        "by": max(2, *(len(_writer(e) or "out-of-band") for e in entries)),
+    }
+    # The indent (2), "updated (UTC)" (16), "expires" (10), four gaps of 3.
+    available = max(width - 2 - 16 - 10 - 4 * 3, 3 * 6)
+    while sum(widths.values()) > available:
+        shrink = "value" if widths["value"] > 16 else max(widths, key=widths.__getitem__)
+        widths[shrink] -= 1
+    parts: list[RenderableType] = []
+    for owner, members in groups.items():
+        if parts:
+            parts.append(Text())
+        parts.append(Text(owner, style="bold"))
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("key", overflow="fold", width=widths["key"])
+        table.add_column("value", overflow="fold", width=widths["value"])
+        table.add_column("updated (UTC)", no_wrap=True, width=16)
+        table.add_column("by", overflow="fold", width=widths["by"])
+        table.add_column("expires", no_wrap=True, width=10)
+        for entry in members:
+            writer = _writer(entry)
+            table.add_row(
+                entry.key,
+                _cell_json(entry.value),
+                _table_time(entry.updated_at),
+                Text("out-of-band", style="dim") if writer is None else writer,
+                _expires_in(entry.expires_at, now),
+            )
+        parts.append(Padding(table, (0, 0, 0, 2)))
+    return Group(*parts)
+
+
+def _owner(entry: StateEntry) -> str:
+    if entry.scope == "task":
+        index = entry.map_index if entry.map_index is not None else -1
+        return f"task {entry.dag_id} / {entry.run_id} / {_label(entry.task_id or '', index)}"
+    if entry.asset_uri != entry.asset_name:
+        return f"asset {entry.asset_name} ({entry.asset_uri})"
+    return f"asset {entry.asset_name}"
+
+
+def _writer(entry: StateEntry) -> str | None:
+    """The writer as shown: a task instance's own writes are just ``try N``."""
+    writer = entry.writer
+    if writer is not None and entry.scope == "task":
+        index = entry.map_index if entry.map_index is not None else -1
+        own = f"{entry.dag_id}/{entry.run_id}/{_label(entry.task_id or '', index)} try "
+        if writer.startswith(own):
+            return "try " + writer[len(own) :]
+    return writer
+
+
+def _expires_in(expires_at: float | None, now: float) -> str:
+    if expires_at is None:
+        return "never"
+    left = int(expires_at - now)
+    if left <= 0:
+        return "expired"
+    days, rest = divmod(left, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"in {days}d {hours}h" if hours else f"in {days}d"
+    if hours:
+        return f"in {hours}h {minutes}m" if minutes else f"in {hours}h"
+    return f"in {minutes}m {seconds}s" if minutes else f"in {seconds}s"
+
+
+@state.command("get")
+@click.argument("key")
+@selector_options
+def get_state(
+    key: str,
+    db: str | None,
+    **selectors: Any,
+) -> None:
+    """Print the value of KEY as JSON.
+
+    Exits with 1 and says so when the key is absent (or expired).
+    """
+    target = make_target(**selectors)
+
+    async def work(rt: Runtime) -> Any:
+        return await target.accessor(rt).aget(key)
+
+    value = with_runtime(db, work, create=False)
+    if value is None:
+        msg = f"no key {key!r} in the {target.label}; 'stateward state list' shows what is stored"
+        raise CliError(msg)
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@state.command("set")
+@click.argument("key")
+@click.argument("value", callback=_parse_value)
+@selector_options
+@click.option(
+    "--retention",
+    metavar="SECONDS|never",
+    callback=_parse_retention,
+    help="Keep the key this long (3600, 90m, 12h, 30d) or 'never' expire it. "
+    "[default: 30 days for task state, never for asset state]",
+)
+def set_state(
+    key: str,
+    value: Any,
+    db: str | None,
+    retention: RetentionLike,
+    **selectors: Any,
+) -> None:
+    """Store a JSON VALUE under KEY.
+
+    VALUE is JSON: 42, true, '"text"', '[1, 2]', '{"a": 1}'. A bare word is refused
+    rather than guessed to be a string: quote it as JSON. The write is recorded as
+    out-of-band (no task instance wrote it).
+    """
+    target = make_target(**selectors)
+
+    async def work(rt: Runtime) -> None:
+        await target.accessor(rt).aset(key, value, retention=retention)
+
+    with_runtime(db, work, create=True)
+    click.echo(f"set {key!r} in the {target.label}")
+
+
+@state.command("delete")
+@click.argument("key")
+@selector_options
+def delete_state(
+    key: str,
+    db: str | None,
+    **selectors: Any,
+) -> None:
+    """Delete KEY (deleting an absent key is not an error)."""
+    target = make_target(**selectors)
+
+    async def work(rt: Runtime) -> bool:
+        accessor = target.accessor(rt)
+        present = await accessor.aget(key) is not None
+        await accessor.adelete(key)
+        return present
+
+    if with_runtime(db, work, create=False):
+        click.echo(f"deleted {key!r} from the {target.label}")
+    else:
+        click.echo(f"{key!r} was not set in the {target.label}; nothing to delete")
+
+
+@state.command("clear")
+@selector_options
+@click.option(
+    "--all-map-indices",
+    is_flag=True,
+    help="Task state: clear every map index of the task in the run (the mapped fleet).",
+)
+def clear_state(
+    db: str | None,
+    all_map_indices: bool,
+    **selectors: Any,
+) -> None:
+    """Delete every key of a task instance or an asset.
+
+    With --all-map-indices, every map index of the task in the run is cleared.
+    """
+    target = make_target(**selectors)
+    if all_map_indices and target.task is None:
+        msg = "--all-map-indices applies to task state only; drop it for asset state"
+        raise click.UsageError(msg)
+    if all_map_indices and selectors["map_index"] is not None:
+        msg = "--all-map-indices clears every map index; drop --map-index"
+        raise click.UsageError(msg)
+
+    async def work(rt: Runtime) -> int:
+        # Counted first, to say what was cleared; the clear itself is one request.
+        accessor = target.accessor(rt)
+        if isinstance(accessor, AssetStateAccessor):
+            count = len(await accessor.aitems())
+            await accessor.aclear()
+            return count
+        assert target.task is not None
+        dag, run, task, index = target.task
+        entries = await rt.state.list(
+            dag_id=dag, run_id=run, task_id=task, map_index=None if all_map_indices else index
+        )
+        await accessor.aclear(all_map_indices=all_map_indices)
+        return len(entries)
+
+    count = with_runtime(db, work, create=False)
+    where = target.label
+    if all_map_indices and target.task is not None:
+        dag, run, task, _ = target.task
+        where = f"task state of {dag}/{run}/{task}, every map index"
+    click.echo(f"cleared {count} key{'' if count == 1 else 's'} from the {where}")
+
+
+# -- cleanup ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Count the expired rows without deleting them.")
+@db_option
+def cleanup(dry_run: bool, db: str | None) -> None:
+    """Delete expired state rows and say how many."""
+
+    async def work(rt: Runtime) -> int:
+        return await rt.cleanup(dry_run=dry_run)
+
+    count = with_runtime(db, work, create=False)
+    rows = f"{count} expired state row{'' if count == 1 else 's'}"
+    click.echo(f"{rows} would be deleted (dry run)" if dry_run else f"deleted {rows}")
