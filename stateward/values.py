@@ -42,6 +42,15 @@ def check_key(key: object) -> str:
             f"keys may have at most {MAX_KEY_LENGTH}"
         )
         raise StateValueError(msg, key=key)
+    if not key.isascii():
+        try:
+            key.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate: no store can hold it
+            msg = (
+                f"state key {key!r} is not valid text ({exc.reason} at position "
+                f"{exc.start}); decode the bytes it came from with errors='replace'"
+            )
+            raise StateValueError(msg, key=key) from None
     return key
 
 
@@ -120,7 +129,14 @@ def encode_value(key: str, value: object, max_value_bytes: int = DEFAULT_MAX_VAL
     except ValueError as exc:  # e.g. an int too large to write as decimal digits
         msg = f"cannot store the value for key {key!r}: {exc}; store it as a str instead"
         raise StateValueError(msg, key=key) from exc
-    size = len(text.encode()) if not text.isascii() else len(text)
+    try:
+        size = len(text.encode()) if not text.isascii() else len(text)
+    except UnicodeEncodeError as exc:  # a lone surrogate in a str of the value
+        msg = (
+            f"cannot store the value for key {key!r}: it holds a str that is not valid "
+            f"text ({exc.reason}); decode the bytes it came from with errors='replace'"
+        )
+        raise StateValueError(msg, key=key) from None
     if size > max_value_bytes:
         msg = (
             f"value for key {key!r} is {size} bytes as JSON, over the limit of "

@@ -462,14 +462,17 @@ def decode(data: object) -> Message:
         msg = f"a message must be a dict with a 'type' tag, got {type(data).__name__} {data!r:.80}"
         raise ProtocolError(msg)
     tag = data.get("type")
-    if tag not in MESSAGE_TYPES:
+    if not isinstance(tag, str) or tag not in MESSAGE_TYPES:  # a list tag is unhashable
         known = ", ".join(sorted(MESSAGE_TYPES))
         msg = f"unknown message type {tag!r}; known types: {known}"
         raise ProtocolError(msg)
     try:
         message: Message = _converter.structure(data, Message)  # type: ignore[arg-type]
     except Exception as exc:
-        problems = "; ".join(cattrs.transform_error(exc, path=tag)) or repr(exc)
+        try:
+            problems = "; ".join(cattrs.transform_error(exc, path=tag)) or repr(exc)
+        except Exception:  # cattrs cannot word it (it sorts and joins non-str keys)
+            problems = repr(exc)
         msg = f"bad {tag} message: {problems}"
         raise ProtocolError(msg) from exc
     return message

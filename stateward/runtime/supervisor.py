@@ -39,7 +39,7 @@ from ..errors import (
 from ..records import AssetInfo
 from ..store import base as ops
 from ..store.base import AssetScope, Store, TaskScope, Writer
-from ..values import DEFAULT_MAX_VALUE_BYTES, check_key, encode_value
+from ..values import DEFAULT_MAX_VALUE_BYTES, check_key, decode_value, encode_value
 from . import messages as m
 
 #: The most requests executed as one batch.
@@ -58,6 +58,8 @@ class Caller:
     assets: dict[str, AssetInfo] = attrs.Factory(dict)
     #: Alias names the caller declared as inlets.
     aliases: frozenset[str] = frozenset()
+    #: Alias names the caller declared as outlets (it may emit asset events through them).
+    outlet_aliases: frozenset[str] = frozenset()
     #: Out-of-band callers (admin tools, tests, the CLI) may reach any asset.
     unrestricted: bool = False
 
@@ -361,6 +363,21 @@ class Supervisor:
                     msg = f"asset event extra must be a dict, got {type(extra).__name__}"
                     raise StateTypeError(msg)
                 asset = AssetInfo(name, uri)
+                # An event through an alias maps the asset to it, and the alias's consumers
+                # are granted the asset: only a declared outlet alias (or asset) may emit.
+                if alias_name is not None and not caller.unrestricted:
+                    if alias_name not in caller.outlet_aliases:
+                        msg = (
+                            f"{caller.label} did not declare AssetAlias({alias_name!r}) as an "
+                            "outlet; add it to the task's outlets to emit events through it"
+                        )
+                        raise StateScopeError(msg)
+                elif not caller.unrestricted and caller.assets.get(name) != asset:
+                    msg = (
+                        f"{caller.label} did not declare Asset({name!r}, uri={uri!r}); "
+                        "add it to the task's outlets to emit events for it"
+                    )
+                    raise UndeclaredAssetError(msg, asset=name)
                 return ops.AddEvent(asset, extra_text, alias_name, caller.writer), ok
             case m.ListState():
                 self._admin(caller, request)
@@ -391,7 +408,8 @@ class Supervisor:
     ) -> ops.CompareAndSet:  # fmt: skip
         new_text = self._encode(key, new)
         if expected is not None:
-            self._encode(key, expected)  # only to refuse a non-JSON expected value
+            # Compared as stored: set() keeps an IntEnum as an int, a str subclass as a str.
+            expected = decode_value(self._encode(key, expected))
         return ops.CompareAndSet(scope, key, expected, new_text, expires_at, writer)
 
     @staticmethod
