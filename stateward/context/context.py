@@ -66,6 +66,9 @@ class OutletEventAccessor:
             raise StateTypeError(msg)
         self.events.append(AssetEventRecord(asset, dict(extra or {}), self.outlet))
 
+    # Emitting is a write: templates (jinja's sandbox) refuse to call it.
+    add.alters_data = True  # type: ignore[attr-defined]
+
 
 class OutletEventAccessors:
     """``context["outlet_events"]``: keyed by the task's Asset and AssetAlias outlets."""

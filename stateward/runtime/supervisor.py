@@ -46,9 +46,15 @@ from . import messages as m
 DEFAULT_MAX_BATCH: Final = 512
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, on_setattr=attrs.setters.frozen)
 class Caller:
-    """Who a client speaks for: the supervisor's record of one task actor's rights."""
+    """Who a client speaks for: the supervisor's record of one task actor's rights.
+
+    Its fields cannot be reassigned once made (only alias resolution adds to
+    ``assets``). In-process task code shares the interpreter and so is trusted not to
+    dig into private objects; ``isolation="process"`` is the boundary against code
+    that would.
+    """
 
     #: The task instance whose task state the caller owns; ``None``: none.
     task: TaskScope | None
@@ -290,6 +296,10 @@ class Supervisor:
         Raises:
             StatewardError: the request is refused (bad key or value, out of scope).
         """
+        expires = getattr(request, "expires_at", None)
+        if expires is not None and not math.isfinite(expires):
+            msg = f"expires_at must be a finite Unix time or None (never), got {expires!r}"
+            raise StateValueError(msg)
         encode = self._encode
         ok = _ok
         scope: ops.Scope

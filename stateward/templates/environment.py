@@ -18,7 +18,7 @@ import jinja2
 from jinja2.exceptions import UndefinedError
 from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate, native_concat
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import internalcode
 
 from stateward.errors import TemplateWriteError, UndeclaredAssetError
@@ -134,7 +134,7 @@ def _write_refused_message(obj: object) -> str:
     )
 
 
-class StateSandbox(SandboxedEnvironment):
+class StateSandbox(ImmutableSandboxedEnvironment):
     """A sandboxed environment with ``<< >>`` / ``<% %>`` / ``<# #>`` delimiters.
 
     Undefined values are strict (:class:`StateUndefined`), output is not escaped, and

@@ -335,3 +335,32 @@ async def test_supervisor_death_answers_the_batch_in_flight_and_later_calls() ->
 
         with pytest.raises(SupervisorDiedError, match=r"supervisor died"):
             await trio.to_thread.run_sync(from_thread)
+
+
+@pytest.mark.parametrize("expires_at", [float("nan"), float("inf"), float("-inf")])
+async def test_non_finite_expiry_is_refused(expires_at: float) -> None:
+    """A hand-built request with a NaN or infinite expiry is refused, nothing written."""
+    store = MemoryStore()
+    async with _Opened(store), trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        client = h.client()
+        for request in (
+            m.SetTaskState("k", 1, expires_at),
+            m.IncrementTaskState("k", 1, expires_at),
+            m.CompareAndSetTaskState("k", None, 1, expires_at),
+        ):
+            with pytest.raises(StateValueError, match=r"expires_at must be a finite Unix time"):
+                await client.request(request)
+        assert (await client.request(m.ListTaskState())).items == {}
+        h.supervisor.close()
+
+
+def test_a_callers_identity_cannot_be_reassigned() -> None:
+    """Caller fields are fixed when the runtime makes it (in-process hardening)."""
+    import attrs
+
+    caller = Caller(task=T, writer=None)
+    for field, value in (("task", TaskScope("d", "r", "other", -1)), ("unrestricted", True)):
+        with pytest.raises(attrs.exceptions.FrozenAttributeError):
+            setattr(caller, field, value)

@@ -12,6 +12,7 @@ import trio
 
 from stateward import (
     Asset,
+    AssetAlias,
     Dag,
     Operator,
     Runtime,
@@ -533,3 +534,30 @@ async def test_templates_read_state_written_by_upstream_tasks(rt):
     assert run.ti("load").result == "since 250"
     assert run.ti("load").rendered == {"op_kwargs": {"value": "since 250"}}
     assert run.ti("extract").rendered == {"op_kwargs": {}}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "<< params.update({'limit': 0}) >>",
+        "<< params.pop('limit') >>",
+        "<< inlets.append(1) >>",
+        "<% set _ = params.setdefault('x', 1) %>",
+    ],
+)
+async def test_templates_cannot_mutate_context_containers(sw_runtime, source):
+    """The sandbox is immutable: a template cannot change params or other containers."""
+    dag = Dag(DAG_ID, params={"limit": 5})
+    result = await render_value(sw_runtime, source, dag=dag)
+    assert result.state == "failed"
+    assert isinstance(result.error, TemplateError)
+    assert dag.params == {"limit": 5}
+
+
+async def test_templates_cannot_emit_asset_events(sw_runtime):
+    """outlet_events[alias].add(...) is a write: a template calling it fails the render."""
+    daily = AssetAlias("daily")
+    source = "<% for alias in outlet_events %><< outlet_events[alias].add(alias) >><% endfor %>"
+    result = await render_value(sw_runtime, source, outlets=[daily])
+    assert isinstance(result.error, TemplateWriteError)
+    assert "'add' writes state" in str(result.error)
