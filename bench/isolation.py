@@ -60,7 +60,7 @@ async def measure(isolation: str, n: int, runs: int, store: str) -> dict[str, fl
     """Every figure for one isolation mode, in a runtime of its own."""
     where = {"store": MemoryStore()} if store == "memory" else {"db": tmp_db(f"{isolation}.db")}
     figures: dict[str, float] = {}
-    async with open_runtime(**where, isolation=isolation) as rt:  # type: ignore[arg-type]
+    async with open_runtime(**where, isolation=isolation) as rt:
         for task in (sync_ops, async_ops):
             ti = await rt.run_task(task, run_id="ops", params={"n": n})
             if ti.error is not None:

@@ -33,6 +33,8 @@ from .errors import StoreError as StoreError
 from .errors import SupervisorDiedError as SupervisorDiedError
 from .errors import TaskFailedError as TaskFailedError
 from .errors import TaskLoadError as TaskLoadError
+from .errors import TaskProcessError as TaskProcessError
+from .errors import TaskTimeoutError as TaskTimeoutError
 from .errors import TemplateError as TemplateError
 from .errors import TemplateKeyError as TemplateKeyError
 from .errors import TemplateWriteError as TemplateWriteError
@@ -86,6 +88,8 @@ __all__ = [
     "TaskInstanceInfo",
     "TaskInstanceResult",
     "TaskLoadError",
+    "TaskProcessError",
+    "TaskTimeoutError",
     "TaskStateAccessor",
     "TemplateError",
     "TemplateKeyError",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextvars
 import inspect
 import math
+import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Self, TypeVar, overload
@@ -18,7 +20,12 @@ _current_dag: contextvars.ContextVar[Dag | None] = contextvars.ContextVar(
     "stateward_current_dag", default=None
 )
 #: Task options a Dag's ``default_args`` may set.
-TASK_OPTIONS: Final = frozenset({"retries", "retry_delay", "clear_state_on_success"})
+TASK_OPTIONS: Final = frozenset(
+    {"retries", "retry_delay", "clear_state_on_success", "isolation", "execution_timeout"}
+)
+#: Where a task's attempts run: ``"none"`` in the runtime's process (trio's thread or a
+#: worker thread), ``"process"`` in a child process of their own.
+ISOLATION_MODES: Final = ("none", "process")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +49,35 @@ def _as_delay(task_id: str, value: object) -> float:
         msg = f"task {task_id!r}: retry_delay must not be negative, got {value!r}"
         raise DagDefinitionError(msg)
     return seconds
+
+
+def _as_timeout(task_id: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        msg = (
+            f"task {task_id!r}: execution_timeout must be seconds, a timedelta or None, "
+            f"got {value!r}"
+        )
+        raise DagDefinitionError(msg)
+    if not 0 < seconds < math.inf:
+        msg = f"task {task_id!r}: execution_timeout must be positive and finite, got {value!r}"
+        raise DagDefinitionError(msg)
+    return seconds
+
+
+def _as_isolation(task_id: str, value: object) -> str | None:
+    if value is not None and value not in ISOLATION_MODES:
+        msg = (
+            f"task {task_id!r}: isolation must be one of {list(ISOLATION_MODES)} or None "
+            f"(the runtime's default), got {value!r}"
+        )
+        raise DagDefinitionError(msg)
+    return value
 
 
 def _as_assets(task_id: str, kind: str, values: Iterable[object]) -> tuple[AssetLike, ...]:
@@ -68,12 +104,18 @@ class Dag:
         dag_id: The Dag's id (letters, digits, ``_ . -``).
         params: Values the tasks see as ``context["params"]`` (a run may override them).
         default_args: Default task options (``retries``, ``retry_delay``,
-            ``clear_state_on_success``).
+            ``clear_state_on_success``, ``isolation``, ``execution_timeout``).
         max_active_tasks: How many task instances of a run execute at once.
         render_template_as_native_obj: Render template fields to Python objects
             instead of strings.
         template_searchpath: Folders where ``template_ext`` files are looked up.
         description: Shown by ``stateward dags``.
+
+    Attributes:
+        fileloc: The file that defines the Dag (the module that called ``Dag(...)``),
+            ``None`` when it was built outside a file (a REPL, ``exec``). Isolated
+            tasks are loaded from it in their child process; set it when a factory in
+            another module builds the Dag.
     """
 
     def __init__(
@@ -108,6 +150,11 @@ class Dag:
         self.description = description
         self.tasks: dict[str, Operator] = {}
         self._token: contextvars.Token[Dag | None] | None = None
+        # The caller's module file, as Airflow's fileloc: cheap (no inspect.stack()).
+        defined_in = sys._getframe(1).f_globals.get("__file__")
+        self.fileloc: str | None = (
+            os.path.abspath(defined_in) if isinstance(defined_in, str) else None
+        )
 
     def __repr__(self) -> str:
         return f"<Dag {self.dag_id!r}: {len(self.tasks)} tasks>"
@@ -185,6 +232,8 @@ class Dag:
         outlets: Iterable[AssetLike] = (),
         op_kwargs: Mapping[str, Any] | None = None,
         clear_state_on_success: bool | None = None,
+        isolation: str | None = None,
+        execution_timeout: float | timedelta | None = None,
     ) -> Callable[[Callable[..., Any]], PythonTask]: ...
     def task(
         self,
@@ -198,6 +247,8 @@ class Dag:
         outlets: Iterable[AssetLike] = (),
         op_kwargs: Mapping[str, Any] | None = None,
         clear_state_on_success: bool | None = None,
+        isolation: str | None = None,
+        execution_timeout: float | timedelta | None = None,
     ) -> PythonTask | Callable[[Callable[..., Any]], PythonTask]:
         """Make a function a task of this Dag: ``@dag.task`` or ``@dag.task(retries=2)``.
 
@@ -218,6 +269,8 @@ class Dag:
                 outlets=outlets,
                 op_kwargs=op_kwargs,
                 clear_state_on_success=clear_state_on_success,
+                isolation=isolation,
+                execution_timeout=execution_timeout,
             )
 
         return decorate(fn) if fn is not None else decorate
@@ -240,6 +293,11 @@ class Operator:
         outlets: Assets (and aliases) the task writes.
         clear_state_on_success: Delete the task instance's task state when it
             succeeds (default: the runtime's setting).
+        isolation: ``"process"`` runs each attempt in a child process of its own
+            (see docs/isolation.md), ``"none"`` in the runtime's process; ``None``
+            (default): the runtime's ``isolation``.
+        execution_timeout: Seconds (or a timedelta) an attempt's ``execute`` may run
+            before it is stopped and fails with :class:`~stateward.errors.TaskTimeoutError`.
     """
 
     template_fields: ClassVar[Sequence[str]] = ()
@@ -255,6 +313,8 @@ class Operator:
         inlets: Iterable[AssetLike] = (),
         outlets: Iterable[AssetLike] = (),
         clear_state_on_success: bool | None = None,
+        isolation: str | None = None,
+        execution_timeout: float | timedelta | None = None,
     ) -> None:
         self.task_id = _check_id("task_id", task_id)
         dag = dag if dag is not None else _current_dag.get()
@@ -275,6 +335,12 @@ class Operator:
         if clear_state_on_success is None:
             clear_state_on_success = defaults.get("clear_state_on_success")
         self.clear_state_on_success: bool | None = clear_state_on_success
+        if isolation is None:
+            isolation = defaults.get("isolation")
+        self.isolation: str | None = _as_isolation(task_id, isolation)
+        if execution_timeout is None:
+            execution_timeout = defaults.get("execution_timeout")
+        self.execution_timeout: float | None = _as_timeout(task_id, execution_timeout)
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self.expand_kwargs: dict[str, list[Any]] | None = None

@@ -18,6 +18,8 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     ├── SupervisorDiedError (RuntimeError)  the supervisor stopped while tasks ran
     ├── DagDefinitionError (ValueError)     a malformed Dag or task
     ├── TaskLoadError (ImportError)         a Dag file that cannot be loaded
+    ├── TaskProcessError                    an isolated task's process raised or died
+    ├── TaskTimeoutError (TimeoutError)     an attempt ran past its execution_timeout
     ├── TaskFailedError                     a task raised; ``.__cause__`` is its error
     ├── ExternalJobFailedError              a ResumableJobOperator's job ended failed
     ├── ShellCommandError                   a ShellOperator's command failed
@@ -105,6 +107,57 @@ class DagDefinitionError(StatewardError, ValueError):
 
 class TaskLoadError(StatewardError, ImportError):
     """A Dag file or task that cannot be loaded."""
+
+
+class TaskProcessError(StatewardError):
+    """The process of an isolated task (``isolation="process"``) failed.
+
+    Either the task's code raised in the child process (``remote_type`` and
+    ``remote_traceback`` say what; the traceback text is also this error's
+    ``__cause__``, so it is printed with it), or the process died before reporting a
+    result (``returncode`` says how), or it broke the frame protocol.
+
+    Attributes:
+        task: The task instance, as ``dag_id.task_id`` (with ``[map_index]`` when mapped).
+        try_number: The attempt whose process failed.
+        returncode: The process's exit code; negative when a signal ended it (``-9``
+            for SIGKILL); ``None`` when it reported an exception instead of dying.
+        remote_type: The type of the exception raised in the child, e.g.
+            ``"ValueError"`` or ``"stateward.errors.StateScopeError"``; ``None`` when
+            it died without one.
+        remote_traceback: The child's formatted traceback; ``""`` when there is none.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task: str,
+        try_number: int,
+        returncode: int | None = None,
+        remote_type: str | None = None,
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.task = task
+        self.try_number = try_number
+        self.returncode = returncode
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+
+class TaskTimeoutError(StatewardError, TimeoutError):
+    """An attempt ran longer than its task's ``execution_timeout``; the attempt failed.
+
+    Attributes:
+        task: The task instance, as ``dag_id.task_id`` (with ``[map_index]`` when mapped).
+        timeout: The limit, in seconds.
+    """
+
+    def __init__(self, message: str, *, task: str, timeout: float) -> None:
+        super().__init__(message)
+        self.task = task
+        self.timeout = timeout
 
 
 class TaskFailedError(StatewardError):

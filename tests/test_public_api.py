@@ -20,6 +20,7 @@ DOCUMENTED = {
     "StoreError", "NotAStatewardDatabaseError", "RuntimeClosedError", "SupervisorDiedError",
     "DagDefinitionError", "TaskLoadError", "TaskFailedError", "TemplateError",
     "TemplateKeyError", "TemplateWriteError", "ShellCommandError", "ExternalJobFailedError",
+    "TaskProcessError", "TaskTimeoutError",
 }  # fmt: skip
 
 

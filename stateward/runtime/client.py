@@ -58,6 +58,18 @@ def raise_error(response: m.ErrorResponse) -> NoReturn:
     raise kind(response.detail)
 
 
+def _check_cancelled() -> None:
+    """In a task's worker thread, raise ``trio.Cancelled`` once the task is cancelled.
+
+    A thread cannot be interrupted, so a cancelled (or timed-out) plain-function task
+    stops at its next state call instead. Threads trio did not start have nothing to check.
+    """
+    try:
+        trio.from_thread.check_cancelled()
+    except RuntimeError:
+        return
+
+
 def in_trio_thread() -> bool:
     """Whether the caller runs in trio's thread (where blocking calls must not be made)."""
     return trio.lowlevel.in_trio_run()
@@ -133,6 +145,7 @@ class SupervisorClient:
                 f"task, or any code in trio's thread); use {twin} instead"
             )
             raise AsyncContextError(msg)
+        _check_cancelled()
         # Cheaper than trio.from_thread.run: queue the request into trio's thread and
         # wait on a thread event that the supervisor sets when it answers.
         waiter = threading.Event()

@@ -33,6 +33,7 @@ from ..store.base import TaskScope, Writer
 from ..templates import get_environment, needs_rendering, render_fields
 from . import messages as m
 from .client import SupervisorClient
+from .isolation import execute_in_process, run_isolated, task_label
 from .supervisor import Caller, Supervisor
 
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
@@ -132,6 +133,8 @@ class RunSettings:
     clear_state_on_success: bool
     max_active_tasks: int | None
     wall_clock: Callable[[], float]
+    #: Where attempts of tasks that do not choose run: ``"none"`` or ``"process"``.
+    isolation: str = "none"
 
 
 class Runner:
@@ -243,11 +246,18 @@ class Runner:
             died = True
             scope.cancel()
 
-        async with trio.open_nursery() as outer:
-            outer.start_soon(watch, outer.cancel_scope)
-            async with trio.open_nursery() as inner:
-                start(inner)
-            outer.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(watch, outer.cancel_scope)
+                async with trio.open_nursery() as inner:
+                    start(inner)
+                outer.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Task actors that were answered "supervisor died" raise it: report it once,
+            # as SupervisorDiedError, not as a group nested per nursery.
+            if group.split(SupervisorDiedError)[1] is not None:
+                raise
+            died = True
         if died:
             raise supervisor.died_error() from supervisor.failure
 
@@ -327,11 +337,22 @@ class Runner:
             writer=Writer(dag.dag_id, run.run_id, task.task_id, map_index, try_number),
             assets={asset.name: asset for asset in declared},
             aliases=frozenset(alias_inlets),
+            outlet_aliases=frozenset(a.name for a in task.outlets if isinstance(a, AssetAlias)),
         )
         client = SupervisorClient(self._supervisor, caller, self._token)
         started = time.perf_counter()
         rendered: dict[str, Any] = {}
         try:
+            if (task.isolation or settings.isolation) == "process":
+                result, outlet_events = await run_isolated(
+                    task, client, rendered, run_id=run.run_id, params=run.params,
+                    map_index=map_index, try_number=try_number, max_tries=max_tries,
+                    assets=declared, task_retention=settings.default_task_retention,
+                    asset_retention=settings.default_asset_retention,
+                    wall_clock=settings.wall_clock,
+                )  # fmt: skip
+                await self._after_success(task, client, outlet_events)
+                return Attempt(try_number, rendered, None, time.perf_counter() - started), result
             instance = copy.copy(task)
             if task.is_mapped:
                 arguments = task.map_arguments(map_index)
@@ -372,10 +393,8 @@ class Runner:
             rendered = await self._render(instance, context, client, accessible, resolved)
             for name, value in rendered.items():
                 setattr(instance, name, value)
-            if instance.is_async:
-                result = await instance.execute(context)
-            else:
-                result = await trio.to_thread.run_sync(instance.execute, context)
+            label = task_label(dag.dag_id, task.task_id, map_index)
+            result = await execute_in_process(instance, context, label=label, try_number=try_number)
             await self._after_success(task, client, outlet_events)
         except Exception as exc:
             if isinstance(exc, SupervisorDiedError):
@@ -383,8 +402,8 @@ class Runner:
             return Attempt(try_number, rendered, exc, time.perf_counter() - started), None
         return Attempt(try_number, rendered, None, time.perf_counter() - started), result
 
+    @staticmethod
     async def _render(
-        self,
         instance: Operator,
         context: Context,
         client: SupervisorClient,

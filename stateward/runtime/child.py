@@ -1,0 +1,468 @@
+"""The task process of an isolated task: ``python -m stateward.runtime.child --fd N``.
+
+The runtime (:mod:`stateward.runtime.isolation`, the parent) starts this module with
+one end of a socket pair as file descriptor ``N`` and sends a start frame naming the
+task instance and try. The child loads the task from its Dag file, builds the context
+as the runner does in process, with the same accessors over a :class:`ChildClient`
+(whose requests cross the socket; the parent relays them to the supervisor as the task
+instance it bound), renders the template fields, runs ``execute`` (``async def`` in
+trio's thread, plain functions in a worker thread), sends one final frame (the result
+and outlet events, or the error) and exits.
+
+The process ends with ``os._exit`` once its outcome is sent, as Airflow's task runner
+does: a thread the task left running cannot keep it alive, and atexit handlers do not
+run. If the parent goes away, the child exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import faulthandler
+import itertools
+import logging
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Final, NoReturn
+
+import trio
+
+from ..assets import Asset, AssetAlias
+from ..context.accessors import (
+    AssetStateAccessor,
+    AssetStateAccessors,
+    TaskStateAccessor,
+)
+from ..context.context import Context, OutletEventAccessors, TaskInstanceInfo
+from ..dag import Operator, PythonTask
+from ..errors import AsyncContextError, ProtocolError, TaskLoadError
+from ..loader import load_dags
+from ..records import AssetInfo
+from ..values import check_key, encode_value
+from . import messages as m
+from .client import SupervisorClient, in_trio_thread, raise_error
+from .isolation import (
+    FrameReader,
+    FrameWriter,
+    StartFrame,
+    check_json,
+    pack_frame,
+    task_label,
+)
+from .runner import Runner
+from .supervisor import Caller
+
+#: Exit status when the parent went away before the outcome could be reported.
+EXIT_PARENT_GONE: Final = 75
+# Packages whose frames are the runtime's machinery, not the task's code (this module
+# runs as __main__).
+_MACHINERY: Final = frozenset({"__main__", "stateward", "trio", "outcome"})
+
+# Fields of request messages that carry state values: checked here as the supervisor
+# checks them, so a tuple is refused in a task process as it is in process, instead of
+# silently crossing the wire as a list.
+_VALUE_FIELDS: Final = ("value", "new", "expected")
+
+
+class _Slot:
+    """A request waiting for its response (from trio code, or from a worker thread)."""
+
+    __slots__ = ("done", "response", "waiter")
+
+    def __init__(self, waiter: threading.Event | None = None) -> None:
+        self.done = trio.Event() if waiter is None else None
+        self.waiter = waiter
+        self.response: Any = None
+
+    def answer(self, response: Any) -> None:
+        self.response = response
+        if self.done is not None:
+            self.done.set()
+        if self.waiter is not None:
+            self.waiter.set()
+
+
+class ChildConnection:
+    """The child's end of the socket: requests and the outcome out, responses in."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        self._stream = stream
+        self._reader = FrameReader(stream)
+        self._writer = FrameWriter(stream, sock)
+        self._pending: dict[int, _Slot] = {}
+        self._ids = itertools.count(1)
+        self._finished = False
+
+    async def receive_start(self) -> StartFrame:
+        """Read the start frame (before the loops run).
+
+        Raises:
+            ProtocolError: the first frame is missing or is not a start frame.
+        """
+        frame = await self._reader.receive()
+        if frame is None:
+            msg = "the parent closed the connection before sending the start frame"
+            raise ProtocolError(msg)
+        return StartFrame.from_frame(frame)
+
+    def post(self, frame: dict[str, Any]) -> None:
+        """Send ``frame`` (trio's thread only); exit the process if the parent is gone.
+
+        Raises:
+            ProtocolError: the frame is not JSON or is too large.
+        """
+        try:
+            self._writer.post(pack_frame(frame))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            _parent_gone()
+
+    def submit(self, request: Any, slot: _Slot) -> None:
+        """Send ``request``; ``slot`` gets the response (trio's thread only; never raises)."""
+        request_id = next(self._ids)
+        try:
+            self.post({"kind": "request", "id": request_id, "msg": m.encode(request)})
+        except ProtocolError as exc:
+            slot.answer(m.ErrorResponse(m.ErrorType.PROTOCOL, str(exc)))
+            return
+        self._pending[request_id] = slot
+
+    async def exchange_frame(self, fields: dict[str, Any]) -> Any:
+        """Send a request frame holding ``fields`` as given; return the decoded response.
+
+        For protocol tests (a task that writes raw frames): an ``id`` is added, nothing
+        is checked here, and the parent judges the frame as it judges any other.
+        """
+        request_id = next(self._ids)
+        slot = _Slot()
+        self._pending[request_id] = slot
+        self.post({"kind": "request", "id": request_id, **fields})
+        assert slot.done is not None
+        await slot.done.wait()
+        return slot.response
+
+    def finish(self, frame: dict[str, Any]) -> None:
+        """Send the final frame; :meth:`write_loop` returns once it is out.
+
+        Raises:
+            ProtocolError: the frame is not JSON or is too large (nothing was sent).
+        """
+        self.post(frame)
+        self._finished = True
+        self._writer.close()
+
+    async def write_loop(self) -> None:
+        """Send what could not be sent at once, until :meth:`finish`."""
+        try:
+            await self._writer.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            _parent_gone()
+
+    async def read_loop(self) -> None:
+        """Hand each response to its waiting request; exit the process if the parent goes."""
+        while True:
+            frame = await self._reader.receive()
+            if frame is None:
+                if self._finished:
+                    return
+                _parent_gone()
+            request_id = frame.get("id")
+            slot = self._pending.pop(request_id, None) if type(request_id) is int else None
+            if frame.get("kind") != "response" or slot is None:
+                msg = f"the parent sent an unexpected frame: {frame!r:.200}"
+                raise ProtocolError(msg)
+            slot.answer(m.decode(frame.get("msg")))
+
+
+def _parent_gone() -> NoReturn:
+    # Nobody is left to report to, and a task must not run on unsupervised.
+    print("stateward task process: the runtime went away; exiting", file=sys.stderr, flush=True)
+    os._exit(EXIT_PARENT_GONE)
+
+
+def _check_values(request: Any) -> None:
+    for name in _VALUE_FIELDS:
+        if not hasattr(request, name):
+            continue
+        value = getattr(request, name)
+        if name == "expected" and value is None:  # None: "the key is absent"
+            continue
+        # The size limit is the runtime's, checked by the supervisor.
+        encode_value(check_key(request.key), value, sys.maxsize)
+
+
+class ChildClient(SupervisorClient):
+    """The accessors' client in a task process: the same surface, over the socket.
+
+    Requests go to the parent, which relays them to the supervisor through the client it
+    bound to this task instance; the child's own idea of who it is is never sent.
+    """
+
+    __slots__ = ("_connection", "_label")
+
+    def __init__(
+        self, connection: ChildConnection, label: str, token: trio.lowlevel.TrioToken
+    ) -> None:
+        # No supervisor here: it lives in the parent. Only the surface is shared.
+        self._connection = connection
+        self._label = label
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"<ChildClient for task {self._label}>"
+
+    @property
+    def caller(self) -> Caller:
+        """Not known in a task process: the parent binds the identity."""
+        msg = "a task process does not hold its Caller; the runtime binds it in the parent"
+        raise AttributeError(msg)
+
+    async def request(self, request: Any) -> Any:
+        """Send ``request`` to the supervisor and return its response.
+
+        Raises:
+            StatewardError: the subclass that matches the refusal.
+        """
+        _check_values(request)
+        slot = _Slot()
+        self._connection.submit(request, slot)
+        assert slot.done is not None
+        await slot.done.wait()
+        return self._unwrap(slot.response)
+
+    def _unwrap(self, response: Any) -> Any:
+        if isinstance(response, m.ErrorResponse):
+            raise_error(response)
+        return response
+
+    def request_sync(self, request: Any, what: str = "state access") -> Any:
+        """Send ``request`` from a worker thread and wait for its response.
+
+        Raises:
+            AsyncContextError: called from trio's thread (async code).
+        """
+        if in_trio_thread():
+            # Worded as SupervisorClient.request_sync words it.
+            owner, _, method = what.rpartition(".")
+            twin = f"await {owner}.a{method}(...)" if owner else "the async twin"
+            msg = (
+                f"{what}() blocks, so it cannot be called from async code (an async def "
+                f"task, or any code in trio's thread); use {twin} instead"
+            )
+            raise AsyncContextError(msg)
+        _check_values(request)
+        slot = _Slot(threading.Event())
+        self._token.run_sync_soon(self._connection.submit, request, slot)
+        assert slot.waiter is not None
+        slot.waiter.wait()  # if the parent goes away, the process exits
+        return self._unwrap(slot.response)
+
+
+# -- running the task ----------------------------------------------------------------------
+
+
+def load_task(start: StartFrame) -> Operator:
+    """Load the task ``start`` names from its Dag file.
+
+    Raises:
+        TaskLoadError: the file cannot be loaded, or defines no such Dag or task; the
+            message names the file and the task.
+    """
+    label = task_label(start.dag_id, start.task_id, start.map_index)
+    where = f"cannot load task {label} in its task process from {start.dag_file!r}"
+    try:
+        dags = load_dags(start.dag_file)
+    except TaskLoadError as exc:
+        msg = f"{where}: {exc}"
+        raise TaskLoadError(msg, path=start.dag_file) from exc
+    dag = dags.get(start.dag_id)
+    if dag is None:
+        msg = (
+            f"{where}: the file defines no Dag {start.dag_id!r} at module level (it defines "
+            f"{sorted(dags)}); a Dag whose tasks run isolated must be a module-level global "
+            "of its file (dag.fileloc)"
+        )
+        raise TaskLoadError(msg, path=start.dag_file)
+    task = dag.tasks.get(start.task_id)
+    if task is None:
+        msg = (
+            f"{where}: Dag {start.dag_id!r} has no task {start.task_id!r} there "
+            f"(it has {sorted(dag.tasks)})"
+        )
+        raise TaskLoadError(msg, path=start.dag_file)
+    return task
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can hold it; what it cannot is recorded as its repr()."""
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else repr(k): _plain(v) for k, v in value.items()}
+    return repr(value)
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
+
+
+async def run_task(
+    task: Operator, start: StartFrame, client: ChildClient, connection: ChildConnection
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Run the attempt as the runner runs one in process; return the result and events."""
+    dag = task.dag
+    instance = copy.copy(task)
+    if task.is_mapped:
+        arguments = task.map_arguments(start.map_index)
+        if isinstance(instance, PythonTask):
+            instance.mapped_arguments = arguments
+        else:
+            for name, value in arguments.items():
+                setattr(instance, name, value)
+    alias_inlets = [a.name for a in task.inlets if isinstance(a, AssetAlias)]
+    resolved: dict[str, tuple[AssetInfo, ...]] = {}
+    for alias in alias_inlets:
+        resolved[alias] = (await client.request(m.GetAssetsByAlias(alias))).assets
+    accessible = tuple(
+        dict.fromkeys([*start.assets, *(a for group in resolved.values() for a in group)])
+    )
+    offset = start.clock_offset
+
+    def wall_clock() -> float:
+        return time.time() + offset
+
+    task_state = TaskStateAccessor(client, "task_state", _seconds(start.task_retention), wall_clock)
+    outlet_events = OutletEventAccessors(
+        tuple(o for o in task.outlets if isinstance(o, Asset | AssetAlias))
+    )
+    context = Context(
+        dag=dag, task=instance, run_id=start.run_id, dag_id=dag.dag_id,
+        task_id=task.task_id, map_index=start.map_index, try_number=start.try_number,
+        params=start.params, inlets=task.inlets, outlets=task.outlets,
+        outlet_events=outlet_events, task_state=task_state,
+    )  # fmt: skip
+    context["ti"] = context["task_instance"] = TaskInstanceInfo(
+        dag.dag_id, task.task_id, start.run_id, start.map_index, start.try_number, start.max_tries
+    )
+    if accessible or alias_inlets:
+        asset_retention = _seconds(start.asset_retention)
+        context["asset_state"] = AssetStateAccessors(
+            accessible,
+            resolved,
+            lambda asset: AssetStateAccessor(client, asset, asset_retention, wall_clock),
+        )
+    rendered = await Runner._render(instance, context, client, accessible, resolved)
+    connection.post({"kind": "rendered", "fields": _plain(rendered)})
+    for name, value in rendered.items():
+        setattr(instance, name, value)
+    if instance.is_async:
+        result = await instance.execute(context)
+    else:
+        result = await trio.to_thread.run_sync(instance.execute, context)
+    events = [
+        m.encode(
+            m.AddAssetEvent(
+                event.asset.name,
+                event.asset.uri,
+                event.extra,
+                event.alias.name if event.alias is not None else None,
+            )
+        )
+        for event in outlet_events.emitted()
+    ]
+    return result, events
+
+
+def _is_machinery(module: object) -> bool:
+    return isinstance(module, str) and module.partition(".")[0] in _MACHINERY
+
+
+def _error_frame(exc: BaseException) -> dict[str, Any]:
+    kind = type(exc)
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    # Start the traceback in the task's own code, as an in-process one reads.
+    tb = exc.__traceback__
+    while tb is not None and _is_machinery(tb.tb_frame.f_globals.get("__name__")):
+        tb = tb.tb_next
+    shown = "".join(traceback.format_exception(kind, exc, tb or exc.__traceback__))
+    return {"kind": "error", "type": name, "message": str(exc), "traceback": shown}
+
+
+async def _outcome(start: StartFrame, connection: ChildConnection) -> dict[str, Any]:
+    """The final frame: the task's result and events, its error, or why it did not load."""
+    label = task_label(start.dag_id, start.task_id, start.map_index)
+    try:
+        task = load_task(start)
+    except TaskLoadError as exc:
+        return {"kind": "load_error", "message": str(exc)}
+    client = ChildClient(connection, label, trio.lowlevel.current_trio_token())
+    try:
+        value, events = await run_task(task, start, client, connection)
+        try:
+            check_json(value, f"the result of {label}")
+        except (TypeError, ValueError) as exc:
+            msg = (
+                f"{exc}. An isolated task's result crosses the process boundary as JSON: "
+                "return a JSON value, or keep the object in task state or a file"
+            )
+            raise type(exc)(msg) from None
+        frame = {"kind": "result", "value": value, "events": events}
+        pack_frame(frame)  # too large, or an event's extra not JSON: report that instead
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        return _error_frame(exc)
+    return frame
+
+
+async def _main(sock: socket.socket) -> int:
+    connection = ChildConnection(sock)
+    start = await connection.receive_start()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.read_loop)
+        writer_done = trio.Event()
+
+        async def write() -> None:
+            await connection.write_loop()
+            writer_done.set()
+
+        nursery.start_soon(write)
+        final = await _outcome(start, connection)
+        try:
+            connection.finish(final)
+        except ProtocolError as exc:
+            final = _error_frame(exc)
+            connection.finish(final)
+        await writer_done.wait()
+        nursery.cancel_scope.cancel()
+    return 0 if final["kind"] == "result" else 1
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the task process on the socket ``--fd`` names, then exit."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__name__}", description="stateward's task process (started by it)"
+    )
+    parser.add_argument("--fd", type=int, required=True, help="the socket to the runtime")
+    args = parser.parse_args(argv)
+    faulthandler.enable()  # a crash in native code prints the Python stack to stderr
+    code = trio.run(_main, socket.socket(fileno=args.fd))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
