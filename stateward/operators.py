@@ -17,14 +17,12 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 import trio
 
-from .assets import AssetLike
-from .dag import Dag, Operator
+from .dag import Operator
 from .errors import DagDefinitionError, ShellCommandError
 
 __all__ = ["ShellCommandError", "ShellOperator"]
@@ -63,13 +61,9 @@ class ShellOperator(Operator):
             ``False`` gives the command only ``env`` (and the ``STATEWARD_*``
             variables). Without ``env`` the command inherits the environment.
         cwd: The folder the command runs in (default: the current one).
-        dag: The Dag (or create the operator inside ``with Dag(...):``).
-        retries: How many times a failed attempt is tried again.
-        retry_delay: Seconds (or a timedelta) to wait before a retry.
-        inlets: Assets (and aliases) the task reads.
-        outlets: Assets (and aliases) the task writes.
-        clear_state_on_success: Delete the task instance's task state when it
-            succeeds (default: the runtime's setting).
+        **options: The task options of :class:`~stateward.Operator` (``dag``,
+            ``retries``, ``retry_delay``, ``inlets``, ``outlets``,
+            ``clear_state_on_success``, ``isolation``, ``execution_timeout``).
 
     Raises:
         DagDefinitionError: ``command`` is empty or not a str or list of str, or
@@ -87,26 +81,13 @@ class ShellOperator(Operator):
         env: Mapping[str, str] | None = None,
         append_env: bool = True,
         cwd: str | os.PathLike[str] | None = None,
-        dag: Dag | None = None,
-        retries: int | None = None,
-        retry_delay: float | timedelta | None = None,
-        inlets: Iterable[AssetLike] = (),
-        outlets: Iterable[AssetLike] = (),
-        clear_state_on_success: bool | None = None,
+        **options: Any,
     ) -> None:
         self.command: str | list[str] = _check_command(task_id, command)
         self.env: dict[str, str] | None = _check_env(task_id, env)
         self.append_env = append_env
         self.cwd: str | None = None if cwd is None else os.fspath(cwd)
-        super().__init__(
-            task_id=task_id,
-            dag=dag,
-            retries=retries,
-            retry_delay=retry_delay,
-            inlets=inlets,
-            outlets=outlets,
-            clear_state_on_success=clear_state_on_success,
-        )
+        super().__init__(task_id=task_id, **options)
 
     async def execute(self, context: Mapping[str, Any]) -> str:
         """Run the rendered command and return its stdout.

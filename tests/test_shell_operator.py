@@ -403,3 +403,20 @@ def test_example_script_runs_twice_against_one_file(tmp_path: Path):
     assert "watermark 100 -> 200" in outputs[1]
     assert "rendered" in outputs[1]
     assert not (tmp_path / "unused.db").exists()
+
+
+async def test_shell_operator_takes_every_task_option(sw_runtime) -> None:
+    """ShellOperator passes Operator's options through, execution_timeout included."""
+    from datetime import timedelta
+
+    from stateward import Dag, TaskTimeoutError
+
+    dag = Dag("shell_options")
+    slow = ShellOperator(
+        task_id="slow", dag=dag, command="sleep 5", execution_timeout=0.2, retries=1,
+        retry_delay=timedelta(0),
+    )  # fmt: skip
+    assert (slow.retries, slow.execution_timeout) == (1, 0.2)
+    result = await sw_runtime.run_task(slow, run_id="r")
+    assert result.try_number == 2
+    assert isinstance(result.error, TaskTimeoutError)

@@ -48,14 +48,8 @@ from ..records import AssetInfo
 from ..values import check_key, encode_value
 from . import messages as m
 from .client import SupervisorClient, in_trio_thread, raise_error
-from .isolation import (
-    FrameReader,
-    FrameWriter,
-    StartFrame,
-    check_json,
-    pack_frame,
-    task_label,
-)
+from .frames import FrameReader, FrameWriter, StartFrame, check_json, pack_frame
+from .isolation import task_label
 from .runner import Runner
 from .supervisor import Caller
 

@@ -37,14 +37,8 @@ from stateward.loader import load_dags
 from stateward.records import AssetInfo
 from stateward.runtime import isolation
 from stateward.runtime import messages as m
-from stateward.runtime.isolation import (
-    MAX_FRAME_BYTES,
-    FrameReader,
-    RemoteTraceback,
-    outlet_events,
-    pack_frame,
-    serve_child,
-)
+from stateward.runtime.frames import MAX_FRAME_BYTES, FrameReader, StartFrame, pack_frame
+from stateward.runtime.isolation import RemoteTraceback, outlet_events, serve_child
 from stateward.runtime.supervisor import Caller
 from stateward.store.base import TaskScope, Writer
 
@@ -610,14 +604,14 @@ async def test_open_runtime_checks_isolation() -> None:
 
 def test_start_frame_round_trips() -> None:
     """The start frame is JSON and reads back strictly."""
-    start = isolation.StartFrame(
+    start = StartFrame(
         "/x/dags.py", "d", "t", "r", 2, 1, 3, {"p": [1]},
         (AssetInfo("a", "s3://a"),), 60.0, None, 1.5,
     )  # fmt: skip
     frame = json.loads(json.dumps(start.to_frame()))
-    assert isolation.StartFrame.from_frame(frame) == start
+    assert StartFrame.from_frame(frame) == start
     with pytest.raises(ProtocolError, match="bad start frame"):
-        isolation.StartFrame.from_frame({**frame, "identity": "admin"})
+        StartFrame.from_frame({**frame, "identity": "admin"})
 
 
 @pytest.fixture(autouse=True)
