@@ -268,8 +268,15 @@ class Runner:
             for item in (*task.inlets, *task.outlets):
                 if isinstance(item, Asset):
                     concrete[item] = AssetInfo(item.name, item.uri)
-        if concrete:
-            await self._admin.request(m.DeclareAssets(tuple(dict.fromkeys(concrete.values()))))
+        # Registering writes (and needs the write lock); an asset already registered
+        # with the same name and URI needs only a read, so a run can start while another
+        # process holds the lock, and its tasks' retry policies apply to what follows.
+        unknown = []
+        for info in dict.fromkeys(concrete.values()):
+            if (await self._admin.request(m.GetAssetByRef(name=info.name))).asset != info:
+                unknown.append(info)
+        if unknown:
+            await self._admin.request(m.DeclareAssets(tuple(unknown)))
         for task in dag.tasks.values():
             for item in (*task.inlets, *task.outlets):
                 if isinstance(item, AssetNameRef | AssetUriRef) and item not in concrete:

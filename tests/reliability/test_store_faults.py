@@ -45,6 +45,13 @@ async def seed(db: Path) -> None:
         await rt.state.task("faults", "r", "reader").aset("watermark", 41)
 
 
+def new_asset_dag() -> Dag:
+    """A Dag declaring an asset the store does not know yet."""
+    dag = Dag("fresh_asset")
+    dag.task(task_id="t", outlets=[Asset("fresh", uri="s3://fresh")])(lambda: None)
+    return dag
+
+
 def fault_dag(log: list[str], *, retries: int = 0, big: bool = False, assets: bool = True) -> Dag:
     """``loader`` writes (the write the fault hits); ``reader`` on another path reads the
     watermark (as asset state, or as its task state); ``publish`` depends on ``loader``."""
@@ -195,13 +202,14 @@ async def test_lock_held_by_another_process_fails_then_retry_succeeds(tmp_path: 
 
         threads = set(threading.enumerate())
         async with open_runtime(db, busy_timeout=0.1) as rt:
-            # A Dag with assets registers them when it starts, which is a write: while
-            # the lock is held, run_dag itself fails with the same clear StoreError.
+            # Registering a new asset is a write: while the lock is held, a run that
+            # declares one fails at its start with the same clear StoreError...
             with pytest.raises(StoreError, match=r"database is locked \(another process"):
-                await rt.run_dag(fault_dag([]), run_id="with-assets")
-            dag = fault_dag(log, retries=3, assets=False)
+                await rt.run_dag(new_asset_dag(), run_id="new-asset")
+            # ...while a run whose assets are all known starts, and its tasks retry.
+            dag = fault_dag(log, retries=3)
             result = await rt.run_dag(dag, run_id="r", on_event=on_event)
-            assert (await rt.run_dag(fault_dag([]), run_id="with-assets")).state == "success"
+            assert (await rt.run_dag(new_asset_dag(), run_id="new-asset")).state == "success"
         assert threads_left_over(threads) == []
     finally:
         holder.close()
