@@ -42,12 +42,12 @@ from ..context.accessors import (
 )
 from ..context.context import Context, OutletEventAccessors, TaskInstanceInfo
 from ..dag import Operator, PythonTask
-from ..errors import AsyncContextError, ProtocolError, TaskLoadError
+from ..errors import ProtocolError, TaskLoadError
 from ..loader import load_dags
 from ..records import AssetInfo
 from ..values import check_key, encode_value
 from . import messages as m
-from .client import SupervisorClient, in_trio_thread, raise_error
+from .client import SupervisorClient, raise_error, refuse_in_trio_thread
 from .frames import FrameReader, FrameWriter, StartFrame, check_json, pack_frame
 from .isolation import task_label
 from .runner import Runner
@@ -242,15 +242,7 @@ class ChildClient(SupervisorClient):
         Raises:
             AsyncContextError: called from trio's thread (async code).
         """
-        if in_trio_thread():
-            # Worded as SupervisorClient.request_sync words it.
-            owner, _, method = what.rpartition(".")
-            twin = f"await {owner}.a{method}(...)" if owner else "the async twin"
-            msg = (
-                f"{what}() blocks, so it cannot be called from async code (an async def "
-                f"task, or any code in trio's thread); use {twin} instead"
-            )
-            raise AsyncContextError(msg)
+        refuse_in_trio_thread(what)
         _check_values(request)
         slot = _Slot(threading.Event())
         self._token.run_sync_soon(self._connection.submit, request, slot)

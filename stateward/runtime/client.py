@@ -70,6 +70,23 @@ def _check_cancelled() -> None:
         return
 
 
+def refuse_in_trio_thread(what: str) -> None:
+    """Raise if a blocking accessor method ``what`` (``"task_state.get"``) is called
+    from trio's thread, naming its async twin (``await task_state.aget(...)``).
+
+    Raises:
+        AsyncContextError: the caller runs in trio's thread.
+    """
+    if in_trio_thread():
+        owner, _, method = what.rpartition(".")
+        twin = f"await {owner}.a{method}(...)" if owner else "the async twin"
+        msg = (
+            f"{what}() blocks, so it cannot be called from async code (an async def "
+            f"task, or any code in trio's thread); use {twin} instead"
+        )
+        raise AsyncContextError(msg)
+
+
 def in_trio_thread() -> bool:
     """Whether the caller runs in trio's thread (where blocking calls must not be made)."""
     return trio.lowlevel.in_trio_run()
@@ -137,14 +154,7 @@ class SupervisorClient:
         Raises:
             AsyncContextError: called from the trio thread (async code).
         """
-        if in_trio_thread():
-            owner, _, method = what.rpartition(".")
-            twin = f"await {owner}.a{method}(...)" if owner else "the async twin"
-            msg = (
-                f"{what}() blocks, so it cannot be called from async code (an async def "
-                f"task, or any code in trio's thread); use {twin} instead"
-            )
-            raise AsyncContextError(msg)
+        refuse_in_trio_thread(what)
         _check_cancelled()
         # Cheaper than trio.from_thread.run: queue the request into trio's thread and
         # wait on a thread event that the supervisor sets when it answers.

@@ -93,6 +93,12 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
 
+def is_locked(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is SQLite's "busy"/"locked": another connection holds a lock."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
 def current_version(conn: sqlite3.Connection, path: str) -> int | None:
     """Return the schema version of a stateward database, or ``None`` for an empty file.
 
@@ -104,6 +110,8 @@ def current_version(conn: sqlite3.Connection, path: str) -> int | None:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
     except sqlite3.DatabaseError as exc:
+        if is_locked(exc):  # another process is writing the file: not a verdict on it
+            raise
         msg = (
             f"{path!r} is not a stateward database ({exc}); "
             "point --db / db= at a new file or an existing stateward database"

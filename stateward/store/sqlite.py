@@ -20,6 +20,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final
@@ -51,7 +52,7 @@ from .base import (
     is_write,
 )
 from .conflicts import asset_conflict_message, increment_type_message
-from .schema import SCHEMA_VERSION, current_version, migrate
+from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -481,12 +482,7 @@ class SqliteStore:
         conn = self._connect()
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            # Checked before WAL is switched on: that would modify a foreign file.
-            version = current_version(conn, self.path)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            if version != SCHEMA_VERSION:
-                migrate(conn, self.path)
+            self._prepare(conn)
             reader = self._connect()
             reader.execute("PRAGMA busy_timeout = 0")
             reader.execute("PRAGMA query_only = 1")
@@ -497,6 +493,27 @@ class SqliteStore:
             raise
         asset_ids: dict[str, int] = {}
         return _Engine(conn, self.path, asset_ids), _Engine(reader, self.path, asset_ids)
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        # Processes opening one new file together: switching it to WAL (or reading the
+        # schema another opener is writing) can be refused as busy without SQLite
+        # calling its busy handler, so retry here until busy_timeout has passed.
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                # Checked before WAL is switched on: that would modify a foreign file.
+                version = current_version(conn, self.path)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                if version != SCHEMA_VERSION:
+                    migrate(conn, self.path)
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_locked(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)  # in the writer thread, never in trio's
+            pause = min(pause * 2, 0.05)
 
     async def pragmas(self) -> dict[str, Any]:
         """The writer connection's settings as SQLite reports them (diagnostics, tests)."""
@@ -588,6 +605,4 @@ class _WriterThread:
 
 def _is_busy(exc: StoreError) -> bool:
     cause = exc.__cause__
-    return isinstance(cause, sqlite3.OperationalError) and (
-        "locked" in str(cause) or "busy" in str(cause)
-    )
+    return isinstance(cause, sqlite3.Error) and is_locked(cause)
