@@ -30,6 +30,7 @@ SCRIPTS = [
     "cli_run.py",
     "template_render.py",
     "harness.py",
+    "isolation.py",
 ]
 #: The scripts that also run on PostgreSQL when a server answers.
 POSTGRES_SCRIPTS = ["state_ops.py", "concurrent_writers.py"]
@@ -83,6 +84,7 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
     cli = results["cli_run"]
     render = results["template_render"]
     harness = results["harness"]
+    iso = results["isolation"]
     return [
         ("sync `set`, durable (per op)", f"{ops['sync_set_ms']:.3f} ms",
          f"raw commit-per-write {ops['raw_commit_per_write_ms']:.3f} ms",
@@ -119,6 +121,13 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
         ("one harness test (MemoryStore)", f"{harness['median_ms']} ms median, "
          f"{harness['p95_ms']} ms p95", f"trio.run + dict {harness['baseline_median_ms']} ms",
          f"{harness['ratio_median']}×", "< 20 ms"),
+        ("isolated sync `set` / async `aget` (per op)",
+         f"{iso['isolated_set_ms']:.3f} / {iso['isolated_aget_ms']:.3f} ms",
+         f"in process {iso['in_process_set_ms']:.3f} / {iso['in_process_aget_ms']:.3f} ms",
+         f"{iso['ratio_set']}× / {iso['ratio_aget']}×", ""),
+        ("isolated one-task run (process start)", f"{iso['isolated_one_task_run_ms']:.0f} ms",
+         f"in process {iso['in_process_one_task_run_ms']:.2f} ms",
+         f"{iso['ratio_one_task_run']}×", ""),
         *postgres_rows(results),
     ]  # fmt: skip
 
