@@ -199,7 +199,8 @@ class Runner:
 
         await self._watched(start)
         state = SUCCESS if all(ti.state == SUCCESS for ti in run.results) else FAILED
-        ordered = sorted(run.results, key=lambda ti: (_position(order, ti.task_id), ti.map_index))
+        position = {task.task_id: i for i, task in enumerate(order)}
+        ordered = sorted(run.results, key=lambda ti: (position[ti.task_id], ti.map_index))
         return DagRunResult(dag.dag_id, run_id, state, tuple(ordered))
 
     async def run_task(
@@ -493,7 +494,3 @@ def _declared_assets(task: Operator, concrete: dict[object, AssetInfo]) -> list[
     # Outlet aliases are for emitting only; inlet aliases are resolved per attempt.
     found = [concrete[item] for item in (*task.inlets, *task.outlets) if item in concrete]
     return list(dict.fromkeys(found))
-
-
-def _position(order: list[Operator], task_id: str) -> int:
-    return next(i for i, task in enumerate(order) if task.task_id == task_id)
