@@ -88,6 +88,12 @@ class ProtocolError(StatewardError, ValueError):
 class StoreError(StatewardError):
     """The store failed to read or write (I/O error, lock timeout, disk full)."""
 
+    def __init__(self, message: str, *, affects_all: bool = False) -> None:
+        super().__init__(message)
+        #: The failure is the store's, not one request's (a lock held past the
+        #: timeout, an unresponsive server): every request would meet it alike.
+        self.affects_all = affects_all
+
 
 class NotAStatewardDatabaseError(StoreError):
     """The file exists but is not a stateward database (or is of a newer schema)."""

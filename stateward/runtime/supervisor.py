@@ -268,7 +268,9 @@ class Supervisor:
         try:
             results = await self.store.execute([op for _, op, _ in planned], now=self.wall_clock())
         except Exception as exc:
-            if not isolate:
+            # A failure of the whole store (a lock held past the timeout) would meet each
+            # request again, after as long a wait: answer them all with it at once.
+            if not isolate or getattr(exc, "affects_all", False):
                 for envelope, _, _ in planned:
                     envelope.answer(error_response(exc))
                 return

@@ -53,6 +53,8 @@ _DRIVER_ERRORS: Final = (
 )  # fmt: skip
 #: How long past command_timeout the client waits for the server to report it.
 _GRACE: Final = 2.0
+#: query_canceled (statement_timeout) and lock_not_available: waits every request meets.
+_WAIT_SQLSTATES: Final = frozenset({"57014", "55P03"})
 _PASSWORD_IN_QUERY: Final = re.compile(r"(?i)((?:^|&)(?:ssl)?password=)[^&]*")
 
 
@@ -241,13 +243,16 @@ class PostgresStore:
             except _DRIVER_ERRORS as exc:
                 if not scope.cancel_called:
                     text = store_error_message(self.redacted_dsn, exc, self._secrets)
-                    raise StoreError(text) from exc
+                    # A statement cancelled by statement_timeout or a lock not granted:
+                    # the same wait awaits every request, so no request is retried alone.
+                    waited = getattr(exc, "sqlstate", None) in _WAIT_SQLSTATES
+                    raise StoreError(text, affects_all=waited) from exc
         msg = (
             f"PostgreSQL store {self.redacted_dsn} failed: no answer within {limit} s "
             "(the connection was closed, rolling back what was not committed, and is opened "
             f"again by the next request; raise {setting} if the server is just slow)"
         )
-        raise StoreError(msg)
+        raise StoreError(msg, affects_all=True)
 
 
 @attrs.define(eq=False)

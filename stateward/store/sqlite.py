@@ -121,7 +121,8 @@ class _Engine:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(store_error_message(self.path, exc)) from exc
+                text = store_error_message(self.path, exc)
+                raise StoreError(text, affects_all=is_locked(exc)) from exc
             raise
         self.asset_ids.update(self._new_ids)
         self._new_ids.clear()

@@ -364,3 +364,41 @@ def test_a_callers_identity_cannot_be_reassigned() -> None:
     for field, value in (("task", TaskScope("d", "r", "other", -1)), ("unrestricted", True)):
         with pytest.raises(attrs.exceptions.FrozenAttributeError):
             setattr(caller, field, value)
+
+
+async def test_a_lock_timeout_fails_the_batch_at_once_without_retrying_each(
+    tmp_path: Any,
+) -> None:
+    """A lock held past busy_timeout answers every queued write with the lock error from
+    one store call, instead of waiting the timeout again for each request alone."""
+    import sqlite3
+
+    from stateward import SqliteStore
+
+    class Counting(SqliteStore):
+        calls = 0
+
+        async def execute(self, batch: Sequence[ops.Op], *, now: float) -> list[Any]:
+            Counting.calls += 1
+            return await super().execute(batch, now=now)
+
+    path = tmp_path / "s.db"
+    store = Counting(path, busy_timeout=0.05)
+    async with store, trio.open_nursery() as nursery:
+        supervisor = Supervisor(store)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        caller = Caller(task=T, writer=None)
+        envelopes = [Envelope(m.SetTaskState(f"k{i}", i), caller) for i in range(5)]
+        for envelope in envelopes:
+            supervisor.submit(envelope)
+        await nursery.start(supervisor.serve)
+        for envelope in envelopes:
+            assert envelope.done is not None
+            await envelope.done.wait()
+        other.execute("ROLLBACK")
+        other.close()
+        assert Counting.calls == 1
+        assert {e.response.error for e in envelopes} == {m.ErrorType.STORE_FAILURE}
+        assert all("database is locked" in e.response.detail for e in envelopes)
+        supervisor.close()
