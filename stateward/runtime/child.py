@@ -17,12 +17,15 @@ run. If the parent goes away, the child exits at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import ctypes
 import faulthandler
 import itertools
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -55,6 +58,7 @@ from .supervisor import Caller
 
 #: Exit status when the parent went away before the outcome could be reported.
 EXIT_PARENT_GONE: Final = 75
+_PR_SET_PDEATHSIG: Final = 1  # from <linux/prctl.h>
 # Packages whose frames are the runtime's machinery, not the task's code (this module
 # runs as __main__).
 _MACHINERY: Final = frozenset({"__main__", "stateward", "trio", "outcome"})
@@ -120,6 +124,12 @@ class ChildConnection:
 
     def submit(self, request: Any, slot: _Slot) -> None:
         """Send ``request``; ``slot`` gets the response (trio's thread only; never raises)."""
+        if self._finished:
+            # A thread the task left running calls after the outcome was reported: refuse
+            # it; the outcome must still reach the parent whole.
+            detail = "the task already reported its outcome; state can no longer be reached"
+            slot.answer(m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, detail))
+            return
         request_id = next(self._ids)
         try:
             self.post({"kind": "request", "id": request_id, "msg": m.encode(request)})
@@ -384,7 +394,11 @@ def _error_frame(exc: BaseException) -> dict[str, Any]:
     while tb is not None and _is_machinery(tb.tb_frame.f_globals.get("__name__")):
         tb = tb.tb_next
     shown = "".join(traceback.format_exception(kind, exc, tb or exc.__traceback__))
-    return {"kind": "error", "type": name, "message": str(exc), "traceback": shown}
+    try:
+        message = str(exc)
+    except Exception as failure:  # the report must go out whatever the exception does
+        message = f"<str() of the exception failed: {failure!r}>"
+    return {"kind": "error", "type": name, "message": message, "traceback": shown}
 
 
 async def _outcome(start: StartFrame, connection: ChildConnection) -> dict[str, Any]:
@@ -435,6 +449,19 @@ async def _main(sock: socket.socket) -> int:
     return 0 if final["kind"] == "result" else 1
 
 
+def _die_with_parent() -> None:
+    # Linux: the kernel sends SIGKILL when the runtime dies, even while trio's thread is
+    # blocked (the socket's EOF is seen only by a running read loop).
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(EXIT_PARENT_GONE)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the task process on the socket ``--fd`` names, then exit."""
     parser = argparse.ArgumentParser(
@@ -442,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     )
     parser.add_argument("--fd", type=int, required=True, help="the socket to the runtime")
     args = parser.parse_args(argv)
+    # Processes the task starts must not hold the runtime's socket open after we exit.
+    os.set_inheritable(args.fd, False)
+    _die_with_parent()
     faulthandler.enable()  # a crash in native code prints the Python stack to stderr
     code = trio.run(_main, socket.socket(fileno=args.fd))
     logging.shutdown()

@@ -2,8 +2,9 @@
 
 ``async def`` tasks (and the runner) call :meth:`SupervisorClient.request` in the trio
 thread. Plain-function tasks run in worker threads and call
-:meth:`SupervisorClient.request_sync`, which hops into trio with
-``trio.from_thread.run``. Calling the sync form from the trio thread would deadlock
+:meth:`SupervisorClient.request_sync`, which queues the request into trio's thread
+(``run_sync_soon``) and waits on a thread event the supervisor sets when it answers.
+Calling the sync form from the trio thread would deadlock
 the event loop, so it raises :class:`~stateward.errors.AsyncContextError` naming the
 async method to await instead.
 """

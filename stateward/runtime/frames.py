@@ -43,6 +43,8 @@ from ..records import AssetInfo
 
 #: The largest frame either side sends or accepts: 16 MiB of JSON.
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+#: How much a writer keeps queued for a slow reader before it holds the peer back.
+MAX_QUEUED_BYTES: Final = 32 * 1024 * 1024
 
 _HEADER: Final = struct.Struct(">I")
 
@@ -104,8 +106,8 @@ class FrameReader:
             return None
         try:
             frame = json.loads(body.decode(), parse_constant=_refuse_constant)
-        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
-            msg = f"a frame is not UTF-8 JSON ({exc}): {bytes(body[:60])!r}"
+        except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
+            msg = f"a frame is not UTF-8 JSON ({type(exc).__name__}: {exc}): {bytes(body[:60])!r}"
             raise ProtocolError(msg) from exc
         if not isinstance(frame, dict):
             msg = f"a frame must be a JSON object, got {type(frame).__name__} {frame!r:.60}"
@@ -138,7 +140,10 @@ class FrameWriter:
         sock: The stream's socket, for the direct writes; ``None``: always queue.
     """
 
-    __slots__ = ("_inbox", "_outbox", "_queued", "_socket", "_stream")
+    __slots__ = (
+        "_closed", "_inbox", "_outbox", "_progress", "_queued", "_queued_bytes", "_socket",
+        "_stream",
+    )  # fmt: skip
 
     def __init__(self, stream: trio.abc.SendStream, sock: socket.socket | None = None) -> None:
         self._stream = stream
@@ -146,6 +151,19 @@ class FrameWriter:
         self._outbox, self._inbox = trio.open_memory_channel[bytes](math.inf)
         # Frames handed to the writer task and not yet sent: direct writes wait for them.
         self._queued = 0
+        self._queued_bytes = 0
+        self._progress = trio.Event()
+        self._closed = False
+
+    async def room(self, size: int, limit: int = MAX_QUEUED_BYTES) -> None:
+        """Wait until ``size`` more bytes fit under ``limit`` queued (or nothing is queued).
+
+        A peer that sends requests but does not read the responses is held back here
+        (its requests stop being read) instead of growing this side's memory.
+        """
+        while self._queued_bytes and self._queued_bytes + size > limit:
+            progress = self._progress
+            await progress.wait()
 
     def post(self, data: bytes) -> None:
         """Send ``data`` (packed frames) now or after what is queued (trio's thread only).
@@ -154,6 +172,9 @@ class FrameWriter:
             trio.BrokenResourceError: the other side is gone.
             trio.ClosedResourceError: :meth:`close` was called.
         """
+        if self._closed:
+            msg = "the frame writer is closed"
+            raise trio.ClosedResourceError(msg)
         if not self._queued and self._socket is not None:
             try:
                 sent = self._socket.send(data)
@@ -165,10 +186,12 @@ class FrameWriter:
                 return
             data = data[sent:]
         self._queued += 1
+        self._queued_bytes += len(data)
         self._outbox.send_nowait(data)
 
     def close(self) -> None:
         """Take no more frames; :meth:`run` returns once the queued ones are sent."""
+        self._closed = True
         self._outbox.close()
 
     async def run(self) -> None:
@@ -187,6 +210,9 @@ class FrameWriter:
                         break
                 await self._stream.send_all(b"".join(batch))
                 self._queued -= len(batch)
+                self._queued_bytes -= sum(len(data) for data in batch)
+                self._progress.set()
+                self._progress = trio.Event()
 
 
 def check_json(value: object, where: str) -> None:

@@ -201,6 +201,7 @@ async def serve_child(
     reader = FrameReader(stream)
     writer = FrameWriter(stream, sock)
     limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+    rendered_seen = False
 
     async def answer(request_id: int, frame: dict[str, Any], token: object) -> None:
         try:
@@ -211,6 +212,9 @@ async def serve_child(
             except ProtocolError as exc:  # e.g. a listing over the frame limit
                 refusal = m.ErrorResponse(m.ErrorType.PROTOCOL, f"the response is refused: {exc}")
                 data = pack_frame({**reply, "msg": m.encode(refusal)})
+            # Holding this request's slot while the child reads too little stops reading
+            # its requests, instead of queueing responses without limit.
+            await writer.room(len(data))
             writer.post(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the child is gone; how it ended is reported by its exit
@@ -222,6 +226,7 @@ async def serve_child(
             await writer.run()  # the child is gone; how it ended is reported by its exit
 
     async def read(nursery: trio.Nursery) -> dict[str, Any] | None:
+        nonlocal rendered_seen
         while True:
             frame = await reader.receive()
             if frame is None:
@@ -240,6 +245,11 @@ async def serve_child(
                 if set(frame) != {"kind", "fields"} or not isinstance(fields, dict):
                     msg = f"a malformed rendered frame: {frame!r:.200}"
                     raise ProtocolError(msg)
+                if rendered_seen:
+                    # It starts execute's clock: a second one would push the timeout back.
+                    msg = "a second rendered frame (one attempt renders once)"
+                    raise ProtocolError(msg)
+                rendered_seen = True
                 on_rendered(fields)
             elif kind in _FINAL_KINDS:
                 _check_final(frame)
@@ -283,13 +293,14 @@ def _child_env() -> dict[str, str]:
 
 
 def _signal_group(process: trio.Process, sig: signal.Signals) -> None:
-    # The child leads its own process group: stop what it started along with it.
-    if process.returncode is not None:
-        return
+    # The child leads its own process group: stop what it started along with it, also
+    # after the child itself has exited (the group's id is not reused while any process
+    # the child started is still in it).
     try:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
-        process.send_signal(sig)
+        if process.returncode is None:
+            process.send_signal(sig)
 
 
 async def _stop(process: trio.Process, *, grace: float) -> None:
@@ -301,6 +312,42 @@ async def _stop(process: trio.Process, *, grace: float) -> None:
                 await process.wait()
         _signal_group(process, signal.SIGKILL)
         await process.wait()
+
+
+#: Seconds to read what an exited child had already written, when a process it started
+#: still holds the socket open (so no end of stream comes).
+EXIT_DRAIN_SECONDS: Final = 1.0
+
+
+async def _serve_until_exit(
+    process: trio.Process,
+    stream: trio.SocketStream,
+    client: SupervisorClient,
+    on_rendered: Callable[[dict[str, Any]], None],
+    sock: socket.socket,
+) -> dict[str, Any] | None:
+    """Serve the child until its final frame, its end of stream, or its exit (then a
+    short drain): a process the child started may hold the socket open after it died."""
+    final: dict[str, Any] | None = None
+    error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_exit() -> None:
+                await process.wait()
+                await trio.sleep(EXIT_DRAIN_SECONDS)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_exit)
+            final = await serve_child(stream, client, on_rendered, sock=sock)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        error = group.exceptions[0]  # serve_child's own error (a broken protocol)
+    if error is not None:
+        raise error
+    return final
 
 
 async def run_isolated(
@@ -408,7 +455,7 @@ async def run_isolated(
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # it died at once: its exit says how
             else:
-                final = await serve_child(stream, client, executing, sock=parent_end)
+                final = await _serve_until_exit(process, stream, client, executing, parent_end)
             # Reported, or gone: it has the grace period to exit.
             with trio.move_on_after(KILL_GRACE_SECONDS):
                 await process.wait()

@@ -273,3 +273,35 @@ async def rogue(task_state: Any) -> dict[str, Any]:
 async def corrupts_stream(task_state: Any) -> None:
     await task_state._client._connection._stream.send_all(b"\x00\x00\x00\x04oops")
     await trio.sleep(60)
+
+
+# -- what a review found ------------------------------------------------------------------------
+
+review = Dag("review", default_args={"isolation": "process"})
+
+
+@review.task
+def starts_a_process_then_dies(task_state: Any) -> None:
+    """Leave a process behind that would hold an inherited socket open, then die."""
+    import subprocess
+
+    helper = subprocess.Popen(["sleep", "60"], close_fds=False)
+    task_state.set("helper_pid", helper.pid)
+    os._exit(3)
+
+
+@review.task
+def beats_after_return(task_state: Any) -> int:
+    """A thread keeps using state after the task returned a result too big to send at once."""
+    import threading
+
+    def beat() -> None:
+        for i in range(10_000):
+            try:
+                task_state.set("beat", i)
+            except Exception:
+                return
+
+    task_state.set("beat", -1)
+    threading.Thread(target=beat, daemon=True).start()
+    return len("x" * 4_000_000)  # returned after the thread started

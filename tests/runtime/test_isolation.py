@@ -524,7 +524,7 @@ async def test_runtime_default_isolation_and_task_override(tmp_path: Path) -> No
     ("dag_id", "task_id", "message"),
     [
         ("deaths", "not_in_file", "Dag 'deaths' has no task 'not_in_file' there (it has ["),
-        ("elsewhere", "t", "the file defines no Dag 'elsewhere' at module level (it defines ['deaths', 'features', 'limits'])"),
+        ("elsewhere", "t", "the file defines no Dag 'elsewhere' at module level (it defines ['deaths', 'features', 'limits', 'review'])"),
     ],
 )  # fmt: skip
 async def test_a_task_the_child_cannot_load_fails_with_task_load_error(
@@ -624,3 +624,84 @@ def _no_stray_children() -> Iterator[None]:
             assert pid == 0, f"an unreaped child process {pid} was left behind"
     except ChildProcessError:
         pass
+
+
+# -- what a review found --------------------------------------------------------------------------
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Block until process ``pid`` has ended (a pidfd becomes readable), at most 10 s."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        assert poller.poll(10_000), f"process {pid} still runs"
+    finally:
+        os.close(fd)
+
+
+async def test_a_process_the_task_started_does_not_outlive_the_attempt() -> None:
+    """A child that dies leaving a process behind fails at once, and that process is killed."""
+    async with open_runtime(store=MemoryStore()) as rt:
+        task = load("review").get_task("starts_a_process_then_dies")
+        ti = await rt.run_task(task, run_id="r")
+        pid = await rt.state.task("review", "r", "starts_a_process_then_dies").aget("helper_pid")
+    assert isinstance(ti.error, TaskProcessError)
+    assert "exited with code 3 before reporting a result" in str(ti.error)
+    await trio.to_thread.run_sync(_wait_for_exit, pid)
+
+
+async def test_state_calls_after_the_outcome_do_not_lose_it() -> None:
+    """A thread calling state after the task returned is refused; the result still arrives."""
+    async with open_runtime(store=MemoryStore()) as rt:
+        ti = await rt.run_task(load("review").get_task("beats_after_return"), run_id="r")
+    assert (ti.state, ti.result) == ("success", 4_000_000)
+
+
+async def test_a_second_rendered_frame_is_a_protocol_error(relay: Any) -> None:
+    """Rendering happens once: a second rendered frame cannot push execution_timeout back."""
+    _, client, parent, child = relay
+    frame = pack_frame({"kind": "rendered", "fields": {}})
+    await child.send_all(frame + frame)
+    with pytest.raises(ProtocolError, match=r"^a second rendered frame"):
+        await serve_child(parent, client)
+
+
+async def test_absurdly_nested_json_is_a_protocol_error(relay: Any) -> None:
+    """A frame nested too deeply to parse is refused as not JSON, not a RecursionError."""
+    _, client, parent, child = relay
+    body = b"[" * 200_000
+    await child.send_all(len(body).to_bytes(4, "big") + body)
+    with pytest.raises(ProtocolError, match=r"^a frame is not UTF-8 JSON \(RecursionError"):
+        await serve_child(parent, client)
+
+
+async def test_a_writer_holds_back_a_peer_that_does_not_read() -> None:
+    """room() waits while more than the limit is queued for a slow reader, then lets go."""
+    from stateward.runtime.frames import FrameWriter
+
+    sender, receiver = trio.testing.lockstep_stream_pair()  # send_all waits for the reader
+    writer = FrameWriter(sender)
+    blocked = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.post(b"x" * 1000)
+        writer.post(b"x" * 1000)
+
+        async def wants_room() -> None:
+            nonlocal blocked
+            await writer.room(500, limit=1500)
+            blocked = False
+
+        nursery.start_soon(wants_room)
+        await trio.testing.wait_all_tasks_blocked()
+        assert blocked
+        while blocked:
+            await receiver.receive_some(4000)
+            await trio.testing.wait_all_tasks_blocked()
+        writer.close()
