@@ -51,9 +51,9 @@ class Caller:
     """Who a client speaks for: the supervisor's record of one task actor's rights.
 
     Its fields cannot be reassigned once made (only alias resolution adds to
-    ``assets``). In-process task code shares the interpreter and so is trusted not to
-    dig into private objects; ``isolation="process"`` is the boundary against code
-    that would.
+    ``assets``). Scope holds against every message a task sends; it is not a sandbox
+    for hostile code, which shares the interpreter in process and the user (and so
+    the database file) in a task process.
     """
 
     #: The task instance whose task state the caller owns; ``None``: none.

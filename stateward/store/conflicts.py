@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from ..errors import AssetConflictError
 from ..records import AssetInfo
 
 
@@ -21,3 +24,19 @@ def increment_type_message(key: str, current: object) -> str:
         f"cannot increment key {key!r}: it holds {type(current).__name__} {current!r:.60}, "
         "not an int; delete it or set it to an int first"
     )
+
+
+def check_declarations(assets: Iterable[AssetInfo]) -> None:
+    """Refuse declarations that clash among themselves (one name, two URIs, or the
+    other way round), before any of them is registered.
+
+    Raises:
+        AssetConflictError: the message names both declarations.
+    """
+    by_name: dict[str, AssetInfo] = {}
+    by_uri: dict[str, AssetInfo] = {}
+    for asset in assets:
+        for seen in (by_name.get(asset.name), by_uri.get(asset.uri)):
+            if seen is not None and seen != asset:
+                raise AssetConflictError(asset_conflict_message(asset, seen))
+        by_name[asset.name] = by_uri[asset.uri] = asset

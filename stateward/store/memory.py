@@ -38,7 +38,7 @@ from .base import (
     entry_sort_key,
     is_write,
 )
-from .conflicts import asset_conflict_message, increment_type_message
+from .conflicts import asset_conflict_message, check_declarations, increment_type_message
 
 
 @attrs.frozen
@@ -180,7 +180,7 @@ class MemoryStore:
                 self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
                 return None
             case Delete(scope, key):
-                rows = self._rows(scope, create=True)
+                rows = self._rows(scope)
                 row = rows.pop(key, None)
                 return row is not None and row.live(now)
             case Clear(scope, all_map_indices):
@@ -194,17 +194,18 @@ class MemoryStore:
                 rows[key] = _Row(str(current + by), now, expires_at, writer)
                 return current + by
             case CompareAndSet(scope, key, expected, new, expires_at, writer):
-                rows = self._rows(scope, create=True)
-                row = self._live(rows, key, now)
+                # Like the SQL stores, an unknown asset is registered only by a write.
+                row = self._live(self._rows(scope), key, now)
                 if row is None:
                     matches = expected is None
                 else:
                     matches = expected is not None and json_equal(decode_value(row.value), expected)
                 if matches:
-                    rows[key] = _Row(new, now, expires_at, writer)
+                    self._rows(scope, create=True)[key] = _Row(new, now, expires_at, writer)
                 return matches
             case RegisterAssets(assets):
-                for asset in assets:  # refuse before registering any: all or nothing
+                check_declarations(assets)  # refuse before registering any: all or nothing
+                for asset in assets:
                     self._check_conflict(asset)
                 for asset in assets:
                     self._register(asset)

@@ -100,7 +100,11 @@ def _find_nul(value: Any) -> str | None:
     if isinstance(value, tuple):
         items: Any = value
     elif attrs.has(type(value)):
-        items = (getattr(value, field.name) for field in attrs.fields(type(value)))
+        items = (
+            getattr(value, field.name)
+            for field in attrs.fields(type(value))
+            if field.name != "expected"  # a decoded value, compared by digest, never stored
+        )
     else:
         return None
     for item in items:
@@ -142,6 +146,8 @@ def breaks_connection(exc: BaseException) -> bool:
     """
     if isinstance(exc, asyncpg.PostgresError):
         return (exc.sqlstate or "").startswith(("08", "57P"))
+    if isinstance(exc, asyncpg.DataError):  # a value the driver refused: nothing was sent
+        return False
     return isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 

@@ -69,6 +69,29 @@ def redact_dsn(dsn: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def _check_dsn(dsn: str) -> None:
+    """Refuse a DSN that URL parsing would cut short (an unencoded ``#``, ``/`` or ``?``
+    in the password), showing none of its user part.
+
+    Raises:
+        ValueError: the DSN does not parse as a URL with a host and an optional port.
+    """
+    parts = urllib.parse.urlsplit(dsn)
+    scheme, _, rest = dsn.partition("://")
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+        well_formed = "@" not in rest.partition(parts.netloc)[2] and bool(parts.netloc)
+    except ValueError:
+        well_formed = False
+    if not well_formed:
+        host = rest.rpartition("@")[2] if "@" in rest else rest
+        msg = (
+            f"the PostgreSQL DSN {scheme}://***@{host!r} does not parse: percent-encode "
+            "'#', '/', '?' and '@' in the user name and password (e.g. urllib.parse.quote)"
+        )
+        raise ValueError(msg)
+
+
 def _passwords(dsn: str) -> list[str]:
     parts = urllib.parse.urlsplit(dsn)
     found = [parts.password or ""]
@@ -140,6 +163,7 @@ class PostgresStore:
             shown = redact_dsn(dsn) if isinstance(dsn, str) else dsn
             msg = f"a PostgreSQL DSN starts with postgresql:// or postgres://, got {shown!r}"
             raise ValueError(msg)
+        _check_dsn(dsn)
         quoted(schema)  # checks the name
         for name, value in (("connect_timeout", connect_timeout),
                             ("command_timeout", command_timeout)):  # fmt: skip
@@ -246,11 +270,20 @@ class PostgresStore:
                     # A statement cancelled by statement_timeout or a lock not granted:
                     # the same wait awaits every request, so no request is retried alone.
                     waited = getattr(exc, "sqlstate", None) in _WAIT_SQLSTATES
-                    raise StoreError(text, affects_all=waited) from exc
+                    # A connection lost mid-batch may have taken its COMMIT to the server:
+                    # running the requests again alone could apply them twice.
+                    lost = breaks_connection(exc)
+                    if lost:
+                        text += (
+                            "; the batch's outcome is unknown: its COMMIT may have reached "
+                            "the server, so check before you redo it"
+                        )
+                    raise StoreError(text, affects_all=waited or lost) from exc
         msg = (
             f"PostgreSQL store {self.redacted_dsn} failed: no answer within {limit} s "
-            "(the connection was closed, rolling back what was not committed, and is opened "
-            f"again by the next request; raise {setting} if the server is just slow)"
+            "(the connection was closed and is opened again by the next request; the batch's "
+            "outcome is unknown: a COMMIT already sent may have been applied; raise "
+            f"{setting} if the server is just slow)"
         )
         raise StoreError(msg, affects_all=True)
 

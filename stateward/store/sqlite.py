@@ -51,7 +51,7 @@ from .base import (
     Writer,
     is_write,
 )
-from .conflicts import asset_conflict_message, increment_type_message
+from .conflicts import asset_conflict_message, check_declarations, increment_type_message
 from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -251,7 +251,8 @@ class _Engine:
                     self._put(scope, key, new, expires_at, writer, now)
                 return matches
             case RegisterAssets(assets):
-                for asset in assets:  # refuse before registering any: all or nothing
+                check_declarations(assets)  # refuse before registering any: all or nothing
+                for asset in assets:
                     self._check_conflict(asset)
                 for asset in assets:
                     self._register(asset, now)
@@ -265,7 +266,7 @@ class _Engine:
             case ResolveAlias(alias_name):
                 rows = conn.execute(
                     "SELECT a.name, a.uri FROM asset_alias AS m JOIN asset AS a "
-                    "ON a.id = m.asset_id WHERE m.alias_name = ? ORDER BY m.created_at, a.id",
+                    "ON a.id = m.asset_id WHERE m.alias_name = ? ORDER BY m.rowid",
                     (alias_name,),
                 )
                 return tuple(AssetInfo(name, uri) for name, uri in rows)

@@ -258,3 +258,35 @@ async def test_refused_registration_registers_nothing(store: Store) -> None:
     clash = await one(store, ops.RegisterAssets((fresh, AssetInfo("orders", "s3://other"))))
     assert isinstance(clash, AssetConflictError)
     assert await one(store, ops.LookupAsset(name="fresh")) is None
+
+
+async def test_declarations_clashing_among_themselves_register_nothing(store: Store) -> None:
+    """One RegisterAssets naming an asset twice with two URIs is refused whole."""
+    result = await one(
+        store,
+        ops.RegisterAssets((AssetInfo("twice", "s3://one"), AssetInfo("twice", "s3://two"))),
+    )
+    assert isinstance(result, AssetConflictError)
+    assert await one(store, ops.LookupAsset(name="twice")) is None
+
+
+async def test_alias_order_is_emission_order_whatever_the_clocks(store: Store) -> None:
+    """Assets resolve in the order they were emitted, even if a later emitter's clock is behind."""
+    b, a = AssetInfo("b", "s3://b"), AssetInfo("a", "s3://a")
+    await run(store, ops.AddEvent(b, "{}", "al", W), now=200.0)
+    await run(store, ops.AddEvent(a, "{}", "al", W), now=100.0)
+    assert await one(store, ops.ResolveAlias("al")) == (b, a)
+
+
+async def test_reads_and_refused_writes_do_not_register_an_asset(store: Store) -> None:
+    """Delete, and a compare-and-set that does not swap, leave an unknown asset unknown."""
+    ghost = AssetScope(name="ghost")
+    await run(store, ops.Delete(ghost, "k"), ops.CompareAndSet(ghost, "k", "x", '"y"', None, W))
+    assert await one(store, ops.LookupAsset(name="ghost")) is None
+
+
+async def test_compare_and_set_with_a_nul_in_the_expected_string(store: Store) -> None:
+    """A value holding U+0000 is storable as JSON, so it can be compared against too."""
+    await one(store, put(T1, "k", '"a\\u0000b"'))
+    assert await one(store, ops.CompareAndSet(T1, "k", "a\x00b", '"new"', None, W)) is True
+    assert await one(store, ops.Get(T1, "k")) == "new"

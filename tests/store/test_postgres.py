@@ -531,3 +531,20 @@ async def test_asset_scope_by_uri_on_a_fresh_runtime(database: PgDatabase, schem
         await one(first, put(AssetScope("orders", "s3://o"), "w", "1"))
     async with PostgresStore(database.dsn, schema=schema) as second:
         assert await one(second, ops.Get(AssetScope(uri="s3://o"), "w")) == 1
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://alice:S3cr#et@127.0.0.1:5432/test",
+        "postgresql://alice:Zz9/k3y@127.0.0.1:5432/test",
+        "postgresql://alice:wh?at@127.0.0.1/test",
+    ],
+)
+def test_an_unparseable_dsn_is_refused_without_its_password(dsn: str) -> None:
+    """A password with an unencoded '#', '/' or '?' is refused, and never shown."""
+    with pytest.raises(ValueError, match=r"does not parse: percent-encode") as caught:
+        PostgresStore(dsn)
+    secret = dsn.split(":")[2].split("@")[0]
+    assert secret not in str(caught.value)
+    assert secret[:3] not in str(caught.value)
