@@ -24,6 +24,7 @@ import trio
 
 from .dag import Operator
 from .errors import DagDefinitionError, ShellCommandError
+from .records import instance_label
 
 __all__ = ["ShellCommandError", "ShellOperator"]
 
@@ -229,10 +230,7 @@ def _rendered_env(
 
 
 def _task_label(context: Mapping[str, Any]) -> str:
-    label = f"{context['dag_id']}.{context['task_id']}"
-    if context["map_index"] >= 0:
-        label += f"[{context['map_index']}]"
-    return label
+    return instance_label(context["dag_id"], context["task_id"], context["map_index"])
 
 
 def _shell() -> str:

@@ -7,6 +7,11 @@ from typing import Any
 import attrs
 
 
+def instance_label(dag_id: str, task_id: str, map_index: int = -1) -> str:
+    """How messages name a task instance: ``dag.task``, or ``dag.task[2]`` when mapped."""
+    return f"{dag_id}.{task_id}[{map_index}]" if map_index >= 0 else f"{dag_id}.{task_id}"
+
+
 @attrs.frozen
 class AssetInfo:
     """A concrete asset as the store knows it."""

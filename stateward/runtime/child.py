@@ -47,12 +47,11 @@ from ..context.context import Context, OutletEventAccessors, TaskInstanceInfo
 from ..dag import Operator, PythonTask
 from ..errors import ProtocolError, TaskLoadError
 from ..loader import load_dags
-from ..records import AssetInfo
+from ..records import AssetInfo, instance_label
 from ..values import check_key, encode_value
 from . import messages as m
 from .client import SupervisorClient, raise_error, refuse_in_trio_thread
 from .frames import FrameReader, FrameWriter, StartFrame, check_json, pack_frame
-from .isolation import task_label
 from .runner import Runner
 from .supervisor import Caller
 
@@ -271,7 +270,7 @@ def load_task(start: StartFrame) -> Operator:
         TaskLoadError: the file cannot be loaded, or defines no such Dag or task; the
             message names the file and the task.
     """
-    label = task_label(start.dag_id, start.task_id, start.map_index)
+    label = instance_label(start.dag_id, start.task_id, start.map_index)
     where = f"cannot load task {label} in its task process from {start.dag_file!r}"
     try:
         dags = load_dags(start.dag_file)
@@ -403,7 +402,7 @@ def _error_frame(exc: BaseException) -> dict[str, Any]:
 
 async def _outcome(start: StartFrame, connection: ChildConnection) -> dict[str, Any]:
     """The final frame: the task's result and events, its error, or why it did not load."""
-    label = task_label(start.dag_id, start.task_id, start.map_index)
+    label = instance_label(start.dag_id, start.task_id, start.map_index)
     try:
         task = load_task(start)
     except TaskLoadError as exc:

@@ -17,15 +17,11 @@ from typing import Any, Final, NoReturn
 import trio
 
 from ..errors import (
-    AssetConflictError,
     AsyncContextError,
-    ProtocolError,
     RuntimeClosedError,
-    StateScopeError,
     StateTypeError,
     StateValueError,
     StatewardError,
-    StoreError,
     UndeclaredAssetError,
 )
 from . import messages as m
@@ -34,17 +30,8 @@ from .supervisor import Caller, Envelope, Supervisor, error_response
 #: How often a waiting worker thread checks that the runtime is still there.
 _POLL_SECONDS: Final = 0.5
 
-_EXCEPTIONS: Final[dict[m.ErrorType, type[StatewardError]]] = {
-    m.ErrorType.INVALID_VALUE: StateValueError,
-    m.ErrorType.INVALID_TYPE: StateTypeError,
-    m.ErrorType.SCOPE_DENIED: StateScopeError,
-    m.ErrorType.UNDECLARED_ASSET: UndeclaredAssetError,
-    m.ErrorType.ASSET_CONFLICT: AssetConflictError,
-    m.ErrorType.STORE_FAILURE: StoreError,
-    m.ErrorType.PROTOCOL: ProtocolError,
-    m.ErrorType.SHUTTING_DOWN: RuntimeClosedError,
-    m.ErrorType.INTERNAL: StatewardError,
-}
+# The first class listed for an error type is the one raised (reversed: first wins).
+_EXCEPTIONS: Final = {error: kind for error, kind in reversed(m.ERROR_EXCEPTIONS)}
 
 
 def raise_error(response: m.ErrorResponse) -> NoReturn:

@@ -45,7 +45,7 @@ from ..errors import (
     TaskProcessError,
     TaskTimeoutError,
 )
-from ..records import AssetInfo
+from ..records import AssetInfo, instance_label
 from . import messages as m
 from .client import SupervisorClient
 from .frames import (
@@ -72,11 +72,6 @@ _SIGNAL_HINTS: Final = {
     "SIGBUS": " (a bus error: a crash in native code)",
     "SIGABRT": " (aborted: a fatal error in native code or in the interpreter)",
 }
-
-
-def task_label(dag_id: str, task_id: str, map_index: int) -> str:
-    """How errors name a task instance: ``dag.task``, or ``dag.task[2]`` when mapped."""
-    return f"{dag_id}.{task_id}" + (f"[{map_index}]" if map_index >= 0 else "")
 
 
 # -- in process ------------------------------------------------------------------------------
@@ -393,7 +388,7 @@ async def run_isolated(
         TypeError: the run's params are not JSON (``ValueError`` for a NaN).
     """
     dag = task.dag
-    label = task_label(dag.dag_id, task.task_id, map_index)
+    label = instance_label(dag.dag_id, task.task_id, map_index)
     where = f"the task process for {label} try {try_number}"
     if os.name != "posix":
         msg = f"isolation='process' needs a POSIX system; {label} cannot run isolated here"

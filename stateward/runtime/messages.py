@@ -16,7 +16,18 @@ import attrs
 import cattrs
 from cattrs.strategies import configure_tagged_union
 
-from ..errors import ProtocolError
+from ..errors import (
+    AssetConflictError,
+    ProtocolError,
+    RuntimeClosedError,
+    StateScopeError,
+    StateTypeError,
+    StateValueError,
+    StatewardError,
+    StoreError,
+    SupervisorDiedError,
+    UndeclaredAssetError,
+)
 from ..records import AssetInfo, StateEntry
 
 # Values are JSON values; they are checked by stateward.values, not by the converter.
@@ -349,6 +360,22 @@ class ErrorType(enum.Enum):
     PROTOCOL = "protocol"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
+
+
+#: Which exception each error type stands for, both ways: the supervisor reports an
+#: exception as the type of the first class it is an instance of; the client raises the
+#: first class listed for a type (INTERNAL, and any type not listed: StatewardError).
+ERROR_EXCEPTIONS: Final[tuple[tuple[ErrorType, type[StatewardError]], ...]] = (
+    (ErrorType.SCOPE_DENIED, StateScopeError),
+    (ErrorType.UNDECLARED_ASSET, UndeclaredAssetError),
+    (ErrorType.ASSET_CONFLICT, AssetConflictError),
+    (ErrorType.INVALID_VALUE, StateValueError),
+    (ErrorType.INVALID_TYPE, StateTypeError),
+    (ErrorType.PROTOCOL, ProtocolError),
+    (ErrorType.STORE_FAILURE, StoreError),
+    (ErrorType.SHUTTING_DOWN, RuntimeClosedError),
+    (ErrorType.SHUTTING_DOWN, SupervisorDiedError),
+)
 
 
 @attrs.frozen

@@ -28,12 +28,12 @@ from ..context.accessors import (
 from ..context.context import Context, OutletEventAccessors, TaskInstanceInfo
 from ..dag import Dag, Operator, PythonTask
 from ..errors import SupervisorDiedError, UndeclaredAssetError
-from ..records import AssetInfo
+from ..records import AssetInfo, instance_label
 from ..store.base import TaskScope, Writer
 from ..templates import get_environment, needs_rendering, render_fields
 from . import messages as m
 from .client import SupervisorClient
-from .isolation import execute_in_process, run_isolated, task_label
+from .isolation import execute_in_process, run_isolated
 from .supervisor import Caller, Supervisor
 
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
@@ -401,7 +401,7 @@ class Runner:
             rendered = await self._render(instance, context, client, accessible, resolved)
             for name, value in rendered.items():
                 setattr(instance, name, value)
-            label = task_label(dag.dag_id, task.task_id, map_index)
+            label = instance_label(dag.dag_id, task.task_id, map_index)
             result = await execute_in_process(instance, context, label=label, try_number=try_number)
             await self._after_success(task, client, outlet_events)
         except Exception as exc:
@@ -444,9 +444,7 @@ class Runner:
         env = get_environment(
             native=dag.render_template_as_native_obj, searchpath=dag.template_searchpath
         )
-        label = f"{dag.dag_id}.{instance.task_id}"
-        if context["map_index"] >= 0:
-            label += f"[{context['map_index']}]"
+        label = instance_label(dag.dag_id, instance.task_id, context["map_index"])
         return render_fields(
             values, template_context, env=env, task=label, template_ext=instance.template_ext
         )
@@ -476,8 +474,7 @@ class _Run:
     results: list[TaskInstanceResult] = attrs.Factory(list)
 
     def label(self, task_id: str, map_index: int) -> str:
-        index = f"[{map_index}]" if map_index >= 0 else ""
-        return f"{self.dag.dag_id}.{task_id}{index} (run {self.run_id!r})"
+        return TaskScope(self.dag.dag_id, self.run_id, task_id, map_index).label
 
     def emit(self, task_id: str, map_index: int, state: str, try_number: int) -> None:
         if self.on_event is not None:

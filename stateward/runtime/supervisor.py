@@ -25,14 +25,12 @@ import attrs
 import trio
 
 from ..errors import (
-    AssetConflictError,
     AsyncContextError,
     ProtocolError,
     RuntimeClosedError,
     StateScopeError,
     StateTypeError,
     StateValueError,
-    StoreError,
     SupervisorDiedError,
     UndeclaredAssetError,
 )
@@ -114,22 +112,9 @@ class SupervisorStats:
     largest_batch: int = 0
 
 
-_ERROR_TYPES: Final[tuple[tuple[type[Exception], m.ErrorType], ...]] = (
-    (StateScopeError, m.ErrorType.SCOPE_DENIED),
-    (UndeclaredAssetError, m.ErrorType.UNDECLARED_ASSET),
-    (AssetConflictError, m.ErrorType.ASSET_CONFLICT),
-    (StateValueError, m.ErrorType.INVALID_VALUE),
-    (StateTypeError, m.ErrorType.INVALID_TYPE),
-    (ProtocolError, m.ErrorType.PROTOCOL),
-    (StoreError, m.ErrorType.STORE_FAILURE),
-    (RuntimeClosedError, m.ErrorType.SHUTTING_DOWN),
-    (SupervisorDiedError, m.ErrorType.SHUTTING_DOWN),
-)
-
-
 def error_response(exc: BaseException) -> m.ErrorResponse:
     """The response that reports ``exc`` to the client."""
-    for kind, error in _ERROR_TYPES:
+    for error, kind in m.ERROR_EXCEPTIONS:
         if isinstance(exc, kind):
             key = getattr(exc, "key", None)
             path = getattr(exc, "path", None)

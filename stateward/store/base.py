@@ -20,7 +20,7 @@ from typing import Any, Protocol, Self, TypeAlias
 
 import attrs
 
-from ..records import AssetInfo, StateEntry
+from ..records import AssetInfo, StateEntry, instance_label
 
 
 @attrs.frozen
@@ -35,8 +35,7 @@ class TaskScope:
     @property
     def label(self) -> str:
         """A short name for messages: ``dag.task`` or ``dag.task[3]``, with the run."""
-        index = f"[{self.map_index}]" if self.map_index >= 0 else ""
-        return f"{self.dag_id}.{self.task_id}{index} (run {self.run_id!r})"
+        return f"{instance_label(self.dag_id, self.task_id, self.map_index)} (run {self.run_id!r})"
 
 
 @attrs.frozen

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Final, TypeVar
 
 from ..errors import TaskFailedError
+from ..records import instance_label
 from ..runtime.runner import SUCCESS, DagRunResult, TaskInstanceResult
 from .harness import StateHarness
 
@@ -53,8 +54,7 @@ def assert_success(result: ResultT) -> ResultT:
 
 
 def _label(ti: TaskInstanceResult) -> str:
-    label = f"{ti.dag_id}.{ti.task_id}"
-    return label if ti.map_index < 0 else f"{label}[{ti.map_index}]"
+    return instance_label(ti.dag_id, ti.task_id, ti.map_index)
 
 
 def _describe(ti: TaskInstanceResult) -> str:
