@@ -54,49 +54,77 @@ def check_key(key: object) -> str:
     return key
 
 
-def _check_json(value: object, key: str, path: str) -> None:
-    # Walk the value once, so the error can say where the bad part sits.
+def find_non_json(
+    value: object, path: str = "value", *, none_ok: bool = False, tuples_ok: bool = False
+) -> tuple[str, object, str] | None:
+    """The first part of ``value`` that JSON would not give back as it is, or ``None``.
+
+    Returns:
+        ``(path, part, problem)``: where it sits (``value['when']``), the part itself (for
+        ``"key"``, the dict key), and what is wrong: ``"nan"`` (NaN or infinity),
+        ``"key"`` (a dict key that is not a str), ``"none"`` (unless ``none_ok``) or
+        ``"type"`` (any other type; tuples too, unless ``tuples_ok``).
+    """
     if isinstance(value, _SCALARS):
-        return
+        return None
     if isinstance(value, float):
-        if not math.isfinite(value):
-            msg = (
-                f"cannot store {value!r} at {path} for key {key!r}: JSON has no NaN or "
-                "infinity; store a string such as 'nan' or a separate flag instead"
-            )
-            raise StateValueError(msg, key=key)
-        return
-    if isinstance(value, list):
+        return None if math.isfinite(value) else (path, value, "nan")
+    if isinstance(value, list) or (tuples_ok and isinstance(value, tuple)):
         for index, item in enumerate(value):
-            _check_json(item, key, f"{path}[{index}]")
-        return
+            found = find_non_json(item, f"{path}[{index}]", none_ok=none_ok, tuples_ok=tuples_ok)
+            if found is not None:
+                return found
+        return None
     if isinstance(value, dict):
         for name, item in value.items():
             if type(name) is not str:
-                msg = (
-                    f"cannot store key {key!r}: {path} has a {type(name).__name__} key "
-                    f"{name!r}; JSON objects have str keys only, so convert it with str()"
-                )
-                raise StateTypeError(msg, key=key, path=path)
-            _check_json(item, key, f"{path}[{name!r}]")
-        return
+                return (path, name, "key")
+            found = find_non_json(item, f"{path}[{name!r}]", none_ok=none_ok, tuples_ok=tuples_ok)
+            if found is not None:
+                return found
+        return None
     if value is None:
+        return None if none_ok else (path, value, "none")
+    return (path, value, "type")
+
+
+_HINTS: Final = {
+    "tuple": "use a list",
+    "set": "use a sorted list",
+    "frozenset": "use a sorted list",
+    "bytes": "decode it or base64-encode it to str",
+    "datetime": "store value.isoformat() or a timestamp",
+    "date": "store value.isoformat()",
+    "Decimal": "store str(value) or a float",
+}
+
+
+def _check_json(value: object, key: str) -> None:
+    found = find_non_json(value)
+    if found is None:
+        return
+    path, part, problem = found
+    if problem == "nan":
+        msg = (
+            f"cannot store {part!r} at {path} for key {key!r}: JSON has no NaN or "
+            "infinity; store a string such as 'nan' or a separate flag instead"
+        )
+        raise StateValueError(msg, key=key)
+    if problem == "key":
+        msg = (
+            f"cannot store key {key!r}: {path} has a {type(part).__name__} key "
+            f"{part!r}; JSON objects have str keys only, so convert it with str()"
+        )
+        raise StateTypeError(msg, key=key, path=path)
+    if problem == "none":
         msg = (
             f"cannot store None at {path} for key {key!r}: None means 'absent' when read; "
             "leave the entry out or use a sentinel"
         )
         raise StateValueError(msg, key=key)
-    hint = {
-        "tuple": "use a list",
-        "set": "use a sorted list",
-        "frozenset": "use a sorted list",
-        "bytes": "decode it or base64-encode it to str",
-        "datetime": "store value.isoformat() or a timestamp",
-        "date": "store value.isoformat()",
-        "Decimal": "store str(value) or a float",
-    }.get(type(value).__name__, "convert it to str, int, float, bool, list or dict")
+    hint = _HINTS.get(type(part).__name__, "convert it to str, int, float, bool, list or dict")
     msg = (
-        f"cannot store key {key!r}: {path} is a {type(value).__name__} ({value!r:.60}), "
+        f"cannot store key {key!r}: {path} is a {type(part).__name__} ({part!r:.60}), "
         f"which is not a JSON value; {hint}"
     )
     raise StateTypeError(msg, key=key, path=path)
@@ -123,7 +151,7 @@ def encode_value(key: str, value: object, max_value_bytes: int = DEFAULT_MAX_VAL
             f"call delete({key!r}) to remove the key instead"
         )
         raise StateValueError(msg, key=key)
-    _check_json(value, key, "value")
+    _check_json(value, key)
     try:
         text = _ENCODER.encode(value)
     except ValueError as exc:  # e.g. an int too large to write as decimal digits

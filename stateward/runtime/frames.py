@@ -40,6 +40,7 @@ from ..errors import (
     ProtocolError,
 )
 from ..records import AssetInfo
+from ..values import find_non_json
 
 #: The largest frame either side sends or accepts: 16 MiB of JSON.
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
@@ -225,26 +226,18 @@ def check_json(value: object, where: str) -> None:
         TypeError: a part of ``value`` is of another type; the message says where.
         ValueError: a NaN or an infinity.
     """
-    if value is None or isinstance(value, str | int | bool):
+    found = find_non_json(value, where, none_ok=True, tuples_ok=True)
+    if found is None:
         return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            msg = f"{where} is {value!r}, which JSON cannot hold; use a str or None"
-            raise ValueError(msg)
-        return
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            check_json(item, f"{where}[{index}]")
-        return
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if type(name) is not str:
-                msg = f"{where} has a {type(name).__name__} key {name!r}; JSON keys are str"
-                raise TypeError(msg)
-            check_json(item, f"{where}[{name!r}]")
-        return
+    path, part, problem = found
+    if problem == "nan":
+        msg = f"{path} is {part!r}, which JSON cannot hold; use a str or None"
+        raise ValueError(msg)
+    if problem == "key":
+        msg = f"{path} has a {type(part).__name__} key {part!r}; JSON keys are str"
+        raise TypeError(msg)
     msg = (
-        f"{where} is a {type(value).__name__} ({value!r:.60}), which is not JSON: use "
+        f"{path} is a {type(part).__name__} ({part!r:.60}), which is not JSON: use "
         "str, int, float, bool, None, list or dict with str keys"
     )
     raise TypeError(msg)
