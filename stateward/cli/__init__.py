@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import click
 
-from ..errors import StatewardError
+from ..errors import StatewardError, sole_exception
 from . import run as run
 from . import state as state
-from .app import EXIT_FAILURE, JSON_FIELDS, _one_line, _print_error, _single_leaf, cli
+from .app import EXIT_FAILURE, JSON_FIELDS, _one_line, _print_error, cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error("interrupted")
         return 130
     except BaseException as exc:
-        leaf = _single_leaf(exc)
+        leaf = sole_exception(exc)
         if isinstance(leaf, click.ClickException):
             _print_error(leaf.format_message())
             return leaf.exit_code

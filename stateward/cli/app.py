@@ -39,13 +39,6 @@ class CliError(click.ClickException):
     exit_code = EXIT_FAILURE
 
 
-def _single_leaf(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-member exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         return f"{exc.strerror}: {os.fspath(exc.filename)!r}"

@@ -44,6 +44,7 @@ from ..errors import (
     TaskLoadError,
     TaskProcessError,
     TaskTimeoutError,
+    raise_sole,
 )
 from ..records import AssetInfo, instance_label
 from . import messages as m
@@ -324,7 +325,6 @@ async def _serve_until_exit(
     """Serve the child until its final frame, its end of stream, or its exit (then a
     short drain): a process the child started may hold the socket open after it died."""
     final: dict[str, Any] | None = None
-    error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
 
@@ -337,11 +337,7 @@ async def _serve_until_exit(
             final = await serve_child(stream, client, on_rendered, sock=sock)
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) != 1:
-            raise
-        error = group.exceptions[0]  # serve_child's own error (a broken protocol)
-    if error is not None:
-        raise error
+        raise_sole(group)  # serve_child's own error (a broken protocol)
     return final
 
 

@@ -15,7 +15,7 @@ import trio
 from ..assets import Asset
 from ..context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
 from ..dag import ISOLATION_MODES, Dag, Operator
-from ..errors import RuntimeClosedError
+from ..errors import RuntimeClosedError, raise_sole
 from ..records import AssetInfo, StateEntry
 from ..store.base import Store, TaskScope
 from ..store.memory import MemoryStore
@@ -337,9 +337,7 @@ async def open_runtime(
     except BaseExceptionGroup as group:
         # The supervisor never raises into the nursery, so a group holds the error of
         # the caller's own block: give it back as it was raised.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from group.exceptions[0].__cause__
-        raise
+        raise_sole(group)
     if runtime.supervisor.failure is not None:
         raise runtime.supervisor.died_error() from runtime.supervisor.failure
 

@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     )
     raise ImportError(_msg) from exc
 
-from ..errors import RuntimeClosedError, StoreError
+from ..errors import RuntimeClosedError, StoreError, raise_sole
 from .base import Op
 from .pg_schema import DEFAULT_SCHEMA, quoted
 from .pg_session import Session, breaks_connection
@@ -361,15 +361,4 @@ async def _close_loop(loop_cm: Any) -> None:
     try:
         await loop_cm.__aexit__(None, None, None)
     except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        if len(leaves) == 1:
-            raise leaves[0] from leaves[0].__cause__
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
+        raise_sole(group)
