@@ -100,8 +100,8 @@ class _Engine:
         self._new_ids: dict[str, int] = {}
         self.write_transactions = 0
 
-    def run(self, ops: Sequence[Op], now: float) -> list[Any]:
-        writes = any(is_write(op) for op in ops)
+    def run(self, ops: Sequence[Op], now: float, writes: bool) -> list[Any]:
+        """Run ``ops`` as one transaction (``writes``: one that takes the write lock)."""
         conn = self.conn
         try:
             if writes or len(ops) > 1:
@@ -541,14 +541,15 @@ class SqliteStore:
         if writer is None or reader is None:
             msg = f"{self!r} is not open; use it with 'async with' (open_runtime does)"
             raise RuntimeClosedError(msg)
-        if not any(is_write(op) for op in ops):
+        writes = any(is_write(op) for op in ops)
+        if not writes:
             try:
-                return reader.run(ops, now)
+                return reader.run(ops, now, False)
             except StoreError as exc:
                 if not _is_busy(exc):
                     raise
                 self.reader_fallbacks += 1
-        results: list[Any] = await self._in_writer(writer.run, ops, now)
+        results: list[Any] = await self._in_writer(writer.run, ops, now, writes)
         return results
 
 

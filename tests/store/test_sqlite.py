@@ -196,7 +196,7 @@ async def test_busy_reader_falls_back_to_the_writer_thread(
         reader = store._reader
         assert reader is not None
 
-        def busy(batch: object, now: float) -> list[object]:
+        def busy(batch: object, now: float, writes: bool) -> list[object]:
             cause = sqlite3.OperationalError("database is locked")
             raise StoreError("locked") from cause
 
@@ -204,7 +204,7 @@ async def test_busy_reader_falls_back_to_the_writer_thread(
         assert await store.execute([ops.Get(T, "k")], now=1.0) == [1]
         assert store.reader_fallbacks == 1
 
-        def broken(batch: object, now: float) -> list[object]:
+        def broken(batch: object, now: float, writes: bool) -> list[object]:
             cause = sqlite3.DatabaseError("database disk image is malformed")
             raise StoreError("malformed") from cause
 
