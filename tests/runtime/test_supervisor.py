@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from types import TracebackType
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -64,36 +64,30 @@ class Harness:
         return SupervisorClient(self.supervisor, Caller(**caller), self.token)
 
 
-class _Opened:
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-
-    async def __aenter__(self) -> MemoryStore:
-        await self.store.__aenter__()
-        return self.store
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.store.__aexit__(t, e, tb)
+@contextlib.asynccontextmanager
+async def serving(store: MemoryStore) -> AsyncIterator[Harness]:
+    """``store`` open and a supervisor serving it; closed (its queue drained) on exit."""
+    async with store, trio.open_nursery() as nursery:
+        h = Harness(store, nursery)
+        await nursery.start(h.supervisor.serve)
+        yield h
+        h.supervisor.close()
 
 
 async def test_waiting_writes_are_grouped_into_one_transaction() -> None:
     """Requests queued while a batch runs are served together: one transaction for all."""
     store = GatedStore()
-    async with _Opened(store), trio.open_nursery() as nursery:
-        h = Harness(store, nursery)
-        await nursery.start(h.supervisor.serve)
+    async with serving(store) as h:
         client = h.client()
         results: list[Any] = []
 
         async def write(i: int) -> None:
             results.append(await client.request(m.SetTaskState(f"k{i}", i)))
 
-        nursery.start_soon(write, 0)
+        h.nursery.start_soon(write, 0)
         await trio.testing.wait_all_tasks_blocked()
         for i in range(1, 50):
-            nursery.start_soon(write, i)
+            h.nursery.start_soon(write, i)
         await trio.testing.wait_all_tasks_blocked()
         store.gate.set()
         await trio.testing.wait_all_tasks_blocked()
@@ -103,15 +97,12 @@ async def test_waiting_writes_are_grouped_into_one_transaction() -> None:
         assert h.supervisor.stats.largest_batch == 49
         items = await client.request(m.ListTaskState())
         assert len(items.items) == 50
-        h.supervisor.close()
 
 
 async def test_no_reply_before_the_batch_commits() -> None:
     """A reader queued behind a write is answered only after that write's batch commits."""
     store = GatedStore()
-    async with _Opened(store), trio.open_nursery() as nursery:
-        h = Harness(store, nursery)
-        await nursery.start(h.supervisor.serve)
+    async with serving(store) as h:
         client = h.client()
         answered = trio.Event()
 
@@ -119,20 +110,17 @@ async def test_no_reply_before_the_batch_commits() -> None:
             await client.request(m.SetTaskState("k", 1))
             answered.set()
 
-        nursery.start_soon(write)
+        h.nursery.start_soon(write)
         await trio.testing.wait_all_tasks_blocked()
         assert not answered.is_set()
         store.gate.set()
         await answered.wait()
-        h.supervisor.close()
 
 
 async def test_refused_request_does_not_fail_its_batch() -> None:
     """A bad request in a batch gets an error; the others in it succeed."""
     store = GatedStore()
-    async with _Opened(store), trio.open_nursery() as nursery:
-        h = Harness(store, nursery)
-        await nursery.start(h.supervisor.serve)
+    async with serving(store) as h:
         client = h.client()
         outcomes: dict[str, Any] = {}
 
@@ -142,12 +130,12 @@ async def test_refused_request_does_not_fail_its_batch() -> None:
             except Exception as exc:
                 outcomes[name] = exc
 
-        nursery.start_soon(send, "first", m.SetTaskState("a", 1))
+        h.nursery.start_soon(send, "first", m.SetTaskState("a", 1))
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(send, "good", m.SetTaskState("b", 2))
-        nursery.start_soon(send, "none", m.SetTaskState("c", None))
-        nursery.start_soon(send, "key", m.GetTaskState(""))
-        nursery.start_soon(send, "good2", m.IncrementTaskState("n"))
+        h.nursery.start_soon(send, "good", m.SetTaskState("b", 2))
+        h.nursery.start_soon(send, "none", m.SetTaskState("c", None))
+        h.nursery.start_soon(send, "key", m.GetTaskState(""))
+        h.nursery.start_soon(send, "good2", m.IncrementTaskState("n"))
         await trio.testing.wait_all_tasks_blocked()
         store.gate.set()
         await trio.testing.wait_all_tasks_blocked()
@@ -156,16 +144,13 @@ async def test_refused_request_does_not_fail_its_batch() -> None:
         assert outcomes["good"] == m.OkResponse()
         assert outcomes["good2"] == m.IncrementResult("n", 1)
         assert (await client.request(m.ListTaskState())).items == {"a": 1, "b": 2, "n": 1}
-        h.supervisor.close()
 
 
 async def test_store_failure_is_isolated_to_the_request_that_caused_it() -> None:
     """If the store fails a batch, each request is retried alone; only the culprit fails."""
     store = GatedStore()
     store.fail_when_key = "poison"
-    async with _Opened(store), trio.open_nursery() as nursery:
-        h = Harness(store, nursery)
-        await nursery.start(h.supervisor.serve)
+    async with serving(store) as h:
         client = h.client()
         outcomes: dict[str, Any] = {}
 
@@ -175,10 +160,10 @@ async def test_store_failure_is_isolated_to_the_request_that_caused_it() -> None
             except Exception as exc:
                 outcomes[name] = exc
 
-        nursery.start_soon(send, "first", m.GetTaskState("x"))
+        h.nursery.start_soon(send, "first", m.GetTaskState("x"))
         await trio.testing.wait_all_tasks_blocked()
         for key in ("a", "poison", "b"):
-            nursery.start_soon(send, key, m.SetTaskState(key, 1))
+            h.nursery.start_soon(send, key, m.SetTaskState(key, 1))
         await trio.testing.wait_all_tasks_blocked()
         store.gate.set()
         await trio.testing.wait_all_tasks_blocked()
@@ -186,13 +171,12 @@ async def test_store_failure_is_isolated_to_the_request_that_caused_it() -> None
         assert "disk full while writing 'poison'" in str(outcomes["poison"])
         assert outcomes["a"] == outcomes["b"] == m.OkResponse()
         assert (await client.request(m.ListTaskState())).items == {"a": 1, "b": 1}
-        h.supervisor.close()
 
 
 async def test_shutdown_answers_every_queued_request() -> None:
     """Cancelling the supervisor answers the batch in flight and fails the queued ones."""
     store = GatedStore()
-    async with _Opened(store), trio.open_nursery() as nursery:
+    async with store, trio.open_nursery() as nursery:
         h = Harness(store, nursery)
         serve_scope = trio.CancelScope()
 
@@ -224,9 +208,7 @@ async def test_shutdown_answers_every_queued_request() -> None:
 async def test_close_drains_then_refuses_new_requests() -> None:
     """close() lets queued requests finish, then new ones are refused."""
     store = MemoryStore()
-    async with _Opened(store), trio.open_nursery() as nursery:
-        h = Harness(store, nursery)
-        await nursery.start(h.supervisor.serve)
+    async with serving(store) as h:
         client = h.client()
         caller = Caller(task=T, writer=None)
         queued = Envelope(m.SetTaskState("k", 1), caller)
@@ -241,9 +223,7 @@ async def test_close_drains_then_refuses_new_requests() -> None:
 async def test_scope_is_enforced_on_hand_built_messages() -> None:
     """A task client cannot reach undeclared assets or admin requests, whatever it sends."""
     store = MemoryStore()
-    async with _Opened(store), trio.open_nursery() as nursery:
-        h = Harness(store, nursery)
-        await nursery.start(h.supervisor.serve)
+    async with serving(store) as h:
         admin = h.client(task=None, writer=None, unrestricted=True)
         await admin.request(m.DeclareAssets((ORDERS, AssetInfo("secret", "s3://secret"))))
         await admin.request(m.SetAssetStateByName("secret", "k", "hidden"))
@@ -274,22 +254,18 @@ async def test_scope_is_enforced_on_hand_built_messages() -> None:
         assert (await admin.request(m.GetAssetStateByName("secret", "k"))).value == "hidden"
         await client.request(m.SetAssetStateByUri("s3://o", "w", 1))
         assert (await client.request(m.GetAssetStateByName("orders", "w"))).value == 1
-        h.supervisor.close()
 
 
 async def test_task_identity_is_bound_by_the_client_not_the_message() -> None:
     """Two clients sending the same message reach their own task instance only."""
     store = MemoryStore()
-    async with _Opened(store), trio.open_nursery() as nursery:
-        h = Harness(store, nursery)
-        await nursery.start(h.supervisor.serve)
+    async with serving(store) as h:
         a = h.client(task=TaskScope("d", "r", "a", -1))
         b = h.client(task=TaskScope("d", "r", "b", -1))
         await a.request(m.SetTaskState("k", "from a"))
         assert (await b.request(m.GetTaskState("k"))).value is None
         await b.request(m.ClearTaskState(all_map_indices=True))
         assert (await a.request(m.GetTaskState("k"))).value == "from a"
-        h.supervisor.close()
 
 
 class Doom(BaseException):
@@ -310,7 +286,7 @@ async def test_supervisor_death_answers_the_batch_in_flight_and_later_calls() ->
     from stateward import SupervisorDiedError
 
     store = DoomedStore()
-    async with _Opened(store):
+    async with store:
         h = Harness(store, None)  # type: ignore[arg-type]
         with pytest.RaisesGroup(Doom):
             async with trio.open_nursery() as nursery:
@@ -341,9 +317,7 @@ async def test_supervisor_death_answers_the_batch_in_flight_and_later_calls() ->
 async def test_non_finite_expiry_is_refused(expires_at: float) -> None:
     """A hand-built request with a NaN or infinite expiry is refused, nothing written."""
     store = MemoryStore()
-    async with _Opened(store), trio.open_nursery() as nursery:
-        h = Harness(store, nursery)
-        await nursery.start(h.supervisor.serve)
+    async with serving(store) as h:
         client = h.client()
         for request in (
             m.SetTaskState("k", 1, expires_at),
@@ -353,7 +327,6 @@ async def test_non_finite_expiry_is_refused(expires_at: float) -> None:
             with pytest.raises(StateValueError, match=r"expires_at must be a finite Unix time"):
                 await client.request(request)
         assert (await client.request(m.ListTaskState())).items == {}
-        h.supervisor.close()
 
 
 def test_a_callers_identity_cannot_be_reassigned() -> None:
