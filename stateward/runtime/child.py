@@ -17,15 +17,13 @@ run. If the parent goes away, the child exits at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import ctypes
 import faulthandler
 import itertools
 import logging
 import math
 import os
-import signal
+import select
 import socket
 import sys
 import threading
@@ -57,7 +55,8 @@ from .supervisor import Caller
 
 #: Exit status when the parent went away before the outcome could be reported.
 EXIT_PARENT_GONE: Final = 75
-_PR_SET_PDEATHSIG: Final = 1  # from <linux/prctl.h>
+#: Where a pidfd is not available: how often the parent's pid is checked.
+_PARENT_POLL_SECONDS: Final = 0.5
 # Packages whose frames are the runtime's machinery, not the task's code (this module
 # runs as __main__).
 _MACHINERY: Final = frozenset({"__main__", "stateward", "trio", "outcome"})
@@ -449,16 +448,40 @@ async def _main(sock: socket.socket) -> int:
 
 
 def _die_with_parent() -> None:
-    # Linux: the kernel sends SIGKILL when the runtime dies, even while trio's thread is
-    # blocked (the socket's EOF is seen only by a running read loop).
-    if not sys.platform.startswith("linux"):
-        return
+    # The child exits at once when the runtime's process dies, even while trio's thread
+    # is blocked (the socket's EOF is seen only by a running read loop): a daemon thread
+    # waits on a pidfd of the parent process, which the kernel makes readable when that
+    # whole process has exited. PR_SET_PDEATHSIG is not used: it fires when the *thread*
+    # that started the child exits, and trio starts processes from cached worker threads
+    # that exit after 10 s idle, which killed every isolated attempt at about 10 s.
     parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the request took effect
+    watched = _watch_parent(parent)
+    if os.getppid() != parent or not watched:  # it died before the watch began
         os._exit(EXIT_PARENT_GONE)
+
+
+def _watch_parent(parent: int) -> bool:
+    """Start the thread that ends this process when ``parent`` exits; False if gone."""
+    try:
+        pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll the parent's pid instead
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            while not poller.poll():
+                pass
+        else:
+            while os.getppid() == parent:
+                time.sleep(_PARENT_POLL_SECONDS)
+        os._exit(EXIT_PARENT_GONE)
+
+    threading.Thread(target=watch, name="stateward-parent-watch", daemon=True).start()
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

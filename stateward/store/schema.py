@@ -8,6 +8,7 @@ is never modified.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from typing import Final
@@ -99,6 +100,29 @@ def is_locked(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
+def _read_mark(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+    """The file's application id and table names, read from one snapshot.
+
+    Read as two autocommit statements, another process's first migration could commit
+    between them: the id read before it (0) and the tables after, which looks exactly
+    like a foreign database. Inside one read transaction both come from one snapshot.
+    """
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        app_id: int = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    except BaseException:
+        if own:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    if own:
+        conn.execute("COMMIT")
+    return app_id, tables
+
+
 def current_version(conn: sqlite3.Connection, path: str) -> int | None:
     """Return the schema version of a stateward database, or ``None`` for an empty file.
 
@@ -107,8 +131,7 @@ def current_version(conn: sqlite3.Connection, path: str) -> int | None:
             application, or was written by a newer stateward.
     """
     try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+        app_id, tables = _read_mark(conn)
     except sqlite3.DatabaseError as exc:
         if is_locked(exc):  # another process is writing the file: not a verdict on it
             raise

@@ -92,3 +92,40 @@ def test_four_processes_increment_one_key_exactly(tmp_path: Path) -> None:
 def test_many_processes_increment_one_key_exactly(tmp_path: Path) -> None:
     """8 processes x 600 increments and 200 contended compare-and-set rounds."""
     check(tmp_path, processes=8, lanes=4, per_lane=150, rounds=200)
+
+
+def open_new_files_together(tmp_path: Path, processes: int, files: int) -> list[str]:
+    """Have ``processes`` children open each of ``files`` new files at the same moment;
+    return every failure they reported."""
+    children = [
+        Child("open_child.py", stderr_path=tmp_path / f"open{i}.err") for i in range(processes)
+    ]
+    failures: list[str] = []
+    try:
+        for n in range(files):
+            path = tmp_path / f"new{n}.db"
+            for child in children:  # every child is blocked on stdin until now
+                child.send(f"open {path}")
+            for child in children:
+                if (line := child.readline()) != "ok":
+                    failures.append(f"{path.name}: {line}")
+        for child in children:
+            child.send("exit")
+            assert child.proc.wait() == 0, child.stderr()
+    finally:
+        for child in children:
+            child.close()
+    return failures
+
+
+def test_processes_opening_one_new_file_all_succeed(tmp_path: Path) -> None:
+    """Four processes opening one new file at once never take it for a foreign database
+    (a migration can commit between another opener's reads; the deterministic version
+    is in tests/store/test_sqlite.py)."""
+    assert open_new_files_together(tmp_path, processes=4, files=10) == []
+
+
+@pytest.mark.long
+def test_processes_opening_one_new_file_stress(tmp_path: Path) -> None:
+    """The same for 6 processes and 400 new files (2,400 opens)."""
+    assert open_new_files_together(tmp_path, processes=6, files=400) == []

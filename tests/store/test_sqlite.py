@@ -11,7 +11,7 @@ import pytest
 from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError
 from stateward.store import base as ops
 from stateward.store.base import TaskScope
-from stateward.store.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
+from stateward.store.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
 
 T = TaskScope("d", "r", "t", -1)
 
@@ -117,6 +117,34 @@ async def test_non_database_file_is_refused_and_left_untouched(tmp_path: Path) -
         async with SqliteStore(path):
             pass
     assert digest(path) == before
+
+
+def test_a_migration_committing_between_the_mark_reads_is_not_taken_for_foreign(
+    tmp_path: Path,
+) -> None:
+    """Another opener's first migration, run while this opener reads the file's mark,
+    is either wholly seen or not at all: never an id of 0 beside stateward's tables."""
+    path = tmp_path / "new.db"
+    reader = sqlite3.connect(path, isolation_level=None)
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    attempts: list[str] = []
+
+    def migrate_between_the_reads(statement: str) -> None:
+        if "sqlite_master" in statement and not attempts:
+            try:
+                migrate(other, str(path))
+                attempts.append("committed")
+            except sqlite3.OperationalError as exc:  # the reader's snapshot holds it off
+                attempts.append(str(exc))
+
+    reader.set_trace_callback(migrate_between_the_reads)
+    try:
+        assert current_version(reader, str(path)) is None  # the file as it was: empty
+    finally:
+        reader.set_trace_callback(None)
+        reader.close()
+        other.close()
+    assert attempts == ["database is locked"]
 
 
 async def test_empty_file_is_initialised(tmp_path: Path) -> None:
