@@ -43,7 +43,8 @@ def test_an_attempt_outlives_the_thread_that_started_its_process(tmp_path: Path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     joined, outcome = out.splitlines()
-    assert joined.startswith("joined ") and int(joined.split()[1]) >= 1
+    assert joined.startswith("joined ")
+    assert int(joined.split()[1]) >= 1
     assert outcome == "success released", err
 
 
