@@ -26,7 +26,7 @@ from typing import Any, Final
 import asyncpg
 import attrs
 
-from ..errors import AssetConflictError, StateTypeError, StateValueError
+from ..errors import AssetConflictError, StateTypeError, StateValueError, StoreError
 from ..records import AssetInfo, StateEntry
 from ..values import decode_value
 from .base import (
@@ -179,19 +179,51 @@ class Session:
         self._new_ids: dict[str, int] = {}
         self._in_tx = False
         self.write_transactions = 0
+        #: The oid of the asset table when first connected: another one later means the
+        #: schema was dropped or restored under this store.
+        self._asset_table: int | None = None
 
     async def connect(self) -> None:
-        """Connect, and create or migrate the schema."""
+        """Connect, and create or migrate the schema (only when first connecting).
+
+        Raises:
+            StoreError: on a later connection, the schema is gone or is not the one
+                this session connected to first.
+        """
+        # Ids are read again on each connection: what happened while none was open
+        # (a restore, say) is not known.
+        self.asset_ids.clear()
         # No asyncio timeouts: they run on trio's clock (see _Watchdog).
         conn = await asyncpg.connect(self.dsn, timeout=None, server_settings=self.settings)
         try:
             version = await current_version(conn, self.schema, self.where)
+            if version is None and self._asset_table is not None:
+                raise StoreError(self._replaced_message(), affects_all=True)
             if version != SCHEMA_VERSION:
                 await migrate(conn, self.schema, self.where)
+            await self._check_same_schema(conn)
         except BaseException:
             conn.terminate()  # at once: the server may be what failed
             raise
         self.conn = conn
+
+    async def _check_same_schema(self, conn: Any) -> None:
+        # Asset ids outlive a connection in the runtime's requests and in other
+        # runtimes' caches; a schema created again numbers the assets afresh, so an id
+        # could name another asset. Refuse instead of writing to it.
+        table = await conn.fetchval("SELECT to_regclass($1)::oid", f"{self.sql.s}.asset")
+        if self._asset_table is None:
+            self._asset_table = table
+        elif table != self._asset_table:
+            raise StoreError(self._replaced_message(), affects_all=True)
+
+    def _replaced_message(self) -> str:
+        return (
+            f"schema {self.schema!r} of {self.where} was dropped or replaced (a restore?) "
+            "while this runtime was using it, so the asset ids it holds may name other "
+            "assets now; nothing was written. Stop every runtime on this schema, restore "
+            "it, and open them again (see 'Restoring a backup' in docs/scaling.md)"
+        )
 
     async def close(self) -> None:
         """Close the connection (at once, if the server does not answer)."""
