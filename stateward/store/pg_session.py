@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import select
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -58,6 +60,10 @@ _TRANSIENT: Final = frozenset({"40001", "40P01"})  # serialization failure, dead
 _ATTEMPTS: Final = 5
 #: Operations that are one statement: alone in a batch, they need no BEGIN/COMMIT.
 _ONE_STATEMENT: Final = (Get, Items, Put, Delete, Clear, Increment, CompareAndSet, LookupAsset)
+#: After a failed connection attempt, the next waits this long, doubled after each
+#: failure up to _MAX_BACKOFF; batches meanwhile fail at once without connecting.
+_FIRST_BACKOFF: Final = 0.1
+_MAX_BACKOFF: Final = 1.0
 _CANONICAL: Final = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
 )
@@ -86,6 +92,31 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _normalise(item) for key, item in value.items()}
     return value
+
+
+class NotConnected(Exception):
+    """No connection for a batch, so nothing of it was sent.
+
+    Args:
+        cause: Why the last connection attempt failed.
+        retry_in: Seconds until the next batch tries to connect again.
+    """
+
+    def __init__(self, cause: Exception, retry_in: float) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.retry_in = retry_in
+
+
+def _readable(conn: Any) -> bool:
+    """Whether the connection's socket has something to read (at once, without waiting)."""
+    transport = getattr(conn, "_transport", None)  # asyncpg keeps it private
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None or not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _NeedsTransaction(Exception):
@@ -154,6 +185,9 @@ def breaks_connection(exc: BaseException) -> bool:
 class Session:
     """One asyncpg connection (opened again if lost) and the store's operations on it.
 
+    Attributes:
+        clock: Seconds on a monotonic clock (connection backoff); replaceable in tests.
+
     Args:
         dsn: The DSN to connect to.
         schema: The PostgreSQL schema of stateward's tables.
@@ -162,6 +196,8 @@ class Session:
             server's default). The server enforces it, so a statement that waited too
             long for a lock is undone even if this client is gone.
     """
+
+    clock = staticmethod(time.monotonic)
 
     def __init__(
         self, dsn: str, schema: str, where: str, statement_timeout: float | None = None
@@ -182,6 +218,11 @@ class Session:
         #: The oid of the asset table when first connected: another one later means the
         #: schema was dropped or restored under this store.
         self._asset_table: int | None = None
+        #: Connections attempted (for tests): one per batch at most, with backoff.
+        self.connect_attempts = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._last_failure: Exception | None = None
 
     async def connect(self) -> None:
         """Connect, and create or migrate the schema (only when first connecting).
@@ -193,6 +234,7 @@ class Session:
         # Ids are read again on each connection: what happened while none was open
         # (a restore, say) is not known.
         self.asset_ids.clear()
+        self.connect_attempts += 1
         # No asyncio timeouts: they run on trio's clock (see _Watchdog).
         conn = await asyncpg.connect(self.dsn, timeout=None, server_settings=self.settings)
         try:
@@ -242,9 +284,12 @@ class Session:
             conn.terminate()
 
     async def run(self, ops: Sequence[Op], now: float) -> list[Any]:
-        """Run one batch; see :meth:`stateward.store.base.Store.execute`."""
-        if self.conn is None or self.conn.is_closed():
-            await self.connect()
+        """Run one batch; see :meth:`stateward.store.base.Store.execute`.
+
+        Raises:
+            NotConnected: there was no connection and none could be opened.
+        """
+        await self._ensure_connected()
         writes = any(is_write(op) for op in ops)
         attempt = 1
         while True:
@@ -265,6 +310,41 @@ class Session:
         if writes:
             self.write_transactions += 1
         return results
+
+    async def _ensure_connected(self) -> None:
+        # Before anything of the batch is sent: so a connection that cannot be had
+        # fails the batch as not sent (affecting all its requests, not each alone).
+        if self.conn is not None and not self.conn.is_closed() and await self._lost_while_idle():
+            self.terminate()
+        if self.conn is not None and not self.conn.is_closed():
+            return
+        wait = self._retry_at - self.clock()
+        if self._last_failure is not None and wait > 0:
+            raise NotConnected(self._last_failure, wait)
+        try:
+            await self.connect()
+        except Exception as exc:
+            self._backoff = min(max(2 * self._backoff, _FIRST_BACKOFF), _MAX_BACKOFF)
+            self._retry_at = self.clock() + self._backoff
+            self._last_failure = exc
+            raise NotConnected(exc, self._backoff) from exc
+        self._backoff, self._last_failure = 0.0, None
+
+    async def _lost_while_idle(self) -> bool:
+        # Between batches the server sends nothing unasked (the store does not LISTEN),
+        # so a readable socket means it closed the connection (or sent a notice) while
+        # the loop could not look, e.g. while trio's thread was busy. A ping tells which
+        # before the batch is sent; a batch sent on a closed connection would fail with
+        # its outcome unknown.
+        if not _readable(self.conn):
+            return False
+        try:
+            await self.conn.execute("SELECT 1")
+        except Exception as exc:
+            if breaks_connection(exc):
+                return True
+            raise
+        return False
 
     async def _run_once(self, ops: Sequence[Op], now: float, writes: bool) -> list[Any]:
         if len(ops) == 1 and isinstance(ops[0], _ONE_STATEMENT):

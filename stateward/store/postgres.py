@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from ..errors import RuntimeClosedError, StoreError, raise_sole
 from .base import Op
 from .pg_schema import DEFAULT_SCHEMA, quoted
-from .pg_session import Session, breaks_connection
+from .pg_session import NotConnected, Session, breaks_connection
 
 #: URL schemes that select this store in ``open_runtime(db=...)`` and ``--db``.
 URL_SCHEMES: Final = ("postgresql://", "postgres://")
@@ -264,6 +264,8 @@ class PostgresStore:
         with watchdog.limit(limit, session.terminate) as scope:
             try:
                 return await loop.run_aio_coroutine(coro)
+            except NotConnected as exc:
+                raise self._not_connected_error(exc) from exc.cause
             except _DRIVER_ERRORS as exc:
                 if not scope.cancel_called:
                     text = store_error_message(self.redacted_dsn, exc, self._secrets)
@@ -286,6 +288,23 @@ class PostgresStore:
             f"{setting} if the server is just slow)"
         )
         raise StoreError(msg, affects_all=True)
+
+    def _not_connected_error(self, exc: NotConnected) -> StoreError:
+        # Nothing was sent, and every request of the batch (and of the next ones, until
+        # the backoff ends) would meet the same failure: report it for all at once.
+        if isinstance(exc.cause, StoreError):  # the schema was refused
+            return StoreError(str(exc.cause), affects_all=True)
+        text = store_error_message(self.redacted_dsn, exc.cause, self._secrets)
+        text += (
+            f"; nothing of the batch was sent, and the store tries to connect again in "
+            f"{exc.retry_in:.1f} s"
+        )
+        return StoreError(text, affects_all=True)
+
+    @property
+    def connect_attempts(self) -> int:
+        """Connections attempted, the first included (for tests)."""
+        return 0 if self._session is None else self._session.connect_attempts
 
 
 @attrs.define(eq=False)

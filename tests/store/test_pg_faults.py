@@ -7,7 +7,6 @@ session's own database.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,12 +14,11 @@ import asyncpg
 import pytest
 import trio
 
-from stateward import Dag, StoreError, open_runtime
-from stateward.records import AssetInfo
+from stateward import StoreError, open_runtime
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, TaskScope
 from stateward.store.postgres import PostgresStore
-from tests.pg import PgDatabase, run_async
+from tests.pg import PgDatabase, run_async, with_database
 
 T = TaskScope("d", "r", "t", -1)
 ORDERS = AssetScope("orders", "s3://orders")
@@ -71,14 +69,18 @@ _STORE_BACKENDS = (
 )
 
 
-async def _kill_store_connections(dsn: str) -> None:
-    """Terminate the stores' backends and wait until they have exited (so the server has
-    closed their sockets)."""
+async def _kill_store_connections(dsn: str, every_database: bool = False) -> None:
+    """Terminate the stores' backends (on this database, or on every database whose name
+    starts with this one's) and wait until they have exited (so the server has closed
+    their sockets)."""
+    backends = _STORE_BACKENDS
+    if every_database:
+        backends = backends.replace("= current_database()", "LIKE current_database() || '%'")
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f"SELECT pg_terminate_backend(pid) {_STORE_BACKENDS}")
+        await conn.execute(f"SELECT pg_terminate_backend(pid) {backends}")
         for _ in range(500):
-            if not await conn.fetchval(f"SELECT count(*) {_STORE_BACKENDS}"):
+            if not await conn.fetchval(f"SELECT count(*) {backends}"):
                 return
             await conn.execute("SELECT pg_sleep(0.01)")
         msg = "the store's backends did not exit"
@@ -93,8 +95,8 @@ def kill_store_connections_blocking(dsn: str) -> None:
     run_async(_kill_store_connections(dsn))
 
 
-async def kill_store_connections(dsn: str) -> None:
-    await trio.to_thread.run_sync(run_async, _kill_store_connections(dsn))
+async def kill_store_connections(dsn: str, every_database: bool = False) -> None:
+    await trio.to_thread.run_sync(run_async, _kill_store_connections(dsn, every_database))
 
 
 async def admin(dsn: str, *statements: str) -> None:
@@ -173,3 +175,130 @@ async def test_asset_ids_are_read_again_after_a_reconnect(
                 {"n": 5},
                 {"watermark": 200},
             ]
+
+
+# -- a connection closed between batches (issue 18 item 7) -----------------------------------------
+
+
+async def test_a_connection_closed_while_trio_was_busy_is_replaced_before_sending(
+    store: PostgresStore, database: PgDatabase
+) -> None:
+    """The server closes the idle connection while trio's thread is blocked (so the
+    store's loop has not seen it yet): the next batch notices before sending, connects
+    again and succeeds, rather than failing as 'outcome unknown'."""
+    await one(store, put(T, "k", "1"))
+    for attempt in range(3):
+        kill_store_connections_blocking(database.dsn)
+        await one(store, put(T, "k", str(attempt + 2)))
+        assert await one(store, ops.Get(T, "k")) == attempt + 2
+
+
+# -- connections refused for a while (issue 18 item 6) ---------------------------------------------
+
+
+class FakeClock:
+    """The store's monotonic clock for backoff, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def backoff_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Replace the clock that spaces connection attempts."""
+    from stateward.store.pg_session import Session
+
+    clock = FakeClock()
+    monkeypatch.setattr(Session, "clock", staticmethod(clock))
+    return clock
+
+
+@pytest.fixture
+async def own_database(database: PgDatabase) -> AsyncIterator[str]:
+    """The DSN of a database of this test's own (created from the session's database,
+    which alters it and outlives it), dropped afterwards."""
+    name = f"{database.dsn.rsplit('/', 1)[1]}_{database.new_schema()}"
+    await admin(database.dsn, f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(database.dsn, name)
+    finally:
+        await admin(database.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def refuse_connections(admin_dsn: str, dsn: str, refuse: bool) -> None:
+    """Make the database of ``dsn`` refuse (or accept again) new connections; on
+    refusing, also end the stores' open ones."""
+    allow = "false" if refuse else "true"
+    name = dsn.rsplit("/", 1)[1]
+    await admin(admin_dsn, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {allow}')
+    if refuse:
+        await kill_store_connections(admin_dsn, every_database=True)
+
+
+async def test_twenty_writers_against_a_refusing_server_connect_once(
+    database: PgDatabase, own_database: str, backoff_clock: FakeClock
+) -> None:
+    """20 concurrent writes while the database refuses connections: one connection
+    attempt for the batch (not one per request), every write fails saying nothing was
+    sent; until the backoff ends none tries again; then writes go through."""
+    store = PostgresStore(own_database)
+    async with open_runtime(store=store) as rt:
+        failures: list[BaseException] = []
+
+        async def write(i: int) -> None:
+            try:
+                await rt.state.task("d", "r", f"t{i}").aset("k", i)
+            except StoreError as exc:
+                failures.append(exc)
+
+        await rt.state.task("d", "r", "t0").aset("k", 0)
+        attempts = store.connect_attempts
+        await refuse_connections(database.dsn, own_database, True)
+        try:
+            for _ in range(3):
+                async with trio.open_nursery() as nursery:
+                    for i in range(20):
+                        nursery.start_soon(write, i)
+        finally:
+            await refuse_connections(database.dsn, own_database, False)
+        assert len(failures) == 60
+        assert store.connect_attempts == attempts + 1
+        assert "not currently accepting connections" in str(failures[0])
+        assert all("nothing of the batch was sent" in str(f) for f in failures)
+        assert not any("outcome is unknown" in str(f) for f in failures)
+        backoff_clock.now += 0.1
+        await rt.state.task("d", "r", "t1").aset("k", 1)
+        assert store.connect_attempts == attempts + 2
+        assert await rt.state.task("d", "r", "t1").aget("k") == 1
+
+
+async def test_connection_attempts_back_off(
+    database: PgDatabase, own_database: str, backoff_clock: FakeClock
+) -> None:
+    """After each failed attempt the next waits twice as long, up to 1 s; a batch in the
+    wait fails at once, saying when the store tries again."""
+    async with PostgresStore(own_database) as store:
+        attempts = store.connect_attempts
+        await refuse_connections(database.dsn, own_database, True)
+        tried_at = []
+        try:
+            for step in range(300):  # 3 s in steps of 10 ms
+                backoff_clock.now = 1000.0 + step / 100
+                before = store.connect_attempts
+                with pytest.raises(
+                    StoreError, match=r"tries to connect again in \d\.\d s"
+                ) as caught:
+                    await one(store, put(T, "k", "1"))
+                assert caught.value.affects_all  # the supervisor runs none of it again alone
+                if store.connect_attempts > before:
+                    tried_at.append(step / 100)
+        finally:
+            await refuse_connections(database.dsn, own_database, False)
+        assert tried_at == pytest.approx([0.0, 0.1, 0.3, 0.7, 1.5, 2.5], abs=0.015)
+        assert store.connect_attempts == attempts + 6
+        backoff_clock.now += 1.0
+        await one(store, put(T, "k", "2"))
+        assert await one(store, ops.Get(T, "k")) == 2
