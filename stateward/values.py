@@ -180,6 +180,69 @@ def decode_value(text: str) -> Any:
     return json.loads(text)
 
 
+#: The most decimal digits of an int that stateward stores: Python's default limit on
+#: converting an int to or from text (``sys.int_max_str_digits``), which every process
+#: that reads the value back must meet.
+MAX_INT_DIGITS: Final = 4300
+_INT_BOUND: Final = 10**MAX_INT_DIGITS
+
+
+def check_int_digits(key: str, number: int, what: str) -> int:
+    """Return ``number`` if it has at most :data:`MAX_INT_DIGITS` digits.
+
+    Args:
+        key: The key it is for (for the message).
+        number: The int.
+        what: What it is, for the message: ``"the amount"``, ``"the result"``.
+
+    Raises:
+        StateValueError: it has more digits.
+    """
+    if -_INT_BOUND < number < _INT_BOUND:
+        return number
+    raise StateValueError(int_digits_message(key, what), key=key)
+
+
+def int_digits_message(key: str, what: str) -> str:
+    """What :func:`check_int_digits` says (for a store that adds in SQL)."""
+    return (
+        f"cannot increment key {key!r}: {what} is an int of more than {MAX_INT_DIGITS} "
+        "digits, more than Python converts to text by default; nothing was written; "
+        "keep such numbers as str"
+    )
+
+
+def decode_stored(key: str, text: str) -> Any:
+    """:func:`decode_value` of the value stored under ``key``.
+
+    Raises:
+        StateValueError: the stored text cannot be read here (e.g. an int past the
+            interpreter's digit limit, written by another program).
+    """
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        msg = (
+            f"the value stored under key {key!r} cannot be read ({_reason(exc)}); "
+            "overwrite the key with a new value, or delete it"
+        )
+        raise StateValueError(msg, key=key) from None
+
+
+def decode_listed(text: str) -> Any:
+    """:func:`decode_value` for a listing: a value that cannot be read becomes a str
+    marker, ``"<unreadable: why>"``, so that one row does not fail the whole listing."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return f"<unreadable: {_reason(exc)}>"
+
+
+def _reason(exc: BaseException) -> str:
+    # The first clause: json's and int()'s messages go on with advice that does not apply.
+    return str(exc).split(";")[0].split(": value has")[0][:100] or type(exc).__name__
+
+
 def json_equal(a: object, b: object) -> bool:
     """Compare two JSON values exactly: ``True`` is not ``1`` and ``1`` is not ``1.0``."""
     if type(a) is not type(b):

@@ -6,6 +6,7 @@ the same SQLite file); each CLI call is one subprocess, so the file keeps them f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -196,6 +197,25 @@ def test_state_list_json_has_exactly_the_documented_fields(tmp_path: Path):
     assert note["expires_at"] is None
     assert note["updated_by"] is None
     assert len(entries) == 5
+
+
+def test_a_value_that_cannot_be_read_fails_its_own_row_only(tmp_path: Path):
+    """A stored int past 4,300 digits (written by another program): list and list --json
+    show a marker in its row; get of that key is one error line naming it."""
+    db = tmp_path / "s.db"
+    where = ["--dag", "d", "--run-id", "r", "--task", "t"]
+    for key in ("big", "ok"):
+        assert stateward("state", "set", key, "1", *where, db=db).returncode == 0
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE task_state SET value = ? WHERE key = 'big'", ("1" * 4301,))
+    marker = "<unreadable: Exceeds the limit (4300 digits) for integer string conversion>"
+    entries = json.loads(stateward("state", "list", "--json", db=db).stdout)
+    assert [(e["key"], e["value"]) for e in entries] == [("big", marker), ("ok", 1)]
+    table = stateward("state", "list", db=db)
+    assert table.returncode == 0, table.stderr
+    assert "<unreadable: Exceeds" in table.stdout
+    got = stateward("state", "get", "big", *where, db=db)
+    assert_user_error(got, 1, "value stored under key 'big' cannot be read (Exceeds the limit")
 
 
 def test_state_list_filters(tmp_path: Path):

@@ -37,7 +37,13 @@ from ..errors import (
 from ..records import AssetInfo
 from ..store import base as ops
 from ..store.base import AssetScope, Store, TaskScope, Writer
-from ..values import DEFAULT_MAX_VALUE_BYTES, check_key, decode_value, encode_value
+from ..values import (
+    DEFAULT_MAX_VALUE_BYTES,
+    check_int_digits,
+    check_key,
+    decode_value,
+    encode_value,
+)
 from . import messages as m
 
 #: The most requests executed as one batch.
@@ -456,4 +462,4 @@ def _by(key: str, by: object) -> int:
     if type(by) is not int:
         msg = f"increment of {key!r} takes an int 'by', got {type(by).__name__} {by!r}"
         raise StateTypeError(msg, key=key)
-    return by
+    return check_int_digits(key, by, "the amount")

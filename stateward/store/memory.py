@@ -13,9 +13,9 @@ from typing import Any
 
 import attrs
 
-from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError
+from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError, StateValueError
 from ..records import AssetInfo, StateEntry
-from ..values import decode_value, json_equal
+from ..values import check_int_digits, decode_listed, decode_stored, json_equal
 from .base import (
     AddEvent,
     AssetScope,
@@ -117,7 +117,7 @@ class MemoryStore:
         for op in ops:
             try:
                 results.append(self._apply(op, now))
-            except (StateTypeError, AssetConflictError) as exc:
+            except (StateTypeError, StateValueError, AssetConflictError) as exc:
                 results.append(exc)
         if any(is_write(op) for op in ops):
             self._write_transactions += 1
@@ -171,11 +171,11 @@ class MemoryStore:
         match op:
             case Get(scope, key):
                 row = self._live(self._rows(scope), key, now)
-                return None if row is None else decode_value(row.value)
+                return None if row is None else decode_stored(key, row.value)
             case Items(scope):
                 rows = self._rows(scope)
                 # Key order, as the SQLite store's primary key gives it.
-                return {k: decode_value(rows[k].value) for k in sorted(rows) if rows[k].live(now)}
+                return {k: decode_listed(rows[k].value) for k in sorted(rows) if rows[k].live(now)}
             case Put(scope, key, value, expires_at, writer):
                 self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
                 return None
@@ -188,18 +188,21 @@ class MemoryStore:
             case Increment(scope, key, by, expires_at, writer):
                 rows = self._rows(scope, create=True)
                 row = self._live(rows, key, now)
-                current = 0 if row is None else decode_value(row.value)
+                current = 0 if row is None else decode_stored(key, row.value)
                 if type(current) is not int:
                     raise StateTypeError(increment_type_message(key, current), key=key)
-                rows[key] = _Row(str(current + by), now, expires_at, writer)
-                return current + by
+                new = check_int_digits(key, current + by, "the result")
+                rows[key] = _Row(str(new), now, expires_at, writer)
+                return new
             case CompareAndSet(scope, key, expected, new, expires_at, writer):
                 # Like the SQL stores, an unknown asset is registered only by a write.
                 row = self._live(self._rows(scope), key, now)
                 if row is None:
                     matches = expected is None
                 else:
-                    matches = expected is not None and json_equal(decode_value(row.value), expected)
+                    matches = expected is not None and json_equal(
+                        decode_stored(key, row.value), expected
+                    )
                 if matches:
                     self._rows(scope, create=True)[key] = _Row(new, now, expires_at, writer)
                 return matches
@@ -263,7 +266,7 @@ class MemoryStore:
                     if f.include_expired or row.live(now):
                         entries.append(
                             StateEntry(
-                                "task", key, decode_value(row.value), row.updated_at,
+                                "task", key, decode_listed(row.value), row.updated_at,
                                 row.expires_at, s.dag_id, s.run_id, s.task_id, s.map_index,
                                 writer=None if row.writer is None else row.writer.label,
                             )
@@ -277,7 +280,7 @@ class MemoryStore:
                     if f.include_expired or row.live(now):
                         entries.append(
                             StateEntry(
-                                "asset", key, decode_value(row.value), row.updated_at,
+                                "asset", key, decode_listed(row.value), row.updated_at,
                                 row.expires_at, asset_name=name, asset_uri=asset.uri,
                                 writer=None if row.writer is None else row.writer.label,
                             )

@@ -26,6 +26,7 @@ from typing import Any, Final
 import attrs
 
 from ..errors import NotAStatewardDatabaseError
+from ..values import MAX_INT_DIGITS
 
 #: The schema a store uses unless told otherwise.
 DEFAULT_SCHEMA: Final = "stateward"
@@ -224,8 +225,9 @@ def scoped_statements(table: str, keys: tuple[str, ...], writer: tuple[str, ...]
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = excluded.value, "
         f"value_digest = excluded.value_digest, {rest}"
     )
-    # An increment: $by is the amount; the row is added to while live and an int,
-    # replaced when expired, and left alone (locked, nothing returned) otherwise.
+    # An increment: $by is the amount; the row is added to while live and an int whose
+    # sum keeps within MAX_INT_DIGITS digits, replaced when expired, and left alone
+    # (locked, nothing returned) otherwise. CASE: the cast only once the text is an int.
     t_live = "(t.expires_at IS NULL OR t.expires_at > {now})"
     inc_now = p[n + 1]
     added = (
@@ -257,7 +259,9 @@ def scoped_statements(table: str, keys: tuple[str, ...], writer: tuple[str, ...]
             f"INSERT INTO {table} AS t ({columns}) VALUES ({inc_values}) "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = {added}, "
             f"value_digest = sha256(convert_to({added}, 'UTF8')), {rest} "
-            f"WHERE NOT {t_live.format(now=inc_now)} OR t.value ~ {_INT_TEXT} RETURNING value"
+            f"WHERE NOT {t_live.format(now=inc_now)} OR CASE WHEN t.value ~ {_INT_TEXT} "
+            f"THEN abs(t.value::numeric + {by}::numeric) < 1e{MAX_INT_DIGITS} ELSE false END "
+            "RETURNING value"
         ),
     }
 

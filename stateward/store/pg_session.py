@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import select
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ import attrs
 
 from ..errors import AssetConflictError, StateTypeError, StateValueError, StoreError
 from ..records import AssetInfo, StateEntry
-from ..values import decode_value
+from ..values import check_int_digits, decode_listed, decode_stored, int_digits_message
 from .base import (
     AddEvent,
     AssetScope,
@@ -58,6 +59,8 @@ from .pg_schema import SCHEMA_VERSION, Statements, current_version, filters, mig
 #: SQLSTATEs after which the server has rolled the batch back whole: safe to run again.
 _TRANSIENT: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 _ATTEMPTS: Final = 5
+#: A JSON int as Python writes it (as the increment statement tests it).
+_INT_TEXT: Final = re.compile(r"-?[0-9]+")
 #: Operations that are one statement: alone in a batch, they need no BEGIN/COMMIT.
 _ONE_STATEMENT: Final = (Get, Items, Put, Delete, Clear, Increment, CompareAndSet, LookupAsset)
 #: After a failed connection attempt, the next waits this long, doubled after each
@@ -410,7 +413,7 @@ class Session:
             return refusal
         try:
             return await self._apply(op, now)
-        except (StateTypeError, AssetConflictError) as exc:
+        except (StateTypeError, StateValueError, AssetConflictError) as exc:
             return exc
 
     # -- scopes -------------------------------------------------------------------------
@@ -515,13 +518,13 @@ class Session:
                 if found is None:
                     return None
                 text = await conn.fetchval(found[0]["get"], *found[1], key, now)
-                return None if text is None else decode_value(text)
+                return None if text is None else decode_stored(key, text)
             case Items(scope):
                 found = await self._where(scope, now)
                 if found is None:
                     return {}
                 rows = await conn.fetch(found[0]["items"], *found[1], now)
-                return {row["key"]: decode_value(row["value"]) for row in rows}
+                return {row["key"]: decode_listed(row["value"]) for row in rows}
             case Put():
                 statement, params = await self._put_params(op, now)
                 await conn.execute(statement, *params)
@@ -586,17 +589,20 @@ class Session:
         self, scope: Scope, key: str, by: int, expires_at: float | None, writer: Writer | None,
         now: float,
     ) -> int:  # fmt: skip
+        check_int_digits(key, by, "the amount")
         sql, where = await self._where_to_write(scope, now)
         params = (*where, key, by, now, expires_at, *self._writer_params(scope, writer))
         new = await self.conn.fetchval(sql["increment"], *params)
         if new is not None:
             return int(new)
-        # The key is live and holds no int; the statement locked its row, so within a
-        # transaction this read sees the value that was refused.
+        # The key is live and holds no int, or the sum would be too long; the statement
+        # locked its row, so within a transaction this read sees the value refused.
         if not self._in_tx:
             raise _NeedsTransaction
         text = await self.conn.fetchval(sql["get"], *where, key, now)
-        current = None if text is None else decode_value(text)
+        if text is not None and _INT_TEXT.fullmatch(text):
+            raise StateValueError(int_digits_message(key, "the result"), key=key)
+        current = None if text is None else decode_stored(key, text)
         raise StateTypeError(increment_type_message(key, current), key=key)
 
     async def _add_event(
@@ -636,7 +642,7 @@ class Session:
                 label = None if tn is None else Writer(dag_id, run_id, task_id, map_index, tn).label
                 entries.append(
                     StateEntry(
-                        "task", key, decode_value(value), updated, expires,
+                        "task", key, decode_listed(value), updated, expires,
                         dag_id, run_id, task_id, map_index, writer=label,
                     )
                 )  # fmt: skip
@@ -654,7 +660,7 @@ class Session:
                 label = None if who[0] is None else Writer(*who).label
                 entries.append(
                     StateEntry(
-                        "asset", key, decode_value(value), updated, expires,
+                        "asset", key, decode_listed(value), updated, expires,
                         asset_name=name, asset_uri=uri, writer=label,
                     )
                 )  # fmt: skip

@@ -27,9 +27,15 @@ from typing import Any, Final
 
 import trio
 
-from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError, StoreError
+from ..errors import (
+    AssetConflictError,
+    RuntimeClosedError,
+    StateTypeError,
+    StateValueError,
+    StoreError,
+)
 from ..records import AssetInfo, StateEntry
-from ..values import decode_value, json_equal
+from ..values import check_int_digits, decode_listed, decode_stored, json_equal
 from .base import (
     AddEvent,
     AssetScope,
@@ -110,7 +116,7 @@ class _Engine:
             for op in ops:
                 try:
                     results.append(self._apply(op, now))
-                except (StateTypeError, AssetConflictError) as exc:
+                except (StateTypeError, StateValueError, AssetConflictError) as exc:
                     results.append(exc)
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -179,7 +185,7 @@ class _Engine:
             if asset_id is None:
                 return None
             row = self.conn.execute(_SQL["asset_get"], (asset_id, key, now)).fetchone()
-        return None if row is None else decode_value(row[0])
+        return None if row is None else decode_stored(key, row[0])
 
     def _put(
         self, scope: Scope, key: str, value: str, expires_at: float | None,
@@ -209,7 +215,7 @@ class _Engine:
                     if asset_id is None:
                         return {}
                     rows = conn.execute(_SQL["asset_items"], (asset_id, now))
-                return {key: decode_value(value) for key, value in rows}
+                return {key: decode_listed(value) for key, value in rows}
             case Put(scope, key, value, expires_at, writer):
                 self._put(scope, key, value, expires_at, writer, now)
                 return None
@@ -239,8 +245,9 @@ class _Engine:
                 current = 0 if current is None else current
                 if type(current) is not int:
                     raise StateTypeError(increment_type_message(key, current), key=key)
-                self._put(scope, key, str(current + by), expires_at, writer, now)
-                return current + by
+                new = check_int_digits(key, current + by, "the result")
+                self._put(scope, key, str(new), expires_at, writer, now)
+                return new
             case CompareAndSet(scope, key, expected, new, expires_at, writer):
                 current = self._get(scope, key, now)
                 if current is None:
@@ -318,7 +325,7 @@ class _Engine:
                     writer = Writer(dag_id, run_id, task_id, map_index, tn).label
                 entries.append(
                     StateEntry(
-                        "task", key, decode_value(value), updated, expires,
+                        "task", key, decode_listed(value), updated, expires,
                         dag_id, run_id, task_id, map_index, writer=writer,
                     )
                 )  # fmt: skip
@@ -336,7 +343,7 @@ class _Engine:
                 writer = None if who[0] is None else Writer(*who).label
                 entries.append(
                     StateEntry(
-                        "asset", key, decode_value(value), updated, expires,
+                        "asset", key, decode_listed(value), updated, expires,
                         asset_name=name, asset_uri=uri, writer=writer,
                     )
                 )  # fmt: skip

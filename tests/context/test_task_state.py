@@ -217,6 +217,22 @@ async def test_increment_of_non_int_is_refused(rt: Runtime) -> None:
     assert ok(await run(rt, task)) == [("k", "text")]
 
 
+async def test_an_increment_past_4300_digits_is_refused_and_writes_nothing(rt: Runtime) -> None:
+    """An amount, or a result, of more than 4,300 digits (what Python converts to text)
+    is refused with StateValueError naming the key; the value stays readable."""
+    big = 9 * 10**4299  # 4,300 digits: the most there may be
+
+    def task(task_state: Any) -> Any:
+        task_state.increment("n", big)
+        with pytest.raises(StateValueError, match=r"key 'n': the result is an int of more "):
+            task_state.increment("n", big)
+        with pytest.raises(StateValueError, match=r"key 'm': the amount is an int of more "):
+            task_state.increment("m", 10**4300)
+        return task_state.items() == [("n", big)]
+
+    assert ok(await run(rt, task)) is True
+
+
 async def test_max_value_bytes_is_configurable(make_store: Any) -> None:
     """open_runtime(max_value_bytes=...) sets the limit."""
     from stateward import open_runtime

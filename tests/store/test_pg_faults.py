@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import trio
 
-from stateward import StoreError, open_runtime
+from stateward import StateValueError, StoreError, open_runtime
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, TaskScope
 from stateward.store.postgres import PostgresStore
@@ -302,3 +302,52 @@ async def test_connection_attempts_back_off(
         backoff_clock.now += 1.0
         await one(store, put(T, "k", "2"))
         assert await one(store, ops.Get(T, "k")) == 2
+
+
+# -- values that cannot be read back (issue 18 item 3) ----------------------------------------------
+
+
+async def test_an_unreadable_stored_value_fails_only_its_own_reads(
+    store: PostgresStore, database: PgDatabase, schema: str
+) -> None:
+    """A row holding an int past 4,300 digits (written by another program): a get of it
+    is refused naming the key, the listings show a marker for that row only."""
+    await store.execute([put(T, "ok", "1"), put(ORDERS, "ok", "1")], now=1.0)
+    huge = "1" * 4301
+    s = f'"{schema}"'
+    await admin(
+        database.dsn,
+        f"INSERT INTO {s}.task_state (dag_id, run_id, task_id, map_index, key, value, "
+        f"value_digest, updated_at) VALUES ('d', 'r', 't', -1, 'big', '{huge}', '', 1)",
+        f"INSERT INTO {s}.asset_state (asset_id, key, value, value_digest, updated_at) "
+        f"SELECT id, 'big', '{huge}', '', 1 FROM {s}.asset",
+    )
+    got, inc = await store.execute(
+        [ops.Get(T, "big"), ops.Increment(T, "big", 1, None, None)], now=2.0
+    )
+    assert isinstance(got, StateValueError)
+    assert str(got).startswith("the value stored under key 'big' cannot be read (Exceeds")
+    assert isinstance(inc, StateValueError)
+    assert "the result is an int of more than 4300 digits" in str(inc)
+    marker = "<unreadable: Exceeds the limit (4300 digits) for integer string conversion>"
+    items, asset_items, entries = await store.execute(
+        [ops.Items(T), ops.Items(ORDERS), ops.ListEntries()], now=2.0
+    )
+    assert items == asset_items == {"big": marker, "ok": 1}
+    assert [(e.key, e.value) for e in entries] == [
+        ("big", marker), ("ok", 1), ("big", marker), ("ok", 1),
+    ]  # fmt: skip
+
+
+async def test_an_oversized_increment_commits_nothing(
+    store: PostgresStore, database: PgDatabase, schema: str
+) -> None:
+    """The sum is checked in the statement: no row is committed and then reported failed."""
+    big = 9 * 10**4299
+    assert await one(store, ops.Increment(T, "n", big, None, None)) == big
+    refused = await one(store, ops.Increment(T, "n", big, None, None))
+    assert isinstance(refused, StateValueError)
+    rows = await trio.to_thread.run_sync(
+        run_async, _fetchval(database.dsn, f'SELECT length(value) FROM "{schema}".task_state')
+    )
+    assert rows == 4300
