@@ -117,8 +117,11 @@ def _readable(conn: Any) -> bool:
     sock = None if transport is None else transport.get_extra_info("socket")
     if sock is None or not hasattr(select, "poll"):
         return False
+    fd = sock.fileno()
+    if fd < 0:  # closed under it: a ping will tell
+        return True
     poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -243,14 +244,18 @@ async def test_busy_reader_falls_back_to_the_writer_thread(
 
 
 async def test_unexpected_error_mid_batch_rolls_back_and_releases_the_lock(tmp_path: Path) -> None:
-    """A non-SQLite error inside a batch (a corrupt row) undoes the batch and keeps no lock."""
+    """A non-SQLite error inside a batch (here an operation it does not know) undoes the
+    batch and keeps no lock. (A corrupt stored value is not one: it refuses its reads.)"""
     path = tmp_path / "s.db"
     async with SqliteStore(path) as store:
         await store.execute([ops.Put(T, "good", "1", None, None)], now=1.0)
         raw = sqlite3.connect(path, isolation_level=None)
         raw.execute("UPDATE task_state SET value = '{not json' WHERE key = 'good'")
-        with pytest.raises(ValueError, match=r"Expecting property name"):
-            await store.execute([ops.Put(T, "new", "2", None, None), ops.Get(T, "good")], now=1.0)
+        unknown: Any = object()
+        with pytest.raises(TypeError, match=r"SqliteStore cannot execute object"):
+            await store.execute([ops.Put(T, "new", "2", None, None), unknown], now=1.0)
+        (refused,) = await store.execute([ops.Get(T, "good")], now=1.0)
+        assert str(refused).startswith("the value stored under key 'good' cannot be read")
         raw.execute("BEGIN IMMEDIATE")  # the store left no write lock behind
         raw.execute("ROLLBACK")
         raw.close()
