@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
@@ -439,6 +439,21 @@ class StateView:
     acompare_and_set = _refuse_write("acompare_and_set")
 
 
+class AssetStateView(StateView):
+    """A read-only snapshot of one asset's state; ``.asset`` is the asset, as in code."""
+
+    __slots__ = ("_asset",)
+
+    def __init__(self, asset: AssetInfo, items: dict[str, Any]) -> None:
+        super().__init__(f"asset_state[{asset.name!r}]", items)
+        self._asset = asset
+
+    @property
+    def asset(self) -> Asset:
+        """The asset whose state this is (a state key named ``asset``: ``get('asset')``)."""
+        return Asset(self._asset.name, self._asset.uri)
+
+
 # -- asset_state: the accessible assets, keyed -----------------------------------------------
 
 T = TypeVar("T")
@@ -449,30 +464,51 @@ class AssetStateAccessors(Generic[T]):
 
     Keys: an :class:`Asset`, ``Asset.ref(name=...)``, ``Asset.ref(uri=...)``, an
     :class:`AssetAlias` inlet that resolved to exactly one asset, or a str (an asset
-    name, then a URI). ``len()``, iteration (over the assets) and ``in`` work as on a
-    mapping. With exactly one accessible asset, its methods and keys are reachable
-    directly: ``asset_state.get("watermark")``, ``asset_state.watermark``.
+    name, then a URI). ``len()``, iteration and ``keys()`` (the assets), ``in`` and
+    ``dict(asset_state)`` work as on a mapping. As in Airflow, the methods and keys of
+    one asset are reachable directly (``asset_state.get("watermark")``,
+    ``asset_state.watermark``) when the task has exactly one concrete inlet (an alias
+    inlet counts as the assets it resolves to), or no inlets and exactly one outlet.
     """
 
-    __slots__ = ("_aliases", "_assets", "_members")
+    __slots__ = ("_aliases", "_assets", "_inlets", "_members", "_single")
 
     def __init__(
         self,
         assets: tuple[AssetInfo, ...],
         aliases: dict[str, tuple[AssetInfo, ...]],
         member: Callable[[AssetInfo], T],
+        *,
+        inlets: Sequence[object],
     ) -> None:
         self._assets = assets
         self._aliases = aliases
         self._members = {asset.name: member(asset) for asset in assets}
+        self._inlets = self._concrete(inlets)
+        self._single: AssetInfo | None = None
+        if len(self._inlets) == 1:
+            self._single = self._inlets[0]
+        elif not inlets and len(assets) == 1:  # no inlets: the one outlet
+            self._single = assets[0]
+
+    def _concrete(self, inlets: Sequence[object]) -> tuple[AssetInfo, ...]:
+        found: list[AssetInfo] = []
+        for inlet in inlets:
+            if isinstance(inlet, AssetAlias):
+                found += self._aliases.get(inlet.name, ())
+            elif isinstance(inlet, Asset | AssetNameRef | AssetUriRef):
+                asset = self._find(inlet)
+                if asset is not None:
+                    found.append(asset)
+        return tuple(dict.fromkeys(found))
 
     def __repr__(self) -> str:
         return f"<AssetStateAccessors {[a.name for a in self._assets]}>"
 
     def _template_keys(self) -> tuple[str, list[str]]:
         # With one asset, asset_state.key reads that asset's keys: list those.
-        if len(self._assets) == 1:
-            member = self._members[self._assets[0].name]
+        if self._single is not None:
+            member = self._members[self._single.name]
             member_keys = getattr(type(member), "_template_keys", None)
             if callable(member_keys):
                 return "asset_state", list(member_keys(member)[1])
@@ -543,15 +579,36 @@ class AssetStateAccessors(Generic[T]):
     def __len__(self) -> int:
         return len(self._assets)
 
+    def keys(self) -> list[Asset]:
+        """The accessible assets, as iteration gives them (so ``dict(asset_state)`` works)."""
+        return list(self)
+
     def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not methods or slots.
         if name.startswith("_"):
             raise AttributeError(name)
-        if len(self._assets) != 1:
-            names = [a.name for a in self._assets]
-            example = f"asset_state[{names[0]!r}].{name}" if names else "asset_state[...]"
-            msg = (
-                f"asset_state.{name} works only when the task has exactly one asset; it has "
-                f"{len(names)} {names}. Index it instead: {example}"
-            )
-            raise ValueError(msg)
-        return getattr(self._members[self._assets[0].name], name)
+        if self._single is None:
+            msg = self._no_single_asset(name)
+            raise AttributeError(msg, name=name, obj=self)
+        return getattr(self._members[self._single.name], name)
+
+    def _template_missing(self, name: str) -> Exception | None:
+        # A template reading asset_state.k on a task without the single-asset sugar.
+        if self._single is None:
+            return AttributeError(self._no_single_asset(name), name=name, obj=self)
+        return None
+
+    def _no_single_asset(self, name: str) -> str:
+        names = [a.name for a in self._assets]
+        inlets = [a.name for a in self._inlets]
+        if inlets:
+            has = f"{len(inlets)} inlet assets {inlets}"
+        elif len(names) > len(inlets):
+            has = f"no concrete inlet, and assets {names}"
+        else:
+            has = "no assets"
+        example = f"asset_state[{names[0]!r}].{name}" if names else "asset_state[...]"
+        return (
+            f"asset_state.{name} works only when the task has exactly one inlet asset (or no "
+            f"inlets and one outlet); it has {has}. Index it instead: {example}"
+        )

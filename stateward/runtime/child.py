@@ -355,6 +355,7 @@ async def run_task(
             accessible,
             resolved,
             lambda asset: AssetStateAccessor(client, asset, asset_retention, wall_clock),
+            inlets=task.inlets,
         )
     rendered = await Runner._render(instance, context, client, accessible, resolved)
     connection.post({"kind": "rendered", "fields": _plain(rendered)})

@@ -22,6 +22,7 @@ from ..assets import Asset, AssetAlias, AssetNameRef, AssetUriRef, describe
 from ..context.accessors import (
     AssetStateAccessor,
     AssetStateAccessors,
+    AssetStateView,
     StateView,
     TaskStateAccessor,
 )
@@ -397,6 +398,7 @@ class Runner:
                     lambda asset: AssetStateAccessor(
                         client, asset, settings.default_asset_retention, settings.wall_clock
                     ),
+                    inlets=task.inlets,
                 )
             rendered = await self._render(instance, context, client, accessible, resolved)
             for name, value in rendered.items():
@@ -438,7 +440,8 @@ class Runner:
             template_context["asset_state"] = AssetStateAccessors(
                 accessible,
                 resolved,
-                lambda asset: StateView(f"asset_state[{asset.name!r}]", snapshots[asset.name]),
+                lambda asset: AssetStateView(asset, snapshots[asset.name]),
+                inlets=instance.inlets,
             )
         dag = instance.dag
         env = get_environment(

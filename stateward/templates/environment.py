@@ -82,9 +82,11 @@ class StateKeyUndefinedError(UndefinedError):
 class StateUndefined(jinja2.StrictUndefined):
     """A strict undefined that names the missing state key and the keys that exist.
 
-    When the object the name was looked up on offers ``_template_keys()`` (returning
-    ``(label, keys)``), using the undefined value raises
-    :class:`StateKeyUndefinedError`; otherwise it fails as ``StrictUndefined`` does.
+    When the object the name was looked up on offers ``_template_missing(name)`` and it
+    returns an exception, using the undefined value raises that (the object explains why
+    it has no such attribute); else when it offers ``_template_keys()`` (returning
+    ``(label, keys)``), :class:`StateKeyUndefinedError`; otherwise it fails as
+    ``StrictUndefined`` does.
     """
 
     __slots__ = ()
@@ -96,7 +98,7 @@ class StateUndefined(jinja2.StrictUndefined):
             raise error
         super()._fail_with_undefined_error(*args, **kwargs)
 
-    def _state_key_error(self) -> StateKeyUndefinedError | None:
+    def _state_key_error(self) -> Exception | None:
         # Only a plain lookup miss is a missing key: the sandbox also builds undefined
         # values (with a hint and SecurityError) for attributes it refuses.
         if self._undefined_exception is not UndefinedError or self._undefined_hint:
@@ -106,6 +108,11 @@ class StateUndefined(jinja2.StrictUndefined):
             return None
         # Looked up on the type so that a view exposing keys as attributes cannot
         # shadow the method with a state key of the same name.
+        template_missing = getattr(type(self._undefined_obj), "_template_missing", None)
+        if callable(template_missing):
+            explained: Exception | None = template_missing(self._undefined_obj, name)
+            if explained is not None:
+                return explained
         template_keys = getattr(type(self._undefined_obj), "_template_keys", None)
         if not callable(template_keys):
             return None

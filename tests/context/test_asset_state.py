@@ -93,18 +93,70 @@ async def test_keyed_access_by_asset_refs_str_and_alias(rt: Runtime) -> None:
     assert ok(await run_one(rt, consume, inlets=[ORDERS, DAILY])) == [7] * 6 + [True]
 
 
-async def test_several_assets_and_sugar_says_how_to_index(rt: Runtime) -> None:
-    """With several assets, asset_state.get(...) is a ValueError showing asset_state[...]."""
+async def test_single_asset_sugar_means_the_single_inlet(rt: Runtime) -> None:
+    """As in Airflow, asset_state.get(...) reads the one inlet, whatever the outlets."""
+
+    def task(asset_state: Any) -> Any:
+        asset_state.set("read", True)
+        return asset_state.asset
+
+    assert ok(await run_one(rt, task, inlets=[ORDERS], outlets=[CUSTOMERS])) == ORDERS
+    assert await rt.state.asset(ORDERS).aget("read") is True
+    assert await rt.state.asset(CUSTOMERS).aitems() == []
+
+
+async def test_single_asset_sugar_through_an_alias_inlet(rt: Runtime) -> None:
+    """An alias inlet resolving to one asset is the one inlet, beside an Asset outlet."""
+
+    def produce(outlet_events: Any) -> None:
+        outlet_events[DAILY].add(ORDERS)
+
+    await run_one(rt, produce, outlets=[DAILY])
+
+    def consume(asset_state: Any) -> Any:
+        return asset_state.asset
+
+    assert ok(await run_one(rt, consume, inlets=[DAILY], outlets=[CUSTOMERS])) == ORDERS
+
+
+@pytest.mark.parametrize(
+    ("options", "has"),
+    [
+        ({"inlets": [ORDERS, CUSTOMERS]}, "2 inlet assets ['orders', 'customers']"),
+        ({"outlets": [ORDERS, CUSTOMERS]}, "no concrete inlet, and assets ['orders', 'customers']"),
+    ],
+)
+async def test_without_single_asset_sugar_says_how_to_index(
+    rt: Runtime, options: dict[str, Any], has: str
+) -> None:
+    """Two inlets, or no inlet and two outlets: asset_state.get is an AttributeError
+    showing asset_state[...]."""
 
     def task(asset_state: Any) -> None:
         asset_state.get("watermark")
 
-    result = await run_one(rt, task, inlets=[ORDERS], outlets=[CUSTOMERS])
-    assert isinstance(result.error, ValueError)
+    result = await run_one(rt, task, **options)
+    assert isinstance(result.error, AttributeError)
     assert str(result.error) == (
-        "asset_state.get works only when the task has exactly one asset; it has 2 "
-        "['orders', 'customers']. Index it instead: asset_state['orders'].get"
+        "asset_state.get works only when the task has exactly one inlet asset (or no "
+        f"inlets and one outlet); it has {has}. Index it instead: asset_state['orders'].get"
     )
+
+
+async def test_probes_of_several_assets_behave_as_on_a_mapping(rt: Runtime) -> None:
+    """hasattr(), dict(), getattr() with a default and dunders do not raise."""
+
+    def task(asset_state: Any) -> Any:
+        as_dict = dict(asset_state)
+        return [
+            hasattr(asset_state, "keys"), hasattr(asset_state, "get"),
+            hasattr(asset_state, "__array__"), getattr(asset_state, "watermark", "none"),
+            list(as_dict), as_dict[ORDERS].asset, asset_state.keys(),
+        ]  # fmt: skip
+
+    assert ok(await run_one(rt, task, inlets=[ORDERS, CUSTOMERS])) == [
+        True, False, False, "none", [ORDERS, CUSTOMERS], ORDERS, [ORDERS, CUSTOMERS],
+    ]  # fmt: skip
 
 
 async def test_undeclared_asset_is_a_key_error_listing_the_declared(rt: Runtime) -> None:

@@ -137,11 +137,21 @@ async def test_several_assets_refuse_attribute_access(sw_runtime):
     """asset_state.k with several assets fails, telling the user how to index."""
     ti = await render_value(sw_runtime, "<< asset_state.watermark >>", inlets=[ORDERS, CUSTOMERS])
     assert ti.state == "failed"
-    assert isinstance(ti.error, ValueError)
+    assert isinstance(ti.error, AttributeError)
     assert str(ti.error) == (
-        "asset_state.watermark works only when the task has exactly one asset; it has 2 "
-        "['orders', 'customers']. Index it instead: asset_state['orders'].watermark"
+        "asset_state.watermark works only when the task has exactly one inlet asset (or no "
+        "inlets and one outlet); it has 2 inlet assets ['orders', 'customers']. Index it "
+        "instead: asset_state['orders'].watermark"
     )
+
+
+async def test_single_asset_sugar_in_a_template_reads_the_inlet(rt):
+    """In a template as in code, the sugar is the one inlet and .asset is the Asset."""
+    await seed_asset_state(rt, ORDERS, watermark=7)
+    await rt.state.asset(ORDERS).aset("asset", "a state key")
+    source = "<< asset_state.watermark >> << asset_state.asset.uri >> << asset_state.get('asset') >>"
+    ti = await render_value(rt, source, inlets=[ORDERS], outlets=[CUSTOMERS])
+    assert (ti.state, ti.result) == ("success", "7 orders a state key")
 
 
 async def test_undeclared_asset_fails_with_the_declared_ones(sw_runtime):
