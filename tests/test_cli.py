@@ -411,3 +411,29 @@ def test_user_errors_print_one_line(
     result = stateward(*make_args(tmp_path), db=tmp_path / "default.db")
     assert_user_error(result, code, *parts)
     assert not (tmp_path / "absent.db").exists()
+
+
+@pytest.mark.parametrize("depth", [980, 5000])
+def test_a_value_stored_deeper_than_the_limit_is_still_read(tmp_path: Path, depth: int):
+    """A value an older release stored past the depth limit prints; listings keep going."""
+    db = tmp_path / "s.db"
+
+    async def seed(rt: Runtime) -> None:
+        state = rt.state.task("etl", "r1", "t")
+        await state.aset("deep", [0])
+        await state.aset("shallow", 1)
+
+    with_rt(db, seed)
+    text = "[" * depth + "]" * depth
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE task_state SET value = ? WHERE key = 'deep'", (text,))
+    got = stateward("state", "get", "deep", "--dag", "etl", "--run-id", "r1", "--task", "t", db=db)
+    assert got.returncode == 0, got.stderr
+    assert "".join(got.stdout.split()) == text
+    listed = stateward("state", "list", "--json", db=db)
+    assert listed.returncode == 0, listed.stderr
+    assert '"key": "shallow"' in listed.stdout.replace('":"', '": "')
+    assert text in "".join(listed.stdout.split())
+    table = stateward("state", "list", db=db)
+    assert table.returncode == 0, table.stderr
+    assert "shallow" in table.stdout

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..runtime.runtime import Runtime, default_db, is_postgres_url, open_runtime
+from ..values import dump_json
 
 T = TypeVar("T")
 
@@ -121,7 +122,7 @@ def _table_time(timestamp: float) -> str:
 
 
 def _cell_json(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    text = dump_json(value)
     return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
 
 

@@ -20,6 +20,7 @@ from rich.text import Text
 from ..context.accessors import NEVER_EXPIRE, AssetStateAccessor, RetentionLike, TaskStateAccessor
 from ..records import StateEntry
 from ..runtime.runtime import Runtime
+from ..values import dump_json
 from .app import (
     _DURATION,
     _UNIT_SECONDS,
@@ -202,7 +203,7 @@ def list_state(
 
     entries = with_runtime(db, work, create=False)
     if as_json:
-        click.echo(json.dumps([entry_json(e) for e in entries], indent=2, ensure_ascii=False))
+        click.echo(dump_json([entry_json(e) for e in entries], indent=2))
         return
     console = _stdout()
     if not entries:
@@ -333,7 +334,7 @@ def get_state(
     if value is None:
         msg = f"no key {key!r} in the {target.label}; 'stateward state list' shows what is stored"
         raise CliError(msg)
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    click.echo(dump_json(value, indent=2))
 
 
 @state.command("set")

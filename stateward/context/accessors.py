@@ -20,9 +20,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 from ..assets import Asset, AssetAlias, AssetKey, AssetNameRef, AssetUriRef, describe
-from ..errors import StateValueError, TemplateWriteError, UndeclaredAssetError
+from ..errors import StateTypeError, StateValueError, TemplateWriteError, UndeclaredAssetError
 from ..records import AssetInfo
 from ..runtime import messages as m
+from ..values import check_key
 
 if TYPE_CHECKING:
     from ..runtime.client import SupervisorClient
@@ -237,7 +238,12 @@ class _StateAccessor:
         self.delete(key)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key, _MISSING) is not _MISSING
+        # As on a mapping: a key that could never be stored is simply not there.
+        try:
+            key = check_key(key)
+        except (StateTypeError, StateValueError):
+            return False
+        return self.get(key, _MISSING) is not _MISSING
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names that are not methods or slots.

@@ -40,7 +40,7 @@ from ..errors import (
     ProtocolError,
 )
 from ..records import AssetInfo
-from ..values import find_non_json
+from ..values import depth_problem, find_non_json, shorten
 
 #: The largest frame either side sends or accepts: 16 MiB of JSON.
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
@@ -224,12 +224,15 @@ def check_json(value: object, where: str) -> None:
 
     Raises:
         TypeError: a part of ``value`` is of another type; the message says where.
-        ValueError: a NaN or an infinity.
+        ValueError: a NaN or an infinity, or lists and dicts nested too deep.
     """
     found = find_non_json(value, where, none_ok=True, tuples_ok=True)
     if found is None:
         return
     path, part, problem = found
+    if problem == "depth":
+        msg = f"{where} {depth_problem(value)}"
+        raise ValueError(msg)
     if problem == "nan":
         msg = f"{path} is {part!r}, which JSON cannot hold; use a str or None"
         raise ValueError(msg)
@@ -237,7 +240,7 @@ def check_json(value: object, where: str) -> None:
         msg = f"{path} has a {type(part).__name__} key {part!r}; JSON keys are str"
         raise TypeError(msg)
     msg = (
-        f"{path} is a {type(part).__name__} ({part!r:.60}), which is not JSON: use "
+        f"{path} is a {type(part).__name__} ({shorten(part)}), which is not JSON: use "
         "str, int, float, bool, None, list or dict with str keys"
     )
     raise TypeError(msg)

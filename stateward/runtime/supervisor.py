@@ -290,9 +290,8 @@ class Supervisor:
             StatewardError: the request is refused (bad key or value, out of scope).
         """
         expires = getattr(request, "expires_at", None)
-        if expires is not None and not math.isfinite(expires):
-            msg = f"expires_at must be a finite Unix time or None (never), got {expires!r}"
-            raise StateValueError(msg)
+        if expires is not None:
+            _check_expires(expires, getattr(request, "key", None))
         encode = self._encode
         ok = _ok
         scope: ops.Scope
@@ -302,6 +301,7 @@ class Supervisor:
                 key = check_key(key)
                 return ops.Get(self._task(caller), key), lambda v: m.TaskStateResult(key, v)
             case m.SetTaskState(key, value, expires_at):
+                key = check_key(key)
                 scope = self._task(caller)
                 return ops.Put(scope, key, encode(key, value), expires_at, caller.writer), ok
             case m.DeleteTaskState(key):
@@ -325,6 +325,7 @@ class Supervisor:
             case m.SetAssetStateByName(_, key, value, expires_at) | m.SetAssetStateByUri(
                 _, key, value, expires_at
             ):
+                key = check_key(key)
                 scope = self._asset(caller, request)
                 return ops.Put(scope, key, encode(key, value), expires_at, caller.writer), ok
             case m.DeleteAssetStateByName(_, key) | m.DeleteAssetStateByUri(_, key):
@@ -409,6 +410,7 @@ class Supervisor:
         self, scope: ops.Scope, key: str, expected: object, new: object,
         expires_at: float | None, writer: Writer | None,
     ) -> ops.CompareAndSet:  # fmt: skip
+        key = check_key(key)
         new_text = self._encode(key, new)
         if expected is not None:
             # Compared as stored: set() keeps an IntEnum as an int, a str subclass as a str.
@@ -456,6 +458,19 @@ class Supervisor:
 
 def _ok(_: object) -> m.OkResponse:
     return m.OkResponse()
+
+
+def _check_expires(expires: object, key: object) -> None:
+    # A hand-built message can carry anything here; the accessor sends a float.
+    if type(expires) not in (int, float):
+        msg = (
+            f"expires_at must be a Unix time (an int or float) or None (never), got "
+            f"{type(expires).__name__} {expires!r}; pass retention= to the accessor instead"
+        )
+        raise StateTypeError(msg, key=key)
+    if not math.isfinite(expires):  # type: ignore[arg-type]
+        msg = f"expires_at must be a finite Unix time or None (never), got {expires!r}"
+        raise StateValueError(msg, key=key)
 
 
 def _by(key: str, by: object) -> int:

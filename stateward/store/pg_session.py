@@ -88,13 +88,22 @@ def text_digest(text: str) -> bytes:
 
 
 def _normalise(value: Any) -> Any:
-    if type(value) is float:
-        return 0.0 if value == 0 else value
-    if isinstance(value, list):
-        return [_normalise(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _normalise(item) for key, item in value.items()}
-    return value
+    # A copy with -0.0 as 0.0, built without recursion: a stored value may nest deeper
+    # than the accessor's limit (an older release accepted any depth).
+    root: list[Any] = [value]
+    pending: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    while pending:
+        target, slot, item = pending.pop()
+        if type(item) is float:
+            item = 0.0 if item == 0 else item
+        elif isinstance(item, list):
+            item, children = [None] * len(item), list(enumerate(item))
+            pending += [(item, index, child) for index, child in children]
+        elif isinstance(item, dict):
+            item, children = dict.fromkeys(item), list(item.items())
+            pending += [(item, key, child) for key, child in children]
+        target[slot] = item
+    return root[0]
 
 
 class NotConnected(Exception):

@@ -17,6 +17,7 @@ from jinja2.exceptions import (
 
 from stateward.errors import TemplateError, TemplateKeyError, TemplateWriteError
 from stateward.templates.environment import StateKeyUndefinedError, StateSandbox
+from stateward.values import MAX_DEPTH
 
 __all__ = ["needs_rendering", "render_fields"]
 
@@ -192,6 +193,14 @@ class _Renderer:
         except jinja2.TemplateError as exc:
             msg = f"{self.where(field, path)} cannot be rendered: {exc}"
             raise TemplateError(msg, task=self.task, field=field) from exc
+        except RecursionError as exc:
+            # A state value an older release stored past the depth limit.
+            msg = (
+                f"{self.where(field, path)} reached a value nested too deep to render; "
+                f"state values may nest lists and dicts at most {MAX_DEPTH} levels deep, so "
+                "overwrite or delete the value it reads"
+            )
+            raise TemplateError(msg, task=self.task, field=field) from None
         except Exception as exc:
             # Errors from the values a template works on keep their type; the note
             # says which field was being rendered.

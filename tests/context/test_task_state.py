@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import math
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,14 @@ def only_task(fn: Any, **options: Any) -> Any:
 async def run(rt: Runtime, fn: Any, run_id: str = "r", **options: Any) -> TaskInstanceResult:
     result = await rt.run_task(only_task(fn, **options), run_id=run_id)
     return result
+
+
+def nested(depth: int) -> Any:
+    """A list holding a list ... ``depth`` lists deep, built without recursion."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 def ok(result: TaskInstanceResult) -> Any:
@@ -146,6 +155,17 @@ BAD_VALUES = [
     ((1, 2), StateTypeError, r"value is a tuple .*use a list"),
     ({"a": None}, StateValueError, r"cannot store None at value\['a'\]"),
     ("x" * (64 * 1024), StateValueError, r"65538 bytes as JSON, over the limit of 65536"),
+    (
+        {"when": dt.datetime(2026, 11, 29, 4, 52, 17, 588576, tzinfo=dt.timezone.utc)},
+        StateTypeError,
+        r"is a datetime \(datetime\.datetime\(2026, 11, 29, 4, 52, 17, 588576, tzinfo=…\), "
+        r"which is not a JSON value",
+    ),
+    (nested(101), StateValueError, r"the value for key 'k': it nests lists and dicts 101 levels "
+     r"deep, over the limit of 100; flatten it"),
+    (nested(990), StateValueError, r"nests lists and dicts 990 levels deep"),
+    ({"a": nested(100)}, StateValueError, r"101 levels deep"),
+    (nested(5000), StateValueError, r"5000 levels deep"),
 ]  # fmt: skip
 
 
@@ -191,6 +211,62 @@ async def test_bad_key_is_refused(rt: Runtime, key: Any, kind: type[Exception], 
         return task_state.items()
 
     assert ok(await run(rt, task)) == []
+
+
+async def test_membership_of_a_key_that_cannot_be_stored_is_false(rt: Runtime) -> None:
+    """`in` answers False for keys no store could hold, as a mapping does."""
+
+    def task(task_state: Any) -> Any:
+        return ["" in task_state, "k" * 513 in task_state, 3 in task_state, None in task_state]
+
+    assert ok(await run(rt, task)) == [False, False, False, False]
+
+
+class Key(enum.StrEnum):
+    JOB = "job_id"
+    COUNT = "count"
+
+
+async def test_str_subclass_keys_are_stored_as_the_plain_str(rt: Runtime) -> None:
+    """A StrEnum member is a key like its value, for every method; listings give str."""
+
+    def task(task_state: Any) -> Any:
+        task_state.set(Key.JOB, "j")
+        task_state.increment(Key.COUNT)
+        swapped = task_state.compare_and_set(Key.JOB, "j", "k")
+        return [
+            task_state.get("job_id"), task_state[Key.JOB], Key.COUNT in task_state, swapped,
+            [type(key) is str for key, _ in task_state.items()],
+        ]  # fmt: skip
+
+    assert ok(await run(rt, task)) == ["k", "k", True, True, [True, True]]
+    entries = await rt.state.list()
+    assert [(type(e.key), e.key) for e in entries] == [(str, "count"), (str, "job_id")]
+
+
+async def test_a_value_nested_to_the_limit_is_stored_on_every_path(rt: Runtime) -> None:
+    """100 levels of lists and dicts are stored and read back, in a task and out of band."""
+    deep = {"a": nested(99)}
+
+    def task(task_state: Any) -> Any:
+        task_state.set("deep", deep)
+        return task_state.get("deep") == deep
+
+    assert ok(await run(rt, task)) is True
+    state = rt.state.task("d", "r", "t")
+    await state.aset("deep", deep)
+    assert await state.aget("deep") == deep
+    with pytest.raises(StateValueError, match=r"key 'deeper'.* 101 levels deep") as caught:
+        await state.aset("deeper", [deep])
+    assert caught.value.key == "deeper"
+
+
+async def test_a_value_that_contains_itself_is_refused(rt: Runtime) -> None:
+    """A list holding itself is a StateValueError, not a RecursionError."""
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(StateValueError, match=r"the value for key 'k': it contains itself"):
+        await rt.state.task("d", "r", "t").aset("k", loop)
 
 
 async def test_key_of_512_characters_is_fine(rt: Runtime) -> None:

@@ -6,6 +6,7 @@ The tests load this file by path, as the child does: every Dag is a module-level
 from __future__ import annotations
 
 import ctypes
+import enum
 import os
 import resource
 import signal
@@ -14,7 +15,15 @@ from typing import Any, ClassVar
 
 import trio
 
-from stateward import Asset, AssetAlias, AsyncContextError, Dag, Operator, StateTypeError
+from stateward import (
+    Asset,
+    AssetAlias,
+    AsyncContextError,
+    Dag,
+    Operator,
+    StateTypeError,
+    StateValueError,
+)
 from stateward.runtime import messages as m
 
 ORDERS = Asset("orders", uri="s3://lake/orders")
@@ -133,10 +142,25 @@ def sync_accessors(task_state: Any, asset_state: Any, run_id: str, map_index: in
         task_state.set("bad", (1, 2))
     except StateTypeError as exc:
         seen["tuple_refused"] = str(exc)
+    deep: Any = []
+    for _ in range(100):
+        deep = [deep]
+    try:
+        task_state.set("deep", deep)
+    except StateValueError as exc:
+        seen["deep_refused"] = [str(exc), exc.key]
+    seen["unstorable_in"] = ["" in task_state, "k" * 513 in task_state]
+    task_state.set(Key.JOB, "j")
+    seen["enum_key"] = [task_state.get("job_id"), task_state[Key.JOB], Key.JOB in task_state]
+    task_state.delete(Key.JOB)
     asset_state.set("watermark", "2024-01-02")
     seen["asset"] = [asset_state.get("watermark"), [a.name for a in asset_state]]
     seen["ids"] = [run_id, map_index]
     return seen
+
+
+class Key(enum.StrEnum):
+    JOB = "job_id"
 
 
 @features.task(outlets=[ORDERS])

@@ -177,6 +177,12 @@ def test_sync_accessors_work_unchanged_in_a_task_process(features: Ran) -> None:
         "tuple_refused": "cannot store key 'bad': value is a tuple ((1, 2)), which is not a "
         "JSON value; use a list",
         "asset": ["2024-01-02", ["orders"]], "ids": ["r", -1],
+        "deep_refused": [
+            "cannot store the value for key 'deep': it nests lists and dicts 101 levels deep, over "
+            "the limit of 100; flatten it (e.g. a list of records) or store its json.dumps() "
+            "text as a str", "deep",
+        ],
+        "unstorable_in": [False, False], "enum_key": ["j", "j", True],
     }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from stateward import (
     ProtocolError,
     RuntimeClosedError,
     StateScopeError,
+    StateTypeError,
     StateValueError,
     StoreError,
     UndeclaredAssetError,
@@ -326,6 +327,17 @@ async def test_non_finite_expiry_is_refused(expires_at: float) -> None:
         ):
             with pytest.raises(StateValueError, match=r"expires_at must be a finite Unix time"):
                 await client.request(request)
+        assert (await client.request(m.ListTaskState())).items == {}
+
+
+@pytest.mark.parametrize("expires_at", ["tomorrow", True, [1]])
+async def test_wrong_typed_expiry_is_a_type_error(expires_at: Any) -> None:
+    """A hand-built request whose expiry is not a number is a validation error, not INTERNAL."""
+    async with serving(MemoryStore()) as h:
+        client = h.client()
+        with pytest.raises(StateTypeError, match=r"expires_at must be a Unix time \(an int or "
+                           r"float\) or None \(never\), got \w+ .*; pass retention="):  # fmt: skip
+            await client.request(m.SetTaskState("k", 1, expires_at))
         assert (await client.request(m.ListTaskState())).items == {}
 
 

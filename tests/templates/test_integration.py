@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from stateward import (
     TemplateKeyError,
     TemplateWriteError,
     UndeclaredAssetError,
+    open_runtime,
 )
 from stateward.dag import PythonTask
 
@@ -571,3 +573,25 @@ async def test_templates_cannot_emit_asset_events(sw_runtime):
     result = await render_value(sw_runtime, source, outlets=[daily])
     assert isinstance(result.error, TemplateWriteError)
     assert "'add' writes state" in str(result.error)
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("<< task_state.shallow >>", "1"),
+    ("<< 'deep' in task_state >>", "True"),
+])  # fmt: skip
+async def test_a_value_stored_past_the_depth_limit_does_not_break_other_reads(
+    tmp_path: Path, source: str, expected: str
+):
+    """State holding a value an older release stored 5000 deep still renders other keys."""
+    db = tmp_path / "s.db"
+    async with open_runtime(db) as rt:
+        await seed_task_state(rt, deep=[0], shallow=1)
+        with sqlite3.connect(db) as connection:
+            deep = "[" * 5000 + "]" * 5000
+            connection.execute("UPDATE task_state SET value = ? WHERE key = 'deep'", (deep,))
+        ti = await render_value(rt, source)
+        assert (ti.state, ti.result) == ("success", expected)
+        ti = await render_value(rt, "<< task_state.deep >>")
+        assert isinstance(ti.error, TemplateError)
+        assert "reached a value nested too deep to render; state values may nest lists and " \
+            "dicts at most 100 levels deep" in str(ti.error)  # fmt: skip
