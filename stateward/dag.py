@@ -303,6 +303,32 @@ class Operator:
     template_fields: ClassVar[Sequence[str]] = ()
     template_ext: ClassVar[Sequence[str]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a plain ``def execute`` over an inherited ``async def execute``.
+
+        ``super().execute(context)`` would then return a coroutine that nothing awaits.
+
+        Raises:
+            DagDefinitionError: the class overrides an async ``execute`` with a sync one.
+        """
+        super().__init_subclass__(**kwargs)
+        execute = cls.__dict__.get("execute")
+        if execute is None or inspect.iscoroutinefunction(execute):
+            return
+        for base in cls.__mro__[1:]:
+            inherited = base.__dict__.get("execute")
+            if inherited is None:
+                continue
+            if inspect.iscoroutinefunction(inherited):
+                msg = (
+                    f"{cls.__name__}.execute is a plain def, but {base.__name__}.execute "
+                    "is async, so super().execute(context) would return a coroutine nobody "
+                    "awaits; define it as 'async def execute(self, context): ... "
+                    "return await super().execute(context)'"
+                )
+                raise DagDefinitionError(msg)
+            return
+
     def __init__(
         self,
         *,

@@ -420,3 +420,29 @@ async def test_shell_operator_takes_every_task_option(sw_runtime) -> None:
     result = await sw_runtime.run_task(slow, run_id="r")
     assert result.try_number == 2
     assert isinstance(result.error, TaskTimeoutError)
+
+
+def test_a_sync_execute_over_the_async_one_is_refused_at_class_definition():
+    """`def execute` calling super().execute() would get a coroutine: refused, showing the fix."""
+    with pytest.raises(
+        DagDefinitionError,
+        match=r"^Logged\.execute is a plain def, but ShellOperator\.execute is async, so "
+        r"super\(\)\.execute\(context\) would return a coroutine nobody awaits; define it as "
+        r"'async def execute\(self, context\): \.\.\. return await super\(\)\.execute\(context\)'$",
+    ):
+
+        class Logged(ShellOperator):
+            def execute(self, context: Any) -> Any:
+                return super().execute(context)
+
+
+async def test_an_async_execute_override_runs_the_command(sw_runtime):
+    """The documented form: async def execute awaiting super().execute(context)."""
+
+    class Shouted(ShellOperator):
+        async def execute(self, context: Any) -> Any:
+            return (await super().execute(context)).upper()
+
+    task = Shouted(task_id="shout", command="echo hi", dag=Dag("d"))
+    ti = await sw_runtime.run_task(task, run_id="r")
+    assert (ti.state, ti.result) == ("success", "HI")
