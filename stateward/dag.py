@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ClassVar, Final, Self, TypeVar, overload
+from typing import Any, ClassVar, Final, NoReturn, Self, TypeVar, overload
 
 from .assets import Asset, AssetAlias, AssetLike, AssetNameRef, AssetUriRef
 from .errors import DagDefinitionError
@@ -117,6 +117,9 @@ class Dag:
             tasks are loaded from it in their child process; set it when a factory in
             another module builds the Dag.
     """
+
+    # The only methods templates may call: the others change the Dag.
+    _template_methods: ClassVar[frozenset[str]] = frozenset({"get_task", "topological_order"})
 
     def __init__(
         self,
@@ -302,6 +305,8 @@ class Operator:
 
     template_fields: ClassVar[Sequence[str]] = ()
     template_ext: ClassVar[Sequence[str]] = ()
+    # The only methods templates may call: the others change the Dag or run task code.
+    _template_methods: ClassVar[frozenset[str]] = frozenset({"map_count", "map_arguments"})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a plain ``def execute`` over an inherited ``async def execute``.
@@ -374,6 +379,16 @@ class Operator:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.dag.dag_id}.{self.task_id}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Tasks are wired, not called: say how (Airflow's TaskFlow calls are not supported)."""
+        name = self.task_id
+        msg = (
+            f"{self!r} is a task, not a function, and cannot be called; wire tasks with "
+            f">>, e.g. 'extract >> {name}' runs {name} after extract, and map one with "
+            f"'{name}.expand(x=[1, 2])'; the runtime calls it when its Dag runs"
+        )
+        raise TypeError(msg)
 
     def execute(self, context: Mapping[str, Any]) -> Any:
         """Do the task's work; the return value becomes the instance's ``result``."""
@@ -485,7 +500,7 @@ class PythonTask(Operator):
         op_kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
-        if not callable(python_callable):
+        if not callable(python_callable) or isinstance(python_callable, Operator):
             msg = f"@dag.task decorates a function, got {python_callable!r}"
             raise DagDefinitionError(msg)
         self.python_callable = python_callable

@@ -31,7 +31,7 @@ from ..dag import Dag, Operator, PythonTask
 from ..errors import SupervisorDiedError, UndeclaredAssetError
 from ..records import AssetInfo, instance_label
 from ..store.base import TaskScope, Writer
-from ..templates import get_environment, needs_rendering, render_fields
+from ..templates import get_environment, needs_rendering, render_fields, warn_unrendered_braces
 from . import messages as m
 from .client import SupervisorClient
 from .isolation import execute_in_process, run_isolated
@@ -424,6 +424,7 @@ class Runner:
         if not fields:
             return {}
         values = {name: getattr(instance, name) for name in fields}
+        warn_unrendered_braces(values, task=instance_label(instance.dag.dag_id, instance.task_id))
         if not any(needs_rendering(v, instance.template_ext) for v in values.values()):
             return values
         # Templates read a snapshot taken now: one request per scope they may read,

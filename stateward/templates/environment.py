@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import jinja2
-from jinja2.exceptions import UndefinedError
+from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate, native_concat
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    is_internal_attribute,
+    modifies_known_mutable,
+)
 from jinja2.utils import internalcode
 
 from stateward.errors import TemplateWriteError, UndeclaredAssetError
@@ -133,12 +137,33 @@ def _write_refused_message(obj: object) -> str:
     # A bound method of a state view: name the view written to, e.g. asset_state['orders'].
     view = getattr(obj, "__self__", None)
     template_keys = getattr(type(view), "_template_keys", None)
-    label = template_keys(view)[0] if callable(template_keys) else "task_state"
-    head, bracket, rest = label.partition("[")
+    if not callable(template_keys):
+        # Not state: an object that records something, e.g. an outlet's events.
+        owner = getattr(type(view), "_template_owner", None) or type(view).__name__
+        return (
+            f"templates cannot call {name!r}: it changes what the task records; call it "
+            f"from the task's code (e.g. {owner}.{name}(...)) instead"
+        )
+    head, bracket, rest = template_keys(view)[0].partition("[")
     return (
         f"templates can read state but not write it: {name!r} writes state; call it "
         f'from the task\'s code (e.g. context["{head}"]{bracket}{rest}.{name}(...)) instead'
     )
+
+
+def _dag_method_refusal(obj: object, name: str, allowed: frozenset[str]) -> str:
+    kind = type(obj).__name__
+    return (
+        f"{kind}.{name} could change the Dag or run task code; templates may call only "
+        f"{sorted(allowed)} on a {kind}, so wire and map tasks in the Dag file"
+    )
+
+
+def _read_only_methods(obj: object) -> frozenset[str] | None:
+    # Objects that make up the Dag (a Dag, its tasks) list the methods templates may call;
+    # every other callable attribute of theirs could change the Dag or run user code.
+    allowed = getattr(type(obj), "_template_methods", None)
+    return allowed if isinstance(allowed, frozenset) else None
 
 
 class StateSandbox(ImmutableSandboxedEnvironment):
@@ -173,6 +198,42 @@ class StateSandbox(ImmutableSandboxedEnvironment):
 
     def _output_finalize(self) -> Callable[[Any], Any] | None:
         return None
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        """Refuse what jinja's immutable sandbox refuses, and methods that change the Dag.
+
+        A Dag or task object (one whose type lists ``_template_methods``) gives
+        templates only the callables in that list; other attributes stay readable.
+        """
+        if not super().is_safe_attribute(obj, attr, value):
+            return False
+        allowed = _read_only_methods(obj)
+        if allowed is None or not callable(value) or _read_only_methods(value) is not None:
+            return True  # a task reached from the Dag (callable itself) may be read
+        return attr in allowed
+
+    def is_safe_callable(self, obj: Any) -> bool:
+        """Refuse what jinja refuses, and methods of Dag and task objects not listed as
+        read-only however the template reached them."""
+        if not super().is_safe_callable(obj):
+            return False
+        allowed = _read_only_methods(getattr(obj, "__self__", None))
+        return allowed is None or getattr(obj, "__name__", None) in allowed
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        """The value of an attribute the sandbox refuses, failing with why it is refused."""
+        kind = type(obj).__name__
+        if attribute.startswith("_") or is_internal_attribute(obj, attribute):
+            why = f"{attribute!r} of {kind!r} object is private (it starts with '_' or is a " \
+                "Python internal); templates read only public names"  # fmt: skip
+        elif modifies_known_mutable(obj, attribute):
+            why = (
+                f"{kind}.{attribute}() would change the {kind}; templates read values but do "
+                "not change them, so do it in the task's code"
+            )
+        else:
+            why = _dag_method_refusal(obj, attribute, _read_only_methods(obj) or frozenset())
+        return self.undefined(why, name=attribute, obj=obj, exc=SecurityError)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         """Look up ``obj[argument]`` as jinja does, keeping undeclared-asset errors.
@@ -217,6 +278,10 @@ class StateSandbox(ImmutableSandboxedEnvironment):
         if getattr(obj, "alters_data", False):
             msg = _write_refused_message(obj)
             raise TemplateWriteError(msg)
+        owner = getattr(obj, "__self__", None)
+        allowed = _read_only_methods(owner)
+        if allowed is not None and getattr(obj, "__name__", None) not in allowed:
+            raise SecurityError(_dag_method_refusal(owner, obj.__name__, allowed))
         return super().call(context, obj, *args, **kwargs)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Mapping, Sequence
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -19,7 +21,9 @@ from stateward.errors import TemplateError, TemplateKeyError, TemplateWriteError
 from stateward.templates.environment import StateKeyUndefinedError, StateSandbox
 from stateward.values import MAX_DEPTH
 
-__all__ = ["needs_rendering", "render_fields"]
+__all__ = ["needs_rendering", "render_fields", "warn_unrendered_braces"]
+
+logger = logging.getLogger("stateward.templates")
 
 # Bounded so that templates built from changing values (ids, dates) cannot grow the
 # cache without limit; the size is ample for the fields of a large Dag.
@@ -40,6 +44,49 @@ def _compile(env: StateSandbox, source: str) -> jinja2.Template:
 
 def _is_template(source: str) -> bool:
     return any(marker in source for marker in _MARKERS)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    # The strings render_fields would look at, walking containers as it does.
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _strings(item)
+
+
+def warn_unrendered_braces(values: Mapping[str, Any], *, task: str) -> None:
+    """Warn, once per task and field, about Airflow's ``{{ ... }}`` in a template field
+    that has no ``<< >>``-style template: stateward passes it through unrendered.
+
+    Args:
+        values: Field name to the field's raw value.
+        task: The task's label, named in the warning.
+    """
+    for field, value in values.items():
+        strings = list(_strings(value))
+        if any(_AIRFLOW_VALUE.search(text) for text in strings) and not any(
+            _is_template(text) for text in strings
+        ):
+            _warn_once(task, field)
+
+
+_AIRFLOW_VALUE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=_TEMPLATE_CACHE_SIZE)
+def _warn_once(task: str, field: str) -> None:
+    # Cached: a field warns once per process, not on every attempt and run.
+    logger.warning(
+        "template field %r of task %r holds {{ ... }}, which stateward passes through "
+        "unrendered: its templates write values as << name >> and statements as "
+        "<%% ... %%> (ignore this if the braces are meant for the command itself)",
+        field,
+        task,
+    )
 
 
 def needs_rendering(value: Any, template_ext: Sequence[str] = ()) -> bool:
@@ -174,11 +221,7 @@ class _Renderer:
             )
             raise TemplateError(msg, task=self.task, field=field) from exc
         except SecurityError as exc:
-            msg = (
-                f"{self.where(field, path)} reached something the sandbox refuses: "
-                f"{str(exc).rstrip('.')}; templates may read state and public "
-                f"attributes, not names starting with '_'"
-            )
+            msg = f"{self.where(field, path)} reached something the sandbox refuses: {exc}"
             raise TemplateError(msg, task=self.task, field=field) from exc
         except TemplateNotFound as exc:
             msg = (

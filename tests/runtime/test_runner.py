@@ -411,6 +411,25 @@ def test_operator_needs_a_dag() -> None:
         Operator(task_id="lonely")
 
 
+def test_calling_a_task_says_how_tasks_are_wired() -> None:
+    """hello() inside `with Dag(...)` (an Airflow TaskFlow habit) explains >> and expand."""
+    with Dag("d") as dag:
+
+        @dag.task
+        def hello() -> str:
+            return "hi"
+
+        with pytest.raises(
+            TypeError,
+            match=r"^<PythonTask d\.hello> is a task, not a function, and cannot be called; "
+            r"wire tasks with >>, e\.g\. 'extract >> hello' runs hello after extract, and map "
+            r"one with 'hello\.expand\(x=\[1, 2\]\)'; the runtime calls it when its Dag runs$",
+        ):
+            hello()
+    with pytest.raises(DagDefinitionError, match=r"@dag\.task decorates a function, got <Py"):
+        dag.task(task_id="again")(hello)
+
+
 async def test_runtime_refuses_use_after_close(make_store: Callable[[], Store]) -> None:
     """A closed runtime says so instead of hanging."""
     dag = Dag("d")

@@ -132,7 +132,7 @@ def test_other_unsafe_calls_keep_security_error():
 )
 def test_private_attributes_are_refused(source, native):
     """Attributes starting with '_' fail the render, in both modes."""
-    with pytest.raises(SecurityError, match="is unsafe"):
+    with pytest.raises(SecurityError, match="is private"):
         render(source, native=native, s=Keyed("task_state", a=1))
 
 

@@ -481,11 +481,70 @@ async def test_sandbox_escapes_are_refused(sw_runtime, source, attribute):
     assert isinstance(ti.error, TemplateError)
     assert re.match(
         rf"^template field \"op_kwargs\['value'\]\" of task 'etl\.load' reached something "
-        rf"the sandbox refuses: access to attribute '{attribute}' of '\w+' object is "
-        rf"unsafe; templates may read state and public attributes, not names starting "
-        rf"with '_'$",
+        rf"the sandbox refuses: '{attribute}' of '\w+' object is private \(it starts with "
+        rf"'_' or is a Python internal\); templates read only public names$",
         str(ti.error),
     )
+
+
+async def test_templates_cannot_change_the_dag(sw_runtime):
+    """The exploit of issue 18: a template mapping another task; the next run is unchanged."""
+    dag = Dag(DAG_ID)
+
+    @dag.task
+    def victim(n: int = 0) -> int:
+        return n
+
+    attacker = echo_task(dag, "<< dag.tasks['victim'].expand(n=[1, 2, 3]) >>", task_id="attacker")
+    first = await sw_runtime.run_dag(dag, run_id="r1")
+    error = first.ti("attacker").error
+    assert isinstance(error, TemplateError)
+    assert str(error) == (
+        "template field \"op_kwargs['value']\" of task 'etl.attacker' reached something the "
+        "sandbox refuses: PythonTask.expand could change the Dag or run task code; templates "
+        "may call only ['map_arguments', 'map_count'] on a PythonTask, so wire and map tasks "
+        "in the Dag file"
+    )
+    assert not victim.is_mapped
+    second = await sw_runtime.run_dag(dag, run_id="r2")
+    assert sorted((ti.task_id, ti.map_index) for ti in second.task_instances) == [
+        ("attacker", -1), ("victim", -1),
+    ]  # fmt: skip
+    assert attacker.op_kwargs  # the attacker's own field is untouched too
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "<< dag.tasks['victim'].set_downstream(task) >>",
+        "<< dag.task(task.python_callable) >>",
+        "<< dag.add_task(task) >>",
+        "<< task.python_callable() >>",
+        "<< task.expand(value=[1]) >>",
+        "<< (dag.tasks['victim']|attr('expand'))(n=[1]) >>",
+        "<% for t in dag.tasks.values() %><< t.expand(n=[1]) >><% endfor %>",
+    ],
+)
+async def test_no_method_that_changes_the_dag_is_callable(sw_runtime, source):
+    """Dag and task methods other than the read-only ones are refused however reached."""
+    dag = Dag(DAG_ID)
+    victim = dag.task(lambda: 1, task_id="victim")
+    ti = await sw_runtime.run_task(echo_task(dag, source), run_id=RUN_ID)
+    assert isinstance(ti.error, TemplateError), ti.error
+    assert "could change the Dag or run task code" in str(ti.error)
+    assert sorted(dag.tasks) == ["load", "victim"]
+    assert not victim.is_mapped and not victim.upstream_task_ids
+
+
+async def test_read_only_dag_methods_work_in_templates(sw_runtime):
+    """get_task, topological_order and map_count read the Dag."""
+    dag = Dag(DAG_ID)
+    source = (
+        "<< dag.get_task('load').task_id >> "
+        "<< dag.topological_order()|map(attribute='task_id')|join(',') >> << task.map_count() >>"
+    )
+    ti = await sw_runtime.run_task(echo_task(dag, source), run_id=RUN_ID)
+    assert (ti.state, ti.result) == ("success", "load load 0")
 
 
 # -- what each attempt ran -----------------------------------------------------------------
@@ -563,7 +622,20 @@ async def test_templates_cannot_mutate_context_containers(sw_runtime, source):
     result = await render_value(sw_runtime, source, dag=dag)
     assert result.state == "failed"
     assert isinstance(result.error, TemplateError)
+    assert "starts with '_'" not in str(result.error)
     assert dag.params == {"limit": 5}
+
+
+async def test_changing_an_outlet_extra_is_refused_with_why(sw_runtime):
+    """extra.update(...) is refused as a change, not as a private name."""
+    source = "<< outlet_events[outlet_events|first].extra.update(rows=3) >>"
+    result = await render_value(sw_runtime, source, outlets=[ORDERS])
+    assert isinstance(result.error, TemplateError)
+    assert str(result.error) == (
+        "template field \"op_kwargs['value']\" of task 'etl.load' reached something the "
+        "sandbox refuses: dict.update() would change the dict; templates read values but "
+        "do not change them, so do it in the task's code"
+    )
 
 
 async def test_templates_cannot_emit_asset_events(sw_runtime):
@@ -572,7 +644,28 @@ async def test_templates_cannot_emit_asset_events(sw_runtime):
     source = "<% for alias in outlet_events %><< outlet_events[alias].add(alias) >><% endfor %>"
     result = await render_value(sw_runtime, source, outlets=[daily])
     assert isinstance(result.error, TemplateWriteError)
-    assert "'add' writes state" in str(result.error)
+    assert str(result.error).endswith(
+        "templates cannot call 'add': it changes what the task records; call it from the "
+        "task's code (e.g. context[\"outlet_events\"][alias].add(...)) instead"
+    )
+    assert "task_state" not in str(result.error)
+
+
+async def test_airflow_braces_warn_once_per_field(sw_runtime, caplog):
+    """{{ ... }} in a field without << >> passes through, with one warning per field."""
+    dag = Dag("braces")
+    task = echo_task(dag, "{{ ds }}", retries=1)
+    with caplog.at_level("WARNING", logger="stateward.templates"):
+        for run_id in ("r1", "r2"):
+            ti = await sw_runtime.run_task(task, run_id=run_id)
+            assert ti.result == "{{ ds }}"
+        mixed = echo_task(dag, "<< ti.try_number >> {{ .ID }}", task_id="mixed")
+        await sw_runtime.run_task(mixed, run_id="r1")
+    assert [r.getMessage() for r in caplog.records] == [
+        "template field 'op_kwargs' of task 'braces.load' holds {{ ... }}, which stateward "
+        "passes through unrendered: its templates write values as << name >> and statements "
+        "as <% ... %> (ignore this if the braces are meant for the command itself)"
+    ]
 
 
 @pytest.mark.parametrize(("source", "expected"), [

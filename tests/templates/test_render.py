@@ -350,7 +350,8 @@ def test_sandbox_escapes_are_refused(source, attribute, native):
         TemplateError,
         match=(
             rf"^template field 'command' of task 'etl\.load' reached something the "
-            rf"sandbox refuses: access to attribute '{attribute}' of '\w+' object is unsafe; "
+            rf"sandbox refuses: '{attribute}' of '\w+' object is private \(it starts with '_' "
+            rf"or is a Python internal\); templates read only public names$"
         ),
     ):
         render_one(source, native=native)
