@@ -148,7 +148,9 @@ def nesting_depth(value: object) -> int | None:
     return deepest
 
 
-def _children(container: list[object] | tuple[object, ...] | dict[object, object]) -> Iterator[object]:
+def _children(
+    container: list[object] | tuple[object, ...] | dict[object, object],
+) -> Iterator[object]:
     return iter(container.values() if isinstance(container, dict) else container)
 
 
@@ -328,7 +330,7 @@ def _decode_without_recursion(text: str) -> Any:
             containers[-1][keys[-1]] = value
             keys[-1] = _NO_KEY
     if len(result) != 1 or containers or match is not None or text[position:].strip():
-        msg = f"not a JSON value at character {position}: {text[position:position + 20]!r}"
+        msg = f"not a JSON value at character {position}: {text[position : position + 20]!r}"
         raise ValueError(msg)
     return result[0]
 
@@ -366,7 +368,7 @@ def _encode_without_recursion(value: object) -> str:
     begin(value)
     while stack:
         items, closer, first = stack[-1]
-        item = next(items, _NO_KEY)
+        item: Any = next(items, _NO_KEY)
         if item is _NO_KEY:
             out.append(closer)
             stack.pop()

@@ -236,7 +236,7 @@ class _Renderer:
         except jinja2.TemplateError as exc:
             msg = f"{self.where(field, path)} cannot be rendered: {exc}"
             raise TemplateError(msg, task=self.task, field=field) from exc
-        except RecursionError as exc:
+        except RecursionError:
             # A state value an older release stored past the depth limit.
             msg = (
                 f"{self.where(field, path)} reached a value nested too deep to render; "

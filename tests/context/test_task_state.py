@@ -156,7 +156,7 @@ BAD_VALUES = [
     ({"a": None}, StateValueError, r"cannot store None at value\['a'\]"),
     ("x" * (64 * 1024), StateValueError, r"65538 bytes as JSON, over the limit of 65536"),
     (
-        {"when": dt.datetime(2026, 11, 29, 4, 52, 17, 588576, tzinfo=dt.timezone.utc)},
+        {"when": dt.datetime(2026, 11, 29, 4, 52, 17, 588576, tzinfo=dt.UTC)},
         StateTypeError,
         r"is a datetime \(datetime\.datetime\(2026, 11, 29, 4, 52, 17, 588576, tzinfo=…\), "
         r"which is not a JSON value",

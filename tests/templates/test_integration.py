@@ -151,7 +151,9 @@ async def test_single_asset_sugar_in_a_template_reads_the_inlet(rt):
     """In a template as in code, the sugar is the one inlet and .asset is the Asset."""
     await seed_asset_state(rt, ORDERS, watermark=7)
     await rt.state.asset(ORDERS).aset("asset", "a state key")
-    source = "<< asset_state.watermark >> << asset_state.asset.uri >> << asset_state.get('asset') >>"
+    source = (
+        "<< asset_state.watermark >> << asset_state.asset.uri >> << asset_state.get('asset') >>"
+    )
     ti = await render_value(rt, source, inlets=[ORDERS], outlets=[CUSTOMERS])
     assert (ti.state, ti.result) == ("success", "7 orders a state key")
 
@@ -533,7 +535,8 @@ async def test_no_method_that_changes_the_dag_is_callable(sw_runtime, source):
     assert isinstance(ti.error, TemplateError), ti.error
     assert "could change the Dag or run task code" in str(ti.error)
     assert sorted(dag.tasks) == ["load", "victim"]
-    assert not victim.is_mapped and not victim.upstream_task_ids
+    assert not victim.is_mapped
+    assert not victim.upstream_task_ids
 
 
 async def test_read_only_dag_methods_work_in_templates(sw_runtime):
@@ -646,7 +649,7 @@ async def test_templates_cannot_emit_asset_events(sw_runtime):
     assert isinstance(result.error, TemplateWriteError)
     assert str(result.error).endswith(
         "templates cannot call 'add': it changes what the task records; call it from the "
-        "task's code (e.g. context[\"outlet_events\"][alias].add(...)) instead"
+        'task\'s code (e.g. context["outlet_events"][alias].add(...)) instead'
     )
     assert "task_state" not in str(result.error)
 
