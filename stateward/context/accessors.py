@@ -303,7 +303,8 @@ class AssetStateAccessor(_StateAccessor):
     """The state of one asset, shared by every run and task that declares it.
 
     Reached as ``context["asset_state"][asset]`` (or directly as
-    ``context["asset_state"]`` when the task has exactly one asset).
+    ``context["asset_state"]`` when the task has exactly one inlet, or no inlets and
+    exactly one outlet).
     """
 
     __slots__ = ("_asset", "_by_uri")

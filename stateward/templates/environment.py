@@ -224,8 +224,10 @@ class StateSandbox(ImmutableSandboxedEnvironment):
         """The value of an attribute the sandbox refuses, failing with why it is refused."""
         kind = type(obj).__name__
         if attribute.startswith("_") or is_internal_attribute(obj, attribute):
-            why = f"{attribute!r} of {kind!r} object is private (it starts with '_' or is a " \
-                "Python internal); templates read only public names"  # fmt: skip
+            why = (
+                "it is private (it starts with '_' or is a Python internal); templates read "
+                "only public names"
+            )
         elif modifies_known_mutable(obj, attribute):
             why = (
                 f"{kind}.{attribute}() would change the {kind}; templates read values but do "
@@ -233,6 +235,7 @@ class StateSandbox(ImmutableSandboxedEnvironment):
             )
         else:
             why = _dag_method_refusal(obj, attribute, _read_only_methods(obj) or frozenset())
+        why = f"access to attribute {attribute!r} of {kind!r} object is refused: {why}"
         return self.undefined(why, name=attribute, obj=obj, exc=SecurityError)
 
     def getitem(self, obj: Any, argument: Any) -> Any:

@@ -242,7 +242,7 @@ ESCAPES = [
     ("<< task_state['__class__'] >>", "__class__"),
     ("<< asset_state._members >>", "_members"),
     ("<< asset_state['orders']._items >>", "_items"),
-    ("<< task.python_callable.__globals__ >>", "__globals__"),
+    ("<< task.python_callable.__globals__ >>", "python_callable"),
     ("<< task.__dict__ >>", "__dict__"),
     ("<< dag.__class__ >>", "__class__"),
 ]

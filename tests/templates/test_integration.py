@@ -483,8 +483,9 @@ async def test_sandbox_escapes_are_refused(sw_runtime, source, attribute):
     assert isinstance(ti.error, TemplateError)
     assert re.match(
         rf"^template field \"op_kwargs\['value'\]\" of task 'etl\.load' reached something "
-        rf"the sandbox refuses: '{attribute}' of '\w+' object is private \(it starts with "
-        rf"'_' or is a Python internal\); templates read only public names$",
+        rf"the sandbox refuses: access to attribute '{attribute}' of '\w+' object is "
+        rf"refused: it is private \(it starts with '_' or is a Python internal\); templates "
+        rf"read only public names$",
         str(ti.error),
     )
 
@@ -503,9 +504,9 @@ async def test_templates_cannot_change_the_dag(sw_runtime):
     assert isinstance(error, TemplateError)
     assert str(error) == (
         "template field \"op_kwargs['value']\" of task 'etl.attacker' reached something the "
-        "sandbox refuses: PythonTask.expand could change the Dag or run task code; templates "
-        "may call only ['map_arguments', 'map_count'] on a PythonTask, so wire and map tasks "
-        "in the Dag file"
+        "sandbox refuses: access to attribute 'expand' of 'PythonTask' object is refused: "
+        "PythonTask.expand could change the Dag or run task code; templates may call only "
+        "['map_arguments', 'map_count'] on a PythonTask, so wire and map tasks in the Dag file"
     )
     assert not victim.is_mapped
     second = await sw_runtime.run_dag(dag, run_id="r2")
@@ -636,8 +637,9 @@ async def test_changing_an_outlet_extra_is_refused_with_why(sw_runtime):
     assert isinstance(result.error, TemplateError)
     assert str(result.error) == (
         "template field \"op_kwargs['value']\" of task 'etl.load' reached something the "
-        "sandbox refuses: dict.update() would change the dict; templates read values but "
-        "do not change them, so do it in the task's code"
+        "sandbox refuses: access to attribute 'update' of 'dict' object is refused: "
+        "dict.update() would change the dict; templates read values but do not change them, "
+        "so do it in the task's code"
     )
 
 

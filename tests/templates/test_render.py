@@ -350,8 +350,9 @@ def test_sandbox_escapes_are_refused(source, attribute, native):
         TemplateError,
         match=(
             rf"^template field 'command' of task 'etl\.load' reached something the "
-            rf"sandbox refuses: '{attribute}' of '\w+' object is private \(it starts with '_' "
-            rf"or is a Python internal\); templates read only public names$"
+            rf"sandbox refuses: access to attribute '{attribute}' of '\w+' object is refused: it "
+            rf"is private \(it starts with '_' or is a Python internal\); templates read only "
+            rf"public names$"
         ),
     ):
         render_one(source, native=native)
