@@ -423,7 +423,7 @@ def decode_stored(key: str, text: str) -> Any:
             interpreter's digit limit, written by another program).
     """
     try:
-        return json.loads(text)
+        return decode_value(text)
     except (ValueError, RecursionError) as exc:
         msg = (
             f"the value stored under key {key!r} cannot be read ({_reason(exc)}); "
@@ -436,7 +436,7 @@ def decode_listed(text: str) -> Any:
     """:func:`decode_value` for a listing: a value that cannot be read becomes a str
     marker, ``"<unreadable: why>"``, so that one row does not fail the whole listing."""
     try:
-        return json.loads(text)
+        return decode_value(text)
     except (ValueError, RecursionError) as exc:
         return f"<unreadable: {_reason(exc)}>"
 
