@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -118,6 +119,22 @@ def test_run_failure_exits_1_with_the_error_in_the_table(tmp_path: Path):
     assert "warning: flaky.submit (run 'manual__" in result.stderr
     assert "try 1 of 2 failed, retrying in 0s: RuntimeError: the cluster is down" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_failure_after_one_try_says_try(tmp_path: Path):
+    """A task without retries "failed after 1 try", not "1 tries"."""
+    dag_file = tmp_path / "once.py"
+    dag_file.write_text(
+        "from stateward import Dag\n"
+        "dag = Dag('once')\n"
+        "@dag.task\n"
+        "def boom():\n"
+        "    raise ValueError('no')\n"
+    )
+    result = stateward("run", dag_file, "--db", tmp_path / "s.db")
+    assert result.returncode == 1
+    assert "once.boom (run 'manual__" in result.stderr
+    assert "failed after 1 try\n" in result.stderr
 
 
 def test_verbose_run_shows_the_tasks_traceback(tmp_path: Path):
@@ -302,6 +319,112 @@ def test_clear_one_instance_all_map_indices_and_an_asset(tmp_path: Path):
     assert with_rt(db, keys) == [("load", -1)]
 
 
+def seed_fleet(db: Path, size: int) -> None:
+    """Task state in ``size`` map indices of etl/r1/extract."""
+
+    async def seed(rt: Runtime) -> None:
+        for index in range(size):
+            await rt.state.task("etl", "r1", "extract", index).aset("job_id", f"j{index}")
+
+    with_rt(db, seed)
+
+
+def count_keys(db: Path) -> int:
+    async def count(rt: Runtime) -> int:
+        return len(await rt.state.list())
+
+    return with_rt(db, count)
+
+
+def test_clearing_a_large_fleet_needs_yes_off_a_terminal(tmp_path: Path):
+    """Above the threshold, --all-map-indices refuses without --yes when stdin is no tty."""
+    db = tmp_path / "s.db"
+    seed_fleet(db, 21)
+    task = ["--dag", "etl", "--run-id", "r1", "--task", "extract", "--all-map-indices"]
+    refused = stateward("state", "clear", *task, db=db)
+    assert_user_error(refused, 2, "refusing to clear 21 keys", "pass --yes")
+    assert count_keys(db) == 21
+    done = stateward("state", "clear", *task, "--yes", db=db)
+    assert done.returncode == 0, done.stderr
+    assert "cleared 21 keys" in done.stdout
+    assert count_keys(db) == 0
+
+
+def test_clearing_a_large_fleet_asks_on_a_terminal(tmp_path: Path):
+    """On a terminal the command asks; anything but yes clears nothing."""
+    pty = pytest.importorskip("pty")
+    db = tmp_path / "s.db"
+    seed_fleet(db, 21)
+    args = ["state", "clear", "--dag", "etl", "--run-id", "r1", "--task", "extract",
+            "--all-map-indices", "--db", str(db)]  # fmt: skip
+    for answer, left in ((b"n\n", 21), (b"y\n", 0)):
+        controller, terminal = pty.openpty()
+        with subprocess.Popen(
+            [*COMMAND, *args], stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as process:
+            os.close(terminal)
+            os.write(controller, answer)
+            out, _ = process.communicate(timeout=60)
+        os.close(controller)
+        assert b"clear 21 keys from the task state of etl/r1/extract, every map index?" in out
+        assert count_keys(db) == left
+
+
+def test_small_fleets_clear_without_asking(tmp_path: Path):
+    """At most 20 keys, --all-map-indices clears at once, even off a terminal."""
+    db = tmp_path / "s.db"
+    seed_fleet(db, 20)
+    task = ["--dag", "etl", "--run-id", "r1", "--task", "extract", "--all-map-indices"]
+    done = stateward("state", "clear", *task, db=db)
+    assert "cleared 20 keys" in done.stdout
+
+
+def test_clear_notes_a_run_without_state(tmp_path: Path):
+    """Clearing in a run that has no state says so: the run id is likely mistyped."""
+    db = tmp_path / "s.db"
+    seed_fleet(db, 1)
+    nope = stateward("state", "clear", "--dag", "etl", "--run-id", "nope", "--task", "extract", db=db)
+    assert nope.returncode == 0, nope.stderr
+    assert nope.stdout.splitlines() == [
+        "cleared 0 keys from the task state of etl/nope/extract",
+        "note: no task state is stored for run 'nope' of Dag 'etl'; check --dag and "
+        "--run-id ('stateward state list --dag etl' shows its runs)",
+    ]
+    known = stateward("state", "clear", "--dag", "etl", "--run-id", "r1", "--task", "load", db=db)
+    assert known.stdout == "cleared 0 keys from the task state of etl/r1/load\n"
+
+
+def test_get_says_a_key_expired_and_when(tmp_path: Path):
+    """An expired key reads as absent; get says it expired, and at what time."""
+    db = tmp_path / "s.db"
+    an_hour_ago = time.time() - 3600
+
+    async def seed(rt: Runtime) -> None:
+        await rt.state.asset(name="orders").aset("old", 2, retention=60)
+        await rt.state.task("etl", "r1", "load").aset("old", 1, retention=60)
+
+    with_rt(db, seed, wall_clock=lambda: an_hour_ago)
+    asset = stateward("state", "get", "old", "--asset-uri", "orders", db=db)
+    expired_at = datetime.fromtimestamp(an_hour_ago + 60, UTC).isoformat()[:16]
+    assert_user_error(asset, 1, "key 'old' in the state of the asset with URI 'orders' expired at")
+    assert expired_at in asset.stderr
+    task = stateward("state", "get", "old", "--dag", "etl", "--run-id", "r1", "--task", "load", db=db)
+    assert_user_error(task, 1, "etl/r1/load expired at", "stateward cleanup")
+
+
+def test_state_list_by_asset_uri(tmp_path: Path):
+    """state list --asset-uri selects one asset by URI, as the other state commands do."""
+    db = tmp_path / "s.db"
+    seed_listing(db)
+    listed = stateward("state", "list", "--json", "--asset-uri", "s3://lake/orders", db=db)
+    assert listed.returncode == 0, listed.stderr
+    assert [e["key"] for e in json.loads(listed.stdout)] == ["note", "watermark"]
+    other = stateward("state", "list", "--json", "--asset-uri", "s3://lake/other", db=db)
+    assert json.loads(other.stdout) == []
+    both = stateward("state", "list", "--asset-uri", "x", "--task", "load", db=db)
+    assert_user_error(both, 2, "--asset-uri lists asset state, which --task cannot match")
+
+
 # -- cleanup --------------------------------------------------------------------------------------
 
 
@@ -377,6 +500,19 @@ USER_ERRORS: list[tuple[str, Callable[[Path], list[str | Path]], int, tuple[str,
         2,
         ("'{a: 1}' is not valid JSON",),
     ),
+    (
+        "number-out-of-range",
+        lambda p: ["state", "set", "note", "1e999", "--asset", "a"],
+        2,
+        ("'1e999': 1e999 is too large for a float",),
+    ),
+    (
+        "db-is-a-folder",
+        lambda p: ["state", "set", "k", "1", "--asset", "a", "--db", p],
+        1,
+        ("is a folder, not a file; give a database file's path", "stateward.db'"),
+    ),
+    ("state-command-at-top", lambda p: ["clear"], 2, ("did you mean 'stateward state clear'",)),
     ("other-sqlite", _other_sqlite, 1, ("SQLite database of another application", "invoices")),
     ("text-file", _text_file, 1, ("notes.txt' is not a stateward database",)),
     (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -99,14 +100,30 @@ def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, cre
     return trio.run(go)
 
 
+class OutOfRangeError(ValueError):
+    """A JSON number too large for a float (``1e999``): it would read as infinity."""
+
+
 def parse_json(text: str) -> Any:
-    """Parse ``text`` as strict JSON (no NaN or Infinity); raise ValueError if it is not."""
+    """Parse ``text`` as strict JSON (no NaN or Infinity); raise ValueError if it is not.
+
+    Raises:
+        OutOfRangeError: a number is too large for a float.
+        ValueError: ``text`` is not JSON.
+    """
 
     def refuse(constant: str) -> Any:
         msg = f"{constant} is not JSON"
         raise ValueError(msg)
 
-    return json.loads(text, parse_constant=refuse)
+    def finite(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            msg = f"{number} is too large for a float (it would be infinity)"
+            raise OutOfRangeError(msg)
+        return value
+
+    return json.loads(text, parse_constant=refuse, parse_float=finite)
 
 
 def iso_time(timestamp: float | None) -> str | None:
@@ -128,7 +145,22 @@ def _cell_json(value: Any) -> str:
 # -- the command group ----------------------------------------------------------------------
 
 
+class _Group(click.Group):
+    """Points ``stateward get|set|delete|clear|list`` at the ``state`` command of that name."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        state = self.commands.get("state")
+        if name not in self.commands and isinstance(state, click.Group) and name in state.commands:
+            msg = f"no command {name!r}; did you mean 'stateward state {name}'?"
+            raise click.UsageError(msg, ctx)
+        return super().resolve_command(ctx, args)
+
+
 @click.group(
+    cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
 )
