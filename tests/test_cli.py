@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -112,9 +115,11 @@ def test_run_failure_exits_1_with_the_error_in_the_table(tmp_path: Path):
     submit = next(line for line in out.splitlines() if line.startswith("submit"))
     assert submit.split()[1:4] == ["-", "failed", "2"]
     assert "upstream_failed" in next(line for line in out.splitlines() if line.startswith("report"))
-    flat = " ".join(out.split())  # a long run id makes the summary wrap
-    assert "Dag 'flaky' run 'manual__" in flat
-    assert flat.endswith("failed (1 failed, 1 upstream_failed)")
+    # Too long for one line at 80 columns: broken between its two phrases.
+    which, outcome = out.splitlines()[-2:]
+    assert which.startswith("Dag 'flaky' run 'manual__")
+    assert which.endswith("'")
+    assert outcome == "failed (1 failed, 1 upstream_failed)"
     assert all(len(line) <= 80 for line in out.splitlines())
     assert "warning: flaky.submit (run 'manual__" in result.stderr
     assert "try 1 of 2 failed, retrying in 0s: RuntimeError: the cluster is down" in result.stderr
@@ -137,12 +142,155 @@ def test_a_failure_after_one_try_says_try(tmp_path: Path):
     assert "failed after 1 try\n" in result.stderr
 
 
+def test_run_json_prints_the_result_as_one_object(tmp_path: Path):
+    """--json: one object with each instance's state, tries, result (or repr) and error."""
+    dag_file = tmp_path / "results.py"
+    dag_file.write_text(
+        "from stateward import Dag\n"
+        "dag = Dag('results')\n"
+        "@dag.task\n"
+        "def numbers():\n"
+        "    return {'rows': [1, 2]}\n"
+        "@dag.task\n"
+        "def odd():\n"
+        "    return {3}\n"
+    )
+    result = stateward("run", dag_file, "--run-id", "r1", "--json", "--db", tmp_path / "s.db")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    for ti in document["task_instances"]:
+        assert ti.pop("duration") >= 0
+    assert document == {
+        "dag_id": "results",
+        "run_id": "r1",
+        "state": "success",
+        "task_instances": [
+            {"task_id": "numbers", "map_index": -1, "state": "success", "try_number": 1,
+             "result": {"rows": [1, 2]}, "error": None},
+            {"task_id": "odd", "map_index": -1, "state": "success", "try_number": 1,
+             "result": "{3}", "error": None},
+        ],
+    }  # fmt: skip
+    failed = stateward("run", FIXTURES / "failing.py", "--json", "--db", tmp_path / "s.db")
+    assert failed.returncode == 1
+    submit, report = json.loads(failed.stdout)["task_instances"]
+    assert (submit["state"], submit["try_number"]) == ("failed", 2)
+    assert submit["error"] == "RuntimeError: the cluster is down"
+    assert (report["state"], report["result"]) == ("upstream_failed", None)
+
+
+def test_run_show_results_and_a_commands_stderr(tmp_path: Path):
+    """--show-results prints rendered fields and return values; stderr lines are logged."""
+    dag_file = tmp_path / "shell.py"
+    dag_file.write_text(
+        "from stateward import Dag\n"
+        "from stateward.operators import ShellOperator\n"
+        "dag = Dag('shell', params={'n': 5})\n"
+        "ShellOperator(task_id='count', dag=dag,\n"
+        "              command='echo counting to << params.n >> >&2; echo << params.n >>')\n"
+    )
+    result = stateward("run", dag_file, "--show-results", "--db", tmp_path / "s.db")
+    assert result.returncode == 0, result.stderr
+    assert "info: shell.count stderr: counting to 5\n" in result.stderr
+    tail = result.stdout.split("succeeded (1 success)\n")[1]
+    assert tail.splitlines() == [
+        "",
+        "count (try 1)",
+        "  rendered command: echo counting to 5 >&2; echo 5",
+        '  returned "5"',
+    ]
+
+
+def test_ctrl_c_prints_the_command_that_runs_it_again(tmp_path: Path):
+    """SIGINT during a run: exit 130 with the run id and the command that runs it again."""
+    dag_file = tmp_path / "slow.py"
+    dag_file.write_text(
+        "import trio\n"
+        "from stateward import Dag\n"
+        "dag = Dag('slow')\n"
+        "@dag.task\n"
+        "async def wait(task_state):\n"
+        "    if await task_state.aget('started'):\n"
+        "        return 'resumed'\n"
+        "    await task_state.aset('started', True)\n"
+        "    await trio.sleep(3600)\n"
+    )
+    db = tmp_path / "s.db"
+    env = {k: v for k, v in os.environ.items() if k != "STATEWARD_DB"}
+    argv = [*COMMAND, "run", str(dag_file), "--run-id", "r 9", "--param", "x=1", "--db", str(db)]
+    with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env) as process:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if line == "wait: running (try 1)\n":
+                break
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    assert process.returncode == 130, "".join(seen) + rest
+    again = f"stateward run {dag_file} --run-id 'r 9' --db {db} --param x=1"
+    assert rest.splitlines()[-1] == (
+        f"error: interrupted run 'r 9'; its state is kept under that run id, and this runs "
+        f"it again: {again}"
+    )
+    rerun = stateward(*shlex.split(again)[1:])
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Dag 'slow' run 'r 9' succeeded" in rerun.stdout
+
+
+def test_live_progress_prints_logs_above_the_bar(tmp_path: Path):
+    """On a terminal, a retry's warning starts a line of its own, never the bar's line."""
+    pty = pytest.importorskip("pty")
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "STATEWARD_DB"}
+    env.update(TERM="xterm", COLUMNS="80")
+    argv = [*COMMAND, "run", str(FIXTURES / "failing.py"), "--db", str(tmp_path / "s.db")]
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=terminal, stdin=subprocess.DEVNULL, env=env
+    ) as process:
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=60)
+    os.close(controller)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    assert "warning: flaky.submit" in shown
+    assert "━" in shown  # the bar was live
+    for found in re.finditer("(warning|error): flaky", shown):
+        assert found.start() == 0 or shown[found.start() - 1] in "\r\n", shown
+
+
 def test_verbose_run_shows_the_tasks_traceback(tmp_path: Path):
     """stateward -v run shows the failing task's traceback in its log on stderr."""
     result = stateward("-v", "run", FIXTURES / "failing.py", "--db", tmp_path / "s.db")
     assert result.returncode == 1, result.stderr
     assert "Traceback (most recent call last)" in result.stderr
     assert 'raise RuntimeError("the cluster is down")' in result.stderr
+
+
+def test_verbose_load_error_shows_the_traceback_from_the_dag_file(tmp_path: Path):
+    """-v adds the load error's traceback, from the Dag file on: no loader or importlib."""
+    (tmp_path / "cli_helper_zero.py").write_text("def f():\n    return 1 / 0\n\n\nY = f()\n")
+    (tmp_path / "dagfile.py").write_text("from stateward import Dag\nimport cli_helper_zero\n")
+    quiet = stateward("dags", "dagfile.py", cwd=tmp_path)
+    assert_user_error(
+        quiet, 1, "cannot load Dag file 'dagfile.py': ZeroDivisionError: division by zero, "
+        "raised at 'cli_helper_zero.py', line 2 (imported at line 2 of the Dag file)"
+    )  # fmt: skip
+    verbose = stateward("-v", "dags", "dagfile.py", cwd=tmp_path)
+    assert verbose.returncode == 1
+    files = re.findall(r'File "([^"]+)", line (\d+)', verbose.stderr)
+    assert [(Path(name).name, int(line)) for name, line in files] == [
+        ("dagfile.py", 2), ("cli_helper_zero.py", 5), ("cli_helper_zero.py", 2),
+    ]  # fmt: skip
+    assert verbose.stderr.splitlines()[-1] == quiet.stderr.strip()
 
 
 def test_dags_lists_tasks():
@@ -190,6 +338,20 @@ def test_state_list_table_shows_provenance_in_80_columns(tmp_path: Path):
     assert "never" in rows["watermark"]
     assert "out-of-band" in rows["note"]
     assert '"manual fix"' in rows["note"]
+
+
+def test_state_list_shortens_long_run_ids_in_the_by_column(tmp_path: Path):
+    """A writer's long run id shows as …, so the by column fits in a line or two."""
+    db = tmp_path / "s.db"
+    dag = load_dags(FIXTURES / "etl.py")["etl"]
+    run_id = "manual__2026-11-29T04:52:17.588576+00:00"
+    with_rt(db, lambda rt: rt.run_dag(dag, run_id=run_id))
+    out = stateward("state", "list", "--asset", "orders", db=db).stdout
+    assert all(len(line) <= 80 for line in out.splitlines())
+    [row] = [line for line in out.splitlines() if line.startswith("  watermark")]
+    assert "etl/…/load try 1" in row
+    listed = json.loads(stateward("state", "list", "--json", "--asset", "orders", db=db).stdout)
+    assert listed[0]["updated_by"] == f"etl/{run_id}/load try 1"
 
 
 def test_state_list_json_has_exactly_the_documented_fields(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ from typing import Any, Final, TypeVar
 import click
 import trio
 from rich.console import Console
+from rich.text import Text
 
 from .. import __version__
 from ..runtime.runtime import Runtime, default_db, is_postgres_url, open_runtime
@@ -53,6 +55,16 @@ def _print_error(message: str) -> None:
 def _stdout() -> Console:
     # Keys and values are data: never read them as rich markup or :emoji: codes.
     return Console(highlight=False, markup=False, emoji=False)
+
+
+@functools.cache
+def stderr_console() -> Console:
+    """The one Console on stderr, shared by the log handler and the live progress bar.
+
+    While a progress bar is live, whatever this Console prints goes above the bar; a
+    log line written to stderr by another route would land on the bar's line.
+    """
+    return Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 # -- shared options and helpers --------------------------------------------------------------
@@ -190,10 +202,21 @@ class _LogFormatter(logging.Formatter):
         return f"{record.levelname}: {record.getMessage()}"
 
 
+class _ConsoleHandler(logging.Handler):
+    """Log records printed by :func:`stderr_console`, so they go above a live display."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # soft_wrap: a long line is left to the terminal, never cut into pieces.
+            stderr_console().print(Text(self.format(record)), soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
 def _configure_logging(verbose: int) -> None:
     # Task failures are also in the run's table; the log adds retries and, with -v,
     # the tracebacks. Without a handler, Python's last resort would print tracebacks.
-    handler = logging.StreamHandler()
+    handler = _ConsoleHandler()
     handler.setFormatter(_LogFormatter(tracebacks=verbose > 0))
     logger = logging.getLogger("stateward")
     logger.handlers[:] = [handler]

@@ -38,6 +38,8 @@ from .app import (
 )
 from .run import _label
 
+#: Longest run id shown whole in a writer's label in the ``state list`` table.
+_RUN_ID_CHARS: Final = 12
 #: ``state clear --all-map-indices`` asks before clearing more keys than this.
 CONFIRM_ABOVE: Final = 20
 
@@ -319,13 +321,25 @@ def _owner(entry: StateEntry) -> str:
 
 
 def _writer(entry: StateEntry) -> str | None:
-    """The writer as shown: a task instance's own writes are just ``try N``."""
+    """The writer as shown: a task instance's own writes are just ``try N``.
+
+    Another task instance's label ``dag/run/task try N`` shows its run id as ``…``
+    when that is longer than :data:`_RUN_ID_CHARS` (run ids such as
+    ``manual__2024-06-01T02:00:57.924829+00:00`` would fold the column over many
+    lines); ``--json`` gives the whole label.
+    """
     writer = entry.writer
-    if writer is not None and entry.scope == "task":
+    if writer is None:
+        return None
+    if entry.scope == "task":
         index = entry.map_index if entry.map_index is not None else -1
         own = f"{entry.dag_id}/{entry.run_id}/{_label(entry.task_id or '', index)} try "
         if writer.startswith(own):
             return "try " + writer[len(own) :]
+    dag_id, slash, rest = writer.partition("/")
+    run_id, slash2, task = rest.rpartition("/")
+    if slash and slash2 and len(run_id) > _RUN_ID_CHARS:
+        return f"{dag_id}/…/{task}"
     return writer
 
 
