@@ -293,6 +293,14 @@ def test_verbose_load_error_shows_the_traceback_from_the_dag_file(tmp_path: Path
     assert verbose.stderr.splitlines()[-1] == quiet.stderr.strip()
 
 
+def test_shell_completion_completes_commands():
+    """The documented completion hook answers: `stateward sta<TAB>` offers `state`."""
+    env = {**os.environ, "_STATEWARD_COMPLETE": "bash_complete", "COMP_WORDS": "stateward sta",
+           "COMP_CWORD": "1"}  # fmt: skip
+    result = subprocess.run(COMMAND, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.stdout.splitlines() == ["plain,state"], result.stderr
+
+
 def test_dags_lists_tasks():
     """`dags FILE` shows each task: mapped?, retries, inlets/outlets and upstream."""
     result = stateward("dags", FIXTURES / "etl.py")
