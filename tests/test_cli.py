@@ -297,7 +297,9 @@ def test_shell_completion_completes_commands():
     """The documented completion hook answers: `stateward sta<TAB>` offers `state`."""
     env = {**os.environ, "_STATEWARD_COMPLETE": "bash_complete", "COMP_WORDS": "stateward sta",
            "COMP_CWORD": "1"}  # fmt: skip
-    result = subprocess.run(COMMAND, capture_output=True, text=True, env=env, timeout=60, check=False)
+    result = subprocess.run(
+        COMMAND, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert result.stdout.splitlines() == ["plain,state"], result.stderr
 
 
@@ -553,7 +555,9 @@ def test_clear_notes_a_run_without_state(tmp_path: Path):
     """Clearing in a run that has no state says so: the run id is likely mistyped."""
     db = tmp_path / "s.db"
     seed_fleet(db, 1)
-    nope = stateward("state", "clear", "--dag", "etl", "--run-id", "nope", "--task", "extract", db=db)
+    nope = stateward(
+        "state", "clear", "--dag", "etl", "--run-id", "nope", "--task", "extract", db=db
+    )
     assert nope.returncode == 0, nope.stderr
     assert nope.stdout.splitlines() == [
         "cleared 0 keys from the task state of etl/nope/extract",
@@ -578,7 +582,9 @@ def test_get_says_a_key_expired_and_when(tmp_path: Path):
     expired_at = datetime.fromtimestamp(an_hour_ago + 60, UTC).isoformat()[:16]
     assert_user_error(asset, 1, "key 'old' in the state of the asset with URI 'orders' expired at")
     assert expired_at in asset.stderr
-    task = stateward("state", "get", "old", "--dag", "etl", "--run-id", "r1", "--task", "load", db=db)
+    task = stateward(
+        "state", "get", "old", "--dag", "etl", "--run-id", "r1", "--task", "load", db=db
+    )
     assert_user_error(task, 1, "etl/r1/load expired at", "stateward cleanup")
 
 

@@ -14,6 +14,7 @@ from .harness import StateHarness
 
 ResultT = TypeVar("ResultT", TaskInstanceResult, DagRunResult)
 
+
 def assert_success(result: ResultT) -> ResultT:
     """Return ``result`` if it succeeded, else raise its task's failure.
 
