@@ -205,6 +205,7 @@ def test_ctrl_c_prints_the_command_that_runs_it_again(tmp_path: Path):
     """SIGINT during a run: exit 130 with the run id and the command that runs it again."""
     dag_file = tmp_path / "slow.py"
     dag_file.write_text(
+        "import sys\n"
         "import trio\n"
         "from stateward import Dag\n"
         "dag = Dag('slow')\n"
@@ -213,6 +214,7 @@ def test_ctrl_c_prints_the_command_that_runs_it_again(tmp_path: Path):
         "    if await task_state.aget('started'):\n"
         "        return 'resumed'\n"
         "    await task_state.aset('started', True)\n"
+        "    print('started', file=sys.stderr, flush=True)\n"
         "    await trio.sleep(3600)\n"
     )
     db = tmp_path / "s.db"
@@ -223,7 +225,7 @@ def test_ctrl_c_prints_the_command_that_runs_it_again(tmp_path: Path):
         seen = []
         for line in process.stderr:
             seen.append(line)
-            if line == "wait: running (try 1)\n":
+            if line == "started\n":  # the task kept 'started' in its task state
                 break
         process.send_signal(signal.SIGINT)
         _, rest = process.communicate(timeout=60)
