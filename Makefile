@@ -23,20 +23,26 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $(VENV)/.installed-test $@
 
-EXAMPLES := examples/resumable_job.py examples/watermark.py examples/templated.py
+SW := $(BIN)/stateward
 
-# Runs every example twice on a fresh $(DB), then lists the state they left:
-# the second watermark run continues from the first one's watermark.
+# Runs each example on a fresh $(DB) and says before each run what it shows, then
+# lists the state they left.
 demo: $(VENV)/.installed
 	rm -f $(DB) $(DB)-wal $(DB)-shm
-	@for round in 1 2; do \
-	  for example in $(EXAMPLES); do \
-	    echo; echo "=== round $$round: stateward run $$example"; \
-	    $(BIN)/stateward run $$example --db $(DB) || exit 1; \
-	  done; \
-	done
-	@echo; echo "=== stateward state list"
-	$(BIN)/stateward state list --db $(DB)
+	@echo; echo "=== 1. resumable_job.py, run 'nightly': try 1 submits a job, keeps its id in task state and crashes; try 2 finds the id and reattaches"
+	$(SW) run examples/resumable_job.py --run-id nightly --db $(DB)
+	@echo; echo "=== 2. run 'nightly' again: its task state still holds the job id, so try 1 reattaches and nothing is submitted"
+	$(SW) run examples/resumable_job.py --run-id nightly --db $(DB)
+	@echo; echo "=== 3. watermark.py: the load starts at the watermark kept on asset 'orders' (none yet) and moves it"
+	$(SW) run examples/watermark.py --db $(DB)
+	@echo; echo "=== 4. watermark.py again, a new run: asset state outlives runs, so it continues from 5"
+	$(SW) run examples/watermark.py --db $(DB)
+	@echo; echo "=== 5. templated.py: the command is rendered from state (the 'info: ... stderr' lines are its output); try 2 renders the job id try 1 kept"
+	$(SW) run examples/templated.py --db $(DB) --show-results
+	@echo; echo "=== 6. external_job.py: ResumableJobOperator keeps the job id in task state; its retry polls the same job"
+	$(SW) run examples/external_job.py --db $(DB) --show-results
+	@echo; echo "=== stateward state list: templated_export has no task state here, as its extract task clears its state on success (clear_state_on_success=True)"
+	$(SW) state list --db $(DB)
 
 # pytest exits 5 when it collected no test: that is a failure, never a pass.
 test: $(VENV)/.installed-test

@@ -2,10 +2,15 @@
 
 The task submits a long job to an external service, stores the job id in task state,
 and then its worker "crashes". The retry finds the job id in task state and waits for
-that job instead of submitting a duplicate. Run it::
+that job instead of submitting a duplicate. Task state belongs to the run id, so
+running the same run id again (after an interrupted run, say) finds the job id too:
+its first try reattaches and submits nothing. Run it::
 
     python examples/resumable_job.py --db stateward.db
-    stateward run examples/resumable_job.py
+    stateward run examples/resumable_job.py --run-id nightly
+    stateward run examples/resumable_job.py --run-id nightly   # reattaches at try 1
+
+(``stateward.ResumableJobOperator`` packages this pattern: see external_job.py.)
 """
 
 from __future__ import annotations
@@ -50,11 +55,10 @@ def run_report(task_state: Any, ti: TaskInstanceInfo) -> dict[str, Any]:
         job_id = SERVICE.submit("nightly-report")
         task_state.set("job_id", job_id)
         print(f"[try {ti.try_number}] submitted {job_id}; job id saved in task state")
-    else:
-        print(f"[try {ti.try_number}] found {job_id} in task state: reattaching, not resubmitting")
-    if ti.try_number == 1:
+        # The crash this example is about: the job runs on, its id is in task state.
         print(f"[try {ti.try_number}] worker lost while polling {job_id} (simulated crash)")
         raise ConnectionError(f"lost the connection while polling {job_id}")
+    print(f"[try {ti.try_number}] found {job_id} in task state: reattaching, not resubmitting")
     result = SERVICE.wait(job_id)
     print(
         f"[try {ti.try_number}] {job_id} {result['status']}; "
@@ -69,5 +73,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     outcome = run_dag(dag, db=args.db)
     ti = outcome.ti("run_report")
-    print(f"run {outcome.run_id}: {outcome.state} after {ti.try_number} tries")
+    tries = "1 try" if ti.try_number == 1 else f"{ti.try_number} tries"
+    print(f"run {outcome.run_id}: {outcome.state} after {tries}")
     raise SystemExit(0 if outcome.state == "success" else 1)

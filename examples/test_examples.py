@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import external_job
 import resumable_job
 import templated
 import trio.testing
@@ -89,3 +90,25 @@ async def test_templated_dag_moves_the_watermark(sw: StateHarness) -> None:
     assert_success(await sw.run_dag(templated.dag, run_id="first"))
     assert_success(await sw.run_dag(templated.dag, run_id="second"))
     assert (await sw.asset_state(templated.INVOICES))["watermark"] == 2 * templated.BATCH
+
+
+async def test_external_job_retry_reattaches_to_the_submitted_job(
+    sw: StateHarness, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Try 1 submits and loses the connection; try 2 polls the same job to its end."""
+    before = set(external_job.SERVICE.polls)
+    result = assert_success(await sw.run_task(external_job.export))
+    [job_id] = set(external_job.SERVICE.polls) - before
+    assert isinstance(result.attempts[0].error, ConnectionError)
+    assert result.try_number == 2
+    assert result.result == {"job_id": job_id, "rows": 4200}
+    assert await sw.task_state(external_job.export) == {"job_id": job_id}
+
+
+async def test_resumable_job_rerun_of_a_run_reattaches_at_try_1(sw: StateHarness) -> None:
+    """Running a run id again finds the job id its first run kept: try 1 reattaches."""
+    await sw.seed_task_state(resumable_job.run_report, job_id="nightly-report-9")
+    before = len(resumable_job.SERVICE.submissions)
+    result = assert_success(await sw.run_task(resumable_job.run_report))
+    assert (result.try_number, result.result["job_id"]) == (1, "nightly-report-9")
+    assert len(resumable_job.SERVICE.submissions) == before

@@ -22,6 +22,7 @@ from typing import Final
 
 from .dag import Dag
 from .errors import TaskLoadError
+from .tracebacks import raised_at
 
 _counter: Final = itertools.count(1)
 _NOT_IDENTIFIER: Final = re.compile(r"\W")
@@ -116,7 +117,7 @@ def _execute(file: Path, shown: str) -> ModuleType:
             spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
-        msg = f"cannot load Dag file {_where(exc, file, shown)}: {_describe(exc)}"
+        msg = _message(exc, file, shown)
         raise TaskLoadError(msg, path=shown) from exc
     return module
 
@@ -134,17 +135,42 @@ def _on_sys_path(folder: str) -> Iterator[None]:
             sys.path.remove(folder)
 
 
-def _where(exc: BaseException, file: Path, shown: str) -> str:
-    """``path:line`` of the error: a syntax error's own place, else the Dag file's line."""
+def _message(exc: BaseException, file: Path, shown: str) -> str:
+    """What failed and where, for the error of a Dag file that cannot be loaded.
+
+    The place is a syntax error's own, else the innermost frame of the user's code.
+    In the Dag file: ``cannot load Dag file 'dag.py', line 7: Type: text``. In a
+    module it imports, that module's place follows, with the Dag file's line that
+    imported it.
+    """
     if isinstance(exc, SyntaxError) and exc.filename:
-        place = shown if Path(exc.filename) == file else exc.filename
-        return f"{place!r}, line {exc.lineno}" if exc.lineno else repr(place)
+        raised: tuple[str, int | None] | None = (exc.filename, exc.lineno)
+    else:
+        raised = raised_at(exc)
     lines = [
         frame.lineno
         for frame in traceback.extract_tb(exc.__traceback__)
         if frame.filename == str(file)
     ]
-    return f"{shown!r}, line {lines[-1]}" if lines else repr(shown)
+    in_file = f"{shown!r}, line {lines[-1]}" if lines else repr(shown)
+    if raised is None or Path(raised[0]) == file:
+        if raised is not None and isinstance(exc, SyntaxError):
+            in_file = f"{shown!r}, line {raised[1]}" if raised[1] else repr(shown)
+        return f"cannot load Dag file {in_file}: {_describe(exc)}"
+    place = repr(_shown_path(raised[0], file, shown))
+    if raised[1]:
+        place += f", line {raised[1]}"
+    imported = f" (imported at line {lines[-1]} of the Dag file)" if lines else ""
+    return f"cannot load Dag file {shown!r}: {_describe(exc)}, raised at {place}{imported}"
+
+
+def _shown_path(filename: str, file: Path, shown: str) -> str:
+    """``filename`` as the user would write it: next to the Dag file as it was given."""
+    try:
+        inside = Path(filename).resolve().relative_to(file.parent)
+    except ValueError:
+        return filename
+    return os.path.join(os.path.dirname(shown), inside)
 
 
 def _describe(exc: BaseException) -> str:

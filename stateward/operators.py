@@ -12,6 +12,7 @@ attempt's context, so a command can read state::
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -25,6 +26,9 @@ import trio
 from .dag import Operator
 from .errors import DagDefinitionError, ShellCommandError
 from .records import instance_label
+
+#: A succeeding command's stderr is logged here, a line per record (INFO).
+logger = logging.getLogger("stateward.operators")
 
 __all__ = ["ShellCommandError", "ShellOperator"]
 
@@ -93,6 +97,10 @@ class ShellOperator(Operator):
     async def execute(self, context: Mapping[str, Any]) -> str:
         """Run the rendered command and return its stdout.
 
+        On success, each line the command wrote to stderr is logged at INFO on the
+        ``stateward.operators`` logger (``stateward run`` shows them); on failure its
+        end is in the :class:`ShellCommandError`.
+
         Args:
             context: The attempt's context.
 
@@ -122,6 +130,8 @@ class ShellOperator(Operator):
             raise _start_failure(task, command, self.cwd, exc) from exc
         if completed.returncode != 0:
             raise _exit_failure(task, command, completed)
+        for line in completed.stderr.decode("utf-8", errors="replace").splitlines():
+            logger.info("%s stderr: %s", task, line)
         stdout = completed.stdout.decode("utf-8", errors="replace")
         return stdout.removesuffix("\n")
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,13 +115,158 @@ def test_run_failure_exits_1_with_the_error_in_the_table(tmp_path: Path):
     submit = next(line for line in out.splitlines() if line.startswith("submit"))
     assert submit.split()[1:4] == ["-", "failed", "2"]
     assert "upstream_failed" in next(line for line in out.splitlines() if line.startswith("report"))
-    flat = " ".join(out.split())  # a long run id makes the summary wrap
-    assert "Dag 'flaky' run 'manual__" in flat
-    assert flat.endswith("failed (1 failed, 1 upstream_failed)")
+    # Too long for one line at 80 columns: broken between its two phrases.
+    which, outcome = out.splitlines()[-2:]
+    assert which.startswith("Dag 'flaky' run 'manual__")
+    assert which.endswith("'")
+    assert outcome == "failed (1 failed, 1 upstream_failed)"
     assert all(len(line) <= 80 for line in out.splitlines())
     assert "warning: flaky.submit (run 'manual__" in result.stderr
     assert "try 1 of 2 failed, retrying in 0s: RuntimeError: the cluster is down" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_failure_after_one_try_says_try(tmp_path: Path):
+    """A task without retries "failed after 1 try", not "1 tries"."""
+    dag_file = tmp_path / "once.py"
+    dag_file.write_text(
+        "from stateward import Dag\n"
+        "dag = Dag('once')\n"
+        "@dag.task\n"
+        "def boom():\n"
+        "    raise ValueError('no')\n"
+    )
+    result = stateward("run", dag_file, "--db", tmp_path / "s.db")
+    assert result.returncode == 1
+    assert "once.boom (run 'manual__" in result.stderr
+    assert "failed after 1 try\n" in result.stderr
+
+
+def test_run_json_prints_the_result_as_one_object(tmp_path: Path):
+    """--json: one object with each instance's state, tries, result (or repr) and error."""
+    dag_file = tmp_path / "results.py"
+    dag_file.write_text(
+        "from stateward import Dag\n"
+        "dag = Dag('results')\n"
+        "@dag.task\n"
+        "def numbers():\n"
+        "    return {'rows': [1, 2]}\n"
+        "@dag.task\n"
+        "def odd():\n"
+        "    return {3}\n"
+    )
+    result = stateward("run", dag_file, "--run-id", "r1", "--json", "--db", tmp_path / "s.db")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    for ti in document["task_instances"]:
+        assert ti.pop("duration") >= 0
+    assert document == {
+        "dag_id": "results",
+        "run_id": "r1",
+        "state": "success",
+        "task_instances": [
+            {"task_id": "numbers", "map_index": -1, "state": "success", "try_number": 1,
+             "result": {"rows": [1, 2]}, "error": None},
+            {"task_id": "odd", "map_index": -1, "state": "success", "try_number": 1,
+             "result": "{3}", "error": None},
+        ],
+    }  # fmt: skip
+    failed = stateward("run", FIXTURES / "failing.py", "--json", "--db", tmp_path / "s.db")
+    assert failed.returncode == 1
+    submit, report = json.loads(failed.stdout)["task_instances"]
+    assert (submit["state"], submit["try_number"]) == ("failed", 2)
+    assert submit["error"] == "RuntimeError: the cluster is down"
+    assert (report["state"], report["result"]) == ("upstream_failed", None)
+
+
+def test_run_show_results_and_a_commands_stderr(tmp_path: Path):
+    """--show-results prints rendered fields and return values; stderr lines are logged."""
+    dag_file = tmp_path / "shell.py"
+    dag_file.write_text(
+        "from stateward import Dag\n"
+        "from stateward.operators import ShellOperator\n"
+        "dag = Dag('shell', params={'n': 5})\n"
+        "ShellOperator(task_id='count', dag=dag,\n"
+        "              command='echo counting to << params.n >> >&2; echo << params.n >>')\n"
+    )
+    result = stateward("run", dag_file, "--show-results", "--db", tmp_path / "s.db")
+    assert result.returncode == 0, result.stderr
+    assert "info: shell.count stderr: counting to 5\n" in result.stderr
+    tail = result.stdout.split("succeeded (1 success)\n")[1]
+    assert tail.splitlines() == [
+        "",
+        "count (try 1)",
+        "  rendered command: echo counting to 5 >&2; echo 5",
+        '  returned "5"',
+    ]
+
+
+def test_ctrl_c_prints_the_command_that_runs_it_again(tmp_path: Path):
+    """SIGINT during a run: exit 130 with the run id and the command that runs it again."""
+    dag_file = tmp_path / "slow.py"
+    dag_file.write_text(
+        "import sys\n"
+        "import trio\n"
+        "from stateward import Dag\n"
+        "dag = Dag('slow')\n"
+        "@dag.task\n"
+        "async def wait(task_state):\n"
+        "    if await task_state.aget('started'):\n"
+        "        return 'resumed'\n"
+        "    await task_state.aset('started', True)\n"
+        "    print('started', file=sys.stderr, flush=True)\n"
+        "    await trio.sleep(3600)\n"
+    )
+    db = tmp_path / "s.db"
+    env = {k: v for k, v in os.environ.items() if k != "STATEWARD_DB"}
+    argv = [*COMMAND, "run", str(dag_file), "--run-id", "r 9", "--param", "x=1", "--db", str(db)]
+    with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env) as process:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if line == "started\n":  # the task kept 'started' in its task state
+                break
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    assert process.returncode == 130, "".join(seen) + rest
+    again = f"stateward run {dag_file} --run-id 'r 9' --db {db} --param x=1"
+    assert rest.splitlines()[-1] == (
+        f"error: interrupted run 'r 9'; its state is kept under that run id, and this runs "
+        f"it again: {again}"
+    )
+    rerun = stateward(*shlex.split(again)[1:])
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Dag 'slow' run 'r 9' succeeded" in rerun.stdout
+
+
+def test_live_progress_prints_logs_above_the_bar(tmp_path: Path):
+    """On a terminal, a retry's warning starts a line of its own, never the bar's line."""
+    pty = pytest.importorskip("pty")
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "STATEWARD_DB"}
+    env.update(TERM="xterm", COLUMNS="80")
+    argv = [*COMMAND, "run", str(FIXTURES / "failing.py"), "--db", str(tmp_path / "s.db")]
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=terminal, stdin=subprocess.DEVNULL, env=env
+    ) as process:
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=60)
+    os.close(controller)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    assert "warning: flaky.submit" in shown
+    assert "━" in shown  # the bar was live
+    for found in re.finditer("(warning|error): flaky", shown):
+        assert found.start() == 0 or shown[found.start() - 1] in "\r\n", shown
 
 
 def test_verbose_run_shows_the_tasks_traceback(tmp_path: Path):
@@ -126,6 +275,34 @@ def test_verbose_run_shows_the_tasks_traceback(tmp_path: Path):
     assert result.returncode == 1, result.stderr
     assert "Traceback (most recent call last)" in result.stderr
     assert 'raise RuntimeError("the cluster is down")' in result.stderr
+
+
+def test_verbose_load_error_shows_the_traceback_from_the_dag_file(tmp_path: Path):
+    """-v adds the load error's traceback, from the Dag file on: no loader or importlib."""
+    (tmp_path / "cli_helper_zero.py").write_text("def f():\n    return 1 / 0\n\n\nY = f()\n")
+    (tmp_path / "dagfile.py").write_text("from stateward import Dag\nimport cli_helper_zero\n")
+    quiet = stateward("dags", "dagfile.py", cwd=tmp_path)
+    assert_user_error(
+        quiet, 1, "cannot load Dag file 'dagfile.py': ZeroDivisionError: division by zero, "
+        "raised at 'cli_helper_zero.py', line 2 (imported at line 2 of the Dag file)"
+    )  # fmt: skip
+    verbose = stateward("-v", "dags", "dagfile.py", cwd=tmp_path)
+    assert verbose.returncode == 1
+    files = re.findall(r'File "([^"]+)", line (\d+)', verbose.stderr)
+    assert [(Path(name).name, int(line)) for name, line in files] == [
+        ("dagfile.py", 2), ("cli_helper_zero.py", 5), ("cli_helper_zero.py", 2),
+    ]  # fmt: skip
+    assert verbose.stderr.splitlines()[-1] == quiet.stderr.strip()
+
+
+def test_shell_completion_completes_commands():
+    """The documented completion hook answers: `stateward sta<TAB>` offers `state`."""
+    env = {**os.environ, "_STATEWARD_COMPLETE": "bash_complete", "COMP_WORDS": "stateward sta",
+           "COMP_CWORD": "1"}  # fmt: skip
+    result = subprocess.run(
+        COMMAND, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert result.stdout.splitlines() == ["plain,state"], result.stderr
 
 
 def test_dags_lists_tasks():
@@ -173,6 +350,20 @@ def test_state_list_table_shows_provenance_in_80_columns(tmp_path: Path):
     assert "never" in rows["watermark"]
     assert "out-of-band" in rows["note"]
     assert '"manual fix"' in rows["note"]
+
+
+def test_state_list_shortens_long_run_ids_in_the_by_column(tmp_path: Path):
+    """A writer's long run id shows as …, so the by column fits in a line or two."""
+    db = tmp_path / "s.db"
+    dag = load_dags(FIXTURES / "etl.py")["etl"]
+    run_id = "manual__2026-11-29T04:52:17.588576+00:00"
+    with_rt(db, lambda rt: rt.run_dag(dag, run_id=run_id))
+    out = stateward("state", "list", "--asset", "orders", db=db).stdout
+    assert all(len(line) <= 80 for line in out.splitlines())
+    [row] = [line for line in out.splitlines() if line.startswith("  watermark")]
+    assert "etl/…/load try 1" in row
+    listed = json.loads(stateward("state", "list", "--json", "--asset", "orders", db=db).stdout)
+    assert listed[0]["updated_by"] == f"etl/{run_id}/load try 1"
 
 
 def test_state_list_json_has_exactly_the_documented_fields(tmp_path: Path):
@@ -302,6 +493,116 @@ def test_clear_one_instance_all_map_indices_and_an_asset(tmp_path: Path):
     assert with_rt(db, keys) == [("load", -1)]
 
 
+def seed_fleet(db: Path, size: int) -> None:
+    """Task state in ``size`` map indices of etl/r1/extract."""
+
+    async def seed(rt: Runtime) -> None:
+        for index in range(size):
+            await rt.state.task("etl", "r1", "extract", index).aset("job_id", f"j{index}")
+
+    with_rt(db, seed)
+
+
+def count_keys(db: Path) -> int:
+    async def count(rt: Runtime) -> int:
+        return len(await rt.state.list())
+
+    return with_rt(db, count)
+
+
+def test_clearing_a_large_fleet_needs_yes_off_a_terminal(tmp_path: Path):
+    """Above the threshold, --all-map-indices refuses without --yes when stdin is no tty."""
+    db = tmp_path / "s.db"
+    seed_fleet(db, 21)
+    task = ["--dag", "etl", "--run-id", "r1", "--task", "extract", "--all-map-indices"]
+    refused = stateward("state", "clear", *task, db=db)
+    assert_user_error(refused, 2, "refusing to clear 21 keys", "pass --yes")
+    assert count_keys(db) == 21
+    done = stateward("state", "clear", *task, "--yes", db=db)
+    assert done.returncode == 0, done.stderr
+    assert "cleared 21 keys" in done.stdout
+    assert count_keys(db) == 0
+
+
+def test_clearing_a_large_fleet_asks_on_a_terminal(tmp_path: Path):
+    """On a terminal the command asks; anything but yes clears nothing."""
+    pty = pytest.importorskip("pty")
+    db = tmp_path / "s.db"
+    seed_fleet(db, 21)
+    args = ["state", "clear", "--dag", "etl", "--run-id", "r1", "--task", "extract",
+            "--all-map-indices", "--db", str(db)]  # fmt: skip
+    for answer, left in ((b"n\n", 21), (b"y\n", 0)):
+        controller, terminal = pty.openpty()
+        with subprocess.Popen(
+            [*COMMAND, *args], stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as process:
+            os.close(terminal)
+            os.write(controller, answer)
+            out, _ = process.communicate(timeout=60)
+        os.close(controller)
+        assert b"clear 21 keys from the task state of etl/r1/extract, every map index?" in out
+        assert count_keys(db) == left
+
+
+def test_small_fleets_clear_without_asking(tmp_path: Path):
+    """At most 20 keys, --all-map-indices clears at once, even off a terminal."""
+    db = tmp_path / "s.db"
+    seed_fleet(db, 20)
+    task = ["--dag", "etl", "--run-id", "r1", "--task", "extract", "--all-map-indices"]
+    done = stateward("state", "clear", *task, db=db)
+    assert "cleared 20 keys" in done.stdout
+
+
+def test_clear_notes_a_run_without_state(tmp_path: Path):
+    """Clearing in a run that has no state says so: the run id is likely mistyped."""
+    db = tmp_path / "s.db"
+    seed_fleet(db, 1)
+    nope = stateward(
+        "state", "clear", "--dag", "etl", "--run-id", "nope", "--task", "extract", db=db
+    )
+    assert nope.returncode == 0, nope.stderr
+    assert nope.stdout.splitlines() == [
+        "cleared 0 keys from the task state of etl/nope/extract",
+        "note: no task state is stored for run 'nope' of Dag 'etl'; check --dag and "
+        "--run-id ('stateward state list --dag etl' shows its runs)",
+    ]
+    known = stateward("state", "clear", "--dag", "etl", "--run-id", "r1", "--task", "load", db=db)
+    assert known.stdout == "cleared 0 keys from the task state of etl/r1/load\n"
+
+
+def test_get_says_a_key_expired_and_when(tmp_path: Path):
+    """An expired key reads as absent; get says it expired, and at what time."""
+    db = tmp_path / "s.db"
+    an_hour_ago = time.time() - 3600
+
+    async def seed(rt: Runtime) -> None:
+        await rt.state.asset(name="orders").aset("old", 2, retention=60)
+        await rt.state.task("etl", "r1", "load").aset("old", 1, retention=60)
+
+    with_rt(db, seed, wall_clock=lambda: an_hour_ago)
+    asset = stateward("state", "get", "old", "--asset-uri", "orders", db=db)
+    expired_at = datetime.fromtimestamp(an_hour_ago + 60, UTC).isoformat()[:16]
+    assert_user_error(asset, 1, "key 'old' in the state of the asset with URI 'orders' expired at")
+    assert expired_at in asset.stderr
+    task = stateward(
+        "state", "get", "old", "--dag", "etl", "--run-id", "r1", "--task", "load", db=db
+    )
+    assert_user_error(task, 1, "etl/r1/load expired at", "stateward cleanup")
+
+
+def test_state_list_by_asset_uri(tmp_path: Path):
+    """state list --asset-uri selects one asset by URI, as the other state commands do."""
+    db = tmp_path / "s.db"
+    seed_listing(db)
+    listed = stateward("state", "list", "--json", "--asset-uri", "s3://lake/orders", db=db)
+    assert listed.returncode == 0, listed.stderr
+    assert [e["key"] for e in json.loads(listed.stdout)] == ["note", "watermark"]
+    other = stateward("state", "list", "--json", "--asset-uri", "s3://lake/other", db=db)
+    assert json.loads(other.stdout) == []
+    both = stateward("state", "list", "--asset-uri", "x", "--task", "load", db=db)
+    assert_user_error(both, 2, "--asset-uri lists asset state, which --task cannot match")
+
+
 # -- cleanup --------------------------------------------------------------------------------------
 
 
@@ -377,6 +678,19 @@ USER_ERRORS: list[tuple[str, Callable[[Path], list[str | Path]], int, tuple[str,
         2,
         ("'{a: 1}' is not valid JSON",),
     ),
+    (
+        "number-out-of-range",
+        lambda p: ["state", "set", "note", "1e999", "--asset", "a"],
+        2,
+        ("'1e999': 1e999 is too large for a float",),
+    ),
+    (
+        "db-is-a-folder",
+        lambda p: ["state", "set", "k", "1", "--asset", "a", "--db", p],
+        1,
+        ("is a folder, not a file; give a database file's path", "stateward.db'"),
+    ),
+    ("state-command-at-top", lambda p: ["clear"], 2, ("did you mean 'stateward state clear'",)),
     ("other-sqlite", _other_sqlite, 1, ("SQLite database of another application", "invoices")),
     ("text-file", _text_file, 1, ("notes.txt' is not a stateward database",)),
     (

@@ -95,6 +95,36 @@ def test_import_error_shows_the_line_in_the_dag_file(tmp_path: Path):
     assert not {name for name in set(sys.modules) - before if "stateward_dagfile" in name}
 
 
+def test_error_raised_in_an_imported_helper_names_its_file_and_line(tmp_path: Path):
+    """An error raised while the Dag file imports a helper names the helper's line."""
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    write(folder, "loader_helper_zero.py", "X = 1\n\n\ndef f():\n    return 1 / 0\n\n\nY = f()\n")
+    path = write(folder, "dagfile.py", "from stateward import Dag\nimport loader_helper_zero\n")
+    shown = str(path.parent / "dagfile.py")
+    try:
+        with pytest.raises(TaskLoadError) as info:
+            load_dags(shown)
+    finally:
+        sys.modules.pop("loader_helper_zero", None)
+    assert str(info.value) == (
+        f"cannot load Dag file {shown!r}: ZeroDivisionError: division by zero, raised at "
+        f"{str(folder / 'loader_helper_zero.py')!r}, line 5 (imported at line 2 of the Dag file)"
+    )
+
+
+def test_syntax_error_in_an_imported_helper_names_the_helper(tmp_path: Path):
+    """A helper that does not parse is named, with its line, rather than the import line."""
+    write(tmp_path, "loader_helper_syntax.py", "x = 1\ndef f(:\n")
+    path = write(tmp_path, "uses.py", "import json\nimport loader_helper_syntax\n")
+    with pytest.raises(
+        TaskLoadError,
+        match=r"uses\.py': SyntaxError: .*, raised at '.*loader_helper_syntax\.py', line 2 "
+        r"\(imported at line 2 of the Dag file\)",
+    ):
+        load_dags(path)
+
+
 def test_error_raised_while_defining_a_dag(tmp_path: Path):
     """An exception raised by the file's code (a bad Dag) is reported with its line."""
     path = write(tmp_path, "dup.py", "from stateward import Dag\n\nDag('has space')\n")

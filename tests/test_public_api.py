@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import stateward
 
 DOCUMENTED = {
@@ -33,3 +36,10 @@ def test_every_name_in_all_exists() -> None:
     """Every name in __all__ is importable from stateward."""
     for name in stateward.__all__:
         assert hasattr(stateward, name), name
+
+
+def test_pyproject_license_is_an_spdx_expression() -> None:
+    """The license is the SPDX string setuptools >= 77 reads without a deprecation warning."""
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    assert "setuptools>=77" in pyproject["build-system"]["requires"]

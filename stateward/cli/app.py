@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -13,6 +15,7 @@ from typing import Any, Final, TypeVar
 import click
 import trio
 from rich.console import Console
+from rich.text import Text
 
 from .. import __version__
 from ..runtime.runtime import Runtime, default_db, is_postgres_url, open_runtime
@@ -53,6 +56,16 @@ def _print_error(message: str) -> None:
 def _stdout() -> Console:
     # Keys and values are data: never read them as rich markup or :emoji: codes.
     return Console(highlight=False, markup=False, emoji=False)
+
+
+@functools.cache
+def stderr_console() -> Console:
+    """The one Console on stderr, shared by the log handler and the live progress bar.
+
+    While a progress bar is live, whatever this Console prints goes above the bar; a
+    log line written to stderr by another route would land on the bar's line.
+    """
+    return Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 # -- shared options and helpers --------------------------------------------------------------
@@ -100,14 +113,30 @@ def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, cre
     return trio.run(go)
 
 
+class OutOfRangeError(ValueError):
+    """A JSON number too large for a float (``1e999``): it would read as infinity."""
+
+
 def parse_json(text: str) -> Any:
-    """Parse ``text`` as strict JSON (no NaN or Infinity); raise ValueError if it is not."""
+    """Parse ``text`` as strict JSON (no NaN or Infinity); raise ValueError if it is not.
+
+    Raises:
+        OutOfRangeError: a number is too large for a float.
+        ValueError: ``text`` is not JSON.
+    """
 
     def refuse(constant: str) -> Any:
         msg = f"{constant} is not JSON"
         raise ValueError(msg)
 
-    return json.loads(text, parse_constant=refuse)
+    def finite(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            msg = f"{number} is too large for a float (it would be infinity)"
+            raise OutOfRangeError(msg)
+        return value
+
+    return json.loads(text, parse_constant=refuse, parse_float=finite)
 
 
 def iso_time(timestamp: float | None) -> str | None:
@@ -129,7 +158,22 @@ def _cell_json(value: Any) -> str:
 # -- the command group ----------------------------------------------------------------------
 
 
+class _Group(click.Group):
+    """Points ``stateward get|set|delete|clear|list`` at the ``state`` command of that name."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        state = self.commands.get("state")
+        if name not in self.commands and isinstance(state, click.Group) and name in state.commands:
+            msg = f"no command {name!r}; did you mean 'stateward state {name}'?"
+            raise click.UsageError(msg, ctx)
+        return super().resolve_command(ctx, args)
+
+
 @click.group(
+    cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
 )
@@ -159,10 +203,21 @@ class _LogFormatter(logging.Formatter):
         return f"{record.levelname}: {record.getMessage()}"
 
 
+class _ConsoleHandler(logging.Handler):
+    """Log records printed by :func:`stderr_console`, so they go above a live display."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # soft_wrap: a long line is left to the terminal, never cut into pieces.
+            stderr_console().print(Text(self.format(record)), soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
 def _configure_logging(verbose: int) -> None:
     # Task failures are also in the run's table; the log adds retries and, with -v,
     # the tracebacks. Without a handler, Python's last resort would print tracebacks.
-    handler = logging.StreamHandler()
+    handler = _ConsoleHandler()
     handler.setFormatter(_LogFormatter(tracebacks=verbose > 0))
     logger = logging.getLogger("stateward")
     logger.handlers[:] = [handler]

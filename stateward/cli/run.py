@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ from ..dag import Dag
 from ..errors import TaskLoadError
 from ..loader import load_dags, pick_dag
 from ..runtime.runner import DagRunResult, TaskInstanceEvent
-from ..runtime.runtime import Runtime, new_run_id
+from ..runtime.runtime import Runtime, default_db, new_run_id
+from ..tracebacks import trim_to_user_code
 from .app import (
     _STATE_STYLE,
     EXIT_FAILURE,
@@ -35,6 +38,7 @@ from .app import (
     cli,
     db_option,
     parse_json,
+    stderr_console,
     with_runtime,
 )
 
@@ -57,8 +61,20 @@ def _parse_params(
     return params
 
 
+def _load_dags(file: Path) -> dict[str, Dag]:
+    """``load_dags``; with ``-v``, a file that fails to load shows its traceback too."""
+    try:
+        return load_dags(file)
+    except TaskLoadError as exc:
+        verbose = click.get_current_context().find_root().params.get("verbose", 0)
+        if verbose and exc.__cause__ is not None:
+            shown = traceback.format_exception(trim_to_user_code(exc.__cause__))
+            stderr_console().print(Text("".join(shown).rstrip("\n")), soft_wrap=True)
+        raise
+
+
 def _choose_dag(file: Path, dag_id: str | None) -> Dag:
-    dags = load_dags(file)
+    dags = _load_dags(file)
     try:
         return pick_dag(dags, dag_id, source=repr(str(file)))
     except TaskLoadError as exc:
@@ -78,6 +94,17 @@ def _choose_dag(file: Path, dag_id: str | None) -> Dag:
     callback=_parse_params,
     help="Override a Dag param; VALUE is JSON if it parses, else a string. Repeatable.",
 )
+@click.option(
+    "--show-results",
+    is_flag=True,
+    help="After the table, show what each task instance returned and its rendered template fields.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run's result as one JSON object instead of the table.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -86,10 +113,13 @@ def run(
     run_id: str | None,
     db: str | None,
     params: dict[str, Any],
+    show_results: bool,
+    as_json: bool,
 ) -> None:
     """Run a Dag from FILE once and show how each task instance ended.
 
-    Exits with 0 when every task instance succeeded, 1 when the run failed.
+    Exits with 0 when every task instance succeeded, 1 when the run failed, 130 when
+    interrupted (the message gives the command that runs it again).
     """
     dag = _choose_dag(file, dag_id)
     run_id = run_id or new_run_id()
@@ -98,11 +128,67 @@ def run(
     async def work(rt: Runtime) -> DagRunResult:
         return await rt.run_dag(dag, run_id=run_id, params=params, on_event=display.on_event)
 
-    with display:
-        result = with_runtime(db, work, create=True)
-    print_run(_stdout(), result)
+    try:
+        with display:
+            result = with_runtime(db, work, create=True)
+    except BaseException as exc:
+        if _interrupted(exc):
+            again = _command_again(ctx, file, run_id, db or default_db())
+            raise RunInterrupted(run_id, again) from None
+        raise
+    if as_json:
+        click.echo(json.dumps(run_json(result), indent=2, ensure_ascii=False))
+    else:
+        print_run(_stdout(), result)
+        if show_results:
+            print_results(_stdout(), result)
     if result.state != "success":
         ctx.exit(EXIT_FAILURE)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether Ctrl-C caused ``exc``: a KeyboardInterrupt in it, its group or its causes.
+
+    trio raises KeyboardInterrupt in whatever code runs when the signal arrives; in
+    the runtime's own actors it can come back as a group of it and what it caused.
+    """
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        pending.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+    return False
+
+
+class RunInterrupted(click.ClickException):
+    """Ctrl-C during ``stateward run``: says how to run the same run again."""
+
+    exit_code = 130
+
+    def __init__(self, run_id: str, command: str) -> None:
+        super().__init__(
+            f"interrupted run {run_id!r}; its state is kept under that run id, and "
+            f"this runs it again: {command}"
+        )
+
+
+def _command_again(ctx: click.Context, file: Path, run_id: str, db: str) -> str:
+    """The ``stateward run`` command line that repeats this run with the same run id."""
+    argv = ["stateward", "run", str(file)]
+    if ctx.params["dag_id"] is not None:
+        argv += ["--dag", ctx.params["dag_id"]]
+    argv += ["--run-id", run_id, "--db", db]
+    for key, value in ctx.params["params"].items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        argv += ["--param", f"{key}={text}"]
+    return shlex.join(argv)
 
 
 def _instance_count(dag: Dag) -> int:
@@ -117,7 +203,7 @@ class RunDisplay:
     """Live progress of a run on stderr: a progress bar on a terminal, else plain lines."""
 
     def __init__(self, dag: Dag) -> None:
-        self._console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+        self._console = stderr_console()
         self._live = self._console.is_interactive
         self._running: dict[str, None] = {}
         self._progress: Progress | None = None
@@ -206,7 +292,75 @@ def print_run(console: Console, result: DagRunResult) -> None:
         counts[ti.state] = counts.get(ti.state, 0) + 1
     tally = ", ".join(f"{n} {state}" for state, n in counts.items())
     verdict = "succeeded" if result.state == "success" else "failed"
-    console.print(f"Dag {result.dag_id!r} run {result.run_id!r} {verdict} ({tally})")
+    which = f"Dag {result.dag_id!r} run {result.run_id!r}"
+    outcome = f"{verdict} ({tally})"
+    if len(which) + 1 + len(outcome) <= console.width:
+        console.print(f"{which} {outcome}", soft_wrap=True)
+    else:  # broken between the two phrases, never inside one
+        console.print(which, soft_wrap=True)
+        console.print(outcome, soft_wrap=True)
+
+
+def _result_json(value: Any) -> Any:
+    """``value`` if it is JSON, else its repr (a str)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def run_json(result: DagRunResult) -> dict[str, Any]:
+    """The ``stateward run --json`` object (see docs/cli.md)."""
+    return {
+        "dag_id": result.dag_id,
+        "run_id": result.run_id,
+        "state": result.state,
+        "task_instances": [
+            {
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+                "state": ti.state,
+                "try_number": ti.try_number,
+                "duration": round(ti.duration, 6),
+                "result": _result_json(ti.result),
+                "error": _error_text(ti.error),
+            }
+            for ti in result.task_instances
+        ],
+    }
+
+
+def print_results(console: Console, result: DagRunResult) -> None:
+    """``--show-results``: each instance's rendered template fields and what it returned."""
+    for ti in result.task_instances:
+        if ti.try_number == 0:
+            continue
+        console.print()
+        console.print(Text(f"{_label(ti.task_id, ti.map_index)} (try {ti.try_number})", "bold"))
+        for field, value in ti.rendered.items():
+            if value in ({}, [], "", None):
+                continue
+            text = value if isinstance(value, str) else json.dumps(_result_json(value))
+            lines = text.rstrip("\n").splitlines() or [""]
+            if len(lines) == 1:
+                console.print(f"  rendered {field}: {lines[0]}", soft_wrap=True)
+            else:
+                console.print(f"  rendered {field}:")
+                for line in lines:
+                    console.print(f"    {line}", soft_wrap=True)
+        if ti.state == "success":
+            shown = json.dumps(_result_json(ti.result), ensure_ascii=False)
+            console.print(f"  returned {shown}", soft_wrap=True)
+        else:
+            console.print(f"  {ti.state}: {_error_text(ti.error) or 'did not run'}", soft_wrap=True)
 
 
 # -- dags -----------------------------------------------------------------------------------
@@ -234,7 +388,7 @@ def _asset_cell(items: Sequence[object]) -> str:
 def dags(file: Path) -> None:
     """List the Dags in FILE and their tasks."""
     console = _stdout()
-    for dag in load_dags(file).values():
+    for dag in _load_dags(file).values():
         order = dag.topological_order()  # before printing: a cycle is an error
         count = len(dag.tasks)
         heading = f"Dag {dag.dag_id!r}: {count} task{'' if count == 1 else 's'}"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import click
@@ -24,6 +25,7 @@ from .app import (
     _DURATION,
     _UNIT_SECONDS,
     CliError,
+    OutOfRangeError,
     T,
     _cell_json,
     _stdout,
@@ -35,6 +37,11 @@ from .app import (
     with_runtime,
 )
 from .run import _label
+
+#: Longest run id shown whole in a writer's label in the ``state list`` table.
+_RUN_ID_CHARS: Final = 12
+#: ``state clear --all-map-indices`` asks before clearing more keys than this.
+CONFIRM_ABOVE: Final = 20
 
 # -- state ----------------------------------------------------------------------------------
 
@@ -48,8 +55,9 @@ def state() -> None:
 class Target:
     """Whose state a ``state get|set|delete|clear`` command addresses."""
 
-    #: ``(dag_id, run_id, task_id, map_index)`` for task state, else None.
-    task: tuple[str, str, str, int] | None = None
+    #: ``(dag_id, run_id, task_id, map_index)`` for task state, else None; a map index
+    #: of None (``state clear --all-map-indices``) means every map index.
+    task: tuple[str, str, str, int | None] | None = None
     asset_name: str | None = None
     asset_uri: str | None = None
 
@@ -58,15 +66,31 @@ class Target:
         """How messages name the target."""
         if self.task is not None:
             dag_id, run_id, task_id, map_index = self.task
+            if map_index is None:
+                return f"task state of {dag_id}/{run_id}/{task_id}, every map index"
             return f"task state of {dag_id}/{run_id}/{_label(task_id, map_index)}"
         if self.asset_name is not None:
             return f"state of asset {self.asset_name!r}"
         return f"state of the asset with URI {self.asset_uri!r}"
 
+    async def entries(self, rt: Runtime, *, include_expired: bool = False) -> list[StateEntry]:
+        """The target's stored keys (of every map index when ``map_index`` is None)."""
+        if self.task is None:
+            listed = await rt.state.list(
+                scope="asset", asset_name=self.asset_name, include_expired=include_expired
+            )
+            return [e for e in listed if self.asset_uri in (None, e.asset_uri)]
+        dag_id, run_id, task_id, map_index = self.task
+        return await rt.state.list(
+            dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
+            include_expired=include_expired,
+        )  # fmt: skip
+
     def accessor(self, rt: Runtime) -> TaskStateAccessor | AssetStateAccessor:
         """The out-of-band accessor for this target."""
         if self.task is not None:
-            return rt.state.task(*self.task)
+            dag_id, run_id, task_id, map_index = self.task
+            return rt.state.task(dag_id, run_id, task_id, -1 if map_index is None else map_index)
         return rt.state.asset(name=self.asset_name, uri=self.asset_uri)
 
 
@@ -132,6 +156,9 @@ def make_target(
 def _parse_value(ctx: click.Context, param: click.Parameter, text: str) -> Any:
     try:
         value = parse_json(text)
+    except OutOfRangeError as exc:
+        msg = f"{text!r}: {exc}; store a smaller number or the number as a string"
+        raise click.BadParameter(msg, ctx=ctx, param=param) from None
     except ValueError as exc:
         if re.fullmatch(r"[^\s\"'\[\]{},:]+", text):
             msg = (
@@ -166,6 +193,7 @@ def _parse_retention(ctx: click.Context, param: click.Parameter, text: str | Non
 @click.option("--task", "task_id", metavar="ID", help="Only task state of this task.")
 @click.option("--map-index", type=click.IntRange(min=-1), metavar="N", help="Only this index.")
 @click.option("--asset", "asset_name", metavar="NAME", help="Only the state of this asset.")
+@click.option("--asset-uri", metavar="URI", help="Only the state of the asset with this URI.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of objects.")
 @db_option
 def list_state(
@@ -174,6 +202,7 @@ def list_state(
     task_id: str | None,
     map_index: int | None,
     asset_name: str | None,
+    asset_uri: str | None,
     as_json: bool,
     db: str | None,
 ) -> None:
@@ -184,21 +213,27 @@ def list_state(
     """
     filters = {"--dag": dag_id, "--run-id": run_id, "--task": task_id, "--map-index": map_index}
     task_filters = [name for name, value in filters.items() if value is not None]
-    if asset_name is not None and task_filters:
+    asset_option = "--asset" if asset_uri is None else "--asset-uri"
+    if (asset_name is not None or asset_uri is not None) and task_filters:
         msg = (
-            f"--asset lists asset state, which {', '.join(task_filters)} cannot match; "
-            "list task state and asset state separately"
+            f"{asset_option} lists asset state, which {', '.join(task_filters)} cannot "
+            "match; list task state and asset state separately"
         )
+        raise click.UsageError(msg)
+    if asset_name is not None and asset_uri is not None:
+        msg = "give --asset NAME or --asset-uri URI, not both"
         raise click.UsageError(msg)
 
     async def work(rt: Runtime) -> list[StateEntry]:
-        return await rt.state.list(
+        entries = await rt.state.list(
+            scope="asset" if asset_uri is not None else None,
             dag_id=dag_id,
             run_id=run_id,
             task_id=task_id,
             map_index=map_index,
             asset_name=asset_name,
         )
+        return [e for e in entries if asset_uri is None or e.asset_uri == asset_uri]
 
     entries = with_runtime(db, work, create=False)
     if as_json:
@@ -286,13 +321,25 @@ def _owner(entry: StateEntry) -> str:
 
 
 def _writer(entry: StateEntry) -> str | None:
-    """The writer as shown: a task instance's own writes are just ``try N``."""
+    """The writer as shown: a task instance's own writes are just ``try N``.
+
+    Another task instance's label ``dag/run/task try N`` shows its run id as ``…``
+    when that is longer than :data:`_RUN_ID_CHARS` (run ids such as
+    ``manual__2024-06-01T02:00:57.924829+00:00`` would fold the column over many
+    lines); ``--json`` gives the whole label.
+    """
     writer = entry.writer
-    if writer is not None and entry.scope == "task":
+    if writer is None:
+        return None
+    if entry.scope == "task":
         index = entry.map_index if entry.map_index is not None else -1
         own = f"{entry.dag_id}/{entry.run_id}/{_label(entry.task_id or '', index)} try "
         if writer.startswith(own):
             return "try " + writer[len(own) :]
+    dag_id, slash, rest = writer.partition("/")
+    run_id, slash2, task = rest.rpartition("/")
+    if slash and slash2 and len(run_id) > _RUN_ID_CHARS:
+        return f"{dag_id}/…/{task}"
     return writer
 
 
@@ -326,10 +373,21 @@ def get_state(
     """
     target = make_target(**selectors)
 
-    async def work(rt: Runtime) -> Any:
-        return await target.accessor(rt).aget(key)
+    async def work(rt: Runtime) -> tuple[Any, float | None]:
+        value = await target.accessor(rt).aget(key)
+        if value is not None:
+            return value, None
+        expired = [e for e in await target.entries(rt, include_expired=True) if e.key == key]
+        return None, expired[0].expires_at if expired else None
 
-    value = with_runtime(db, work, create=False)
+    value, expired_at = with_runtime(db, work, create=False)
+    if value is None and expired_at is not None:
+        msg = (
+            f"key {key!r} in the {target.label} expired at {iso_time(expired_at)} and reads "
+            "as absent; set it again with 'stateward state set', or remove expired rows "
+            "with 'stateward cleanup'"
+        )
+        raise CliError(msg)
     if value is None:
         msg = f"no key {key!r} in the {target.label}; 'stateward state list' shows what is stored"
         raise CliError(msg)
@@ -399,14 +457,22 @@ def delete_state(
     is_flag=True,
     help="Task state: clear every map index of the task in the run (the mapped fleet).",
 )
+@click.option(
+    "--yes",
+    "-y",
+    is_flag=True,
+    help=f"Clear without asking, even more than {CONFIRM_ABOVE} keys of every map index.",
+)
 def clear_state(
     db: str | None,
     all_map_indices: bool,
+    yes: bool,
     **selectors: Any,
 ) -> None:
     """Delete every key of a task instance or an asset.
 
-    With --all-map-indices, every map index of the task in the run is cleared.
+    With --all-map-indices, every map index of the task in the run is cleared; above
+    a few keys that asks for confirmation first (--yes skips the question).
     """
     target = make_target(**selectors)
     if all_map_indices and target.task is None:
@@ -415,28 +481,51 @@ def clear_state(
     if all_map_indices and selectors["map_index"] is not None:
         msg = "--all-map-indices clears every map index; drop --map-index"
         raise click.UsageError(msg)
-
-    async def work(rt: Runtime) -> int:
-        # Counted first, to say what was cleared; the clear itself is one request.
-        accessor = target.accessor(rt)
-        if isinstance(accessor, AssetStateAccessor):
-            count = len(await accessor.aitems())
-            await accessor.aclear()
-            return count
-        assert target.task is not None
-        dag, run, task, index = target.task
-        entries = await rt.state.list(
-            dag_id=dag, run_id=run, task_id=task, map_index=None if all_map_indices else index
-        )
-        await accessor.aclear(all_map_indices=all_map_indices)
-        return len(entries)
-
-    count = with_runtime(db, work, create=False)
-    where = target.label
     if all_map_indices and target.task is not None:
         dag, run, task, _ = target.task
-        where = f"task state of {dag}/{run}/{task}, every map index"
+        target = attrs.evolve(target, task=(dag, run, task, None))
+    where = target.label
+
+    if all_map_indices and not yes:
+        count = len(with_runtime(db, target.entries, create=False))
+        if count > CONFIRM_ABOVE:
+            _confirm_clear(count, where)
+
+    async def work(rt: Runtime) -> tuple[int, bool]:
+        # Counted first, to say what was cleared; the clear itself is one request.
+        count = len(await target.entries(rt))
+        accessor = target.accessor(rt)
+        if isinstance(accessor, AssetStateAccessor):
+            await accessor.aclear()
+        else:
+            await accessor.aclear(all_map_indices=all_map_indices)
+        run_known = True
+        if count == 0 and target.task is not None:
+            dag, run, _, _ = target.task
+            run_known = bool(await rt.state.list(dag_id=dag, run_id=run, include_expired=True))
+        return count, run_known
+
+    count, run_known = with_runtime(db, work, create=False)
     click.echo(f"cleared {count} key{'' if count == 1 else 's'} from the {where}")
+    if not run_known and target.task is not None:
+        dag, run, _, _ = target.task
+        click.echo(
+            f"note: no task state is stored for run {run!r} of Dag {dag!r}; check --dag and "
+            f"--run-id ('stateward state list --dag {dag}' shows its runs)"
+        )
+
+
+def _confirm_clear(count: int, where: str) -> None:
+    """Ask before clearing ``count`` keys; refuse when nobody can answer."""
+    if not sys.stdin.isatty():
+        msg = (
+            f"refusing to clear {count} keys from the {where} without confirmation "
+            "(stdin is not a terminal); pass --yes to clear them"
+        )
+        raise click.UsageError(msg)
+    if not click.confirm(f"clear {count} keys from the {where}?", default=False):
+        msg = f"not confirmed; nothing cleared from the {where}"
+        raise CliError(msg)
 
 
 # -- cleanup ----------------------------------------------------------------------------------

@@ -322,8 +322,8 @@ class Runner:
         state = SUCCESS if last.error is None else FAILED
         if last.error is not None:
             logger.error(
-                "%s failed after %d tries", run.label(task.task_id, map_index), try_number,
-                exc_info=last.error,
+                "%s failed after %d %s", run.label(task.task_id, map_index), try_number,
+                "try" if try_number == 1 else "tries", exc_info=last.error,
             )  # fmt: skip
         else:
             logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)

@@ -390,6 +390,9 @@ def store_error_message(path: str, exc: sqlite3.Error) -> str:
         hint = "the file or its folder is read-only; make it writable"
     elif "malformed" in lowered or "not a database" in lowered:
         hint = "the file is corrupt; restore it from a backup"
+    elif "unable to open" in lowered and os.path.isdir(path):
+        example = os.path.join(path, "stateward.db")
+        hint = f"{path!r} is a folder, not a file; give a database file's path, e.g. {example!r}"
     elif "unable to open" in lowered:
         hint = "check that the folder exists and is writable"
     else:

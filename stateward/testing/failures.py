@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import traceback
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from ..errors import TaskFailedError
 from ..records import instance_label
 from ..runtime.runner import SUCCESS, DagRunResult, TaskInstanceResult
+from ..tracebacks import trim_to_user_code
 from .harness import StateHarness
 
 ResultT = TypeVar("ResultT", TaskInstanceResult, DagRunResult)
-
-# Modules whose frames are the runtime's machinery, not the task's code.
-_MACHINERY: Final = ("stateward", "trio", "outcome")
 
 
 def assert_success(result: ResultT) -> ResultT:
@@ -50,7 +48,7 @@ def assert_success(result: ResultT) -> ResultT:
         msg += "no task raised (check the upstream tasks)"
         raise TaskFailedError(msg, task=_label(first))
     msg += f"the traceback of {_label(first)!r} is shown above"
-    raise TaskFailedError(msg, task=_label(first)) from _trimmed(first.error)
+    raise TaskFailedError(msg, task=_label(first)) from trim_to_user_code(first.error)
 
 
 def _label(ti: TaskInstanceResult) -> str:
@@ -65,29 +63,13 @@ def _describe(ti: TaskInstanceResult) -> str:
     return f"task {_label(ti)!r} of run {ti.run_id!r} failed after {tries} ({error})"
 
 
-def _trimmed(error: BaseException) -> BaseException:
-    """``error`` with its traceback starting at the first frame of the task's code.
-
-    The runner's, trio's and the thread pool's frames come first in a task's
-    traceback and say nothing about the failure. An error with no frame outside them
-    (say, a template that fails to render) keeps its whole traceback.
-    """
-    tb = error.__traceback__
-    while tb is not None:
-        module = tb.tb_frame.f_globals.get("__name__", "")
-        if module.partition(".")[0] not in _MACHINERY:
-            return error.with_traceback(tb)
-        tb = tb.tb_next
-    return error
-
-
 def _failure_report(harnesses: list[StateHarness], shown: set[int]) -> str:
     parts: list[str] = []
     for harness in harnesses:
         for ti in harness.results:
             if ti.state == SUCCESS or ti.error is None or id(ti.error) in shown:
                 continue
-            lines = traceback.format_exception(_trimmed(ti.error))
+            lines = traceback.format_exception(trim_to_user_code(ti.error))
             parts.append(f"{_describe(ti)}:\n{''.join(lines)}")
     return "\n".join(parts)
 
