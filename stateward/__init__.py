@@ -19,6 +19,7 @@ from .dag import Dag as Dag
 from .dag import Operator as Operator
 from .errors import AssetConflictError as AssetConflictError
 from .errors import AsyncContextError as AsyncContextError
+from .errors import AttemptEndedError as AttemptEndedError
 from .errors import DagDefinitionError as DagDefinitionError
 from .errors import ExternalJobFailedError as ExternalJobFailedError
 from .errors import NotAStatewardDatabaseError as NotAStatewardDatabaseError
@@ -62,6 +63,7 @@ __all__ = [
     "AssetStateAccessors",
     "AssetUriRef",
     "AsyncContextError",
+    "AttemptEndedError",
     "Context",
     "Dag",
     "DagDefinitionError",

@@ -16,6 +16,7 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     │   └── NotAStatewardDatabaseError      the file is not a stateward database
     ├── RuntimeClosedError (RuntimeError)   the runtime is not open
     ├── SupervisorDiedError (RuntimeError)  the supervisor stopped while tasks ran
+    ├── AttemptEndedError (RuntimeError)    state used by an attempt that has ended
     ├── DagDefinitionError (ValueError)     a malformed Dag or task
     ├── TaskLoadError (ImportError)         a Dag file that cannot be loaded
     ├── TaskProcessError                    an isolated task's process raised or died
@@ -105,6 +106,20 @@ class RuntimeClosedError(StatewardError, RuntimeError):
 
 class SupervisorDiedError(StatewardError, RuntimeError):
     """The supervisor stopped while task instances were still talking to it."""
+
+
+class AttemptEndedError(StatewardError, RuntimeError):
+    """An attempt's accessor was used after the attempt ended (a thread it left behind).
+
+    Attributes:
+        task: The task instance, e.g. ``"etl.load"`` or ``"etl.load[3]"``.
+        try_number: The try that ended.
+    """
+
+    def __init__(self, message: str, *, task: str, try_number: int) -> None:
+        super().__init__(message)
+        self.task = task
+        self.try_number = try_number
 
 
 class DagDefinitionError(StatewardError, ValueError):

@@ -19,7 +19,8 @@ DOCUMENTED = {
     "AssetStateAccessors", "NEVER_EXPIRE",
     # errors
     "StatewardError", "StateValueError", "StateTypeError", "StateScopeError",
-    "UndeclaredAssetError", "AssetConflictError", "AsyncContextError", "ProtocolError",
+    "UndeclaredAssetError", "AssetConflictError", "AsyncContextError", "AttemptEndedError",
+    "ProtocolError",
     "StoreError", "NotAStatewardDatabaseError", "RuntimeClosedError", "SupervisorDiedError",
     "DagDefinitionError", "TaskLoadError", "TaskFailedError", "TemplateError",
     "TemplateKeyError", "TemplateWriteError", "ShellCommandError", "ExternalJobFailedError",

@@ -17,16 +17,14 @@ import enum
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeAlias, TypeVar
+from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 from ..assets import Asset, AssetAlias, AssetKey, AssetNameRef, AssetUriRef, describe
 from ..errors import StateTypeError, StateValueError, TemplateWriteError, UndeclaredAssetError
+from ..protocol import messages as m
 from ..records import AssetInfo
-from ..runtime import messages as m
 from ..values import check_key
-
-if TYPE_CHECKING:
-    from ..runtime.client import SupervisorClient
+from .client import StateClient
 
 
 class Retention(enum.Enum):
@@ -90,7 +88,7 @@ class _StateAccessor:
 
     def __init__(
         self,
-        client: SupervisorClient,
+        client: StateClient,
         label: str,
         default_retention: timedelta | None,
         now: Callable[[], float] = time.time,
@@ -311,7 +309,7 @@ class AssetStateAccessor(_StateAccessor):
 
     def __init__(
         self,
-        client: SupervisorClient,
+        client: StateClient,
         asset: AssetInfo,
         default_retention: timedelta | None = None,
         now: Callable[[], float] = time.time,

@@ -2,12 +2,11 @@
 
 The runtime (:mod:`stateward.runtime.isolation`, the parent) starts this module with
 one end of a socket pair as file descriptor ``N`` and sends a start frame naming the
-task instance and try. The child loads the task from its Dag file, builds the context
-as the runner does in process, with the same accessors over a :class:`ChildClient`
-(whose requests cross the socket; the parent relays them to the supervisor as the task
-instance it bound), renders the template fields, runs ``execute`` (``async def`` in
-trio's thread, plain functions in a worker thread), sends one final frame (the result
-and outlet events, or the error) and exits.
+task instance and try. The child loads the task from its Dag file and runs the attempt
+with :func:`~stateward.runtime.attempt.run_attempt`, as the runner does in process, over
+a :class:`ChildClient` (whose requests cross the socket; the parent relays them to the
+supervisor as the task instance it bound); it reports the rendered fields, then one
+final frame (the result and outlet events, or the error) and exits.
 
 The process ends with ``os._exit`` once its outcome is sent, as Airflow's task runner
 does: a thread the task left running cannot keep it alive, and atexit handlers do not
@@ -17,7 +16,6 @@ run. If the parent goes away, the child exits at once.
 from __future__ import annotations
 
 import argparse
-import copy
 import faulthandler
 import itertools
 import logging
@@ -35,23 +33,25 @@ from typing import Any, Final, NoReturn
 
 import trio
 
-from ..assets import Asset, AssetAlias
-from ..context.accessors import (
-    AssetStateAccessor,
-    AssetStateAccessors,
-    TaskStateAccessor,
-)
-from ..context.context import Context, OutletEventAccessors, TaskInstanceInfo
-from ..dag import Operator, PythonTask
+from ..dag import Operator
 from ..errors import ProtocolError, TaskLoadError
 from ..loader import load_dags
-from ..records import AssetInfo, instance_label
+from ..protocol import messages as m
+from ..protocol.converter import decode_frame
+from ..protocol.frames import (
+    ErrorFrame,
+    FinalFrame,
+    LoadErrorFrame,
+    RenderedFrame,
+    ResponseFrame,
+    ResultFrame,
+    StartFrame,
+)
+from ..protocol.wire import FrameReader, FrameWriter, check_json, pack_frame, pack_request
+from ..records import instance_label
 from ..values import check_key, encode_value
-from . import messages as m
-from .client import SupervisorClient, raise_error, refuse_in_trio_thread
-from .frames import FrameReader, FrameWriter, StartFrame, check_json, pack_frame
-from .runner import Runner
-from .supervisor import Caller
+from .attempt import AttemptSpec, event_messages, run_attempt
+from .client import attempt_ended_error, raise_error, refuse_in_trio_thread
 
 #: Exit status when the parent went away before the outcome could be reported.
 EXIT_PARENT_GONE: Final = 75
@@ -60,11 +60,6 @@ _PARENT_POLL_SECONDS: Final = 0.5
 # Packages whose frames are the runtime's machinery, not the task's code (this module
 # runs as __main__).
 _MACHINERY: Final = frozenset({"__main__", "stateward", "trio", "outcome"})
-
-# Fields of request messages that carry state values: checked here as the supervisor
-# checks them, so a tuple is refused in a task process as it is in process, instead of
-# silently crossing the wire as a list.
-_VALUE_FIELDS: Final = ("value", "new", "expected")
 
 
 class _Slot:
@@ -103,37 +98,55 @@ class ChildConnection:
         Raises:
             ProtocolError: the first frame is missing or is not a start frame.
         """
-        frame = await self._reader.receive()
-        if frame is None:
+        raw = await self._reader.receive()
+        if raw is None:
             msg = "the parent closed the connection before sending the start frame"
             raise ProtocolError(msg)
-        return StartFrame.from_frame(frame)
+        frame = decode_frame(raw)
+        if not isinstance(frame, StartFrame):
+            msg = f"the first frame must be a start frame, got a {type(frame).__name__}"
+            raise ProtocolError(msg)
+        return frame
 
-    def post(self, frame: dict[str, Any]) -> None:
-        """Send ``frame`` (trio's thread only); exit the process if the parent is gone.
-
-        Raises:
-            ProtocolError: the frame is not JSON or is too large.
-        """
+    def post(self, data: bytes) -> None:
+        """Send the packed frame ``data`` (trio's thread only); exit if the parent is gone."""
         try:
-            self._writer.post(pack_frame(frame))
+            self._writer.post(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             _parent_gone()
 
-    def submit(self, request: Any, slot: _Slot) -> None:
-        """Send ``request``; ``slot`` gets the response (trio's thread only; never raises)."""
+    def pack_request(self, request: m.Request) -> tuple[int, bytes]:
+        """Check ``request``'s state values and pack it as a request frame (any thread).
+
+        Each value is checked and encoded once, here, as the supervisor checks it (so a
+        tuple is refused in a task process as in process, instead of crossing the wire
+        as a list), and its JSON text goes into the frame as it is.
+
+        Returns:
+            The request's id, and the frame's bytes.
+
+        Raises:
+            StateTypeError: a key or value that cannot be stored (``StateValueError``:
+                ``None``, NaN, a bad key); the size limit is the supervisor's.
+            ProtocolError: the frame is over the size limit.
+        """
+        values = m.state_values(request)
+        texts = []
+        if values:
+            key = check_key(getattr(request, "key", None))
+            texts = [(name, encode_value(key, value, sys.maxsize)) for name, value in values]
+        request_id = next(self._ids)
+        return request_id, pack_request(request_id, request, texts)
+
+    def submit(self, request_id: int, data: bytes, slot: _Slot) -> None:
+        """Send a packed request; ``slot`` gets the response (trio's thread; never raises)."""
         if self._finished:
             # A thread the task left running calls after the outcome was reported: refuse
             # it; the outcome must still reach the parent whole.
             detail = "the task already reported its outcome; state can no longer be reached"
             slot.answer(m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, detail))
             return
-        request_id = next(self._ids)
-        try:
-            self.post({"kind": "request", "id": request_id, "msg": m.encode(request)})
-        except ProtocolError as exc:
-            slot.answer(m.ErrorResponse(m.ErrorType.PROTOCOL, str(exc)))
-            return
+        self.post(data)
         self._pending[request_id] = slot
 
     async def exchange_frame(self, fields: dict[str, Any]) -> Any:
@@ -145,18 +158,14 @@ class ChildConnection:
         request_id = next(self._ids)
         slot = _Slot()
         self._pending[request_id] = slot
-        self.post({"kind": "request", "id": request_id, **fields})
+        self.post(pack_frame({"kind": "request", "id": request_id, **fields}))
         assert slot.done is not None
         await slot.done.wait()
         return slot.response
 
-    def finish(self, frame: dict[str, Any]) -> None:
-        """Send the final frame; :meth:`write_loop` returns once it is out.
-
-        Raises:
-            ProtocolError: the frame is not JSON or is too large (nothing was sent).
-        """
-        self.post(frame)
+    def finish(self, data: bytes) -> None:
+        """Send the packed final frame; :meth:`write_loop` returns once it is out."""
+        self.post(data)
         self._finished = True
         self._writer.close()
 
@@ -170,17 +179,18 @@ class ChildConnection:
     async def read_loop(self) -> None:
         """Hand each response to its waiting request; exit the process if the parent goes."""
         while True:
-            frame = await self._reader.receive()
-            if frame is None:
+            raw = await self._reader.receive()
+            if raw is None:
                 if self._finished:
                     return
                 _parent_gone()
-            request_id = frame.get("id")
-            slot = self._pending.pop(request_id, None) if type(request_id) is int else None
-            if frame.get("kind") != "response" or slot is None:
-                msg = f"the parent sent an unexpected frame: {frame!r:.200}"
+            frame = decode_frame(raw)
+            slot = self._pending.pop(frame.id, None) if isinstance(frame, ResponseFrame) else None
+            if slot is None:
+                msg = f"the parent sent an unexpected frame: {raw!r:.200}"
                 raise ProtocolError(msg)
-            slot.answer(m.decode(frame.get("msg")))
+            assert isinstance(frame, ResponseFrame)
+            slot.answer(frame.msg)
 
 
 def _parent_gone() -> NoReturn:
@@ -189,74 +199,74 @@ def _parent_gone() -> NoReturn:
     os._exit(EXIT_PARENT_GONE)
 
 
-def _check_values(request: Any) -> None:
-    for name in _VALUE_FIELDS:
-        if not hasattr(request, name):
-            continue
-        value = getattr(request, name)
-        if name == "expected" and value is None:  # None: "the key is absent"
-            continue
-        # The size limit is the runtime's, checked by the supervisor.
-        encode_value(check_key(request.key), value, sys.maxsize)
+class ChildClient:
+    """The accessors' client in a task process: requests cross the socket to the parent.
 
-
-class ChildClient(SupervisorClient):
-    """The accessors' client in a task process: the same surface, over the socket.
-
-    Requests go to the parent, which relays them to the supervisor through the client it
-    bound to this task instance; the child's own idea of who it is is never sent.
+    The parent relays them to the supervisor through the client it bound to this task
+    instance; the child's own idea of who it is is never sent. Like the in-process
+    client, it is ended with the attempt and then refuses every request.
     """
 
-    __slots__ = ("_connection", "_label")
+    __slots__ = ("_connection", "_ended", "_label", "_token", "_try_number")
 
     def __init__(
-        self, connection: ChildConnection, label: str, token: trio.lowlevel.TrioToken
+        self,
+        connection: ChildConnection,
+        label: str,
+        try_number: int,
+        token: trio.lowlevel.TrioToken,
     ) -> None:
-        # No supervisor here: it lives in the parent. Only the surface is shared.
         self._connection = connection
         self._label = label
+        self._try_number = try_number
         self._token = token
+        self._ended = False
 
     def __repr__(self) -> str:
         return f"<ChildClient for task {self._label}>"
 
-    @property
-    def caller(self) -> Caller:
-        """Not known in a task process: the parent binds the identity."""
-        msg = "a task process does not hold its Caller; the runtime binds it in the parent"
-        raise AttributeError(msg)
+    def end(self) -> None:
+        """End the attempt: every later request is refused."""
+        self._ended = True
 
-    async def request(self, request: Any) -> Any:
+    async def request(self, request: m.Request) -> Any:
         """Send ``request`` to the supervisor and return its response.
 
         Raises:
+            AttemptEndedError: the attempt has ended.
             StatewardError: the subclass that matches the refusal.
         """
-        _check_values(request)
+        if self._ended:
+            raise attempt_ended_error(self._label, self._try_number)
+        request_id, data = self._connection.pack_request(request)
         slot = _Slot()
-        self._connection.submit(request, slot)
+        self._connection.submit(request_id, data, slot)
         assert slot.done is not None
         await slot.done.wait()
-        return self._unwrap(slot.response)
+        return _unwrap(slot.response)
 
-    def _unwrap(self, response: Any) -> Any:
-        if isinstance(response, m.ErrorResponse):
-            raise_error(response)
-        return response
-
-    def request_sync(self, request: Any, what: str = "state access") -> Any:
+    def request_sync(self, request: m.Request, what: str = "state access") -> Any:
         """Send ``request`` from a worker thread and wait for its response.
 
         Raises:
             AsyncContextError: called from trio's thread (async code).
+            AttemptEndedError: the attempt has ended.
         """
         refuse_in_trio_thread(what)
-        _check_values(request)
+        if self._ended:
+            raise attempt_ended_error(self._label, self._try_number)
+        request_id, data = self._connection.pack_request(request)
         slot = _Slot(threading.Event())
-        self._token.run_sync_soon(self._connection.submit, request, slot)
+        self._token.run_sync_soon(self._connection.submit, request_id, data, slot)
         assert slot.waiter is not None
         slot.waiter.wait()  # if the parent goes away, the process exits
-        return self._unwrap(slot.response)
+        return _unwrap(slot.response)
+
+
+def _unwrap(response: Any) -> Any:
+    if isinstance(response, m.ErrorResponse):
+        raise_error(response)
+    return response
 
 
 # -- running the task ----------------------------------------------------------------------
@@ -313,77 +323,34 @@ def _seconds(value: float | None) -> timedelta | None:
 
 async def run_task(
     task: Operator, start: StartFrame, client: ChildClient, connection: ChildConnection
-) -> tuple[Any, list[dict[str, Any]]]:
+) -> tuple[Any, tuple[m.AddAssetEvent, ...]]:
     """Run the attempt as the runner runs one in process; return the result and events."""
-    dag = task.dag
-    instance = copy.copy(task)
-    if task.is_mapped:
-        arguments = task.map_arguments(start.map_index)
-        if isinstance(instance, PythonTask):
-            instance.mapped_arguments = arguments
-        else:
-            for name, value in arguments.items():
-                setattr(instance, name, value)
-    alias_inlets = [a.name for a in task.inlets if isinstance(a, AssetAlias)]
-    resolved: dict[str, tuple[AssetInfo, ...]] = {}
-    for alias in alias_inlets:
-        resolved[alias] = (await client.request(m.GetAssetsByAlias(alias))).assets
-    accessible = tuple(
-        dict.fromkeys([*start.assets, *(a for group in resolved.values() for a in group)])
-    )
     offset = start.clock_offset
 
     def wall_clock() -> float:
         return time.time() + offset
 
-    task_state = TaskStateAccessor(client, "task_state", _seconds(start.task_retention), wall_clock)
-    outlet_events = OutletEventAccessors(
-        tuple(o for o in task.outlets if isinstance(o, Asset | AssetAlias))
-    )
-    context = Context(
-        dag=dag, task=instance, run_id=start.run_id, dag_id=dag.dag_id,
-        task_id=task.task_id, map_index=start.map_index, try_number=start.try_number,
-        params=start.params, inlets=task.inlets, outlets=task.outlets,
-        outlet_events=outlet_events, task_state=task_state,
+    spec = AttemptSpec(
+        task, start.run_id, start.params, start.map_index, start.try_number, start.max_tries,
+        start.assets, _seconds(start.task_retention), _seconds(start.asset_retention),
+        wall_clock,
     )  # fmt: skip
-    context["ti"] = context["task_instance"] = TaskInstanceInfo(
-        dag.dag_id, task.task_id, start.run_id, start.map_index, start.try_number, start.max_tries
+
+    def report(rendered: dict[str, Any]) -> None:
+        connection.post(pack_frame(RenderedFrame(_plain(rendered))))
+
+    # The parent applies execution_timeout, to the whole process.
+    result, outlet_events = await run_attempt(
+        spec, client, on_rendered=report, enforce_timeout=False
     )
-    if accessible or alias_inlets:
-        asset_retention = _seconds(start.asset_retention)
-        context["asset_state"] = AssetStateAccessors(
-            accessible,
-            resolved,
-            lambda asset: AssetStateAccessor(client, asset, asset_retention, wall_clock),
-            inlets=task.inlets,
-        )
-    rendered = await Runner._render(instance, context, client, accessible, resolved)
-    connection.post({"kind": "rendered", "fields": _plain(rendered)})
-    for name, value in rendered.items():
-        setattr(instance, name, value)
-    if instance.is_async:
-        result = await instance.execute(context)
-    else:
-        result = await trio.to_thread.run_sync(instance.execute, context)
-    events = [
-        m.encode(
-            m.AddAssetEvent(
-                event.asset.name,
-                event.asset.uri,
-                event.extra,
-                event.alias.name if event.alias is not None else None,
-            )
-        )
-        for event in outlet_events.emitted()
-    ]
-    return result, events
+    return result, tuple(event_messages(outlet_events))
 
 
 def _is_machinery(module: object) -> bool:
     return isinstance(module, str) and module.partition(".")[0] in _MACHINERY
 
 
-def _error_frame(exc: BaseException) -> dict[str, Any]:
+def _error_frame(exc: BaseException) -> ErrorFrame:
     kind = type(exc)
     name = kind.__qualname__
     if kind.__module__ != "builtins":
@@ -397,17 +364,17 @@ def _error_frame(exc: BaseException) -> dict[str, Any]:
         message = str(exc)
     except Exception as failure:  # the report must go out whatever the exception does
         message = f"<str() of the exception failed: {failure!r}>"
-    return {"kind": "error", "type": name, "message": message, "traceback": shown}
+    return ErrorFrame(name, message, shown)
 
 
-async def _outcome(start: StartFrame, connection: ChildConnection) -> dict[str, Any]:
+async def _outcome(start: StartFrame, connection: ChildConnection) -> FinalFrame:
     """The final frame: the task's result and events, its error, or why it did not load."""
     label = instance_label(start.dag_id, start.task_id, start.map_index)
     try:
         task = load_task(start)
     except TaskLoadError as exc:
-        return {"kind": "load_error", "message": str(exc)}
-    client = ChildClient(connection, label, trio.lowlevel.current_trio_token())
+        return LoadErrorFrame(str(exc))
+    client = ChildClient(connection, label, start.try_number, trio.lowlevel.current_trio_token())
     try:
         value, events = await run_task(task, start, client, connection)
         try:
@@ -418,11 +385,21 @@ async def _outcome(start: StartFrame, connection: ChildConnection) -> dict[str, 
                 "return a JSON value, or keep the object in task state or a file"
             )
             raise type(exc)(msg) from None
-        frame = {"kind": "result", "value": value, "events": events}
-        pack_frame(frame)  # too large, or an event's extra not JSON: report that instead
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
         return _error_frame(exc)
-    return frame
+    return ResultFrame(value, events)
+
+
+def _pack_final(frame: FinalFrame) -> tuple[bytes, bool]:
+    """The final frame's bytes, and whether it reports success.
+
+    A result that cannot be sent (too large, an event's extra not JSON) is reported as
+    the error it is instead.
+    """
+    try:
+        return pack_frame(frame), isinstance(frame, ResultFrame)
+    except ProtocolError as exc:
+        return pack_frame(_error_frame(exc)), False
 
 
 async def _main(sock: socket.socket) -> int:
@@ -437,15 +414,11 @@ async def _main(sock: socket.socket) -> int:
             writer_done.set()
 
         nursery.start_soon(write)
-        final = await _outcome(start, connection)
-        try:
-            connection.finish(final)
-        except ProtocolError as exc:
-            final = _error_frame(exc)
-            connection.finish(final)
+        data, succeeded = _pack_final(await _outcome(start, connection))
+        connection.finish(data)
         await writer_done.wait()
         nursery.cancel_scope.cancel()
-    return 0 if final["kind"] == "result" else 1
+    return 0 if succeeded else 1
 
 
 def _die_with_parent() -> None:

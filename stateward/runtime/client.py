@@ -6,7 +6,8 @@ thread. Plain-function tasks run in worker threads and call
 (``run_sync_soon``) and waits on a thread event the supervisor sets when it answers.
 Calling the sync form from the trio thread would deadlock
 the event loop, so it raises :class:`~stateward.errors.AsyncContextError` naming the
-async method to await instead.
+async method to await instead. Once its attempt has ended (:meth:`SupervisorClient.end`),
+a client refuses every request with :class:`~stateward.errors.AttemptEndedError`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import trio
 
 from ..errors import (
     AsyncContextError,
+    AttemptEndedError,
     RuntimeClosedError,
     StateTypeError,
     StateValueError,
     StatewardError,
     UndeclaredAssetError,
 )
-from . import messages as m
+from ..protocol import messages as m
+from ..records import instance_label
 from .supervisor import Caller, Envelope, Supervisor, error_response
 
 #: How often a waiting worker thread checks that the runtime is still there.
@@ -32,10 +35,12 @@ _POLL_SECONDS: Final = 0.5
 
 # The first class listed for an error type is the one raised (reversed: first wins).
 _EXCEPTIONS: Final = {error: kind for error, kind in reversed(m.ERROR_EXCEPTIONS)}
+# The answer to a request queued by a worker thread just as its attempt ended.
+_ENDED: Final = object()
 
 
 def raise_error(response: m.ErrorResponse) -> NoReturn:
-    """Raise the exception an :class:`~stateward.runtime.messages.ErrorResponse` reports."""
+    """Raise the exception an :class:`~stateward.protocol.messages.ErrorResponse` reports."""
     kind = _EXCEPTIONS.get(response.error, StatewardError)
     if kind is StateTypeError:
         raise StateTypeError(response.detail, key=response.key, path=response.path)
@@ -75,6 +80,16 @@ def refuse_in_trio_thread(what: str) -> None:
         raise AsyncContextError(msg)
 
 
+def attempt_ended_error(task: str, try_number: int) -> AttemptEndedError:
+    """The refusal of a request made after attempt ``try_number`` of ``task`` ended."""
+    msg = (
+        f"{task} try {try_number} has ended, so its task_state and asset_state can no "
+        "longer be read or written (a thread the task started, or an accessor it kept, "
+        "outlived the attempt); finish such work before the task returns"
+    )
+    return AttemptEndedError(msg, task=task, try_number=try_number)
+
+
 def in_trio_thread() -> bool:
     """Whether the caller runs in trio's thread (where blocking calls must not be made)."""
     return trio.lowlevel.in_trio_run()
@@ -84,10 +99,10 @@ class SupervisorClient:
     """Sends requests to the supervisor on behalf of one caller.
 
     Only the runtime creates clients: the identity a client speaks for is fixed by the
-    runtime, never claimed by the task.
+    runtime, never claimed by the task. An attempt's client is ended with the attempt.
     """
 
-    __slots__ = ("_caller", "_supervisor", "_token")
+    __slots__ = ("_caller", "_ended", "_supervisor", "_token")
 
     def __init__(
         self, supervisor: Supervisor, caller: Caller, token: trio.lowlevel.TrioToken
@@ -95,6 +110,7 @@ class SupervisorClient:
         self._supervisor = supervisor
         self._caller = caller
         self._token = token
+        self._ended = False
 
     def __repr__(self) -> str:
         return f"<SupervisorClient for {self._caller.label}>"
@@ -104,13 +120,29 @@ class SupervisorClient:
         """The identity and rights this client speaks for."""
         return self._caller
 
+    def end(self) -> None:
+        """End the attempt this client serves: every later request is refused."""
+        self._ended = True
+
+    def _ended_error(self) -> AttemptEndedError:
+        task, writer = self._caller.task, self._caller.writer
+        label = (
+            "an attempt"
+            if task is None
+            else instance_label(task.dag_id, task.task_id, task.map_index)
+        )
+        return attempt_ended_error(label, writer.try_number if writer is not None else 0)
+
     async def request(self, request: Any) -> Any:
         """Send ``request`` and return its response; an error response is raised.
 
         Raises:
+            AttemptEndedError: the client's attempt has ended.
             StatewardError: the subclass that matches the refusal (see
                 :mod:`stateward.errors`).
         """
+        if self._ended:
+            raise self._ended_error()
         envelope = Envelope(request, self._caller)
         self._supervisor.submit(envelope)
         assert envelope.done is not None
@@ -118,6 +150,8 @@ class SupervisorClient:
         return self._unwrap(envelope.response)
 
     def _unwrap(self, response: Any) -> Any:
+        if response is _ENDED:
+            raise self._ended_error()
         if isinstance(response, m.ErrorResponse):
             if response.error is m.ErrorType.SHUTTING_DOWN and self._supervisor.failure:
                 raise self._supervisor.died_error() from self._supervisor.failure
@@ -126,6 +160,9 @@ class SupervisorClient:
 
     def _submit_soon(self, envelope: Envelope) -> None:
         # Runs in trio's thread (run_sync_soon): it must never raise.
+        if self._ended:  # the attempt ended while the request was on its way
+            envelope.answer(_ENDED)
+            return
         try:
             self._supervisor.submit(envelope)
         except Exception as exc:
@@ -141,8 +178,11 @@ class SupervisorClient:
 
         Raises:
             AsyncContextError: called from the trio thread (async code).
+            AttemptEndedError: the client's attempt has ended.
         """
         refuse_in_trio_thread(what)
+        if self._ended:
+            raise self._ended_error()
         _check_cancelled()
         # Cheaper than trio.from_thread.run: queue the request into trio's thread and
         # wait on a thread event that the supervisor sets when it answers.

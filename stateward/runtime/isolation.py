@@ -1,38 +1,31 @@
-"""Where a task attempt's code runs: in the runtime's process, or in a child process.
-
-In process (``isolation="none"``, the default), ``execute`` runs in trio's thread
-(``async def``) or in a worker thread (plain functions); :func:`execute_in_process`
-applies the task's ``execution_timeout``. An async task is cancelled. A plain function
-cannot be interrupted: it stops at its next state call (which raises ``trio.Cancelled``
-in its thread) or, if it makes none, fails when it returns.
+"""The parent side of a task process: an attempt of an isolated task.
 
 With ``isolation="process"``, :func:`run_isolated` runs the attempt in a child process,
 ``python -m stateward.runtime.child``, connected by a socket pair. The child loads the
-task from its Dag file (:attr:`~stateward.Dag.fileloc`), so nothing is pickled. This
-module is the parent side: it starts the child, relays the child's requests to the
-supervisor through the :class:`~stateward.runtime.client.SupervisorClient` bound to the
-task instance (the child never says who it is: a frame cannot change its identity),
-and turns how the child ended into the attempt's outcome. A child that dies, however it
-dies, fails only its own attempt; ``execution_timeout`` kills it.
+task from its Dag file (:attr:`~stateward.Dag.fileloc`), so nothing is pickled, and runs
+it with :func:`stateward.runtime.attempt.run_attempt` as the runner does in process.
+This module starts the child, relays its requests to the supervisor through the
+:class:`~stateward.runtime.client.SupervisorClient` bound to the task instance (the
+child never says who it is: a frame cannot change its identity), and turns how the
+child ended into the attempt's outcome. A child that dies, however it dies, fails only
+its own attempt; ``execution_timeout`` kills it.
 
-The frames on the socket are described in :mod:`stateward.runtime.frames`.
+The frames are described in :mod:`stateward.protocol.frames`, their wire in
+:mod:`stateward.protocol.wire`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import attrs
 import trio
 
 from ..assets import Asset, AssetAlias
@@ -46,16 +39,21 @@ from ..errors import (
     TaskTimeoutError,
     raise_sole,
 )
-from ..records import AssetInfo, instance_label
-from . import messages as m
-from .client import SupervisorClient
-from .frames import (
-    FrameReader,
-    FrameWriter,
+from ..protocol import messages as m
+from ..protocol.converter import decode_frame
+from ..protocol.frames import (
+    ErrorFrame,
+    FinalFrame,
+    LoadErrorFrame,
+    RenderedFrame,
+    RequestFrame,
+    ResponseFrame,
+    ResultFrame,
     StartFrame,
-    check_json,
-    pack_frame,
 )
+from ..protocol.wire import FrameReader, FrameWriter, check_json, pack_frame
+from .attempt import AttemptSpec
+from .client import SupervisorClient
 from .supervisor import error_response
 
 #: The most requests of one child served at once; more wait to be read.
@@ -66,53 +64,12 @@ KILL_GRACE_SECONDS: Final = 5.0
 #: The module the child runs (``python -m``).
 CHILD_MODULE: Final = "stateward.runtime.child"
 
-_FINAL_KINDS: Final = frozenset({"result", "error", "load_error"})
 _SIGNAL_HINTS: Final = {
     "SIGKILL": " (sent by another process, or by the kernel's out-of-memory killer)",
     "SIGSEGV": " (a segmentation fault: a crash in native code)",
     "SIGBUS": " (a bus error: a crash in native code)",
     "SIGABRT": " (aborted: a fatal error in native code or in the interpreter)",
 }
-
-
-# -- in process ------------------------------------------------------------------------------
-
-
-async def execute_in_process(
-    instance: Operator, context: Mapping[str, Any], *, label: str, try_number: int
-) -> Any:
-    """Run ``instance.execute(context)`` in this process, within its execution_timeout.
-
-    ``async def`` code runs in trio's thread and is cancelled at the limit; a plain
-    function runs in a worker thread, which cannot be interrupted: it stops at its next
-    state call, or fails when it returns.
-
-    Raises:
-        TaskTimeoutError: the attempt ran past ``instance.execution_timeout``.
-    """
-    timeout = instance.execution_timeout
-    with trio.move_on_after(math.inf if timeout is None else timeout) as limit:
-        if instance.is_async:
-            result = await instance.execute(context)
-        else:
-            result = await trio.to_thread.run_sync(instance.execute, context)
-    if not limit.cancel_called:
-        return result
-    assert timeout is not None
-    what = f"{label} try {try_number} ran past its execution_timeout of {timeout:g} s"
-    if instance.is_async:
-        msg = f"{what} and was cancelled"
-    elif limit.cancelled_caught:
-        msg = (
-            f"{what}; it was stopped at its next state call (a plain-function task cannot "
-            "be interrupted; isolation='process' stops it at once)"
-        )
-    else:
-        msg = (
-            f"{what}; it ran on until it returned, as a plain-function task cannot be "
-            "interrupted: use isolation='process' to stop it at the limit"
-        )
-    raise TaskTimeoutError(msg, task=label, timeout=timeout)
 
 
 # -- the parent side -------------------------------------------------------------------------
@@ -129,19 +86,8 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.text.rstrip()}\n"""'
 
 
-async def _relay(client: SupervisorClient, frame: Mapping[str, Any]) -> Any:
-    """Serve one request frame; return the response (an error is an ErrorResponse)."""
-    extra = sorted(set(frame) - {"kind", "id", "msg"})
-    if extra:
-        detail = (
-            f"a request frame holds only 'kind', 'id' and 'msg', not {extra}: a task "
-            "process cannot say who it is, the supervisor knows"
-        )
-        return m.ErrorResponse(m.ErrorType.PROTOCOL, detail)
-    try:
-        request = m.decode(frame.get("msg"))
-    except ProtocolError as exc:
-        return error_response(exc)
+async def _relay(client: SupervisorClient, request: m.Request) -> m.Response:
+    """Serve one request of the child; return the response (an error is an ErrorResponse)."""
     if isinstance(request, m.AddAssetEvent):
         detail = (
             "a task process emits asset events through outlet_events; they are recorded "
@@ -149,27 +95,24 @@ async def _relay(client: SupervisorClient, frame: Mapping[str, Any]) -> Any:
         )
         return m.ErrorResponse(m.ErrorType.SCOPE_DENIED, detail)
     try:
-        return await client.request(request)
+        response: m.Response = await client.request(request)
     except StatewardError as exc:
         if type(exc) is StatewardError:  # an INTERNAL answer: keep its text as it was
             return m.ErrorResponse(m.ErrorType.INTERNAL, str(exc))
         return error_response(exc)
+    return response
 
 
-def _check_final(frame: Mapping[str, Any]) -> None:
-    kind = frame["kind"]
-    expected = {
-        "result": {"kind", "value", "events"},
-        "error": {"kind", "type", "message", "traceback"},
-        "load_error": {"kind", "message"},
-    }[kind]
-    if set(frame) != expected:
-        msg = f"a {kind} frame holds {sorted(expected)}, got {sorted(frame)}"
-        raise ProtocolError(msg)
-    texts = [k for k in expected - {"kind", "value", "events"} if not isinstance(frame[k], str)]
-    if texts or (kind == "result" and not isinstance(frame["events"], list)):
-        msg = f"a malformed {kind} frame: {frame!r:.200}"
-        raise ProtocolError(msg)
+def _read_request_error(raw: dict[str, Any], exc: ProtocolError) -> ResponseFrame:
+    """The answer to a request frame that cannot be decoded; raise if it has no ``id``.
+
+    A request whose message (or envelope) is bad is answered, correlated by its id;
+    without an int id there is nobody to answer, so the stream is corrupt.
+    """
+    request_id = raw.get("id")
+    if raw.get("kind") != "request" or type(request_id) is not int:
+        raise exc
+    return ResponseFrame(request_id, error_response(exc))
 
 
 async def serve_child(
@@ -178,7 +121,7 @@ async def serve_child(
     on_rendered: Callable[[dict[str, Any]], None] = lambda fields: None,
     *,
     sock: socket.socket | None = None,
-) -> dict[str, Any] | None:
+) -> FinalFrame | None:
     """Relay a task process's requests to the supervisor until it reports its outcome.
 
     Args:
@@ -188,8 +131,8 @@ async def serve_child(
         sock: The stream's socket, to write responses without a task switch.
 
     Returns:
-        The final frame (``result``, ``error`` or ``load_error``; checked), or ``None``
-        if the stream ended first.
+        The final frame (a result, an error, or a load error), or ``None`` if the
+        stream ended first.
 
     Raises:
         ProtocolError: the stream is corrupt (the caller kills the child).
@@ -199,19 +142,22 @@ async def serve_child(
     limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
     rendered_seen = False
 
-    async def answer(request_id: int, frame: dict[str, Any], token: object) -> None:
+    def post(reply: ResponseFrame) -> bytes:
         try:
-            response = await _relay(client, frame)
-            reply = {"kind": "response", "id": request_id, "msg": m.encode(response)}
-            try:
-                data = pack_frame(reply)
-            except ProtocolError as exc:  # e.g. a listing over the frame limit
-                refusal = m.ErrorResponse(m.ErrorType.PROTOCOL, f"the response is refused: {exc}")
-                data = pack_frame({**reply, "msg": m.encode(refusal)})
-            # Holding this request's slot while the child reads too little stops reading
-            # its requests, instead of queueing responses without limit.
-            await writer.room(len(data))
-            writer.post(data)
+            return pack_frame(reply)
+        except ProtocolError as exc:  # e.g. a listing over the frame limit
+            refusal = m.ErrorResponse(m.ErrorType.PROTOCOL, f"the response is refused: {exc}")
+            return pack_frame(ResponseFrame(reply.id, refusal))
+
+    async def send(data: bytes) -> None:
+        # Holding this request's slot while the child reads too little stops reading
+        # its requests, instead of queueing responses without limit.
+        await writer.room(len(data))
+        writer.post(data)
+
+    async def answer(frame: RequestFrame, token: object) -> None:
+        try:
+            await send(post(ResponseFrame(frame.id, await _relay(client, frame.msg))))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the child is gone; how it ended is reported by its exit
         finally:
@@ -221,40 +167,40 @@ async def serve_child(
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await writer.run()  # the child is gone; how it ended is reported by its exit
 
-    async def read(nursery: trio.Nursery) -> dict[str, Any] | None:
+    async def read(nursery: trio.Nursery) -> FinalFrame | None:
         nonlocal rendered_seen
         while True:
-            frame = await reader.receive()
-            if frame is None:
+            raw = await reader.receive()
+            if raw is None:
                 return None
-            kind = frame.get("kind")
-            if kind == "request":
-                request_id = frame.get("id")
-                if type(request_id) is not int:
-                    msg = f"a request frame needs an int 'id', got {request_id!r}"
+            try:
+                frame = decode_frame(raw)
+            except ProtocolError as exc:
+                refusal = _read_request_error(raw, exc)
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await send(post(refusal))
+                continue
+            match frame:
+                case RequestFrame():
+                    token = object()
+                    await limiter.acquire_on_behalf_of(token)
+                    nursery.start_soon(answer, frame, token)
+                case RenderedFrame(fields=fields):
+                    if rendered_seen:
+                        # It starts execute's clock: a second one would push the timeout back.
+                        msg = "a second rendered frame (one attempt renders once)"
+                        raise ProtocolError(msg)
+                    rendered_seen = True
+                    on_rendered(fields)
+                case ResultFrame() | ErrorFrame() | LoadErrorFrame():
+                    return frame
+                case _:
+                    msg = (
+                        f"a task process sent a {type(frame).__name__}, which only its parent sends"
+                    )
                     raise ProtocolError(msg)
-                token = object()
-                await limiter.acquire_on_behalf_of(token)
-                nursery.start_soon(answer, request_id, frame, token)
-            elif kind == "rendered":
-                fields = frame.get("fields")
-                if set(frame) != {"kind", "fields"} or not isinstance(fields, dict):
-                    msg = f"a malformed rendered frame: {frame!r:.200}"
-                    raise ProtocolError(msg)
-                if rendered_seen:
-                    # It starts execute's clock: a second one would push the timeout back.
-                    msg = "a second rendered frame (one attempt renders once)"
-                    raise ProtocolError(msg)
-                rendered_seen = True
-                on_rendered(fields)
-            elif kind in _FINAL_KINDS:
-                _check_final(frame)
-                return frame
-            else:
-                msg = f"a frame of unknown kind {kind!r}: {frame!r:.200}"
-                raise ProtocolError(msg)
 
-    final: dict[str, Any] | None = None
+    final: FinalFrame | None = None
     corrupt: ProtocolError | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(write)
@@ -321,10 +267,10 @@ async def _serve_until_exit(
     client: SupervisorClient,
     on_rendered: Callable[[dict[str, Any]], None],
     sock: socket.socket,
-) -> dict[str, Any] | None:
+) -> FinalFrame | None:
     """Serve the child until its final frame, its end of stream, or its exit (then a
     short drain): a process the child started may hold the socket open after it died."""
-    final: dict[str, Any] | None = None
+    final: FinalFrame | None = None
     try:
         async with trio.open_nursery() as nursery:
 
@@ -342,35 +288,17 @@ async def _serve_until_exit(
 
 
 async def run_isolated(
-    task: Operator,
+    spec: AttemptSpec,
     client: SupervisorClient,
-    rendered: dict[str, Any],
-    *,
-    run_id: str,
-    params: Mapping[str, Any],
-    map_index: int,
-    try_number: int,
-    max_tries: int,
-    assets: Sequence[AssetInfo],
-    task_retention: timedelta | None,
-    asset_retention: timedelta | None,
-    wall_clock: Callable[[], float],
+    on_rendered: Callable[[dict[str, Any]], None],
 ) -> tuple[Any, OutletEventAccessors]:
-    """Run one attempt of ``task`` in a child process; return its result and events.
+    """Run the attempt ``spec`` names in a child process; return its result and events.
 
     Args:
-        task: The task (its Dag's ``fileloc`` is where the child loads it from).
-        client: The client bound to the task instance; the child's requests go through it.
-        rendered: Filled with the rendered template fields when the child reports them.
-        run_id: The run.
-        params: The run's params (sent as JSON).
-        map_index: The instance (-1 unmapped).
-        try_number: The try.
-        max_tries: ``retries + 1``.
-        assets: The concrete assets the task declared.
-        task_retention: The runtime's default task-state retention.
-        asset_retention: The runtime's default asset-state retention.
-        wall_clock: The runtime's wall clock (the child computes expiry on it).
+        spec: The attempt (its task's Dag's ``fileloc`` is where the child loads it from).
+        client: The client bound to the task instance; the child's requests go through
+            it. It is ended with the attempt.
+        on_rendered: Called with the rendered template fields when the child reports them.
 
     Returns:
         The value the task returned, and its outlet events (recorded by the caller).
@@ -383,8 +311,8 @@ async def run_isolated(
             killed.
         TypeError: the run's params are not JSON (``ValueError`` for a NaN).
     """
+    task, try_number, label = spec.task, spec.try_number, spec.label
     dag = task.dag
-    label = instance_label(dag.dag_id, task.task_id, map_index)
     where = f"the task process for {label} try {try_number}"
     if os.name != "posix":
         msg = f"isolation='process' needs a POSIX system; {label} cannot run isolated here"
@@ -397,17 +325,10 @@ async def run_isolated(
         )
         raise TaskLoadError(msg)
     try:
-        check_json(dict(params), "params")
+        check_json(dict(spec.params), "params")
     except (TypeError, ValueError) as exc:
-        msg = f"the params of run {run_id!r} must be JSON to reach {where}: {exc}"
+        msg = f"the params of run {spec.run_id!r} must be JSON to reach {where}: {exc}"
         raise type(exc)(msg) from None
-    start = StartFrame(
-        dag.fileloc, dag.dag_id, task.task_id, run_id, map_index, try_number, max_tries,
-        dict(params), tuple(assets),
-        None if task_retention is None else task_retention.total_seconds(),
-        None if asset_retention is None else asset_retention.total_seconds(),
-        0.0,
-    )  # fmt: skip
     parent_end, child_end = socket.socketpair()
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent_end))
     try:
@@ -425,24 +346,21 @@ async def run_isolated(
         raise
     child_end.close()
     timeout = task.execution_timeout
-    final: dict[str, Any] | None = None
+    final: FinalFrame | None = None
     hung = False
     # execution_timeout counts from the start of execute, as in process: the child
     # reports its rendered fields just before, and that arms the limit.
     limit = trio.CancelScope()
 
     def executing(fields: dict[str, Any]) -> None:
-        rendered.update(fields)
+        on_rendered(fields)
         if timeout is not None:
             limit.deadline = trio.current_time() + timeout
 
     try:
         with limit:
-            offset = wall_clock() - time.time()
             try:
-                await stream.send_all(
-                    pack_frame(attrs.evolve(start, clock_offset=offset).to_frame())
-                )
+                await stream.send_all(pack_frame(_start_frame(spec, dag.fileloc)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # it died at once: its exit says how
             else:
@@ -473,7 +391,9 @@ async def run_isolated(
             msg, task=label, try_number=try_number, returncode=process.returncode
         ) from exc
     finally:
-        # Cancelled (the run is stopping) or done: no child outlives its attempt.
+        # Cancelled (the run is stopping) or done: no child outlives its attempt, and
+        # nothing it sent late is served.
+        client.end()
         await _stop(process, grace=0)
         with trio.CancelScope(shield=True):
             await stream.aclose()
@@ -488,9 +408,22 @@ async def run_isolated(
     return _outcome(task, final, where, label, try_number, process.returncode)
 
 
+def _start_frame(spec: AttemptSpec, dag_file: str) -> StartFrame:
+    task = spec.task
+    task_retention, asset_retention = spec.task_retention, spec.asset_retention
+    return StartFrame(
+        dag_file, task.dag.dag_id, task.task_id, spec.run_id, spec.map_index,
+        spec.try_number, spec.max_tries, dict(spec.params), spec.assets,
+        None if task_retention is None else task_retention.total_seconds(),
+        None if asset_retention is None else asset_retention.total_seconds(),
+        # The child computes expiry times on the supervisor's clock.
+        spec.wall_clock() - time.time(),
+    )  # fmt: skip
+
+
 def _outcome(
     task: Operator,
-    final: dict[str, Any] | None,
+    final: FinalFrame | None,
     where: str,
     label: str,
     try_number: int,
@@ -504,41 +437,36 @@ def _outcome(
             " before reporting a result" if returncode >= 0 else "; it reported no result"
         )
         raise TaskProcessError(msg, task=label, try_number=try_number, returncode=returncode)
-    if final["kind"] == "load_error":
-        raise TaskLoadError(final["message"], path=task.dag.fileloc)
-    if final["kind"] == "error":
-        remote_type, text = final["type"], final["traceback"]
-        detail = final["message"]
-        msg = f"{label} try {try_number} raised {remote_type} in its task process" + (
-            f": {detail}" if detail else ""
-        )
-        raise TaskProcessError(
-            msg, task=label, try_number=try_number, remote_type=remote_type, remote_traceback=text
-        ) from RemoteTraceback(text)
-    try:
-        events = outlet_events(task, final["events"])
-    except (ProtocolError, KeyError, TypeError) as exc:
-        msg = f"{where} reported asset events that are not the task's outlets: {exc}"
-        raise TaskProcessError(msg, task=label, try_number=try_number) from exc
-    return final["value"], events
+    match final:
+        case LoadErrorFrame(message=message):
+            raise TaskLoadError(message, path=task.dag.fileloc)
+        case ErrorFrame(type=remote_type, message=detail, traceback=text):
+            msg = f"{label} try {try_number} raised {remote_type} in its task process" + (
+                f": {detail}" if detail else ""
+            )
+            raise TaskProcessError(
+                msg, task=label, try_number=try_number, remote_type=remote_type,
+                remote_traceback=text,
+            ) from RemoteTraceback(text)  # fmt: skip
+        case ResultFrame(value=value, events=events):
+            try:
+                return value, outlet_events(task, events)
+            except (KeyError, TypeError) as exc:
+                msg = f"{where} reported asset events that are not the task's outlets: {exc}"
+                raise TaskProcessError(msg, task=label, try_number=try_number) from exc
 
 
-def outlet_events(task: Operator, encoded: list[Any]) -> OutletEventAccessors:
+def outlet_events(task: Operator, events: Sequence[m.AddAssetEvent]) -> OutletEventAccessors:
     """Rebuild a task's ``outlet_events`` from the events its process reported.
 
     Raises:
-        ProtocolError: an item is not an encoded ``AddAssetEvent``.
         UndeclaredAssetError: an event is for an asset or alias that is not an outlet.
         TypeError: an alias event names an Asset outlet, or the other way round.
     """
     accessors = OutletEventAccessors(
         tuple(o for o in task.outlets if isinstance(o, Asset | AssetAlias))
     )
-    for item in encoded:
-        event = m.decode(item)
-        if not isinstance(event, m.AddAssetEvent):
-            msg = f"an outlet event must be an AddAssetEvent, got {type(event).__name__}"
-            raise ProtocolError(msg)
+    for event in events:
         asset = Asset(event.name, event.uri)
         if event.alias_name is None:
             accessors[asset].extra = dict(event.extra)

@@ -1,4 +1,4 @@
-"""Runs task instances: builds each attempt's context, renders templates, retries.
+"""Runs task instances: their attempts (:mod:`stateward.runtime.attempt`) and retries.
 
 Every task instance is a task actor: a trio task holding a client bound to its
 identity. Independent tasks run concurrently, at most ``max_active_tasks`` attempts of
@@ -8,7 +8,6 @@ a run at once; a task starts when all its upstream tasks succeeded, and is
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -19,22 +18,15 @@ import attrs
 import trio
 
 from ..assets import Asset, AssetAlias, AssetNameRef, AssetUriRef, describe
-from ..context.accessors import (
-    AssetStateAccessor,
-    AssetStateAccessors,
-    AssetStateView,
-    StateView,
-    TaskStateAccessor,
-)
-from ..context.context import Context, OutletEventAccessors, TaskInstanceInfo
-from ..dag import Dag, Operator, PythonTask
+from ..context.context import OutletEventAccessors
+from ..dag import Dag, Operator
 from ..errors import SupervisorDiedError, UndeclaredAssetError
-from ..records import AssetInfo, instance_label
+from ..protocol import messages as m
+from ..records import AssetInfo
 from ..store.base import TaskScope, Writer
-from ..templates import get_environment, needs_rendering, render_fields, warn_unrendered_braces
-from . import messages as m
+from .attempt import AttemptSpec, event_messages, run_attempt
 from .client import SupervisorClient
-from .isolation import execute_in_process, run_isolated
+from .isolation import run_isolated
 from .supervisor import Caller, Supervisor
 
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
@@ -338,73 +330,32 @@ class Runner:
     ) -> tuple[Attempt, Any]:
         dag = run.dag
         settings = self._settings
-        scope = TaskScope(dag.dag_id, run.run_id, task.task_id, map_index)
         declared = _declared_assets(task, run.assets)
-        alias_inlets = [a.name for a in task.inlets if isinstance(a, AssetAlias)]
         caller = Caller(
-            task=scope,
+            task=TaskScope(dag.dag_id, run.run_id, task.task_id, map_index),
             writer=Writer(dag.dag_id, run.run_id, task.task_id, map_index, try_number),
             assets={asset.name: asset for asset in declared},
-            aliases=frozenset(alias_inlets),
+            aliases=frozenset(a.name for a in task.inlets if isinstance(a, AssetAlias)),
             outlet_aliases=frozenset(a.name for a in task.outlets if isinstance(a, AssetAlias)),
         )
+        # The task's accessors (or its process) speak through a client that ends with
+        # the attempt; recording its events and clearing its state use the runner's own.
+        task_client = SupervisorClient(self._supervisor, caller, self._token)
         client = SupervisorClient(self._supervisor, caller, self._token)
+        spec = AttemptSpec(
+            task, run.run_id, run.params, map_index, try_number, max_tries, tuple(declared),
+            settings.default_task_retention, settings.default_asset_retention,
+            settings.wall_clock,
+        )  # fmt: skip
         started = time.perf_counter()
         rendered: dict[str, Any] = {}
         try:
             if (task.isolation or settings.isolation) == "process":
-                result, outlet_events = await run_isolated(
-                    task, client, rendered, run_id=run.run_id, params=run.params,
-                    map_index=map_index, try_number=try_number, max_tries=max_tries,
-                    assets=declared, task_retention=settings.default_task_retention,
-                    asset_retention=settings.default_asset_retention,
-                    wall_clock=settings.wall_clock,
-                )  # fmt: skip
-                await self._after_success(task, client, outlet_events)
-                return Attempt(try_number, rendered, None, time.perf_counter() - started), result
-            instance = copy.copy(task)
-            if task.is_mapped:
-                arguments = task.map_arguments(map_index)
-                if isinstance(instance, PythonTask):
-                    instance.mapped_arguments = arguments
-                else:
-                    for name, value in arguments.items():
-                        setattr(instance, name, value)
-            resolved: dict[str, tuple[AssetInfo, ...]] = {}
-            for alias in alias_inlets:
-                resolved[alias] = (await client.request(m.GetAssetsByAlias(alias))).assets
-            accessible = tuple(
-                dict.fromkeys([*declared, *(a for group in resolved.values() for a in group)])
-            )
-            task_state = TaskStateAccessor(
-                client, "task_state", settings.default_task_retention, settings.wall_clock
-            )
-            outlet_events = OutletEventAccessors(
-                tuple(o for o in task.outlets if isinstance(o, Asset | AssetAlias))
-            )
-            context = Context(
-                dag=dag, task=instance, run_id=run.run_id, dag_id=dag.dag_id,
-                task_id=task.task_id, map_index=map_index, try_number=try_number,
-                params=run.params, inlets=task.inlets, outlets=task.outlets,
-                outlet_events=outlet_events, task_state=task_state,
-            )  # fmt: skip
-            context["ti"] = context["task_instance"] = TaskInstanceInfo(
-                dag.dag_id, task.task_id, run.run_id, map_index, try_number, max_tries
-            )
-            if accessible or alias_inlets:
-                context["asset_state"] = AssetStateAccessors(
-                    accessible,
-                    resolved,
-                    lambda asset: AssetStateAccessor(
-                        client, asset, settings.default_asset_retention, settings.wall_clock
-                    ),
-                    inlets=task.inlets,
+                result, outlet_events = await run_isolated(spec, task_client, rendered.update)
+            else:
+                result, outlet_events = await run_attempt(
+                    spec, task_client, on_rendered=rendered.update
                 )
-            rendered = await self._render(instance, context, client, accessible, resolved)
-            for name, value in rendered.items():
-                setattr(instance, name, value)
-            label = instance_label(dag.dag_id, task.task_id, map_index)
-            result = await execute_in_process(instance, context, label=label, try_number=try_number)
             await self._after_success(task, client, outlet_events)
         except Exception as exc:
             if isinstance(exc, SupervisorDiedError):
@@ -412,53 +363,10 @@ class Runner:
             return Attempt(try_number, rendered, exc, time.perf_counter() - started), None
         return Attempt(try_number, rendered, None, time.perf_counter() - started), result
 
-    @staticmethod
-    async def _render(
-        instance: Operator,
-        context: Context,
-        client: SupervisorClient,
-        accessible: tuple[AssetInfo, ...],
-        resolved: dict[str, tuple[AssetInfo, ...]],
-    ) -> dict[str, Any]:
-        fields = instance.template_fields
-        if not fields:
-            return {}
-        values = {name: getattr(instance, name) for name in fields}
-        warn_unrendered_braces(values, task=instance_label(instance.dag.dag_id, instance.task_id))
-        if not any(needs_rendering(v, instance.template_ext) for v in values.values()):
-            return values
-        # Templates read a snapshot taken now: one request per scope they may read,
-        # instead of one per key, and no way to write.
-        template_context = Context(context)
-        template_context["task_state"] = StateView(
-            "task_state", (await client.request(m.ListTaskState())).items
-        )
-        if "asset_state" in context:
-            snapshots: dict[str, dict[str, Any]] = {}
-            for asset in accessible:
-                listed = await client.request(m.ListAssetStateByName(asset.name))
-                snapshots[asset.name] = listed.items
-            template_context["asset_state"] = AssetStateAccessors(
-                accessible,
-                resolved,
-                lambda asset: AssetStateView(asset, snapshots[asset.name]),
-                inlets=instance.inlets,
-            )
-        dag = instance.dag
-        env = get_environment(
-            native=dag.render_template_as_native_obj, searchpath=dag.template_searchpath
-        )
-        label = instance_label(dag.dag_id, instance.task_id, context["map_index"])
-        return render_fields(
-            values, template_context, env=env, task=label, template_ext=instance.template_ext
-        )
-
     async def _after_success(
         self, task: Operator, client: SupervisorClient, outlet_events: OutletEventAccessors
     ) -> None:
-        for event in outlet_events.emitted():
-            alias = event.alias.name if event.alias is not None else None
-            request = m.AddAssetEvent(event.asset.name, event.asset.uri, event.extra, alias)
+        for request in event_messages(outlet_events):
             await client.request(request)
         clear = task.clear_state_on_success
         if clear is None:

@@ -16,12 +16,12 @@ from ..assets import Asset
 from ..context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
 from ..dag import ISOLATION_MODES, Dag, Operator
 from ..errors import RuntimeClosedError, raise_sole
+from ..protocol import messages as m
 from ..records import AssetInfo, StateEntry
 from ..store.base import Store, TaskScope
 from ..store.memory import MemoryStore
 from ..store.sqlite import SqliteStore
 from ..values import DEFAULT_MAX_VALUE_BYTES
-from . import messages as m
 from .client import SupervisorClient
 from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
 from .supervisor import Caller, Supervisor, SupervisorStats

@@ -34,6 +34,7 @@ from ..errors import (
     SupervisorDiedError,
     UndeclaredAssetError,
 )
+from ..protocol import messages as m
 from ..records import AssetInfo
 from ..store import base as ops
 from ..store.base import AssetScope, Store, TaskScope, Writer
@@ -44,7 +45,6 @@ from ..values import (
     decode_value,
     encode_value,
 )
-from . import messages as m
 
 #: The most requests executed as one batch.
 DEFAULT_MAX_BATCH: Final = 512

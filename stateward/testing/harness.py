@@ -8,8 +8,8 @@ from typing import Any, Final
 from ..assets import Asset, AssetAlias, AssetNameRef, AssetUriRef
 from ..context.accessors import AssetStateAccessor
 from ..dag import Dag, Operator
+from ..protocol import messages as m
 from ..records import AssetInfo
-from ..runtime import messages as m
 from ..runtime.runner import DagRunResult, TaskInstanceResult
 from ..runtime.runtime import Runtime
 

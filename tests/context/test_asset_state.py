@@ -23,7 +23,7 @@ from stateward import (
     UndeclaredAssetError,
     open_runtime,
 )
-from stateward.runtime import messages as m
+from stateward.protocol import messages as m
 from stateward.store.base import Store
 
 ORDERS = Asset("orders", uri="s3://lake/orders")

@@ -24,7 +24,8 @@ from stateward import (
     StateTypeError,
     StateValueError,
 )
-from stateward.runtime import messages as m
+from stateward.protocol import messages as m
+from stateward.protocol.converter import encode
 
 ORDERS = Asset("orders", uri="s3://lake/orders")
 SALES = Asset("sales")
@@ -269,18 +270,18 @@ async def rogue(task_state: Any) -> dict[str, Any]:
     connection = task_state._client._connection
     tricks: dict[str, dict[str, Any]] = {
         "claims_identity": {
-            "msg": m.encode(m.SetTaskState("k", "forged")),
+            "msg": encode(m.SetTaskState("k", "forged")),
             "caller": {"dag_id": "deaths", "task_id": "raises", "unrestricted": True},
         },
         "extra_field": {
             "msg": {"type": "SetTaskState", "key": "k", "value": 1, "dag_id": "deaths"}
         },
-        "undeclared_asset": {"msg": m.encode(m.SetAssetStateByName("sales", "k", 1))},
-        "admin_list": {"msg": m.encode(m.ListState())},
-        "admin_cleanup": {"msg": m.encode(m.CleanupExpired())},
-        "admin_declare": {"msg": m.encode(m.DeclareAssets(()))},
-        "asset_event": {"msg": m.encode(m.AddAssetEvent("sales", "sales"))},
-        "response_as_request": {"msg": m.encode(m.OkResponse())},
+        "undeclared_asset": {"msg": encode(m.SetAssetStateByName("sales", "k", 1))},
+        "admin_list": {"msg": encode(m.ListState())},
+        "admin_cleanup": {"msg": encode(m.CleanupExpired())},
+        "admin_declare": {"msg": encode(m.DeclareAssets(()))},
+        "asset_event": {"msg": encode(m.AddAssetEvent("sales", "sales"))},
+        "response_as_request": {"msg": encode(m.OkResponse())},
         "unknown_type": {"msg": {"type": "DropAllTables"}},
         "not_a_message": {"msg": "GetTaskState"},
     }
@@ -288,8 +289,8 @@ async def rogue(task_state: Any) -> dict[str, Any]:
     for name, fields in tricks.items():
         response = await connection.exchange_frame(fields)
         answers[name] = [response.error.value, response.detail]
-    legit = await connection.exchange_frame({"msg": m.encode(m.GetTaskState("k"))})
-    answers["legit"] = m.encode(legit)
+    legit = await connection.exchange_frame({"msg": encode(m.GetTaskState("k"))})
+    answers["legit"] = encode(legit)
     return answers
 
 

@@ -31,8 +31,9 @@ from stateward import (
     StateValueError,
     open_runtime,
 )
+from stateward.protocol import messages as m
+from stateward.protocol.converter import decode, encode
 from stateward.records import AssetInfo
-from stateward.runtime import messages as m
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, Store, TaskScope
 
@@ -187,8 +188,8 @@ def test_any_json_value_round_trips_exactly(make_store: Callable[[], Store], sca
     def check(value: Any) -> None:
         record("round trip")
         n = EXAMPLES_RUN["round trip"]
-        wire = json.loads(json.dumps(m.encode(m.SetTaskState("v", value))))
-        assert_same(m.decode(wire).value, value)  # type: ignore[union-attr]
+        wire = json.loads(json.dumps(encode(m.SetTaskState("v", value))))
+        assert_same(decode(wire).value, value)  # type: ignore[union-attr]
 
         async def main() -> list[Any]:
             async with open_runtime(store=make_store()) as rt:
@@ -300,7 +301,7 @@ anything = st.recursive(
 def wire_dicts(draw: st.DrawFn) -> dict[Any, Any]:
     """A real message's wire form, then up to three mutations: a field dropped, added or
     replaced by anything (wrong types, non-str keys, nesting), or the tag changed."""
-    data: dict[Any, Any] = dict(m.encode(draw(valid_messages())))
+    data: dict[Any, Any] = dict(encode(draw(valid_messages())))
     for _ in range(draw(st.integers(0, 3))):
         action = draw(st.sampled_from(["drop", "add", "replace", "retag"]))
         fields = sorted(data, key=repr)
@@ -362,14 +363,14 @@ def test_decode_returns_a_message_or_raises_protocol_error(scale: int) -> None:
     def check(data: Any) -> None:
         record("decode")
         try:
-            message = m.decode(data)
+            message = decode(data)
         except ProtocolError:
             outcomes["refused"] += 1
             return
         outcomes["decoded"] += 1
         assert type(message).__name__ in m.MESSAGE_TYPES
-        wire = m.encode(message)
-        assert m.encode(m.decode(wire)) == wire
+        wire = encode(message)
+        assert encode(decode(wire)) == wire
 
     check()
     assert outcomes["refused"] > 0, outcomes
@@ -384,8 +385,8 @@ def test_every_message_round_trips_through_json(scale: int) -> None:
     @given(message=valid_messages())
     def check(message: Any) -> None:
         record("messages")
-        wire = json.loads(json.dumps(m.encode(message)))
-        assert m.decode(wire) == message
+        wire = json.loads(json.dumps(encode(message)))
+        assert decode(wire) == message
 
     check()
 

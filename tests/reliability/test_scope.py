@@ -21,8 +21,8 @@ from stateward import (
     UndeclaredAssetError,
     open_runtime,
 )
+from stateward.protocol import messages as m
 from stateward.records import AssetInfo
-from stateward.runtime import messages as m
 
 ORDERS = Asset("orders", "s3://lake/orders")
 SECRET = Asset("secret", "s3://vault/secret")

@@ -34,10 +34,12 @@ from stateward import (
 )
 from stateward.errors import ProtocolError, UndeclaredAssetError
 from stateward.loader import load_dags
+from stateward.protocol import messages as m
+from stateward.protocol.converter import decode, decode_frame, encode, encode_frame
+from stateward.protocol.frames import ResultFrame, StartFrame
+from stateward.protocol.wire import MAX_FRAME_BYTES, FrameReader, FrameWriter, pack_frame
 from stateward.records import AssetInfo
 from stateward.runtime import isolation
-from stateward.runtime import messages as m
-from stateward.runtime.frames import MAX_FRAME_BYTES, FrameReader, StartFrame, pack_frame
 from stateward.runtime.isolation import RemoteTraceback, outlet_events, serve_child
 from stateward.runtime.supervisor import Caller
 from stateward.store.base import TaskScope, Writer
@@ -408,7 +410,7 @@ async def exchange(child: Any, frames: list[Any]) -> list[dict[str, Any]]:
 async def test_relay_answers_bad_requests_and_serves_as_the_bound_identity(relay: Any) -> None:
     """Undecodable requests get PROTOCOL answers, correlated by id; writes land as the caller."""
     rt, client, parent, child = relay
-    set_k = m.encode(m.SetTaskState("k", 1))
+    set_k = encode(m.SetTaskState("k", 1))
     rendered: list[dict[str, Any]] = []
     async with trio.open_nursery() as nursery:
         finals: list[Any] = []
@@ -427,7 +429,7 @@ async def test_relay_answers_bad_requests_and_serves_as_the_bound_identity(relay
         )
         await child.send_all(pack_frame({"kind": "rendered", "fields": {"f": "v"}}))
         await child.send_all(pack_frame({"kind": "result", "value": [1], "events": []}))
-    by_id = {reply["id"]: m.decode(reply["msg"]) for reply in replies}
+    by_id = {reply["id"]: decode(reply["msg"]) for reply in replies}
     assert by_id[7] == m.ErrorResponse(
         m.ErrorType.PROTOCOL,
         "a request frame holds only 'kind', 'id' and 'msg', not ['task']: a task process "
@@ -436,7 +438,7 @@ async def test_relay_answers_bad_requests_and_serves_as_the_bound_identity(relay
     assert isinstance(by_id[8], m.ErrorResponse)
     assert by_id[8].error is m.ErrorType.PROTOCOL
     assert by_id[9] == m.OkResponse()
-    assert finals == [{"kind": "result", "value": [1], "events": []}]
+    assert finals == [ResultFrame([1], ())]
     assert rendered == [{"f": "v"}]
     assert await rt.state.task("d", "r", "t").aget("k") == 1
     assert await rt.state.task("other", "r", "x").aget("k") is None
@@ -504,12 +506,15 @@ def test_events_reported_by_a_child_must_be_outlets() -> None:
     @dag.task(outlets=[Asset("orders")])
     def produce() -> None: ...
 
-    ok = outlet_events(produce, [m.encode(m.AddAssetEvent("orders", "orders", {"n": 1}))])
+    ok = outlet_events(produce, [m.AddAssetEvent("orders", "orders", {"n": 1})])
     assert [(e.asset.name, e.extra) for e in ok.emitted()] == [("orders", {"n": 1})]
     with pytest.raises(UndeclaredAssetError, match="Asset\\('secrets'\\) is not an outlet"):
-        outlet_events(produce, [m.encode(m.AddAssetEvent("secrets", "secrets"))])
-    with pytest.raises(ProtocolError, match="must be an AddAssetEvent, got OkResponse"):
-        outlet_events(produce, [m.encode(m.OkResponse())])
+        outlet_events(produce, [m.AddAssetEvent("secrets", "secrets")])
+    # What the wire carries as an event must read as an AddAssetEvent.
+    result = encode_frame(ResultFrame(None, (m.AddAssetEvent("orders", "orders"),)))
+    assert decode_frame(result) == ResultFrame(None, (m.AddAssetEvent("orders", "orders"),))
+    with pytest.raises(ProtocolError, match=r"^a malformed result frame"):
+        decode_frame({**result, "events": [encode(m.OkResponse())]})
 
 
 # -- choosing isolation, loading ------------------------------------------------------------------
@@ -614,10 +619,12 @@ def test_start_frame_round_trips() -> None:
         "/x/dags.py", "d", "t", "r", 2, 1, 3, {"p": [1]},
         (AssetInfo("a", "s3://a"),), 60.0, None, 1.5,
     )  # fmt: skip
-    frame = json.loads(json.dumps(start.to_frame()))
-    assert StartFrame.from_frame(frame) == start
-    with pytest.raises(ProtocolError, match="bad start frame"):
-        StartFrame.from_frame({**frame, "identity": "admin"})
+    frame = json.loads(json.dumps(encode_frame(start)))
+    assert decode_frame(frame) == start
+    with pytest.raises(ProtocolError, match=r"^a start frame holds \['asset_retention'"):
+        decode_frame({**frame, "identity": "admin"})
+    with pytest.raises(ProtocolError, match=r"^a malformed start frame: .*map_index"):
+        decode_frame({**frame, "map_index": "2"})
 
 
 @pytest.fixture(autouse=True)
@@ -689,8 +696,6 @@ async def test_absurdly_nested_json_is_a_protocol_error(relay: Any) -> None:
 
 async def test_a_writer_holds_back_a_peer_that_does_not_read() -> None:
     """room() waits while more than the limit is queued for a slow reader, then lets go."""
-    from stateward.runtime.frames import FrameWriter
-
     sender, receiver = trio.testing.lockstep_stream_pair()  # send_all waits for the reader
     writer = FrameWriter(sender)
     blocked = True

@@ -8,8 +8,11 @@ import attrs
 import pytest
 
 from stateward import ProtocolError
+from stateward.protocol import messages as m
+from stateward.protocol.converter import decode, decode_frame, encode
+from stateward.protocol.frames import RequestFrame
+from stateward.protocol.wire import pack_request
 from stateward.records import AssetInfo, StateEntry
-from stateward.runtime import messages as m
 
 NESTED = {"a": [1, 2.5, True, "x", {"b": []}], "n": -3}
 
@@ -75,9 +78,9 @@ def test_samples_cover_every_message_type() -> None:
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda s: type(s).__name__)
 def test_round_trip_through_json(message: object) -> None:
     """encode() gives a JSON-ready dict with a type tag; decode() gives the message back."""
-    wire = m.encode(message)  # type: ignore[arg-type]
+    wire = encode(message)  # type: ignore[arg-type]
     assert wire["type"] == type(message).__name__
-    assert m.decode(json.loads(json.dumps(wire))) == message
+    assert decode(json.loads(json.dumps(wire))) == message
 
 
 @pytest.mark.parametrize("cls", list(m.MESSAGE_TYPES.values()), ids=lambda c: c.__name__)
@@ -112,17 +115,58 @@ def test_messages_are_frozen(cls: type) -> None:
 def test_decode_refuses_bad_input(data: object, match: str) -> None:
     """decode() names the unknown type or the bad field, never guesses."""
     with pytest.raises(ProtocolError, match=match):
-        m.decode(data)
+        decode(data)
 
 
 def test_decode_keeps_ints_and_floats_apart_in_values() -> None:
     """Values are JSON: an int stays an int and a float a float."""
-    decoded = m.decode({"type": "SetTaskState", "key": "k", "value": [1, 1.0, True]})
+    decoded = decode({"type": "SetTaskState", "key": "k", "value": [1, 1.0, True]})
     assert isinstance(decoded, m.SetTaskState)
     assert [type(v) for v in decoded.value] == [int, float, bool]
 
 
 def test_int_is_accepted_for_a_float_field() -> None:
     """An integral expires_at (as JSON may send it) is read as a float."""
-    decoded = m.decode({"type": "SetTaskState", "key": "k", "value": 1, "expires_at": 5})
+    decoded = decode({"type": "SetTaskState", "key": "k", "value": 1, "expires_at": 5})
     assert decoded == m.SetTaskState("k", 1, 5.0)
+
+
+# -- frames and the request frame a task process sends -------------------------------------
+
+
+@pytest.mark.parametrize("message", [s for s in SAMPLES if isinstance(s, m.Request.__args__)])
+def test_a_request_frame_with_spliced_values_reads_back_as_the_request(message: m.Request) -> None:
+    """pack_request puts each value's JSON text in as it is; the parent reads the same request."""
+    values = [(name, json.dumps(value)) for name, value in m.state_values(message)]
+    data = pack_request(7, message, values)
+    assert decode_frame(json.loads(data[4:])) == RequestFrame(7, message)
+    assert int.from_bytes(data[:4], "big") == len(data) - 4
+
+
+def test_state_values_are_the_fields_declared_to_hold_them() -> None:
+    """Value fields come from the message's declaration; CAS's absent ``expected`` is none."""
+    assert m.state_values(m.SetTaskState("k", [1])) == [("value", [1])]
+    assert m.state_values(m.CompareAndSetTaskState("k", None, 2)) == [("new", 2)]
+    assert m.state_values(m.CompareAndSetAssetStateByUri("u", "k", 1, 2)) == [
+        ("expected", 1),
+        ("new", 2),
+    ]
+    assert m.state_values(m.IncrementTaskState("k")) == []
+    assert m.state_values(m.OkResponse()) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"kind": "response", "id": 1, "msg": encode(m.GetTaskState("k"))},
+         r"^a response frame must hold a response, got a GetTaskState"),
+        ({"kind": "request", "id": 1, "msg": {"type": "Nope"}}, r"^unknown message type 'Nope'"),
+        ({"kind": "rendered"}, r"^a rendered frame holds \['fields', 'kind'\], got \['kind'\]"),
+        ({"kind": 3}, r"^a frame of unknown kind 3"),
+        (["start"], r"^a frame must be a JSON object, got list"),
+    ],
+)  # fmt: skip
+def test_decode_frame_refuses_bad_frames(data: object, match: str) -> None:
+    """Frames decode strictly; a bad message inside reads as decode() words it."""
+    with pytest.raises(ProtocolError, match=match):
+        decode_frame(data)

@@ -19,8 +19,8 @@ from stateward import (
     StoreError,
     UndeclaredAssetError,
 )
+from stateward.protocol import messages as m
 from stateward.records import AssetInfo
-from stateward.runtime import messages as m
 from stateward.runtime.client import SupervisorClient
 from stateward.runtime.supervisor import Caller, Envelope, Supervisor
 from stateward.store import base as ops

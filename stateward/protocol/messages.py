@@ -1,10 +1,14 @@
-"""The typed messages between task actors and the supervisor, and their wire form.
+"""The typed messages between task actors and the supervisor.
 
-Every request and response is a frozen attrs class. A request carries no task
-identity: the supervisor knows which task instance sent it, because each client is
-bound to one identity by the runtime. :func:`encode` turns any message into a plain
-dict with a ``type`` tag (JSON-ready) and :func:`decode` turns such a dict back,
-refusing unknown types, missing or extra fields, and values of the wrong type.
+Every request and response is a frozen attrs class, and the module ends with the
+closed unions they form. A request carries no task identity: the supervisor knows which
+task instance sent it, because each client is bound to one identity by the runtime.
+Their wire form (:func:`stateward.protocol.converter.encode` and ``decode``) is one
+tagged union with a ``type`` tag.
+
+A field that holds a state value is declared with :data:`STATE_VALUE`, so code that
+checks or encodes values before sending them (a task process) finds them by
+:func:`state_values`, whatever the message.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ import enum
 from typing import Any, Final, TypeAlias
 
 import attrs
-import cattrs
-from cattrs.strategies import configure_tagged_union
 
 from ..errors import (
     AssetConflictError,
@@ -33,6 +35,34 @@ from ..records import AssetInfo, StateEntry
 # Values are JSON values; they are checked by stateward.values, not by the converter.
 JsonValue: TypeAlias = Any
 
+_STATE_VALUE: Final = "stateward.state_value"
+#: The metadata of a field that holds a state value to store.
+STATE_VALUE: Final = {_STATE_VALUE: False}
+#: ... or ``None``, which means "absent" (compare-and-set's ``expected``).
+STATE_VALUE_OR_ABSENT: Final = {_STATE_VALUE: True}
+
+
+def state_values(message: object) -> list[tuple[str, Any]]:
+    """The ``(field name, value)`` pairs of ``message`` that hold state values to store.
+
+    A field declared :data:`STATE_VALUE_OR_ABSENT` that holds ``None`` (compare-and-set's
+    "the key is absent") is left out: it is not a value to store.
+    """
+    found = []
+    cls: type[Any] = type(message)
+    for field in _value_fields(cls):
+        value = getattr(message, field.name)
+        if value is None and field.metadata[_STATE_VALUE]:
+            continue
+        found.append((field.name, value))
+    return found
+
+
+def _value_fields(cls: type[Any]) -> tuple[attrs.Attribute[Any], ...]:
+    if not attrs.has(cls):
+        return ()
+    return tuple(f for f in attrs.fields(cls) if _STATE_VALUE in f.metadata)
+
 
 # -- task state requests ----------------------------------------------------------------
 
@@ -49,7 +79,7 @@ class SetTaskState:
     """Write one key of the caller's task state."""
 
     key: str
-    value: JsonValue
+    value: JsonValue = attrs.field(metadata=STATE_VALUE)
     #: Unix time at which the key expires; ``None`` keeps it forever.
     expires_at: float | None = None
 
@@ -83,8 +113,8 @@ class CompareAndSetTaskState:
     """Set ``key`` to ``new`` only if it now holds ``expected`` (``None``: absent)."""
 
     key: str
-    expected: JsonValue
-    new: JsonValue
+    expected: JsonValue = attrs.field(metadata=STATE_VALUE_OR_ABSENT)
+    new: JsonValue = attrs.field(metadata=STATE_VALUE)
     expires_at: float | None = None
 
 
@@ -118,7 +148,7 @@ class SetAssetStateByName:
 
     name: str
     key: str
-    value: JsonValue
+    value: JsonValue = attrs.field(metadata=STATE_VALUE)
     expires_at: float | None = None
 
 
@@ -128,7 +158,7 @@ class SetAssetStateByUri:
 
     uri: str
     key: str
-    value: JsonValue
+    value: JsonValue = attrs.field(metadata=STATE_VALUE)
     expires_at: float | None = None
 
 
@@ -188,8 +218,8 @@ class CompareAndSetAssetStateByName:
 
     name: str
     key: str
-    expected: JsonValue
-    new: JsonValue
+    expected: JsonValue = attrs.field(metadata=STATE_VALUE_OR_ABSENT)
+    new: JsonValue = attrs.field(metadata=STATE_VALUE)
     expires_at: float | None = None
 
 
@@ -199,8 +229,8 @@ class CompareAndSetAssetStateByUri:
 
     uri: str
     key: str
-    expected: JsonValue
-    new: JsonValue
+    expected: JsonValue = attrs.field(metadata=STATE_VALUE_OR_ABSENT)
+    new: JsonValue = attrs.field(metadata=STATE_VALUE)
     expires_at: float | None = None
 
 
@@ -438,68 +468,3 @@ Message: TypeAlias = Request | Response
 MESSAGE_TYPES: Final[dict[str, type[Any]]] = {
     cls.__name__: cls for cls in (*Request.__args__, *Response.__args__)
 }
-
-
-# -- the wire form ----------------------------------------------------------------------
-
-
-def _strict(kind: type[Any]) -> Any:
-    # cattrs structures a str field by calling str(value): 3 would become "3". Refuse.
-    def structure(value: object, _: type[Any]) -> Any:
-        if type(value) is kind or (kind is float and type(value) is int):
-            return kind(value)
-        msg = f"expected {kind.__name__}, got {type(value).__name__} {value!r}"
-        raise TypeError(msg)
-
-    return structure
-
-
-def _make_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=True)
-    for kind in (str, int, float, bool):
-        converter.register_structure_hook(kind, _strict(kind))
-    converter.register_structure_hook(JsonValue, lambda value, _: value)
-    converter.register_unstructure_hook(ErrorType, lambda value: value.value)
-    configure_tagged_union(
-        Message,
-        converter,
-        tag_generator=lambda cls: cls.__name__,
-        tag_name="type",
-    )
-    return converter
-
-
-_converter: Final = _make_converter()
-
-
-def encode(message: Message) -> dict[str, Any]:
-    """Return the wire form of ``message``: a JSON-ready dict with a ``type`` tag."""
-    data: dict[str, Any] = _converter.unstructure(message, Message)
-    return data
-
-
-def decode(data: object) -> Message:
-    """Return the message whose wire form is ``data``.
-
-    Raises:
-        ProtocolError: ``data`` is not a dict, its ``type`` is missing or unknown, or a
-            field is missing, extra or of the wrong type. The message names them.
-    """
-    if not isinstance(data, dict):
-        msg = f"a message must be a dict with a 'type' tag, got {type(data).__name__} {data!r:.80}"
-        raise ProtocolError(msg)
-    tag = data.get("type")
-    if not isinstance(tag, str) or tag not in MESSAGE_TYPES:  # a list tag is unhashable
-        known = ", ".join(sorted(MESSAGE_TYPES))
-        msg = f"unknown message type {tag!r}; known types: {known}"
-        raise ProtocolError(msg)
-    try:
-        message: Message = _converter.structure(data, Message)  # type: ignore[arg-type]
-    except Exception as exc:
-        try:
-            problems = "; ".join(cattrs.transform_error(exc, path=tag)) or repr(exc)
-        except Exception:  # cattrs cannot word it (it sorts and joins non-str keys)
-            problems = repr(exc)
-        msg = f"bad {tag} message: {problems}"
-        raise ProtocolError(msg) from exc
-    return message

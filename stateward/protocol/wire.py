@@ -1,26 +1,11 @@
-"""Frames between a task process and its parent: length-delimited JSON.
+"""The task-process wire: length-delimited JSON frames over a byte stream.
 
-The wire: each frame is a 4-byte big-endian length, then that many bytes of UTF-8 JSON
-holding one object, at most :data:`MAX_FRAME_BYTES`. The object's ``kind`` says what
-it is:
-
-========== ========= =================================================================
-kind       direction fields
-========== ========= =================================================================
-start      to child  the :class:`StartFrame` fields: which task instance and try to run
-request    to parent ``id`` (int, chosen by the child), ``msg`` (``messages.encode``)
-response   to child  ``id`` of the request answered, ``msg`` (a response message)
-rendered   to parent ``fields``: the rendered template fields, for ``.rendered``
-result     to parent ``value`` (JSON), ``events`` (encoded ``AddAssetEvent`` messages)
-error      to parent ``type``, ``message``, ``traceback`` of what the task raised
-load_error to parent ``message``: the task could not be loaded from its file
-========== ========= =================================================================
-
-Requests are answered concurrently (up to :data:`MAX_IN_FLIGHT` per child), each
-response carrying its request's ``id``, so a child may have several in flight. A
-request frame that cannot be decoded (an unknown type, a bad or extra field, an extra
-key in the frame) is answered with an ``ErrorResponse`` of type ``PROTOCOL``; a stream
-that is not frames at all (bad length, not JSON, unknown kind) kills the child.
+Each frame is a 4-byte big-endian length, then that many bytes of UTF-8 JSON holding one
+object, at most :data:`MAX_FRAME_BYTES`: the wire form of a frame of
+:mod:`stateward.protocol.frames`. :class:`FrameReader` returns the JSON objects as read,
+so a side can answer a request it cannot decode (the parent answers it with a
+``PROTOCOL`` error response, correlated by its ``id``) while a stream that is not frames
+(a bad length, not JSON) is refused.
 """
 
 from __future__ import annotations
@@ -29,18 +14,17 @@ import json
 import math
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
-import cattrs
 import trio
 
-from ..errors import (
-    ProtocolError,
-)
-from ..records import AssetInfo
+from ..errors import ProtocolError
 from ..values import depth_problem, find_non_json, shorten
+from .converter import encode, encode_frame
+from .frames import Frame
+from .messages import Request
 
 #: The largest frame either side sends or accepts: 16 MiB of JSON.
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
@@ -50,22 +34,72 @@ MAX_QUEUED_BYTES: Final = 32 * 1024 * 1024
 _HEADER: Final = struct.Struct(">I")
 
 
-def pack_frame(frame: Mapping[str, Any]) -> bytes:
-    """Return ``frame`` (a JSON object) as the bytes of one frame.
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def pack_frame(frame: Frame | Mapping[str, Any]) -> bytes:
+    """Return ``frame`` as the bytes of one frame.
+
+    Args:
+        frame: A frame, or a JSON object as it goes on the wire (for tests that
+            write what a well-behaved side would not).
 
     Raises:
         ProtocolError: ``frame`` is not JSON, or is over :data:`MAX_FRAME_BYTES`.
     """
+    data = frame if isinstance(frame, Mapping) else encode_frame(frame)
     try:
-        body = json.dumps(
-            frame, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode()
+        text = _ENCODER.encode(data)
     except (TypeError, ValueError) as exc:
-        msg = f"a {frame.get('kind', '?')} frame must hold JSON only: {exc}"
+        msg = f"a {data.get('kind', '?')} frame must hold JSON only: {exc}"
+        raise ProtocolError(msg) from exc
+    return pack_text(text, data.get("kind", "?"))
+
+
+def pack_request(
+    request_id: int, request: Request, values: Sequence[tuple[str, str]] = ()
+) -> bytes:
+    """Return a request frame's bytes, with state values already encoded as JSON text.
+
+    Args:
+        request_id: The frame's ``id``.
+        request: The request message.
+        values: ``(field, JSON text)`` for each field of ``request`` that holds a state
+            value (:func:`~stateward.protocol.messages.state_values`), checked and
+            encoded by the caller: the text goes into the frame as it is, so a value is
+            encoded once.
+
+    Raises:
+        ProtocolError: the frame is over :data:`MAX_FRAME_BYTES`.
+    """
+    if values:
+        blanks: dict[str, Any] = dict.fromkeys((name for name, _ in values), None)
+        request = attrs.evolve(request, **blanks)
+    message = encode(request)
+    for name, _ in values:
+        del message[name]
+    text = _ENCODER.encode(message)  # at least {"type":...}: never empty
+    spliced = "".join(f',"{name}":{value}' for name, value in values)
+    return pack_text(
+        f'{{"kind":"request","id":{request_id},"msg":{text[:-1]}{spliced}}}}}', "request"
+    )
+
+
+def pack_text(text: str, kind: str) -> bytes:
+    """Return ``text`` (one frame's JSON object, already encoded) as a frame's bytes.
+
+    Raises:
+        ProtocolError: the text is not valid UTF-8 text, or is over
+            :data:`MAX_FRAME_BYTES` once encoded.
+    """
+    try:
+        body = text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate in a str
+        msg = f"a {kind} frame must hold valid text: {exc}"
         raise ProtocolError(msg) from exc
     if len(body) > MAX_FRAME_BYTES:
         msg = (
-            f"a {frame.get('kind', '?')} frame of {len(body)} bytes is over the limit of "
+            f"a {kind} frame of {len(body)} bytes is over the limit of "
             f"{MAX_FRAME_BYTES} bytes (16 MiB)"
         )
         raise ProtocolError(msg)
@@ -244,54 +278,3 @@ def check_json(value: object, where: str) -> None:
         "str, int, float, bool, None, list or dict with str keys"
     )
     raise TypeError(msg)
-
-
-@attrs.frozen
-class StartFrame:
-    """The first frame: which task instance and try the child runs, and its settings."""
-
-    #: The Dag file the child loads the task from.
-    dag_file: str
-    dag_id: str
-    task_id: str
-    run_id: str
-    map_index: int
-    try_number: int
-    max_tries: int
-    #: The run's params (JSON).
-    params: dict[str, Any]
-    #: The concrete assets the task declared (asset refs already resolved).
-    assets: tuple[AssetInfo, ...]
-    #: Default retentions in seconds (``None``: forever).
-    task_retention: float | None
-    asset_retention: float | None
-    #: The runtime's wall clock minus the child's ``time.time()`` at start: the child
-    #: computes expiry times on the supervisor's clock.
-    clock_offset: float
-
-    def to_frame(self) -> dict[str, Any]:
-        """The frame's JSON object."""
-        data: dict[str, Any] = _start_converter.unstructure(self)
-        return {"kind": "start", **data}
-
-    @classmethod
-    def from_frame(cls, frame: Mapping[str, Any]) -> StartFrame:
-        """Read a start frame.
-
-        Raises:
-            ProtocolError: the frame is not a start frame, or a field is missing or bad.
-        """
-        if frame.get("kind") != "start":
-            msg = f"the first frame must be a start frame, got kind {frame.get('kind')!r}"
-            raise ProtocolError(msg)
-        fields = {k: v for k, v in frame.items() if k != "kind"}
-        try:
-            start: StartFrame = _start_converter.structure(fields, cls)
-        except Exception as exc:
-            problems = "; ".join(cattrs.transform_error(exc, path="start")) or repr(exc)
-            msg = f"bad start frame: {problems}"
-            raise ProtocolError(msg) from exc
-        return start
-
-
-_start_converter: Final = cattrs.Converter(forbid_extra_keys=True)

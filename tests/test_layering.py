@@ -1,0 +1,62 @@
+"""The subpackages import downward only, as DESIGN.md's layering section draws them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import stateward
+
+PACKAGE = Path(stateward.__file__).parent
+
+#: What each layer may import from stateward (its own modules always). The shared
+#: bottom (errors, records, values) is below every subpackage.
+BOTTOM = {"errors", "records", "values"}
+ALLOWED = {
+    "protocol": BOTTOM,
+    "store": BOTTOM,
+    "context": BOTTOM | {"protocol", "assets"},
+    "templates": BOTTOM,
+}
+
+
+def stateward_imports(path: Path) -> set[str]:
+    """The top-level stateward modules and subpackages ``path`` imports (``"runtime"``)."""
+    package = path.relative_to(PACKAGE.parent).parts[:-1]  # ("stateward", "context")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = [*base, *(node.module.split(".") if node.module else [])]
+                names = [target] if node.module else [[*base, alias.name] for alias in node.names]
+            else:
+                names = [node.module.split(".")] if node.module else []
+        elif isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+        else:
+            continue
+        found.update(name[1] for name in names if len(name) > 1 and name[0] == "stateward")
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_a_layer_imports_only_what_is_below_it(layer: str) -> None:
+    """No module of the layer imports runtime, cli, or anything else above it."""
+    modules = sorted((PACKAGE / layer).rglob("*.py"))
+    assert modules
+    upward = {
+        str(path.relative_to(PACKAGE)): sorted(stateward_imports(path) - ALLOWED[layer] - {layer})
+        for path in modules
+    }
+    assert {path: names for path, names in upward.items() if names} == {}
+
+
+def test_the_import_parser_sees_relative_and_absolute_imports() -> None:
+    """The checker itself: relative imports resolve against the module's package."""
+    probe = PACKAGE / "context" / "accessors.py"
+    assert {"protocol", "errors", "assets", "records"} <= stateward_imports(probe)
+    assert "runtime" in stateward_imports(PACKAGE / "runtime" / "runner.py")
+    assert "errors" in stateward_imports(PACKAGE / "templates" / "render.py")
