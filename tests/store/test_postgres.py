@@ -39,7 +39,7 @@ from stateward.records import AssetInfo
 from stateward.runtime.runtime import make_store
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, TaskScope
-from stateward.store.pg_schema import SCHEMA_VERSION, migrate
+from stateward.store.postgres.schema import SCHEMA_VERSION, migrate
 from stateward.store.postgres import PostgresStore, redact_dsn
 from tests.pg import PgDatabase, run_async
 

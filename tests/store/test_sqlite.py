@@ -12,7 +12,7 @@ import pytest
 from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError
 from stateward.store import base as ops
 from stateward.store.base import TaskScope
-from stateward.store.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
+from stateward.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
 
 T = TaskScope("d", "r", "t", -1)
 

@@ -29,10 +29,10 @@ from typing import Any, Final
 import asyncpg
 import attrs
 
-from ..errors import AssetConflictError, StateTypeError, StateValueError, StoreError
-from ..records import AssetInfo, StateEntry
-from ..values import check_int_digits, decode_listed, decode_stored, int_digits_message
-from .base import (
+from ...errors import AssetConflictError, StateTypeError, StateValueError, StoreError
+from ...records import AssetInfo, StateEntry
+from ...values import check_int_digits, decode_listed, decode_stored, int_digits_message
+from ..base import (
     AddEvent,
     AssetScope,
     Cleanup,
@@ -53,8 +53,8 @@ from .base import (
     Writer,
     is_write,
 )
-from .conflicts import asset_conflict_message, increment_type_message
-from .pg_schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
+from ..conflicts import asset_conflict_message, increment_type_message
+from .schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
 
 #: SQLSTATEs after which the server has rolled the batch back whole: safe to run again.
 _TRANSIENT: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock

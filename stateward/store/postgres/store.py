@@ -3,7 +3,7 @@
 The driver is asyncpg, hosted on trio by trio-asyncio (as python-trio's triopg does):
 the store opens its own trio-asyncio loop in ``__aenter__`` and closes it in
 ``__aexit__``, in the same task, and each batch crosses into asyncio once
-(:class:`~stateward.store.pg_session.Session` runs all its statements there). Errors
+(:class:`~stateward.store.postgres.session.Session` runs all its statements there). Errors
 come back as raised, never wrapped in exception groups.
 
 Values are stored as their JSON text in ``text`` columns, not ``jsonb``: jsonb reorders
@@ -39,10 +39,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     )
     raise ImportError(_msg) from exc
 
-from ..errors import RuntimeClosedError, StoreError, raise_sole
-from .base import Op
-from .pg_schema import DEFAULT_SCHEMA, quoted
-from .pg_session import NotConnected, Session, breaks_connection
+from ...errors import RuntimeClosedError, StoreError, raise_sole
+from ..base import Op
+from .schema import DEFAULT_SCHEMA, quoted
+from .session import NotConnected, Session, breaks_connection
 
 #: URL schemes that select this store in ``open_runtime(db=...)`` and ``--db``.
 URL_SCHEMES: Final = ("postgresql://", "postgres://")

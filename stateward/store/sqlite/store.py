@@ -27,16 +27,16 @@ from typing import Any, Final
 
 import trio
 
-from ..errors import (
+from ...errors import (
     AssetConflictError,
     RuntimeClosedError,
     StateTypeError,
     StateValueError,
     StoreError,
 )
-from ..records import AssetInfo, StateEntry
-from ..values import check_int_digits, decode_listed, decode_stored, json_equal
-from .base import (
+from ...records import AssetInfo, StateEntry
+from ...values import check_int_digits, decode_listed, decode_stored, json_equal
+from ..base import (
     AddEvent,
     AssetScope,
     Cleanup,
@@ -57,7 +57,7 @@ from .base import (
     Writer,
     is_write,
 )
-from .conflicts import asset_conflict_message, check_declarations, increment_type_message
+from ..conflicts import asset_conflict_message, check_declarations, increment_type_message
 from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
