@@ -14,12 +14,13 @@ stored value never aliases an object a task still holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeAlias
+from typing import Any, Final, Protocol, Self, TypeAlias
 
 import attrs
 
+from ..errors import AssetConflictError, StateTypeError, StateValueError
 from ..records import AssetInfo, StateEntry, instance_label
 
 
@@ -221,6 +222,26 @@ READ_OPS: tuple[type[Any], ...] = (Get, Items, LookupAsset, ResolveAlias, ListEn
 def is_write(op: Op) -> bool:
     """Whether ``op`` may write (and so needs the write transaction)."""
     return not isinstance(op, READ_OPS) and not (isinstance(op, Cleanup) and op.dry_run)
+
+
+#: What refuses one operation for its own reasons: it writes nothing, becomes that
+#: operation's result, and the rest of the batch goes on.
+REFUSALS: Final = (StateTypeError, StateValueError, AssetConflictError)
+
+
+def apply_each(ops: Sequence[Op], apply: Callable[[Op], Any]) -> list[Any]:
+    """Apply each operation in order; a refused one yields its exception as its result.
+
+    The batch loop of a store whose operations run synchronously (in one thread);
+    any other exception fails the whole batch.
+    """
+    results: list[Any] = []
+    for op in ops:
+        try:
+            results.append(apply(op))
+        except REFUSALS as exc:
+            results.append(exc)
+    return results
 
 
 class Store(Protocol):

@@ -40,3 +40,14 @@ def check_declarations(assets: Iterable[AssetInfo]) -> None:
             if seen is not None and seen != asset:
                 raise AssetConflictError(asset_conflict_message(asset, seen))
         by_name[asset.name] = by_uri[asset.uri] = asset
+
+
+def store_error_message(store: str, text: str, hint: str) -> str:
+    """The message of a StoreError: which store failed, the driver's words, what to do.
+
+    Args:
+        store: The store as messages name it, e.g. ``SQLite store 'state.db'``.
+        text: What the driver said.
+        hint: What the user can do about it.
+    """
+    return f"{store} failed: {text} ({hint})"

@@ -7,37 +7,17 @@ cannot fail half way: an operation refused for its own reasons writes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import attrs
 
-from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError, StateValueError
+from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError
 from ..records import AssetInfo, StateEntry
 from ..values import check_int_digits, decode_listed, decode_stored, json_equal
-from .base import (
-    AddEvent,
-    AssetScope,
-    Cleanup,
-    Clear,
-    CompareAndSet,
-    Delete,
-    Get,
-    Increment,
-    Items,
-    ListEntries,
-    LookupAsset,
-    Op,
-    Put,
-    RegisterAssets,
-    ResolveAlias,
-    Scope,
-    TaskScope,
-    Writer,
-    entry_sort_key,
-    is_write,
-)
+from . import base
 from .conflicts import asset_conflict_message, check_declarations, increment_type_message
 
 
@@ -46,7 +26,7 @@ class _Row:
     value: str
     updated_at: float
     expires_at: float | None
-    writer: Writer | None
+    writer: base.Writer | None
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -59,13 +39,13 @@ class AssetEvent:
     asset: AssetInfo
     extra: str
     alias_name: str | None
-    writer: Writer | None
+    writer: base.Writer | None
     timestamp: float
 
 
 @attrs.define
 class _Data:
-    task: dict[TaskScope, dict[str, _Row]] = attrs.Factory(dict)
+    task: dict[base.TaskScope, dict[str, _Row]] = attrs.Factory(dict)
     asset: dict[str, dict[str, _Row]] = attrs.Factory(dict)
     assets_by_name: dict[str, AssetInfo] = attrs.Factory(dict)
     assets_by_uri: dict[str, AssetInfo] = attrs.Factory(dict)
@@ -108,25 +88,20 @@ class MemoryStore:
         """Close the store; its data stays for the next opening."""
         self._open = False
 
-    async def execute(self, ops: Sequence[Op], *, now: float) -> list[Any]:
+    async def execute(self, ops: Sequence[base.Op], *, now: float) -> list[Any]:
         """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""
         if not self._open:
             msg = "the MemoryStore is closed; open a runtime on it first"
             raise RuntimeClosedError(msg)
-        results: list[Any] = []
-        for op in ops:
-            try:
-                results.append(self._apply(op, now))
-            except (StateTypeError, StateValueError, AssetConflictError) as exc:
-                results.append(exc)
-        if any(is_write(op) for op in ops):
+        results = base.apply_each(ops, functools.partial(self._apply, now=now))
+        if any(base.is_write(op) for op in ops):
             self._write_transactions += 1
         return results
 
     # -- one operation ------------------------------------------------------------------
 
-    def _rows(self, scope: Scope, create: bool = False) -> dict[str, _Row]:
-        if isinstance(scope, TaskScope):
+    def _rows(self, scope: base.Scope, create: bool = False) -> dict[str, _Row]:
+        if isinstance(scope, base.TaskScope):
             table = self._data.task
             if create:
                 return table.setdefault(scope, {})
@@ -138,7 +113,7 @@ class MemoryStore:
             return self._data.asset.setdefault(name, {})
         return self._data.asset.get(name, {})
 
-    def _asset_name(self, scope: AssetScope, *, register: bool) -> str | None:
+    def _asset_name(self, scope: base.AssetScope, *, register: bool) -> str | None:
         if scope.name is not None:
             known = self._data.assets_by_name.get(scope.name)
         else:
@@ -167,25 +142,25 @@ class MemoryStore:
         row = rows.get(key)
         return row if row is not None and row.live(now) else None
 
-    def _apply(self, op: Op, now: float) -> Any:
+    def _apply(self, op: base.Op, now: float) -> Any:
         match op:
-            case Get(scope, key):
+            case base.Get(scope, key):
                 row = self._live(self._rows(scope), key, now)
                 return None if row is None else decode_stored(key, row.value)
-            case Items(scope):
+            case base.Items(scope):
                 rows = self._rows(scope)
                 # Key order, as the SQLite store's primary key gives it.
                 return {k: decode_listed(rows[k].value) for k in sorted(rows) if rows[k].live(now)}
-            case Put(scope, key, value, expires_at, writer):
+            case base.Put(scope, key, value, expires_at, writer):
                 self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
                 return None
-            case Delete(scope, key):
+            case base.Delete(scope, key):
                 rows = self._rows(scope)
                 row = rows.pop(key, None)
                 return row is not None and row.live(now)
-            case Clear(scope, all_map_indices):
+            case base.Clear(scope, all_map_indices):
                 return self._clear(scope, all_map_indices)
-            case Increment(scope, key, by, expires_at, writer):
+            case base.Increment(scope, key, by, expires_at, writer):
                 rows = self._rows(scope, create=True)
                 row = self._live(rows, key, now)
                 current = 0 if row is None else decode_stored(key, row.value)
@@ -194,7 +169,7 @@ class MemoryStore:
                 new = check_int_digits(key, current + by, "the result")
                 rows[key] = _Row(str(new), now, expires_at, writer)
                 return new
-            case CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
                 # Like the SQL stores, an unknown asset is registered only by a write.
                 row = self._live(self._rows(scope), key, now)
                 if row is None:
@@ -206,21 +181,21 @@ class MemoryStore:
                 if matches:
                     self._rows(scope, create=True)[key] = _Row(new, now, expires_at, writer)
                 return matches
-            case RegisterAssets(assets):
+            case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
                 for asset in assets:
                     self._check_conflict(asset)
                 for asset in assets:
                     self._register(asset)
                 return None
-            case LookupAsset(name, uri):
+            case base.LookupAsset(name, uri):
                 if name is not None:
                     return self._data.assets_by_name.get(name)
                 return self._data.assets_by_uri.get(uri or "")
-            case ResolveAlias(alias_name):
+            case base.ResolveAlias(alias_name):
                 names = self._data.aliases.get(alias_name, [])
                 return tuple(self._data.assets_by_name[n] for n in names)
-            case AddEvent(asset, extra, alias_name, writer):
+            case base.AddEvent(asset, extra, alias_name, writer):
                 self._register(asset)
                 self._data.events.append(AssetEvent(asset, extra, alias_name, writer, now))
                 if alias_name is not None:
@@ -228,16 +203,16 @@ class MemoryStore:
                     if asset.name not in names:
                         names.append(asset.name)
                 return None
-            case ListEntries():
+            case base.ListEntries():
                 return self._list(op, now)
-            case Cleanup(dry_run):
+            case base.Cleanup(dry_run):
                 return self._cleanup(now, dry_run)
             case _:
                 msg = f"MemoryStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
 
-    def _clear(self, scope: Scope, all_map_indices: bool) -> int:
-        if isinstance(scope, TaskScope) and all_map_indices:
+    def _clear(self, scope: base.Scope, all_map_indices: bool) -> int:
+        if isinstance(scope, base.TaskScope) and all_map_indices:
             fleet = [
                 s
                 for s in self._data.task
@@ -249,7 +224,7 @@ class MemoryStore:
         rows.clear()
         return count
 
-    def _list(self, f: ListEntries, now: float) -> tuple[StateEntry, ...]:
+    def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
         entries: list[StateEntry] = []
         want_task = f.scope in (None, "task") and f.asset_name is None
         want_asset = f.scope in (None, "asset") and f.dag_id is f.run_id is f.task_id is None
@@ -285,7 +260,7 @@ class MemoryStore:
                                 writer=None if row.writer is None else row.writer.label,
                             )
                         )  # fmt: skip
-        return tuple(sorted(entries, key=entry_sort_key))
+        return tuple(sorted(entries, key=base.entry_sort_key))
 
     def _cleanup(self, now: float, dry_run: bool) -> int:
         count = 0
@@ -296,3 +271,9 @@ class MemoryStore:
                 for key in expired:
                     del table[key]
         return count
+
+
+def open_memory(url: str, /, *, create: bool = True) -> MemoryStore:
+    """The opener :func:`~stateward.store.open_store` calls for ``memory:``: a new,
+    empty MemoryStore (``create`` changes nothing: there is nothing to miss)."""
+    return MemoryStore()

@@ -36,8 +36,9 @@ from stateward import (
 )
 from stateward.errors import StateValueError
 from stateward.records import AssetInfo
-from stateward.runtime.runtime import make_store
 from stateward.store import base as ops
+from stateward.runtime.runtime import default_db
+from stateward.store import open_store
 from stateward.store.base import AssetScope, TaskScope
 from stateward.store.postgres.schema import SCHEMA_VERSION, migrate
 from stateward.store.postgres import PostgresStore, redact_dsn
@@ -273,12 +274,14 @@ async def test_unreachable_server_error_is_clear_and_redacted() -> None:
     assert "qu3ry" not in text
 
 
-def test_open_runtime_picks_the_store_from_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    """postgresql:// and postgres:// URLs, given or in $STATEWARD_DB, make a PostgresStore."""
+def test_open_store_picks_the_postgres_store_from_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """postgresql:// and postgres:// URLs, given or in $STATEWARD_DB, make a PostgresStore;
+    its own options pass through."""
     for url in ("postgresql://db/x", "postgres://db/x"):
-        assert isinstance(make_store(url, None, "FULL", 5.0), PostgresStore)
+        assert isinstance(open_store(url), PostgresStore)
+    assert open_store("postgresql://db/x", schema="other").schema == "other"
     monkeypatch.setenv("STATEWARD_DB", "postgresql://u:pw@db/x")
-    chosen = make_store(None, None, "FULL", 5.0)
+    chosen = open_store(default_db())
     assert isinstance(chosen, PostgresStore)
     assert chosen.schema == "stateward"
 

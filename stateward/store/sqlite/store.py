@@ -31,33 +31,17 @@ from ...errors import (
     AssetConflictError,
     RuntimeClosedError,
     StateTypeError,
-    StateValueError,
     StoreError,
 )
 from ...records import AssetInfo, StateEntry
 from ...values import check_int_digits, decode_listed, decode_stored, json_equal
-from ..base import (
-    AddEvent,
-    AssetScope,
-    Cleanup,
-    Clear,
-    CompareAndSet,
-    Delete,
-    Get,
-    Increment,
-    Items,
-    ListEntries,
-    LookupAsset,
-    Op,
-    Put,
-    RegisterAssets,
-    ResolveAlias,
-    Scope,
-    TaskScope,
-    Writer,
-    is_write,
+from .. import base
+from ..conflicts import (
+    asset_conflict_message,
+    check_declarations,
+    increment_type_message,
+    store_error_message,
 )
-from ..conflicts import asset_conflict_message, check_declarations, increment_type_message
 from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -106,18 +90,13 @@ class _Engine:
         self._new_ids: dict[str, int] = {}
         self.write_transactions = 0
 
-    def run(self, ops: Sequence[Op], now: float, writes: bool) -> list[Any]:
+    def run(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
         """Run ``ops`` as one transaction (``writes``: one that takes the write lock)."""
         conn = self.conn
         try:
             if writes or len(ops) > 1:
                 conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
-            results: list[Any] = []
-            for op in ops:
-                try:
-                    results.append(self._apply(op, now))
-                except (StateTypeError, StateValueError, AssetConflictError) as exc:
-                    results.append(exc)
+            results = base.apply_each(ops, functools.partial(self._apply, now=now))
             if conn.in_transaction:
                 conn.execute("COMMIT")
         except BaseException as exc:
@@ -127,7 +106,7 @@ class _Engine:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                text = store_error_message(self.path, exc)
+                text = failure_message(self.path, exc)
                 raise StoreError(text, affects_all=is_locked(exc)) from exc
             raise
         self.asset_ids.update(self._new_ids)
@@ -138,7 +117,7 @@ class _Engine:
 
     # -- scopes -------------------------------------------------------------------------
 
-    def _asset_id(self, scope: AssetScope, now: float, *, register: bool) -> int | None:
+    def _asset_id(self, scope: base.AssetScope, now: float, *, register: bool) -> int | None:
         # Ids are cached by name or URI; an asset's id never changes once committed.
         column, ident = ("name", scope.name) if scope.name is not None else ("uri", scope.uri)
         cache_key = f"{column}:{ident}"
@@ -177,8 +156,8 @@ class _Engine:
         self._new_ids[f"uri:{asset.uri}"] = asset_id
         return asset_id
 
-    def _get(self, scope: Scope, key: str, now: float) -> Any:
-        if isinstance(scope, TaskScope):
+    def _get(self, scope: base.Scope, key: str, now: float) -> Any:
+        if isinstance(scope, base.TaskScope):
             row = self.conn.execute(_SQL["task_get"], (*_task_params(scope), key, now)).fetchone()
         else:
             asset_id = self._asset_id(scope, now, register=False)
@@ -188,10 +167,10 @@ class _Engine:
         return None if row is None else decode_stored(key, row[0])
 
     def _put(
-        self, scope: Scope, key: str, value: str, expires_at: float | None,
-        writer: Writer | None, now: float,
+        self, scope: base.Scope, key: str, value: str, expires_at: float | None,
+        writer: base.Writer | None, now: float,
     ) -> None:  # fmt: skip
-        if isinstance(scope, TaskScope):
+        if isinstance(scope, base.TaskScope):
             try_number = None if writer is None else writer.try_number
             params: tuple[Any, ...] = (
                 *_task_params(scope), key, value, now, expires_at, try_number,
@@ -202,13 +181,13 @@ class _Engine:
         who = _writer_columns(writer)
         self.conn.execute(_SQL["asset_put"], (asset_id, key, value, now, expires_at, *who))
 
-    def _apply(self, op: Op, now: float) -> Any:
+    def _apply(self, op: base.Op, now: float) -> Any:
         conn = self.conn
         match op:
-            case Get(scope, key):
+            case base.Get(scope, key):
                 return self._get(scope, key, now)
-            case Items(scope):
-                if isinstance(scope, TaskScope):
+            case base.Items(scope):
+                if isinstance(scope, base.TaskScope):
                     rows = conn.execute(_SQL["task_items"], (*_task_params(scope), now))
                 else:
                     asset_id = self._asset_id(scope, now, register=False)
@@ -216,13 +195,13 @@ class _Engine:
                         return {}
                     rows = conn.execute(_SQL["asset_items"], (asset_id, now))
                 return {key: decode_listed(value) for key, value in rows}
-            case Put(scope, key, value, expires_at, writer):
+            case base.Put(scope, key, value, expires_at, writer):
                 self._put(scope, key, value, expires_at, writer, now)
                 return None
-            case Delete(scope, key):
+            case base.Delete(scope, key):
                 # RETURNING gives the deleted row's expiry; SQLite 3.40 evaluates an
                 # expression there to NULL on WITHOUT ROWID tables, so test it here.
-                if isinstance(scope, TaskScope):
+                if isinstance(scope, base.TaskScope):
                     row = conn.execute(_SQL["task_delete"], (*_task_params(scope), key)).fetchone()
                 else:
                     asset_id = self._asset_id(scope, now, register=False)
@@ -230,8 +209,8 @@ class _Engine:
                         return False
                     row = conn.execute(_SQL["asset_delete"], (asset_id, key)).fetchone()
                 return row is not None and (row[0] is None or row[0] > now)
-            case Clear(scope, all_map_indices):
-                if isinstance(scope, TaskScope):
+            case base.Clear(scope, all_map_indices):
+                if isinstance(scope, base.TaskScope):
                     if all_map_indices:
                         params = (scope.dag_id, scope.run_id, scope.task_id)
                         return conn.execute(_SQL["task_clear_all"], params).rowcount
@@ -240,7 +219,7 @@ class _Engine:
                 if asset_id is None:
                     return 0
                 return conn.execute(_SQL["asset_clear"], (asset_id,)).rowcount
-            case Increment(scope, key, by, expires_at, writer):
+            case base.Increment(scope, key, by, expires_at, writer):
                 current = self._get(scope, key, now)
                 current = 0 if current is None else current
                 if type(current) is not int:
@@ -248,7 +227,7 @@ class _Engine:
                 new = check_int_digits(key, current + by, "the result")
                 self._put(scope, key, str(new), expires_at, writer, now)
                 return new
-            case CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
                 current = self._get(scope, key, now)
                 if current is None:
                     matches = expected is None
@@ -257,39 +236,39 @@ class _Engine:
                 if matches:
                     self._put(scope, key, new, expires_at, writer, now)
                 return matches
-            case RegisterAssets(assets):
+            case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
                 for asset in assets:
                     self._check_conflict(asset)
                 for asset in assets:
                     self._register(asset, now)
                 return None
-            case LookupAsset(name, uri):
+            case base.LookupAsset(name, uri):
                 column, ident = ("name", name) if name is not None else ("uri", uri)
                 found = conn.execute(
                     f"SELECT name, uri FROM asset WHERE {column} = ?", (ident,)
                 ).fetchone()
                 return None if found is None else AssetInfo(*found)
-            case ResolveAlias(alias_name):
+            case base.ResolveAlias(alias_name):
                 rows = conn.execute(
                     "SELECT a.name, a.uri FROM asset_alias AS m JOIN asset AS a "
                     "ON a.id = m.asset_id WHERE m.alias_name = ? ORDER BY m.rowid",
                     (alias_name,),
                 )
                 return tuple(AssetInfo(name, uri) for name, uri in rows)
-            case AddEvent(asset, extra, alias_name, writer):
+            case base.AddEvent(asset, extra, alias_name, writer):
                 self._add_event(asset, extra, alias_name, writer, now)
                 return None
-            case ListEntries():
+            case base.ListEntries():
                 return self._list(op, now)
-            case Cleanup(dry_run):
+            case base.Cleanup(dry_run):
                 return self._cleanup(now, dry_run)
             case _:
                 msg = f"SqliteStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
 
     def _add_event(
-        self, asset: AssetInfo, extra: str, alias_name: str | None, writer: Writer | None,
+        self, asset: AssetInfo, extra: str, alias_name: str | None, writer: base.Writer | None,
         now: float,
     ) -> None:  # fmt: skip
         asset_id = self._register(asset, now)
@@ -306,7 +285,7 @@ class _Engine:
                 (alias_name, asset_id, now),
             )
 
-    def _list(self, f: ListEntries, now: float) -> tuple[StateEntry, ...]:
+    def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
         entries: list[StateEntry] = []
         live = "" if f.include_expired else f" AND {_LIVE}"
         if f.scope in (None, "task") and f.asset_name is None:
@@ -322,7 +301,7 @@ class _Engine:
             for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
                 writer = None
                 if tn is not None:
-                    writer = Writer(dag_id, run_id, task_id, map_index, tn).label
+                    writer = base.Writer(dag_id, run_id, task_id, map_index, tn).label
                 entries.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
@@ -340,7 +319,7 @@ class _Engine:
                 (*params, now) if live else params,
             )
             for name, uri, key, value, updated, expires, *who in rows:
-                writer = None if who[0] is None else Writer(*who).label
+                writer = None if who[0] is None else base.Writer(*who).label
                 entries.append(
                     StateEntry(
                         "asset", key, decode_listed(value), updated, expires,
@@ -361,14 +340,14 @@ class _Engine:
         return count
 
 
-def _writer_columns(writer: Writer | None) -> tuple[Any, ...]:
+def _writer_columns(writer: base.Writer | None) -> tuple[Any, ...]:
     """The provenance columns (dag, run, task, map index, try); all NULL out of band."""
     if writer is None:
         return (None,) * 5
     return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
 
 
-def _task_params(scope: TaskScope) -> tuple[str, str, str, int]:
+def _task_params(scope: base.TaskScope) -> tuple[str, str, str, int]:
     return (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
 
 
@@ -378,7 +357,7 @@ def _filters(**columns: object) -> tuple[str, tuple[object, ...]]:
     return where, tuple(given.values())
 
 
-def store_error_message(path: str, exc: sqlite3.Error) -> str:
+def failure_message(path: str, exc: sqlite3.Error) -> str:
     """Say what failed in the database at ``path`` and what the user can do."""
     text = str(exc)
     lowered = text.lower()
@@ -397,7 +376,7 @@ def store_error_message(path: str, exc: sqlite3.Error) -> str:
         hint = "check that the folder exists and is writable"
     else:
         hint = "see the SQLite error above"
-    return f"SQLite store {path!r} failed: {text} ({hint})"
+    return store_error_message(f"SQLite store {path!r}", text, hint)
 
 
 class SqliteStore:
@@ -488,7 +467,7 @@ class SqliteStore:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StoreError(store_error_message(self.path, exc)) from exc
+            raise StoreError(failure_message(self.path, exc)) from exc
 
     def _open_sync(self) -> tuple[_Engine, _Engine]:
         conn = self._connect()
@@ -501,7 +480,7 @@ class SqliteStore:
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(store_error_message(self.path, exc)) from exc
+                raise StoreError(failure_message(self.path, exc)) from exc
             raise
         asset_ids: dict[str, int] = {}
         return _Engine(conn, self.path, asset_ids), _Engine(reader, self.path, asset_ids)
@@ -545,13 +524,13 @@ class SqliteStore:
         result: dict[str, Any] = await self._in_writer(read)
         return result
 
-    async def execute(self, ops: Sequence[Op], *, now: float) -> list[Any]:
+    async def execute(self, ops: Sequence[base.Op], *, now: float) -> list[Any]:
         """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""
         writer, reader = self._writer, self._reader
         if writer is None or reader is None:
             msg = f"{self!r} is not open; use it with 'async with' (open_runtime does)"
             raise RuntimeClosedError(msg)
-        writes = any(is_write(op) for op in ops)
+        writes = any(base.is_write(op) for op in ops)
         if not writes:
             try:
                 return reader.run(ops, now, False)
