@@ -73,8 +73,9 @@ class StateAdmin:
     ) -> AssetStateAccessor:
         """The state of one asset: ``asset(ORDERS)``, ``asset(name=...)`` or ``asset(uri=...)``.
 
-        An asset no Dag has declared yet is registered on the first write, its missing
-        name or URI taking the other's value.
+        An asset no Dag has declared yet is registered on the first write by what was
+        given: a name alone binds no URI (nor a URI a name) until a declaration
+        completes it; until then it reads with the missing side taking the other's value.
         """
         if isinstance(asset, Asset):
             name, uri = asset.name, asset.uri

@@ -43,20 +43,16 @@ class TaskScope:
 class AssetScope:
     """One asset's namespace, by its name or its URI (at least one is given).
 
-    A write to an asset the store does not know registers it; a missing name or URI
-    then takes the other's value (Airflow's rule). The supervisor always passes both
-    for declared assets.
+    A write to an asset the store does not know registers it. Given both (the
+    supervisor does for declared assets), that is a declaration: it binds the name
+    to the URI, or completes an asset registered before by one of them. Given one,
+    only that one is registered: the other is bound by the first declaration that
+    gives it (until then the asset reads as Airflow's rule says, the missing side
+    taking the other's value).
     """
 
     name: str | None = None
     uri: str | None = None
-
-    @property
-    def info(self) -> AssetInfo:
-        """The asset to register if it is unknown."""
-        name = self.name or self.uri
-        assert name is not None, "an AssetScope names the asset by name or URI"
-        return AssetInfo(name, self.uri or name)
 
 
 Scope: TypeAlias = TaskScope | AssetScope

@@ -14,11 +14,11 @@ from typing import Any
 
 import attrs
 
-from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError
+from ..errors import RuntimeClosedError, StateTypeError
 from ..records import AssetInfo, StateEntry
 from ..values import check_int_digits, decode_listed, decode_stored, json_equal
 from . import base
-from .conflicts import asset_conflict_message, check_declarations, increment_type_message
+from .conflicts import KnownAsset, check_declarations, increment_type_message, resolve_declaration
 
 
 @attrs.frozen
@@ -46,10 +46,11 @@ class AssetEvent:
 @attrs.define
 class _Data:
     task: dict[base.TaskScope, dict[str, _Row]] = attrs.Factory(dict)
-    asset: dict[str, dict[str, _Row]] = attrs.Factory(dict)
-    assets_by_name: dict[str, AssetInfo] = attrs.Factory(dict)
-    assets_by_uri: dict[str, AssetInfo] = attrs.Factory(dict)
-    aliases: dict[str, list[str]] = attrs.Factory(dict)
+    asset: dict[int, dict[str, _Row]] = attrs.Factory(dict)
+    assets: dict[int, KnownAsset] = attrs.Factory(dict)
+    by_name: dict[str, int] = attrs.Factory(dict)
+    by_uri: dict[str, int] = attrs.Factory(dict)
+    aliases: dict[str, list[int]] = attrs.Factory(dict)
     events: list[AssetEvent] = attrs.Factory(list)
 
 
@@ -106,37 +107,44 @@ class MemoryStore:
             if create:
                 return table.setdefault(scope, {})
             return table.get(scope, {})
-        name = self._asset_name(scope, register=create)
-        if name is None:
+        asset_id = self._asset_id(scope, register=create)
+        if asset_id is None:
             return {}
         if create:
-            return self._data.asset.setdefault(name, {})
-        return self._data.asset.get(name, {})
+            return self._data.asset.setdefault(asset_id, {})
+        return self._data.asset.get(asset_id, {})
 
-    def _asset_name(self, scope: base.AssetScope, *, register: bool) -> str | None:
-        if scope.name is not None:
-            known = self._data.assets_by_name.get(scope.name)
-        else:
-            known = self._data.assets_by_uri.get(scope.uri or "")
-        if known is not None:
-            return known.name
-        if not register:
-            return None
-        self._register(scope.info)
-        return scope.info.name
+    def _asset_id(self, scope: base.AssetScope, *, register: bool) -> int | None:
+        data = self._data
+        if scope.name is not None and scope.uri is not None and register:
+            return self._register(AssetInfo(scope.name, scope.uri))
+        found = data.by_name.get(scope.name) if scope.name is not None else None
+        if found is None and scope.name is None:
+            found = data.by_uri.get(scope.uri or "")
+        if found is not None or not register:
+            return found
+        # Referenced by one side only: register that side, bind nothing else.
+        return self._bind(KnownAsset(len(data.assets) + 1, scope.name, scope.uri))
 
-    def _check_conflict(self, asset: AssetInfo) -> None:
-        by_name = self._data.assets_by_name.get(asset.name)
-        by_uri = self._data.assets_by_uri.get(asset.uri)
-        for known in (by_name, by_uri):
-            if known is not None and known != asset:
-                raise AssetConflictError(asset_conflict_message(asset, known))
+    def _resolve(self, asset: AssetInfo) -> KnownAsset | None:
+        ids = {self._data.by_name.get(asset.name), self._data.by_uri.get(asset.uri)}
+        return resolve_declaration(asset, [self._data.assets[i] for i in ids if i is not None])
 
-    def _register(self, asset: AssetInfo) -> None:
-        self._check_conflict(asset)
-        if asset.name not in self._data.assets_by_name:
-            self._data.assets_by_name[asset.name] = asset
-            self._data.assets_by_uri[asset.uri] = asset
+    def _register(self, asset: AssetInfo) -> int:
+        found = self._resolve(asset)
+        if found is None:
+            return self._bind(KnownAsset(len(self._data.assets) + 1, asset.name, asset.uri))
+        if not found.bound(asset):
+            self._bind(KnownAsset(found.id, asset.name, asset.uri))  # completes it
+        return found.id
+
+    def _bind(self, known: KnownAsset) -> int:
+        self._data.assets[known.id] = known
+        if known.name is not None:
+            self._data.by_name[known.name] = known.id
+        if known.uri is not None:
+            self._data.by_uri[known.uri] = known.id
+        return known.id
 
     def _live(self, rows: dict[str, _Row], key: str, now: float) -> _Row | None:
         row = rows.get(key)
@@ -184,24 +192,26 @@ class MemoryStore:
             case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
                 for asset in assets:
-                    self._check_conflict(asset)
+                    self._resolve(asset)
                 for asset in assets:
                     self._register(asset)
                 return None
             case base.LookupAsset(name, uri):
                 if name is not None:
-                    return self._data.assets_by_name.get(name)
-                return self._data.assets_by_uri.get(uri or "")
+                    found = self._data.by_name.get(name)
+                else:
+                    found = self._data.by_uri.get(uri or "")
+                return None if found is None else self._data.assets[found].info
             case base.ResolveAlias(alias_name):
-                names = self._data.aliases.get(alias_name, [])
-                return tuple(self._data.assets_by_name[n] for n in names)
+                ids = self._data.aliases.get(alias_name, [])
+                return tuple(self._data.assets[i].info for i in ids)
             case base.AddEvent(asset, extra, alias_name, writer):
-                self._register(asset)
+                asset_id = self._register(asset)
                 self._data.events.append(AssetEvent(asset, extra, alias_name, writer, now))
                 if alias_name is not None:
-                    names = self._data.aliases.setdefault(alias_name, [])
-                    if asset.name not in names:
-                        names.append(asset.name)
+                    ids = self._data.aliases.setdefault(alias_name, [])
+                    if asset_id not in ids:
+                        ids.append(asset_id)
                 return None
             case base.ListEntries():
                 return self._list(op, now)
@@ -247,16 +257,16 @@ class MemoryStore:
                             )
                         )  # fmt: skip
         if want_asset and f.map_index is None:
-            for name, rows in self._data.asset.items():
-                if f.asset_name is not None and name != f.asset_name:
+            for asset_id, rows in self._data.asset.items():
+                asset = self._data.assets[asset_id].info
+                if f.asset_name is not None and asset.name != f.asset_name:
                     continue
-                asset = self._data.assets_by_name[name]
                 for key, row in rows.items():
                     if f.include_expired or row.live(now):
                         entries.append(
                             StateEntry(
                                 "asset", key, decode_listed(row.value), row.updated_at,
-                                row.expires_at, asset_name=name, asset_uri=asset.uri,
+                                row.expires_at, asset_name=asset.name, asset_uri=asset.uri,
                                 writer=None if row.writer is None else row.writer.label,
                             )
                         )  # fmt: skip

@@ -58,7 +58,9 @@ def test_create_false_refuses_a_missing_file(tmp_path: Path) -> None:
 
 def test_an_unknown_scheme_is_refused_without_showing_the_rest() -> None:
     """A URL of a scheme no backend claims names the scheme and the known prefixes only."""
-    with pytest.raises(ValueError, match=r"no store opens URLs of scheme 'mysql://'; use one of") as caught:
+    with pytest.raises(
+        ValueError, match=r"no store opens URLs of scheme 'mysql://'; use one of"
+    ) as caught:
         open_store("mysql://alice:s3cret@db/x")
     assert "s3cret" not in str(caught.value)
 

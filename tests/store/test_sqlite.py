@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError
+from stateward.records import AssetInfo
 from stateward.store import base as ops
-from stateward.store.base import TaskScope
+from stateward.store.base import AssetScope, TaskScope
 from stateward.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
 
 T = TaskScope("d", "r", "t", -1)
@@ -73,7 +74,36 @@ async def test_version_1_database_is_migrated(tmp_path: Path) -> None:
         entries = (await store.execute([ops.ListEntries()], now=2.0))[0]
     assert [(e.key, e.value, e.writer) for e in entries] == [("job_id", "J-7", None)]
     versions = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchall()
-    assert versions == [(1,), (2,)]
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+async def test_schema_2_file_with_assets_is_migrated(tmp_path: Path) -> None:
+    """A schema-2 file keeps its assets (ids, bindings, state, aliases) after the
+    migration that lets a one-sided asset leave the other side unbound."""
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), to_version=2)
+    conn.execute("INSERT INTO asset VALUES (7, 'orders', 's3://orders', 1.0)")
+    conn.execute(
+        "INSERT INTO asset_state VALUES (7, 'w', '5', 1.0, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    conn.execute("INSERT INTO asset_alias VALUES ('daily', 7, 1.0)")
+    conn.close()
+    orders = AssetInfo("orders", "s3://orders")
+    async with SqliteStore(path) as store:
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION
+        results = await store.execute(
+            [
+                ops.Get(AssetScope(uri="s3://orders"), "w"),
+                ops.ResolveAlias("daily"),
+                ops.Put(AssetScope(name="later"), "k", "1", None, None),
+                ops.RegisterAssets((AssetInfo("later", "s3://later"),)),
+            ],
+            now=2.0,
+        )
+        assert results == [5, (orders,), None, None]
+        found = await store.execute([ops.LookupAsset(uri="s3://later")], now=2.0)
+        assert found == [AssetInfo("later", "s3://later")]
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:

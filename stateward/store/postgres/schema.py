@@ -115,6 +115,16 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (
+        3,
+        (
+            # An asset referenced by name only (or URI only) binds no URI (name) until
+            # a declaration gives one.
+            "ALTER TABLE {s}.asset ALTER COLUMN name DROP NOT NULL, "
+            "ALTER COLUMN uri DROP NOT NULL, "
+            "ADD CONSTRAINT asset_named CHECK (name IS NOT NULL OR uri IS NOT NULL)",
+        ),
+    ),
 )
 
 #: The version this code writes.

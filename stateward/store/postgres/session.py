@@ -33,7 +33,7 @@ from ...errors import AssetConflictError, StateTypeError, StateValueError, Store
 from ...records import AssetInfo, StateEntry
 from ...values import check_int_digits, decode_listed, decode_stored, int_digits_message
 from .. import base
-from ..conflicts import asset_conflict_message, increment_type_message
+from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
 from .schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
 
 #: SQLSTATEs after which the server has rolled the batch back whole: safe to run again.
@@ -433,7 +433,23 @@ class Session:
             return int(row)
         if not register:
             return None
-        return await self._register(scope.info, now)
+        if scope.name is not None and scope.uri is not None:
+            return await self._register(AssetInfo(scope.name, scope.uri), now)
+        # Referenced by one side only: register that side, bind nothing else.
+        if not self._in_tx:
+            raise _NeedsTransaction
+        s = self.sql.s
+        asset_id = await self.conn.fetchval(
+            f"INSERT INTO {s}.asset (name, uri, created_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            scope.name, scope.uri, now,
+        )  # fmt: skip
+        if asset_id is None:  # another runtime registered it since the SELECT above
+            asset_id = await self.conn.fetchval(
+                f"SELECT id FROM {s}.asset WHERE {column} = $1", ident
+            )
+        self._new_ids[cache_key] = int(asset_id)
+        return int(asset_id)
 
     async def _register(self, asset: AssetInfo, now: float) -> int:
         if self._known(asset):
@@ -447,16 +463,25 @@ class Session:
             asset.name, asset.uri, now,
         )  # fmt: skip
         if asset_id is None:
-            # Taken: by this pair, or (a conflict) a name or URI bound to another.
+            # Taken: by this pair, by a one-sided reference this completes, or (a
+            # conflict) a name or URI bound to another.
             rows = await self.conn.fetch(
                 f"SELECT id, name, uri FROM {s}.asset WHERE name = $1 OR uri = $2 ORDER BY id",
                 asset.name, asset.uri,
             )  # fmt: skip
-            for row in rows:
-                if (row["name"], row["uri"]) != (asset.name, asset.uri):
-                    clash = AssetInfo(row["name"], row["uri"])
-                    raise AssetConflictError(asset_conflict_message(asset, clash))
-            asset_id = rows[0]["id"]
+            found = resolve_declaration(asset, [KnownAsset(*row) for row in rows])
+            assert found is not None, "the insert met a row with this name or URI"
+            asset_id = found.id
+            if not found.bound(asset):
+                # Only if no other runtime completed it meanwhile; else look again.
+                done = await self.conn.fetchval(
+                    f"UPDATE {s}.asset SET name = $1, uri = $2 WHERE id = $3 "
+                    "AND name IS NOT DISTINCT FROM $4 AND uri IS NOT DISTINCT FROM $5 "
+                    "RETURNING id",
+                    asset.name, asset.uri, asset_id, found.name, found.uri,
+                )  # fmt: skip
+                if done is None:
+                    return await self._register(asset, now)
         self._new_ids[f"name:{asset.name}"] = int(asset_id)
         self._new_ids[f"uri:{asset.uri}"] = int(asset_id)
         return int(asset_id)
@@ -564,17 +589,17 @@ class Session:
             case base.LookupAsset(name, uri):
                 column, ident = ("name", name) if name is not None else ("uri", uri)
                 row = await conn.fetchrow(
-                    f"SELECT name, uri FROM {self.sql.s}.asset WHERE {column} = $1", ident
+                    f"SELECT id, name, uri FROM {self.sql.s}.asset WHERE {column} = $1", ident
                 )
-                return None if row is None else AssetInfo(row["name"], row["uri"])
+                return None if row is None else KnownAsset(*row).info
             case base.ResolveAlias(alias_name):
                 rows = await conn.fetch(
-                    f"SELECT a.name, a.uri FROM {self.sql.s}.asset_alias AS m "
+                    f"SELECT a.id, a.name, a.uri FROM {self.sql.s}.asset_alias AS m "
                     f"JOIN {self.sql.s}.asset AS a ON a.id = m.asset_id "
                     "WHERE m.alias_name = $1 ORDER BY m.seq",
                     alias_name,
                 )
-                return tuple(AssetInfo(row["name"], row["uri"]) for row in rows)
+                return tuple(KnownAsset(*row).info for row in rows)
             case base.AddEvent(asset, extra, alias_name, writer):
                 await self._add_event(asset, extra, alias_name, writer, now)
                 return None
@@ -653,12 +678,15 @@ class Session:
                 )  # fmt: skip
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
-            where, params = filters({"a.name": f.asset_name}, now, f.include_expired, "s.")
+            # An asset known by one side only reads as Airflow's rule says.
+            named = "COALESCE(a.name, a.uri)"
+            where, params = filters({named: f.asset_name}, now, f.include_expired, "s.")
             rows = await self.conn.fetch(
-                "SELECT a.name, a.uri, s.key, s.value, s.updated_at, s.expires_at,"
+                f"SELECT {named}, COALESCE(a.uri, a.name), s.key, s.value, s.updated_at,"
+                " s.expires_at,"
                 " s.writer_dag_id, s.writer_run_id, s.writer_task_id, s.writer_map_index,"
                 f" s.writer_try FROM {s}.asset_state AS s JOIN {s}.asset AS a"
-                f" ON a.id = s.asset_id WHERE {where} ORDER BY a.name, s.key",
+                f" ON a.id = s.asset_id WHERE {where} ORDER BY 1, s.key",
                 *params,
             )
             for name, uri, key, value, updated, expires, *who in rows:

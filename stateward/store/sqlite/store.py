@@ -27,19 +27,15 @@ from typing import Any, Final
 
 import trio
 
-from ...errors import (
-    AssetConflictError,
-    RuntimeClosedError,
-    StateTypeError,
-    StoreError,
-)
+from ...errors import RuntimeClosedError, StateTypeError, StoreError
 from ...records import AssetInfo, StateEntry
 from ...values import check_int_digits, decode_listed, decode_stored, json_equal
 from .. import base
 from ..conflicts import (
-    asset_conflict_message,
+    KnownAsset,
     check_declarations,
     increment_type_message,
+    resolve_declaration,
     store_error_message,
 )
 from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
@@ -131,27 +127,37 @@ class _Engine:
             return int(row[0])
         if not register:
             return None
-        return self._register(scope.info, now)
+        if scope.name is not None and scope.uri is not None:
+            return self._register(AssetInfo(scope.name, scope.uri), now)
+        # Referenced by one side only: register that side, bind nothing else.
+        cursor = self.conn.execute(
+            "INSERT INTO asset (name, uri, created_at) VALUES (?, ?, ?)",
+            (scope.name, scope.uri, now),
+        )
+        self._new_ids[cache_key] = int(cursor.lastrowid or 0)
+        return self._new_ids[cache_key]
 
-    def _check_conflict(self, asset: AssetInfo) -> list[Any]:
+    def _resolve(self, asset: AssetInfo) -> KnownAsset | None:
         rows = self.conn.execute(
             "SELECT id, name, uri FROM asset WHERE name = ? OR uri = ?", (asset.name, asset.uri)
-        ).fetchall()
-        for _, name, uri in rows:
-            if (name, uri) != (asset.name, asset.uri):
-                raise AssetConflictError(asset_conflict_message(asset, AssetInfo(name, uri)))
-        return rows
+        )
+        return resolve_declaration(asset, [KnownAsset(*row) for row in rows])
 
     def _register(self, asset: AssetInfo, now: float) -> int:
-        rows = self._check_conflict(asset)
-        if rows:
-            asset_id = int(rows[0][0])
-        else:
+        found = self._resolve(asset)
+        if found is None:
             cursor = self.conn.execute(
                 "INSERT INTO asset (name, uri, created_at) VALUES (?, ?, ?)",
                 (asset.name, asset.uri, now),
             )
             asset_id = int(cursor.lastrowid or 0)
+        else:
+            asset_id = found.id
+            if not found.bound(asset):  # complete what a one-sided reference left open
+                self.conn.execute(
+                    "UPDATE asset SET name = ?, uri = ? WHERE id = ?",
+                    (asset.name, asset.uri, asset_id),
+                )
         self._new_ids[f"name:{asset.name}"] = asset_id
         self._new_ids[f"uri:{asset.uri}"] = asset_id
         return asset_id
@@ -239,23 +245,23 @@ class _Engine:
             case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
                 for asset in assets:
-                    self._check_conflict(asset)
+                    self._resolve(asset)
                 for asset in assets:
                     self._register(asset, now)
                 return None
             case base.LookupAsset(name, uri):
                 column, ident = ("name", name) if name is not None else ("uri", uri)
                 found = conn.execute(
-                    f"SELECT name, uri FROM asset WHERE {column} = ?", (ident,)
+                    f"SELECT id, name, uri FROM asset WHERE {column} = ?", (ident,)
                 ).fetchone()
-                return None if found is None else AssetInfo(*found)
+                return None if found is None else KnownAsset(*found).info
             case base.ResolveAlias(alias_name):
                 rows = conn.execute(
-                    "SELECT a.name, a.uri FROM asset_alias AS m JOIN asset AS a "
+                    "SELECT a.id, a.name, a.uri FROM asset_alias AS m JOIN asset AS a "
                     "ON a.id = m.asset_id WHERE m.alias_name = ? ORDER BY m.rowid",
                     (alias_name,),
                 )
-                return tuple(AssetInfo(name, uri) for name, uri in rows)
+                return tuple(KnownAsset(*row).info for row in rows)
             case base.AddEvent(asset, extra, alias_name, writer):
                 self._add_event(asset, extra, alias_name, writer, now)
                 return None
@@ -310,12 +316,14 @@ class _Engine:
                 )  # fmt: skip
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
-            where, params = _filters(**{"a.name": f.asset_name})
+            # An asset known by one side only reads as Airflow's rule says.
+            where, params = _filters(**{"COALESCE(a.name, a.uri)": f.asset_name})
             rows = self.conn.execute(
-                "SELECT a.name, a.uri, s.key, s.value, s.updated_at, s.expires_at,"
+                "SELECT COALESCE(a.name, a.uri), COALESCE(a.uri, a.name), s.key, s.value,"
+                " s.updated_at, s.expires_at,"
                 " s.writer_dag_id, s.writer_run_id, s.writer_task_id, s.writer_map_index,"
                 " s.writer_try FROM asset_state AS s JOIN asset AS a ON a.id = s.asset_id"
-                f" WHERE {where}{live} ORDER BY a.name, s.key",
+                f" WHERE {where}{live} ORDER BY 1, s.key",
                 (*params, now) if live else params,
             )
             for name, uri, key, value, updated, expires, *who in rows:
