@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError
+from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError, open_runtime
 from stateward.records import AssetInfo
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, TaskScope
 from stateward.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
+from stateward.store.sqlite.store import JOURNAL_SIZE_LIMIT, WAL_CHECK_EVERY
 
 T = TaskScope("d", "r", "t", -1)
 
@@ -23,7 +25,8 @@ def digest(path: Path) -> str:
 
 
 async def test_defaults_are_wal_and_synchronous_full(tmp_path: Path) -> None:
-    """A new database uses WAL, synchronous=FULL, a busy timeout and the schema marks."""
+    """A new database uses WAL, synchronous=FULL, a busy timeout, a WAL size limit and
+    the schema marks."""
     async with SqliteStore(tmp_path / "s.db") as store:
         pragmas = await store.pragmas()
     assert pragmas == {
@@ -31,6 +34,7 @@ async def test_defaults_are_wal_and_synchronous_full(tmp_path: Path) -> None:
         "synchronous": 2,
         "busy_timeout": 5000,
         "application_id": APPLICATION_ID,
+        "journal_size_limit": JOURNAL_SIZE_LIMIT,
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -290,3 +294,52 @@ async def test_unexpected_error_mid_batch_rolls_back_and_releases_the_lock(tmp_p
         raw.execute("ROLLBACK")
         raw.close()
         assert await store.execute([ops.Get(T, "new")], now=1.0) == [None]
+
+
+async def test_the_wal_shrinks_after_a_long_outside_reader_goes(tmp_path: Path) -> None:
+    """A -wal file that grew past the limit while another connection held a snapshot
+    is cut back once that reader is gone, and emptied when the store closes."""
+    path = tmp_path / "s.db"
+    wal = tmp_path / "s.db-wal"
+    big = '"' + "x" * 60_000 + '"'
+    async with SqliteStore(path, synchronous="OFF") as store:
+        await store.execute([ops.Put(T, "seed", "1", None, None)], now=1.0)
+        outside = sqlite3.connect(path, isolation_level=None)
+        outside.execute("BEGIN")
+        seen = set()
+        for i in range(2 * JOURNAL_SIZE_LIMIT // 60_000):
+            await store.execute([ops.Put(T, f"k{i}", big, None, None)], now=1.0)
+            # A long reader: it reads on, from the snapshot of its first read.
+            seen.add(outside.execute("SELECT COUNT(*) FROM task_state").fetchall()[0][0])
+        assert seen == {2}
+        assert wal.stat().st_size > JOURNAL_SIZE_LIMIT
+        outside.execute("COMMIT")
+        for _ in range(WAL_CHECK_EVERY):
+            await store.execute([ops.Put(T, "k", "1", None, None)], now=1.0)
+        assert wal.stat().st_size <= JOURNAL_SIZE_LIMIT
+    assert wal.stat().st_size == 0  # the outside connection is still open
+    outside.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_writes_to_a_database_file_deleted_or_replaced_are_refused(
+    tmp_path: Path, how: str
+) -> None:
+    """A file deleted or replaced under a running runtime fails writes with StoreError
+    instead of acknowledging writes that would be lost; reads still answer."""
+    path = tmp_path / "s.db"
+    async with open_runtime(path) as rt:
+        state = rt.state.task("d", "r", "t")
+        await state.aset("k", 1)
+        if how == "deleted":
+            path.unlink()
+        else:
+            other = tmp_path / "other.db"
+            sqlite3.connect(other).close()
+            os.replace(other, path)
+        with pytest.raises(
+            StoreError,
+            match=rf"s.db' failed: the database file was {how}.* while this runtime had "
+            r"it open \(nothing was written; .* restart the runtime",
+        ):
+            await state.aset("k", 2)

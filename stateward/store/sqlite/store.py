@@ -41,6 +41,12 @@ from ..conflicts import (
 from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The size SQLite cuts the -wal file back to when it restarts the log: a WAL that grew
+#: while an outside reader held an old snapshot shrinks once the reader is gone.
+JOURNAL_SIZE_LIMIT: Final = 8 * 1024 * 1024
+#: Every this many write batches the writer looks at the -wal file's size, and empties
+#: it (a TRUNCATE checkpoint that never waits) if it is past JOURNAL_SIZE_LIMIT.
+WAL_CHECK_EVERY: Final = 64
 
 _LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
 _TASK_KEY: Final = "dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?"
@@ -78,9 +84,17 @@ _SQL: Final = {
 class _Engine:
     """The store's SQL on one connection (the writer thread's, or the inline reader's)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str, asset_ids: dict[str, int]) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        asset_ids: dict[str, int],
+        identity: tuple[int, int] | None = None,
+    ) -> None:
         self.conn = conn
         self.path = path
+        #: The file's (st_dev, st_ino) when opened; checked before each write.
+        self.identity = identity
         #: Committed asset ids by "name:..."/"uri:..." (shared by both connections).
         self.asset_ids = asset_ids
         self._new_ids: dict[str, int] = {}
@@ -89,6 +103,8 @@ class _Engine:
     def run(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
         """Run ``ops`` as one transaction (``writes``: one that takes the write lock)."""
         conn = self.conn
+        if writes:
+            self._check_file()
         try:
             if writes or len(ops) > 1:
                 conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
@@ -109,7 +125,42 @@ class _Engine:
         self._new_ids.clear()
         if writes:
             self.write_transactions += 1
+            if self.write_transactions % WAL_CHECK_EVERY == 0:
+                self._trim_wal()
         return results
+
+    def _trim_wal(self) -> None:
+        """Empty a -wal file that grew past the limit (an outside reader held an old
+        snapshot while we wrote), if no reader still needs it; never wait for one."""
+        try:
+            if os.path.getsize(self.path + "-wal") <= JOURNAL_SIZE_LIMIT:
+                return
+        except OSError:
+            return
+        _checkpoint_now(self.conn)
+
+    def _check_file(self) -> None:
+        """Refuse to write if the file at the path is no longer the one opened: SQLite
+        would go on writing to the deleted (or replaced) file, and every write
+        acknowledged would be lost."""
+        if self.identity is None:
+            return
+        try:
+            now = file_identity(self.path)
+        except FileNotFoundError:
+            what = "was deleted"
+        else:
+            if now == self.identity:
+                return
+            what = "was replaced by another file"
+        hint = (
+            "nothing was written; this runtime's writes would go to a file no one can "
+            "open any more: restart the runtime to open what is at the path now"
+        )
+        text = f"the database file {what} while this runtime had it open"
+        raise StoreError(
+            store_error_message(f"SQLite store {self.path!r}", text, hint), affects_all=True
+        )
 
     # -- scopes -------------------------------------------------------------------------
 
@@ -462,7 +513,7 @@ class SqliteStore:
             reader.conn.close()
         if thread is not None:
             if writer is not None:
-                await thread.run(writer.conn.close)
+                await thread.run(_close_writer, writer.conn)
             thread.stop()
             self._thread = None
 
@@ -491,7 +542,9 @@ class SqliteStore:
                 raise StoreError(failure_message(self.path, exc)) from exc
             raise
         asset_ids: dict[str, int] = {}
-        return _Engine(conn, self.path, asset_ids), _Engine(reader, self.path, asset_ids)
+        identity = None if self.path in ("", ":memory:") else file_identity(self.path)
+        writer = _Engine(conn, self.path, asset_ids, identity)
+        return writer, _Engine(reader, self.path, asset_ids)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # Processes opening one new file together: switching it to WAL (or reading the
@@ -505,6 +558,7 @@ class SqliteStore:
                 version = current_version(conn, self.path)
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
                 if version != SCHEMA_VERSION:
                     migrate(conn, self.path)
                 return
@@ -522,7 +576,10 @@ class SqliteStore:
             raise RuntimeClosedError(msg)
 
         def read() -> dict[str, Any]:
-            names = ("journal_mode", "synchronous", "busy_timeout", "application_id")
+            names = (
+                "journal_mode", "synchronous", "busy_timeout", "application_id",
+                "journal_size_limit",
+            )  # fmt: skip
             found = {name: writer.conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
             found["schema_version"] = writer.conn.execute(
                 "SELECT MAX(version) FROM schema_version"
@@ -601,6 +658,33 @@ class _WriterThread:
     def stop(self) -> None:
         """Let the thread finish its queue and end (it holds no lock once idle)."""
         self._jobs.put(None)
+
+
+def file_identity(path: str) -> tuple[int, int]:
+    """The file's (device, inode): what tells a replaced file from the one opened."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _checkpoint_now(conn: sqlite3.Connection) -> None:
+    """Checkpoint and empty the -wal file unless a reader holds a snapshot (then leave
+    it: no waiting, no error)."""
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+
+
+def _close_writer(conn: sqlite3.Connection) -> None:
+    # The last connection to close checkpoints the -wal file, but one still open in
+    # another process keeps it at its size: empty it now if no reader needs it.
+    with contextlib.suppress(sqlite3.Error):
+        _checkpoint_now(conn)
+    conn.close()
 
 
 def _is_busy(exc: StoreError) -> bool:
