@@ -282,6 +282,28 @@ class Store(Protocol):
         ...
 
 
+class AnswersOnCommit(Store, Protocol):
+    """A store whose :meth:`execute` can hand a batch's results to a callback as soon
+    as its transaction commits, in the thread that committed it, before ``execute``
+    returns: the supervisor answers callers waiting in worker threads from there,
+    saving them the trip through trio's thread. Such a store sets
+    ``answers_on_commit = True``.
+    """
+
+    answers_on_commit: bool
+
+    async def execute(
+        self,
+        ops: Sequence[Op],
+        *,
+        now: float,
+        on_commit: Callable[[list[Any]], None] | None = None,
+    ) -> list[Any]:
+        """As :meth:`Store.execute`; ``on_commit(results)`` may be called (at most
+        once, only if the batch committed) and must not raise."""
+        ...
+
+
 def entry_sort_key(entry: StateEntry) -> tuple[Any, ...]:
     """The order of listed entries: task rows by instance, then asset rows by name."""
     return (

@@ -100,8 +100,15 @@ class _Engine:
         self._new_ids: dict[str, int] = {}
         self.write_transactions = 0
 
-    def run(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
-        """Run ``ops`` as one transaction (``writes``: one that takes the write lock)."""
+    def run(
+        self,
+        ops: Sequence[base.Op],
+        now: float,
+        writes: bool,
+        on_commit: Callable[[list[Any]], None] | None = None,
+    ) -> list[Any]:
+        """Run ``ops`` as one transaction (``writes``: one that takes the write lock);
+        then hand the results to ``on_commit``, in this thread (see Store.execute)."""
         conn = self.conn
         if writes:
             self._check_file()
@@ -123,6 +130,8 @@ class _Engine:
             raise
         self.asset_ids.update(self._new_ids)
         self._new_ids.clear()
+        if on_commit is not None:
+            on_commit(results)  # committed: what it does cannot undo the batch
         if writes:
             self.write_transactions += 1
             if self.write_transactions % WAL_CHECK_EVERY == 0:
@@ -137,7 +146,8 @@ class _Engine:
                 return
         except OSError:
             return
-        _checkpoint_now(self.conn)
+        with contextlib.suppress(sqlite3.Error):  # housekeeping never fails a batch
+            _checkpoint_now(self.conn)
 
     def _check_file(self) -> None:
         """Refuse to write if the file at the path is no longer the one opened: SQLite
@@ -589,8 +599,21 @@ class SqliteStore:
         result: dict[str, Any] = await self._in_writer(read)
         return result
 
-    async def execute(self, ops: Sequence[base.Op], *, now: float) -> list[Any]:
-        """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""
+    #: :meth:`execute` takes ``on_commit`` (see :class:`~stateward.store.base.AnswersOnCommit`).
+    answers_on_commit: Final = True
+
+    async def execute(
+        self,
+        ops: Sequence[base.Op],
+        *,
+        now: float,
+        on_commit: Callable[[list[Any]], None] | None = None,
+    ) -> list[Any]:
+        """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`.
+
+        ``on_commit`` is called with the results in the writer thread right after a
+        batch that went there committed (a batch read inline does not call it).
+        """
         writer, reader = self._writer, self._reader
         if writer is None or reader is None:
             msg = f"{self!r} is not open; use it with 'async with' (open_runtime does)"
@@ -603,7 +626,7 @@ class SqliteStore:
                 if not _is_busy(exc):
                     raise
                 self.reader_fallbacks += 1
-        results: list[Any] = await self._in_writer(writer.run, ops, now, writes)
+        results: list[Any] = await self._in_writer(writer.run, ops, now, writes, on_commit)
         return results
 
 
