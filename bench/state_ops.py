@@ -32,7 +32,7 @@ from _common import (
     tmp_db,
 )
 from stateward import Dag
-from stateward.store.sqlite import _WriterThread
+from stateward.store.sqlite.store import _WriterThread
 
 
 async def measure(n: int, synchronous: str, db: str | None = None) -> dict[str, float]:

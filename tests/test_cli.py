@@ -449,7 +449,8 @@ def test_task_state_round_trip_and_the_db_rule(tmp_path: Path):
 
 
 def test_asset_state_round_trip_by_name_and_uri(tmp_path: Path):
-    """set by --asset, get by --asset-uri, delete, then get says the key is absent."""
+    """set by --asset, get by --asset (not by --asset-uri: a name binds no URI), delete,
+    then get says the key is absent; by --asset-uri alike."""
     db = tmp_path / "s.db"
     value = {"day": "2024-06-01", "rows": [1, 2]}
     set_ = stateward(
@@ -457,9 +458,15 @@ def test_asset_state_round_trip_by_name_and_uri(tmp_path: Path):
         "--retention", "never", db=db,
     )  # fmt: skip
     assert set_.returncode == 0, set_.stderr
-    got = stateward("state", "get", "watermark", "--asset-uri", "orders", db=db)
+    got = stateward("state", "get", "watermark", "--asset", "orders", db=db)
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout) == value
+    unbound = stateward("state", "get", "watermark", "--asset-uri", "orders", db=db)
+    assert_user_error(unbound, 1, "no key 'watermark'", "URI 'orders'")
+    by_uri = stateward("state", "set", "w", "1", "--asset-uri", "s3://o", db=db)
+    assert by_uri.returncode == 0, by_uri.stderr
+    got = stateward("state", "get", "w", "--asset-uri", "s3://o", db=db)
+    assert json.loads(got.stdout) == 1
     deleted = stateward("state", "delete", "watermark", "--asset", "orders", db=db)
     assert "deleted 'watermark' from the state of asset 'orders'" in deleted.stdout
     missing = stateward("state", "get", "watermark", "--asset", "orders", db=db)

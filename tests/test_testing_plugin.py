@@ -118,6 +118,32 @@ async def test_run_task_returns_the_rendered_template_fields(sw: StateHarness) -
     assert result.rendered == {"op_kwargs": {"job": "j-9", "region": "us"}}
 
 
+DAILY_ORDERS = Asset(name="orders/daily", uri="s3://warehouse/orders/daily")
+seeded_dag = Dag("seeded")
+
+
+@seeded_dag.task(outlets=[DAILY_ORDERS])
+async def advance(asset_state: Any) -> str:
+    previous: str = await asset_state.aget("watermark")
+    await asset_state.aset("watermark", "w1")
+    return previous
+
+
+async def test_state_seeded_by_name_belongs_to_the_asset_declared_later(
+    sw_runtime: Any, sw_sqlite_runtime: Any
+) -> None:
+    """Seeding by name alone binds no URI: a task declaring the name with a URI reads
+    the seeded state, and the asset then has that URI."""
+    for rt in (sw_runtime, sw_sqlite_runtime):
+        await rt.state.asset(name="orders/daily").aset("watermark", "w0")
+        result = await rt.run_task(advance)
+        assert result.state == "success", result.error
+        assert result.result == "w0"
+        assert await rt.state.asset(uri=DAILY_ORDERS.uri).aget("watermark") == "w1"
+        (entry,) = await rt.state.list(scope="asset")
+        assert entry.asset_uri == DAILY_ORDERS.uri
+
+
 async def test_asset_state_seeded_and_read_by_asset_ref_or_name(sw: StateHarness) -> None:
     """Asset state seeded on the declared Asset is what the task reads and updates."""
     await sw.seed_asset_state(ORDERS, watermark=5)

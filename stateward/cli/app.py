@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.text import Text
 
 from .. import __version__
-from ..runtime.runtime import Runtime, default_db, is_postgres_url, open_runtime
+from ..runtime.runtime import Runtime, default_db, open_runtime
+from ..store import open_store
 from ..values import dump_json
 
 T = TypeVar("T")
@@ -76,8 +77,8 @@ def db_option(function: Callable[..., T]) -> Callable[..., T]:
     return click.option(
         "--db",
         metavar="PATH|URL",
-        help="The state database: an SQLite file, or a postgresql://user:password@host/db "
-        "URL. [default: $STATEWARD_DB, else ./stateward.db]",
+        help="The state database: an SQLite file (or sqlite:///path), memory:, or a "
+        "postgresql://user:password@host/db URL. [default: $STATEWARD_DB, else ./stateward.db]",
     )(function)
 
 
@@ -93,21 +94,19 @@ def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, cre
         CliError: ``create`` is false and there is no database at the path.
     """
     path = db or default_db()
-    if is_postgres_url(path):
-        # The server holds the database; opening creates stateward's schema in it.
-        try:
-            from ..store import postgres  # noqa: F401
-        except ImportError as exc:
-            raise CliError(str(exc)) from exc
-    elif not create and path != ":memory:" and not os.path.exists(path):
+    try:
+        store = open_store(path, create=create)
+    except FileNotFoundError as exc:
         msg = (
             f"no database at {path!r}; give the right one with --db PATH or "
             "$STATEWARD_DB (a database is created by 'stateward run' or 'stateward state set')"
         )
-        raise CliError(msg)
+        raise CliError(msg) from exc
+    except (ImportError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
 
     async def go() -> T:
-        async with open_runtime(path) as rt:
+        async with open_runtime(store=store) as rt:
             return await work(rt)
 
     return trio.run(go)

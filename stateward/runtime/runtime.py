@@ -18,9 +18,8 @@ from ..dag import ISOLATION_MODES, Dag, Operator
 from ..errors import RuntimeClosedError, raise_sole
 from ..protocol import messages as m
 from ..records import AssetInfo, StateEntry
+from ..store import open_store
 from ..store.base import Store, TaskScope
-from ..store.memory import MemoryStore
-from ..store.sqlite import SqliteStore
 from ..values import DEFAULT_MAX_VALUE_BYTES
 from .client import SupervisorClient
 from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
@@ -74,8 +73,9 @@ class StateAdmin:
     ) -> AssetStateAccessor:
         """The state of one asset: ``asset(ORDERS)``, ``asset(name=...)`` or ``asset(uri=...)``.
 
-        An asset no Dag has declared yet is registered on the first write, its missing
-        name or URI taking the other's value.
+        An asset no Dag has declared yet is registered on the first write by what was
+        given: a name alone binds no URI (nor a URI a name) until a declaration
+        completes it; until then it reads with the missing side taking the other's value.
         """
         if isinstance(asset, Asset):
             name, uri = asset.name, asset.uri
@@ -239,42 +239,13 @@ class Runtime:
         return deleted
 
 
-def make_store(
-    db: str | os.PathLike[str] | None, store: Store | None, synchronous: str, busy_timeout: float
-) -> Store:
-    """The store ``open_runtime`` uses: ``store`` if given, else the one ``db`` names.
-
-    A ``postgresql://`` or ``postgres://`` URL is a PostgresStore (the ``postgres``
-    extra), ``":memory:"`` a MemoryStore, anything else an SQLite file.
-    """
-    if store is not None and db is not None:
-        msg = "open_runtime() takes db= or store=, not both"
-        raise TypeError(msg)
-    if store is not None:
-        return store
-    if db is not None and os.fspath(db) == ":memory:":
-        return MemoryStore()
-    target = os.fspath(db) if db is not None else default_db()
-    if is_postgres_url(target):
-        # Imported here: asyncpg and trio-asyncio are an optional extra.
-        from ..store.postgres import PostgresStore
-
-        return PostgresStore(target)
-    return SqliteStore(target, synchronous=synchronous, busy_timeout=busy_timeout)
-
-
-def is_postgres_url(db: str | os.PathLike[str]) -> bool:
-    """Whether ``db`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
-
-
 @asynccontextmanager
 async def open_runtime(
     db: str | os.PathLike[str] | None = None,
     *,
     store: Store | None = None,
-    synchronous: str = "FULL",
-    busy_timeout: float = 5.0,
+    synchronous: str | None = None,
+    busy_timeout: float | None = None,
     default_task_retention: timedelta | None = DEFAULT_TASK_RETENTION,
     default_asset_retention: timedelta | None = None,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
@@ -286,12 +257,16 @@ async def open_runtime(
     """Open a runtime: its store, its supervisor, and a runner.
 
     Args:
-        db: SQLite file (default ``$STATEWARD_DB``, then ``./stateward.db``);
-            ``":memory:"`` for a MemoryStore; a ``postgresql://user:password@host/db``
-            URL for a PostgresStore (``pip install 'stateward[postgres]'``).
+        db: The store's URL or path, opened by :func:`stateward.store.open_store`:
+            an SQLite file (default ``$STATEWARD_DB``, then ``./stateward.db``) or
+            ``sqlite:///path``; ``"memory:"`` (or ``":memory:"``) for a MemoryStore; a
+            ``postgresql://user:password@host/db`` URL for a PostgresStore
+            (``pip install 'stateward[postgres]'``).
         store: A store object instead of ``db`` (e.g. ``MemoryStore()``).
-        synchronous: SQLite durability: ``"FULL"`` (default), ``"NORMAL"``, ...
-        busy_timeout: Seconds to wait for another process's write lock.
+        synchronous: SQLite durability: ``"FULL"`` (the default), ``"NORMAL"``, ...
+            (SQLite only).
+        busy_timeout: Seconds to wait for another process's write lock (SQLite only;
+            default 5).
         default_task_retention: How long task state is kept when ``set`` gives no
             retention (30 days; None: forever).
         default_asset_retention: Likewise for asset state (default: forever).
@@ -314,9 +289,15 @@ async def open_runtime(
     if isolation not in ISOLATION_MODES:
         msg = f"isolation must be one of {list(ISOLATION_MODES)}, got {isolation!r}"
         raise ValueError(msg)
-    chosen = make_store(db, store, synchronous, busy_timeout)
+    if store is not None and db is not None:
+        msg = "open_runtime() takes db= or store=, not both"
+        raise TypeError(msg)
+    if store is None:
+        given: dict[str, Any] = {"synchronous": synchronous, "busy_timeout": busy_timeout}
+        options = {name: value for name, value in given.items() if value is not None}
+        store = open_store(db if db is not None else default_db(), **options)
     runtime = Runtime(
-        chosen,
+        store,
         default_task_retention=default_task_retention,
         default_asset_retention=default_asset_retention,
         max_value_bytes=max_value_bytes,
@@ -326,7 +307,7 @@ async def open_runtime(
         isolation=isolation,
     )
     try:
-        async with chosen, trio.open_nursery() as nursery:
+        async with store, trio.open_nursery() as nursery:
             await nursery.start(_serve_quietly, runtime.supervisor)
             runtime._start()
             try:

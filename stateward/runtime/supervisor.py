@@ -15,6 +15,8 @@ its own so that one bad write cannot fail its neighbours.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import threading
 import time
@@ -48,6 +50,8 @@ from ..values import (
 
 #: The most requests executed as one batch.
 DEFAULT_MAX_BATCH: Final = 512
+#: Makes "first answer wins" atomic for envelopes a store thread may answer too.
+_ANSWER_LOCK: Final = threading.Lock()
 
 
 @attrs.define(eq=False, on_setattr=attrs.setters.frozen)
@@ -98,14 +102,25 @@ class Envelope:
     response: Any = None
 
     def answer(self, response: Any) -> None:
-        """Deliver ``response`` (from trio's thread); the first answer wins."""
-        if self.response is not None:
+        """Deliver ``response``; the first answer wins.
+
+        From trio's thread; an envelope of a worker-thread caller (``waiter`` set,
+        ``done`` None) may also be answered from the store's thread once its batch
+        committed (see :meth:`Supervisor._answer_threads`).
+        """
+        if self.waiter is None:
+            if self.response is None:
+                self.response = response
+                if self.done is not None:
+                    self.done.set()
             return
-        self.response = response
+        with _ANSWER_LOCK:
+            if self.response is not None:
+                return
+            self.response = response
         if self.done is not None:
             self.done.set()
-        if self.waiter is not None:
-            self.waiter.set()
+        self.waiter.set()
 
 
 @attrs.define
@@ -151,6 +166,10 @@ class Supervisor:
         self.max_batch = max_batch
         self.wall_clock = wall_clock
         self.stats = SupervisorStats()
+        # A subclass that overrides execute() without on_commit keeps the plain path.
+        self._answers_on_commit = getattr(store, "answers_on_commit", False) is True and (
+            "on_commit" in inspect.signature(store.execute).parameters
+        )
         self._send, self._receive = trio.open_memory_channel[Envelope](math.inf)
         self._stopped = trio.Event()
         self._in_flight: list[Envelope] = []
@@ -256,8 +275,14 @@ class Supervisor:
         await self._execute(planned, isolate=len(planned) > 1)
 
     async def _execute(self, planned: list[tuple[Envelope, ops.Op, Any]], *, isolate: bool) -> None:
+        batch = [op for _, op, _ in planned]
         try:
-            results = await self.store.execute([op for _, op, _ in planned], now=self.wall_clock())
+            if self._answers_on_commit and any(e.done is None for e, _, _ in planned):
+                on_commit = functools.partial(self._answer_threads, planned)
+                store: Any = self.store
+                results = await store.execute(batch, now=self.wall_clock(), on_commit=on_commit)
+            else:
+                results = await self.store.execute(batch, now=self.wall_clock())
         except Exception as exc:
             # A failure of the whole store (a lock held past the timeout) would meet each
             # request again, after as long a wait: answer them all with it at once.
@@ -271,8 +296,26 @@ class Supervisor:
             return
         self._finish(planned, results)
 
+    @staticmethod
+    def _answer_threads(planned: list[tuple[Envelope, ops.Op, Any]], results: list[Any]) -> None:
+        """In the store's thread, right after the batch committed: answer the callers
+        that wait in worker threads, so their answer does not wait for trio's thread
+        (the others, and anything that fails here, are answered by :meth:`_finish`)."""
+        for (envelope, _, finish), result in zip(planned, results, strict=True):
+            if envelope.done is not None:
+                continue
+            try:
+                response = (
+                    error_response(result) if isinstance(result, BaseException) else finish(result)
+                )
+            except Exception:
+                continue
+            envelope.answer(response)
+
     def _finish(self, planned: list[tuple[Envelope, ops.Op, Any]], results: list[Any]) -> None:
         for (envelope, _, finish), result in zip(planned, results, strict=True):
+            if envelope.response is not None:
+                continue  # answered from the store's thread
             if isinstance(result, BaseException):
                 envelope.answer(error_response(result))
                 continue
@@ -456,8 +499,11 @@ class Supervisor:
         raise UndeclaredAssetError(msg, asset=name or uri)
 
 
+_OK: Final = m.OkResponse()
+
+
 def _ok(_: object) -> m.OkResponse:
-    return m.OkResponse()
+    return _OK  # frozen: one instance serves every answer
 
 
 def _check_expires(expires: object, key: object) -> None:

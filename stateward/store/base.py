@@ -14,12 +14,13 @@ stored value never aliases an object a task still holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeAlias
+from typing import Any, Final, Protocol, Self, TypeAlias
 
 import attrs
 
+from ..errors import AssetConflictError, StateTypeError, StateValueError
 from ..records import AssetInfo, StateEntry, instance_label
 
 
@@ -42,20 +43,16 @@ class TaskScope:
 class AssetScope:
     """One asset's namespace, by its name or its URI (at least one is given).
 
-    A write to an asset the store does not know registers it; a missing name or URI
-    then takes the other's value (Airflow's rule). The supervisor always passes both
-    for declared assets.
+    A write to an asset the store does not know registers it. Given both (the
+    supervisor does for declared assets), that is a declaration: it binds the name
+    to the URI, or completes an asset registered before by one of them. Given one,
+    only that one is registered: the other is bound by the first declaration that
+    gives it (until then the asset reads as Airflow's rule says, the missing side
+    taking the other's value).
     """
 
     name: str | None = None
     uri: str | None = None
-
-    @property
-    def info(self) -> AssetInfo:
-        """The asset to register if it is unknown."""
-        name = self.name or self.uri
-        assert name is not None, "an AssetScope names the asset by name or URI"
-        return AssetInfo(name, self.uri or name)
 
 
 Scope: TypeAlias = TaskScope | AssetScope
@@ -223,6 +220,26 @@ def is_write(op: Op) -> bool:
     return not isinstance(op, READ_OPS) and not (isinstance(op, Cleanup) and op.dry_run)
 
 
+#: What refuses one operation for its own reasons: it writes nothing, becomes that
+#: operation's result, and the rest of the batch goes on.
+REFUSALS: Final = (StateTypeError, StateValueError, AssetConflictError)
+
+
+def apply_each(ops: Sequence[Op], apply: Callable[[Op], Any]) -> list[Any]:
+    """Apply each operation in order; a refused one yields its exception as its result.
+
+    The batch loop of a store whose operations run synchronously (in one thread);
+    any other exception fails the whole batch.
+    """
+    results: list[Any] = []
+    for op in ops:
+        try:
+            results.append(apply(op))
+        except REFUSALS as exc:
+            results.append(exc)
+    return results
+
+
 class Store(Protocol):
     """Durable key/value state for task instances and assets.
 
@@ -262,6 +279,28 @@ class Store(Protocol):
         Raises:
             StoreError: the store failed; nothing of the batch was written.
         """
+        ...
+
+
+class AnswersOnCommit(Store, Protocol):
+    """A store whose :meth:`execute` can hand a batch's results to a callback as soon
+    as its transaction commits, in the thread that committed it, before ``execute``
+    returns: the supervisor answers callers waiting in worker threads from there,
+    saving them the trip through trio's thread. Such a store sets
+    ``answers_on_commit = True``.
+    """
+
+    answers_on_commit: bool
+
+    async def execute(
+        self,
+        ops: Sequence[Op],
+        *,
+        now: float,
+        on_commit: Callable[[list[Any]], None] | None = None,
+    ) -> list[Any]:
+        """As :meth:`Store.execute`; ``on_commit(results)`` may be called (at most
+        once, only if the batch committed) and must not raise."""
         ...
 
 

@@ -7,38 +7,18 @@ cannot fail half way: an operation refused for its own reasons writes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import attrs
 
-from ..errors import AssetConflictError, RuntimeClosedError, StateTypeError, StateValueError
+from ..errors import RuntimeClosedError, StateTypeError
 from ..records import AssetInfo, StateEntry
 from ..values import check_int_digits, decode_listed, decode_stored, json_equal
-from .base import (
-    AddEvent,
-    AssetScope,
-    Cleanup,
-    Clear,
-    CompareAndSet,
-    Delete,
-    Get,
-    Increment,
-    Items,
-    ListEntries,
-    LookupAsset,
-    Op,
-    Put,
-    RegisterAssets,
-    ResolveAlias,
-    Scope,
-    TaskScope,
-    Writer,
-    entry_sort_key,
-    is_write,
-)
-from .conflicts import asset_conflict_message, check_declarations, increment_type_message
+from . import base
+from .conflicts import KnownAsset, check_declarations, increment_type_message, resolve_declaration
 
 
 @attrs.frozen
@@ -46,7 +26,7 @@ class _Row:
     value: str
     updated_at: float
     expires_at: float | None
-    writer: Writer | None
+    writer: base.Writer | None
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -59,17 +39,18 @@ class AssetEvent:
     asset: AssetInfo
     extra: str
     alias_name: str | None
-    writer: Writer | None
+    writer: base.Writer | None
     timestamp: float
 
 
 @attrs.define
 class _Data:
-    task: dict[TaskScope, dict[str, _Row]] = attrs.Factory(dict)
-    asset: dict[str, dict[str, _Row]] = attrs.Factory(dict)
-    assets_by_name: dict[str, AssetInfo] = attrs.Factory(dict)
-    assets_by_uri: dict[str, AssetInfo] = attrs.Factory(dict)
-    aliases: dict[str, list[str]] = attrs.Factory(dict)
+    task: dict[base.TaskScope, dict[str, _Row]] = attrs.Factory(dict)
+    asset: dict[int, dict[str, _Row]] = attrs.Factory(dict)
+    assets: dict[int, KnownAsset] = attrs.Factory(dict)
+    by_name: dict[str, int] = attrs.Factory(dict)
+    by_uri: dict[str, int] = attrs.Factory(dict)
+    aliases: dict[str, list[int]] = attrs.Factory(dict)
     events: list[AssetEvent] = attrs.Factory(list)
 
 
@@ -108,84 +89,86 @@ class MemoryStore:
         """Close the store; its data stays for the next opening."""
         self._open = False
 
-    async def execute(self, ops: Sequence[Op], *, now: float) -> list[Any]:
+    async def execute(self, ops: Sequence[base.Op], *, now: float) -> list[Any]:
         """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""
         if not self._open:
             msg = "the MemoryStore is closed; open a runtime on it first"
             raise RuntimeClosedError(msg)
-        results: list[Any] = []
-        for op in ops:
-            try:
-                results.append(self._apply(op, now))
-            except (StateTypeError, StateValueError, AssetConflictError) as exc:
-                results.append(exc)
-        if any(is_write(op) for op in ops):
+        results = base.apply_each(ops, functools.partial(self._apply, now=now))
+        if any(base.is_write(op) for op in ops):
             self._write_transactions += 1
         return results
 
     # -- one operation ------------------------------------------------------------------
 
-    def _rows(self, scope: Scope, create: bool = False) -> dict[str, _Row]:
-        if isinstance(scope, TaskScope):
+    def _rows(self, scope: base.Scope, create: bool = False) -> dict[str, _Row]:
+        if isinstance(scope, base.TaskScope):
             table = self._data.task
             if create:
                 return table.setdefault(scope, {})
             return table.get(scope, {})
-        name = self._asset_name(scope, register=create)
-        if name is None:
+        asset_id = self._asset_id(scope, register=create)
+        if asset_id is None:
             return {}
         if create:
-            return self._data.asset.setdefault(name, {})
-        return self._data.asset.get(name, {})
+            return self._data.asset.setdefault(asset_id, {})
+        return self._data.asset.get(asset_id, {})
 
-    def _asset_name(self, scope: AssetScope, *, register: bool) -> str | None:
-        if scope.name is not None:
-            known = self._data.assets_by_name.get(scope.name)
-        else:
-            known = self._data.assets_by_uri.get(scope.uri or "")
-        if known is not None:
-            return known.name
-        if not register:
-            return None
-        self._register(scope.info)
-        return scope.info.name
+    def _asset_id(self, scope: base.AssetScope, *, register: bool) -> int | None:
+        data = self._data
+        if scope.name is not None and scope.uri is not None and register:
+            return self._register(AssetInfo(scope.name, scope.uri))
+        found = data.by_name.get(scope.name) if scope.name is not None else None
+        if found is None and scope.name is None:
+            found = data.by_uri.get(scope.uri or "")
+        if found is not None or not register:
+            return found
+        # Referenced by one side only: register that side, bind nothing else.
+        return self._bind(KnownAsset(len(data.assets) + 1, scope.name, scope.uri))
 
-    def _check_conflict(self, asset: AssetInfo) -> None:
-        by_name = self._data.assets_by_name.get(asset.name)
-        by_uri = self._data.assets_by_uri.get(asset.uri)
-        for known in (by_name, by_uri):
-            if known is not None and known != asset:
-                raise AssetConflictError(asset_conflict_message(asset, known))
+    def _resolve(self, asset: AssetInfo) -> KnownAsset | None:
+        ids = {self._data.by_name.get(asset.name), self._data.by_uri.get(asset.uri)}
+        return resolve_declaration(asset, [self._data.assets[i] for i in ids if i is not None])
 
-    def _register(self, asset: AssetInfo) -> None:
-        self._check_conflict(asset)
-        if asset.name not in self._data.assets_by_name:
-            self._data.assets_by_name[asset.name] = asset
-            self._data.assets_by_uri[asset.uri] = asset
+    def _register(self, asset: AssetInfo) -> int:
+        found = self._resolve(asset)
+        if found is None:
+            return self._bind(KnownAsset(len(self._data.assets) + 1, asset.name, asset.uri))
+        if not found.bound(asset):
+            self._bind(KnownAsset(found.id, asset.name, asset.uri))  # completes it
+        return found.id
+
+    def _bind(self, known: KnownAsset) -> int:
+        self._data.assets[known.id] = known
+        if known.name is not None:
+            self._data.by_name[known.name] = known.id
+        if known.uri is not None:
+            self._data.by_uri[known.uri] = known.id
+        return known.id
 
     def _live(self, rows: dict[str, _Row], key: str, now: float) -> _Row | None:
         row = rows.get(key)
         return row if row is not None and row.live(now) else None
 
-    def _apply(self, op: Op, now: float) -> Any:
+    def _apply(self, op: base.Op, now: float) -> Any:
         match op:
-            case Get(scope, key):
+            case base.Get(scope, key):
                 row = self._live(self._rows(scope), key, now)
                 return None if row is None else decode_stored(key, row.value)
-            case Items(scope):
+            case base.Items(scope):
                 rows = self._rows(scope)
                 # Key order, as the SQLite store's primary key gives it.
                 return {k: decode_listed(rows[k].value) for k in sorted(rows) if rows[k].live(now)}
-            case Put(scope, key, value, expires_at, writer):
+            case base.Put(scope, key, value, expires_at, writer):
                 self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
                 return None
-            case Delete(scope, key):
+            case base.Delete(scope, key):
                 rows = self._rows(scope)
                 row = rows.pop(key, None)
                 return row is not None and row.live(now)
-            case Clear(scope, all_map_indices):
+            case base.Clear(scope, all_map_indices):
                 return self._clear(scope, all_map_indices)
-            case Increment(scope, key, by, expires_at, writer):
+            case base.Increment(scope, key, by, expires_at, writer):
                 rows = self._rows(scope, create=True)
                 row = self._live(rows, key, now)
                 current = 0 if row is None else decode_stored(key, row.value)
@@ -194,7 +177,7 @@ class MemoryStore:
                 new = check_int_digits(key, current + by, "the result")
                 rows[key] = _Row(str(new), now, expires_at, writer)
                 return new
-            case CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
                 # Like the SQL stores, an unknown asset is registered only by a write.
                 row = self._live(self._rows(scope), key, now)
                 if row is None:
@@ -206,38 +189,40 @@ class MemoryStore:
                 if matches:
                     self._rows(scope, create=True)[key] = _Row(new, now, expires_at, writer)
                 return matches
-            case RegisterAssets(assets):
+            case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
                 for asset in assets:
-                    self._check_conflict(asset)
+                    self._resolve(asset)
                 for asset in assets:
                     self._register(asset)
                 return None
-            case LookupAsset(name, uri):
+            case base.LookupAsset(name, uri):
                 if name is not None:
-                    return self._data.assets_by_name.get(name)
-                return self._data.assets_by_uri.get(uri or "")
-            case ResolveAlias(alias_name):
-                names = self._data.aliases.get(alias_name, [])
-                return tuple(self._data.assets_by_name[n] for n in names)
-            case AddEvent(asset, extra, alias_name, writer):
-                self._register(asset)
+                    found = self._data.by_name.get(name)
+                else:
+                    found = self._data.by_uri.get(uri or "")
+                return None if found is None else self._data.assets[found].info
+            case base.ResolveAlias(alias_name):
+                ids = self._data.aliases.get(alias_name, [])
+                return tuple(self._data.assets[i].info for i in ids)
+            case base.AddEvent(asset, extra, alias_name, writer):
+                asset_id = self._register(asset)
                 self._data.events.append(AssetEvent(asset, extra, alias_name, writer, now))
                 if alias_name is not None:
-                    names = self._data.aliases.setdefault(alias_name, [])
-                    if asset.name not in names:
-                        names.append(asset.name)
+                    ids = self._data.aliases.setdefault(alias_name, [])
+                    if asset_id not in ids:
+                        ids.append(asset_id)
                 return None
-            case ListEntries():
+            case base.ListEntries():
                 return self._list(op, now)
-            case Cleanup(dry_run):
+            case base.Cleanup(dry_run):
                 return self._cleanup(now, dry_run)
             case _:
                 msg = f"MemoryStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
 
-    def _clear(self, scope: Scope, all_map_indices: bool) -> int:
-        if isinstance(scope, TaskScope) and all_map_indices:
+    def _clear(self, scope: base.Scope, all_map_indices: bool) -> int:
+        if isinstance(scope, base.TaskScope) and all_map_indices:
             fleet = [
                 s
                 for s in self._data.task
@@ -249,7 +234,7 @@ class MemoryStore:
         rows.clear()
         return count
 
-    def _list(self, f: ListEntries, now: float) -> tuple[StateEntry, ...]:
+    def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
         entries: list[StateEntry] = []
         want_task = f.scope in (None, "task") and f.asset_name is None
         want_asset = f.scope in (None, "asset") and f.dag_id is f.run_id is f.task_id is None
@@ -272,20 +257,20 @@ class MemoryStore:
                             )
                         )  # fmt: skip
         if want_asset and f.map_index is None:
-            for name, rows in self._data.asset.items():
-                if f.asset_name is not None and name != f.asset_name:
+            for asset_id, rows in self._data.asset.items():
+                asset = self._data.assets[asset_id].info
+                if f.asset_name is not None and asset.name != f.asset_name:
                     continue
-                asset = self._data.assets_by_name[name]
                 for key, row in rows.items():
                     if f.include_expired or row.live(now):
                         entries.append(
                             StateEntry(
                                 "asset", key, decode_listed(row.value), row.updated_at,
-                                row.expires_at, asset_name=name, asset_uri=asset.uri,
+                                row.expires_at, asset_name=asset.name, asset_uri=asset.uri,
                                 writer=None if row.writer is None else row.writer.label,
                             )
                         )  # fmt: skip
-        return tuple(sorted(entries, key=entry_sort_key))
+        return tuple(sorted(entries, key=base.entry_sort_key))
 
     def _cleanup(self, now: float, dry_run: bool) -> int:
         count = 0
@@ -296,3 +281,9 @@ class MemoryStore:
                 for key in expired:
                     del table[key]
         return count
+
+
+def open_memory(url: str, /, *, create: bool = True) -> MemoryStore:
+    """The opener :func:`~stateward.store.open_store` calls for ``memory:``: a new,
+    empty MemoryStore (``create`` changes nothing: there is nothing to miss)."""
+    return MemoryStore()

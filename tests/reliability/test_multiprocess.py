@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from stateward import open_runtime
+from stateward.store.sqlite.schema import SCHEMA_VERSION
 
 from ._support import Child
 
@@ -78,7 +79,7 @@ def check(tmp_path: Path, processes: int, lanes: int, per_lane: int, rounds: int
     conn = sqlite3.connect(tmp_path / "shared.db")
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
 

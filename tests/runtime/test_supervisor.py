@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -387,3 +388,71 @@ async def test_a_lock_timeout_fails_the_batch_at_once_without_retrying_each(
         assert {e.response.error for e in envelopes} == {m.ErrorType.STORE_FAILURE}
         assert all("database is locked" in e.response.detail for e in envelopes)
         supervisor.close()
+
+
+class CommitThreadStore(MemoryStore):
+    """A store that answers on commit from a thread of its own, and returns from
+    ``execute`` only when ``release`` is set (or after ``patience`` seconds)."""
+
+    answers_on_commit = True
+
+    def __init__(self, patience: float = 30.0) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.patience = patience
+        self.released: list[bool] = []
+
+    async def execute(
+        self, batch: Sequence[ops.Op], *, now: float, on_commit: Any = None
+    ) -> list[Any]:
+        results = await super().execute(batch, now=now)
+
+        def commit_thread() -> None:
+            if on_commit is not None:
+                on_commit(results)
+            if any(isinstance(op, ops.Put) for op in batch):
+                self.released.append(self.release.wait(self.patience))
+
+        await trio.to_thread.run_sync(commit_thread)
+        return results
+
+
+async def test_a_sync_caller_is_answered_from_the_store_thread_on_commit() -> None:
+    """A worker-thread caller gets its answer when the batch commits, before the store
+    hands the results back to trio (the writer thread answers it, not trio's)."""
+    store = CommitThreadStore()
+    async with serving(store) as h:
+        client = h.client()
+
+        def task() -> Any:
+            client.request_sync(m.SetTaskState("k", 1))  # answered while execute waits
+            store.release.set()
+            return client.request_sync(m.GetTaskState("k"))
+
+        result = await trio.to_thread.run_sync(task)
+    assert result == m.TaskStateResult("k", 1)
+    assert store.released == [True]
+
+
+class CountingEnvelope(Envelope):
+    """An envelope that records every answer given to it."""
+
+    def answer(self, response: Any) -> None:
+        self.calls.append(response)
+        super().answer(response)
+
+
+async def test_an_answer_from_the_store_thread_is_given_once() -> None:
+    """A sync caller answered on commit is answered once; an async caller in the same
+    batch is answered by trio as before."""
+    store = CommitThreadStore(patience=0)
+    async with serving(store) as h:
+        client = h.client()
+        envelope = CountingEnvelope(m.SetTaskState("k", 1), client.caller, done=None)
+        envelope.calls = []  # type: ignore[attr-defined]
+        envelope.waiter = threading.Event()
+        h.supervisor.submit(envelope)
+        async_response = await client.request(m.SetTaskState("j", 2))
+        await trio.to_thread.run_sync(envelope.waiter.wait)
+    assert async_response == m.OkResponse()
+    assert envelope.calls == [m.OkResponse()]  # type: ignore[attr-defined]

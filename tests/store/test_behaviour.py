@@ -179,6 +179,56 @@ async def test_unknown_asset_reads_empty_and_registers_on_write(store: Store) ->
     assert await one(store, ops.LookupAsset(name="new")) == AssetInfo("new", "new")
 
 
+async def test_a_one_sided_reference_binds_nothing_else(store: Store) -> None:
+    """A write by name only reads as uri = name but binds no URI (nor the reverse)."""
+    await run(
+        store, put(AssetScope(name="by-name"), "k", "1"), put(AssetScope(uri="s3://u"), "k", "2")
+    )
+    assert await one(store, ops.LookupAsset(uri="by-name")) is None
+    assert await one(store, ops.LookupAsset(name="s3://u")) is None
+    assert await one(store, ops.LookupAsset(uri="s3://u")) == AssetInfo("s3://u", "s3://u")
+
+
+@pytest.mark.parametrize(
+    "seed", [AssetScope(name=ORDERS.name), AssetScope(uri=ORDERS.uri)], ids=["name", "uri"]
+)
+async def test_the_first_declaration_completes_a_one_sided_asset(
+    store: Store, seed: AssetScope
+) -> None:
+    """State written by name only (or URI only) belongs to the asset declared later
+    with that name and a URI (or that URI and a name); its state is kept."""
+    await one(store, put(seed, "watermark", '"w0"'))
+    assert await one(store, ops.RegisterAssets((ORDERS,))) is None
+    assert await one(store, ops.LookupAsset(name=ORDERS.name)) == ORDERS
+    assert await one(store, ops.LookupAsset(uri=ORDERS.uri)) == ORDERS
+    assert await one(store, ops.Get(A, "watermark")) == "w0"
+    (entry,) = await one(store, ops.ListEntries(scope="asset"))
+    assert (entry.asset_name, entry.asset_uri, entry.value) == (ORDERS.name, ORDERS.uri, "w0")
+    clash = await one(store, ops.RegisterAssets((AssetInfo(ORDERS.name, "s3://other"),)))
+    assert isinstance(clash, AssetConflictError)
+
+
+async def test_an_event_completes_a_one_sided_asset(store: Store) -> None:
+    """An asset event of a declared asset completes an asset written by name only."""
+    await one(store, put(AssetScope(name=ORDERS.name), "k", "1"))
+    await one(store, ops.AddEvent(ORDERS, "{}", "daily", W))
+    assert await one(store, ops.ResolveAlias("daily")) == (ORDERS,)
+    assert await one(store, ops.Get(AssetScope(uri=ORDERS.uri), "k")) == 1
+
+
+async def test_a_declaration_joining_two_one_sided_assets_is_refused(store: Store) -> None:
+    """A name used alone and a URI used alone, each with state, cannot become one asset."""
+    await run(
+        store,
+        put(AssetScope(name=ORDERS.name), "k", "1"),
+        put(AssetScope(uri=ORDERS.uri), "k", "2"),
+    )
+    clash = await one(store, ops.RegisterAssets((ORDERS,)))
+    assert isinstance(clash, AssetConflictError)
+    assert "joins two assets that were used apart" in str(clash)
+    assert await one(store, ops.LookupAsset(uri=ORDERS.name)) is None
+
+
 async def test_alias_events_record_the_mapping(store: Store) -> None:
     """An event through an alias maps the alias to the asset, once, oldest first."""
     other = AssetInfo("other", "file:///other")

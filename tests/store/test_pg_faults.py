@@ -209,7 +209,7 @@ class FakeClock:
 @pytest.fixture
 def backoff_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Replace the clock that spaces connection attempts."""
-    from stateward.store.pg_session import Session
+    from stateward.store.postgres.session import Session
 
     clock = FakeClock()
     monkeypatch.setattr(Session, "clock", staticmethod(clock))

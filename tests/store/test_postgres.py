@@ -36,11 +36,12 @@ from stateward import (
 )
 from stateward.errors import StateValueError
 from stateward.records import AssetInfo
-from stateward.runtime.runtime import make_store
+from stateward.runtime.runtime import default_db
 from stateward.store import base as ops
+from stateward.store import open_store
 from stateward.store.base import AssetScope, TaskScope
-from stateward.store.pg_schema import SCHEMA_VERSION, migrate
 from stateward.store.postgres import PostgresStore, redact_dsn
+from stateward.store.postgres.schema import SCHEMA_VERSION, migrate
 from tests.pg import PgDatabase, run_async
 
 T = TaskScope("d", "r", "t", -1)
@@ -273,12 +274,14 @@ async def test_unreachable_server_error_is_clear_and_redacted() -> None:
     assert "qu3ry" not in text
 
 
-def test_open_runtime_picks_the_store_from_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    """postgresql:// and postgres:// URLs, given or in $STATEWARD_DB, make a PostgresStore."""
+def test_open_store_picks_the_postgres_store_from_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """postgresql:// and postgres:// URLs, given or in $STATEWARD_DB, make a PostgresStore;
+    its own options pass through."""
     for url in ("postgresql://db/x", "postgres://db/x"):
-        assert isinstance(make_store(url, None, "FULL", 5.0), PostgresStore)
+        assert isinstance(open_store(url), PostgresStore)
+    assert open_store("postgresql://db/x", schema="other").schema == "other"
     monkeypatch.setenv("STATEWARD_DB", "postgresql://u:pw@db/x")
-    chosen = make_store(None, None, "FULL", 5.0)
+    chosen = open_store(default_db())
     assert isinstance(chosen, PostgresStore)
     assert chosen.schema == "stateward"
 
@@ -325,7 +328,38 @@ async def test_version_1_schema_is_migrated(database: PgDatabase, schema: str) -
         (entries,) = await store.execute([ops.ListEntries()], now=2.0)
     assert [(e.key, e.value, e.writer) for e in entries] == [("job_id", "J-7", None)]
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
-    assert rows == [(1,), (2,)]
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+async def test_version_2_schema_with_assets_is_migrated(database: PgDatabase, schema: str) -> None:
+    """A schema at version 2 keeps its assets after the migration that lets a one-sided
+    asset leave the other side unbound, and completes one declared later."""
+
+    async def old() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database.dsn)
+        try:
+            await migrate(conn, schema, "test", to_version=2)
+            await conn.execute(
+                f'INSERT INTO "{schema}".asset (name, uri, created_at) '
+                "VALUES ('orders', 's3://orders', 1.0)"
+            )
+        finally:
+            await conn.close()
+
+    await trio.to_thread.run_sync(run_async, old())
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        results = await store.execute(
+            [
+                ops.LookupAsset(uri="s3://orders"),
+                ops.Put(AssetScope(name="later"), "k", "1", None, None),
+                ops.RegisterAssets((AssetInfo("later", "s3://later"),)),
+                ops.Get(AssetScope(uri="s3://later"), "k"),
+            ],
+            now=2.0,
+        )
+    assert results == [AssetInfo("orders", "s3://orders"), None, None, 1]
 
 
 async def test_concurrent_openers_migrate_once(database: PgDatabase, schema: str) -> None:
@@ -342,8 +376,7 @@ async def test_concurrent_openers_migrate_once(database: PgDatabase, schema: str
             nursery.start_soon(open_one)
     assert len(opened) == 4
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
-    assert rows == [(1,), (2,)]
-    assert await sql(database.dsn, f'SELECT value FROM "{schema}".task_state') == [("4",)]
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 
 async def test_newer_schema_is_refused(database: PgDatabase, schema: str) -> None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError
+from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError, open_runtime
+from stateward.records import AssetInfo
 from stateward.store import base as ops
-from stateward.store.base import TaskScope
-from stateward.store.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
+from stateward.store.base import AssetScope, TaskScope
+from stateward.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
+from stateward.store.sqlite.store import JOURNAL_SIZE_LIMIT, WAL_CHECK_EVERY
 
 T = TaskScope("d", "r", "t", -1)
 
@@ -22,7 +25,8 @@ def digest(path: Path) -> str:
 
 
 async def test_defaults_are_wal_and_synchronous_full(tmp_path: Path) -> None:
-    """A new database uses WAL, synchronous=FULL, a busy timeout and the schema marks."""
+    """A new database uses WAL, synchronous=FULL, a busy timeout, a WAL size limit and
+    the schema marks."""
     async with SqliteStore(tmp_path / "s.db") as store:
         pragmas = await store.pragmas()
     assert pragmas == {
@@ -30,6 +34,7 @@ async def test_defaults_are_wal_and_synchronous_full(tmp_path: Path) -> None:
         "synchronous": 2,
         "busy_timeout": 5000,
         "application_id": APPLICATION_ID,
+        "journal_size_limit": JOURNAL_SIZE_LIMIT,
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -73,7 +78,36 @@ async def test_version_1_database_is_migrated(tmp_path: Path) -> None:
         entries = (await store.execute([ops.ListEntries()], now=2.0))[0]
     assert [(e.key, e.value, e.writer) for e in entries] == [("job_id", "J-7", None)]
     versions = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchall()
-    assert versions == [(1,), (2,)]
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+async def test_schema_2_file_with_assets_is_migrated(tmp_path: Path) -> None:
+    """A schema-2 file keeps its assets (ids, bindings, state, aliases) after the
+    migration that lets a one-sided asset leave the other side unbound."""
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), to_version=2)
+    conn.execute("INSERT INTO asset VALUES (7, 'orders', 's3://orders', 1.0)")
+    conn.execute(
+        "INSERT INTO asset_state VALUES (7, 'w', '5', 1.0, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    conn.execute("INSERT INTO asset_alias VALUES ('daily', 7, 1.0)")
+    conn.close()
+    orders = AssetInfo("orders", "s3://orders")
+    async with SqliteStore(path) as store:
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION
+        results = await store.execute(
+            [
+                ops.Get(AssetScope(uri="s3://orders"), "w"),
+                ops.ResolveAlias("daily"),
+                ops.Put(AssetScope(name="later"), "k", "1", None, None),
+                ops.RegisterAssets((AssetInfo("later", "s3://later"),)),
+            ],
+            now=2.0,
+        )
+        assert results == [5, (orders,), None, None]
+        found = await store.execute([ops.LookupAsset(uri="s3://later")], now=2.0)
+        assert found == [AssetInfo("later", "s3://later")]
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -260,3 +294,52 @@ async def test_unexpected_error_mid_batch_rolls_back_and_releases_the_lock(tmp_p
         raw.execute("ROLLBACK")
         raw.close()
         assert await store.execute([ops.Get(T, "new")], now=1.0) == [None]
+
+
+async def test_the_wal_shrinks_after_a_long_outside_reader_goes(tmp_path: Path) -> None:
+    """A -wal file that grew past the limit while another connection held a snapshot
+    is cut back once that reader is gone, and emptied when the store closes."""
+    path = tmp_path / "s.db"
+    wal = tmp_path / "s.db-wal"
+    big = '"' + "x" * 60_000 + '"'
+    async with SqliteStore(path, synchronous="OFF") as store:
+        await store.execute([ops.Put(T, "seed", "1", None, None)], now=1.0)
+        outside = sqlite3.connect(path, isolation_level=None)
+        outside.execute("BEGIN")
+        seen = set()
+        for i in range(2 * JOURNAL_SIZE_LIMIT // 60_000):
+            await store.execute([ops.Put(T, f"k{i}", big, None, None)], now=1.0)
+            # A long reader: it reads on, from the snapshot of its first read.
+            seen.add(outside.execute("SELECT COUNT(*) FROM task_state").fetchall()[0][0])
+        assert seen == {2}
+        assert wal.stat().st_size > JOURNAL_SIZE_LIMIT
+        outside.execute("COMMIT")
+        for _ in range(WAL_CHECK_EVERY):
+            await store.execute([ops.Put(T, "k", "1", None, None)], now=1.0)
+        assert wal.stat().st_size <= JOURNAL_SIZE_LIMIT
+    assert wal.stat().st_size == 0  # the outside connection is still open
+    outside.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_writes_to_a_database_file_deleted_or_replaced_are_refused(
+    tmp_path: Path, how: str
+) -> None:
+    """A file deleted or replaced under a running runtime fails writes with StoreError
+    instead of acknowledging writes that would be lost; reads still answer."""
+    path = tmp_path / "s.db"
+    async with open_runtime(path) as rt:
+        state = rt.state.task("d", "r", "t")
+        await state.aset("k", 1)
+        if how == "deleted":
+            path.unlink()
+        else:
+            other = tmp_path / "other.db"
+            sqlite3.connect(other).close()
+            os.replace(other, path)
+        with pytest.raises(
+            StoreError,
+            match=rf"s.db' failed: the database file was {how}.* while this runtime had "
+            r"it open \(nothing was written; .* restart the runtime",
+        ):
+            await state.aset("k", 2)

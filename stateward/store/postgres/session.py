@@ -29,32 +29,12 @@ from typing import Any, Final
 import asyncpg
 import attrs
 
-from ..errors import AssetConflictError, StateTypeError, StateValueError, StoreError
-from ..records import AssetInfo, StateEntry
-from ..values import check_int_digits, decode_listed, decode_stored, int_digits_message
-from .base import (
-    AddEvent,
-    AssetScope,
-    Cleanup,
-    Clear,
-    CompareAndSet,
-    Delete,
-    Get,
-    Increment,
-    Items,
-    ListEntries,
-    LookupAsset,
-    Op,
-    Put,
-    RegisterAssets,
-    ResolveAlias,
-    Scope,
-    TaskScope,
-    Writer,
-    is_write,
-)
-from .conflicts import asset_conflict_message, increment_type_message
-from .pg_schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
+from ...errors import AssetConflictError, StateTypeError, StateValueError, StoreError
+from ...records import AssetInfo, StateEntry
+from ...values import check_int_digits, decode_listed, decode_stored, int_digits_message
+from .. import base
+from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
+from .schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
 
 #: SQLSTATEs after which the server has rolled the batch back whole: safe to run again.
 _TRANSIENT: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
@@ -62,7 +42,16 @@ _ATTEMPTS: Final = 5
 #: A JSON int as Python writes it (as the increment statement tests it).
 _INT_TEXT: Final = re.compile(r"-?[0-9]+")
 #: Operations that are one statement: alone in a batch, they need no BEGIN/COMMIT.
-_ONE_STATEMENT: Final = (Get, Items, Put, Delete, Clear, Increment, CompareAndSet, LookupAsset)
+_ONE_STATEMENT: Final = (
+    base.Get,
+    base.Items,
+    base.Put,
+    base.Delete,
+    base.Clear,
+    base.Increment,
+    base.CompareAndSet,
+    base.LookupAsset,
+)
 #: After a failed connection attempt, the next waits this long, doubled after each
 #: failure up to _MAX_BACKOFF; batches meanwhile fail at once without connecting.
 _FIRST_BACKOFF: Final = 0.1
@@ -160,7 +149,7 @@ def _find_nul(value: Any) -> str | None:
     return None
 
 
-def _nul_refusal(op: Op) -> StateValueError | None:
+def _nul_refusal(op: base.Op) -> StateValueError | None:
     # PostgreSQL text cannot hold U+0000; SQLite can. Refuse the one operation (values
     # are JSON text, where a NUL is always escaped, so only names and keys can hold one).
     text = _find_nul(op)
@@ -178,7 +167,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _who(writer: Writer | None) -> tuple[Any, ...]:
+def _who(writer: base.Writer | None) -> tuple[Any, ...]:
     if writer is None:
         return (None,) * 5
     return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
@@ -298,14 +287,14 @@ class Session:
         if conn is not None and not conn.is_closed():
             conn.terminate()
 
-    async def run(self, ops: Sequence[Op], now: float) -> list[Any]:
+    async def run(self, ops: Sequence[base.Op], now: float) -> list[Any]:
         """Run one batch; see :meth:`stateward.store.base.Store.execute`.
 
         Raises:
             NotConnected: there was no connection and none could be opened.
         """
         await self._ensure_connected()
-        writes = any(is_write(op) for op in ops)
+        writes = any(base.is_write(op) for op in ops)
         attempt = 1
         while True:
             try:
@@ -361,7 +350,7 @@ class Session:
             raise
         return False
 
-    async def _run_once(self, ops: Sequence[Op], now: float, writes: bool) -> list[Any]:
+    async def _run_once(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
         if len(ops) == 1 and isinstance(ops[0], _ONE_STATEMENT):
             try:
                 return [await self._apply_or_refuse(ops[0], now)]
@@ -378,7 +367,7 @@ class Session:
         finally:
             self._in_tx = False
 
-    async def _apply_all(self, ops: Sequence[Op], now: float) -> list[Any]:
+    async def _apply_all(self, ops: Sequence[base.Op], now: float) -> list[Any]:
         # Consecutive puts (what group commit gathers) go as one pipelined executemany
         # per statement: a round trip or two for the run, not one per put. Their order
         # among themselves is kept; nothing reads between them.
@@ -386,7 +375,7 @@ class Session:
         start = 0
         while start < len(ops):
             end = start
-            while end < len(ops) and isinstance(ops[end], Put):
+            while end < len(ops) and isinstance(ops[end], base.Put):
                 end += 1
             if end - start > 1:
                 results += await self._put_many(ops[start:end], now)
@@ -396,11 +385,11 @@ class Session:
                 start += 1
         return results
 
-    async def _put_many(self, puts: Sequence[Op], now: float) -> list[Any]:
+    async def _put_many(self, puts: Sequence[base.Op], now: float) -> list[Any]:
         results: list[Any] = []
         rows: dict[str, list[tuple[Any, ...]]] = {}
         for op in puts:
-            assert isinstance(op, Put)
+            assert isinstance(op, base.Put)
             refusal: Exception | None = _nul_refusal(op)
             if refusal is None:
                 try:
@@ -414,23 +403,23 @@ class Session:
             await self.conn.executemany(statement, params_list)
         return results
 
-    async def _put_params(self, op: Put, now: float) -> tuple[str, tuple[Any, ...]]:
+    async def _put_params(self, op: base.Put, now: float) -> tuple[str, tuple[Any, ...]]:
         sql, where = await self._where_to_write(op.scope, now)
         params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
         return sql["put"], params + self._writer_params(op.scope, op.writer)
 
-    async def _apply_or_refuse(self, op: Op, now: float) -> Any:
+    async def _apply_or_refuse(self, op: base.Op, now: float) -> Any:
         refusal = _nul_refusal(op)
         if refusal is not None:
             return refusal
         try:
             return await self._apply(op, now)
-        except (StateTypeError, StateValueError, AssetConflictError) as exc:
+        except base.REFUSALS as exc:
             return exc
 
     # -- scopes -------------------------------------------------------------------------
 
-    async def _asset_id(self, scope: AssetScope, now: float, *, register: bool) -> int | None:
+    async def _asset_id(self, scope: base.AssetScope, now: float, *, register: bool) -> int | None:
         column, ident = ("name", scope.name) if scope.name is not None else ("uri", scope.uri)
         cache_key = f"{column}:{ident}"
         found = self.asset_ids.get(cache_key) or self._new_ids.get(cache_key)
@@ -444,7 +433,23 @@ class Session:
             return int(row)
         if not register:
             return None
-        return await self._register(scope.info, now)
+        if scope.name is not None and scope.uri is not None:
+            return await self._register(AssetInfo(scope.name, scope.uri), now)
+        # Referenced by one side only: register that side, bind nothing else.
+        if not self._in_tx:
+            raise _NeedsTransaction
+        s = self.sql.s
+        asset_id = await self.conn.fetchval(
+            f"INSERT INTO {s}.asset (name, uri, created_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            scope.name, scope.uri, now,
+        )  # fmt: skip
+        if asset_id is None:  # another runtime registered it since the SELECT above
+            asset_id = await self.conn.fetchval(
+                f"SELECT id FROM {s}.asset WHERE {column} = $1", ident
+            )
+        self._new_ids[cache_key] = int(asset_id)
+        return int(asset_id)
 
     async def _register(self, asset: AssetInfo, now: float) -> int:
         if self._known(asset):
@@ -458,16 +463,25 @@ class Session:
             asset.name, asset.uri, now,
         )  # fmt: skip
         if asset_id is None:
-            # Taken: by this pair, or (a conflict) a name or URI bound to another.
+            # Taken: by this pair, by a one-sided reference this completes, or (a
+            # conflict) a name or URI bound to another.
             rows = await self.conn.fetch(
                 f"SELECT id, name, uri FROM {s}.asset WHERE name = $1 OR uri = $2 ORDER BY id",
                 asset.name, asset.uri,
             )  # fmt: skip
-            for row in rows:
-                if (row["name"], row["uri"]) != (asset.name, asset.uri):
-                    clash = AssetInfo(row["name"], row["uri"])
-                    raise AssetConflictError(asset_conflict_message(asset, clash))
-            asset_id = rows[0]["id"]
+            found = resolve_declaration(asset, [KnownAsset(*row) for row in rows])
+            assert found is not None, "the insert met a row with this name or URI"
+            asset_id = found.id
+            if not found.bound(asset):
+                # Only if no other runtime completed it meanwhile; else look again.
+                done = await self.conn.fetchval(
+                    f"UPDATE {s}.asset SET name = $1, uri = $2 WHERE id = $3 "
+                    "AND name IS NOT DISTINCT FROM $4 AND uri IS NOT DISTINCT FROM $5 "
+                    "RETURNING id",
+                    asset.name, asset.uri, asset_id, found.name, found.uri,
+                )  # fmt: skip
+                if done is None:
+                    return await self._register(asset, now)
         self._new_ids[f"name:{asset.name}"] = int(asset_id)
         self._new_ids[f"uri:{asset.uri}"] = int(asset_id)
         return int(asset_id)
@@ -496,67 +510,67 @@ class Session:
         return known is not None and known == self.asset_ids.get(f"uri:{asset.uri}")
 
     async def _where(
-        self, scope: Scope, now: float
+        self, scope: base.Scope, now: float
     ) -> tuple[dict[str, str], tuple[Any, ...]] | None:
         """The statements for ``scope`` and its key parameters (``None``: unknown asset)."""
-        if isinstance(scope, TaskScope):
+        if isinstance(scope, base.TaskScope):
             return self.sql.task, (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
         asset_id = await self._asset_id(scope, now, register=False)
         return None if asset_id is None else (self.sql.asset, (asset_id,))
 
     async def _where_to_write(
-        self, scope: Scope, now: float
+        self, scope: base.Scope, now: float
     ) -> tuple[dict[str, str], tuple[Any, ...]]:
         """Like :meth:`_where`, registering an unknown asset."""
-        if isinstance(scope, TaskScope):
+        if isinstance(scope, base.TaskScope):
             return self.sql.task, (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
         asset_id = await self._asset_id(scope, now, register=True)
         assert asset_id is not None, "registering gives an id"
         return self.sql.asset, (asset_id,)
 
     @staticmethod
-    def _writer_params(scope: Scope, writer: Writer | None) -> tuple[Any, ...]:
-        if isinstance(scope, TaskScope):
+    def _writer_params(scope: base.Scope, writer: base.Writer | None) -> tuple[Any, ...]:
+        if isinstance(scope, base.TaskScope):
             return (None if writer is None else writer.try_number,)
         return _who(writer)
 
     # -- operations ---------------------------------------------------------------------
 
-    async def _apply(self, op: Op, now: float) -> Any:
+    async def _apply(self, op: base.Op, now: float) -> Any:
         conn = self.conn
         match op:
-            case Get(scope, key):
+            case base.Get(scope, key):
                 found = await self._where(scope, now)
                 if found is None:
                     return None
                 text = await conn.fetchval(found[0]["get"], *found[1], key, now)
                 return None if text is None else decode_stored(key, text)
-            case Items(scope):
+            case base.Items(scope):
                 found = await self._where(scope, now)
                 if found is None:
                     return {}
                 rows = await conn.fetch(found[0]["items"], *found[1], now)
                 return {row["key"]: decode_listed(row["value"]) for row in rows}
-            case Put():
+            case base.Put():
                 statement, params = await self._put_params(op, now)
                 await conn.execute(statement, *params)
                 return None
-            case Delete(scope, key):
+            case base.Delete(scope, key):
                 found = await self._where(scope, now)
                 if found is None:
                     return False
                 return bool(await conn.fetchval(found[0]["delete"], *found[1], key, now))
-            case Clear(scope, all_map_indices):
+            case base.Clear(scope, all_map_indices):
                 found = await self._where(scope, now)
                 if found is None:
                     return 0
                 sql, where = found
-                if all_map_indices and isinstance(scope, TaskScope):
+                if all_map_indices and isinstance(scope, base.TaskScope):
                     return _count(await conn.execute(sql["clear_all"], *where[:3]))
                 return _count(await conn.execute(sql["clear"], *where))
-            case Increment(scope, key, by, expires_at, writer):
+            case base.Increment(scope, key, by, expires_at, writer):
                 return await self._increment(scope, key, by, expires_at, writer, now)
-            case CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
                 if expected is None:
                     sql, where = await self._where_to_write(scope, now)
                 else:
@@ -569,37 +583,37 @@ class Session:
                 if expected is None:
                     return bool(await conn.fetchval(sql["cas_absent"], *params))
                 return bool(await conn.fetchval(sql["cas"], *params, value_digest(expected)))
-            case RegisterAssets(assets):
+            case base.RegisterAssets(assets):
                 await self._register_all(assets, now)
                 return None
-            case LookupAsset(name, uri):
+            case base.LookupAsset(name, uri):
                 column, ident = ("name", name) if name is not None else ("uri", uri)
                 row = await conn.fetchrow(
-                    f"SELECT name, uri FROM {self.sql.s}.asset WHERE {column} = $1", ident
+                    f"SELECT id, name, uri FROM {self.sql.s}.asset WHERE {column} = $1", ident
                 )
-                return None if row is None else AssetInfo(row["name"], row["uri"])
-            case ResolveAlias(alias_name):
+                return None if row is None else KnownAsset(*row).info
+            case base.ResolveAlias(alias_name):
                 rows = await conn.fetch(
-                    f"SELECT a.name, a.uri FROM {self.sql.s}.asset_alias AS m "
+                    f"SELECT a.id, a.name, a.uri FROM {self.sql.s}.asset_alias AS m "
                     f"JOIN {self.sql.s}.asset AS a ON a.id = m.asset_id "
                     "WHERE m.alias_name = $1 ORDER BY m.seq",
                     alias_name,
                 )
-                return tuple(AssetInfo(row["name"], row["uri"]) for row in rows)
-            case AddEvent(asset, extra, alias_name, writer):
+                return tuple(KnownAsset(*row).info for row in rows)
+            case base.AddEvent(asset, extra, alias_name, writer):
                 await self._add_event(asset, extra, alias_name, writer, now)
                 return None
-            case ListEntries():
+            case base.ListEntries():
                 return await self._list(op, now)
-            case Cleanup(dry_run):
+            case base.Cleanup(dry_run):
                 return await self._cleanup(now, dry_run)
             case _:
                 msg = f"PostgresStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
 
     async def _increment(
-        self, scope: Scope, key: str, by: int, expires_at: float | None, writer: Writer | None,
-        now: float,
+        self, scope: base.Scope, key: str, by: int, expires_at: float | None,
+        writer: base.Writer | None, now: float,
     ) -> int:  # fmt: skip
         check_int_digits(key, by, "the amount")
         sql, where = await self._where_to_write(scope, now)
@@ -618,7 +632,7 @@ class Session:
         raise StateTypeError(increment_type_message(key, current), key=key)
 
     async def _add_event(
-        self, asset: AssetInfo, extra: str, alias_name: str | None, writer: Writer | None,
+        self, asset: AssetInfo, extra: str, alias_name: str | None, writer: base.Writer | None,
         now: float,
     ) -> None:  # fmt: skip
         s = self.sql.s
@@ -636,7 +650,7 @@ class Session:
                 alias_name, asset_id, now,
             )  # fmt: skip
 
-    async def _list(self, f: ListEntries, now: float) -> tuple[StateEntry, ...]:
+    async def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
         s = self.sql.s
         entries: list[StateEntry] = []
         if f.scope in (None, "task") and f.asset_name is None:
@@ -651,7 +665,11 @@ class Session:
                 *params,
             )
             for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
-                label = None if tn is None else Writer(dag_id, run_id, task_id, map_index, tn).label
+                label = (
+                    None
+                    if tn is None
+                    else base.Writer(dag_id, run_id, task_id, map_index, tn).label
+                )
                 entries.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
@@ -660,16 +678,19 @@ class Session:
                 )  # fmt: skip
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
-            where, params = filters({"a.name": f.asset_name}, now, f.include_expired, "s.")
+            # An asset known by one side only reads as Airflow's rule says.
+            named = "COALESCE(a.name, a.uri)"
+            where, params = filters({named: f.asset_name}, now, f.include_expired, "s.")
             rows = await self.conn.fetch(
-                "SELECT a.name, a.uri, s.key, s.value, s.updated_at, s.expires_at,"
+                f"SELECT {named}, COALESCE(a.uri, a.name), s.key, s.value, s.updated_at,"
+                " s.expires_at,"
                 " s.writer_dag_id, s.writer_run_id, s.writer_task_id, s.writer_map_index,"
                 f" s.writer_try FROM {s}.asset_state AS s JOIN {s}.asset AS a"
-                f" ON a.id = s.asset_id WHERE {where} ORDER BY a.name, s.key",
+                f" ON a.id = s.asset_id WHERE {where} ORDER BY 1, s.key",
                 *params,
             )
             for name, uri, key, value, updated, expires, *who in rows:
-                label = None if who[0] is None else Writer(*who).label
+                label = None if who[0] is None else base.Writer(*who).label
                 entries.append(
                     StateEntry(
                         "asset", key, decode_listed(value), updated, expires,

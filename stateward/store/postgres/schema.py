@@ -6,7 +6,7 @@ stateward schema is recognised by its ``schema_version`` table. A schema that ho
 tables but no ``schema_version`` belongs to someone else and is never modified.
 
 Version numbers mean the same logical schema as the SQLite store's
-(:mod:`stateward.store.schema`): 1 is task state, 2 adds provenance, assets, aliases
+(:mod:`stateward.store.sqlite.schema`): 1 is task state, 2 adds provenance, assets, aliases
 and events. The PostgreSQL tables differ in two ways: text columns that identify rows
 use the ``"C"`` collation (byte order, as SQLite and Python sort), and each value has a
 ``value_digest``, the SHA-256 of its canonical JSON, so compare-and-set is one
@@ -25,8 +25,8 @@ from typing import Any, Final
 
 import attrs
 
-from ..errors import NotAStatewardDatabaseError
-from ..values import MAX_INT_DIGITS
+from ...errors import NotAStatewardDatabaseError
+from ...values import MAX_INT_DIGITS
 
 #: The schema a store uses unless told otherwise.
 DEFAULT_SCHEMA: Final = "stateward"
@@ -113,6 +113,16 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 try_number integer,
                 timestamp double precision NOT NULL
             )""",
+        ),
+    ),
+    (
+        3,
+        (
+            # An asset referenced by name only (or URI only) binds no URI (name) until
+            # a declaration gives one.
+            "ALTER TABLE {s}.asset ALTER COLUMN name DROP NOT NULL, "
+            "ALTER COLUMN uri DROP NOT NULL, "
+            "ADD CONSTRAINT asset_named CHECK (name IS NOT NULL OR uri IS NOT NULL)",
         ),
     ),
 )

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from typing import Final
 
-from ..errors import NotAStatewardDatabaseError
+from ...errors import NotAStatewardDatabaseError
 
 #: 'SWD1' as an int: what ``PRAGMA application_id`` holds in a stateward database.
 APPLICATION_ID: Final = 0x53574431
@@ -86,6 +86,25 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 try_number INTEGER,
                 timestamp REAL NOT NULL
             )""",
+        ),
+    ),
+    (
+        3,
+        (
+            # An asset referenced by name only (or URI only) binds no URI (name) until
+            # a declaration gives one: the other column may be NULL. SQLite cannot drop
+            # NOT NULL in place, so the table is copied (ids kept; foreign keys are off).
+            """CREATE TABLE asset_v3 (
+                id INTEGER PRIMARY KEY,
+                name TEXT UNIQUE,
+                uri TEXT UNIQUE,
+                created_at REAL NOT NULL,
+                CHECK (name IS NOT NULL OR uri IS NOT NULL)
+            )""",
+            "INSERT INTO asset_v3 (id, name, uri, created_at) "
+            "SELECT id, name, uri, created_at FROM asset",
+            "DROP TABLE asset",
+            "ALTER TABLE asset_v3 RENAME TO asset",
         ),
     ),
 )

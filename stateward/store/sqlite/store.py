@@ -27,40 +27,26 @@ from typing import Any, Final
 
 import trio
 
-from ..errors import (
-    AssetConflictError,
-    RuntimeClosedError,
-    StateTypeError,
-    StateValueError,
-    StoreError,
+from ...errors import RuntimeClosedError, StateTypeError, StoreError
+from ...records import AssetInfo, StateEntry
+from ...values import check_int_digits, decode_listed, decode_stored, json_equal
+from .. import base
+from ..conflicts import (
+    KnownAsset,
+    check_declarations,
+    increment_type_message,
+    resolve_declaration,
+    store_error_message,
 )
-from ..records import AssetInfo, StateEntry
-from ..values import check_int_digits, decode_listed, decode_stored, json_equal
-from .base import (
-    AddEvent,
-    AssetScope,
-    Cleanup,
-    Clear,
-    CompareAndSet,
-    Delete,
-    Get,
-    Increment,
-    Items,
-    ListEntries,
-    LookupAsset,
-    Op,
-    Put,
-    RegisterAssets,
-    ResolveAlias,
-    Scope,
-    TaskScope,
-    Writer,
-    is_write,
-)
-from .conflicts import asset_conflict_message, check_declarations, increment_type_message
 from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The size SQLite cuts the -wal file back to when it restarts the log: a WAL that grew
+#: while an outside reader held an old snapshot shrinks once the reader is gone.
+JOURNAL_SIZE_LIMIT: Final = 8 * 1024 * 1024
+#: Every this many write batches the writer looks at the -wal file's size, and empties
+#: it (a TRUNCATE checkpoint that never waits) if it is past JOURNAL_SIZE_LIMIT.
+WAL_CHECK_EVERY: Final = 64
 
 _LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
 _TASK_KEY: Final = "dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?"
@@ -98,26 +84,38 @@ _SQL: Final = {
 class _Engine:
     """The store's SQL on one connection (the writer thread's, or the inline reader's)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str, asset_ids: dict[str, int]) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        asset_ids: dict[str, int],
+        identity: tuple[int, int] | None = None,
+    ) -> None:
         self.conn = conn
         self.path = path
+        #: The file's (st_dev, st_ino) when opened; checked before each write.
+        self.identity = identity
         #: Committed asset ids by "name:..."/"uri:..." (shared by both connections).
         self.asset_ids = asset_ids
         self._new_ids: dict[str, int] = {}
         self.write_transactions = 0
 
-    def run(self, ops: Sequence[Op], now: float, writes: bool) -> list[Any]:
-        """Run ``ops`` as one transaction (``writes``: one that takes the write lock)."""
+    def run(
+        self,
+        ops: Sequence[base.Op],
+        now: float,
+        writes: bool,
+        on_commit: Callable[[list[Any]], None] | None = None,
+    ) -> list[Any]:
+        """Run ``ops`` as one transaction (``writes``: one that takes the write lock);
+        then hand the results to ``on_commit``, in this thread (see Store.execute)."""
         conn = self.conn
+        if writes:
+            self._check_file()
         try:
             if writes or len(ops) > 1:
                 conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
-            results: list[Any] = []
-            for op in ops:
-                try:
-                    results.append(self._apply(op, now))
-                except (StateTypeError, StateValueError, AssetConflictError) as exc:
-                    results.append(exc)
+            results = base.apply_each(ops, functools.partial(self._apply, now=now))
             if conn.in_transaction:
                 conn.execute("COMMIT")
         except BaseException as exc:
@@ -127,18 +125,56 @@ class _Engine:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                text = store_error_message(self.path, exc)
+                text = failure_message(self.path, exc)
                 raise StoreError(text, affects_all=is_locked(exc)) from exc
             raise
         self.asset_ids.update(self._new_ids)
         self._new_ids.clear()
+        if on_commit is not None:
+            on_commit(results)  # committed: what it does cannot undo the batch
         if writes:
             self.write_transactions += 1
+            if self.write_transactions % WAL_CHECK_EVERY == 0:
+                self._trim_wal()
         return results
+
+    def _trim_wal(self) -> None:
+        """Empty a -wal file that grew past the limit (an outside reader held an old
+        snapshot while we wrote), if no reader still needs it; never wait for one."""
+        try:
+            if os.path.getsize(self.path + "-wal") <= JOURNAL_SIZE_LIMIT:
+                return
+        except OSError:
+            return
+        with contextlib.suppress(sqlite3.Error):  # housekeeping never fails a batch
+            _checkpoint_now(self.conn)
+
+    def _check_file(self) -> None:
+        """Refuse to write if the file at the path is no longer the one opened: SQLite
+        would go on writing to the deleted (or replaced) file, and every write
+        acknowledged would be lost."""
+        if self.identity is None:
+            return
+        try:
+            now = file_identity(self.path)
+        except FileNotFoundError:
+            what = "was deleted"
+        else:
+            if now == self.identity:
+                return
+            what = "was replaced by another file"
+        hint = (
+            "nothing was written; this runtime's writes would go to a file no one can "
+            "open any more: restart the runtime to open what is at the path now"
+        )
+        text = f"the database file {what} while this runtime had it open"
+        raise StoreError(
+            store_error_message(f"SQLite store {self.path!r}", text, hint), affects_all=True
+        )
 
     # -- scopes -------------------------------------------------------------------------
 
-    def _asset_id(self, scope: AssetScope, now: float, *, register: bool) -> int | None:
+    def _asset_id(self, scope: base.AssetScope, now: float, *, register: bool) -> int | None:
         # Ids are cached by name or URI; an asset's id never changes once committed.
         column, ident = ("name", scope.name) if scope.name is not None else ("uri", scope.uri)
         cache_key = f"{column}:{ident}"
@@ -152,33 +188,43 @@ class _Engine:
             return int(row[0])
         if not register:
             return None
-        return self._register(scope.info, now)
+        if scope.name is not None and scope.uri is not None:
+            return self._register(AssetInfo(scope.name, scope.uri), now)
+        # Referenced by one side only: register that side, bind nothing else.
+        cursor = self.conn.execute(
+            "INSERT INTO asset (name, uri, created_at) VALUES (?, ?, ?)",
+            (scope.name, scope.uri, now),
+        )
+        self._new_ids[cache_key] = int(cursor.lastrowid or 0)
+        return self._new_ids[cache_key]
 
-    def _check_conflict(self, asset: AssetInfo) -> list[Any]:
+    def _resolve(self, asset: AssetInfo) -> KnownAsset | None:
         rows = self.conn.execute(
             "SELECT id, name, uri FROM asset WHERE name = ? OR uri = ?", (asset.name, asset.uri)
-        ).fetchall()
-        for _, name, uri in rows:
-            if (name, uri) != (asset.name, asset.uri):
-                raise AssetConflictError(asset_conflict_message(asset, AssetInfo(name, uri)))
-        return rows
+        )
+        return resolve_declaration(asset, [KnownAsset(*row) for row in rows])
 
     def _register(self, asset: AssetInfo, now: float) -> int:
-        rows = self._check_conflict(asset)
-        if rows:
-            asset_id = int(rows[0][0])
-        else:
+        found = self._resolve(asset)
+        if found is None:
             cursor = self.conn.execute(
                 "INSERT INTO asset (name, uri, created_at) VALUES (?, ?, ?)",
                 (asset.name, asset.uri, now),
             )
             asset_id = int(cursor.lastrowid or 0)
+        else:
+            asset_id = found.id
+            if not found.bound(asset):  # complete what a one-sided reference left open
+                self.conn.execute(
+                    "UPDATE asset SET name = ?, uri = ? WHERE id = ?",
+                    (asset.name, asset.uri, asset_id),
+                )
         self._new_ids[f"name:{asset.name}"] = asset_id
         self._new_ids[f"uri:{asset.uri}"] = asset_id
         return asset_id
 
-    def _get(self, scope: Scope, key: str, now: float) -> Any:
-        if isinstance(scope, TaskScope):
+    def _get(self, scope: base.Scope, key: str, now: float) -> Any:
+        if isinstance(scope, base.TaskScope):
             row = self.conn.execute(_SQL["task_get"], (*_task_params(scope), key, now)).fetchone()
         else:
             asset_id = self._asset_id(scope, now, register=False)
@@ -188,10 +234,10 @@ class _Engine:
         return None if row is None else decode_stored(key, row[0])
 
     def _put(
-        self, scope: Scope, key: str, value: str, expires_at: float | None,
-        writer: Writer | None, now: float,
+        self, scope: base.Scope, key: str, value: str, expires_at: float | None,
+        writer: base.Writer | None, now: float,
     ) -> None:  # fmt: skip
-        if isinstance(scope, TaskScope):
+        if isinstance(scope, base.TaskScope):
             try_number = None if writer is None else writer.try_number
             params: tuple[Any, ...] = (
                 *_task_params(scope), key, value, now, expires_at, try_number,
@@ -202,13 +248,13 @@ class _Engine:
         who = _writer_columns(writer)
         self.conn.execute(_SQL["asset_put"], (asset_id, key, value, now, expires_at, *who))
 
-    def _apply(self, op: Op, now: float) -> Any:
+    def _apply(self, op: base.Op, now: float) -> Any:
         conn = self.conn
         match op:
-            case Get(scope, key):
+            case base.Get(scope, key):
                 return self._get(scope, key, now)
-            case Items(scope):
-                if isinstance(scope, TaskScope):
+            case base.Items(scope):
+                if isinstance(scope, base.TaskScope):
                     rows = conn.execute(_SQL["task_items"], (*_task_params(scope), now))
                 else:
                     asset_id = self._asset_id(scope, now, register=False)
@@ -216,13 +262,13 @@ class _Engine:
                         return {}
                     rows = conn.execute(_SQL["asset_items"], (asset_id, now))
                 return {key: decode_listed(value) for key, value in rows}
-            case Put(scope, key, value, expires_at, writer):
+            case base.Put(scope, key, value, expires_at, writer):
                 self._put(scope, key, value, expires_at, writer, now)
                 return None
-            case Delete(scope, key):
+            case base.Delete(scope, key):
                 # RETURNING gives the deleted row's expiry; SQLite 3.40 evaluates an
                 # expression there to NULL on WITHOUT ROWID tables, so test it here.
-                if isinstance(scope, TaskScope):
+                if isinstance(scope, base.TaskScope):
                     row = conn.execute(_SQL["task_delete"], (*_task_params(scope), key)).fetchone()
                 else:
                     asset_id = self._asset_id(scope, now, register=False)
@@ -230,8 +276,8 @@ class _Engine:
                         return False
                     row = conn.execute(_SQL["asset_delete"], (asset_id, key)).fetchone()
                 return row is not None and (row[0] is None or row[0] > now)
-            case Clear(scope, all_map_indices):
-                if isinstance(scope, TaskScope):
+            case base.Clear(scope, all_map_indices):
+                if isinstance(scope, base.TaskScope):
                     if all_map_indices:
                         params = (scope.dag_id, scope.run_id, scope.task_id)
                         return conn.execute(_SQL["task_clear_all"], params).rowcount
@@ -240,7 +286,7 @@ class _Engine:
                 if asset_id is None:
                     return 0
                 return conn.execute(_SQL["asset_clear"], (asset_id,)).rowcount
-            case Increment(scope, key, by, expires_at, writer):
+            case base.Increment(scope, key, by, expires_at, writer):
                 current = self._get(scope, key, now)
                 current = 0 if current is None else current
                 if type(current) is not int:
@@ -248,7 +294,7 @@ class _Engine:
                 new = check_int_digits(key, current + by, "the result")
                 self._put(scope, key, str(new), expires_at, writer, now)
                 return new
-            case CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
                 current = self._get(scope, key, now)
                 if current is None:
                     matches = expected is None
@@ -257,39 +303,39 @@ class _Engine:
                 if matches:
                     self._put(scope, key, new, expires_at, writer, now)
                 return matches
-            case RegisterAssets(assets):
+            case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
                 for asset in assets:
-                    self._check_conflict(asset)
+                    self._resolve(asset)
                 for asset in assets:
                     self._register(asset, now)
                 return None
-            case LookupAsset(name, uri):
+            case base.LookupAsset(name, uri):
                 column, ident = ("name", name) if name is not None else ("uri", uri)
                 found = conn.execute(
-                    f"SELECT name, uri FROM asset WHERE {column} = ?", (ident,)
+                    f"SELECT id, name, uri FROM asset WHERE {column} = ?", (ident,)
                 ).fetchone()
-                return None if found is None else AssetInfo(*found)
-            case ResolveAlias(alias_name):
+                return None if found is None else KnownAsset(*found).info
+            case base.ResolveAlias(alias_name):
                 rows = conn.execute(
-                    "SELECT a.name, a.uri FROM asset_alias AS m JOIN asset AS a "
+                    "SELECT a.id, a.name, a.uri FROM asset_alias AS m JOIN asset AS a "
                     "ON a.id = m.asset_id WHERE m.alias_name = ? ORDER BY m.rowid",
                     (alias_name,),
                 )
-                return tuple(AssetInfo(name, uri) for name, uri in rows)
-            case AddEvent(asset, extra, alias_name, writer):
+                return tuple(KnownAsset(*row).info for row in rows)
+            case base.AddEvent(asset, extra, alias_name, writer):
                 self._add_event(asset, extra, alias_name, writer, now)
                 return None
-            case ListEntries():
+            case base.ListEntries():
                 return self._list(op, now)
-            case Cleanup(dry_run):
+            case base.Cleanup(dry_run):
                 return self._cleanup(now, dry_run)
             case _:
                 msg = f"SqliteStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
 
     def _add_event(
-        self, asset: AssetInfo, extra: str, alias_name: str | None, writer: Writer | None,
+        self, asset: AssetInfo, extra: str, alias_name: str | None, writer: base.Writer | None,
         now: float,
     ) -> None:  # fmt: skip
         asset_id = self._register(asset, now)
@@ -306,7 +352,7 @@ class _Engine:
                 (alias_name, asset_id, now),
             )
 
-    def _list(self, f: ListEntries, now: float) -> tuple[StateEntry, ...]:
+    def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
         entries: list[StateEntry] = []
         live = "" if f.include_expired else f" AND {_LIVE}"
         if f.scope in (None, "task") and f.asset_name is None:
@@ -322,7 +368,7 @@ class _Engine:
             for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
                 writer = None
                 if tn is not None:
-                    writer = Writer(dag_id, run_id, task_id, map_index, tn).label
+                    writer = base.Writer(dag_id, run_id, task_id, map_index, tn).label
                 entries.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
@@ -331,16 +377,18 @@ class _Engine:
                 )  # fmt: skip
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
-            where, params = _filters(**{"a.name": f.asset_name})
+            # An asset known by one side only reads as Airflow's rule says.
+            where, params = _filters(**{"COALESCE(a.name, a.uri)": f.asset_name})
             rows = self.conn.execute(
-                "SELECT a.name, a.uri, s.key, s.value, s.updated_at, s.expires_at,"
+                "SELECT COALESCE(a.name, a.uri), COALESCE(a.uri, a.name), s.key, s.value,"
+                " s.updated_at, s.expires_at,"
                 " s.writer_dag_id, s.writer_run_id, s.writer_task_id, s.writer_map_index,"
                 " s.writer_try FROM asset_state AS s JOIN asset AS a ON a.id = s.asset_id"
-                f" WHERE {where}{live} ORDER BY a.name, s.key",
+                f" WHERE {where}{live} ORDER BY 1, s.key",
                 (*params, now) if live else params,
             )
             for name, uri, key, value, updated, expires, *who in rows:
-                writer = None if who[0] is None else Writer(*who).label
+                writer = None if who[0] is None else base.Writer(*who).label
                 entries.append(
                     StateEntry(
                         "asset", key, decode_listed(value), updated, expires,
@@ -361,14 +409,14 @@ class _Engine:
         return count
 
 
-def _writer_columns(writer: Writer | None) -> tuple[Any, ...]:
+def _writer_columns(writer: base.Writer | None) -> tuple[Any, ...]:
     """The provenance columns (dag, run, task, map index, try); all NULL out of band."""
     if writer is None:
         return (None,) * 5
     return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
 
 
-def _task_params(scope: TaskScope) -> tuple[str, str, str, int]:
+def _task_params(scope: base.TaskScope) -> tuple[str, str, str, int]:
     return (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
 
 
@@ -378,7 +426,7 @@ def _filters(**columns: object) -> tuple[str, tuple[object, ...]]:
     return where, tuple(given.values())
 
 
-def store_error_message(path: str, exc: sqlite3.Error) -> str:
+def failure_message(path: str, exc: sqlite3.Error) -> str:
     """Say what failed in the database at ``path`` and what the user can do."""
     text = str(exc)
     lowered = text.lower()
@@ -397,7 +445,7 @@ def store_error_message(path: str, exc: sqlite3.Error) -> str:
         hint = "check that the folder exists and is writable"
     else:
         hint = "see the SQLite error above"
-    return f"SQLite store {path!r} failed: {text} ({hint})"
+    return store_error_message(f"SQLite store {path!r}", text, hint)
 
 
 class SqliteStore:
@@ -475,7 +523,7 @@ class SqliteStore:
             reader.conn.close()
         if thread is not None:
             if writer is not None:
-                await thread.run(writer.conn.close)
+                await thread.run(_close_writer, writer.conn)
             thread.stop()
             self._thread = None
 
@@ -488,7 +536,7 @@ class SqliteStore:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StoreError(store_error_message(self.path, exc)) from exc
+            raise StoreError(failure_message(self.path, exc)) from exc
 
     def _open_sync(self) -> tuple[_Engine, _Engine]:
         conn = self._connect()
@@ -501,10 +549,12 @@ class SqliteStore:
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(store_error_message(self.path, exc)) from exc
+                raise StoreError(failure_message(self.path, exc)) from exc
             raise
         asset_ids: dict[str, int] = {}
-        return _Engine(conn, self.path, asset_ids), _Engine(reader, self.path, asset_ids)
+        identity = None if self.path in ("", ":memory:") else file_identity(self.path)
+        writer = _Engine(conn, self.path, asset_ids, identity)
+        return writer, _Engine(reader, self.path, asset_ids)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # Processes opening one new file together: switching it to WAL (or reading the
@@ -518,6 +568,7 @@ class SqliteStore:
                 version = current_version(conn, self.path)
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
                 if version != SCHEMA_VERSION:
                     migrate(conn, self.path)
                 return
@@ -535,7 +586,10 @@ class SqliteStore:
             raise RuntimeClosedError(msg)
 
         def read() -> dict[str, Any]:
-            names = ("journal_mode", "synchronous", "busy_timeout", "application_id")
+            names = (
+                "journal_mode", "synchronous", "busy_timeout", "application_id",
+                "journal_size_limit",
+            )  # fmt: skip
             found = {name: writer.conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
             found["schema_version"] = writer.conn.execute(
                 "SELECT MAX(version) FROM schema_version"
@@ -545,13 +599,26 @@ class SqliteStore:
         result: dict[str, Any] = await self._in_writer(read)
         return result
 
-    async def execute(self, ops: Sequence[Op], *, now: float) -> list[Any]:
-        """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""
+    #: :meth:`execute` takes ``on_commit`` (see :class:`~stateward.store.base.AnswersOnCommit`).
+    answers_on_commit: Final = True
+
+    async def execute(
+        self,
+        ops: Sequence[base.Op],
+        *,
+        now: float,
+        on_commit: Callable[[list[Any]], None] | None = None,
+    ) -> list[Any]:
+        """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`.
+
+        ``on_commit`` is called with the results in the writer thread right after a
+        batch that went there committed (a batch read inline does not call it).
+        """
         writer, reader = self._writer, self._reader
         if writer is None or reader is None:
             msg = f"{self!r} is not open; use it with 'async with' (open_runtime does)"
             raise RuntimeClosedError(msg)
-        writes = any(is_write(op) for op in ops)
+        writes = any(base.is_write(op) for op in ops)
         if not writes:
             try:
                 return reader.run(ops, now, False)
@@ -559,7 +626,7 @@ class SqliteStore:
                 if not _is_busy(exc):
                     raise
                 self.reader_fallbacks += 1
-        results: list[Any] = await self._in_writer(writer.run, ops, now, writes)
+        results: list[Any] = await self._in_writer(writer.run, ops, now, writes, on_commit)
         return results
 
 
@@ -614,6 +681,33 @@ class _WriterThread:
     def stop(self) -> None:
         """Let the thread finish its queue and end (it holds no lock once idle)."""
         self._jobs.put(None)
+
+
+def file_identity(path: str) -> tuple[int, int]:
+    """The file's (device, inode): what tells a replaced file from the one opened."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _checkpoint_now(conn: sqlite3.Connection) -> None:
+    """Checkpoint and empty the -wal file unless a reader holds a snapshot (then leave
+    it: no waiting, no error)."""
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+
+
+def _close_writer(conn: sqlite3.Connection) -> None:
+    # The last connection to close checkpoints the -wal file, but one still open in
+    # another process keeps it at its size: empty it now if no reader needs it.
+    with contextlib.suppress(sqlite3.Error):
+        _checkpoint_now(conn)
+    conn.close()
 
 
 def _is_busy(exc: StoreError) -> bool:

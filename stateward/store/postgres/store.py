@@ -3,7 +3,7 @@
 The driver is asyncpg, hosted on trio by trio-asyncio (as python-trio's triopg does):
 the store opens its own trio-asyncio loop in ``__aenter__`` and closes it in
 ``__aexit__``, in the same task, and each batch crosses into asyncio once
-(:class:`~stateward.store.pg_session.Session` runs all its statements there). Errors
+(:class:`~stateward.store.postgres.session.Session` runs all its statements there). Errors
 come back as raised, never wrapped in exception groups.
 
 Values are stored as their JSON text in ``text`` columns, not ``jsonb``: jsonb reorders
@@ -39,10 +39,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     )
     raise ImportError(_msg) from exc
 
-from ..errors import RuntimeClosedError, StoreError, raise_sole
-from .base import Op
-from .pg_schema import DEFAULT_SCHEMA, quoted
-from .pg_session import NotConnected, Session, breaks_connection
+from ...errors import RuntimeClosedError, StoreError, raise_sole
+from ..base import Op
+from ..conflicts import store_error_message
+from .schema import DEFAULT_SCHEMA, quoted
+from .session import NotConnected, Session, breaks_connection
 
 #: URL schemes that select this store in ``open_runtime(db=...)`` and ``--db``.
 URL_SCHEMES: Final = ("postgresql://", "postgres://")
@@ -100,7 +101,7 @@ def _passwords(dsn: str) -> list[str]:
     return found + [urllib.parse.quote(p) for p in found]
 
 
-def store_error_message(where: str, exc: BaseException, secrets: Sequence[str] = ()) -> str:
+def failure_message(where: str, exc: BaseException, secrets: Sequence[str] = ()) -> str:
     """Say what failed on the server at ``where`` (a redacted DSN) and what to do."""
     text = str(exc) or type(exc).__name__
     for secret in secrets:
@@ -127,7 +128,7 @@ def store_error_message(where: str, exc: BaseException, secrets: Sequence[str] =
         hint = "the server is shutting down or cancelled the statement; retry"
     else:
         hint = "see the PostgreSQL error above"
-    return f"PostgreSQL store {where} failed: {text} ({hint})"
+    return store_error_message(f"PostgreSQL store {where}", text, hint)
 
 
 class PostgresStore:
@@ -268,7 +269,7 @@ class PostgresStore:
                 raise self._not_connected_error(exc) from exc.cause
             except _DRIVER_ERRORS as exc:
                 if not scope.cancel_called:
-                    text = store_error_message(self.redacted_dsn, exc, self._secrets)
+                    text = failure_message(self.redacted_dsn, exc, self._secrets)
                     # A statement cancelled by statement_timeout or a lock not granted:
                     # the same wait awaits every request, so no request is retried alone.
                     waited = getattr(exc, "sqlstate", None) in _WAIT_SQLSTATES
@@ -294,7 +295,7 @@ class PostgresStore:
         # the backoff ends) would meet the same failure: report it for all at once.
         if isinstance(exc.cause, StoreError):  # the schema was refused
             return StoreError(str(exc.cause), affects_all=True)
-        text = store_error_message(self.redacted_dsn, exc.cause, self._secrets)
+        text = failure_message(self.redacted_dsn, exc.cause, self._secrets)
         text += (
             f"; nothing of the batch was sent, and the store tries to connect again in "
             f"{exc.retry_in:.1f} s"
