@@ -1,0 +1,124 @@
+"""Finding the code blocks of the docs that are marked to be checked.
+
+The marker convention (written down in DESIGN.md, "Docs that run"): a fenced block whose
+info string is ``python`` followed by words:
+
+- ``run``: execute the block;
+- ``file=NAME``: write the block to the file NAME (appending if the session wrote it
+  already), e.g. a Dag file that a later block imports or ``stateward run``s;
+- ``session=NAME``: blocks of one page sharing a session run in page order, in one
+  working folder (on ``sys.path``) and one namespace; a block without it is a session
+  of its own.
+
+A session that wrote ``test_*.py`` files ends by running pytest on them. A setup the
+reader need not see is a marked block inside an HTML comment. In a ``run`` block, a
+one-line ``print(...)`` followed by a comment, on its line or on the comment lines
+right below it, shows what it prints: the block's output must hold those lines in order.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<info>[^`\n]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+WORDS = ("run", "file=", "session=")
+
+
+@attrs.frozen
+class Block:
+    """One marked block of a page."""
+
+    page: str
+    line: int
+    code: str
+    run: bool
+    file: str | None
+    session: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+_PRINT = re.compile(r"^\s*print\(.*\)(?:\s+#\s(?P<comment>.*))?$")
+_COMMENT = re.compile(r"^\s*#\s?(?P<text>.*)$")
+
+
+def expected_output(code: str) -> list[str]:
+    """The lines a block's commented ``print(...)`` calls say they print, in order."""
+    lines = code.splitlines()
+    expected = []
+    for number, line in enumerate(lines):
+        match = _PRINT.match(line)
+        if match is None:
+            continue
+        if match["comment"] is not None:
+            expected.append(match["comment"].rstrip())
+            continue
+        below = []
+        for following in lines[number + 1 :]:
+            comment = _COMMENT.match(following)
+            if comment is None:
+                break
+            below.append(comment["text"].strip())
+        if below:
+            expected.append(" ".join(below))
+    return expected
+
+
+def info_words(info: str) -> list[str]:
+    """The words after ``python`` in a fence's info string (none for other languages)."""
+    words = info.split()
+    return words[1:] if words[:1] == ["python"] else []
+
+
+def unknown_words(page: Path) -> list[str]:
+    """Marker words on a page's python fences that the convention does not know."""
+    return [
+        f"{page.name}: {word!r}"
+        for match in _FENCE.finditer(page.read_text())
+        for word in info_words(match["info"])
+        if not (word == "run" or word.startswith(WORDS[1:]))
+    ]
+
+
+def marked_blocks(page: Path) -> list[Block]:
+    """The blocks of one page that are marked ``run`` or ``file=``, in page order."""
+    text = page.read_text()
+    blocks = []
+    for number, match in enumerate(_FENCE.finditer(text)):
+        words = info_words(match["info"])
+        options = dict(word.split("=", 1) for word in words if "=" in word)
+        if "run" not in words and "file" not in options:
+            continue
+        indent = len(match["indent"])
+        code = "".join(line[indent:] for line in match["body"].splitlines(keepends=True))
+        blocks.append(
+            Block(
+                page=page.name,
+                line=text.count("\n", 0, match.start()) + 2,
+                code=code,
+                run="run" in words,
+                file=options.get("file"),
+                session=options.get("session", f"block{number}"),
+            )
+        )
+    return blocks
+
+
+def sessions() -> dict[str, list[Block]]:
+    """Every session of every page, keyed ``page::session``, blocks in page order."""
+    found: dict[str, list[Block]] = {}
+    for page in PAGES:
+        for block in marked_blocks(page):
+            found.setdefault(f"{block.page}::{block.session}", []).append(block)
+    return found

@@ -1,0 +1,79 @@
+"""The docs say what the code does: their marked code blocks run as written.
+
+See tests/docs_blocks.py for the marker convention (and DESIGN.md, "Docs that run").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from .docs_blocks import PAGES, Block, expected_output, sessions, unknown_words
+
+pytest_plugins = ["pytester"]
+
+SESSIONS = sessions()
+
+
+def test_the_docs_mark_blocks_to_run():
+    """Most pages mark blocks; a typo in a marker would silently skip a block."""
+    assert [word for page in PAGES for word in unknown_words(page)] == []
+    pages = {key.split("::")[0] for key in SESSIONS}
+    for page in ["getting-started.md", "task-state.md", "asset-state.md", "templates.md"]:
+        assert page in pages
+    assert "testing.md" in pages
+
+
+@pytest.mark.parametrize("key", sorted(SESSIONS))
+def test_doc_session_runs(key: str, pytester: pytest.Pytester) -> None:
+    """Each session's blocks run in order in a fresh folder; its test files pass."""
+    blocks = SESSIONS[key]
+    folder = pytester.path
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    before = set(sys.modules)
+    sys.path.insert(0, str(folder))
+    try:
+        for block in blocks:
+            run_block(block, folder, namespace)
+    finally:
+        sys.path.remove(str(folder))
+        for name in set(sys.modules) - before:
+            if str(folder) in str(getattr(sys.modules[name], "__file__", "") or ""):
+                del sys.modules[name]
+    tests = sorted(path.name for path in folder.glob("test_*.py"))
+    if tests:
+        outcome = pytester.runpytest("-p", "no:cacheprovider", *tests)
+        outcome.assert_outcomes(passed=count_tests(folder, tests))
+
+
+def run_block(block: Block, folder: Path, namespace: dict[str, object]) -> None:
+    """Write a ``file=`` block, execute a ``run`` block (compiling it either way)."""
+    code = compile(block.code, block.where, "exec")
+    if block.file is not None:
+        with (folder / block.file).open("a") as out:
+            out.write(block.code)
+    if block.run:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(code, namespace)
+        assert_prints(block, out.getvalue().splitlines())
+
+
+def assert_prints(block: Block, output: list[str]) -> None:
+    """The block printed the lines its comments show, in this order (others may be between)."""
+    rest = iter(output)
+    for line in expected_output(block.code):
+        assert any(printed.rstrip() == line for printed in rest), (
+            f"{block.where}: the block should print {line!r}; it printed {output!r}"
+        )
+
+
+def count_tests(folder: Path, names: list[str]) -> int:
+    """How many test functions the session's test files define."""
+    return sum((folder / name).read_text().count("\ndef test_") for name in names) + sum(
+        (folder / name).read_text().count("\nasync def test_") for name in names
+    )
