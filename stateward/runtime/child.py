@@ -237,11 +237,11 @@ class ChildClient(SupervisorClient):
         self._connection.submit(request, slot)
         assert slot.done is not None
         await slot.done.wait()
-        return self._unwrap(slot.response)
+        return self._unwrap(slot.response, request)
 
-    def _unwrap(self, response: Any) -> Any:
+    def _unwrap(self, response: Any, request: Any) -> Any:
         if isinstance(response, m.ErrorResponse):
-            raise_error(response)
+            raise_error(response, request)
         return response
 
     def request_sync(self, request: Any, what: str = "state access") -> Any:
@@ -256,7 +256,7 @@ class ChildClient(SupervisorClient):
         self._token.run_sync_soon(self._connection.submit, request, slot)
         assert slot.waiter is not None
         slot.waiter.wait()  # if the parent goes away, the process exits
-        return self._unwrap(slot.response)
+        return self._unwrap(slot.response, request)
 
 
 # -- running the task ----------------------------------------------------------------------
