@@ -14,6 +14,8 @@ A session that wrote ``test_*.py`` files ends by running pytest on them. A setup
 reader need not see is a marked block inside an HTML comment. In a ``run`` block, a
 one-line ``print(...)`` followed by a comment, on its line or on the comment lines
 right below it, shows what it prints: the block's output must hold those lines in order.
+A fence ``text output`` after a ``run`` block shows what that block prints, whole: its
+lines must be the block's output, a line ``...`` standing for any number of lines.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Block:
     run: bool
     file: str | None
     session: str
+    #: The text of a ``text output`` block right after it: what it prints.
+    output: str | None = None
 
     @property
     def where(self) -> str:
@@ -75,6 +79,15 @@ def expected_output(code: str) -> list[str]:
     return expected
 
 
+def output_matches(shown: str, printed: list[str]) -> bool:
+    """Whether ``printed`` is what an output block shows (``...`` stands for any lines)."""
+    pattern = "".join(
+        r"(?:.*\n)*?" if line.strip() == "..." else re.escape(line.rstrip()) + r"[ \t]*\n"
+        for line in shown.splitlines()
+    )
+    return re.fullmatch(pattern, "".join(line + "\n" for line in printed)) is not None
+
+
 def info_words(info: str) -> list[str]:
     """The words after ``python`` in a fence's info string (none for other languages)."""
     words = info.split()
@@ -96,12 +109,16 @@ def marked_blocks(page: Path) -> list[Block]:
     text = page.read_text()
     blocks = []
     for number, match in enumerate(_FENCE.finditer(text)):
+        indent = len(match["indent"])
+        code = "".join(line[indent:] for line in match["body"].splitlines(keepends=True))
+        if match["info"].split() == ["text", "output"]:
+            assert blocks and blocks[-1].run, f"{page.name}: an output block follows no run block"
+            blocks[-1] = attrs.evolve(blocks[-1], output=code)
+            continue
         words = info_words(match["info"])
         options = dict(word.split("=", 1) for word in words if "=" in word)
         if "run" not in words and "file" not in options:
             continue
-        indent = len(match["indent"])
-        code = "".join(line[indent:] for line in match["body"].splitlines(keepends=True))
         blocks.append(
             Block(
                 page=page.name,

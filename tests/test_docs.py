@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from .docs_blocks import PAGES, Block, expected_output, sessions, unknown_words
+from .docs_blocks import (
+    PAGES,
+    Block,
+    expected_output,
+    output_matches,
+    sessions,
+    unknown_words,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -69,6 +76,11 @@ def assert_prints(block: Block, output: list[str]) -> None:
     for line in expected_output(block.code):
         assert any(printed.rstrip() == line for printed in rest), (
             f"{block.where}: the block should print {line!r}; it printed {output!r}"
+        )
+    if block.output is not None:
+        assert output_matches(block.output, output), (
+            f"{block.where}: the block's output is not what the page shows:\n"
+            + "\n".join(output)
         )
 
 
