@@ -109,10 +109,13 @@ def marked_blocks(page: Path) -> list[Block]:
     text = page.read_text()
     blocks = []
     for number, match in enumerate(_FENCE.finditer(text)):
+        line = text.count("\n", 0, match.start()) + 2
         indent = len(match["indent"])
         code = "".join(line[indent:] for line in match["body"].splitlines(keepends=True))
         if match["info"].split() == ["text", "output"]:
-            assert blocks and blocks[-1].run, f"{page.name}: an output block follows no run block"
+            if not (blocks and blocks[-1].run):
+                msg = f"{page.name}: the output block at line {line} follows no run block"
+                raise ValueError(msg)
             blocks[-1] = attrs.evolve(blocks[-1], output=code)
             continue
         words = info_words(match["info"])
@@ -122,7 +125,7 @@ def marked_blocks(page: Path) -> list[Block]:
         blocks.append(
             Block(
                 page=page.name,
-                line=text.count("\n", 0, match.start()) + 2,
+                line=line,
                 code=code,
                 run="run" in words,
                 file=options.get("file"),

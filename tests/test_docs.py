@@ -79,8 +79,7 @@ def assert_prints(block: Block, output: list[str]) -> None:
         )
     if block.output is not None:
         assert output_matches(block.output, output), (
-            f"{block.where}: the block's output is not what the page shows:\n"
-            + "\n".join(output)
+            f"{block.where}: the block's output is not what the page shows:\n" + "\n".join(output)
         )
 
 
