@@ -8,7 +8,9 @@ info string is ``python`` followed by words:
   already), e.g. a Dag file that a later block imports or ``stateward run``s;
 - ``session=NAME``: blocks of one page sharing a session run in page order, in one
   working folder (on ``sys.path``) and one namespace; a block without it is a session
-  of its own.
+  of its own;
+- ``excerpt=PATH``: the block quotes the file PATH (from the repository root): its
+  lines are found there in the same order, ``...`` standing for what it leaves out.
 
 A session that wrote ``test_*.py`` files ends by running pytest on them. A setup the
 reader need not see is a marked block inside an HTML comment. In a ``run`` block, a
@@ -32,7 +34,7 @@ _FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<info>[^`\n]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
     re.MULTILINE | re.DOTALL,
 )
-WORDS = ("run", "file=", "session=")
+WORDS = ("run", "file=", "session=", "excerpt=")
 
 
 @attrs.frozen
@@ -101,6 +103,32 @@ def unknown_words(page: Path) -> list[str]:
         for match in _FENCE.finditer(page.read_text())
         for word in info_words(match["info"])
         if not (word == "run" or word.startswith(WORDS[1:]))
+    ]
+
+
+def excerpts() -> list[tuple[str, str, Path]]:
+    """``(where, code, file)`` of each block marked ``excerpt=PATH`` (from the repository root)."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        for match in _FENCE.finditer(text):
+            for word in info_words(match["info"]):
+                if word.startswith("excerpt="):
+                    line = text.count("\n", 0, match.start()) + 2
+                    found.append((f"{page.name}:{line}", match["body"], ROOT / word[8:]))
+    return found
+
+
+def missing_from(code: str, source: str) -> list[str]:
+    """The lines of an excerpt not found, in order, among the lines of its source file.
+
+    Blank lines and lines holding only ``...`` (what the excerpt leaves out) are skipped.
+    """
+    rest = iter(line.rstrip() for line in source.splitlines())
+    return [
+        line
+        for line in code.splitlines()
+        if line.strip() not in ("", "...") and not any(had == line.rstrip() for had in rest)
     ]
 
 

@@ -15,7 +15,9 @@ import pytest
 from .docs_blocks import (
     PAGES,
     Block,
+    excerpts,
     expected_output,
+    missing_from,
     output_matches,
     sessions,
     unknown_words,
@@ -94,3 +96,19 @@ def count_tests(folder: Path, names: list[str]) -> int:
     return sum((folder / name).read_text().count("\ndef test_") for name in names) + sum(
         (folder / name).read_text().count("\nasync def test_") for name in names
     )
+
+
+@pytest.mark.parametrize(
+    ("where", "code", "source"), [pytest.param(*quoted, id=quoted[0]) for quoted in excerpts()]
+)
+def test_doc_excerpt_is_in_its_file(where: str, code: str, source: Path) -> None:
+    """A block quoting a file (an example) still matches the file, line for line."""
+    assert missing_from(code, source.read_text()) == [], f"{where} quotes {source.name}"
+
+
+def test_an_excerpt_must_follow_its_file_in_order():
+    """Lines found out of order, or changed, are reported."""
+    source = "a = 1\nb = 2\nc = 3\n"
+    assert missing_from("a = 1\n...\nc = 3\n", source) == []
+    assert missing_from("c = 3\na = 1\n", source) == ["a = 1"]
+    assert missing_from("b = 22\n", source) == ["b = 22"]
