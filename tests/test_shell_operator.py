@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import trio
 
-from stateward import Asset, Dag, DagDefinitionError, Runtime, StatewardError, TemplateKeyError
+from stateward import (
+    Asset,
+    Dag,
+    DagDefinitionError,
+    Runtime,
+    StatewardError,
+    TaskTimeoutError,
+    TemplateKeyError,
+)
 from stateward.loader import load_dags
 from stateward.operators import ShellCommandError, ShellOperator
 
@@ -446,3 +454,31 @@ async def test_an_async_execute_override_runs_the_command(sw_runtime):
     task = Shouted(task_id="shout", command="echo hi", dag=Dag("d"))
     ti = await sw_runtime.run_task(task, run_id="r")
     assert (ti.state, ti.result) == ("success", "HI")
+
+
+async def test_isolation_and_timeout_given_to_shell_operator_directly_take_effect(
+    sw_runtime, tmp_path
+) -> None:
+    """ShellOperator(isolation="process", execution_timeout=...) runs in a task process, stopped at the limit."""
+    dag_file = tmp_path / "isolated_shell.py"
+    dag_file.write_text(
+        "from stateward import Dag\n"
+        "from stateward.operators import ShellOperator\n\n"
+        "dag = Dag('isolated_shell')\n"
+        "ShellOperator(task_id='here', dag=dag, command='echo $PPID')\n"
+        "ShellOperator(task_id='there', dag=dag, command='echo $PPID', isolation='process')\n"
+        "ShellOperator(\n"
+        "    task_id='slow', dag=dag, command='sleep 30', isolation='process',\n"
+        "    execution_timeout=0.5,\n"
+        ")\n"
+    )
+    dag = load_dags(dag_file)["isolated_shell"]
+    result = await sw_runtime.run_dag(dag, run_id=RUN_ID)
+    here, there = result.ti("here"), result.ti("there")
+    assert dag.tasks["there"].isolation == "process"
+    assert (here.state, there.state) == ("success", "success"), there.error
+    assert int(here.result) == os.getpid()
+    assert int(there.result) != os.getpid()
+    slow = result.ti("slow")
+    assert isinstance(slow.error, TaskTimeoutError), slow.error
+    assert "its task process was stopped with SIGTERM" in str(slow.error)

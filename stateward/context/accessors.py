@@ -45,9 +45,14 @@ _MISSING: Final = object()
 
 
 def expires_at(
-    retention: RetentionLike, default: timedelta | None, now: Callable[[], float]
+    retention: RetentionLike,
+    default: timedelta | None,
+    now: Callable[[], float],
+    key: object = None,
 ) -> float | None:
     """Turn a ``retention=`` argument into the Unix time the key expires (None: never).
+
+    ``key`` is the key being written, carried by the error as ``.key``.
 
     Raises:
         StateValueError: a retention that is not positive.
@@ -71,7 +76,7 @@ def expires_at(
         raise TypeError(msg)
     if not seconds > 0:
         msg = f"retention must be positive, got {retention!r}; delete the key to drop it now"
-        raise StateValueError(msg)
+        raise StateValueError(msg, key=key)
     return now() + seconds
 
 
@@ -123,8 +128,8 @@ class _StateAccessor:
     def _sync(self, request: Any, method: str) -> Any:
         return self._client.request_sync(request, f"{self._label}.{method}")
 
-    def _expires(self, retention: RetentionLike) -> float | None:
-        return expires_at(retention, self._default_retention, self._now)
+    def _expires(self, retention: RetentionLike, key: object) -> float | None:
+        return expires_at(retention, self._default_retention, self._now, key)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -162,12 +167,12 @@ class _StateAccessor:
             StateValueError: ``None``, NaN/infinity, a bad key, or a value too large.
             StateTypeError: a value that is not JSON; the message says where.
         """
-        self._sync(self._set_msg(key, value, self._expires(retention)), "set")
+        self._sync(self._set_msg(key, value, self._expires(retention, key)), "set")
 
     @_writes
     async def aset(self, key: str, value: Any, *, retention: RetentionLike = None) -> None:
         """Async twin of :meth:`set`."""
-        await self._client.request(self._set_msg(key, value, self._expires(retention)))
+        await self._client.request(self._set_msg(key, value, self._expires(retention, key)))
 
     @_writes
     def delete(self, key: str) -> None:
@@ -186,14 +191,14 @@ class _StateAccessor:
         Raises:
             StateTypeError: the key holds something other than an int.
         """
-        request = self._increment_msg(key, by, self._expires(retention))
+        request = self._increment_msg(key, by, self._expires(retention, key))
         value: int = self._sync(request, "increment").value
         return value
 
     @_writes
     async def aincrement(self, key: str, by: int = 1, *, retention: RetentionLike = None) -> int:
         """Async twin of :meth:`increment`."""
-        request = self._increment_msg(key, by, self._expires(retention))
+        request = self._increment_msg(key, by, self._expires(retention, key))
         value: int = (await self._client.request(request)).value
         return value
 
@@ -206,7 +211,7 @@ class _StateAccessor:
         ``expected=None`` means "the key is absent". Values compare as JSON, exactly:
         ``True`` does not equal ``1``, nor ``1`` equal ``1.0``.
         """
-        request = self._cas_msg(key, expected, new, self._expires(retention))
+        request = self._cas_msg(key, expected, new, self._expires(retention, key))
         swapped: bool = self._sync(request, "compare_and_set").swapped
         return swapped
 
@@ -215,7 +220,7 @@ class _StateAccessor:
         self, key: str, expected: Any, new: Any, *, retention: RetentionLike = None
     ) -> bool:
         """Async twin of :meth:`compare_and_set`."""
-        request = self._cas_msg(key, expected, new, self._expires(retention))
+        request = self._cas_msg(key, expected, new, self._expires(retention, key))
         swapped: bool = (await self._client.request(request)).swapped
         return swapped
 

@@ -243,7 +243,7 @@ class ChildClient:
         self._connection.submit(request_id, data, slot)
         assert slot.done is not None
         await slot.done.wait()
-        return _unwrap(slot.response)
+        return _unwrap(slot.response, request)
 
     def request_sync(self, request: m.Request, what: str = "state access") -> Any:
         """Send ``request`` from a worker thread and wait for its response.
@@ -260,12 +260,12 @@ class ChildClient:
         self._token.run_sync_soon(self._connection.submit, request_id, data, slot)
         assert slot.waiter is not None
         slot.waiter.wait()  # if the parent goes away, the process exits
-        return _unwrap(slot.response)
+        return _unwrap(slot.response, request)
 
 
-def _unwrap(response: Any) -> Any:
+def _unwrap(response: Any, request: m.Request) -> Any:
     if isinstance(response, m.ErrorResponse):
-        raise_error(response)
+        raise_error(response, request)
     return response
 
 

@@ -39,13 +39,18 @@ _EXCEPTIONS: Final = {error: kind for error, kind in reversed(m.ERROR_EXCEPTIONS
 _ENDED: Final = object()
 
 
-def raise_error(response: m.ErrorResponse) -> NoReturn:
-    """Raise the exception an :class:`~stateward.protocol.messages.ErrorResponse` reports."""
+def raise_error(response: m.ErrorResponse, request: Any = None) -> NoReturn:
+    """Raise the exception an :class:`~stateward.protocol.messages.ErrorResponse` reports.
+
+    A value error's ``.key`` is the response's key or, when the response has none (a key
+    that is not a str cannot travel in it), the key of the ``request`` it answers.
+    """
     kind = _EXCEPTIONS.get(response.error, StatewardError)
+    key = response.key if response.key is not None else getattr(request, "key", None)
     if kind is StateTypeError:
-        raise StateTypeError(response.detail, key=response.key, path=response.path)
+        raise StateTypeError(response.detail, key=key, path=response.path)
     if kind is StateValueError:
-        raise StateValueError(response.detail, key=response.key)
+        raise StateValueError(response.detail, key=key)
     if kind is UndeclaredAssetError:
         raise UndeclaredAssetError(response.detail)
     raise kind(response.detail)
@@ -147,15 +152,15 @@ class SupervisorClient:
         self._supervisor.submit(envelope)
         assert envelope.done is not None
         await envelope.done.wait()
-        return self._unwrap(envelope.response)
+        return self._unwrap(envelope.response, request)
 
-    def _unwrap(self, response: Any) -> Any:
+    def _unwrap(self, response: Any, request: Any) -> Any:
         if response is _ENDED:
             raise self._ended_error()
         if isinstance(response, m.ErrorResponse):
             if response.error is m.ErrorType.SHUTTING_DOWN and self._supervisor.failure:
                 raise self._supervisor.died_error() from self._supervisor.failure
-            raise_error(response)
+            raise_error(response, request)
         return response
 
     def _submit_soon(self, envelope: Envelope) -> None:
@@ -198,4 +203,4 @@ class SupervisorClient:
                 # Stopped without taking the request in: nobody will answer it.
                 msg = "the runtime closed before this request was served"
                 raise RuntimeClosedError(msg)
-        return self._unwrap(envelope.response)
+        return self._unwrap(envelope.response, request)

@@ -196,7 +196,7 @@ async def test_bad_value_is_refused_and_the_old_value_kept(
     ],
 )
 async def test_bad_key_is_refused(rt: Runtime, key: Any, kind: type[Exception], match: str) -> None:
-    """Empty, non-str and over-long keys are refused for every method; nothing is written."""
+    """Empty, non-str and over-long keys are refused for every method, the error carrying the key as .key; nothing is written."""
 
     def task(task_state: Any) -> Any:
         for call in (
@@ -206,8 +206,9 @@ async def test_bad_key_is_refused(rt: Runtime, key: Any, kind: type[Exception], 
             lambda: task_state.increment(key),
             lambda: task_state.compare_and_set(key, None, 1),
         ):
-            with pytest.raises(kind, match=match):
+            with pytest.raises(kind, match=match) as raised:
                 call()
+            assert raised.value.key == key
         return task_state.items()
 
     assert ok(await run(rt, task)) == []
@@ -366,9 +367,11 @@ async def test_bad_retention_is_refused(
 ) -> None:
     """A retention that is not a positive duration is refused; nothing is written."""
     state = rt.state.task("d", "r", "t")
-    with pytest.raises(kind, match=match):
+    with pytest.raises(kind, match=match) as raised:
         await state.aset("k", 1, retention=retention)
     assert await state.aitems() == []
+    if kind is StateValueError:
+        assert raised.value.key == "k"  # type: ignore[attr-defined]
 
 
 async def test_expired_key_can_be_counted_again_and_cas_sees_it_absent(
