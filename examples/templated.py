@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stateward import Asset, AssetStateAccessors, Dag, run_dag
-from stateward.operators import ShellOperator
+from stateward._operators import ShellOperator
 
 INVOICES = Asset("invoices", uri="warehouse://billing/invoices")
 BATCH = 100

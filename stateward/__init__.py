@@ -1,53 +1,53 @@
 """stateward: an embeddable trio task runtime with durable task state and asset state.
 
-The public API is what this module exports; everything else may change.
+The public API is what this module exports (``__all__``), plus the ``stateward.store``
+package for store backends and the ``stateward.testing`` pytest plugin. Every other
+module is internal: its name starts with ``_`` and it may change in any release.
 """
 
-from __future__ import annotations
-
-from .assets import Asset as Asset
-from .assets import AssetAlias as AssetAlias
-from .assets import AssetNameRef as AssetNameRef
-from .assets import AssetUriRef as AssetUriRef
-from .context.accessors import NEVER_EXPIRE as NEVER_EXPIRE
-from .context.accessors import AssetStateAccessor as AssetStateAccessor
-from .context.accessors import AssetStateAccessors as AssetStateAccessors
-from .context.accessors import TaskStateAccessor as TaskStateAccessor
-from .context.context import Context as Context
-from .context.context import TaskInstanceInfo as TaskInstanceInfo
-from .dag import Dag as Dag
-from .dag import Operator as Operator
-from .errors import AssetConflictError as AssetConflictError
-from .errors import AsyncContextError as AsyncContextError
-from .errors import AttemptEndedError as AttemptEndedError
-from .errors import DagDefinitionError as DagDefinitionError
-from .errors import ExternalJobFailedError as ExternalJobFailedError
-from .errors import NotAStatewardDatabaseError as NotAStatewardDatabaseError
-from .errors import ProtocolError as ProtocolError
-from .errors import RuntimeClosedError as RuntimeClosedError
-from .errors import ShellCommandError as ShellCommandError
-from .errors import StateScopeError as StateScopeError
-from .errors import StateTypeError as StateTypeError
-from .errors import StateValueError as StateValueError
-from .errors import StatewardError as StatewardError
-from .errors import StoreError as StoreError
-from .errors import SupervisorDiedError as SupervisorDiedError
-from .errors import TaskFailedError as TaskFailedError
-from .errors import TaskLoadError as TaskLoadError
-from .errors import TaskProcessError as TaskProcessError
-from .errors import TaskTimeoutError as TaskTimeoutError
-from .errors import TemplateError as TemplateError
-from .errors import TemplateKeyError as TemplateKeyError
-from .errors import TemplateWriteError as TemplateWriteError
-from .errors import UndeclaredAssetError as UndeclaredAssetError
-from .jobs import JobStatus as JobStatus
-from .jobs import ResumableJobOperator as ResumableJobOperator
-from .operators import ShellOperator as ShellOperator
-from .runtime.runner import DagRunResult as DagRunResult
-from .runtime.runner import TaskInstanceResult as TaskInstanceResult
-from .runtime.runtime import Runtime as Runtime
-from .runtime.runtime import open_runtime as open_runtime
-from .runtime.runtime import run_dag as run_dag
+from ._assets import Asset as Asset
+from ._assets import AssetAlias as AssetAlias
+from ._assets import AssetNameRef as AssetNameRef
+from ._assets import AssetUriRef as AssetUriRef
+from ._context.accessors import NEVER_EXPIRE as NEVER_EXPIRE
+from ._context.accessors import AssetStateAccessor as AssetStateAccessor
+from ._context.accessors import AssetStateAccessors as AssetStateAccessors
+from ._context.accessors import TaskStateAccessor as TaskStateAccessor
+from ._context.context import Context as Context
+from ._context.context import TaskInstanceInfo as TaskInstanceInfo
+from ._dag import Dag as Dag
+from ._dag import Operator as Operator
+from ._errors import AssetConflictError as AssetConflictError
+from ._errors import AsyncContextError as AsyncContextError
+from ._errors import AttemptEndedError as AttemptEndedError
+from ._errors import DagDefinitionError as DagDefinitionError
+from ._errors import ExternalJobFailedError as ExternalJobFailedError
+from ._errors import NotAStatewardDatabaseError as NotAStatewardDatabaseError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import RuntimeClosedError as RuntimeClosedError
+from ._errors import ShellCommandError as ShellCommandError
+from ._errors import StateScopeError as StateScopeError
+from ._errors import StateTypeError as StateTypeError
+from ._errors import StateValueError as StateValueError
+from ._errors import StatewardError as StatewardError
+from ._errors import StoreError as StoreError
+from ._errors import SupervisorDiedError as SupervisorDiedError
+from ._errors import TaskFailedError as TaskFailedError
+from ._errors import TaskLoadError as TaskLoadError
+from ._errors import TaskProcessError as TaskProcessError
+from ._errors import TaskTimeoutError as TaskTimeoutError
+from ._errors import TemplateError as TemplateError
+from ._errors import TemplateKeyError as TemplateKeyError
+from ._errors import TemplateWriteError as TemplateWriteError
+from ._errors import UndeclaredAssetError as UndeclaredAssetError
+from ._jobs import JobStatus as JobStatus
+from ._jobs import ResumableJobOperator as ResumableJobOperator
+from ._operators import ShellOperator as ShellOperator
+from ._runtime.runner import DagRunResult as DagRunResult
+from ._runtime.runner import TaskInstanceResult as TaskInstanceResult
+from ._runtime.runtime import Runtime as Runtime
+from ._runtime.runtime import open_runtime as open_runtime
+from ._runtime.runtime import run_dag as run_dag
 from .store.memory import MemoryStore as MemoryStore
 from .store.sqlite import SqliteStore as SqliteStore
 
@@ -73,8 +73,8 @@ __all__ = [
     "MemoryStore",
     "NotAStatewardDatabaseError",
     "Operator",
-    "ResumableJobOperator",
     "ProtocolError",
+    "ResumableJobOperator",
     "Runtime",
     "RuntimeClosedError",
     "ShellCommandError",
@@ -91,8 +91,8 @@ __all__ = [
     "TaskInstanceResult",
     "TaskLoadError",
     "TaskProcessError",
-    "TaskTimeoutError",
     "TaskStateAccessor",
+    "TaskTimeoutError",
     "TemplateError",
     "TemplateKeyError",
     "TemplateWriteError",
@@ -100,3 +100,15 @@ __all__ = [
     "open_runtime",
     "run_dag",
 ]
+
+
+def _present_as_public() -> None:
+    # Public classes and functions say they are ``stateward.X`` (in reprs, tracebacks
+    # and ``TaskProcessError.remote_type``), not the internal module that defines them.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("stateward._"):
+            obj.__module__ = __name__
+
+
+_present_as_public()

@@ -25,13 +25,13 @@ import pytest
 import trio
 
 from stateward import open_runtime
-from stateward.cli import JSON_FIELDS
-from stateward.loader import load_dags
-from stateward.runtime.runtime import Runtime
+from stateward._cli import JSON_FIELDS
+from stateward._loader import load_dags
+from stateward._runtime.runtime import Runtime
 
 FIXTURES = Path(__file__).parent / "cli_fixtures"
 _SCRIPT = Path(sys.executable).with_name("stateward")
-COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "stateward.cli"]
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "stateward._cli"]
 T = TypeVar("T")
 
 
@@ -184,7 +184,7 @@ def test_run_show_results_and_a_commands_stderr(tmp_path: Path):
     dag_file = tmp_path / "shell.py"
     dag_file.write_text(
         "from stateward import Dag\n"
-        "from stateward.operators import ShellOperator\n"
+        "from stateward._operators import ShellOperator\n"
         "dag = Dag('shell', params={'n': 5})\n"
         "ShellOperator(task_id='count', dag=dag,\n"
         "              command='echo counting to << params.n >> >&2; echo << params.n >>')\n"

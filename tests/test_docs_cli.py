@@ -13,7 +13,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from stateward.cli import cli
+from stateward._cli import cli
 
 from .docs_blocks import ROOT
 

@@ -13,18 +13,18 @@ PACKAGE = Path(stateward.__file__).parent
 
 #: What each layer may import from stateward (its own modules always). The shared
 #: bottom (errors, records, values) is below every subpackage.
-BOTTOM = {"errors", "records", "values"}
+BOTTOM = {"_errors", "_records", "_values"}
 ALLOWED = {
-    "protocol": BOTTOM,
+    "_protocol": BOTTOM,
     "store": BOTTOM,
-    "context": BOTTOM | {"protocol", "assets"},
-    "templates": BOTTOM,
+    "_context": BOTTOM | {"_protocol", "_assets"},
+    "_templates": BOTTOM,
 }
 
 
 def stateward_imports(path: Path) -> set[str]:
-    """The top-level stateward modules and subpackages ``path`` imports (``"runtime"``)."""
-    package = path.relative_to(PACKAGE.parent).parts[:-1]  # ("stateward", "context")
+    """The top-level stateward modules and subpackages ``path`` imports (``"_runtime"``)."""
+    package = path.relative_to(PACKAGE.parent).parts[:-1]  # ("stateward", "_context")
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
@@ -56,7 +56,7 @@ def test_a_layer_imports_only_what_is_below_it(layer: str) -> None:
 
 def test_the_import_parser_sees_relative_and_absolute_imports() -> None:
     """The checker itself: relative imports resolve against the module's package."""
-    probe = PACKAGE / "context" / "accessors.py"
-    assert {"protocol", "errors", "assets", "records"} <= stateward_imports(probe)
-    assert "runtime" in stateward_imports(PACKAGE / "runtime" / "runner.py")
-    assert "errors" in stateward_imports(PACKAGE / "templates" / "render.py")
+    probe = PACKAGE / "_context" / "accessors.py"
+    assert {"_protocol", "_errors", "_assets", "_records"} <= stateward_imports(probe)
+    assert "_runtime" in stateward_imports(PACKAGE / "_runtime" / "runner.py")
+    assert "_errors" in stateward_imports(PACKAGE / "_templates" / "render.py")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stateward import Dag, TaskLoadError
-from stateward.loader import load_dags, pick_dag
+from stateward._loader import load_dags, pick_dag
 
 FIXTURES = Path(__file__).parent / "cli_fixtures"
 

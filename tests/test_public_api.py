@@ -1,46 +1,89 @@
-"""The public surface is exactly the documented names."""
+"""The public surface: what ``import stateward`` binds is exactly ``__all__`` (and the
+public subpackages), and no module reaches into another's private names."""
 
 from __future__ import annotations
 
-import tomllib
+import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import stateward
 
-DOCUMENTED = {
-    # domain
-    "Asset", "AssetAlias", "AssetNameRef", "AssetUriRef", "Dag", "Operator", "ShellOperator",
-    "ResumableJobOperator", "JobStatus",
-    # runtime
-    "open_runtime", "run_dag", "Runtime", "DagRunResult", "TaskInstanceResult",
-    "MemoryStore", "SqliteStore",
-    # context
-    "Context", "TaskInstanceInfo", "TaskStateAccessor", "AssetStateAccessor",
-    "AssetStateAccessors", "NEVER_EXPIRE",
-    # errors
-    "StatewardError", "StateValueError", "StateTypeError", "StateScopeError",
-    "UndeclaredAssetError", "AssetConflictError", "AsyncContextError", "AttemptEndedError",
-    "ProtocolError",
-    "StoreError", "NotAStatewardDatabaseError", "RuntimeClosedError", "SupervisorDiedError",
-    "DagDefinitionError", "TaskLoadError", "TaskFailedError", "TemplateError",
-    "TemplateKeyError", "TemplateWriteError", "ShellCommandError", "ExternalJobFailedError",
-    "TaskProcessError", "TaskTimeoutError",
-}  # fmt: skip
+PACKAGE = Path(stateward.__file__).parent
+DOCS = PACKAGE.parent / "docs"
+#: Subpackages a user imports by name: store backends and the pytest plugin.
+PUBLIC_SUBPACKAGES = {"store", "testing"}
 
 
-def test_all_is_the_documented_api() -> None:
-    """__all__ lists exactly the documented public names."""
-    assert set(stateward.__all__) == DOCUMENTED
+def bound_by_import() -> set[str]:
+    """The public-looking names a fresh ``import stateward`` binds."""
+    code = (
+        "import json, stateward; "
+        "print(json.dumps([n for n in vars(stateward) if not n.startswith('_')]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout))
 
 
-def test_every_name_in_all_exists() -> None:
-    """Every name in __all__ is importable from stateward."""
+def test_import_binds_exactly_all() -> None:
+    """``import stateward`` binds the names of ``__all__`` and no module or helper besides."""
+    assert bound_by_import() - PUBLIC_SUBPACKAGES == set(stateward.__all__)
+
+
+def test_all_is_sorted() -> None:
+    """``__all__`` is sorted as ruff sorts it: constants, then classes, then functions."""
+
+    def order(name: str) -> tuple[int, str]:
+        return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
+
+    assert stateward.__all__ == sorted(stateward.__all__, key=order)
+
+
+def test_every_public_name_is_documented() -> None:
+    """Each exported name appears in the user guide (docs/)."""
+    text = "\n".join(page.read_text() for page in DOCS.glob("*.md"))
+    assert [name for name in stateward.__all__ if name not in text] == []
+
+
+def test_public_objects_name_the_public_module() -> None:
+    """Exported classes and functions present themselves as ``stateward.X`` (or as the
+    public ``stateward.store`` module that defines them), never as an internal module."""
     for name in stateward.__all__:
-        assert hasattr(stateward, name), name
+        obj = getattr(stateward, name)
+        if isinstance(obj, type) or callable(obj):
+            module = obj.__module__
+            assert module == "stateward" or module.startswith("stateward.store"), name
 
 
-def test_pyproject_license_is_an_spdx_expression() -> None:
-    """The license is the SPDX string setuptools >= 77 reads without a deprecation warning."""
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert pyproject["project"]["license"] == "Apache-2.0"
-    assert "setuptools>=77" in pyproject["build-system"]["requires"]
+def test_internal_modules_are_marked() -> None:
+    """Every module and subpackage but the public ones starts with ``_``."""
+    unmarked = [
+        entry.name
+        for entry in PACKAGE.iterdir()
+        if not entry.name.startswith(("_", "."))
+        and entry.name not in PUBLIC_SUBPACKAGES
+        and (entry.suffix == ".py" or (entry.is_dir() and (entry / "__init__.py").exists()))
+    ]
+    assert unmarked == []
+
+
+def private_imports(path: Path) -> list[str]:
+    """``from stateward... import _name`` statements in one module (dunders allowed)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+            continue
+        inside = node.level > 0 or (node.module or "").startswith("stateward")
+        for alias in node.names:
+            name = alias.name
+            if inside and name.startswith("_") and not name.startswith("__"):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_name() -> None:
+    """A helper two modules share has a public name in an internal module."""
+    found = [hit for path in sorted(PACKAGE.rglob("*.py")) for hit in private_imports(path)]
+    assert found == []

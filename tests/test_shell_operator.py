@@ -22,8 +22,8 @@ from stateward import (
     TaskTimeoutError,
     TemplateKeyError,
 )
-from stateward.loader import load_dags
-from stateward.operators import ShellCommandError, ShellOperator
+from stateward._loader import load_dags
+from stateward._operators import ShellCommandError, ShellOperator
 
 DAG_ID = "etl"
 RUN_ID = "run-1"
@@ -463,7 +463,7 @@ async def test_isolation_and_timeout_given_to_shell_operator_directly_take_effec
     dag_file = tmp_path / "isolated_shell.py"
     dag_file.write_text(
         "from stateward import Dag\n"
-        "from stateward.operators import ShellOperator\n\n"
+        "from stateward._operators import ShellOperator\n\n"
         "dag = Dag('isolated_shell')\n"
         "ShellOperator(task_id='here', dag=dag, command='echo $PPID')\n"
         "ShellOperator(task_id='there', dag=dag, command='echo $PPID', isolation='process')\n"

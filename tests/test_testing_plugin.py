@@ -394,7 +394,7 @@ async def test_broken_fails(sw):
             "E       ValueError: disk full",
             "*The above exception was the direct cause of the following exception:*",
             ">       assert_success(await sw.run_task(broken))",
-            "E       stateward.errors.TaskFailedError: task 'etl.broken' of run 'test_run' "
+            "E       stateward._errors.TaskFailedError: task 'etl.broken' of run 'test_run' "
             "failed after 1 try (ValueError: disk full)*",
             "FAILED test_a_failing_task_is_reported_with_its_own_traceback.py::test_broken_fails*",
         ]

@@ -5,10 +5,10 @@ is one transaction: either every write in it is durable when :meth:`Store.execut
 returns, or none is. An operation that is refused for its own reasons (an increment
 of a non-integer, a conflicting asset declaration) yields its exception in the
 results list and writes nothing; the other operations go on. A failure of the store
-itself (I/O, lock timeout, disk full) raises :class:`~stateward.errors.StoreError`
+itself (I/O, lock timeout, disk full) raises :class:`~stateward._errors.StoreError`
 for the whole batch, with nothing written.
 
-Values cross this boundary as JSON text (checked by :mod:`stateward.values`), so a
+Values cross this boundary as JSON text (checked by :mod:`stateward._values`), so a
 stored value never aliases an object a task still holds.
 """
 
@@ -20,8 +20,8 @@ from typing import Any, Final, Protocol, Self, TypeAlias
 
 import attrs
 
-from ..errors import AssetConflictError, StateTypeError, StateValueError
-from ..records import AssetInfo, StateEntry, instance_label
+from .._errors import AssetConflictError, StateTypeError, StateValueError
+from .._records import AssetInfo, StateEntry, instance_label
 
 
 @attrs.frozen

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import attrs
 
-from ..errors import AssetConflictError
-from ..records import AssetInfo
+from .._errors import AssetConflictError
+from .._records import AssetInfo
 
 
 def asset_conflict_message(declared: AssetInfo, known: AssetInfo) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 
 import attrs
 
-from ..errors import RuntimeClosedError, StateTypeError
-from ..records import AssetInfo, StateEntry
-from ..values import check_int_digits, decode_listed, decode_stored, json_equal
+from .._errors import RuntimeClosedError, StateTypeError
+from .._records import AssetInfo, StateEntry
+from .._values import check_int_digits, decode_listed, decode_stored, json_equal
 from . import base
 from .conflicts import KnownAsset, check_declarations, increment_type_message, resolve_declaration
 

@@ -26,9 +26,9 @@ from typing import Any, Final, NoReturn
 import pytest
 import trio
 
-from ..runtime.runtime import Runtime, open_runtime
+from .._runtime.runtime import Runtime, open_runtime
 from ..store.memory import MemoryStore
-from .failures import _chain, _collapse, _failure_report, assert_success
+from .failures import assert_success, collapse, exception_ids, failure_report
 from .harness import DEFAULT_RUN_ID, StateHarness
 from .sync import SyncHarness
 
@@ -81,7 +81,7 @@ def pytest_runtest_makereport(
     harnesses = item.stash.get(_HARNESSES, [])
     if report.when == "call" and report.failed and harnesses:
         raised = call.excinfo.value if call.excinfo is not None else None
-        text = _failure_report(harnesses, _chain(raised))
+        text = failure_report(harnesses, exception_ids(raised))
         if text:
             report.sections.append(("stateward: failed task instances", text))
     return report
@@ -101,7 +101,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     except BaseExceptionGroup as group:
         if _TRIO_FIXTURES.isdisjoint(pyfuncitem.fixturenames):
             raise
-        error = _collapse(group)
+        error = collapse(group)
     # Raised outside the except block, so the group does not become its __context__.
     raise error
 

@@ -6,10 +6,10 @@ import traceback
 from types import TracebackType
 from typing import TypeVar
 
-from ..errors import TaskFailedError
-from ..records import instance_label
-from ..runtime.runner import SUCCESS, DagRunResult, TaskInstanceResult
-from ..tracebacks import trim_to_user_code
+from .._errors import TaskFailedError
+from .._records import instance_label
+from .._runtime.runner import SUCCESS, DagRunResult, TaskInstanceResult
+from .._tracebacks import trim_to_user_code
 from .harness import StateHarness
 
 ResultT = TypeVar("ResultT", TaskInstanceResult, DagRunResult)
@@ -63,7 +63,7 @@ def _describe(ti: TaskInstanceResult) -> str:
     return f"task {_label(ti)!r} of run {ti.run_id!r} failed after {tries} ({error})"
 
 
-def _failure_report(harnesses: list[StateHarness], shown: set[int]) -> str:
+def failure_report(harnesses: list[StateHarness], shown: set[int]) -> str:
     parts: list[str] = []
     for harness in harnesses:
         for ti in harness.results:
@@ -74,7 +74,7 @@ def _failure_report(harnesses: list[StateHarness], shown: set[int]) -> str:
     return "\n".join(parts)
 
 
-def _chain(error: BaseException | None) -> set[int]:
+def exception_ids(error: BaseException | None) -> set[int]:
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -82,7 +82,7 @@ def _chain(error: BaseException | None) -> set[int]:
     return seen
 
 
-def _collapse(error: BaseException) -> BaseException:
+def collapse(error: BaseException) -> BaseException:
     """A chain of one-exception groups as its leaf, with the groups' frames first.
 
     As trio's non-strict mode would raise it, less the frames of trio's nurseries and

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..assets import Asset, AssetAlias, AssetNameRef, AssetUriRef
-from ..context.accessors import AssetStateAccessor
-from ..dag import Dag, Operator
-from ..protocol import messages as m
-from ..records import AssetInfo
-from ..runtime.runner import DagRunResult, TaskInstanceResult
-from ..runtime.runtime import Runtime
+from .._assets import Asset, AssetAlias, AssetNameRef, AssetUriRef
+from .._context.accessors import AssetStateAccessor
+from .._dag import Dag, Operator
+from .._protocol import messages as m
+from .._records import AssetInfo
+from .._runtime.runner import DagRunResult, TaskInstanceResult
+from .._runtime.runtime import Runtime
 
 #: The run id a harness uses when a call names none, so seeding and running agree.
 DEFAULT_RUN_ID: Final = "test_run"

@@ -12,11 +12,11 @@ from typing import Any, Self
 
 import trio
 
-from ..assets import Asset, AssetAlias
-from ..dag import Dag, Operator
-from ..errors import AsyncContextError, RuntimeClosedError
-from ..runtime.runner import DagRunResult, TaskInstanceResult
-from ..runtime.runtime import Runtime, RuntimeState, open_runtime
+from .._assets import Asset, AssetAlias
+from .._dag import Dag, Operator
+from .._errors import AsyncContextError, RuntimeClosedError
+from .._runtime.runner import DagRunResult, TaskInstanceResult
+from .._runtime.runtime import Runtime, RuntimeState, open_runtime
 from ..store.base import Store
 from ..store.memory import MemoryStore
 from .harness import DEFAULT_RUN_ID, AssetTarget, StateHarness

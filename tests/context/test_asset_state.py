@@ -23,7 +23,7 @@ from stateward import (
     UndeclaredAssetError,
     open_runtime,
 )
-from stateward.protocol import messages as m
+from stateward._protocol import messages as m
 from stateward.store.base import Store
 
 ORDERS = Asset("orders", uri="s3://lake/orders")

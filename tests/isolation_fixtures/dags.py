@@ -24,8 +24,8 @@ from stateward import (
     StateTypeError,
     StateValueError,
 )
-from stateward.protocol import messages as m
-from stateward.protocol.converter import encode
+from stateward._protocol import messages as m
+from stateward._protocol.converter import encode
 
 ORDERS = Asset("orders", uri="s3://lake/orders")
 SALES = Asset("sales")

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import trio
 
-from stateward.runtime.supervisor import Envelope, Supervisor
+from stateward._runtime.supervisor import Envelope, Supervisor
 from stateward.store import base as ops
 from stateward.store.base import Store
 

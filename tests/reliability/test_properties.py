@@ -31,9 +31,9 @@ from stateward import (
     StateValueError,
     open_runtime,
 )
-from stateward.protocol import messages as m
-from stateward.protocol.converter import decode, encode
-from stateward.records import AssetInfo
+from stateward._protocol import messages as m
+from stateward._protocol.converter import decode, encode
+from stateward._records import AssetInfo
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, Store, TaskScope
 
@@ -331,7 +331,7 @@ def valid_messages(draw: st.DrawFn) -> Any:
 def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
     """Values for a message field, by its annotation."""
     text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
-    text = text.replace("typing.Any", "JsonValue").replace("stateward.records.", "")
+    text = text.replace("typing.Any", "JsonValue").replace("stateward._records.", "")
     table: dict[str, st.SearchStrategy[Any]] = {
         "str": st.text(max_size=6),
         "str | None": st.none() | st.text(max_size=6),

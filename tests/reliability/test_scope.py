@@ -21,8 +21,8 @@ from stateward import (
     UndeclaredAssetError,
     open_runtime,
 )
-from stateward.protocol import messages as m
-from stateward.records import AssetInfo
+from stateward._protocol import messages as m
+from stateward._records import AssetInfo
 
 ORDERS = Asset("orders", "s3://lake/orders")
 SECRET = Asset("secret", "s3://vault/secret")

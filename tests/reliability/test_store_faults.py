@@ -22,7 +22,7 @@ from stateward import (
     StoreError,
     open_runtime,
 )
-from stateward.runtime.runner import TaskInstanceEvent
+from stateward._runtime.runner import TaskInstanceEvent
 from stateward.store import base as ops
 
 from ._support import Child, threads_left_over

@@ -22,7 +22,7 @@ import trio
 import trio._core._thread_cache
 
 from stateward import MemoryStore, open_runtime
-from stateward.loader import load_dags
+from stateward._loader import load_dags
 
 FIXTURE = Path(__file__).parents[1] / "isolation_fixtures" / "lifetime.py"
 

@@ -32,16 +32,16 @@ from stateward import (
     TaskTimeoutError,
     open_runtime,
 )
-from stateward.errors import ProtocolError, UndeclaredAssetError
-from stateward.loader import load_dags
-from stateward.protocol import messages as m
-from stateward.protocol.converter import decode, decode_frame, encode, encode_frame
-from stateward.protocol.frames import ResultFrame, StartFrame
-from stateward.protocol.wire import MAX_FRAME_BYTES, FrameReader, FrameWriter, pack_frame
-from stateward.records import AssetInfo
-from stateward.runtime import isolation
-from stateward.runtime.isolation import RemoteTraceback, outlet_events, serve_child
-from stateward.runtime.supervisor import Caller
+from stateward._errors import ProtocolError, UndeclaredAssetError
+from stateward._loader import load_dags
+from stateward._protocol import messages as m
+from stateward._protocol.converter import decode, decode_frame, encode, encode_frame
+from stateward._protocol.frames import ResultFrame, StartFrame
+from stateward._protocol.wire import MAX_FRAME_BYTES, FrameReader, FrameWriter, pack_frame
+from stateward._records import AssetInfo
+from stateward._runtime import isolation
+from stateward._runtime.isolation import RemoteTraceback, outlet_events, serve_child
+from stateward._runtime.supervisor import Caller
 from stateward.store.base import TaskScope, Writer
 
 FIXTURES = Path(__file__).parents[1] / "isolation_fixtures" / "dags.py"

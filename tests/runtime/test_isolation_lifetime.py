@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from stateward import MemoryStore, open_runtime
-from stateward.loader import load_dags
+from stateward._loader import load_dags
 
 HERE = Path(__file__).parent
 FIXTURE = HERE.parent / "isolation_fixtures" / "lifetime.py"

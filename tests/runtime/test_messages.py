@@ -8,11 +8,11 @@ import attrs
 import pytest
 
 from stateward import ProtocolError
-from stateward.protocol import messages as m
-from stateward.protocol.converter import decode, decode_frame, encode
-from stateward.protocol.frames import RequestFrame
-from stateward.protocol.wire import pack_request
-from stateward.records import AssetInfo, StateEntry
+from stateward._protocol import messages as m
+from stateward._protocol.converter import decode, decode_frame, encode
+from stateward._protocol.frames import RequestFrame
+from stateward._protocol.wire import pack_request
+from stateward._records import AssetInfo, StateEntry
 
 NESTED = {"a": [1, 2.5, True, "x", {"b": []}], "n": -3}
 

@@ -20,10 +20,10 @@ from stateward import (
     StoreError,
     UndeclaredAssetError,
 )
-from stateward.protocol import messages as m
-from stateward.records import AssetInfo
-from stateward.runtime.client import SupervisorClient
-from stateward.runtime.supervisor import Caller, Envelope, Supervisor
+from stateward._protocol import messages as m
+from stateward._records import AssetInfo
+from stateward._runtime.client import SupervisorClient
+from stateward._runtime.supervisor import Caller, Envelope, Supervisor
 from stateward.store import base as ops
 from stateward.store.base import TaskScope, Writer
 from stateward.store.memory import MemoryStore

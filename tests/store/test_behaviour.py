@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stateward import AssetConflictError, StateTypeError, StateValueError
-from stateward.records import AssetInfo
+from stateward._records import AssetInfo
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, Store, TaskScope, Writer
 

@@ -34,9 +34,9 @@ from stateward import (
     StoreError,
     open_runtime,
 )
-from stateward.errors import StateValueError
-from stateward.records import AssetInfo
-from stateward.runtime.runtime import default_db
+from stateward._errors import StateValueError
+from stateward._records import AssetInfo
+from stateward._runtime.runtime import default_db
 from stateward.store import base as ops
 from stateward.store import open_store
 from stateward.store.base import AssetScope, TaskScope
@@ -534,7 +534,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "STATEWARD_DB"}
     script = Path(sys.executable).with_name("stateward")
     command = (
-        [str(script), *args] if script.exists() else [sys.executable, "-m", "stateward.cli", *args]
+        [str(script), *args] if script.exists() else [sys.executable, "-m", "stateward._cli", *args]
     )
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
 

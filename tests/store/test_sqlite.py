@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError, open_runtime
-from stateward.records import AssetInfo
+from stateward._records import AssetInfo
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, TaskScope
 from stateward.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate

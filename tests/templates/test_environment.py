@@ -8,9 +8,9 @@ import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment, unsafe
 
-from stateward.errors import TemplateWriteError
-from stateward.templates import NativeStateSandbox, StateSandbox, get_environment
-from stateward.templates.environment import StateKeyUndefinedError, StateUndefined
+from stateward._errors import TemplateWriteError
+from stateward._templates import NativeStateSandbox, StateSandbox, get_environment
+from stateward._templates.environment import StateKeyUndefinedError, StateUndefined
 
 
 class Keyed:

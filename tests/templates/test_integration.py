@@ -24,7 +24,7 @@ from stateward import (
     UndeclaredAssetError,
     open_runtime,
 )
-from stateward.dag import PythonTask
+from stateward._dag import PythonTask
 
 DAG_ID = "etl"
 RUN_ID = "run-1"

@@ -7,14 +7,14 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from stateward.errors import (
+from stateward._errors import (
     StatewardError,
     TemplateError,
     TemplateKeyError,
     TemplateWriteError,
 )
-from stateward.templates import get_environment, render_fields
-from stateward.templates.environment import StateKeyUndefinedError
+from stateward._templates import get_environment, render_fields
+from stateward._templates.environment import StateKeyUndefinedError
 
 
 class FakeStateView:

@@ -25,8 +25,8 @@ from typing import Any, Final
 
 import attrs
 
-from ...errors import NotAStatewardDatabaseError
-from ...values import MAX_INT_DIGITS
+from ..._errors import NotAStatewardDatabaseError
+from ..._values import MAX_INT_DIGITS
 
 #: The schema a store uses unless told otherwise.
 DEFAULT_SCHEMA: Final = "stateward"

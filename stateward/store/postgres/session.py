@@ -29,9 +29,9 @@ from typing import Any, Final
 import asyncpg
 import attrs
 
-from ...errors import AssetConflictError, StateTypeError, StateValueError, StoreError
-from ...records import AssetInfo, StateEntry
-from ...values import check_int_digits, decode_listed, decode_stored, int_digits_message
+from ..._errors import AssetConflictError, StateTypeError, StateValueError, StoreError
+from ..._records import AssetInfo, StateEntry
+from ..._values import check_int_digits, decode_listed, decode_stored, int_digits_message
 from .. import base
 from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
 from .schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
@@ -65,7 +65,7 @@ def value_digest(value: Any) -> bytes:
     """SHA-256 of the canonical JSON of a (decoded) JSON value.
 
     Canonical: object keys sorted, compact, ``-0.0`` as ``0.0`` (which it equals). Two
-    values have one digest exactly when :func:`stateward.values.json_equal` holds.
+    values have one digest exactly when :func:`stateward._values.json_equal` holds.
     """
     canonical = _CANONICAL.encode(_normalise(value))
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()

@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     )
     raise ImportError(_msg) from exc
 
-from ...errors import RuntimeClosedError, StoreError, raise_sole
+from ..._errors import RuntimeClosedError, StoreError, raise_sole
 from ..base import Op
 from ..conflicts import store_error_message
 from .schema import DEFAULT_SCHEMA, quoted

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from typing import Final
 
-from ...errors import NotAStatewardDatabaseError
+from ..._errors import NotAStatewardDatabaseError
 
 #: 'SWD1' as an int: what ``PRAGMA application_id`` holds in a stateward database.
 APPLICATION_ID: Final = 0x53574431

@@ -27,9 +27,9 @@ from typing import Any, Final
 
 import trio
 
-from ...errors import RuntimeClosedError, StateTypeError, StoreError
-from ...records import AssetInfo, StateEntry
-from ...values import check_int_digits, decode_listed, decode_stored, json_equal
+from ..._errors import RuntimeClosedError, StateTypeError, StoreError
+from ..._records import AssetInfo, StateEntry
+from ..._values import check_int_digits, decode_listed, decode_stored, json_equal
 from .. import base
 from ..conflicts import (
     KnownAsset,

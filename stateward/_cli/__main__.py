@@ -1,0 +1,5 @@
+"""``python -m stateward._cli``."""
+
+from . import main
+
+raise SystemExit(main())

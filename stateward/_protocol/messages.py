@@ -1,0 +1,470 @@
+"""The typed messages between task actors and the supervisor.
+
+Every request and response is a frozen attrs class, and the module ends with the
+closed unions they form. A request carries no task identity: the supervisor knows which
+task instance sent it, because each client is bound to one identity by the runtime.
+Their wire form (:func:`stateward._protocol.converter.encode` and ``decode``) is one
+tagged union with a ``type`` tag.
+
+A field that holds a state value is declared with :data:`STATE_VALUE`, so code that
+checks or encodes values before sending them (a task process) finds them by
+:func:`state_values`, whatever the message.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final, TypeAlias
+
+import attrs
+
+from .._errors import (
+    AssetConflictError,
+    ProtocolError,
+    RuntimeClosedError,
+    StateScopeError,
+    StateTypeError,
+    StateValueError,
+    StatewardError,
+    StoreError,
+    SupervisorDiedError,
+    UndeclaredAssetError,
+)
+from .._records import AssetInfo, StateEntry
+
+# Values are JSON values; they are checked by stateward._values, not by the converter.
+JsonValue: TypeAlias = Any
+
+_STATE_VALUE: Final = "stateward.state_value"
+#: The metadata of a field that holds a state value to store.
+STATE_VALUE: Final = {_STATE_VALUE: False}
+#: ... or ``None``, which means "absent" (compare-and-set's ``expected``).
+STATE_VALUE_OR_ABSENT: Final = {_STATE_VALUE: True}
+
+
+def state_values(message: object) -> list[tuple[str, Any]]:
+    """The ``(field name, value)`` pairs of ``message`` that hold state values to store.
+
+    A field declared :data:`STATE_VALUE_OR_ABSENT` that holds ``None`` (compare-and-set's
+    "the key is absent") is left out: it is not a value to store.
+    """
+    found = []
+    cls: type[Any] = type(message)
+    for field in _value_fields(cls):
+        value = getattr(message, field.name)
+        if value is None and field.metadata[_STATE_VALUE]:
+            continue
+        found.append((field.name, value))
+    return found
+
+
+def _value_fields(cls: type[Any]) -> tuple[attrs.Attribute[Any], ...]:
+    if not attrs.has(cls):
+        return ()
+    return tuple(f for f in attrs.fields(cls) if _STATE_VALUE in f.metadata)
+
+
+# -- task state requests ----------------------------------------------------------------
+
+
+@attrs.frozen
+class GetTaskState:
+    """Read one key of the caller's task state."""
+
+    key: str
+
+
+@attrs.frozen
+class SetTaskState:
+    """Write one key of the caller's task state."""
+
+    key: str
+    value: JsonValue = attrs.field(metadata=STATE_VALUE)
+    #: Unix time at which the key expires; ``None`` keeps it forever.
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class DeleteTaskState:
+    """Delete one key of the caller's task state (absent keys are fine)."""
+
+    key: str
+
+
+@attrs.frozen
+class ClearTaskState:
+    """Delete every key of the caller's task state."""
+
+    #: Also clear the other map indices of the same mapped task in the same run.
+    all_map_indices: bool = False
+
+
+@attrs.frozen
+class IncrementTaskState:
+    """Add ``by`` to an integer key (absent counts as 0) and return the new value."""
+
+    key: str
+    by: int = 1
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class CompareAndSetTaskState:
+    """Set ``key`` to ``new`` only if it now holds ``expected`` (``None``: absent)."""
+
+    key: str
+    expected: JsonValue = attrs.field(metadata=STATE_VALUE_OR_ABSENT)
+    new: JsonValue = attrs.field(metadata=STATE_VALUE)
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class ListTaskState:
+    """Read every live key of the caller's task state."""
+
+
+# -- asset state requests ---------------------------------------------------------------
+
+
+@attrs.frozen
+class GetAssetStateByName:
+    """Read one key of a declared asset's state, the asset named by its name."""
+
+    name: str
+    key: str
+
+
+@attrs.frozen
+class GetAssetStateByUri:
+    """Read one key of a declared asset's state, the asset named by its URI."""
+
+    uri: str
+    key: str
+
+
+@attrs.frozen
+class SetAssetStateByName:
+    """Write one key of a declared asset's state."""
+
+    name: str
+    key: str
+    value: JsonValue = attrs.field(metadata=STATE_VALUE)
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class SetAssetStateByUri:
+    """Write one key of a declared asset's state."""
+
+    uri: str
+    key: str
+    value: JsonValue = attrs.field(metadata=STATE_VALUE)
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class DeleteAssetStateByName:
+    """Delete one key of a declared asset's state."""
+
+    name: str
+    key: str
+
+
+@attrs.frozen
+class DeleteAssetStateByUri:
+    """Delete one key of a declared asset's state."""
+
+    uri: str
+    key: str
+
+
+@attrs.frozen
+class ClearAssetStateByName:
+    """Delete every key of a declared asset's state."""
+
+    name: str
+
+
+@attrs.frozen
+class ClearAssetStateByUri:
+    """Delete every key of a declared asset's state."""
+
+    uri: str
+
+
+@attrs.frozen
+class IncrementAssetStateByName:
+    """Add ``by`` to an integer key of an asset's state and return the new value."""
+
+    name: str
+    key: str
+    by: int = 1
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class IncrementAssetStateByUri:
+    """Add ``by`` to an integer key of an asset's state and return the new value."""
+
+    uri: str
+    key: str
+    by: int = 1
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class CompareAndSetAssetStateByName:
+    """Set a key of an asset's state only if it holds ``expected`` (``None``: absent)."""
+
+    name: str
+    key: str
+    expected: JsonValue = attrs.field(metadata=STATE_VALUE_OR_ABSENT)
+    new: JsonValue = attrs.field(metadata=STATE_VALUE)
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class CompareAndSetAssetStateByUri:
+    """Set a key of an asset's state only if it holds ``expected`` (``None``: absent)."""
+
+    uri: str
+    key: str
+    expected: JsonValue = attrs.field(metadata=STATE_VALUE_OR_ABSENT)
+    new: JsonValue = attrs.field(metadata=STATE_VALUE)
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class ListAssetStateByName:
+    """Read every live key of an asset's state."""
+
+    name: str
+
+
+@attrs.frozen
+class ListAssetStateByUri:
+    """Read every live key of an asset's state."""
+
+    uri: str
+
+
+@attrs.frozen
+class GetAssetsByAlias:
+    """Resolve an alias the caller declared as an inlet to its concrete assets."""
+
+    alias_name: str
+
+
+@attrs.frozen
+class AddAssetEvent:
+    """Record that the caller produced ``(name, uri)``, through ``alias_name`` if given."""
+
+    name: str
+    uri: str
+    extra: dict[str, JsonValue] = attrs.field(factory=dict)
+    alias_name: str | None = None
+
+
+# -- administrative requests (out-of-band clients only) -----------------------------------
+
+
+@attrs.frozen
+class ListState:
+    """List state rows with their provenance; every filter is optional."""
+
+    scope: str | None = None  # "task", "asset" or None for both
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    asset_name: str | None = None
+    include_expired: bool = False
+
+
+@attrs.frozen
+class DeclareAssets:
+    """Register the assets a Dag declares; a clash with a known asset is refused."""
+
+    assets: tuple[AssetInfo, ...]
+
+
+@attrs.frozen
+class GetAssetByRef:
+    """Look up a registered asset by name or by URI (exactly one is given)."""
+
+    name: str | None = None
+    uri: str | None = None
+
+
+@attrs.frozen
+class CleanupExpired:
+    """Delete the expired rows (or, with ``dry_run``, count them)."""
+
+    dry_run: bool = False
+
+
+# -- responses --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TaskStateResult:
+    """The value of a task-state key (``None``: absent)."""
+
+    key: str
+    value: JsonValue
+
+
+@attrs.frozen
+class AssetStateResult:
+    """The value of an asset-state key (``None``: absent)."""
+
+    key: str
+    value: JsonValue
+
+
+@attrs.frozen
+class IncrementResult:
+    """The value of a key after an increment."""
+
+    key: str
+    value: int
+
+
+@attrs.frozen
+class CompareAndSetResult:
+    """Whether a compare-and-set wrote its new value."""
+
+    key: str
+    swapped: bool
+
+
+@attrs.frozen
+class StateItemsResult:
+    """Every live key of one scope and its value."""
+
+    items: dict[str, JsonValue]
+
+
+@attrs.frozen
+class AssetsByAliasResult:
+    """The concrete assets an alias resolves to (possibly none)."""
+
+    assets: tuple[AssetInfo, ...]
+
+
+@attrs.frozen
+class AssetResult:
+    """A registered asset (``None``: not registered)."""
+
+    asset: AssetInfo | None
+
+
+@attrs.frozen
+class StateEntriesResult:
+    """Rows listed by :class:`ListState`."""
+
+    entries: tuple[StateEntry, ...]
+
+
+@attrs.frozen
+class CleanupResult:
+    """How many expired rows were deleted (or would be, on a dry run)."""
+
+    deleted: int
+
+
+@attrs.frozen
+class OkResponse:
+    """A request that has nothing to return succeeded."""
+
+
+class ErrorType(enum.Enum):
+    """Why a request failed; the client raises the matching exception."""
+
+    INVALID_VALUE = "invalid_value"
+    INVALID_TYPE = "invalid_type"
+    SCOPE_DENIED = "scope_denied"
+    UNDECLARED_ASSET = "undeclared_asset"
+    ASSET_CONFLICT = "asset_conflict"
+    STORE_FAILURE = "store_failure"
+    PROTOCOL = "protocol"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"
+
+
+#: Which exception each error type stands for, both ways: the supervisor reports an
+#: exception as the type of the first class it is an instance of; the client raises the
+#: first class listed for a type (INTERNAL, and any type not listed: StatewardError).
+ERROR_EXCEPTIONS: Final[tuple[tuple[ErrorType, type[StatewardError]], ...]] = (
+    (ErrorType.SCOPE_DENIED, StateScopeError),
+    (ErrorType.UNDECLARED_ASSET, UndeclaredAssetError),
+    (ErrorType.ASSET_CONFLICT, AssetConflictError),
+    (ErrorType.INVALID_VALUE, StateValueError),
+    (ErrorType.INVALID_TYPE, StateTypeError),
+    (ErrorType.PROTOCOL, ProtocolError),
+    (ErrorType.STORE_FAILURE, StoreError),
+    (ErrorType.SHUTTING_DOWN, RuntimeClosedError),
+    (ErrorType.SHUTTING_DOWN, SupervisorDiedError),
+)
+
+
+@attrs.frozen
+class ErrorResponse:
+    """A request failed; nothing it asked for was written."""
+
+    error: ErrorType
+    detail: str
+    #: The state key the request was about, when there is one.
+    key: str | None = None
+    #: Where in a refused value the bad part sits, e.g. ``value['when']``.
+    path: str | None = None
+
+
+TaskStateRequest: TypeAlias = (
+    GetTaskState
+    | SetTaskState
+    | DeleteTaskState
+    | ClearTaskState
+    | IncrementTaskState
+    | CompareAndSetTaskState
+    | ListTaskState
+)
+AssetStateRequest: TypeAlias = (
+    GetAssetStateByName
+    | GetAssetStateByUri
+    | SetAssetStateByName
+    | SetAssetStateByUri
+    | DeleteAssetStateByName
+    | DeleteAssetStateByUri
+    | ClearAssetStateByName
+    | ClearAssetStateByUri
+    | IncrementAssetStateByName
+    | IncrementAssetStateByUri
+    | CompareAndSetAssetStateByName
+    | CompareAndSetAssetStateByUri
+    | ListAssetStateByName
+    | ListAssetStateByUri
+    | GetAssetsByAlias
+    | AddAssetEvent
+)
+AdminRequest: TypeAlias = ListState | CleanupExpired | DeclareAssets | GetAssetByRef
+Request: TypeAlias = TaskStateRequest | AssetStateRequest | AdminRequest
+Response: TypeAlias = (
+    TaskStateResult
+    | AssetStateResult
+    | IncrementResult
+    | CompareAndSetResult
+    | StateItemsResult
+    | AssetsByAliasResult
+    | AssetResult
+    | StateEntriesResult
+    | CleanupResult
+    | OkResponse
+    | ErrorResponse
+)
+Message: TypeAlias = Request | Response
+
+#: Every message class, by its wire tag.
+MESSAGE_TYPES: Final[dict[str, type[Any]]] = {
+    cls.__name__: cls for cls in (*Request.__args__, *Response.__args__)
+}

@@ -1,0 +1,276 @@
+"""One attempt of a task instance: its context, its rendered fields, its ``execute``.
+
+:func:`run_attempt` is the one place an attempt is built and run, whichever process
+runs it: the runner calls it for an in-process attempt, and a task process
+(:mod:`stateward._runtime.child`) calls it for an isolated one. It copies the task for
+the attempt (a mapped instance gets its element), resolves the alias inlets, builds the
+context (accessors over the client it is given, ``ti``, ``outlet_events``), renders the
+template fields from a snapshot of state, reports them, and runs ``execute``: ``async
+def`` code in trio's thread, plain functions in a worker thread. When ``execute`` has
+returned or raised, the client is ended, so the attempt's accessors refuse every later
+call (:class:`~stateward._errors.AttemptEndedError`).
+
+In process, :func:`execute_in_process` applies the task's ``execution_timeout``: an async
+task is cancelled; a plain function cannot be interrupted, so it stops at its next state
+call (which raises ``trio.Cancelled`` in its thread) or, if it makes none, fails when it
+returns. In a task process the parent applies the limit instead, to the whole process.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from .._assets import Asset, AssetAlias
+from .._context.accessors import (
+    AssetStateAccessor,
+    AssetStateAccessors,
+    AssetStateView,
+    StateView,
+    TaskStateAccessor,
+)
+from .._context.client import StateClient
+from .._context.context import Context, OutletEventAccessors, TaskInstanceInfo
+from .._dag import Operator, PythonTask
+from .._errors import TaskTimeoutError
+from .._protocol import messages as m
+from .._records import AssetInfo, instance_label
+from .._templates import get_environment, needs_rendering, render_fields, warn_unrendered_braces
+
+
+class AttemptClient(StateClient, Protocol):
+    """The client an attempt's accessors use: a :class:`StateClient` that can be ended."""
+
+    def end(self) -> None:
+        """Refuse every later request: the attempt is over."""
+
+
+@attrs.frozen
+class AttemptSpec:
+    """Which attempt to run, and the runtime's settings it runs with."""
+
+    task: Operator
+    run_id: str
+    params: Mapping[str, Any]
+    #: The instance (-1 unmapped).
+    map_index: int
+    #: The try, from 1.
+    try_number: int
+    #: ``retries + 1``.
+    max_tries: int
+    #: The concrete assets the task declared (refs resolved; alias inlets not yet).
+    assets: tuple[AssetInfo, ...]
+    #: The runtime's default retentions (``None``: forever).
+    task_retention: timedelta | None
+    asset_retention: timedelta | None
+    #: Unix time now on the supervisor's clock (expiry is computed on it).
+    wall_clock: Callable[[], float]
+
+    @property
+    def label(self) -> str:
+        """How messages name the instance: ``dag.task`` or ``dag.task[3]``."""
+        return instance_label(self.task.dag.dag_id, self.task.task_id, self.map_index)
+
+
+async def run_attempt(
+    spec: AttemptSpec,
+    client: AttemptClient,
+    *,
+    on_rendered: Callable[[dict[str, Any]], None],
+    enforce_timeout: bool = True,
+) -> tuple[Any, OutletEventAccessors]:
+    """Build the attempt's context, render its fields and run ``execute``.
+
+    Args:
+        spec: The attempt.
+        client: Bound to the task instance; the accessors send through it, and it is
+            ended once ``execute`` has returned or raised.
+        on_rendered: Called with the rendered template fields just before ``execute``.
+        enforce_timeout: Apply ``execution_timeout`` here (in process); a task process
+            leaves it to its parent, which stops the whole process.
+
+    Returns:
+        What ``execute`` returned, and the outlet events it emitted (the caller records
+        them if the attempt succeeds).
+
+    Raises:
+        TaskTimeoutError: the attempt ran past its ``execution_timeout``.
+        Exception: whatever rendering or the task's code raised.
+    """
+    try:
+        return await _run(spec, client, on_rendered, enforce_timeout)
+    finally:
+        client.end()
+
+
+async def _run(
+    spec: AttemptSpec,
+    client: StateClient,
+    on_rendered: Callable[[dict[str, Any]], None],
+    enforce_timeout: bool,
+) -> tuple[Any, OutletEventAccessors]:
+    task = spec.task
+    instance = _instance(task, spec.map_index)
+    resolved: dict[str, tuple[AssetInfo, ...]] = {}
+    for alias in (a.name for a in task.inlets if isinstance(a, AssetAlias)):
+        resolved[alias] = (await client.request(m.GetAssetsByAlias(alias))).assets
+    accessible = tuple(
+        dict.fromkeys([*spec.assets, *(a for group in resolved.values() for a in group)])
+    )
+    outlet_events = OutletEventAccessors(
+        tuple(o for o in task.outlets if isinstance(o, Asset | AssetAlias))
+    )
+    context = _context(spec, instance, client, accessible, resolved, outlet_events)
+    rendered = await _render(instance, context, client, accessible, resolved)
+    on_rendered(rendered)
+    for name, value in rendered.items():
+        setattr(instance, name, value)
+    if enforce_timeout:
+        result = await execute_in_process(
+            instance, context, label=spec.label, try_number=spec.try_number
+        )
+    elif instance.is_async:
+        result = await instance.execute(context)
+    else:
+        result = await trio.to_thread.run_sync(instance.execute, context)
+    return result, outlet_events
+
+
+def event_messages(outlet_events: OutletEventAccessors) -> list[m.AddAssetEvent]:
+    """The requests that record the events an attempt emitted (sent when it succeeds)."""
+    return [
+        m.AddAssetEvent(
+            event.asset.name,
+            event.asset.uri,
+            event.extra,
+            event.alias.name if event.alias is not None else None,
+        )
+        for event in outlet_events.emitted()
+    ]
+
+
+def _instance(task: Operator, map_index: int) -> Operator:
+    """The attempt's own shallow copy of ``task``, holding its mapped element."""
+    instance = copy.copy(task)
+    if task.is_mapped:
+        arguments = task.map_arguments(map_index)
+        if isinstance(instance, PythonTask):
+            instance.mapped_arguments = arguments
+        else:
+            for name, value in arguments.items():
+                setattr(instance, name, value)
+    return instance
+
+
+def _context(
+    spec: AttemptSpec,
+    instance: Operator,
+    client: StateClient,
+    accessible: tuple[AssetInfo, ...],
+    resolved: dict[str, tuple[AssetInfo, ...]],
+    outlet_events: OutletEventAccessors,
+) -> Context:
+    task, dag = spec.task, spec.task.dag
+    task_state = TaskStateAccessor(client, "task_state", spec.task_retention, spec.wall_clock)
+    context = Context(
+        dag=dag, task=instance, run_id=spec.run_id, dag_id=dag.dag_id, task_id=task.task_id,
+        map_index=spec.map_index, try_number=spec.try_number, params=spec.params,
+        inlets=task.inlets, outlets=task.outlets, outlet_events=outlet_events,
+        task_state=task_state,
+    )  # fmt: skip
+    context["ti"] = context["task_instance"] = TaskInstanceInfo(
+        dag.dag_id, task.task_id, spec.run_id, spec.map_index, spec.try_number, spec.max_tries
+    )
+    if accessible or resolved:
+        context["asset_state"] = AssetStateAccessors(
+            accessible,
+            resolved,
+            lambda asset: AssetStateAccessor(client, asset, spec.asset_retention, spec.wall_clock),
+            inlets=task.inlets,
+        )
+    return context
+
+
+async def _render(
+    instance: Operator,
+    context: Context,
+    client: StateClient,
+    accessible: tuple[AssetInfo, ...],
+    resolved: dict[str, tuple[AssetInfo, ...]],
+) -> dict[str, Any]:
+    """The instance's template fields, rendered with a snapshot of the state it reads."""
+    fields = instance.template_fields
+    if not fields:
+        return {}
+    values = {name: getattr(instance, name) for name in fields}
+    warn_unrendered_braces(values, task=instance_label(instance.dag.dag_id, instance.task_id))
+    if not any(needs_rendering(v, instance.template_ext) for v in values.values()):
+        return values
+    # Templates read a snapshot taken now: one request per scope they may read,
+    # instead of one per key, and no way to write.
+    template_context = Context(context)
+    template_context["task_state"] = StateView(
+        "task_state", (await client.request(m.ListTaskState())).items
+    )
+    if "asset_state" in context:
+        snapshots: dict[str, dict[str, Any]] = {}
+        for asset in accessible:
+            listed = await client.request(m.ListAssetStateByName(asset.name))
+            snapshots[asset.name] = listed.items
+        template_context["asset_state"] = AssetStateAccessors(
+            accessible,
+            resolved,
+            lambda asset: AssetStateView(asset, snapshots[asset.name]),
+            inlets=instance.inlets,
+        )
+    dag = instance.dag
+    env = get_environment(
+        native=dag.render_template_as_native_obj, searchpath=dag.template_searchpath
+    )
+    label = instance_label(dag.dag_id, instance.task_id, context["map_index"])
+    return render_fields(
+        values, template_context, env=env, task=label, template_ext=instance.template_ext
+    )
+
+
+async def execute_in_process(
+    instance: Operator, context: Mapping[str, Any], *, label: str, try_number: int
+) -> Any:
+    """Run ``instance.execute(context)`` in this process, within its execution_timeout.
+
+    ``async def`` code runs in trio's thread and is cancelled at the limit; a plain
+    function runs in a worker thread, which cannot be interrupted: it stops at its next
+    state call, or fails when it returns.
+
+    Raises:
+        TaskTimeoutError: the attempt ran past ``instance.execution_timeout``.
+    """
+    timeout = instance.execution_timeout
+    with trio.move_on_after(math.inf if timeout is None else timeout) as limit:
+        if instance.is_async:
+            result = await instance.execute(context)
+        else:
+            result = await trio.to_thread.run_sync(instance.execute, context)
+    if not limit.cancel_called:
+        return result
+    assert timeout is not None
+    what = f"{label} try {try_number} ran past its execution_timeout of {timeout:g} s"
+    if instance.is_async:
+        msg = f"{what} and was cancelled"
+    elif limit.cancelled_caught:
+        msg = (
+            f"{what}; it was stopped at its next state call (a plain-function task cannot "
+            "be interrupted; isolation='process' stops it at once)"
+        )
+    else:
+        msg = (
+            f"{what}; it ran on until it returned, as a plain-function task cannot be "
+            "interrupted: use isolation='process' to stop it at the limit"
+        )
+    raise TaskTimeoutError(msg, task=label, timeout=timeout)

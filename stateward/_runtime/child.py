@@ -1,0 +1,480 @@
+"""The task process of an isolated task: ``python -m stateward._runtime.child --fd N``.
+
+The runtime (:mod:`stateward._runtime.isolation`, the parent) starts this module with
+one end of a socket pair as file descriptor ``N`` and sends a start frame naming the
+task instance and try. The child loads the task from its Dag file and runs the attempt
+with :func:`~stateward._runtime.attempt.run_attempt`, as the runner does in process, over
+a :class:`ChildClient` (whose requests cross the socket; the parent relays them to the
+supervisor as the task instance it bound); it reports the rendered fields, then one
+final frame (the result and outlet events, or the error) and exits.
+
+The process ends with ``os._exit`` once its outcome is sent, as Airflow's task runner
+does: a thread the task left running cannot keep it alive, and atexit handlers do not
+run. If the parent goes away, the child exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import itertools
+import logging
+import math
+import os
+import select
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Final, NoReturn
+
+import trio
+
+from .._dag import Operator
+from .._errors import ProtocolError, TaskLoadError
+from .._loader import load_dags
+from .._protocol import messages as m
+from .._protocol.converter import decode_frame
+from .._protocol.frames import (
+    ErrorFrame,
+    FinalFrame,
+    LoadErrorFrame,
+    RenderedFrame,
+    ResponseFrame,
+    ResultFrame,
+    StartFrame,
+)
+from .._protocol.wire import FrameReader, FrameWriter, check_json, pack_frame, pack_request
+from .._records import instance_label
+from .._values import check_key, encode_value
+from .attempt import AttemptSpec, event_messages, run_attempt
+from .client import attempt_ended_error, raise_error, refuse_in_trio_thread
+
+#: Exit status when the parent went away before the outcome could be reported.
+EXIT_PARENT_GONE: Final = 75
+#: Where a pidfd is not available: how often the parent's pid is checked.
+_PARENT_POLL_SECONDS: Final = 0.5
+# Packages whose frames are the runtime's machinery, not the task's code (this module
+# runs as __main__).
+_MACHINERY: Final = frozenset({"__main__", "stateward", "trio", "outcome"})
+
+
+class _Slot:
+    """A request waiting for its response (from trio code, or from a worker thread)."""
+
+    __slots__ = ("done", "response", "waiter")
+
+    def __init__(self, waiter: threading.Event | None = None) -> None:
+        self.done = trio.Event() if waiter is None else None
+        self.waiter = waiter
+        self.response: Any = None
+
+    def answer(self, response: Any) -> None:
+        self.response = response
+        if self.done is not None:
+            self.done.set()
+        if self.waiter is not None:
+            self.waiter.set()
+
+
+class ChildConnection:
+    """The child's end of the socket: requests and the outcome out, responses in."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        self._stream = stream
+        self._reader = FrameReader(stream)
+        self._writer = FrameWriter(stream, sock)
+        self._pending: dict[int, _Slot] = {}
+        self._ids = itertools.count(1)
+        self._finished = False
+
+    async def receive_start(self) -> StartFrame:
+        """Read the start frame (before the loops run).
+
+        Raises:
+            ProtocolError: the first frame is missing or is not a start frame.
+        """
+        raw = await self._reader.receive()
+        if raw is None:
+            msg = "the parent closed the connection before sending the start frame"
+            raise ProtocolError(msg)
+        frame = decode_frame(raw)
+        if not isinstance(frame, StartFrame):
+            msg = f"the first frame must be a start frame, got a {type(frame).__name__}"
+            raise ProtocolError(msg)
+        return frame
+
+    def post(self, data: bytes) -> None:
+        """Send the packed frame ``data`` (trio's thread only); exit if the parent is gone."""
+        try:
+            self._writer.post(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            _parent_gone()
+
+    def pack_request(self, request: m.Request) -> tuple[int, bytes]:
+        """Check ``request``'s state values and pack it as a request frame (any thread).
+
+        Each value is checked and encoded once, here, as the supervisor checks it (so a
+        tuple is refused in a task process as in process, instead of crossing the wire
+        as a list), and its JSON text goes into the frame as it is.
+
+        Returns:
+            The request's id, and the frame's bytes.
+
+        Raises:
+            StateTypeError: a key or value that cannot be stored (``StateValueError``:
+                ``None``, NaN, a bad key); the size limit is the supervisor's.
+            ProtocolError: the frame is over the size limit.
+        """
+        values = m.state_values(request)
+        texts = []
+        if values:
+            key = check_key(getattr(request, "key", None))
+            texts = [(name, encode_value(key, value, sys.maxsize)) for name, value in values]
+        request_id = next(self._ids)
+        return request_id, pack_request(request_id, request, texts)
+
+    def submit(self, request_id: int, data: bytes, slot: _Slot) -> None:
+        """Send a packed request; ``slot`` gets the response (trio's thread; never raises)."""
+        if self._finished:
+            # A thread the task left running calls after the outcome was reported: refuse
+            # it; the outcome must still reach the parent whole.
+            detail = "the task already reported its outcome; state can no longer be reached"
+            slot.answer(m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, detail))
+            return
+        self.post(data)
+        self._pending[request_id] = slot
+
+    async def exchange_frame(self, fields: dict[str, Any]) -> Any:
+        """Send a request frame holding ``fields`` as given; return the decoded response.
+
+        For protocol tests (a task that writes raw frames): an ``id`` is added, nothing
+        is checked here, and the parent judges the frame as it judges any other.
+        """
+        request_id = next(self._ids)
+        slot = _Slot()
+        self._pending[request_id] = slot
+        self.post(pack_frame({"kind": "request", "id": request_id, **fields}))
+        assert slot.done is not None
+        await slot.done.wait()
+        return slot.response
+
+    def finish(self, data: bytes) -> None:
+        """Send the packed final frame; :meth:`write_loop` returns once it is out."""
+        self.post(data)
+        self._finished = True
+        self._writer.close()
+
+    async def write_loop(self) -> None:
+        """Send what could not be sent at once, until :meth:`finish`."""
+        try:
+            await self._writer.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            _parent_gone()
+
+    async def read_loop(self) -> None:
+        """Hand each response to its waiting request; exit the process if the parent goes."""
+        while True:
+            raw = await self._reader.receive()
+            if raw is None:
+                if self._finished:
+                    return
+                _parent_gone()
+            frame = decode_frame(raw)
+            slot = self._pending.pop(frame.id, None) if isinstance(frame, ResponseFrame) else None
+            if slot is None:
+                msg = f"the parent sent an unexpected frame: {raw!r:.200}"
+                raise ProtocolError(msg)
+            assert isinstance(frame, ResponseFrame)
+            slot.answer(frame.msg)
+
+
+def _parent_gone() -> NoReturn:
+    # Nobody is left to report to, and a task must not run on unsupervised.
+    print("stateward task process: the runtime went away; exiting", file=sys.stderr, flush=True)
+    os._exit(EXIT_PARENT_GONE)
+
+
+class ChildClient:
+    """The accessors' client in a task process: requests cross the socket to the parent.
+
+    The parent relays them to the supervisor through the client it bound to this task
+    instance; the child's own idea of who it is is never sent. Like the in-process
+    client, it is ended with the attempt and then refuses every request.
+    """
+
+    __slots__ = ("_connection", "_ended", "_label", "_token", "_try_number")
+
+    def __init__(
+        self,
+        connection: ChildConnection,
+        label: str,
+        try_number: int,
+        token: trio.lowlevel.TrioToken,
+    ) -> None:
+        self._connection = connection
+        self._label = label
+        self._try_number = try_number
+        self._token = token
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"<ChildClient for task {self._label}>"
+
+    def end(self) -> None:
+        """End the attempt: every later request is refused."""
+        self._ended = True
+
+    async def request(self, request: m.Request) -> Any:
+        """Send ``request`` to the supervisor and return its response.
+
+        Raises:
+            AttemptEndedError: the attempt has ended.
+            StatewardError: the subclass that matches the refusal.
+        """
+        if self._ended:
+            raise attempt_ended_error(self._label, self._try_number)
+        request_id, data = self._connection.pack_request(request)
+        slot = _Slot()
+        self._connection.submit(request_id, data, slot)
+        assert slot.done is not None
+        await slot.done.wait()
+        return _unwrap(slot.response, request)
+
+    def request_sync(self, request: m.Request, what: str = "state access") -> Any:
+        """Send ``request`` from a worker thread and wait for its response.
+
+        Raises:
+            AsyncContextError: called from trio's thread (async code).
+            AttemptEndedError: the attempt has ended.
+        """
+        refuse_in_trio_thread(what)
+        if self._ended:
+            raise attempt_ended_error(self._label, self._try_number)
+        request_id, data = self._connection.pack_request(request)
+        slot = _Slot(threading.Event())
+        self._token.run_sync_soon(self._connection.submit, request_id, data, slot)
+        assert slot.waiter is not None
+        slot.waiter.wait()  # if the parent goes away, the process exits
+        return _unwrap(slot.response, request)
+
+
+def _unwrap(response: Any, request: m.Request) -> Any:
+    if isinstance(response, m.ErrorResponse):
+        raise_error(response, request)
+    return response
+
+
+# -- running the task ----------------------------------------------------------------------
+
+
+def load_task(start: StartFrame) -> Operator:
+    """Load the task ``start`` names from its Dag file.
+
+    Raises:
+        TaskLoadError: the file cannot be loaded, or defines no such Dag or task; the
+            message names the file and the task.
+    """
+    label = instance_label(start.dag_id, start.task_id, start.map_index)
+    where = f"cannot load task {label} in its task process from {start.dag_file!r}"
+    try:
+        dags = load_dags(start.dag_file)
+    except TaskLoadError as exc:
+        msg = f"{where}: {exc}"
+        raise TaskLoadError(msg, path=start.dag_file) from exc
+    dag = dags.get(start.dag_id)
+    if dag is None:
+        msg = (
+            f"{where}: the file defines no Dag {start.dag_id!r} at module level (it defines "
+            f"{sorted(dags)}); a Dag whose tasks run isolated must be a module-level global "
+            "of its file (dag.fileloc)"
+        )
+        raise TaskLoadError(msg, path=start.dag_file)
+    task = dag.tasks.get(start.task_id)
+    if task is None:
+        msg = (
+            f"{where}: Dag {start.dag_id!r} has no task {start.task_id!r} there "
+            f"(it has {sorted(dag.tasks)})"
+        )
+        raise TaskLoadError(msg, path=start.dag_file)
+    return task
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can hold it; what it cannot is recorded as its repr()."""
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else repr(k): _plain(v) for k, v in value.items()}
+    return repr(value)
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
+
+
+async def run_task(
+    task: Operator, start: StartFrame, client: ChildClient, connection: ChildConnection
+) -> tuple[Any, tuple[m.AddAssetEvent, ...]]:
+    """Run the attempt as the runner runs one in process; return the result and events."""
+    offset = start.clock_offset
+
+    def wall_clock() -> float:
+        return time.time() + offset
+
+    spec = AttemptSpec(
+        task, start.run_id, start.params, start.map_index, start.try_number, start.max_tries,
+        start.assets, _seconds(start.task_retention), _seconds(start.asset_retention),
+        wall_clock,
+    )  # fmt: skip
+
+    def report(rendered: dict[str, Any]) -> None:
+        connection.post(pack_frame(RenderedFrame(_plain(rendered))))
+
+    # The parent applies execution_timeout, to the whole process.
+    result, outlet_events = await run_attempt(
+        spec, client, on_rendered=report, enforce_timeout=False
+    )
+    return result, tuple(event_messages(outlet_events))
+
+
+def _is_machinery(module: object) -> bool:
+    return isinstance(module, str) and module.partition(".")[0] in _MACHINERY
+
+
+def _error_frame(exc: BaseException) -> ErrorFrame:
+    kind = type(exc)
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    # Start the traceback in the task's own code, as an in-process one reads.
+    tb = exc.__traceback__
+    while tb is not None and _is_machinery(tb.tb_frame.f_globals.get("__name__")):
+        tb = tb.tb_next
+    shown = "".join(traceback.format_exception(kind, exc, tb or exc.__traceback__))
+    try:
+        message = str(exc)
+    except Exception as failure:  # the report must go out whatever the exception does
+        message = f"<str() of the exception failed: {failure!r}>"
+    return ErrorFrame(name, message, shown)
+
+
+async def _outcome(start: StartFrame, connection: ChildConnection) -> FinalFrame:
+    """The final frame: the task's result and events, its error, or why it did not load."""
+    label = instance_label(start.dag_id, start.task_id, start.map_index)
+    try:
+        task = load_task(start)
+    except TaskLoadError as exc:
+        return LoadErrorFrame(str(exc))
+    client = ChildClient(connection, label, start.try_number, trio.lowlevel.current_trio_token())
+    try:
+        value, events = await run_task(task, start, client, connection)
+        try:
+            check_json(value, f"the result of {label}")
+        except (TypeError, ValueError) as exc:
+            msg = (
+                f"{exc}. An isolated task's result crosses the process boundary as JSON: "
+                "return a JSON value, or keep the object in task state or a file"
+            )
+            raise type(exc)(msg) from None
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        return _error_frame(exc)
+    return ResultFrame(value, events)
+
+
+def _pack_final(frame: FinalFrame) -> tuple[bytes, bool]:
+    """The final frame's bytes, and whether it reports success.
+
+    A result that cannot be sent (too large, an event's extra not JSON) is reported as
+    the error it is instead.
+    """
+    try:
+        return pack_frame(frame), isinstance(frame, ResultFrame)
+    except ProtocolError as exc:
+        return pack_frame(_error_frame(exc)), False
+
+
+async def _main(sock: socket.socket) -> int:
+    connection = ChildConnection(sock)
+    start = await connection.receive_start()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.read_loop)
+        writer_done = trio.Event()
+
+        async def write() -> None:
+            await connection.write_loop()
+            writer_done.set()
+
+        nursery.start_soon(write)
+        data, succeeded = _pack_final(await _outcome(start, connection))
+        connection.finish(data)
+        await writer_done.wait()
+        nursery.cancel_scope.cancel()
+    return 0 if succeeded else 1
+
+
+def _die_with_parent() -> None:
+    # The child exits at once when the runtime's process dies, even while trio's thread
+    # is blocked (the socket's EOF is seen only by a running read loop): a daemon thread
+    # waits on a pidfd of the parent process, which the kernel makes readable when that
+    # whole process has exited. PR_SET_PDEATHSIG is not used: it fires when the *thread*
+    # that started the child exits, and trio starts processes from cached worker threads
+    # that exit after 10 s idle, which killed every isolated attempt at about 10 s.
+    parent = os.getppid()
+    watched = _watch_parent(parent)
+    if os.getppid() != parent or not watched:  # it died before the watch began
+        os._exit(EXIT_PARENT_GONE)
+
+
+def _watch_parent(parent: int) -> bool:
+    """Start the thread that ends this process when ``parent`` exits; False if gone."""
+    try:
+        pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll the parent's pid instead
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            while not poller.poll():
+                pass
+        else:
+            while os.getppid() == parent:
+                time.sleep(_PARENT_POLL_SECONDS)
+        os._exit(EXIT_PARENT_GONE)
+
+    threading.Thread(target=watch, name="stateward-parent-watch", daemon=True).start()
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the task process on the socket ``--fd`` names, then exit."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__name__}", description="stateward's task process (started by it)"
+    )
+    parser.add_argument("--fd", type=int, required=True, help="the socket to the runtime")
+    args = parser.parse_args(argv)
+    # Processes the task starts must not hold the runtime's socket open after we exit.
+    os.set_inheritable(args.fd, False)
+    _die_with_parent()
+    faulthandler.enable()  # a crash in native code prints the Python stack to stderr
+    code = trio.run(_main, socket.socket(fileno=args.fd))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""A task actor's handle on the supervisor: async requests, and a sync bridge.
+
+``async def`` tasks (and the runner) call :meth:`SupervisorClient.request` in the trio
+thread. Plain-function tasks run in worker threads and call
+:meth:`SupervisorClient.request_sync`, which queues the request into trio's thread
+(``run_sync_soon``) and waits on a thread event the supervisor sets when it answers.
+Calling the sync form from the trio thread would deadlock
+the event loop, so it raises :class:`~stateward._errors.AsyncContextError` naming the
+async method to await instead. Once its attempt has ended (:meth:`SupervisorClient.end`),
+a client refuses every request with :class:`~stateward._errors.AttemptEndedError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Final, NoReturn
+
+import trio
+
+from .._errors import (
+    AsyncContextError,
+    AttemptEndedError,
+    RuntimeClosedError,
+    StateTypeError,
+    StateValueError,
+    StatewardError,
+    UndeclaredAssetError,
+)
+from .._protocol import messages as m
+from .._records import instance_label
+from .supervisor import Caller, Envelope, Supervisor, error_response
+
+#: How often a waiting worker thread checks that the runtime is still there.
+_POLL_SECONDS: Final = 0.5
+
+# The first class listed for an error type is the one raised (reversed: first wins).
+_EXCEPTIONS: Final = {error: kind for error, kind in reversed(m.ERROR_EXCEPTIONS)}
+# The answer to a request queued by a worker thread just as its attempt ended.
+_ENDED: Final = object()
+
+
+def raise_error(response: m.ErrorResponse, request: Any = None) -> NoReturn:
+    """Raise the exception an :class:`~stateward._protocol.messages.ErrorResponse` reports.
+
+    A value error's ``.key`` is the response's key or, when the response has none (a key
+    that is not a str cannot travel in it), the key of the ``request`` it answers.
+    """
+    kind = _EXCEPTIONS.get(response.error, StatewardError)
+    key = response.key if response.key is not None else getattr(request, "key", None)
+    if kind is StateTypeError:
+        raise StateTypeError(response.detail, key=key, path=response.path)
+    if kind is StateValueError:
+        raise StateValueError(response.detail, key=key)
+    if kind is UndeclaredAssetError:
+        raise UndeclaredAssetError(response.detail)
+    raise kind(response.detail)
+
+
+def _check_cancelled() -> None:
+    """In a task's worker thread, raise ``trio.Cancelled`` once the task is cancelled.
+
+    A thread cannot be interrupted, so a cancelled (or timed-out) plain-function task
+    stops at its next state call instead. Threads trio did not start have nothing to check.
+    """
+    try:
+        trio.from_thread.check_cancelled()
+    except RuntimeError:
+        return
+
+
+def refuse_in_trio_thread(what: str) -> None:
+    """Raise if a blocking accessor method ``what`` (``"task_state.get"``) is called
+    from trio's thread, naming its async twin (``await task_state.aget(...)``).
+
+    Raises:
+        AsyncContextError: the caller runs in trio's thread.
+    """
+    if in_trio_thread():
+        owner, _, method = what.rpartition(".")
+        twin = f"await {owner}.a{method}(...)" if owner else "the async twin"
+        msg = (
+            f"{what}() blocks, so it cannot be called from async code (an async def "
+            f"task, or any code in trio's thread); use {twin} instead"
+        )
+        raise AsyncContextError(msg)
+
+
+def attempt_ended_error(task: str, try_number: int) -> AttemptEndedError:
+    """The refusal of a request made after attempt ``try_number`` of ``task`` ended."""
+    msg = (
+        f"{task} try {try_number} has ended, so its task_state and asset_state can no "
+        "longer be read or written (a thread the task started, or an accessor it kept, "
+        "outlived the attempt); finish such work before the task returns"
+    )
+    return AttemptEndedError(msg, task=task, try_number=try_number)
+
+
+def in_trio_thread() -> bool:
+    """Whether the caller runs in trio's thread (where blocking calls must not be made)."""
+    return trio.lowlevel.in_trio_run()
+
+
+class SupervisorClient:
+    """Sends requests to the supervisor on behalf of one caller.
+
+    Only the runtime creates clients: the identity a client speaks for is fixed by the
+    runtime, never claimed by the task. An attempt's client is ended with the attempt.
+    """
+
+    __slots__ = ("_caller", "_ended", "_supervisor", "_token")
+
+    def __init__(
+        self, supervisor: Supervisor, caller: Caller, token: trio.lowlevel.TrioToken
+    ) -> None:
+        self._supervisor = supervisor
+        self._caller = caller
+        self._token = token
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"<SupervisorClient for {self._caller.label}>"
+
+    @property
+    def caller(self) -> Caller:
+        """The identity and rights this client speaks for."""
+        return self._caller
+
+    def end(self) -> None:
+        """End the attempt this client serves: every later request is refused."""
+        self._ended = True
+
+    def _ended_error(self) -> AttemptEndedError:
+        task, writer = self._caller.task, self._caller.writer
+        label = (
+            "an attempt"
+            if task is None
+            else instance_label(task.dag_id, task.task_id, task.map_index)
+        )
+        return attempt_ended_error(label, writer.try_number if writer is not None else 0)
+
+    async def request(self, request: Any) -> Any:
+        """Send ``request`` and return its response; an error response is raised.
+
+        Raises:
+            AttemptEndedError: the client's attempt has ended.
+            StatewardError: the subclass that matches the refusal (see
+                :mod:`stateward._errors`).
+        """
+        if self._ended:
+            raise self._ended_error()
+        envelope = Envelope(request, self._caller)
+        self._supervisor.submit(envelope)
+        assert envelope.done is not None
+        await envelope.done.wait()
+        return self._unwrap(envelope.response, request)
+
+    def _unwrap(self, response: Any, request: Any) -> Any:
+        if response is _ENDED:
+            raise self._ended_error()
+        if isinstance(response, m.ErrorResponse):
+            if response.error is m.ErrorType.SHUTTING_DOWN and self._supervisor.failure:
+                raise self._supervisor.died_error() from self._supervisor.failure
+            raise_error(response, request)
+        return response
+
+    def _submit_soon(self, envelope: Envelope) -> None:
+        # Runs in trio's thread (run_sync_soon): it must never raise.
+        if self._ended:  # the attempt ended while the request was on its way
+            envelope.answer(_ENDED)
+            return
+        try:
+            self._supervisor.submit(envelope)
+        except Exception as exc:
+            envelope.answer(error_response(exc))
+
+    def request_sync(self, request: Any, what: str = "state access") -> Any:
+        """Send ``request`` from a worker thread and wait for its response.
+
+        Args:
+            request: The request message.
+            what: The accessor method called, e.g. ``"task_state.get"``: errors name it
+                and its async twin (``task_state.aget``).
+
+        Raises:
+            AsyncContextError: called from the trio thread (async code).
+            AttemptEndedError: the client's attempt has ended.
+        """
+        refuse_in_trio_thread(what)
+        if self._ended:
+            raise self._ended_error()
+        _check_cancelled()
+        # Cheaper than trio.from_thread.run: queue the request into trio's thread and
+        # wait on a thread event that the supervisor sets when it answers.
+        waiter = threading.Event()
+        envelope = Envelope(request, self._caller, done=None, waiter=waiter)
+        try:
+            self._token.run_sync_soon(self._submit_soon, envelope)
+        except trio.RunFinishedError:
+            msg = "the runtime has finished; state can no longer be reached from this thread"
+            raise RuntimeClosedError(msg) from None
+        while not waiter.wait(_POLL_SECONDS):
+            if self._supervisor.stopped.is_set() and envelope.response is None:
+                # Stopped without taking the request in: nobody will answer it.
+                msg = "the runtime closed before this request was served"
+                raise RuntimeClosedError(msg)
+        return self._unwrap(envelope.response, request)

@@ -1,0 +1,475 @@
+"""The parent side of a task process: an attempt of an isolated task.
+
+With ``isolation="process"``, :func:`run_isolated` runs the attempt in a child process,
+``python -m stateward._runtime.child``, connected by a socket pair. The child loads the
+task from its Dag file (:attr:`~stateward.Dag.fileloc`), so nothing is pickled, and runs
+it with :func:`stateward._runtime.attempt.run_attempt` as the runner does in process.
+This module starts the child, relays its requests to the supervisor through the
+:class:`~stateward._runtime.client.SupervisorClient` bound to the task instance (the
+child never says who it is: a frame cannot change its identity), and turns how the
+child ended into the attempt's outcome. A child that dies, however it dies, fails only
+its own attempt; ``execution_timeout`` kills it.
+
+The frames are described in :mod:`stateward._protocol.frames`, their wire in
+:mod:`stateward._protocol.wire`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import trio
+
+from .._assets import Asset, AssetAlias
+from .._context.context import OutletEventAccessors
+from .._dag import Operator
+from .._errors import (
+    ProtocolError,
+    StatewardError,
+    TaskLoadError,
+    TaskProcessError,
+    TaskTimeoutError,
+    raise_sole,
+)
+from .._protocol import messages as m
+from .._protocol.converter import decode_frame
+from .._protocol.frames import (
+    ErrorFrame,
+    FinalFrame,
+    LoadErrorFrame,
+    RenderedFrame,
+    RequestFrame,
+    ResponseFrame,
+    ResultFrame,
+    StartFrame,
+)
+from .._protocol.wire import FrameReader, FrameWriter, check_json, pack_frame
+from .attempt import AttemptSpec
+from .client import SupervisorClient
+from .supervisor import error_response
+
+#: The most requests of one child served at once; more wait to be read.
+MAX_IN_FLIGHT: Final = 64
+#: Seconds a child has to exit after SIGTERM (on a timeout) or after reporting its
+#: outcome, before it is killed with SIGKILL.
+KILL_GRACE_SECONDS: Final = 5.0
+#: The module the child runs (``python -m``).
+CHILD_MODULE: Final = "stateward._runtime.child"
+
+_SIGNAL_HINTS: Final = {
+    "SIGKILL": " (sent by another process, or by the kernel's out-of-memory killer)",
+    "SIGSEGV": " (a segmentation fault: a crash in native code)",
+    "SIGBUS": " (a bus error: a crash in native code)",
+    "SIGABRT": " (aborted: a fatal error in native code or in the interpreter)",
+}
+
+
+# -- the parent side -------------------------------------------------------------------------
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a task process, shown as the cause."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+async def _relay(client: SupervisorClient, request: m.Request) -> m.Response:
+    """Serve one request of the child; return the response (an error is an ErrorResponse)."""
+    if isinstance(request, m.AddAssetEvent):
+        detail = (
+            "a task process emits asset events through outlet_events; they are recorded "
+            "from its result when it succeeds, not sent as requests"
+        )
+        return m.ErrorResponse(m.ErrorType.SCOPE_DENIED, detail)
+    try:
+        response: m.Response = await client.request(request)
+    except StatewardError as exc:
+        if type(exc) is StatewardError:  # an INTERNAL answer: keep its text as it was
+            return m.ErrorResponse(m.ErrorType.INTERNAL, str(exc))
+        return error_response(exc)
+    return response
+
+
+def _read_request_error(raw: dict[str, Any], exc: ProtocolError) -> ResponseFrame:
+    """The answer to a request frame that cannot be decoded; raise if it has no ``id``.
+
+    A request whose message (or envelope) is bad is answered, correlated by its id;
+    without an int id there is nobody to answer, so the stream is corrupt.
+    """
+    request_id = raw.get("id")
+    if raw.get("kind") != "request" or type(request_id) is not int:
+        raise exc
+    return ResponseFrame(request_id, error_response(exc))
+
+
+async def serve_child(
+    stream: trio.abc.Stream,
+    client: SupervisorClient,
+    on_rendered: Callable[[dict[str, Any]], None] = lambda fields: None,
+    *,
+    sock: socket.socket | None = None,
+) -> FinalFrame | None:
+    """Relay a task process's requests to the supervisor until it reports its outcome.
+
+    Args:
+        stream: The parent's end of the connection (the start frame already sent).
+        client: The client bound to the task instance: every request is served as it.
+        on_rendered: Called with the rendered template fields when they arrive.
+        sock: The stream's socket, to write responses without a task switch.
+
+    Returns:
+        The final frame (a result, an error, or a load error), or ``None`` if the
+        stream ended first.
+
+    Raises:
+        ProtocolError: the stream is corrupt (the caller kills the child).
+    """
+    reader = FrameReader(stream)
+    writer = FrameWriter(stream, sock)
+    limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+    rendered_seen = False
+
+    def post(reply: ResponseFrame) -> bytes:
+        try:
+            return pack_frame(reply)
+        except ProtocolError as exc:  # e.g. a listing over the frame limit
+            refusal = m.ErrorResponse(m.ErrorType.PROTOCOL, f"the response is refused: {exc}")
+            return pack_frame(ResponseFrame(reply.id, refusal))
+
+    async def send(data: bytes) -> None:
+        # Holding this request's slot while the child reads too little stops reading
+        # its requests, instead of queueing responses without limit.
+        await writer.room(len(data))
+        writer.post(data)
+
+    async def answer(frame: RequestFrame, token: object) -> None:
+        try:
+            await send(post(ResponseFrame(frame.id, await _relay(client, frame.msg))))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the child is gone; how it ended is reported by its exit
+        finally:
+            limiter.release_on_behalf_of(token)
+
+    async def write() -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await writer.run()  # the child is gone; how it ended is reported by its exit
+
+    async def read(nursery: trio.Nursery) -> FinalFrame | None:
+        nonlocal rendered_seen
+        while True:
+            raw = await reader.receive()
+            if raw is None:
+                return None
+            try:
+                frame = decode_frame(raw)
+            except ProtocolError as exc:
+                refusal = _read_request_error(raw, exc)
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await send(post(refusal))
+                continue
+            match frame:
+                case RequestFrame():
+                    token = object()
+                    await limiter.acquire_on_behalf_of(token)
+                    nursery.start_soon(answer, frame, token)
+                case RenderedFrame(fields=fields):
+                    if rendered_seen:
+                        # It starts execute's clock: a second one would push the timeout back.
+                        msg = "a second rendered frame (one attempt renders once)"
+                        raise ProtocolError(msg)
+                    rendered_seen = True
+                    on_rendered(fields)
+                case ResultFrame() | ErrorFrame() | LoadErrorFrame():
+                    return frame
+                case _:
+                    msg = (
+                        f"a task process sent a {type(frame).__name__}, which only its parent sends"
+                    )
+                    raise ProtocolError(msg)
+
+    final: FinalFrame | None = None
+    corrupt: ProtocolError | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        try:
+            final = await read(nursery)
+        except ProtocolError as exc:
+            corrupt = exc  # raised below, not wrapped in the nursery's exception group
+        # The child reported, is gone, or is to be killed: nobody waits for the rest.
+        nursery.cancel_scope.cancel()
+    if corrupt is not None:
+        raise corrupt
+    return final
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, for messages: ``killed by SIGKILL (...)``, ``exited with code 3``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}{_SIGNAL_HINTS.get(name, '')}"
+    return f"exited with code {returncode}"
+
+
+def _child_env() -> dict[str, str]:
+    # The child imports what the parent can: the same stateward, the same sys.path.
+    env = dict(os.environ)
+    entries = [entry for entry in sys.path if entry]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
+    return env
+
+
+def _signal_group(process: trio.Process, sig: signal.Signals) -> None:
+    # The child leads its own process group: stop what it started along with it, also
+    # after the child itself has exited (the group's id is not reused while any process
+    # the child started is still in it).
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        if process.returncode is None:
+            process.send_signal(sig)
+
+
+async def _stop(process: trio.Process, *, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds; reap it."""
+    with trio.CancelScope(shield=True):
+        if grace > 0:
+            _signal_group(process, signal.SIGTERM)
+            with trio.move_on_after(grace):
+                await process.wait()
+        _signal_group(process, signal.SIGKILL)
+        await process.wait()
+
+
+#: Seconds to read what an exited child had already written, when a process it started
+#: still holds the socket open (so no end of stream comes).
+EXIT_DRAIN_SECONDS: Final = 1.0
+
+
+async def _serve_until_exit(
+    process: trio.Process,
+    stream: trio.SocketStream,
+    client: SupervisorClient,
+    on_rendered: Callable[[dict[str, Any]], None],
+    sock: socket.socket,
+) -> FinalFrame | None:
+    """Serve the child until its final frame, its end of stream, or its exit (then a
+    short drain): a process the child started may hold the socket open after it died."""
+    final: FinalFrame | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_exit() -> None:
+                await process.wait()
+                await trio.sleep(EXIT_DRAIN_SECONDS)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_exit)
+            final = await serve_child(stream, client, on_rendered, sock=sock)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise_sole(group)  # serve_child's own error (a broken protocol)
+    return final
+
+
+async def run_isolated(
+    spec: AttemptSpec,
+    client: SupervisorClient,
+    on_rendered: Callable[[dict[str, Any]], None],
+) -> tuple[Any, OutletEventAccessors]:
+    """Run the attempt ``spec`` names in a child process; return its result and events.
+
+    Args:
+        spec: The attempt (its task's Dag's ``fileloc`` is where the child loads it from).
+        client: The client bound to the task instance; the child's requests go through
+            it. It is ended with the attempt.
+        on_rendered: Called with the rendered template fields when the child reports them.
+
+    Returns:
+        The value the task returned, and its outlet events (recorded by the caller).
+
+    Raises:
+        TaskLoadError: the Dag has no file, or the child cannot load the task from it.
+        TaskProcessError: the task raised in the child, or the child died or broke the
+            protocol; ``returncode`` and ``remote_traceback`` say how.
+        TaskTimeoutError: the attempt ran past ``task.execution_timeout``; the child was
+            killed.
+        TypeError: the run's params are not JSON (``ValueError`` for a NaN).
+    """
+    task, try_number, label = spec.task, spec.try_number, spec.label
+    dag = task.dag
+    where = f"the task process for {label} try {try_number}"
+    if os.name != "posix":
+        msg = f"isolation='process' needs a POSIX system; {label} cannot run isolated here"
+        raise TaskProcessError(msg, task=label, try_number=try_number)
+    if dag.fileloc is None:
+        msg = (
+            f"cannot run {label} isolated: Dag {dag.dag_id!r} was not defined in a file "
+            "(dag.fileloc is None), and a task process loads its task from the Dag's file; "
+            "define the Dag at module level in a .py file, or set dag.fileloc"
+        )
+        raise TaskLoadError(msg)
+    try:
+        check_json(dict(spec.params), "params")
+    except (TypeError, ValueError) as exc:
+        msg = f"the params of run {spec.run_id!r} must be JSON to reach {where}: {exc}"
+        raise type(exc)(msg) from None
+    parent_end, child_end = socket.socketpair()
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent_end))
+    try:
+        fd = child_end.fileno()
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", CHILD_MODULE, "--fd", str(fd)],
+            pass_fds=(fd,),
+            env=_child_env(),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except BaseException:
+        child_end.close()
+        await stream.aclose()
+        raise
+    child_end.close()
+    timeout = task.execution_timeout
+    final: FinalFrame | None = None
+    hung = False
+    # execution_timeout counts from the start of execute, as in process: the child
+    # reports its rendered fields just before, and that arms the limit.
+    limit = trio.CancelScope()
+
+    def executing(fields: dict[str, Any]) -> None:
+        on_rendered(fields)
+        if timeout is not None:
+            limit.deadline = trio.current_time() + timeout
+
+    try:
+        with limit:
+            try:
+                await stream.send_all(pack_frame(_start_frame(spec, dag.fileloc)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # it died at once: its exit says how
+            else:
+                final = await _serve_until_exit(process, stream, client, executing, parent_end)
+            # Reported, or gone: it has the grace period to exit.
+            with trio.move_on_after(KILL_GRACE_SECONDS):
+                await process.wait()
+            hung = final is None and process.returncode is None
+        if limit.cancelled_caught and final is None:
+            assert timeout is not None
+            await _stop(process, grace=KILL_GRACE_SECONDS)
+            returncode = process.returncode
+            if returncode == -signal.SIGTERM:
+                how = "was stopped with SIGTERM"
+            elif returncode == -signal.SIGKILL:
+                how = f"ignored SIGTERM for {KILL_GRACE_SECONDS:g} s and was killed with SIGKILL"
+            else:
+                how = describe_exit(returncode if returncode is not None else 0)
+            msg = (
+                f"{label} try {try_number} ran past its execution_timeout of {timeout:g} s; "
+                f"its task process {how}"
+            )
+            raise TaskTimeoutError(msg, task=label, timeout=timeout)
+    except ProtocolError as exc:
+        await _stop(process, grace=0)
+        msg = f"{where} broke the frame protocol and was killed: {exc}"
+        raise TaskProcessError(
+            msg, task=label, try_number=try_number, returncode=process.returncode
+        ) from exc
+    finally:
+        # Cancelled (the run is stopping) or done: no child outlives its attempt, and
+        # nothing it sent late is served.
+        client.end()
+        await _stop(process, grace=0)
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+    if hung:
+        msg = (
+            f"{where} closed its connection without reporting a result and was killed "
+            f"after {KILL_GRACE_SECONDS:g} s"
+        )
+        raise TaskProcessError(
+            msg, task=label, try_number=try_number, returncode=process.returncode
+        )
+    return _outcome(task, final, where, label, try_number, process.returncode)
+
+
+def _start_frame(spec: AttemptSpec, dag_file: str) -> StartFrame:
+    task = spec.task
+    task_retention, asset_retention = spec.task_retention, spec.asset_retention
+    return StartFrame(
+        dag_file, task.dag.dag_id, task.task_id, spec.run_id, spec.map_index,
+        spec.try_number, spec.max_tries, dict(spec.params), spec.assets,
+        None if task_retention is None else task_retention.total_seconds(),
+        None if asset_retention is None else asset_retention.total_seconds(),
+        # The child computes expiry times on the supervisor's clock.
+        spec.wall_clock() - time.time(),
+    )  # fmt: skip
+
+
+def _outcome(
+    task: Operator,
+    final: FinalFrame | None,
+    where: str,
+    label: str,
+    try_number: int,
+    returncode: int | None,
+) -> tuple[Any, OutletEventAccessors]:
+    """The attempt's result from the child's final frame, or the error of its death."""
+    if final is None:
+        assert returncode is not None  # reaped by run_isolated
+        how = describe_exit(returncode)
+        msg = f"{where} {how}" + (
+            " before reporting a result" if returncode >= 0 else "; it reported no result"
+        )
+        raise TaskProcessError(msg, task=label, try_number=try_number, returncode=returncode)
+    match final:
+        case LoadErrorFrame(message=message):
+            raise TaskLoadError(message, path=task.dag.fileloc)
+        case ErrorFrame(type=remote_type, message=detail, traceback=text):
+            msg = f"{label} try {try_number} raised {remote_type} in its task process" + (
+                f": {detail}" if detail else ""
+            )
+            raise TaskProcessError(
+                msg, task=label, try_number=try_number, remote_type=remote_type,
+                remote_traceback=text,
+            ) from RemoteTraceback(text)  # fmt: skip
+        case ResultFrame(value=value, events=events):
+            try:
+                return value, outlet_events(task, events)
+            except (KeyError, TypeError) as exc:
+                msg = f"{where} reported asset events that are not the task's outlets: {exc}"
+                raise TaskProcessError(msg, task=label, try_number=try_number) from exc
+
+
+def outlet_events(task: Operator, events: Sequence[m.AddAssetEvent]) -> OutletEventAccessors:
+    """Rebuild a task's ``outlet_events`` from the events its process reported.
+
+    Raises:
+        UndeclaredAssetError: an event is for an asset or alias that is not an outlet.
+        TypeError: an alias event names an Asset outlet, or the other way round.
+    """
+    accessors = OutletEventAccessors(
+        tuple(o for o in task.outlets if isinstance(o, Asset | AssetAlias))
+    )
+    for event in events:
+        asset = Asset(event.name, event.uri)
+        if event.alias_name is None:
+            accessors[asset].extra = dict(event.extra)
+        else:
+            accessors[AssetAlias(event.alias_name)].add(asset, dict(event.extra))
+    return accessors

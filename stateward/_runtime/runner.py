@@ -1,0 +1,405 @@
+"""Runs task instances: their attempts (:mod:`stateward._runtime.attempt`) and retries.
+
+Every task instance is a task actor: a trio task holding a client bound to its
+identity. Independent tasks run concurrently, at most ``max_active_tasks`` attempts of
+a run at once; a task starts when all its upstream tasks succeeded, and is
+``upstream_failed`` (not run) if one of them did not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import trio
+
+from .._assets import Asset, AssetAlias, AssetNameRef, AssetUriRef, describe
+from .._context.context import OutletEventAccessors
+from .._dag import Dag, Operator
+from .._errors import SupervisorDiedError, UndeclaredAssetError
+from .._protocol import messages as m
+from .._records import AssetInfo
+from ..store.base import TaskScope, Writer
+from .attempt import AttemptSpec, event_messages, run_attempt
+from .client import SupervisorClient
+from .isolation import run_isolated
+from .supervisor import Caller, Supervisor
+
+#: Retries and failures of task instances are logged here (WARNING and ERROR).
+logger = logging.getLogger("stateward.runner")
+
+SUCCESS = "success"
+FAILED = "failed"
+UPSTREAM_FAILED = "upstream_failed"
+
+
+@attrs.frozen
+class Attempt:
+    """One try of a task instance."""
+
+    try_number: int
+    #: Rendered template fields of this try (field name to value).
+    rendered: dict[str, Any]
+    #: The exception the try raised, or ``None``.
+    error: BaseException | None
+    #: Seconds the try took.
+    duration: float
+
+
+@attrs.frozen
+class TaskInstanceResult:
+    """How one task instance ended."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    #: ``"success"``, ``"failed"`` or ``"upstream_failed"``.
+    state: str
+    #: Attempts made, from 1 (0 when the instance never ran).
+    try_number: int
+    #: What ``execute`` (or the function) returned on success.
+    result: Any = None
+    #: The last attempt's exception, or ``None``.
+    error: BaseException | None = None
+    #: The last attempt's rendered template fields.
+    rendered: dict[str, Any] = attrs.Factory(dict)
+    #: Every attempt, in order.
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """Seconds spent in all attempts."""
+        return sum(a.duration for a in self.attempts)
+
+
+@attrs.frozen
+class DagRunResult:
+    """How a Dag run ended: ``.state`` and each instance through :meth:`ti`."""
+
+    dag_id: str
+    run_id: str
+    #: ``"success"`` when every task instance succeeded, else ``"failed"``.
+    state: str
+    task_instances: tuple[TaskInstanceResult, ...]
+
+    def ti(self, task_id: str, map_index: int = -1) -> TaskInstanceResult:
+        """The result of one task instance.
+
+        Raises:
+            KeyError: no such instance; the message lists the ones there are.
+        """
+        for ti in self.task_instances:
+            if ti.task_id == task_id and ti.map_index == map_index:
+                return ti
+        known = sorted({(t.task_id, t.map_index) for t in self.task_instances})
+        msg = f"run {self.run_id!r} has no task instance ({task_id!r}, {map_index}); it has {known}"
+        raise KeyError(msg)
+
+    @property
+    def failed(self) -> list[TaskInstanceResult]:
+        """The instances that did not succeed."""
+        return [ti for ti in self.task_instances if ti.state != SUCCESS]
+
+
+@attrs.frozen
+class TaskInstanceEvent:
+    """A progress event: an instance started a try, or finished (for the CLI)."""
+
+    task_id: str
+    map_index: int
+    #: ``"running"``, ``"up_for_retry"``, or a final state.
+    state: str
+    try_number: int
+
+
+@attrs.frozen
+class RunSettings:
+    """What the runtime fixes for every run."""
+
+    default_task_retention: timedelta | None
+    default_asset_retention: timedelta | None
+    clear_state_on_success: bool
+    max_active_tasks: int | None
+    wall_clock: Callable[[], float]
+    #: Where attempts of tasks that do not choose run: ``"none"`` or ``"process"``.
+    isolation: str = "none"
+
+
+class Runner:
+    """Runs Dags and task instances against one supervisor."""
+
+    def __init__(
+        self, supervisor: Supervisor, admin: SupervisorClient, settings: RunSettings
+    ) -> None:
+        self._supervisor = supervisor
+        self._admin = admin
+        self._settings = settings
+        self._token = trio.lowlevel.current_trio_token()
+
+    # -- a whole Dag ----------------------------------------------------------------------
+
+    async def run_dag(
+        self,
+        dag: Dag,
+        run_id: str,
+        params: Mapping[str, Any] | None = None,
+        on_event: Callable[[TaskInstanceEvent], None] | None = None,
+    ) -> DagRunResult:
+        """Run every task of ``dag`` once (with retries) as run ``run_id``."""
+        order = dag.topological_order()
+        assets = await self._declare(dag)
+        run = _Run(dag, run_id, {**dag.params, **(params or {})}, assets, on_event)
+        limit = min(dag.max_active_tasks, self._settings.max_active_tasks or dag.max_active_tasks)
+        run.limiter = trio.CapacityLimiter(limit)
+        done = {task.task_id: trio.Event() for task in order}
+        outcome: dict[str, str] = {}
+
+        async def run_task(task: Operator) -> None:
+            for upstream in task.upstream_task_ids:
+                await done[upstream].wait()
+            indices = _map_indices(task)
+            if any(outcome[up] != SUCCESS for up in task.upstream_task_ids):
+                for index in indices:
+                    run.results.append(
+                        TaskInstanceResult(
+                            dag.dag_id, task.task_id, run_id, index, UPSTREAM_FAILED, 0
+                        )
+                    )
+                    run.emit(task.task_id, index, UPSTREAM_FAILED, 0)
+                outcome[task.task_id] = UPSTREAM_FAILED
+            else:
+                states: list[str] = []
+
+                async def run_one(index: int) -> None:
+                    result = await self._run_instance(run, task, index, 1)
+                    run.results.append(result)
+                    states.append(result.state)
+
+                async with trio.open_nursery() as nursery:
+                    for index in indices:
+                        nursery.start_soon(run_one, index)
+                outcome[task.task_id] = SUCCESS if all(s == SUCCESS for s in states) else FAILED
+            done[task.task_id].set()
+
+        def start(nursery: trio.Nursery) -> None:
+            for task in order:
+                nursery.start_soon(run_task, task)
+
+        await self._watched(start)
+        state = SUCCESS if all(ti.state == SUCCESS for ti in run.results) else FAILED
+        position = {task.task_id: i for i, task in enumerate(order)}
+        ordered = sorted(run.results, key=lambda ti: (position[ti.task_id], ti.map_index))
+        return DagRunResult(dag.dag_id, run_id, state, tuple(ordered))
+
+    async def run_task(
+        self,
+        task: Operator,
+        run_id: str,
+        map_index: int = -1,
+        try_number: int = 1,
+        params: Mapping[str, Any] | None = None,
+    ) -> TaskInstanceResult:
+        """Run one task instance (ignoring its upstream tasks), from try ``try_number``."""
+        dag = task.dag
+        indices = _map_indices(task)
+        if map_index not in indices:
+            msg = f"{task!r} has no map_index {map_index}; " + (
+                f"it has 0..{len(indices) - 1}" if task.is_mapped else "it is not mapped (-1)"
+            )
+            raise ValueError(msg)
+        if try_number < 1:
+            msg = f"try_number counts from 1, got {try_number!r}"
+            raise ValueError(msg)
+        assets = await self._declare(dag)
+        run = _Run(dag, run_id, {**dag.params, **(params or {})}, assets, None)
+        run.limiter = trio.CapacityLimiter(1)
+        results: list[TaskInstanceResult] = []
+
+        async def one() -> None:
+            results.append(await self._run_instance(run, task, map_index, try_number))
+
+        def start(nursery: trio.Nursery) -> None:
+            nursery.start_soon(one)
+
+        await self._watched(start)
+        return results[0]
+
+    async def _watched(self, start: Callable[[trio.Nursery], None]) -> None:
+        """Run the tasks ``start`` spawns; cancel them all if the supervisor dies."""
+        supervisor = self._supervisor
+        died = False
+
+        async def watch(scope: trio.CancelScope) -> None:
+            nonlocal died
+            await supervisor.stopped.wait()
+            died = True
+            scope.cancel()
+
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(watch, outer.cancel_scope)
+                async with trio.open_nursery() as inner:
+                    start(inner)
+                outer.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Task actors that were answered "supervisor died" raise it: report it once,
+            # as SupervisorDiedError, not as a group nested per nursery.
+            if group.split(SupervisorDiedError)[1] is not None:
+                raise
+            died = True
+        if died:
+            raise supervisor.died_error() from supervisor.failure
+
+    async def _declare(self, dag: Dag) -> dict[object, AssetInfo]:
+        """Register the Dag's assets; return each declared asset-like's concrete asset."""
+        concrete: dict[object, AssetInfo] = {}
+        for task in dag.tasks.values():
+            for item in (*task.inlets, *task.outlets):
+                if isinstance(item, Asset):
+                    concrete[item] = AssetInfo(item.name, item.uri)
+        # Registering writes (and needs the write lock); an asset already registered
+        # with the same name and URI needs only a read, so a run can start while another
+        # process holds the lock, and its tasks' retry policies apply to what follows.
+        unknown = []
+        for info in dict.fromkeys(concrete.values()):
+            if (await self._admin.request(m.GetAssetByRef(name=info.name))).asset != info:
+                unknown.append(info)
+        if unknown:
+            await self._admin.request(m.DeclareAssets(tuple(unknown)))
+        for task in dag.tasks.values():
+            for item in (*task.inlets, *task.outlets):
+                if isinstance(item, AssetNameRef | AssetUriRef) and item not in concrete:
+                    name = item.name if isinstance(item, AssetNameRef) else None
+                    uri = item.uri if isinstance(item, AssetUriRef) else None
+                    found = (await self._admin.request(m.GetAssetByRef(name, uri))).asset
+                    if found is None:
+                        msg = (
+                            f"task {task.task_id!r} declares {describe(item)}, but no such "
+                            "asset is known; declare the Asset itself in some task first"
+                        )
+                        raise UndeclaredAssetError(msg, asset=item)
+                    concrete[item] = found
+        return concrete
+
+    # -- one task instance ------------------------------------------------------------------
+
+    async def _run_instance(
+        self, run: _Run, task: Operator, map_index: int, first_try: int
+    ) -> TaskInstanceResult:
+        attempts: list[Attempt] = []
+        max_tries = task.retries + 1
+        result: Any = None
+        try_number = first_try
+        while True:
+            async with run.limiter:
+                run.emit(task.task_id, map_index, "running", try_number)
+                attempt, result = await self._attempt(run, task, map_index, try_number, max_tries)
+            attempts.append(attempt)
+            if attempt.error is None or try_number >= max_tries:
+                break
+            logger.warning(
+                "%s try %d of %d failed, retrying in %gs: %s: %s",
+                run.label(task.task_id, map_index), try_number, max_tries, task.retry_delay,
+                type(attempt.error).__name__, attempt.error,
+            )  # fmt: skip
+            run.emit(task.task_id, map_index, "up_for_retry", try_number)
+            await trio.sleep(task.retry_delay)
+            try_number += 1
+        last = attempts[-1]
+        state = SUCCESS if last.error is None else FAILED
+        if last.error is not None:
+            logger.error(
+                "%s failed after %d %s", run.label(task.task_id, map_index), try_number,
+                "try" if try_number == 1 else "tries", exc_info=last.error,
+            )  # fmt: skip
+        else:
+            logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)
+        run.emit(task.task_id, map_index, state, try_number)
+        return TaskInstanceResult(
+            run.dag.dag_id, task.task_id, run.run_id, map_index, state, try_number,
+            result if state == SUCCESS else None, last.error, last.rendered, tuple(attempts),
+        )  # fmt: skip
+
+    async def _attempt(
+        self, run: _Run, task: Operator, map_index: int, try_number: int, max_tries: int
+    ) -> tuple[Attempt, Any]:
+        dag = run.dag
+        settings = self._settings
+        declared = _declared_assets(task, run.assets)
+        caller = Caller(
+            task=TaskScope(dag.dag_id, run.run_id, task.task_id, map_index),
+            writer=Writer(dag.dag_id, run.run_id, task.task_id, map_index, try_number),
+            assets={asset.name: asset for asset in declared},
+            aliases=frozenset(a.name for a in task.inlets if isinstance(a, AssetAlias)),
+            outlet_aliases=frozenset(a.name for a in task.outlets if isinstance(a, AssetAlias)),
+        )
+        # The task's accessors (or its process) speak through a client that ends with
+        # the attempt; recording its events and clearing its state use the runner's own.
+        task_client = SupervisorClient(self._supervisor, caller, self._token)
+        client = SupervisorClient(self._supervisor, caller, self._token)
+        spec = AttemptSpec(
+            task, run.run_id, run.params, map_index, try_number, max_tries, tuple(declared),
+            settings.default_task_retention, settings.default_asset_retention,
+            settings.wall_clock,
+        )  # fmt: skip
+        started = time.perf_counter()
+        rendered: dict[str, Any] = {}
+        try:
+            if (task.isolation or settings.isolation) == "process":
+                result, outlet_events = await run_isolated(spec, task_client, rendered.update)
+            else:
+                result, outlet_events = await run_attempt(
+                    spec, task_client, on_rendered=rendered.update
+                )
+            await self._after_success(task, client, outlet_events)
+        except Exception as exc:
+            if isinstance(exc, SupervisorDiedError):
+                raise
+            return Attempt(try_number, rendered, exc, time.perf_counter() - started), None
+        return Attempt(try_number, rendered, None, time.perf_counter() - started), result
+
+    async def _after_success(
+        self, task: Operator, client: SupervisorClient, outlet_events: OutletEventAccessors
+    ) -> None:
+        for request in event_messages(outlet_events):
+            await client.request(request)
+        clear = task.clear_state_on_success
+        if clear is None:
+            clear = self._settings.clear_state_on_success
+        if clear:
+            await client.request(m.ClearTaskState())
+
+
+@attrs.define(eq=False)
+class _Run:
+    dag: Dag
+    run_id: str
+    params: dict[str, Any]
+    assets: dict[object, AssetInfo]
+    on_event: Callable[[TaskInstanceEvent], None] | None
+    limiter: trio.CapacityLimiter = attrs.field(default=None)
+    results: list[TaskInstanceResult] = attrs.Factory(list)
+
+    def label(self, task_id: str, map_index: int) -> str:
+        return TaskScope(self.dag.dag_id, self.run_id, task_id, map_index).label
+
+    def emit(self, task_id: str, map_index: int, state: str, try_number: int) -> None:
+        if self.on_event is not None:
+            self.on_event(TaskInstanceEvent(task_id, map_index, state, try_number))
+
+
+def _map_indices(task: Operator) -> list[int]:
+    if not task.is_mapped:
+        return [-1]
+    return list(range(task.map_count()))
+
+
+def _declared_assets(task: Operator, concrete: dict[object, AssetInfo]) -> list[AssetInfo]:
+    # Outlet aliases are for emitting only; inlet aliases are resolved per attempt.
+    found = [concrete[item] for item in (*task.inlets, *task.outlets) if item in concrete]
+    return list(dict.fromkeys(found))

@@ -1,0 +1,357 @@
+"""``open_runtime()``: a supervisor and a runner under one nursery, and ``run_dag``."""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import trio
+
+from .._assets import Asset
+from .._context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
+from .._dag import ISOLATION_MODES, Dag, Operator
+from .._errors import RuntimeClosedError, raise_sole
+from .._protocol import messages as m
+from .._records import AssetInfo, StateEntry
+from .._values import DEFAULT_MAX_VALUE_BYTES
+from ..store import open_store
+from ..store.base import Store, TaskScope
+from .client import SupervisorClient
+from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
+from .supervisor import Caller, Supervisor, SupervisorStats
+
+#: Where ``open_runtime()`` and the CLI keep state when no database is named.
+DEFAULT_DB = "stateward.db"
+
+
+def default_db() -> str:
+    """``$STATEWARD_DB``, else ``./stateward.db``."""
+    return os.environ.get("STATEWARD_DB") or DEFAULT_DB
+
+
+def new_run_id() -> str:
+    """A run id for a manual run, as Airflow makes them: ``manual__<UTC time>``."""
+    return f"manual__{datetime.now(UTC).isoformat(timespec='microseconds')}"
+
+
+class RuntimeState(enum.Enum):
+    """Where a runtime is in its life."""
+
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class StateAdmin:
+    """``rt.state``: out-of-band access to any task's or asset's state.
+
+    For the CLI, admin tools and tests (to seed state before a run and read it after).
+    The accessors it returns are the same classes tasks get, without scope limits:
+    use the async methods from trio code and the sync ones from other threads.
+    Out-of-band writes are recorded as such in the provenance.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def task(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> TaskStateAccessor:
+        """The task state of one task instance."""
+        rt = self._runtime
+        scope = TaskScope(dag_id, run_id, task_id, map_index)
+        client = rt.client(Caller(task=scope, writer=None, unrestricted=True))
+        return TaskStateAccessor(client, "task_state", rt.default_task_retention, rt.wall_clock)
+
+    def asset(
+        self, asset: Asset | str | None = None, *, name: str | None = None, uri: str | None = None
+    ) -> AssetStateAccessor:
+        """The state of one asset: ``asset(ORDERS)``, ``asset(name=...)`` or ``asset(uri=...)``.
+
+        An asset no Dag has declared yet is registered on the first write by what was
+        given: a name alone binds no URI (nor a URI a name) until a declaration
+        completes it; until then it reads with the missing side taking the other's value.
+        """
+        if isinstance(asset, Asset):
+            name, uri = asset.name, asset.uri
+        elif isinstance(asset, str):
+            name = asset
+        if name is None and uri is None:
+            msg = "rt.state.asset() needs an Asset, name= or uri="
+            raise TypeError(msg)
+        rt = self._runtime
+        info = AssetInfo(name or uri or "", uri or name or "")
+        # Given both, a first write registers the asset with both, not name as URI.
+        declared = {info.name: info} if name is not None and uri is not None else {}
+        client = rt.client(Caller(task=None, writer=None, assets=declared, unrestricted=True))
+        return AssetStateAccessor(
+            client, info, rt.default_asset_retention, rt.wall_clock, by_uri=name is None
+        )
+
+    async def list(
+        self,
+        *,
+        scope: str | None = None,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        task_id: str | None = None,
+        map_index: int | None = None,
+        asset_name: str | None = None,
+        include_expired: bool = False,
+    ) -> list[StateEntry]:
+        """Every stored key matching the filters, with its provenance."""
+        request = m.ListState(
+            scope, dag_id, run_id, task_id, map_index, asset_name, include_expired
+        )
+        response = await self._runtime.admin.request(request)
+        return list(response.entries)
+
+
+class Runtime:
+    """An open stateward runtime: run Dags and tasks, reach state, clean up.
+
+    Made by :func:`open_runtime`; not constructed directly.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        default_task_retention: timedelta | None,
+        default_asset_retention: timedelta | None,
+        max_value_bytes: int,
+        max_active_tasks: int | None,
+        clear_state_on_success: bool,
+        wall_clock: Callable[[], float],
+        isolation: str = "none",
+    ) -> None:
+        self.store = store
+        self.default_task_retention = default_task_retention
+        self.default_asset_retention = default_asset_retention
+        self.max_value_bytes = max_value_bytes
+        self.max_active_tasks = max_active_tasks
+        self.clear_state_on_success = clear_state_on_success
+        self.wall_clock = wall_clock
+        self.isolation = isolation
+        self.status = RuntimeState.UNOPENED
+        self.supervisor = Supervisor(store, max_value_bytes=max_value_bytes, wall_clock=wall_clock)
+        self.state = StateAdmin(self)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._runner: Runner | None = None
+        self.admin: SupervisorClient
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self.status.value} on {self.store!r}>"
+
+    @property
+    def stats(self) -> SupervisorStats:
+        """Request, batch and transaction counters of the supervisor."""
+        return self.supervisor.stats
+
+    def client(self, caller: Caller) -> SupervisorClient:
+        """A client for ``caller`` (the runtime binds every identity)."""
+        if self._token is None:
+            msg = "the runtime is not open yet; use 'async with open_runtime(...) as rt:'"
+            raise RuntimeClosedError(msg)
+        return SupervisorClient(self.supervisor, caller, self._token)
+
+    def _start(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self.status = RuntimeState.OPEN
+        self.admin = self.client(Caller(task=None, writer=None, unrestricted=True))
+        settings = RunSettings(
+            default_task_retention=self.default_task_retention,
+            default_asset_retention=self.default_asset_retention,
+            clear_state_on_success=self.clear_state_on_success,
+            max_active_tasks=self.max_active_tasks,
+            wall_clock=self.wall_clock,
+            isolation=self.isolation,
+        )
+        self._runner = Runner(self.supervisor, self.admin, settings)
+
+    def _check_open(self) -> Runner:
+        if self.status is RuntimeState.UNOPENED:
+            msg = "the runtime is not open yet; use 'async with open_runtime(...) as rt:'"
+            raise RuntimeClosedError(msg)
+        if self.status is RuntimeState.CLOSED:
+            msg = "the runtime is closed; open a new one with open_runtime(...)"
+            raise RuntimeClosedError(msg)
+        assert self._runner is not None
+        return self._runner
+
+    async def run_dag(
+        self,
+        dag: Dag,
+        *,
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        on_event: Callable[[TaskInstanceEvent], None] | None = None,
+    ) -> DagRunResult:
+        """Run every task of ``dag`` as one Dag run.
+
+        Args:
+            dag: The Dag.
+            run_id: The run's id (its task state namespace); default: a new one.
+            params: Overrides of the Dag's params for this run.
+            on_event: Called (in trio's thread) as instances start, retry and end.
+
+        Returns:
+            The run's result; it does not raise when tasks fail (see ``.state``).
+
+        Raises:
+            AssetConflictError: two declarations clash on an asset's name or URI.
+            SupervisorDiedError: the supervisor died; every task actor was cancelled.
+        """
+        runner = self._check_open()
+        return await runner.run_dag(dag, run_id or new_run_id(), params, on_event)
+
+    async def run_task(
+        self,
+        task: Operator,
+        *,
+        run_id: str | None = None,
+        map_index: int = -1,
+        try_number: int = 1,
+        params: Mapping[str, Any] | None = None,
+    ) -> TaskInstanceResult:
+        """Run one task instance, ignoring its upstream tasks, with its retries.
+
+        Args:
+            task: The task.
+            run_id: The run whose task state the instance uses; default: a new one.
+            map_index: Which mapped instance (-1 for an unmapped task).
+            try_number: The first try's number (to test what a retry does).
+            params: Overrides of the Dag's params.
+        """
+        runner = self._check_open()
+        return await runner.run_task(task, run_id or new_run_id(), map_index, try_number, params)
+
+    async def cleanup(self, *, dry_run: bool = False) -> int:
+        """Delete expired state rows; return how many (or would be, on a dry run)."""
+        self._check_open()
+        response = await self.admin.request(m.CleanupExpired(dry_run))
+        deleted: int = response.deleted
+        return deleted
+
+
+@asynccontextmanager
+async def open_runtime(
+    db: str | os.PathLike[str] | None = None,
+    *,
+    store: Store | None = None,
+    synchronous: str | None = None,
+    busy_timeout: float | None = None,
+    default_task_retention: timedelta | None = DEFAULT_TASK_RETENTION,
+    default_asset_retention: timedelta | None = None,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    max_active_tasks: int | None = None,
+    clear_state_on_success: bool = False,
+    wall_clock: Callable[[], float] = time.time,
+    isolation: str = "none",
+) -> AsyncIterator[Runtime]:
+    """Open a runtime: its store, its supervisor, and a runner.
+
+    Args:
+        db: The store's URL or path, opened by :func:`stateward.store.open_store`:
+            an SQLite file (default ``$STATEWARD_DB``, then ``./stateward.db``) or
+            ``sqlite:///path``; ``"memory:"`` (or ``":memory:"``) for a MemoryStore; a
+            ``postgresql://user:password@host/db`` URL for a PostgresStore
+            (``pip install 'stateward[postgres]'``).
+        store: A store object instead of ``db`` (e.g. ``MemoryStore()``).
+        synchronous: SQLite durability: ``"FULL"`` (the default), ``"NORMAL"``, ...
+            (SQLite only).
+        busy_timeout: Seconds to wait for another process's write lock (SQLite only;
+            default 5).
+        default_task_retention: How long task state is kept when ``set`` gives no
+            retention (30 days; None: forever).
+        default_asset_retention: Likewise for asset state (default: forever).
+        max_value_bytes: The largest value accepted, JSON-encoded (64 KiB).
+        max_active_tasks: A cap on concurrent attempts in every run (the Dag's own
+            ``max_active_tasks`` applies too).
+        clear_state_on_success: Default for tasks that do not set it.
+        wall_clock: Unix time now (expiry, ``updated_at``); tests may replace it.
+        isolation: Where attempts of tasks that do not choose run: ``"none"`` (in
+            this process, the default) or ``"process"`` (each in a child process; see
+            docs/isolation.md).
+
+    Yields:
+        The open :class:`Runtime`. Leaving the block waits for nothing: runs are
+        awaited inside it. The store is closed on exit.
+    """
+    if not isinstance(max_value_bytes, int) or max_value_bytes < 1:
+        msg = f"max_value_bytes must be a positive int, got {max_value_bytes!r}"
+        raise ValueError(msg)
+    if isolation not in ISOLATION_MODES:
+        msg = f"isolation must be one of {list(ISOLATION_MODES)}, got {isolation!r}"
+        raise ValueError(msg)
+    if store is not None and db is not None:
+        msg = "open_runtime() takes db= or store=, not both"
+        raise TypeError(msg)
+    if store is None:
+        given: dict[str, Any] = {"synchronous": synchronous, "busy_timeout": busy_timeout}
+        options = {name: value for name, value in given.items() if value is not None}
+        store = open_store(db if db is not None else default_db(), **options)
+    runtime = Runtime(
+        store,
+        default_task_retention=default_task_retention,
+        default_asset_retention=default_asset_retention,
+        max_value_bytes=max_value_bytes,
+        max_active_tasks=max_active_tasks,
+        clear_state_on_success=clear_state_on_success,
+        wall_clock=wall_clock,
+        isolation=isolation,
+    )
+    try:
+        async with store, trio.open_nursery() as nursery:
+            await nursery.start(_serve_quietly, runtime.supervisor)
+            runtime._start()
+            try:
+                yield runtime
+            finally:
+                runtime.status = RuntimeState.CLOSED
+                runtime.supervisor.close()
+    except BaseExceptionGroup as group:
+        # The supervisor never raises into the nursery, so a group holds the error of
+        # the caller's own block: give it back as it was raised.
+        raise_sole(group)
+    if runtime.supervisor.failure is not None:
+        raise runtime.supervisor.died_error() from runtime.supervisor.failure
+
+
+async def _serve_quietly(
+    supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    # A supervisor that dies is reported by the runs it stops and on leaving the
+    # runtime, as SupervisorDiedError; it must not cancel the caller's own code.
+    try:
+        await supervisor.serve(task_status=task_status)
+    except (trio.Cancelled, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        return
+
+
+def run_dag(
+    dag: Dag,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    store: Store | None = None,
+    run_id: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    **runtime_options: Any,
+) -> DagRunResult:
+    """Run ``dag`` once, synchronously, in a runtime of its own (for scripts).
+
+    Takes the arguments of :func:`open_runtime` and :meth:`Runtime.run_dag`.
+    """
+
+    async def main() -> DagRunResult:
+        async with open_runtime(db, store=store, **runtime_options) as rt:
+            return await rt.run_dag(dag, run_id=run_id, params=params)
+
+    return trio.run(main)

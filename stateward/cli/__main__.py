@@ -1,5 +1,0 @@
-"""``python -m stateward.cli``."""
-
-from . import main
-
-raise SystemExit(main())
