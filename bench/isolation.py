@@ -1,18 +1,28 @@
-"""What isolation="process" costs: state operations and a one-task run, in process vs isolated.
+"""What isolation="process" costs: state operations, a one-task run and a mapped task,
+in process vs isolated.
 
 Prints one JSON line: per-operation latency of set/get from a sync task and aset/aget
 from an async task, each measured in process and in a task process (ms per op); the
-median wall time of running a trivial task (ms: the task process's start-up, load and
-exit, against a thread hop); and the ratios isolated / in process. Usage::
+median wall time of running a trivial task (ms: forking the task process from its
+template, running it and reaping it, against a thread hop), and of the first one, which
+starts the template (``first_run_ms``); the wall time of a task mapped over
+``$STATEWARD_BENCH_FANOUT`` instances (default 1000) that each set and get one key (s);
+the CPU time each of these two took, summed over the runtime, its template and its task
+processes (``*_cpu_*``: what the work costs, whatever else keeps the CPUs busy); the
+peak memory of the runtime and everything it started during the mapped task (MB: the sum of their
+proportional set sizes, shared pages divided among the processes sharing them); the
+memory of one task process (resident, and private to it) and of its template (MB); the
+load average before and after; and the ratios isolated / in process. Usage::
 
-    python bench/isolation.py [--n 2000] [--runs 10] [--store sqlite|memory]
+    python bench/isolation.py [--n 2000] [--runs 10] [--store sqlite|memory] [--no-fork-server]
 
-The task processes load this file by path, as they load any Dag file.
-"""
+The task processes load this file by path, as they load any Dag file."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import time
 from typing import Any
@@ -21,8 +31,13 @@ import trio
 
 from _common import emit, machine, tmp_db
 from stateward import Dag, MemoryStore, open_runtime
+from stateward._runtime import forkserver
 
 dag = Dag("bench_isolation", params={"n": 2000})
+#: Instances of the mapped task (read when the file is loaded: the template reads the
+#: runtime's environment).
+FANOUT = int(os.environ.get("STATEWARD_BENCH_FANOUT", "1000"))
+fanout = Dag("bench_isolation_fanout", max_active_tasks=16)
 
 
 @dag.task
@@ -56,11 +71,97 @@ def noop() -> None:
     return None
 
 
+@dag.task
+def memory() -> dict[str, float]:
+    """This process's resident and private memory, and its template's (its parent's)
+    resident memory (MB)."""
+    with open("/proc/self/smaps_rollup") as rollup:
+        fields = {line.split(":")[0]: line.split()[1] for line in rollup if ":" in line}
+    private = int(fields["Private_Clean"]) + int(fields["Private_Dirty"])
+    return {
+        "rss_mb": int(fields["Rss"]) / 1024,
+        "private_mb": private / 1024,
+        "template_rss_mb": _rss_kb(os.getppid()) / 1024,
+    }
+
+
+@fanout.task
+def one_set_one_get(x: int, task_state: Any) -> int:
+    task_state.set("x", x)
+    return int(task_state.get("x"))
+
+
+one_set_one_get.expand(x=list(range(FANOUT)))
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as listing:
+                found.extend(int(c) for c in listing.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _tree_pss_kb(pid: int) -> int:
+    """The proportional set size of ``pid`` and every process below it (kB)."""
+    return _pss_kb(pid) + sum(_tree_pss_kb(child) for child in _children(pid))
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds used so far by this process and the children it reaped, and by each
+    running child (a template) with the children it reaped (its task processes): the
+    work done, whatever else the machine's CPUs were busy with."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+    for child in _children(os.getpid()):
+        try:
+            with open(f"/proc/{child}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime, in clock ticks
+        total += sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def measure(isolation: str, n: int, runs: int, store: str) -> dict[str, float]:
     """Every figure for one isolation mode, in a runtime of its own."""
     where = {"store": MemoryStore()} if store == "memory" else {"db": tmp_db(f"{isolation}.db")}
     figures: dict[str, float] = {}
     async with open_runtime(**where, isolation=isolation) as rt:
+        start = time.perf_counter()
+        await rt.run_task(noop, run_id="first")
+        figures["first_run_ms"] = (time.perf_counter() - start) * 1000
         for task in (sync_ops, async_ops):
             ti = await rt.run_task(task, run_id="ops", params={"n": n})
             if ti.error is not None:
@@ -68,13 +169,37 @@ async def measure(isolation: str, n: int, runs: int, store: str) -> dict[str, fl
             figures.update(ti.result)
         await rt.run_task(noop, run_id="warm-up")
         times = []
+        cpu = _tree_cpu_s()
         for i in range(runs):
             start = time.perf_counter()
             ti = await rt.run_task(noop, run_id=f"run-{i}")
             times.append((time.perf_counter() - start) * 1000)
             if ti.error is not None:
                 raise ti.error
+        figures["one_task_run_cpu_ms"] = (_tree_cpu_s() - cpu) / runs * 1000
         figures["one_task_run_ms"] = statistics.median(times)
+        if isolation == "process":
+            ti = await rt.run_task(memory, run_id="memory")
+            figures.update({f"task_process_{k}": v for k, v in ti.result.items()})
+        peak = 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, _tree_pss_kb(os.getpid()))
+                await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample)
+            start, cpu = time.perf_counter(), _tree_cpu_s()
+            result = await rt.run_dag(fanout, run_id="fanout")
+            figures["fanout_s"] = time.perf_counter() - start
+            figures["fanout_cpu_s"] = _tree_cpu_s() - cpu
+            nursery.cancel_scope.cancel()
+        failed = [ti for ti in result.task_instances if ti.state != "success"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} mapped instances failed: {failed[0].error!r}")
+        figures["fanout_peak_pss_mb"] = peak / 1024
     return figures
 
 
@@ -83,18 +208,37 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="operations of each kind")
     parser.add_argument("--runs", type=int, default=10, help="one-task runs to time")
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
+    parser.add_argument(
+        "--no-fork-server", action="store_true", help="start an interpreter per attempt"
+    )
     args = parser.parse_args()
+    forkserver.ENABLED = not args.no_fork_server
+    load = os.getloadavg()[0]
     inline = trio.run(measure, "none", args.n, args.runs, args.store)
     isolated = trio.run(measure, "process", args.n, args.runs, args.store)
-    names = ("set_ms", "get_ms", "aset_ms", "aget_ms", "one_task_run_ms")
+    names = (
+        "set_ms", "get_ms", "aset_ms", "aget_ms", "one_task_run_ms", "one_task_run_cpu_ms",
+        "fanout_s", "fanout_cpu_s",
+    )  # fmt: skip
+    memory = ("rss_mb", "private_mb", "template_rss_mb")
     emit(
         "isolation",
         n=args.n,
         runs=args.runs,
+        fanout=FANOUT,
         store=args.store,
+        fork_server=forkserver.fork_server_available(),
         **{f"in_process_{k}": round(inline[k], 4) for k in names},
         **{f"isolated_{k}": round(isolated[k], 4) for k in names},
         **{f"ratio_{k.removesuffix('_ms')}": round(isolated[k] / inline[k], 2) for k in names},
+        in_process_first_run_ms=round(inline["first_run_ms"], 2),
+        isolated_first_run_ms=round(isolated["first_run_ms"], 1),
+        in_process_fanout_peak_pss_mb=round(inline["fanout_peak_pss_mb"], 1),
+        isolated_fanout_peak_pss_mb=round(isolated["fanout_peak_pss_mb"], 1),
+        runtime_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **{f"task_process_{k}": round(isolated[f"task_process_{k}"], 1) for k in memory},
+        load_average_at_start=round(load, 2),
+        load_average_at_end=round(os.getloadavg()[0], 2),
         **machine(),
     )
 

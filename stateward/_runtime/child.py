@@ -1,8 +1,10 @@
-"""The task process of an isolated task: ``python -m stateward._runtime.child --fd N``.
+"""The task process of an isolated task: ``python -m stateward._runtime.child --fd N``,
+or :func:`run_forked` in a process forked by a template (:mod:`.template`).
 
 The runtime (:mod:`stateward._runtime.isolation`, the parent) starts this module with
-one end of a socket pair as file descriptor ``N`` and sends a start frame naming the
-task instance and try. The child loads the task from its Dag file and runs the attempt
+one end of a socket pair as file descriptor ``N`` (or hands that end to the template,
+which forks) and sends a start frame naming the task instance and try. The child loads
+the task from its Dag file (or takes it as the template loaded it) and runs the attempt
 with :func:`~stateward._runtime.attempt.run_attempt`, as the runner does in process, over
 a :class:`ChildClient` (whose requests cross the socket; the parent relays them to the
 supervisor as the task instance it bound); it reports the rendered fields, then one
@@ -10,12 +12,14 @@ final frame (the result and outlet events, or the error) and exits.
 
 The process ends with ``os._exit`` once its outcome is sent, as Airflow's task runner
 does: a thread the task left running cannot keep it alive, and atexit handlers do not
-run. If the parent goes away, the child exits at once.
+run. Before that it kills whatever it started (:mod:`.descendants`). If the runtime
+goes away, the child exits at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import itertools
 import logging
@@ -27,13 +31,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final, NoReturn
 
 import trio
 
-from .._dag import Operator
+from .._dag import Dag, Operator
 from .._errors import ProtocolError, TaskLoadError
 from .._loader import load_dags
 from .._protocol import messages as m
@@ -52,6 +56,7 @@ from .._records import instance_label
 from .._values import check_key, encode_value
 from .attempt import AttemptSpec, event_messages, run_attempt
 from .client import attempt_ended_error, raise_error, refuse_in_trio_thread
+from .descendants import become_subreaper, die_with_parent, kill_descendants
 
 #: Exit status when the parent went away before the outcome could be reported.
 EXIT_PARENT_GONE: Final = 75
@@ -272,8 +277,9 @@ def _unwrap(response: Any, request: m.Request) -> Any:
 # -- running the task ----------------------------------------------------------------------
 
 
-def load_task(start: StartFrame) -> Operator:
-    """Load the task ``start`` names from its Dag file.
+def load_task(start: StartFrame, dags: Mapping[str, Dag] | None = None) -> Operator:
+    """Load the task ``start`` names from its Dag file (``dags``: the file's Dags, as
+    the fork server loaded them before forking this process).
 
     Raises:
         TaskLoadError: the file cannot be loaded, or defines no such Dag or task; the
@@ -282,7 +288,8 @@ def load_task(start: StartFrame) -> Operator:
     label = instance_label(start.dag_id, start.task_id, start.map_index)
     where = f"cannot load task {label} in its task process from {start.dag_file!r}"
     try:
-        dags = load_dags(start.dag_file)
+        if dags is None:
+            dags = load_dags(start.dag_file)
     except TaskLoadError as exc:
         msg = f"{where}: {exc}"
         raise TaskLoadError(msg, path=start.dag_file) from exc
@@ -367,11 +374,13 @@ def _error_frame(exc: BaseException) -> ErrorFrame:
     return ErrorFrame(name, message, shown)
 
 
-async def _outcome(start: StartFrame, connection: ChildConnection) -> FinalFrame:
+async def _outcome(
+    start: StartFrame, connection: ChildConnection, dags: Mapping[str, Dag] | None
+) -> FinalFrame:
     """The final frame: the task's result and events, its error, or why it did not load."""
     label = instance_label(start.dag_id, start.task_id, start.map_index)
     try:
-        task = load_task(start)
+        task = load_task(start, dags)
     except TaskLoadError as exc:
         return LoadErrorFrame(str(exc))
     client = ChildClient(connection, label, start.try_number, trio.lowlevel.current_trio_token())
@@ -402,7 +411,7 @@ def _pack_final(frame: FinalFrame) -> tuple[bytes, bool]:
         return pack_frame(_error_frame(exc)), False
 
 
-async def _main(sock: socket.socket) -> int:
+async def _main(sock: socket.socket, dags: Mapping[str, Dag] | None = None) -> int:
     connection = ChildConnection(sock)
     start = await connection.receive_start()
     async with trio.open_nursery() as nursery:
@@ -414,7 +423,7 @@ async def _main(sock: socket.socket) -> int:
             writer_done.set()
 
         nursery.start_soon(write)
-        data, succeeded = _pack_final(await _outcome(start, connection))
+        data, succeeded = _pack_final(await _outcome(start, connection, dags))
         connection.finish(data)
         await writer_done.wait()
         nursery.cancel_scope.cancel()
@@ -468,11 +477,44 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # Processes the task starts must not hold the runtime's socket open after we exit.
     os.set_inheritable(args.fd, False)
     _die_with_parent()
+    become_subreaper()
     faulthandler.enable()  # a crash in native code prints the Python stack to stderr
     code = trio.run(_main, socket.socket(fileno=args.fd))
+    _flush()
+    kill_descendants()
+    os._exit(code)
+
+
+def _flush() -> None:
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # the task may have closed them
+            if stream is not None:
+                stream.flush()
+
+
+def run_forked(sock: socket.socket, *, parent: int, dags: Mapping[str, Dag] | None) -> NoReturn:
+    """Run the task process in a child the fork server (:mod:`.template`) just forked.
+
+    Args:
+        sock: The socket to the runtime.
+        parent: The fork server's pid (it has enabled ``faulthandler``).
+        dags: The Dag file's Dags as the fork server loaded them (``None``: load it here).
+
+    The process leads a session of its own (``execution_timeout`` signals its process
+    group), dies with the fork server (which dies with the runtime), and adopts what it
+    starts (a child subreaper), so that it can kill all of it before it exits.
+    """
+    os.setsid()
+    # The fork server exits when the runtime does, and this process gets SIGKILL when
+    # the fork server exits: no thread is needed to watch the runtime.
+    if not die_with_parent(parent):
+        os._exit(EXIT_PARENT_GONE)
+    become_subreaper()
+    os.set_inheritable(sock.fileno(), False)
+    code = trio.run(_main, sock, dags)
+    _flush()
+    kill_descendants()
     os._exit(code)
 
 

@@ -54,6 +54,7 @@ from .._protocol.frames import (
 from .._protocol.wire import FrameReader, FrameWriter, check_json, pack_frame
 from .attempt import AttemptSpec
 from .client import SupervisorClient
+from .forkserver import ForkedProcess, ForkServers, child_env, fork_server_available
 from .supervisor import error_response
 
 #: The most requests of one child served at once; more wait to be read.
@@ -71,6 +72,9 @@ _SIGNAL_HINTS: Final = {
     "SIGABRT": " (aborted: a fatal error in native code or in the interpreter)",
 }
 
+
+#: A task process: started fresh, or forked from a template.
+TaskProcess = trio.Process | ForkedProcess
 
 # -- the parent side -------------------------------------------------------------------------
 
@@ -226,15 +230,7 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def _child_env() -> dict[str, str]:
-    # The child imports what the parent can: the same stateward, the same sys.path.
-    env = dict(os.environ)
-    entries = [entry for entry in sys.path if entry]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
-    return env
-
-
-def _signal_group(process: trio.Process, sig: signal.Signals) -> None:
+def _signal_group(process: TaskProcess, sig: signal.Signals) -> None:
     # The child leads its own process group: stop what it started along with it, also
     # after the child itself has exited (the group's id is not reused while any process
     # the child started is still in it).
@@ -245,7 +241,7 @@ def _signal_group(process: trio.Process, sig: signal.Signals) -> None:
             process.send_signal(sig)
 
 
-async def _stop(process: trio.Process, *, grace: float) -> None:
+async def _stop(process: TaskProcess, *, grace: float) -> None:
     """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds; reap it."""
     with trio.CancelScope(shield=True):
         if grace > 0:
@@ -262,7 +258,7 @@ EXIT_DRAIN_SECONDS: Final = 1.0
 
 
 async def _serve_until_exit(
-    process: trio.Process,
+    process: TaskProcess,
     stream: trio.SocketStream,
     client: SupervisorClient,
     on_rendered: Callable[[dict[str, Any]], None],
@@ -291,6 +287,8 @@ async def run_isolated(
     spec: AttemptSpec,
     client: SupervisorClient,
     on_rendered: Callable[[dict[str, Any]], None],
+    *,
+    forks: ForkServers | None = None,
 ) -> tuple[Any, OutletEventAccessors]:
     """Run the attempt ``spec`` names in a child process; return its result and events.
 
@@ -299,6 +297,8 @@ async def run_isolated(
         client: The client bound to the task instance; the child's requests go through
             it. It is ended with the attempt.
         on_rendered: Called with the rendered template fields when the child reports them.
+        forks: The runtime's fork servers: the child is forked from a template where
+            the platform allows (else, or when ``None``, a fresh interpreter starts).
 
     Returns:
         The value the task returned, and its outlet events (recorded by the caller).
@@ -329,17 +329,31 @@ async def run_isolated(
     except (TypeError, ValueError) as exc:
         msg = f"the params of run {spec.run_id!r} must be JSON to reach {where}: {exc}"
         raise type(exc)(msg) from None
+    head = pack_frame(_start_frame(spec, dag.fileloc))
     parent_end, child_end = socket.socketpair()
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent_end))
+    # The start frame waits in the socket: the task process need not wait for us.
     try:
-        fd = child_end.fileno()
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", CHILD_MODULE, "--fd", str(fd)],
-            pass_fds=(fd,),
-            env=_child_env(),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        sent = parent_end.send(head)
+    except BlockingIOError:
+        sent = 0
+    try:
+        process: TaskProcess | None = None
+        if forks is not None and fork_server_available():
+            try:
+                process = await forks.fork(dag.fileloc, child_end)
+            except OSError as exc:
+                msg = f"{where} could not be started: {exc}"
+                raise TaskProcessError(msg, task=label, try_number=try_number) from exc
+        if process is None:
+            fd = child_end.fileno()
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", CHILD_MODULE, "--fd", str(fd)],
+                pass_fds=(fd,),
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
     except BaseException:
         child_end.close()
         await stream.aclose()
@@ -360,7 +374,7 @@ async def run_isolated(
     try:
         with limit:
             try:
-                await stream.send_all(pack_frame(_start_frame(spec, dag.fileloc)))
+                await stream.send_all(head[sent:])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # it died at once: its exit says how
             else:

@@ -26,6 +26,7 @@ from .._records import AssetInfo
 from ..store.base import TaskScope, Writer
 from .attempt import AttemptSpec, event_messages, run_attempt
 from .client import SupervisorClient
+from .forkserver import ForkServers
 from .isolation import run_isolated
 from .supervisor import Caller, Supervisor
 
@@ -128,6 +129,8 @@ class RunSettings:
     wall_clock: Callable[[], float]
     #: Where attempts of tasks that do not choose run: ``"none"`` or ``"process"``.
     isolation: str = "none"
+    #: The runtime's fork servers, which start isolated attempts (None: fresh processes).
+    forks: ForkServers | None = None
 
 
 class Runner:
@@ -351,7 +354,9 @@ class Runner:
         rendered: dict[str, Any] = {}
         try:
             if (task.isolation or settings.isolation) == "process":
-                result, outlet_events = await run_isolated(spec, task_client, rendered.update)
+                result, outlet_events = await run_isolated(
+                    spec, task_client, rendered.update, forks=settings.forks
+                )
             else:
                 result, outlet_events = await run_attempt(
                     spec, task_client, on_rendered=rendered.update

@@ -22,6 +22,7 @@ from .._values import DEFAULT_MAX_VALUE_BYTES
 from ..store import open_store
 from ..store.base import Store, TaskScope
 from .client import SupervisorClient
+from .forkserver import ForkServers
 from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
 from .supervisor import Caller, Supervisor, SupervisorStats
 
@@ -160,7 +161,7 @@ class Runtime:
             raise RuntimeClosedError(msg)
         return SupervisorClient(self.supervisor, caller, self._token)
 
-    def _start(self) -> None:
+    def _start(self, forks: ForkServers | None = None) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self.status = RuntimeState.OPEN
         self.admin = self.client(Caller(task=None, writer=None, unrestricted=True))
@@ -171,6 +172,7 @@ class Runtime:
             max_active_tasks=self.max_active_tasks,
             wall_clock=self.wall_clock,
             isolation=self.isolation,
+            forks=forks,
         )
         self._runner = Runner(self.supervisor, self.admin, settings)
 
@@ -309,11 +311,13 @@ async def open_runtime(
     try:
         async with store, trio.open_nursery() as nursery:
             await nursery.start(_serve_quietly, runtime.supervisor)
-            runtime._start()
+            forks = ForkServers(nursery)
+            runtime._start(forks)
             try:
                 yield runtime
             finally:
                 runtime.status = RuntimeState.CLOSED
+                await forks.aclose()
                 runtime.supervisor.close()
     except BaseExceptionGroup as group:
         # The supervisor never raises into the nursery, so a group holds the error of

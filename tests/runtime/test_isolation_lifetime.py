@@ -84,3 +84,35 @@ async def test_isolated_attempts_of_a_minute_succeed() -> None:
     assert results["sleeps"].result == "slept"
     assert results["spins"].state == "success", results["spins"].error
     assert results["spins"].try_number == 1
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rpartition(")")[2].split()[1])
+
+
+def test_a_killed_runtime_leaves_no_fork_server_behind(tmp_path: Path) -> None:
+    """SIGKILL of the runtime's process ends the template that forked its task process
+    too, and the task process with it."""
+    proc = start_runtime("kill", tmp_path)
+    pidfds = []
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("child "), proc.stderr.read() if proc.stderr else ""
+        child = int(line.split()[1])
+        template = _parent_of(child)
+        assert template != proc.pid  # forked from the template, not started by the runtime
+        assert _parent_of(template) == proc.pid
+        pidfds = [os.pidfd_open(child), os.pidfd_open(template)]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    try:
+        for pidfd in pidfds:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            assert poller.poll(30_000), "a process outlived its runtime"
+    finally:
+        for pidfd in pidfds:
+            os.close(pidfd)

@@ -1,0 +1,196 @@
+"""Isolated attempts forked from a template: rogue tasks, what they leave behind, and a
+Dag file edited between runs."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from stateward import MemoryStore, TaskProcessError, open_runtime
+from stateward._loader import load_dags
+from stateward._runtime import forkserver
+
+FIXTURES = Path(__file__).parents[1] / "isolation_fixtures"
+ROGUES = FIXTURES / "forking.py"
+
+pytestmark = pytest.mark.skipif(
+    not forkserver.fork_server_available(), reason="the fork server needs Linux pidfds"
+)
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Block until process ``pid`` has ended (its pidfd becomes readable), at most 10 s."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        assert poller.poll(10_000), f"process {pid} still runs"
+    finally:
+        os.close(fd)
+
+
+async def run_rogue(task_id: str) -> tuple[Any, Any]:
+    """Run one task of the rogues Dag; return its instance and the pid it stored."""
+    task = load_dags(ROGUES)["rogues"].get_task(task_id)
+    async with open_runtime(store=MemoryStore()) as rt:
+        ti = await rt.run_task(task, run_id="r")
+        pid = await rt.state.task("rogues", "r", task_id).aget("pid")
+    return ti, pid
+
+
+async def test_an_attempt_is_forked_from_the_template() -> None:
+    """The task process is a child of the template, not of the runtime."""
+    ti, _ = await run_rogue("where_am_i")
+    pid, parent = ti.result
+    assert ti.state == "success", ti.error
+    assert os.getpid() not in (pid, parent)
+
+
+@pytest.mark.parametrize(
+    ("task_id", "message"),
+    [
+        ("forks_children", "the task process for rogues.forks_children try 1 exited with code 3 before reporting a result"),
+        ("closes_streams", "rogues.closes_streams try 1 raised ValueError in its task process: the standard streams are closed"),
+        ("exits_at_shutdown", "rogues.exits_at_shutdown try 1 raised SystemExit in its task process: 2"),
+        ("segfaults", "the task process for rogues.segfaults try 1 was killed by SIGSEGV (a segmentation fault: a crash in native code); it reported no result"),
+    ],
+)  # fmt: skip
+async def test_a_rogue_task_fails_its_try_naming_the_cause(task_id: str, message: str) -> None:
+    """Forking, closed streams, an exit at shutdown, a segfault: a failed try saying why."""
+    ti, pid = await run_rogue(task_id)
+    assert (ti.state, ti.try_number) == ("failed", 1)
+    assert isinstance(ti.error, TaskProcessError)
+    assert str(ti.error) == message
+    if pid is not None:  # what it forked did not outlive it
+        await trio.to_thread.run_sync(_wait_for_exit, pid)
+
+
+@pytest.mark.parametrize(
+    ("task_id", "state"),
+    [("starts_a_session", "success"), ("starts_a_session_then_dies", "failed"), ("daemonizes", "success")],
+)  # fmt: skip
+async def test_what_an_attempt_started_in_another_session_ends_with_it(
+    task_id: str, state: str
+) -> None:
+    """A process in a session of its own, or a double-forked daemon, is killed when the
+    attempt ends, whether the attempt succeeds or is killed."""
+    ti, pid = await run_rogue(task_id)
+    assert ti.state == state, ti.error
+    assert isinstance(pid, int)
+    await trio.to_thread.run_sync(_wait_for_exit, pid)
+
+
+DAG_FILE = """
+import os
+
+from stateward import Dag
+import helper_{tag}
+
+dag = Dag("edited", default_args={{"isolation": "process"}})
+
+
+@dag.task
+def version() -> list[object]:
+    return [{version!r}, helper_{tag}.VERSION, os.getppid()]
+"""
+
+
+async def test_a_dag_file_edited_between_runs_is_seen(tmp_path: Path) -> None:
+    """Editing the Dag file, or a module it imports, reaches the next attempt; the old
+    template goes away."""
+    dag_file = tmp_path / "edited.py"
+    helper = tmp_path / "helper_e.py"
+    dag_file.write_text(DAG_FILE.format(tag="e", version="one"))
+    helper.write_text("VERSION = 'h1'\n")
+    templates: list[int] = []
+    async with open_runtime(store=MemoryStore()) as rt:
+
+        async def run(run_id: str) -> Any:
+            dag = load_dags(dag_file)["edited"]
+            ti = await rt.run_task(dag.get_task("version"), run_id=run_id)
+            assert ti.state == "success", ti.error
+            *seen, template = ti.result
+            templates.append(template)
+            return seen
+
+        assert await run("r1") == ["one", "h1"]
+        assert await run("r2") == ["one", "h1"]
+        dag_file.write_text(DAG_FILE.format(tag="e", version="second"))
+        assert await run("r3") == ["second", "h1"]
+        helper.write_text("VERSION = 'h22'\n")
+        assert await run("r4") == ["second", "h22"]
+    assert templates[0] == templates[1] != templates[2] != templates[3]
+    for pid in templates:
+        await trio.to_thread.run_sync(_wait_for_exit, pid)
+
+
+async def test_templates_beyond_the_limit_are_retired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runtime keeps at most MAX_TEMPLATES templates: the least recently used goes."""
+    monkeypatch.setattr(forkserver, "MAX_TEMPLATES", 1)
+    tasks = []
+    for tag in ("a", "b"):
+        (tmp_path / f"helper_{tag}.py").write_text("VERSION = 'h'\n")
+        (tmp_path / f"dag_{tag}.py").write_text(DAG_FILE.format(tag=tag, version=tag))
+        tasks.append(load_dags(tmp_path / f"dag_{tag}.py")["edited"].get_task("version"))
+    async with open_runtime(store=MemoryStore()) as rt:
+        first = await rt.run_task(tasks[0], run_id="r")
+        await rt.run_task(tasks[1], run_id="r")
+        await trio.to_thread.run_sync(_wait_for_exit, first.result[-1])
+        again = await rt.run_task(tasks[0], run_id="r2")
+    assert again.result[:2] == ["a", "h"]
+    assert again.result[-1] != first.result[-1]
+
+
+async def test_a_dag_file_that_starts_threads_runs_in_fresh_interpreters() -> None:
+    """Forking a process whose threads are gone is unsafe: such a file is not forked from."""
+    task = load_dags(FIXTURES / "threaded.py")["threaded"].get_task("where_am_i")
+    async with open_runtime(store=MemoryStore()) as rt:
+        ti = await rt.run_task(task, run_id="r")
+    assert ti.state == "success", ti.error
+    assert ti.result[1] == os.getpid()
+
+
+async def test_a_dead_template_is_replaced() -> None:
+    """A template killed between attempts is started again for the next one."""
+    task = load_dags(ROGUES)["rogues"].get_task("where_am_i")
+    async with open_runtime(store=MemoryStore()) as rt:
+        first = await rt.run_task(task, run_id="r1")
+        os.kill(first.result[1], signal.SIGKILL)
+        await trio.to_thread.run_sync(_wait_for_exit, first.result[1])
+        second = await rt.run_task(task, run_id="r2")
+    assert second.state == "success", second.error
+    assert second.result[1] != first.result[1]
+
+
+async def test_without_the_fork_server_each_attempt_starts_an_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the fork server is off (or unsupported), the task process is the runtime's child."""
+    monkeypatch.setattr(forkserver, "ENABLED", False)
+    ti, _ = await run_rogue("where_am_i")
+    assert ti.state == "success", ti.error
+    assert ti.result[1] == os.getpid()
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_children() -> Iterator[None]:
+    """Every test leaves no process behind (templates and task processes are reaped)."""
+    yield
+    try:
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            assert pid == 0, f"an unreaped child process {pid} was left behind"
+    except ChildProcessError:
+        pass
