@@ -2,12 +2,14 @@
 
 Every error derives from :class:`StatewardError`. Errors that report a misuse also
 derive from the matching builtin, so ``except ValueError`` works as well as
-``except StatewardError``::
+``except StatewardError``. A refusal is not an I/O failure, so
+:class:`StateScopeError` and :class:`TemplateWriteError` derive from no ``OSError``
+(not even ``PermissionError``): ``except OSError`` around I/O never swallows one::
 
     StatewardError
     ├── StateValueError (ValueError)        a value or key that cannot be stored
     ├── StateTypeError (TypeError)          a value or key of a type that cannot be stored
-    ├── StateScopeError (PermissionError)   a request for state the caller does not own
+    ├── StateScopeError                     a request for state the caller does not own
     ├── UndeclaredAssetError (KeyError)     an asset the task did not declare
     ├── AssetConflictError (ValueError)     one name or URI declared for two assets
     ├── AsyncContextError (RuntimeError)    a sync accessor called from async code
@@ -26,7 +28,7 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     ├── ShellCommandError                   a ShellOperator's command failed
     └── TemplateError                       a template field cannot be rendered
         ├── TemplateKeyError (KeyError)     a template read a state key that is absent
-        └── TemplateWriteError (PermissionError)  a template tried to write state
+        └── TemplateWriteError              a template tried to write state
 
 Errors carry structured attributes (``.key``, ``.task``, ``.asset``) where they apply.
 """
@@ -58,7 +60,7 @@ class StateTypeError(StatewardError, TypeError):
         self.path = path
 
 
-class StateScopeError(StatewardError, PermissionError):
+class StateScopeError(StatewardError):
     """A request for state outside the caller's task instance or declared assets."""
 
 
@@ -247,7 +249,7 @@ class TemplateKeyError(TemplateError, KeyError):
         return str(self.args[0])
 
 
-class TemplateWriteError(TemplateError, PermissionError):
+class TemplateWriteError(TemplateError):
     """A template tried to call a method that writes state."""
 
 
