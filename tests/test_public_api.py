@@ -13,6 +13,7 @@ DOCUMENTED = {
     "ResumableJobOperator", "JobStatus",
     # runtime
     "open_runtime", "run_dag", "Runtime", "DagRunResult", "TaskInstanceResult",
+    "DagRunState", "TaskInstanceState",
     "MemoryStore", "SqliteStore",
     # context
     "Context", "TaskInstanceInfo", "TaskStateAccessor", "AssetStateAccessor",

@@ -23,6 +23,7 @@ from ..dag import Dag, Operator
 from ..errors import SupervisorDiedError, UndeclaredAssetError
 from ..protocol import messages as m
 from ..records import AssetInfo
+from ..states import DagRunState, TaskInstanceState
 from ..store.base import TaskScope, Writer
 from .attempt import AttemptSpec, event_messages, run_attempt
 from .client import SupervisorClient
@@ -32,9 +33,9 @@ from .supervisor import Caller, Supervisor
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
 logger = logging.getLogger("stateward.runner")
 
-SUCCESS = "success"
-FAILED = "failed"
-UPSTREAM_FAILED = "upstream_failed"
+SUCCESS = TaskInstanceState.SUCCESS
+FAILED = TaskInstanceState.FAILED
+UPSTREAM_FAILED = TaskInstanceState.UPSTREAM_FAILED
 
 
 @attrs.frozen
@@ -58,8 +59,8 @@ class TaskInstanceResult:
     task_id: str
     run_id: str
     map_index: int
-    #: ``"success"``, ``"failed"`` or ``"upstream_failed"``.
-    state: str
+    #: ``SUCCESS``, ``FAILED`` or ``UPSTREAM_FAILED`` (equal to ``"success"``, ...).
+    state: TaskInstanceState
     #: Attempts made, from 1 (0 when the instance never ran).
     try_number: int
     #: What ``execute`` (or the function) returned on success.
@@ -83,8 +84,9 @@ class DagRunResult:
 
     dag_id: str
     run_id: str
-    #: ``"success"`` when every task instance succeeded, else ``"failed"``.
-    state: str
+    #: ``SUCCESS`` when every task instance succeeded, else ``FAILED`` (equal to
+    #: ``"success"``, ``"failed"``).
+    state: DagRunState
     task_instances: tuple[TaskInstanceResult, ...]
 
     def ti(self, task_id: str, map_index: int = -1) -> TaskInstanceResult:
@@ -112,8 +114,8 @@ class TaskInstanceEvent:
 
     task_id: str
     map_index: int
-    #: ``"running"``, ``"up_for_retry"``, or a final state.
-    state: str
+    #: ``RUNNING``, ``UP_FOR_RETRY``, or a final state.
+    state: TaskInstanceState
     try_number: int
 
 
@@ -157,7 +159,7 @@ class Runner:
         limit = min(dag.max_active_tasks, self._settings.max_active_tasks or dag.max_active_tasks)
         run.limiter = trio.CapacityLimiter(limit)
         done = {task.task_id: trio.Event() for task in order}
-        outcome: dict[str, str] = {}
+        outcome: dict[str, TaskInstanceState] = {}
 
         async def run_task(task: Operator) -> None:
             for upstream in task.upstream_task_ids:
@@ -173,7 +175,7 @@ class Runner:
                     run.emit(task.task_id, index, UPSTREAM_FAILED, 0)
                 outcome[task.task_id] = UPSTREAM_FAILED
             else:
-                states: list[str] = []
+                states: list[TaskInstanceState] = []
 
                 async def run_one(index: int) -> None:
                     result = await self._run_instance(run, task, index, 1)
@@ -191,7 +193,8 @@ class Runner:
                 nursery.start_soon(run_task, task)
 
         await self._watched(start)
-        state = SUCCESS if all(ti.state == SUCCESS for ti in run.results) else FAILED
+        succeeded = all(ti.state == SUCCESS for ti in run.results)
+        state = DagRunState.SUCCESS if succeeded else DagRunState.FAILED
         position = {task.task_id: i for i, task in enumerate(order)}
         ordered = sorted(run.results, key=lambda ti: (position[ti.task_id], ti.map_index))
         return DagRunResult(dag.dag_id, run_id, state, tuple(ordered))
@@ -297,7 +300,7 @@ class Runner:
         try_number = first_try
         while True:
             async with run.limiter:
-                run.emit(task.task_id, map_index, "running", try_number)
+                run.emit(task.task_id, map_index, TaskInstanceState.RUNNING, try_number)
                 attempt, result = await self._attempt(run, task, map_index, try_number, max_tries)
             attempts.append(attempt)
             if attempt.error is None or try_number >= max_tries:
@@ -307,7 +310,7 @@ class Runner:
                 run.label(task.task_id, map_index), try_number, max_tries, task.retry_delay,
                 type(attempt.error).__name__, attempt.error,
             )  # fmt: skip
-            run.emit(task.task_id, map_index, "up_for_retry", try_number)
+            run.emit(task.task_id, map_index, TaskInstanceState.UP_FOR_RETRY, try_number)
             await trio.sleep(task.retry_delay)
             try_number += 1
         last = attempts[-1]
@@ -388,7 +391,7 @@ class _Run:
     def label(self, task_id: str, map_index: int) -> str:
         return TaskScope(self.dag.dag_id, self.run_id, task_id, map_index).label
 
-    def emit(self, task_id: str, map_index: int, state: str, try_number: int) -> None:
+    def emit(self, task_id: str, map_index: int, state: TaskInstanceState, try_number: int) -> None:
         if self.on_event is not None:
             self.on_event(TaskInstanceEvent(task_id, map_index, state, try_number))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -15,15 +16,18 @@ import trio.testing
 from stateward import (
     Dag,
     DagDefinitionError,
+    DagRunState,
     MemoryStore,
     Operator,
     Runtime,
     RuntimeClosedError,
     SqliteStore,
     TaskInstanceInfo,
+    TaskInstanceState,
     open_runtime,
     run_dag,
 )
+from stateward.runtime.runner import TaskInstanceEvent
 from stateward.store.base import Store
 
 
@@ -177,6 +181,45 @@ async def test_upstream_failure_marks_downstream_upstream_failed(rt: Runtime) ->
     }
     assert isinstance(result.ti("boom").error, ValueError)
     assert [ti.task_id for ti in result.failed] == ["boom", "after", "after_after"]
+
+
+async def test_states_are_enums_that_read_as_their_strings(rt: Runtime) -> None:
+    """Run, instance and event states are enum members equal to (and shown as) their str."""
+    dag = Dag("states")
+    events: list[TaskInstanceEvent] = []
+
+    @dag.task(retries=1, retry_delay=0)
+    def boom() -> None:
+        raise ValueError("no")
+
+    @dag.task
+    def after() -> None:
+        pass
+
+    @dag.task
+    def fine() -> None:
+        pass
+
+    boom >> after
+    result = await rt.run_dag(dag, run_id="r", on_event=events.append)
+    assert result.state is DagRunState.FAILED
+    assert result.state == "failed"
+    got = {ti.task_id: ti.state for ti in result.task_instances}
+    assert got == {
+        "boom": TaskInstanceState.FAILED,
+        "after": TaskInstanceState.UPSTREAM_FAILED,
+        "fine": TaskInstanceState.SUCCESS,
+    }
+    assert all(type(state) is TaskInstanceState for state in got.values())
+    assert json.dumps(got) == '{"boom": "failed", "after": "upstream_failed", "fine": "success"}'
+    assert [f"{e.state}" for e in events if e.task_id == "boom"] == [
+        "running",
+        "up_for_retry",
+        "running",
+        "failed",
+    ]
+    assert all(type(e.state) is TaskInstanceState for e in events)
+    assert str(result.ti("fine").state) == "success"
 
 
 async def test_dependencies_order_execution(rt: Runtime) -> None:
