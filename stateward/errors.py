@@ -35,7 +35,7 @@ Errors carry structured attributes (``.key``, ``.task``, ``.asset``) where they 
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 
 class StatewardError(Exception):
@@ -251,17 +251,3 @@ class TemplateKeyError(TemplateError, KeyError):
 
 class TemplateWriteError(TemplateError):
     """A template tried to call a method that writes state."""
-
-
-def sole_exception(exc: BaseException) -> BaseException:
-    """The one exception inside nested exception groups that each hold one (how trio's
-    nurseries wrap a single error); ``exc`` itself otherwise."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def raise_sole(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise the one error ``group`` wraps as it was raised, or ``group`` if it holds more."""
-    error = sole_exception(group)
-    raise error from error.__cause__

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import click
 
-from ..errors import StatewardError, sole_exception
+from .._nursery import sole_exception
+from ..errors import StatewardError
 from . import run as run
 from . import state as state
 from .app import EXIT_FAILURE, JSON_FIELDS, _one_line, _print_error, cli

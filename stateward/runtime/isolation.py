@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import trio
 
+from .._nursery import raise_sole
 from ..assets import Asset, AssetAlias
 from ..context.context import OutletEventAccessors
 from ..dag import Operator
@@ -37,7 +38,6 @@ from ..errors import (
     TaskLoadError,
     TaskProcessError,
     TaskTimeoutError,
-    raise_sole,
 )
 from ..protocol import messages as m
 from ..protocol.converter import decode_frame

@@ -12,10 +12,11 @@ from typing import Any
 
 import trio
 
+from .._nursery import raise_sole
 from ..assets import Asset
 from ..context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
 from ..dag import ISOLATION_MODES, Dag, Operator
-from ..errors import RuntimeClosedError, raise_sole
+from ..errors import RuntimeClosedError
 from ..protocol import messages as m
 from ..records import AssetInfo, StateEntry
 from ..store import open_store
