@@ -11,13 +11,17 @@ from ..assets import Asset, AssetAlias, describe
 from ..errors import StateTypeError, UndeclaredAssetError
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class TaskInstanceInfo:
-    """``context["ti"]``: which task instance and which try this is."""
+    """``context["ti"]``: which task instance and which try this is.
+
+    Made with keywords only, its identity in the order used everywhere: ``dag_id``,
+    ``run_id``, ``task_id``, ``map_index``.
+    """
 
     dag_id: str
-    task_id: str
     run_id: str
+    task_id: str
     #: 0..n-1 for a mapped task's instances, -1 for an unmapped task.
     map_index: int
     #: The attempt, from 1.

@@ -185,8 +185,9 @@ def _context(
         task_state=task_state,
     )  # fmt: skip
     context["ti"] = context["task_instance"] = TaskInstanceInfo(
-        dag.dag_id, task.task_id, spec.run_id, spec.map_index, spec.try_number, spec.max_tries
-    )
+        dag_id=dag.dag_id, run_id=spec.run_id, task_id=task.task_id,
+        map_index=spec.map_index, try_number=spec.try_number, max_tries=spec.max_tries,
+    )  # fmt: skip
     if accessible or resolved:
         context["asset_state"] = AssetStateAccessors(
             accessible,

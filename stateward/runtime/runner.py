@@ -51,13 +51,13 @@ class Attempt:
     duration: float
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class TaskInstanceResult:
     """How one task instance ended."""
 
     dag_id: str
-    task_id: str
     run_id: str
+    task_id: str
     map_index: int
     #: ``SUCCESS``, ``FAILED`` or ``UPSTREAM_FAILED`` (equal to ``"success"``, ...).
     state: TaskInstanceState
@@ -169,7 +169,12 @@ class Runner:
                 for index in indices:
                     run.results.append(
                         TaskInstanceResult(
-                            dag.dag_id, task.task_id, run_id, index, UPSTREAM_FAILED, 0
+                            dag_id=dag.dag_id,
+                            run_id=run_id,
+                            task_id=task.task_id,
+                            map_index=index,
+                            state=UPSTREAM_FAILED,
+                            try_number=0,
                         )
                     )
                     run.emit(task.task_id, index, UPSTREAM_FAILED, 0)
@@ -324,8 +329,10 @@ class Runner:
             logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)
         run.emit(task.task_id, map_index, state, try_number)
         return TaskInstanceResult(
-            run.dag.dag_id, task.task_id, run.run_id, map_index, state, try_number,
-            result if state == SUCCESS else None, last.error, last.rendered, tuple(attempts),
+            dag_id=run.dag.dag_id, run_id=run.run_id, task_id=task.task_id,
+            map_index=map_index, state=state, try_number=try_number,
+            result=result if state == SUCCESS else None, error=last.error,
+            rendered=last.rendered, attempts=tuple(attempts),
         )  # fmt: skip
 
     async def _attempt(

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
@@ -23,12 +24,14 @@ from stateward import (
     RuntimeClosedError,
     SqliteStore,
     TaskInstanceInfo,
+    TaskInstanceResult,
     TaskInstanceState,
     open_runtime,
     run_dag,
 )
+from stateward.protocol.frames import StartFrame
 from stateward.runtime.runner import TaskInstanceEvent
-from stateward.store.base import Store
+from stateward.store.base import Store, TaskScope, Writer
 
 
 class ExternalService:
@@ -343,6 +346,31 @@ async def test_context_injection_by_name_and_whole_context(rt: Runtime) -> None:
             "inlets", "outlets", "outlet_events", "task_state", "ti", "task_instance",
         ]
     )  # fmt: skip
+
+
+async def test_task_instance_identity_is_ordered_dag_run_task_map_index(rt: Runtime) -> None:
+    """Every record naming a task instance orders it dag_id, run_id, task_id, map_index."""
+    dag = Dag("ids")
+
+    @dag.task
+    def show(ti: TaskInstanceInfo) -> Any:
+        return repr(ti)
+
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.ti("show").result == (
+        "TaskInstanceInfo(dag_id='ids', run_id='r', task_id='show', map_index=-1, "
+        "try_number=1, max_tries=1)"
+    )
+    identity = ("dag_id", "run_id", "task_id", "map_index")
+    for record in (TaskInstanceInfo, TaskInstanceResult, TaskScope, Writer, StartFrame):
+        names = tuple(field.name for field in attrs.fields(record))
+        assert identity == tuple(name for name in names if name in identity), record
+    ti = TaskInstanceInfo(
+        task_id="t", run_id="r", dag_id="d", map_index=0, try_number=1, max_tries=2
+    )
+    assert (ti.dag_id, ti.run_id, ti.task_id) == ("d", "r", "t")
+    with pytest.raises(TypeError):
+        TaskInstanceInfo("d", "t", "r", 0, 1, 2)  # type: ignore[misc]
 
 
 async def test_missing_argument_fails_the_task_clearly(rt: Runtime) -> None:
