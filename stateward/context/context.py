@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from .._construction import NoPublicConstructor
 from ..assets import Asset, AssetAlias, describe
 from ..errors import StateTypeError, UndeclaredAssetError
 
@@ -108,11 +109,17 @@ class OutletEventAccessors:
         return records
 
 
-class Context(dict[str, Any]):
+class Context(dict[str, Any], metaclass=NoPublicConstructor):
     """What a task instance sees: ``context["task_state"]``, ``context["ti"]``, ...
 
-    A dict, so ``**context`` works; a missing key says what the context holds.
+    A dict, so ``**context`` works; a missing key says what the context holds. Only the
+    runtime creates one, for each attempt.
     """
+
+    _how_to_get: ClassVar[str] = (
+        "the runtime builds one for each attempt and passes it to the task (by parameter "
+        "name or **context); to call a task's code by hand, pass a plain dict"
+    )
 
     def __missing__(self, key: str) -> Any:
         hint = ""

@@ -177,8 +177,10 @@ def _context(
     outlet_events: OutletEventAccessors,
 ) -> Context:
     task, dag = spec.task, spec.task.dag
-    task_state = TaskStateAccessor(client, "task_state", spec.task_retention, spec.wall_clock)
-    context = Context(
+    task_state = TaskStateAccessor._create(
+        client, "task_state", spec.task_retention, spec.wall_clock
+    )
+    context = Context._create(
         dag=dag, task=instance, run_id=spec.run_id, dag_id=dag.dag_id, task_id=task.task_id,
         map_index=spec.map_index, try_number=spec.try_number, params=spec.params,
         inlets=task.inlets, outlets=task.outlets, outlet_events=outlet_events,
@@ -189,10 +191,12 @@ def _context(
         map_index=spec.map_index, try_number=spec.try_number, max_tries=spec.max_tries,
     )  # fmt: skip
     if accessible or resolved:
-        context["asset_state"] = AssetStateAccessors(
+        context["asset_state"] = AssetStateAccessors._create(
             accessible,
             resolved,
-            lambda asset: AssetStateAccessor(client, asset, spec.asset_retention, spec.wall_clock),
+            lambda asset: AssetStateAccessor._create(
+                client, asset, spec.asset_retention, spec.wall_clock
+            ),
             inlets=task.inlets,
         )
     return context
@@ -215,7 +219,7 @@ async def _render(
         return values
     # Templates read a snapshot taken now: one request per scope they may read,
     # instead of one per key, and no way to write.
-    template_context = Context(context)
+    template_context = Context._create(context)
     template_context["task_state"] = StateView(
         "task_state", (await client.request(m.ListTaskState())).items
     )
@@ -224,7 +228,7 @@ async def _render(
         for asset in accessible:
             listed = await client.request(m.ListAssetStateByName(asset.name))
             snapshots[asset.name] = listed.items
-        template_context["asset_state"] = AssetStateAccessors(
+        template_context["asset_state"] = AssetStateAccessors._create(
             accessible,
             resolved,
             lambda asset: AssetStateView(asset, snapshots[asset.name]),

@@ -12,11 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
+from .._construction import NoPublicConstructor
 from ..assets import Asset, AssetAlias, AssetNameRef, AssetUriRef, describe
 from ..context.context import OutletEventAccessors
 from ..dag import Dag, Operator
@@ -52,8 +53,13 @@ class Attempt:
 
 
 @attrs.frozen(kw_only=True)
-class TaskInstanceResult:
-    """How one task instance ended."""
+class TaskInstanceResult(metaclass=NoPublicConstructor):
+    """How one task instance ended; only the runtime makes one."""
+
+    _how_to_get: ClassVar[str] = (
+        "rt.run_task(...) returns one, and a DagRunResult gives each of its instances' "
+        "with .ti(task_id, map_index)"
+    )
 
     dag_id: str
     run_id: str
@@ -79,8 +85,13 @@ class TaskInstanceResult:
 
 
 @attrs.frozen
-class DagRunResult:
-    """How a Dag run ended: ``.state`` and each instance through :meth:`ti`."""
+class DagRunResult(metaclass=NoPublicConstructor):
+    """How a Dag run ended: ``.state`` and each instance through :meth:`ti`.
+
+    Only the runtime makes one.
+    """
+
+    _how_to_get: ClassVar[str] = "rt.run_dag(...) (or stateward.run_dag(...)) returns one"
 
     dag_id: str
     run_id: str
@@ -168,7 +179,7 @@ class Runner:
             if any(outcome[up] != SUCCESS for up in task.upstream_task_ids):
                 for index in indices:
                     run.results.append(
-                        TaskInstanceResult(
+                        TaskInstanceResult._create(
                             dag_id=dag.dag_id,
                             run_id=run_id,
                             task_id=task.task_id,
@@ -202,7 +213,7 @@ class Runner:
         state = DagRunState.SUCCESS if succeeded else DagRunState.FAILED
         position = {task.task_id: i for i, task in enumerate(order)}
         ordered = sorted(run.results, key=lambda ti: (position[ti.task_id], ti.map_index))
-        return DagRunResult(dag.dag_id, run_id, state, tuple(ordered))
+        return DagRunResult._create(dag.dag_id, run_id, state, tuple(ordered))
 
     async def run_task(
         self,
@@ -328,7 +339,7 @@ class Runner:
         else:
             logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)
         run.emit(task.task_id, map_index, state, try_number)
-        return TaskInstanceResult(
+        return TaskInstanceResult._create(
             dag_id=run.dag.dag_id, run_id=run.run_id, task_id=task.task_id,
             map_index=map_index, state=state, try_number=try_number,
             result=result if state == SUCCESS else None, error=last.error,
