@@ -48,6 +48,8 @@ from ._runtime.runner import TaskInstanceResult as TaskInstanceResult
 from ._runtime.runtime import Runtime as Runtime
 from ._runtime.runtime import open_runtime as open_runtime
 from ._runtime.runtime import run_dag as run_dag
+from ._states import DagRunState as DagRunState
+from ._states import TaskInstanceState as TaskInstanceState
 from .store.memory import MemoryStore as MemoryStore
 from .store.sqlite import SqliteStore as SqliteStore
 
@@ -68,6 +70,7 @@ __all__ = [
     "Dag",
     "DagDefinitionError",
     "DagRunResult",
+    "DagRunState",
     "ExternalJobFailedError",
     "JobStatus",
     "MemoryStore",
@@ -89,6 +92,7 @@ __all__ = [
     "TaskFailedError",
     "TaskInstanceInfo",
     "TaskInstanceResult",
+    "TaskInstanceState",
     "TaskLoadError",
     "TaskProcessError",
     "TaskStateAccessor",

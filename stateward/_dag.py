@@ -300,7 +300,7 @@ class Operator:
             (see docs/isolation.md), ``"none"`` in the runtime's process; ``None``
             (default): the runtime's ``isolation``.
         execution_timeout: Seconds (or a timedelta) an attempt's ``execute`` may run
-            before it is stopped and fails with :class:`~stateward._errors.TaskTimeoutError`.
+            before it is stopped and fails with :class:`~stateward.TaskTimeoutError`.
     """
 
     template_fields: ClassVar[Sequence[str]] = ()

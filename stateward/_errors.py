@@ -2,12 +2,14 @@
 
 Every error derives from :class:`StatewardError`. Errors that report a misuse also
 derive from the matching builtin, so ``except ValueError`` works as well as
-``except StatewardError``::
+``except StatewardError``. A refusal is not an I/O failure, so
+:class:`StateScopeError` and :class:`TemplateWriteError` derive from no ``OSError``
+(not even ``PermissionError``): ``except OSError`` around I/O never swallows one::
 
     StatewardError
     ├── StateValueError (ValueError)        a value or key that cannot be stored
     ├── StateTypeError (TypeError)          a value or key of a type that cannot be stored
-    ├── StateScopeError (PermissionError)   a request for state the caller does not own
+    ├── StateScopeError                     a request for state the caller does not own
     ├── UndeclaredAssetError (KeyError)     an asset the task did not declare
     ├── AssetConflictError (ValueError)     one name or URI declared for two assets
     ├── AsyncContextError (RuntimeError)    a sync accessor called from async code
@@ -26,14 +28,14 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     ├── ShellCommandError                   a ShellOperator's command failed
     └── TemplateError                       a template field cannot be rendered
         ├── TemplateKeyError (KeyError)     a template read a state key that is absent
-        └── TemplateWriteError (PermissionError)  a template tried to write state
+        └── TemplateWriteError              a template tried to write state
 
 Errors carry structured attributes (``.key``, ``.task``, ``.asset``) where they apply.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 
 class StatewardError(Exception):
@@ -58,7 +60,7 @@ class StateTypeError(StatewardError, TypeError):
         self.path = path
 
 
-class StateScopeError(StatewardError, PermissionError):
+class StateScopeError(StatewardError):
     """A request for state outside the caller's task instance or declared assets."""
 
 
@@ -144,7 +146,7 @@ class TaskProcessError(StatewardError):
         returncode: The process's exit code; negative when a signal ended it (``-9``
             for SIGKILL); ``None`` when it reported an exception instead of dying.
         remote_type: The type of the exception raised in the child, e.g.
-            ``"ValueError"`` or ``"stateward._errors.StateScopeError"``; ``None`` when
+            ``"ValueError"`` or ``"stateward.StateScopeError"``; ``None`` when
             it died without one.
         remote_traceback: The child's formatted traceback; ``""`` when there is none.
     """
@@ -247,19 +249,5 @@ class TemplateKeyError(TemplateError, KeyError):
         return str(self.args[0])
 
 
-class TemplateWriteError(TemplateError, PermissionError):
+class TemplateWriteError(TemplateError):
     """A template tried to call a method that writes state."""
-
-
-def sole_exception(exc: BaseException) -> BaseException:
-    """The one exception inside nested exception groups that each hold one (how trio's
-    nurseries wrap a single error); ``exc`` itself otherwise."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def raise_sole(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise the one error ``group`` wraps as it was raised, or ``group`` if it holds more."""
-    error = sole_exception(group)
-    raise error from error.__cause__

@@ -12,8 +12,9 @@ import stateward
 PACKAGE = Path(stateward.__file__).parent
 
 #: What each layer may import from stateward (its own modules always). The shared
-#: bottom (errors, records, values) is below every subpackage.
-BOTTOM = {"_errors", "_records", "_values"}
+#: bottom (errors, records, values, states, and the _nursery and _construction helpers)
+#: is below every subpackage.
+BOTTOM = {"_errors", "_records", "_values", "_states", "_nursery", "_construction"}
 ALLOWED = {
     "_protocol": BOTTOM,
     "store": BOTTOM,
@@ -60,3 +61,9 @@ def test_the_import_parser_sees_relative_and_absolute_imports() -> None:
     assert {"_protocol", "_errors", "_assets", "_records"} <= stateward_imports(probe)
     assert "_runtime" in stateward_imports(PACKAGE / "_runtime" / "runner.py")
     assert "_errors" in stateward_imports(PACKAGE / "_templates" / "render.py")
+
+
+@pytest.mark.parametrize("module", sorted(BOTTOM))
+def test_the_bottom_imports_nothing_of_stateward_above_it(module: str) -> None:
+    """A bottom module imports only other bottom modules."""
+    assert stateward_imports(PACKAGE / f"{module}.py") <= BOTTOM

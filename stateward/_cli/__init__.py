@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import click
 
-from .._errors import StatewardError, sole_exception
+from .._errors import StatewardError
+from .._nursery import sole_exception
 from . import run as run
 from . import state as state
 from .app import EXIT_FAILURE, JSON_FIELDS, cli, one_line, print_error

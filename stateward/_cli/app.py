@@ -19,6 +19,7 @@ from rich.text import Text
 
 from .. import __version__
 from .._runtime.runtime import Runtime, default_db, open_runtime
+from .._states import TaskInstanceState
 from .._values import dump_json
 from ..store import open_store
 
@@ -35,7 +36,11 @@ EXIT_FAILURE: Final = 1
 _CELL_CHARS: Final = 60
 DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 UNIT_SECONDS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-STATE_STYLE: Final = {"success": "green", "failed": "red", "upstream_failed": "yellow"}
+STATE_STYLE: Final = {
+    TaskInstanceState.SUCCESS: "green",
+    TaskInstanceState.FAILED: "red",
+    TaskInstanceState.UPSTREAM_FAILED: "yellow",
+}
 
 
 class CliError(click.ClickException):

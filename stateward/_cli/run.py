@@ -30,6 +30,7 @@ from .._errors import TaskLoadError
 from .._loader import load_dags, pick_dag
 from .._runtime.runner import DagRunResult, TaskInstanceEvent
 from .._runtime.runtime import Runtime, default_db, new_run_id
+from .._states import DagRunState, TaskInstanceState
 from .._tracebacks import trim_to_user_code
 from .app import (
     EXIT_FAILURE,
@@ -142,7 +143,7 @@ def run(
         print_run(stdout_console(), result)
         if show_results:
             print_results(stdout_console(), result)
-    if result.state != "success":
+    if result.state != DagRunState.SUCCESS:
         ctx.exit(EXIT_FAILURE)
 
 
@@ -236,11 +237,11 @@ class RunDisplay:
         if self._progress is None:
             click.echo(f"{label}: {event.state} (try {event.try_number})", err=True)
             return
-        if event.state == "running":
+        if event.state == TaskInstanceState.RUNNING:
             self._running[label] = None
         else:
             self._running.pop(label, None)
-        if event.state not in ("running", "success"):
+        if event.state not in (TaskInstanceState.RUNNING, TaskInstanceState.SUCCESS):
             style = STATE_STYLE.get(event.state, "yellow")
             self._progress.console.print(
                 Text(f"{label}: {event.state} (try {event.try_number})", style=style)
@@ -287,11 +288,11 @@ def print_run(console: Console, result: DagRunResult) -> None:
             error,
         )
     console.print(table)
-    counts: dict[str, int] = {}
+    counts: dict[TaskInstanceState, int] = {}
     for ti in result.task_instances:
         counts[ti.state] = counts.get(ti.state, 0) + 1
     tally = ", ".join(f"{n} {state}" for state, n in counts.items())
-    verdict = "succeeded" if result.state == "success" else "failed"
+    verdict = "succeeded" if result.state == DagRunState.SUCCESS else "failed"
     which = f"Dag {result.dag_id!r} run {result.run_id!r}"
     outcome = f"{verdict} ({tally})"
     if len(which) + 1 + len(outcome) <= console.width:
@@ -356,7 +357,7 @@ def print_results(console: Console, result: DagRunResult) -> None:
                 console.print(f"  rendered {field}:")
                 for line in lines:
                     console.print(f"    {line}", soft_wrap=True)
-        if ti.state == "success":
+        if ti.state == TaskInstanceState.SUCCESS:
             shown = json.dumps(_result_json(ti.result), ensure_ascii=False)
             console.print(f"  returned {shown}", soft_wrap=True)
         else:

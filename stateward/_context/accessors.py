@@ -17,9 +17,10 @@ import enum
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 from .._assets import Asset, AssetAlias, AssetKey, AssetNameRef, AssetUriRef, describe
+from .._construction import NoPublicConstructor
 from .._errors import StateTypeError, StateValueError, TemplateWriteError, UndeclaredAssetError
 from .._protocol import messages as m
 from .._records import AssetInfo
@@ -86,7 +87,7 @@ def _writes(method: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
-class _StateAccessor:
+class _StateAccessor(metaclass=NoPublicConstructor):
     """The methods shared by task-state and asset-state accessors."""
 
     __slots__ = ("_client", "_default_retention", "_label", "_now")
@@ -263,10 +264,14 @@ class TaskStateAccessor(_StateAccessor):
     """``context["task_state"]``: the state of one task instance, shared by its retries.
 
     Only the runtime creates accessors (``context["task_state"]`` in a task,
-    ``rt.state.task(...)`` out of band).
+    ``rt.state.task(...)`` out of band): calling the class raises ``TypeError``.
     """
 
     __slots__ = ()
+    _how_to_get: ClassVar[str] = (
+        "the runtime binds it to a task instance; use context['task_state'] in a task, "
+        "or rt.state.task(dag_id, run_id, task_id, map_index) out of band"
+    )
 
     def _get_msg(self, key: str) -> Any:
         return m.GetTaskState(key)
@@ -307,10 +312,15 @@ class AssetStateAccessor(_StateAccessor):
 
     Reached as ``context["asset_state"][asset]`` (or directly as
     ``context["asset_state"]`` when the task has exactly one inlet, or no inlets and
-    exactly one outlet).
+    exactly one outlet), or ``rt.state.asset(...)`` out of band; only the runtime
+    creates it.
     """
 
     __slots__ = ("_asset", "_by_uri")
+    _how_to_get: ClassVar[str] = (
+        "the runtime binds it to a caller; use context['asset_state'][asset] in a task "
+        "that declares the asset, or rt.state.asset(asset) out of band"
+    )
 
     def __init__(
         self,
@@ -469,7 +479,7 @@ class AssetStateView(StateView):
 T = TypeVar("T")
 
 
-class AssetStateAccessors(Generic[T]):
+class AssetStateAccessors(Generic[T], metaclass=NoPublicConstructor):
     """``context["asset_state"]``: the task's accessible assets, keyed.
 
     Keys: an :class:`Asset`, ``Asset.ref(name=...)``, ``Asset.ref(uri=...)``, an
@@ -479,9 +489,13 @@ class AssetStateAccessors(Generic[T]):
     one asset are reachable directly (``asset_state.get("watermark")``,
     ``asset_state.watermark``) when the task has exactly one concrete inlet (an alias
     inlet counts as the assets it resolves to), or no inlets and exactly one outlet.
+    Only the runtime creates it.
     """
 
     __slots__ = ("_aliases", "_assets", "_inlets", "_members", "_single")
+    _how_to_get: ClassVar[str] = (
+        "the runtime builds it for a task that declares assets; use context['asset_state']"
+    )
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from .._protocol.messages import Request
 class StateClient(Protocol):
     """Sends requests for one caller and returns their responses.
 
-    An error response is raised as the matching :class:`~stateward._errors.StatewardError`.
+    An error response is raised as the matching :class:`~stateward.StatewardError`.
     """
 
     async def request(self, request: Request) -> Any:

@@ -8,16 +8,21 @@ from typing import Any, ClassVar
 import attrs
 
 from .._assets import Asset, AssetAlias, describe
+from .._construction import NoPublicConstructor
 from .._errors import StateTypeError, UndeclaredAssetError
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class TaskInstanceInfo:
-    """``context["ti"]``: which task instance and which try this is."""
+    """``context["ti"]``: which task instance and which try this is.
+
+    Made with keywords only, its identity in the order used everywhere: ``dag_id``,
+    ``run_id``, ``task_id``, ``map_index``.
+    """
 
     dag_id: str
-    task_id: str
     run_id: str
+    task_id: str
     #: 0..n-1 for a mapped task's instances, -1 for an unmapped task.
     map_index: int
     #: The attempt, from 1.
@@ -104,11 +109,17 @@ class OutletEventAccessors:
         return records
 
 
-class Context(dict[str, Any]):
+class Context(dict[str, Any], metaclass=NoPublicConstructor):
     """What a task instance sees: ``context["task_state"]``, ``context["ti"]``, ...
 
-    A dict, so ``**context`` works; a missing key says what the context holds.
+    A dict, so ``**context`` works; a missing key says what the context holds. Only the
+    runtime creates one, for each attempt.
     """
+
+    _how_to_get: ClassVar[str] = (
+        "the runtime builds one for each attempt and passes it to the task (by parameter "
+        "name or **context); to call a task's code by hand, pass a plain dict"
+    )
 
     def __missing__(self, key: str) -> Any:
         hint = ""

@@ -4,7 +4,7 @@ Messages are a tagged union on ``type`` (the class name), frames a tagged union 
 ``kind``; a frame holding a message (a request or a response frame) holds its message's
 wire form. Decoding is strict: ``3`` is not a ``str``, ``True`` is not an ``int``, a
 missing or extra field is refused, and every refusal is a
-:class:`~stateward._errors.ProtocolError` that names what was wrong. An ``int`` is
+:class:`~stateward.ProtocolError` that names what was wrong. An ``int`` is
 accepted for a ``float`` field.
 """
 

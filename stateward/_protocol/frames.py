@@ -27,15 +27,15 @@ from .._records import AssetInfo
 from .messages import AddAssetEvent, JsonValue, Request, Response
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class StartFrame:
     """The first frame: which task instance and try the child runs, and its settings."""
 
     #: The Dag file the child loads the task from.
     dag_file: str
     dag_id: str
-    task_id: str
     run_id: str
+    task_id: str
     map_index: int
     try_number: int
     max_tries: int

@@ -8,7 +8,7 @@ context (accessors over the client it is given, ``ti``, ``outlet_events``), rend
 template fields from a snapshot of state, reports them, and runs ``execute``: ``async
 def`` code in trio's thread, plain functions in a worker thread. When ``execute`` has
 returned or raised, the client is ended, so the attempt's accessors refuse every later
-call (:class:`~stateward._errors.AttemptEndedError`).
+call (:class:`~stateward.AttemptEndedError`).
 
 In process, :func:`execute_in_process` applies the task's ``execution_timeout``: an async
 task is cancelled; a plain function cannot be interrupted, so it stops at its next state
@@ -177,21 +177,26 @@ def _context(
     outlet_events: OutletEventAccessors,
 ) -> Context:
     task, dag = spec.task, spec.task.dag
-    task_state = TaskStateAccessor(client, "task_state", spec.task_retention, spec.wall_clock)
-    context = Context(
+    task_state = TaskStateAccessor._create(
+        client, "task_state", spec.task_retention, spec.wall_clock
+    )
+    context = Context._create(
         dag=dag, task=instance, run_id=spec.run_id, dag_id=dag.dag_id, task_id=task.task_id,
         map_index=spec.map_index, try_number=spec.try_number, params=spec.params,
         inlets=task.inlets, outlets=task.outlets, outlet_events=outlet_events,
         task_state=task_state,
     )  # fmt: skip
     context["ti"] = context["task_instance"] = TaskInstanceInfo(
-        dag.dag_id, task.task_id, spec.run_id, spec.map_index, spec.try_number, spec.max_tries
-    )
+        dag_id=dag.dag_id, run_id=spec.run_id, task_id=task.task_id,
+        map_index=spec.map_index, try_number=spec.try_number, max_tries=spec.max_tries,
+    )  # fmt: skip
     if accessible or resolved:
-        context["asset_state"] = AssetStateAccessors(
+        context["asset_state"] = AssetStateAccessors._create(
             accessible,
             resolved,
-            lambda asset: AssetStateAccessor(client, asset, spec.asset_retention, spec.wall_clock),
+            lambda asset: AssetStateAccessor._create(
+                client, asset, spec.asset_retention, spec.wall_clock
+            ),
             inlets=task.inlets,
         )
     return context
@@ -214,7 +219,7 @@ async def _render(
         return values
     # Templates read a snapshot taken now: one request per scope they may read,
     # instead of one per key, and no way to write.
-    template_context = Context(context)
+    template_context = Context._create(context)
     template_context["task_state"] = StateView(
         "task_state", (await client.request(m.ListTaskState())).items
     )
@@ -223,7 +228,7 @@ async def _render(
         for asset in accessible:
             listed = await client.request(m.ListAssetStateByName(asset.name))
             snapshots[asset.name] = listed.items
-        template_context["asset_state"] = AssetStateAccessors(
+        template_context["asset_state"] = AssetStateAccessors._create(
             accessible,
             resolved,
             lambda asset: AssetStateView(asset, snapshots[asset.name]),

@@ -5,9 +5,9 @@ thread. Plain-function tasks run in worker threads and call
 :meth:`SupervisorClient.request_sync`, which queues the request into trio's thread
 (``run_sync_soon``) and waits on a thread event the supervisor sets when it answers.
 Calling the sync form from the trio thread would deadlock
-the event loop, so it raises :class:`~stateward._errors.AsyncContextError` naming the
+the event loop, so it raises :class:`~stateward.AsyncContextError` naming the
 async method to await instead. Once its attempt has ended (:meth:`SupervisorClient.end`),
-a client refuses every request with :class:`~stateward._errors.AttemptEndedError`.
+a client refuses every request with :class:`~stateward.AttemptEndedError`.
 """
 
 from __future__ import annotations

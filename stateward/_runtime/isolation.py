@@ -37,8 +37,8 @@ from .._errors import (
     TaskLoadError,
     TaskProcessError,
     TaskTimeoutError,
-    raise_sole,
 )
+from .._nursery import raise_sole
 from .._protocol import messages as m
 from .._protocol.converter import decode_frame
 from .._protocol.frames import (
@@ -426,12 +426,13 @@ def _start_frame(spec: AttemptSpec, dag_file: str) -> StartFrame:
     task = spec.task
     task_retention, asset_retention = spec.task_retention, spec.asset_retention
     return StartFrame(
-        dag_file, task.dag.dag_id, task.task_id, spec.run_id, spec.map_index,
-        spec.try_number, spec.max_tries, dict(spec.params), spec.assets,
-        None if task_retention is None else task_retention.total_seconds(),
-        None if asset_retention is None else asset_retention.total_seconds(),
+        dag_file=dag_file, dag_id=task.dag.dag_id, run_id=spec.run_id, task_id=task.task_id,
+        map_index=spec.map_index, try_number=spec.try_number, max_tries=spec.max_tries,
+        params=dict(spec.params), assets=spec.assets,
+        task_retention=None if task_retention is None else task_retention.total_seconds(),
+        asset_retention=None if asset_retention is None else asset_retention.total_seconds(),
         # The child computes expiry times on the supervisor's clock.
-        spec.wall_clock() - time.time(),
+        clock_offset=spec.wall_clock() - time.time(),
     )  # fmt: skip
 
 

@@ -12,17 +12,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
 from .._assets import Asset, AssetAlias, AssetNameRef, AssetUriRef, describe
+from .._construction import NoPublicConstructor
 from .._context.context import OutletEventAccessors
 from .._dag import Dag, Operator
 from .._errors import SupervisorDiedError, UndeclaredAssetError
 from .._protocol import messages as m
 from .._records import AssetInfo
+from .._states import DagRunState, TaskInstanceState
 from ..store.base import TaskScope, Writer
 from .attempt import AttemptSpec, event_messages, run_attempt
 from .client import SupervisorClient
@@ -33,9 +35,9 @@ from .supervisor import Caller, Supervisor
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
 logger = logging.getLogger("stateward.runner")
 
-SUCCESS = "success"
-FAILED = "failed"
-UPSTREAM_FAILED = "upstream_failed"
+SUCCESS = TaskInstanceState.SUCCESS
+FAILED = TaskInstanceState.FAILED
+UPSTREAM_FAILED = TaskInstanceState.UPSTREAM_FAILED
 
 
 @attrs.frozen
@@ -51,16 +53,21 @@ class Attempt:
     duration: float
 
 
-@attrs.frozen
-class TaskInstanceResult:
-    """How one task instance ended."""
+@attrs.frozen(kw_only=True)
+class TaskInstanceResult(metaclass=NoPublicConstructor):
+    """How one task instance ended; only the runtime makes one."""
+
+    _how_to_get: ClassVar[str] = (
+        "rt.run_task(...) returns one, and a DagRunResult gives each of its instances' "
+        "with .ti(task_id, map_index)"
+    )
 
     dag_id: str
-    task_id: str
     run_id: str
+    task_id: str
     map_index: int
-    #: ``"success"``, ``"failed"`` or ``"upstream_failed"``.
-    state: str
+    #: ``SUCCESS``, ``FAILED`` or ``UPSTREAM_FAILED`` (equal to ``"success"``, ...).
+    state: TaskInstanceState
     #: Attempts made, from 1 (0 when the instance never ran).
     try_number: int
     #: What ``execute`` (or the function) returned on success.
@@ -79,13 +86,19 @@ class TaskInstanceResult:
 
 
 @attrs.frozen
-class DagRunResult:
-    """How a Dag run ended: ``.state`` and each instance through :meth:`ti`."""
+class DagRunResult(metaclass=NoPublicConstructor):
+    """How a Dag run ended: ``.state`` and each instance through :meth:`ti`.
+
+    Only the runtime makes one.
+    """
+
+    _how_to_get: ClassVar[str] = "rt.run_dag(...) (or stateward.run_dag(...)) returns one"
 
     dag_id: str
     run_id: str
-    #: ``"success"`` when every task instance succeeded, else ``"failed"``.
-    state: str
+    #: ``SUCCESS`` when every task instance succeeded, else ``FAILED`` (equal to
+    #: ``"success"``, ``"failed"``).
+    state: DagRunState
     task_instances: tuple[TaskInstanceResult, ...]
 
     def ti(self, task_id: str, map_index: int = -1) -> TaskInstanceResult:
@@ -113,8 +126,8 @@ class TaskInstanceEvent:
 
     task_id: str
     map_index: int
-    #: ``"running"``, ``"up_for_retry"``, or a final state.
-    state: str
+    #: ``RUNNING``, ``UP_FOR_RETRY``, or a final state.
+    state: TaskInstanceState
     try_number: int
 
 
@@ -160,7 +173,7 @@ class Runner:
         limit = min(dag.max_active_tasks, self._settings.max_active_tasks or dag.max_active_tasks)
         run.limiter = trio.CapacityLimiter(limit)
         done = {task.task_id: trio.Event() for task in order}
-        outcome: dict[str, str] = {}
+        outcome: dict[str, TaskInstanceState] = {}
 
         async def run_task(task: Operator) -> None:
             for upstream in task.upstream_task_ids:
@@ -169,14 +182,19 @@ class Runner:
             if any(outcome[up] != SUCCESS for up in task.upstream_task_ids):
                 for index in indices:
                     run.results.append(
-                        TaskInstanceResult(
-                            dag.dag_id, task.task_id, run_id, index, UPSTREAM_FAILED, 0
+                        TaskInstanceResult._create(
+                            dag_id=dag.dag_id,
+                            run_id=run_id,
+                            task_id=task.task_id,
+                            map_index=index,
+                            state=UPSTREAM_FAILED,
+                            try_number=0,
                         )
                     )
                     run.emit(task.task_id, index, UPSTREAM_FAILED, 0)
                 outcome[task.task_id] = UPSTREAM_FAILED
             else:
-                states: list[str] = []
+                states: list[TaskInstanceState] = []
 
                 async def run_one(index: int) -> None:
                     result = await self._run_instance(run, task, index, 1)
@@ -194,10 +212,11 @@ class Runner:
                 nursery.start_soon(run_task, task)
 
         await self._watched(start)
-        state = SUCCESS if all(ti.state == SUCCESS for ti in run.results) else FAILED
+        succeeded = all(ti.state == SUCCESS for ti in run.results)
+        state = DagRunState.SUCCESS if succeeded else DagRunState.FAILED
         position = {task.task_id: i for i, task in enumerate(order)}
         ordered = sorted(run.results, key=lambda ti: (position[ti.task_id], ti.map_index))
-        return DagRunResult(dag.dag_id, run_id, state, tuple(ordered))
+        return DagRunResult._create(dag.dag_id, run_id, state, tuple(ordered))
 
     async def run_task(
         self,
@@ -300,7 +319,7 @@ class Runner:
         try_number = first_try
         while True:
             async with run.limiter:
-                run.emit(task.task_id, map_index, "running", try_number)
+                run.emit(task.task_id, map_index, TaskInstanceState.RUNNING, try_number)
                 attempt, result = await self._attempt(run, task, map_index, try_number, max_tries)
             attempts.append(attempt)
             if attempt.error is None or try_number >= max_tries:
@@ -310,7 +329,7 @@ class Runner:
                 run.label(task.task_id, map_index), try_number, max_tries, task.retry_delay,
                 type(attempt.error).__name__, attempt.error,
             )  # fmt: skip
-            run.emit(task.task_id, map_index, "up_for_retry", try_number)
+            run.emit(task.task_id, map_index, TaskInstanceState.UP_FOR_RETRY, try_number)
             await trio.sleep(task.retry_delay)
             try_number += 1
         last = attempts[-1]
@@ -323,9 +342,11 @@ class Runner:
         else:
             logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)
         run.emit(task.task_id, map_index, state, try_number)
-        return TaskInstanceResult(
-            run.dag.dag_id, task.task_id, run.run_id, map_index, state, try_number,
-            result if state == SUCCESS else None, last.error, last.rendered, tuple(attempts),
+        return TaskInstanceResult._create(
+            dag_id=run.dag.dag_id, run_id=run.run_id, task_id=task.task_id,
+            map_index=map_index, state=state, try_number=try_number,
+            result=result if state == SUCCESS else None, error=last.error,
+            rendered=last.rendered, attempts=tuple(attempts),
         )  # fmt: skip
 
     async def _attempt(
@@ -393,7 +414,7 @@ class _Run:
     def label(self, task_id: str, map_index: int) -> str:
         return TaskScope(self.dag.dag_id, self.run_id, task_id, map_index).label
 
-    def emit(self, task_id: str, map_index: int, state: str, try_number: int) -> None:
+    def emit(self, task_id: str, map_index: int, state: TaskInstanceState, try_number: int) -> None:
         if self.on_event is not None:
             self.on_event(TaskInstanceEvent(task_id, map_index, state, try_number))
 

@@ -8,14 +8,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
 
 from .._assets import Asset
+from .._construction import NoPublicConstructor
 from .._context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
 from .._dag import ISOLATION_MODES, Dag, Operator
-from .._errors import RuntimeClosedError, raise_sole
+from .._errors import RuntimeClosedError
+from .._nursery import raise_sole
 from .._protocol import messages as m
 from .._records import AssetInfo, StateEntry
 from .._values import DEFAULT_MAX_VALUE_BYTES
@@ -67,7 +69,9 @@ class StateAdmin:
         rt = self._runtime
         scope = TaskScope(dag_id, run_id, task_id, map_index)
         client = rt.client(Caller(task=scope, writer=None, unrestricted=True))
-        return TaskStateAccessor(client, "task_state", rt.default_task_retention, rt.wall_clock)
+        return TaskStateAccessor._create(
+            client, "task_state", rt.default_task_retention, rt.wall_clock
+        )
 
     def asset(
         self, asset: Asset | str | None = None, *, name: str | None = None, uri: str | None = None
@@ -90,7 +94,7 @@ class StateAdmin:
         # Given both, a first write registers the asset with both, not name as URI.
         declared = {info.name: info} if name is not None and uri is not None else {}
         client = rt.client(Caller(task=None, writer=None, assets=declared, unrestricted=True))
-        return AssetStateAccessor(
+        return AssetStateAccessor._create(
             client, info, rt.default_asset_retention, rt.wall_clock, by_uri=name is None
         )
 
@@ -113,11 +117,13 @@ class StateAdmin:
         return list(response.entries)
 
 
-class Runtime:
+class Runtime(metaclass=NoPublicConstructor):
     """An open stateward runtime: run Dags and tasks, reach state, clean up.
 
-    Made by :func:`open_runtime`; not constructed directly.
+    Made by :func:`open_runtime`; calling the class raises ``TypeError``.
     """
+
+    _how_to_get: ClassVar[str] = "open one with 'async with open_runtime(...) as rt:'"
 
     def __init__(
         self,
@@ -298,7 +304,7 @@ async def open_runtime(
         given: dict[str, Any] = {"synchronous": synchronous, "busy_timeout": busy_timeout}
         options = {name: value for name, value in given.items() if value is not None}
         store = open_store(db if db is not None else default_db(), **options)
-    runtime = Runtime(
+    runtime = Runtime._create(
         store,
         default_task_retention=default_task_retention,
         default_asset_retention=default_asset_retention,

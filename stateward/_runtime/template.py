@@ -75,7 +75,20 @@ def warm_up() -> None:
     for cls in (*MESSAGE_TYPES.values(), *FRAME_KINDS.values()):
         converter._converter.get_structure_hook(cls)
         converter._converter.get_unstructure_hook(cls)
-    start = StartFrame("/", "d", "t", "r", -1, 1, 1, {}, (AssetInfo("a", "a"),), 1.0, None, 0.0)
+    start = StartFrame(
+        dag_file="/",
+        dag_id="d",
+        run_id="r",
+        task_id="t",
+        map_index=-1,
+        try_number=1,
+        max_tries=1,
+        params={},
+        assets=(AssetInfo("a", "a"),),
+        task_retention=1.0,
+        asset_retention=None,
+        clock_offset=0.0,
+    )
     converter.decode_frame(converter.encode_frame(start))
     converter.decode(converter.encode(GetTaskState("k")))
 

@@ -171,7 +171,7 @@ class StateSandbox(ImmutableSandboxedEnvironment):
 
     Undefined values are strict (:class:`StateUndefined`), output is not escaped, and
     a trailing newline is kept. Calling a method marked ``alters_data = True`` raises
-    :class:`~stateward._errors.TemplateWriteError`; attributes starting with ``_``
+    :class:`~stateward.TemplateWriteError`; attributes starting with ``_``
     stay refused as in jinja's default sandbox.
 
     Use :func:`get_environment` rather than building one per render.

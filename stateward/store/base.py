@@ -5,7 +5,7 @@ is one transaction: either every write in it is durable when :meth:`Store.execut
 returns, or none is. An operation that is refused for its own reasons (an increment
 of a non-integer, a conflicting asset declaration) yields its exception in the
 results list and writes nothing; the other operations go on. A failure of the store
-itself (I/O, lock timeout, disk full) raises :class:`~stateward._errors.StoreError`
+itself (I/O, lock timeout, disk full) raises :class:`~stateward.StoreError`
 for the whole batch, with nothing written.
 
 Values cross this boundary as JSON text (checked by :mod:`stateward._values`), so a

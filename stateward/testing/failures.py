@@ -8,7 +8,8 @@ from typing import TypeVar
 
 from .._errors import TaskFailedError
 from .._records import instance_label
-from .._runtime.runner import SUCCESS, DagRunResult, TaskInstanceResult
+from .._runtime.runner import DagRunResult, TaskInstanceResult
+from .._states import DagRunState, TaskInstanceState
 from .._tracebacks import trim_to_user_code
 from .harness import StateHarness
 
@@ -33,7 +34,7 @@ def assert_success(result: ResultT) -> ResultT:
         TaskFailedError: the instance (or an instance of the run) did not succeed.
     """
     __tracebackhide__ = True
-    if result.state == SUCCESS:
+    if result.state in (TaskInstanceState.SUCCESS, DagRunState.SUCCESS):
         return result
     failed: list[TaskInstanceResult]
     if isinstance(result, TaskInstanceResult):
@@ -67,7 +68,7 @@ def failure_report(harnesses: list[StateHarness], shown: set[int]) -> str:
     parts: list[str] = []
     for harness in harnesses:
         for ti in harness.results:
-            if ti.state == SUCCESS or ti.error is None or id(ti.error) in shown:
+            if ti.state == TaskInstanceState.SUCCESS or ti.error is None or id(ti.error) in shown:
                 continue
             lines = traceback.format_exception(trim_to_user_code(ti.error))
             parts.append(f"{_describe(ti)}:\n{''.join(lines)}")

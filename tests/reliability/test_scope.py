@@ -16,6 +16,7 @@ from stateward import (
     MemoryStore,
     Runtime,
     StateScopeError,
+    StatewardError,
     TemplateError,
     TemplateWriteError,
     UndeclaredAssetError,
@@ -301,3 +302,38 @@ async def test_templates_cannot_write_state(mem_rt: Runtime, source: str, native
     assert isinstance(ti.error, TemplateWriteError | TemplateError)
     assert await rt.state.task(DAG_ID, RUN_ID, "load").aitems() == [("k", "v")]
     assert await rt.state.asset(ORDERS).aitems() == [("watermark", 41)]
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync-task", "async-task"])
+async def test_a_scope_refusal_is_not_swallowed_by_except_oserror(
+    mem_rt: Runtime, sync: bool
+) -> None:
+    """A refusal passes through ``except OSError`` around I/O and fails the attempt."""
+    dag = Dag(DAG_ID)
+
+    if sync:
+
+        @dag.task
+        def lister(task_state: Any) -> str:
+            try:
+                task_state._client.request_sync(m.ListState())
+            except OSError:
+                return "swallowed as I/O"
+            return "not refused"
+
+    else:
+
+        @dag.task
+        async def lister(task_state: Any) -> str:
+            try:
+                await task_state._client.request(m.ListState())
+            except OSError:
+                return "swallowed as I/O"
+            return "not refused"
+
+    ti = (await mem_rt.run_dag(dag, run_id=RUN_ID)).ti("lister")
+    assert ti.state == "failed", ti.result
+    assert isinstance(ti.error, StateScopeError)
+    assert isinstance(ti.error, StatewardError)
+    assert not isinstance(ti.error, OSError)
+    assert "may not send ListState" in str(ti.error)

@@ -616,8 +616,9 @@ async def test_open_runtime_checks_isolation() -> None:
 def test_start_frame_round_trips() -> None:
     """The start frame is JSON and reads back strictly."""
     start = StartFrame(
-        "/x/dags.py", "d", "t", "r", 2, 1, 3, {"p": [1]},
-        (AssetInfo("a", "s3://a"),), 60.0, None, 1.5,
+        dag_file="/x/dags.py", dag_id="d", run_id="r", task_id="t", map_index=2,
+        try_number=1, max_tries=3, params={"p": [1]}, assets=(AssetInfo("a", "s3://a"),),
+        task_retention=60.0, asset_retention=None, clock_offset=1.5,
     )  # fmt: skip
     frame = json.loads(json.dumps(encode_frame(start)))
     assert decode_frame(frame) == start

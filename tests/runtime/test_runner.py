@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
@@ -15,16 +17,21 @@ import trio.testing
 from stateward import (
     Dag,
     DagDefinitionError,
+    DagRunState,
     MemoryStore,
     Operator,
     Runtime,
     RuntimeClosedError,
     SqliteStore,
     TaskInstanceInfo,
+    TaskInstanceResult,
+    TaskInstanceState,
     open_runtime,
     run_dag,
 )
-from stateward.store.base import Store
+from stateward.protocol.frames import StartFrame
+from stateward.runtime.runner import TaskInstanceEvent
+from stateward.store.base import Store, TaskScope, Writer
 
 
 class ExternalService:
@@ -179,6 +186,45 @@ async def test_upstream_failure_marks_downstream_upstream_failed(rt: Runtime) ->
     assert [ti.task_id for ti in result.failed] == ["boom", "after", "after_after"]
 
 
+async def test_states_are_enums_that_read_as_their_strings(rt: Runtime) -> None:
+    """Run, instance and event states are enum members equal to (and shown as) their str."""
+    dag = Dag("states")
+    events: list[TaskInstanceEvent] = []
+
+    @dag.task(retries=1, retry_delay=0)
+    def boom() -> None:
+        raise ValueError("no")
+
+    @dag.task
+    def after() -> None:
+        pass
+
+    @dag.task
+    def fine() -> None:
+        pass
+
+    boom >> after
+    result = await rt.run_dag(dag, run_id="r", on_event=events.append)
+    assert result.state is DagRunState.FAILED
+    assert result.state == "failed"
+    got = {ti.task_id: ti.state for ti in result.task_instances}
+    assert got == {
+        "boom": TaskInstanceState.FAILED,
+        "after": TaskInstanceState.UPSTREAM_FAILED,
+        "fine": TaskInstanceState.SUCCESS,
+    }
+    assert all(type(state) is TaskInstanceState for state in got.values())
+    assert json.dumps(got) == '{"boom": "failed", "after": "upstream_failed", "fine": "success"}'
+    assert [f"{e.state}" for e in events if e.task_id == "boom"] == [
+        "running",
+        "up_for_retry",
+        "running",
+        "failed",
+    ]
+    assert all(type(e.state) is TaskInstanceState for e in events)
+    assert str(result.ti("fine").state) == "success"
+
+
 async def test_dependencies_order_execution(rt: Runtime) -> None:
     """a >> [b, c] >> d runs a first and d last."""
     dag = Dag("order")
@@ -300,6 +346,31 @@ async def test_context_injection_by_name_and_whole_context(rt: Runtime) -> None:
             "inlets", "outlets", "outlet_events", "task_state", "ti", "task_instance",
         ]
     )  # fmt: skip
+
+
+async def test_task_instance_identity_is_ordered_dag_run_task_map_index(rt: Runtime) -> None:
+    """Every record naming a task instance orders it dag_id, run_id, task_id, map_index."""
+    dag = Dag("ids")
+
+    @dag.task
+    def show(ti: TaskInstanceInfo) -> Any:
+        return repr(ti)
+
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.ti("show").result == (
+        "TaskInstanceInfo(dag_id='ids', run_id='r', task_id='show', map_index=-1, "
+        "try_number=1, max_tries=1)"
+    )
+    identity = ("dag_id", "run_id", "task_id", "map_index")
+    for record in (TaskInstanceInfo, TaskInstanceResult, TaskScope, Writer, StartFrame):
+        names = tuple(field.name for field in attrs.fields(record))
+        assert identity == tuple(name for name in names if name in identity), record
+    ti = TaskInstanceInfo(
+        task_id="t", run_id="r", dag_id="d", map_index=0, try_number=1, max_tries=2
+    )
+    assert (ti.dag_id, ti.run_id, ti.task_id) == ("d", "r", "t")
+    with pytest.raises(TypeError):
+        TaskInstanceInfo("d", "t", "r", 0, 1, 2)  # type: ignore[misc]
 
 
 async def test_missing_argument_fails_the_task_clearly(rt: Runtime) -> None:

@@ -39,7 +39,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     )
     raise ImportError(_msg) from exc
 
-from ..._errors import RuntimeClosedError, StoreError, raise_sole
+from ..._errors import RuntimeClosedError, StoreError
+from ..._nursery import raise_sole
 from ..base import Op
 from ..conflicts import store_error_message
 from .schema import DEFAULT_SCHEMA, quoted
