@@ -50,6 +50,8 @@ from ._runtime.runtime import open_runtime as open_runtime
 from ._runtime.runtime import run_dag as run_dag
 from ._states import DagRunState as DagRunState
 from ._states import TaskInstanceState as TaskInstanceState
+from .store import Store as Store
+from .store import open_store as open_store
 from .store.memory import MemoryStore as MemoryStore
 from .store.sqlite import SqliteStore as SqliteStore
 
@@ -87,6 +89,7 @@ __all__ = [
     "StateTypeError",
     "StateValueError",
     "StatewardError",
+    "Store",
     "StoreError",
     "SupervisorDiedError",
     "TaskFailedError",
@@ -102,6 +105,7 @@ __all__ = [
     "TemplateWriteError",
     "UndeclaredAssetError",
     "open_runtime",
+    "open_store",
     "run_dag",
 ]
 
