@@ -29,8 +29,8 @@ from stateward import (
     open_runtime,
     run_dag,
 )
-from stateward.protocol.frames import StartFrame
-from stateward.runtime.runner import TaskInstanceEvent
+from stateward._protocol.frames import StartFrame
+from stateward._runtime.runner import TaskInstanceEvent
 from stateward.store.base import Store, TaskScope, Writer
 
 
