@@ -28,7 +28,8 @@ from .messages import Request
 
 #: The largest frame either side sends or accepts: 16 MiB of JSON.
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
-#: How much a writer keeps queued for a slow reader before it holds the peer back.
+#: How many bytes a writer holds (queued for a slow reader, or reserved for frames being
+#: built) before it holds the peer back.
 MAX_QUEUED_BYTES: Final = 32 * 1024 * 1024
 
 _HEADER: Final = struct.Struct(">I")
@@ -114,11 +115,13 @@ def _refuse_constant(name: str) -> Any:
 class FrameReader:
     """Reads frames from a byte stream (one reader per stream)."""
 
-    __slots__ = ("_buffer", "_stream")
+    __slots__ = ("_buffer", "_stream", "size")
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
         self._buffer = bytearray()
+        #: The size in bytes of the frame :meth:`receive` returned last.
+        self.size = 0
 
     async def receive(self) -> dict[str, Any] | None:
         """Return the next frame, or ``None`` once the stream has ended.
@@ -139,6 +142,7 @@ class FrameReader:
         body = await self._read_exactly(size)
         if body is None:
             return None
+        self.size = _HEADER.size + size
         try:
             frame = json.loads(body.decode(), parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
@@ -163,50 +167,105 @@ class FrameReader:
         return data
 
 
+class ByteBudget:
+    """Bytes held on behalf of a peer, under a limit.
+
+    :meth:`acquire` waits while what is held plus the new bytes would pass the limit,
+    unless nothing is held: one item larger than the limit still passes, alone.
+
+    Args:
+        limit: The most bytes held at once (but for one larger item).
+    """
+
+    __slots__ = ("_changed", "held", "limit", "peak")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: The bytes held now.
+        self.held = 0
+        #: The most bytes held at once so far.
+        self.peak = 0
+        self._changed = trio.Event()
+
+    async def acquire(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit under the limit (or nothing is held); hold them."""
+        while self.held and self.held + size > self.limit:
+            changed = self._changed
+            await changed.wait()
+        self.add(size)
+
+    def add(self, size: int) -> None:
+        """Hold ``size`` more bytes without waiting (what was held is now known to be more)."""
+        self.held += size
+        self.peak = max(self.peak, self.held)
+
+    def release(self, size: int) -> None:
+        """Stop holding ``size`` bytes; wake whoever waits for room."""
+        if not size:
+            return
+        self.held -= size
+        self._changed.set()
+        self._changed = trio.Event()
+
+
 class FrameWriter:
     """Writes frames in order, without a task switch when it can.
 
     A frame goes out at once when the socket takes it whole and nothing is queued before
     it (the common case: one request or response in flight); otherwise it is queued for
-    :meth:`run`, the one writer task, so frames never interleave.
+    :meth:`run`, the one writer task, so frames never interleave. :attr:`budget` counts
+    the bytes queued, and the room held by :meth:`reserve` for frames not yet posted.
 
     Args:
         stream: Where frames go.
         sock: The stream's socket, for the direct writes; ``None``: always queue.
+        limit: The most bytes queued and reserved before :meth:`reserve` waits.
     """
 
-    __slots__ = (
-        "_closed", "_inbox", "_outbox", "_progress", "_queued", "_queued_bytes", "_socket",
-        "_stream",
-    )  # fmt: skip
+    __slots__ = ("_closed", "_inbox", "_outbox", "_queued", "_socket", "_stream", "budget")
 
-    def __init__(self, stream: trio.abc.SendStream, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.SendStream,
+        sock: socket.socket | None = None,
+        limit: int = MAX_QUEUED_BYTES,
+    ) -> None:
         self._stream = stream
         self._socket = sock
         self._outbox, self._inbox = trio.open_memory_channel[bytes](math.inf)
         # Frames handed to the writer task and not yet sent: direct writes wait for them.
         self._queued = 0
-        self._queued_bytes = 0
-        self._progress = trio.Event()
+        #: The bytes queued for the peer and reserved for frames being built.
+        self.budget = ByteBudget(limit)
         self._closed = False
 
-    async def room(self, size: int, limit: int = MAX_QUEUED_BYTES) -> None:
-        """Wait until ``size`` more bytes fit under ``limit`` queued (or nothing is queued).
+    async def reserve(self, size: int) -> None:
+        """Hold room for a frame of up to ``size`` bytes before building it.
 
-        A peer that sends requests but does not read the responses is held back here
-        (its requests stop being read) instead of growing this side's memory.
+        Waits while the bytes queued and reserved would pass the limit, so a peer that
+        sends requests but does not read the responses is held back here (its requests
+        stop being served) instead of growing this side's memory. Hand the same ``size``
+        to :meth:`post` (``reserved=``), or to :meth:`release` if no frame follows.
         """
-        while self._queued_bytes and self._queued_bytes + size > limit:
-            progress = self._progress
-            await progress.wait()
+        await self.budget.acquire(size)
 
-    def post(self, data: bytes) -> None:
+    def release(self, size: int) -> None:
+        """Give back room :meth:`reserve` held for a frame that will not be posted."""
+        self.budget.release(size)
+
+    def post(self, data: bytes, *, reserved: int = 0) -> None:
         """Send ``data`` (packed frames) now or after what is queued (trio's thread only).
+
+        Args:
+            data: The frames' bytes.
+            reserved: The room :meth:`reserve` held for them (given back here; what is
+                queued is held until sent).
 
         Raises:
             trio.BrokenResourceError: the other side is gone.
             trio.ClosedResourceError: :meth:`close` was called.
         """
+        self.budget.release(reserved)
         if self._closed:
             msg = "the frame writer is closed"
             raise trio.ClosedResourceError(msg)
@@ -221,7 +280,7 @@ class FrameWriter:
                 return
             data = data[sent:]
         self._queued += 1
-        self._queued_bytes += len(data)
+        self.budget.add(len(data))
         self._outbox.send_nowait(data)
 
     def close(self) -> None:
@@ -245,9 +304,7 @@ class FrameWriter:
                         break
                 await self._stream.send_all(b"".join(batch))
                 self._queued -= len(batch)
-                self._queued_bytes -= sum(len(data) for data in batch)
-                self._progress.set()
-                self._progress = trio.Event()
+                self.budget.release(sum(len(data) for data in batch))
 
 
 def check_json(value: object, where: str) -> None:

@@ -51,7 +51,15 @@ from .._protocol.frames import (
     ResultFrame,
     StartFrame,
 )
-from .._protocol.wire import FrameReader, FrameWriter, check_json, pack_frame
+from .._protocol.wire import (
+    MAX_FRAME_BYTES,
+    MAX_QUEUED_BYTES,
+    ByteBudget,
+    FrameReader,
+    FrameWriter,
+    check_json,
+    pack_frame,
+)
 from .attempt import AttemptSpec
 from .client import SupervisorClient
 from .forkserver import ForkedProcess, ForkServers, child_env, fork_server_available
@@ -59,6 +67,16 @@ from .supervisor import error_response
 
 #: The most requests of one child served at once; more wait to be read.
 MAX_IN_FLIGHT: Final = 64
+#: The most bytes of one child's request frames held while they are served; more wait
+#: to be read.
+MAX_REQUEST_BYTES: Final = 32 * 1024 * 1024
+#: The most bytes of responses held for one child: sent but not yet read by it, or
+#: reserved for responses being built. A listing reserves a whole frame
+#: (``MAX_FRAME_BYTES``) before it is served, so at most two
+#: are built at once; any other response holds one value at most.
+MAX_RESPONSE_BYTES: Final = MAX_QUEUED_BYTES
+#: The requests whose response can be as large as a frame (every key of a scope).
+_LISTINGS: Final = (m.ListTaskState, m.ListAssetStateByName, m.ListAssetStateByUri, m.ListState)
 #: Seconds a child has to exit after SIGTERM (on a timeout) or after reporting its
 #: outcome, before it is killed with SIGKILL.
 KILL_GRACE_SECONDS: Final = 5.0
@@ -142,8 +160,13 @@ async def serve_child(
         ProtocolError: the stream is corrupt (the caller kills the child).
     """
     reader = FrameReader(stream)
-    writer = FrameWriter(stream, sock)
+    writer = FrameWriter(stream, sock, MAX_RESPONSE_BYTES)
+    # What the parent holds for the child is bounded whatever the child does: requests
+    # in flight by count and by bytes (past either, its requests are not read), and
+    # responses by bytes (room is reserved before a response is built, so a child that
+    # does not read holds back the serving of its requests, not just their sending).
     limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+    requests = ByteBudget(MAX_REQUEST_BYTES)
     rendered_seen = False
 
     def post(reply: ResponseFrame) -> bytes:
@@ -154,17 +177,23 @@ async def serve_child(
             return pack_frame(ResponseFrame(reply.id, refusal))
 
     async def send(data: bytes) -> None:
-        # Holding this request's slot while the child reads too little stops reading
-        # its requests, instead of queueing responses without limit.
-        await writer.room(len(data))
-        writer.post(data)
+        await writer.reserve(len(data))
+        writer.post(data, reserved=len(data))
 
-    async def answer(frame: RequestFrame, token: object) -> None:
+    async def answer(frame: RequestFrame, size: int, token: object) -> None:
+        room = MAX_FRAME_BYTES if isinstance(frame.msg, _LISTINGS) else 0
+        reserved = 0
         try:
-            await send(post(ResponseFrame(frame.id, await _relay(client, frame.msg))))
+            await writer.reserve(room)
+            reserved = room
+            data = post(ResponseFrame(frame.id, await _relay(client, frame.msg)))
+            reserved = 0
+            writer.post(data, reserved=room)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the child is gone; how it ended is reported by its exit
         finally:
+            writer.release(reserved)
+            requests.release(size)
             limiter.release_on_behalf_of(token)
 
     async def write() -> None:
@@ -188,7 +217,8 @@ async def serve_child(
                 case RequestFrame():
                     token = object()
                     await limiter.acquire_on_behalf_of(token)
-                    nursery.start_soon(answer, frame, token)
+                    await requests.acquire(reader.size)
+                    nursery.start_soon(answer, frame, reader.size, token)
                 case RenderedFrame(fields=fields):
                     if rendered_seen:
                         # It starts execute's clock: a second one would push the timeout back.

@@ -696,9 +696,9 @@ async def test_absurdly_nested_json_is_a_protocol_error(relay: Any) -> None:
 
 
 async def test_a_writer_holds_back_a_peer_that_does_not_read() -> None:
-    """room() waits while more than the limit is queued for a slow reader, then lets go."""
+    """reserve() waits while more than the limit is queued for a slow reader, then lets go."""
     sender, receiver = trio.testing.lockstep_stream_pair()  # send_all waits for the reader
-    writer = FrameWriter(sender)
+    writer = FrameWriter(sender, limit=1500)
     blocked = True
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
@@ -707,7 +707,7 @@ async def test_a_writer_holds_back_a_peer_that_does_not_read() -> None:
 
         async def wants_room() -> None:
             nonlocal blocked
-            await writer.room(500, limit=1500)
+            await writer.reserve(500)
             blocked = False
 
         nursery.start_soon(wants_room)
@@ -716,4 +716,8 @@ async def test_a_writer_holds_back_a_peer_that_does_not_read() -> None:
         while blocked:
             await receiver.receive_some(4000)
             await trio.testing.wait_all_tasks_blocked()
+        assert writer.budget.held == 500
+        writer.release(500)
+        assert writer.budget.held == 0
+        assert writer.budget.peak == 2000
         writer.close()
