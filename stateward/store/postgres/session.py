@@ -53,7 +53,7 @@ _ONE_STATEMENT: Final = (
     base.LookupAsset,
 )
 #: After a failed connection attempt, the next waits this long, doubled after each
-#: failure up to _MAX_BACKOFF; batches meanwhile fail at once without connecting.
+#: failure up to _MAX_BACKOFF; a batch that comes meanwhile waits until then.
 _FIRST_BACKOFF: Final = 0.1
 _MAX_BACKOFF: Final = 1.0
 _CANONICAL: Final = json.JSONEncoder(
@@ -226,7 +226,6 @@ class Session:
         self.connect_attempts = 0
         self._backoff = 0.0
         self._retry_at = 0.0
-        self._last_failure: Exception | None = None
 
     async def connect(self) -> None:
         """Connect, and create or migrate the schema (only when first connecting).
@@ -322,17 +321,23 @@ class Session:
             self.terminate()
         if self.conn is not None and not self.conn.is_closed():
             return
-        wait = self._retry_at - self.clock()
-        if self._last_failure is not None and wait > 0:
-            raise NotConnected(self._last_failure, wait)
         try:
             await self.connect()
         except Exception as exc:
             self._backoff = min(max(2 * self._backoff, _FIRST_BACKOFF), _MAX_BACKOFF)
             self._retry_at = self.clock() + self._backoff
-            self._last_failure = exc
             raise NotConnected(exc, self._backoff) from exc
-        self._backoff, self._last_failure = 0.0, None
+        self._backoff = 0.0
+
+    def retry_in(self) -> float:
+        """Seconds until the backoff after a failed connection attempt ends (0: none).
+
+        The store waits them out before handing the session a batch, which then makes
+        one connection attempt for all its requests.
+        """
+        if not self._backoff or (self.conn is not None and not self.conn.is_closed()):
+            return 0.0
+        return max(0.0, self._retry_at - self.clock())
 
     async def _lost_while_idle(self) -> bool:
         # Between batches the server sends nothing unasked (the store does not LISTEN),

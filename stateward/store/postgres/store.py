@@ -60,6 +60,12 @@ _WAIT_SQLSTATES: Final = frozenset({"57014", "55P03"})
 _PASSWORD_IN_QUERY: Final = re.compile(r"(?i)((?:^|&)(?:ssl)?password=)[^&]*")
 
 
+async def sleep_monotonic(seconds: float) -> None:
+    """Wait ``seconds`` on the monotonic clock: not on trio's clock, which a test's
+    MockClock moves (a thread sleeps; cancelling the wait abandons it)."""
+    await trio.to_thread.run_sync(time.sleep, seconds, abandon_on_cancel=True)
+
+
 def redact_dsn(dsn: str) -> str:
     """``dsn`` with its password (in the user part or the query) replaced by ``***``."""
     parts = urllib.parse.urlsplit(dsn)
@@ -151,7 +157,13 @@ class PostgresStore:
             undoes the statement and the batch fails with StoreError, nothing written.
             A batch whose server does not answer within this plus 2 s has its
             connection closed (the next batch opens another). None: no limit.
+
+    Attributes:
+        sleep: Waits out what is left of the backoff after a failed connection attempt
+            (on the monotonic clock, like the backoff); replaceable in tests.
     """
+
+    sleep = staticmethod(sleep_monotonic)
 
     def __init__(
         self,
@@ -250,6 +262,11 @@ class PostgresStore:
         if session is None or watchdog is None:
             msg = f"{self!r} is not open; use it with 'async with' (open_runtime does)"
             raise RuntimeClosedError(msg)
+        wait = session.retry_in()
+        if wait > 0:
+            # A batch that comes while connecting is backed off waits, then tries once
+            # for all its requests: failing it at once would only bring the next sooner.
+            await self.sleep(wait)
         coro = session.run(ops, now)
         limit = None if self.command_timeout is None else self.command_timeout + _GRACE
         results: list[Any] = await self._call(
