@@ -26,6 +26,7 @@ import trio
 from ._dag import Operator
 from ._errors import DagDefinitionError, ShellCommandError
 from ._records import instance_label
+from ._runtime.capture import not_captured, write_output
 
 #: A succeeding command's stderr is logged here, a line per record (INFO).
 logger = logging.getLogger("stateward.operators")
@@ -97,9 +98,10 @@ class ShellOperator(Operator):
     async def execute(self, context: Mapping[str, Any]) -> str:
         """Run the rendered command and return its stdout.
 
-        On success, each line the command wrote to stderr is logged at INFO on the
-        ``stateward.operators`` logger (``stateward run`` shows them); on failure its
-        end is in the :class:`ShellCommandError`.
+        The command's stdout and stderr are kept in the attempt's log. On success, each
+        line it wrote to stderr is also logged at INFO on the ``stateward.operators``
+        logger (``stateward run`` shows them); on failure its end is in the
+        :class:`ShellCommandError`.
 
         Args:
             context: The attempt's context.
@@ -128,11 +130,16 @@ class ShellOperator(Operator):
             )
         except OSError as exc:
             raise _start_failure(task, command, self.cwd, exc) from exc
+        stdout = completed.stdout.decode("utf-8", errors="replace")
+        stderr = completed.stderr.decode("utf-8", errors="replace")
+        # The attempt's log keeps the command's output as it was; the records below
+        # echo its stderr live, and are not kept a second time.
+        write_output(stdout + stderr)
         if completed.returncode != 0:
             raise _exit_failure(task, command, completed)
-        for line in completed.stderr.decode("utf-8", errors="replace").splitlines():
-            logger.info("%s stderr: %s", task, line)
-        stdout = completed.stdout.decode("utf-8", errors="replace")
+        with not_captured():
+            for line in stderr.splitlines():
+                logger.info("%s stderr: %s", task, line)
         return stdout.removesuffix("\n")
 
     def _environment(

@@ -201,6 +201,30 @@ def test_run_show_results_and_a_commands_stderr(tmp_path: Path):
     ]
 
 
+def test_run_still_shows_what_tasks_print(tmp_path: Path):
+    """Output kept in attempt logs is still echoed: in process, async, and isolated."""
+    dag_file = tmp_path / "printing.py"
+    dag_file.write_text(
+        "import sys\n"
+        "from stateward import Dag\n"
+        "dag = Dag('printing')\n"
+        "@dag.task\n"
+        "def sync_task():\n"
+        "    print('from a thread')\n"
+        "@dag.task\n"
+        "async def async_task():\n"
+        "    print('from trio', file=sys.stderr)\n"
+        "@dag.task(isolation='process')\n"
+        "def isolated_task():\n"
+        "    print('from a task process')\n"
+    )
+    result = stateward("run", dag_file, "--db", tmp_path / "s.db")
+    assert result.returncode == 0, result.stderr
+    assert "from a thread\n" in result.stdout
+    assert "from a task process\n" in result.stdout
+    assert "from trio\n" in result.stderr
+
+
 def test_ctrl_c_prints_the_command_that_runs_it_again(tmp_path: Path):
     """SIGINT during a run: exit 130 with the run id and the command that runs it again."""
     dag_file = tmp_path / "slow.py"

@@ -432,6 +432,32 @@ def test_sync(sw_sync):
     assert result.stdout.str().count("stateward: failed task instances") == 2
 
 
+def test_the_report_shows_the_end_of_a_failed_tasks_log(pytester: pytest.Pytester) -> None:
+    """The report section ends with the last 20 lines the failed try printed."""
+    pytester.makepyfile(
+        TASKS
+        + """
+@dag.task
+def chatty():
+    for n in range(30):
+        print(f"step {n}")
+    raise ValueError("gave up")
+
+
+@pytest.mark.trio
+async def test_chatty(sw):
+    assert_success(await sw.run_task(chatty))
+"""
+    )
+    result = run_inner(pytester)
+    result.assert_outcomes(failed=1)
+    tail = [f"step {n}" for n in range(10, 30)]
+    result.stdout.fnmatch_lines(["*- stateward: failed task instances -*"])
+    result.stdout.fnmatch_lines(
+        ["the last 20 lines of the log of 'etl.chatty' try 1:", *tail], consecutive=True
+    )
+
+
 def test_mock_clock_retries_are_instant(pytester: pytest.Pytester) -> None:
     """Hours of retry delays pass on the autojump clock, async and sync alike."""
     pytester.makepyfile(

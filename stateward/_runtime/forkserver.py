@@ -17,7 +17,8 @@ Why not ``multiprocessing``'s forkserver: its children are its own, so the exit 
 and the parent's death would have to be relayed anyway; it pickles the target and its
 arguments; ``start()`` blocks the calling thread; and its bootstrap costs ~12 ms per
 child (measured), most of the 15 ms budget. The template here is a small module with no
-pickling: the task's socket end crosses as SCM_RIGHTS, the rest as JSON.
+pickling: the task's socket end and its stdout and stderr (pipes the runtime reads) cross
+as SCM_RIGHTS, the rest as JSON.
 
 Linux only (pidfds, ``SOCK_SEQPACKET``, ``PR_SET_PDEATHSIG``):
 :func:`fork_server_available` says whether it is used; elsewhere each attempt starts
@@ -227,8 +228,9 @@ class Template:
             process._exit(-signal.SIGKILL)
         self._processes.clear()
 
-    async def fork(self, sock: socket.socket) -> ForkedProcess:
-        """Fork a task process connected to ``sock`` (the caller then closes its copy).
+    async def fork(self, sock: socket.socket, output: tuple[int, int]) -> ForkedProcess:
+        """Fork a task process connected to ``sock``, its stdout and stderr the file
+        descriptors ``output`` (the caller then closes its copies).
 
         Raises:
             OSError: the template is gone or refused; the message says why.
@@ -237,7 +239,7 @@ class Template:
         request_id = next(self._ids)
         pending = self._pending[request_id] = _Pending()
         message = json.dumps({"op": "fork", "id": request_id}).encode()
-        fds = array.array("i", [sock.fileno()])
+        fds = array.array("i", [sock.fileno(), *output])
         try:
             await self._control.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except (OSError, trio.ClosedResourceError) as exc:
@@ -283,8 +285,11 @@ class ForkServers:
         self._locks: dict[str, trio.Lock] = {}
         self._closed = False
 
-    async def fork(self, dag_file: str, sock: socket.socket) -> ForkedProcess | None:
-        """Fork a task process for a task of ``dag_file``, connected to ``sock``.
+    async def fork(
+        self, dag_file: str, sock: socket.socket, output: tuple[int, int]
+    ) -> ForkedProcess | None:
+        """Fork a task process for a task of ``dag_file``, connected to ``sock``, its
+        stdout and stderr the file descriptors ``output``.
 
         Returns:
             The process, or ``None`` when this Dag file cannot be forked from (the
@@ -296,12 +301,14 @@ class ForkServers:
         if self._closed:
             return None
         try:
-            return await self._fork(dag_file, sock)
+            return await self._fork(dag_file, sock, output)
         except OSError:
             # A template that died since it was last used: start another, once.
-            return await self._fork(dag_file, sock)
+            return await self._fork(dag_file, sock, output)
 
-    async def _fork(self, dag_file: str, sock: socket.socket) -> ForkedProcess | None:
+    async def _fork(
+        self, dag_file: str, sock: socket.socket, output: tuple[int, int]
+    ) -> ForkedProcess | None:
         env, cwd = child_env(), os.getcwd()
         lock = self._locks.setdefault(dag_file, trio.Lock())
         async with lock:
@@ -323,7 +330,7 @@ class ForkServers:
                 self._templates[dag_file] = self._templates.pop(dag_file)
         if not template.forkable:
             return None
-        return await template.fork(sock)
+        return await template.fork(sock, output)
 
     async def _limit(self, *, keep: str) -> None:
         """Retire the least recently used templates beyond :data:`MAX_TEMPLATES`."""

@@ -8,7 +8,9 @@ This module starts the child, relays its requests to the supervisor through the
 :class:`~stateward._runtime.client.SupervisorClient` bound to the task instance (the
 child never says who it is: a frame cannot change its identity), and turns how the
 child ended into the attempt's outcome. A child that dies, however it dies, fails only
-its own attempt; ``execution_timeout`` kills it.
+its own attempt; ``execution_timeout`` kills it. The child's stdout and stderr are pipes
+read here and written to this process's streams in the attempt's context, so they are
+echoed as before and kept in the attempt's log (:mod:`stateward._runtime.capture`).
 
 The frames are described in :mod:`stateward._protocol.frames`, their wire in
 :mod:`stateward._protocol.wire`.
@@ -16,6 +18,7 @@ The frames are described in :mod:`stateward._protocol.frames`, their wire in
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import signal
@@ -24,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import trio
 
@@ -313,6 +316,44 @@ async def _serve_until_exit(
     return final
 
 
+def _stdout() -> TextIO:
+    return sys.stdout
+
+
+def _stderr() -> TextIO:
+    return sys.stderr
+
+
+class _Echo:
+    """Writes what the child writes to a pipe to this process's stream, decoded.
+
+    The stream is the runtime's proxy (:mod:`stateward._runtime.capture`), and this runs
+    in the attempt's context: the child's output is echoed as before, and kept in the
+    attempt's log.
+    """
+
+    def __init__(self, pipe: trio.abc.ReceiveStream, stream: Callable[[], TextIO]) -> None:
+        self.pipe = pipe
+        self.done = trio.Event()
+        self._stream = stream
+
+    async def run(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while chunk := await self.pipe.receive_some():
+                    self._write(decoder.decode(chunk))
+            self._write(decoder.decode(b"", final=True))
+        finally:
+            self.done.set()
+
+    def _write(self, text: str) -> None:
+        if text:
+            stream = self._stream()
+            stream.write(text)
+            stream.flush()
+
+
 async def run_isolated(
     spec: AttemptSpec,
     client: SupervisorClient,
@@ -367,11 +408,18 @@ async def run_isolated(
         sent = parent_end.send(head)
     except BlockingIOError:
         sent = 0
+    # The task process writes its stdout and stderr to pipes read here (see _Echo).
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    echoes = [
+        _Echo(trio.lowlevel.FdStream(out_read), _stdout),
+        _Echo(trio.lowlevel.FdStream(err_read), _stderr),
+    ]
     try:
         process: TaskProcess | None = None
         if forks is not None and fork_server_available():
             try:
-                process = await forks.fork(dag.fileloc, child_end)
+                process = await forks.fork(dag.fileloc, child_end, (out_write, err_write))
             except OSError as exc:
                 msg = f"{where} could not be started: {exc}"
                 raise TaskProcessError(msg, task=label, try_number=try_number) from exc
@@ -382,13 +430,61 @@ async def run_isolated(
                 pass_fds=(fd,),
                 env=child_env(),
                 stdin=subprocess.DEVNULL,
+                stdout=out_write,
+                stderr=err_write,
                 start_new_session=True,
             )
     except BaseException:
         child_end.close()
         await stream.aclose()
+        with trio.CancelScope(shield=True):
+            for echo in echoes:
+                await echo.pipe.aclose()
         raise
+    finally:
+        # Only the task process writes to them now: they end when it (and what it
+        # started) has exited.
+        os.close(out_write)
+        os.close(err_write)
     child_end.close()
+    try:
+        async with trio.open_nursery() as nursery:
+            for echo in echoes:
+                nursery.start_soon(echo.run)
+            try:
+                return await _attend(
+                    spec, process, stream, head[sent:], client, on_rendered, parent_end
+                )
+            finally:
+                # The child is reaped: what it wrote waits in the pipes, which end
+                # unless a process it started holds them open.
+                with trio.CancelScope(shield=True), trio.move_on_after(EXIT_DRAIN_SECONDS):
+                    for echo in echoes:
+                        await echo.done.wait()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise_sole(group)
+    finally:
+        with trio.CancelScope(shield=True):
+            for echo in echoes:
+                await echo.pipe.aclose()
+
+
+async def _attend(
+    spec: AttemptSpec,
+    process: TaskProcess,
+    stream: trio.SocketStream,
+    unsent: bytes,
+    client: SupervisorClient,
+    on_rendered: Callable[[dict[str, Any]], None],
+    parent_end: socket.socket,
+) -> tuple[Any, OutletEventAccessors]:
+    """Send the rest of the start frame (``unsent``), serve the child ``process``, and
+    turn its end into the attempt's outcome."""
+    task, try_number, label = spec.task, spec.try_number, spec.label
+    dag = task.dag
+    assert dag.fileloc is not None
+    where = f"the task process for {label} try {try_number}"
     timeout = task.execution_timeout
     final: FinalFrame | None = None
     hung = False
@@ -404,7 +500,7 @@ async def run_isolated(
     try:
         with limit:
             try:
-                await stream.send_all(head[sent:])
+                await stream.send_all(unsent)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # it died at once: its exit says how
             else:

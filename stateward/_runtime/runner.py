@@ -27,6 +27,7 @@ from .._records import AssetInfo
 from .._states import DagRunState, TaskInstanceState
 from ..store.base import TaskScope, Writer
 from .attempt import AttemptSpec, event_messages, run_attempt
+from .capture import AttemptLog, capturing
 from .client import SupervisorClient
 from .forkserver import ForkServers
 from .isolation import run_isolated
@@ -51,6 +52,9 @@ class Attempt:
     error: BaseException | None
     #: Seconds the try took.
     duration: float
+    #: What the try printed and logged (a command's output too), bounded: see
+    #: :class:`~stateward._runtime.capture.AttemptLog`.
+    log: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +82,11 @@ class TaskInstanceResult(metaclass=NoPublicConstructor):
     rendered: dict[str, Any] = attrs.Factory(dict)
     #: Every attempt, in order.
     attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def log(self) -> str:
+        """What the last attempt printed and logged (``""`` when the instance never ran)."""
+        return self.attempts[-1].log if self.attempts else ""
 
     @property
     def duration(self) -> float:
@@ -373,21 +382,25 @@ class Runner:
         )  # fmt: skip
         started = time.perf_counter()
         rendered: dict[str, Any] = {}
+        log = AttemptLog()
         try:
-            if (task.isolation or settings.isolation) == "process":
-                result, outlet_events = await run_isolated(
-                    spec, task_client, rendered.update, forks=settings.forks
-                )
-            else:
-                result, outlet_events = await run_attempt(
-                    spec, task_client, on_rendered=rendered.update
-                )
+            with capturing(log):
+                if (task.isolation or settings.isolation) == "process":
+                    result, outlet_events = await run_isolated(
+                        spec, task_client, rendered.update, forks=settings.forks
+                    )
+                else:
+                    result, outlet_events = await run_attempt(
+                        spec, task_client, on_rendered=rendered.update
+                    )
             await self._after_success(task, client, outlet_events)
         except Exception as exc:
             if isinstance(exc, SupervisorDiedError):
                 raise
-            return Attempt(try_number, rendered, exc, time.perf_counter() - started), None
-        return Attempt(try_number, rendered, None, time.perf_counter() - started), result
+            duration = time.perf_counter() - started
+            return Attempt(try_number, rendered, exc, duration, log.text()), None
+        duration = time.perf_counter() - started
+        return Attempt(try_number, rendered, None, duration, log.text()), result
 
     async def _after_success(
         self, task: Operator, client: SupervisorClient, outlet_events: OutletEventAccessors

@@ -23,6 +23,7 @@ from .._records import AssetInfo, StateEntry
 from .._values import DEFAULT_MAX_VALUE_BYTES
 from ..store import open_store
 from ..store.base import Store, TaskScope
+from .capture import installed
 from .client import SupervisorClient
 from .forkserver import ForkServers
 from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
@@ -315,16 +316,18 @@ async def open_runtime(
         isolation=isolation,
     )
     try:
-        async with store, trio.open_nursery() as nursery:
-            await nursery.start(_serve_quietly, runtime.supervisor)
-            forks = ForkServers(nursery)
-            runtime._start(forks)
-            try:
-                yield runtime
-            finally:
-                runtime.status = RuntimeState.CLOSED
-                await forks.aclose()
-                runtime.supervisor.close()
+        # Attempts' output is captured while the runtime is open (see .capture).
+        with installed():
+            async with store, trio.open_nursery() as nursery:
+                await nursery.start(_serve_quietly, runtime.supervisor)
+                forks = ForkServers(nursery)
+                runtime._start(forks)
+                try:
+                    yield runtime
+                finally:
+                    runtime.status = RuntimeState.CLOSED
+                    await forks.aclose()
+                    runtime.supervisor.close()
     except BaseExceptionGroup as group:
         # The supervisor never raises into the nursery, so a group holds the error of
         # the caller's own block: give it back as it was raised.

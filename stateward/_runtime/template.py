@@ -14,7 +14,8 @@ files   to runtime  ``files``: ``[path, mtime_ns, size, inode]`` of the Dag file
                     site-packages (in several messages if there are many)
 ready   to runtime  ``pid``, ``forkable`` and ``why`` (the file started a thread:
                     forking would copy a process whose threads are gone)
-fork    to template ``id``; the task process's socket end travels as SCM_RIGHTS
+fork    to template ``id``; the task process's socket end, then its stdout and
+                    stderr (pipes the runtime reads), travel as SCM_RIGHTS
 forked  to runtime  ``id``, ``pid`` of the new task process
 refused to runtime  ``id``, ``why``: the fork failed
 exited  to runtime  ``pid``, ``status``: the raw wait status (exit code or signal)
@@ -156,7 +157,7 @@ class Template:
 
     def on_control(self) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self.control, _MAX_MESSAGE, 1)
+            data, fds, _, _ = socket.recv_fds(self.control, _MAX_MESSAGE, 3)
         except OSError:
             self.shut_down()
         if not data:
@@ -164,38 +165,47 @@ class Template:
         message = json.loads(data)
         if message["op"] == "retire":
             self.retiring = True
-        elif message["op"] == "fork" and len(fds) == 1:
-            self.fork(message["id"], fds[0])
+        elif message["op"] == "fork" and len(fds) == 3:
+            self.fork(message["id"], fds[0], (fds[1], fds[2]))
         else:
             for fd in fds:
                 os.close(fd)
             self.send(op="refused", id=message.get("id"), why=f"unknown request {message!r}")
 
-    def fork(self, request_id: int, attempt_fd: int) -> None:
+    def fork(self, request_id: int, attempt_fd: int, output: tuple[int, int]) -> None:
         parent = os.getpid()
+        # What the template buffered is its own: a child must not write it again.
+        sys.stdout.flush()
+        sys.stderr.flush()
         try:
             pid = os.fork()
         except OSError as exc:
-            os.close(attempt_fd)
+            for fd in (attempt_fd, *output):
+                os.close(fd)
             self.send(op="refused", id=request_id, why=f"fork() failed: {exc}")
             return
         if pid == 0:  # never returns: nothing may unwind into the template's loop
             try:
-                self.become_attempt()
+                self.become_attempt(output)
                 child.run_forked(socket.socket(fileno=attempt_fd), parent=parent, dags=self.dags)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     traceback.print_exc()
             finally:
                 os._exit(EXIT_FORK_FAILED)
-        os.close(attempt_fd)
+        for fd in (attempt_fd, *output):
+            os.close(fd)
         pidfd = os.pidfd_open(pid)
         self.attempts[pidfd] = pid
         self.selector.register(pidfd, selectors.EVENT_READ, "exit")
         self.send(op="forked", id=request_id, pid=pid)
 
-    def become_attempt(self) -> None:
-        """In the forked child: drop the template's own descriptors."""
+    def become_attempt(self, output: tuple[int, int]) -> None:
+        """In the forked child: write stdout and stderr to ``output`` (the runtime reads
+        them into the attempt's log), drop the template's own descriptors."""
+        for fd, target in zip(output, (1, 2), strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
         own = [
             self.selector.fileno(),
             self.control.fileno(),

@@ -14,7 +14,7 @@ The async fixtures are pytest-trio fixtures: use them from ``async def`` tests m
 trio's clock, so requesting ``autojump_clock`` makes a retry policy of hours finish at
 once. When a test that ran tasks through a harness fails, the report gains a section
 with the traceback of every task instance that failed, trimmed to the task's own
-frames; :func:`assert_success` raises a task's failure as the test's.
+frames, and the last lines of its log; :func:`assert_success` raises a task's failure as the test's.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _register(request: pytest.FixtureRequest, harness: StateHarness) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Add the tracebacks of failed task instances to a failing test's report."""
+    """Add the tracebacks and log tails of failed task instances to a failing test's report."""
     report = yield
     harnesses = item.stash.get(_HARNESSES, [])
     if report.when == "call" and report.failed and harnesses:

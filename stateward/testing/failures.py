@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traceback
 from types import TracebackType
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from .._errors import TaskFailedError
 from .._records import instance_label
@@ -12,6 +12,9 @@ from .._runtime.runner import DagRunResult, TaskInstanceResult
 from .._states import DagRunState, TaskInstanceState
 from .._tracebacks import trim_to_user_code
 from .harness import StateHarness
+
+#: How many of a failed instance's last log lines its test's report shows.
+LOG_TAIL_LINES: Final = 20
 
 ResultT = TypeVar("ResultT", TaskInstanceResult, DagRunResult)
 
@@ -65,13 +68,22 @@ def _describe(ti: TaskInstanceResult) -> str:
 
 
 def failure_report(harnesses: list[StateHarness], shown: set[int]) -> str:
+    """Each failed instance's traceback (unless the test's own error shows it), and the
+    end of its last try's log."""
     parts: list[str] = []
     for harness in harnesses:
         for ti in harness.results:
-            if ti.state == TaskInstanceState.SUCCESS or ti.error is None or id(ti.error) in shown:
+            if ti.state == TaskInstanceState.SUCCESS or ti.error is None:
                 continue
-            lines = traceback.format_exception(trim_to_user_code(ti.error))
-            parts.append(f"{_describe(ti)}:\n{''.join(lines)}")
+            if id(ti.error) not in shown:
+                lines = traceback.format_exception(trim_to_user_code(ti.error))
+                parts.append(f"{_describe(ti)}:\n{''.join(lines)}")
+            if ti.log:
+                tail = ti.log.splitlines()[-LOG_TAIL_LINES:]
+                parts.append(
+                    f"the last {len(tail)} lines of the log of {_label(ti)!r} try "
+                    f"{ti.try_number}:\n" + "\n".join(tail) + "\n"
+                )
     return "\n".join(parts)
 
 
