@@ -16,6 +16,7 @@ import trio.lowlevel
 
 from stateward import Dag, MemoryStore, ShellOperator, open_runtime
 from stateward._loader import load_dags
+from stateward._runtime import forkserver
 from stateward._runtime.capture import DEFAULT_HEAD_BYTES, DEFAULT_TAIL_BYTES, AttemptLog
 
 LINES = 20
@@ -347,9 +348,13 @@ ISOLATED = textwrap.dedent(
 )
 
 
-async def test_an_isolated_attempts_output_is_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "fresh_interpreter"])
+async def test_an_isolated_attempts_output_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forked: bool
+) -> None:
     """A task process's stdout and stderr, fd-level writes too, are the attempt's log,
-    also when it dies."""
+    also when it dies; forked from a template or started fresh."""
+    monkeypatch.setattr(forkserver, "ENABLED", forked)
     path = tmp_path / "isolated_logs.py"
     path.write_text(ISOLATED)
     dag = load_dags(path)["isolated_logs"]
