@@ -316,6 +316,10 @@ async def _serve_until_exit(
     return final
 
 
+#: Characters of a line without its end that a task process's pipe holds back.
+_ECHO_LINE_LIMIT: Final = 64 * 1024
+
+
 def _stdout() -> TextIO:
     return sys.stdout
 
@@ -339,12 +343,21 @@ class _Echo:
 
     async def run(self) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # Whole lines only (a print is two writes): the other pipe's lines land in the
+        # same log and must not split one. A line longer than this goes out in pieces.
+        pending = ""
         try:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 while chunk := await self.pipe.receive_some():
-                    self._write(decoder.decode(chunk))
-            self._write(decoder.decode(b"", final=True))
+                    pending += decoder.decode(chunk)
+                    if len(pending) > _ECHO_LINE_LIMIT:
+                        self._write(pending)
+                        pending = ""
+                        continue
+                    lines, newline, pending = pending.rpartition("\n")
+                    self._write(lines + newline)
         finally:
+            self._write(pending + decoder.decode(b"", final=True))
             self.done.set()
 
     def _write(self, text: str) -> None:

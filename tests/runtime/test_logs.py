@@ -338,6 +338,9 @@ ISOLATED = textwrap.dedent(
         print("to stderr in the child", file=sys.stderr, flush=True)
         logging.getLogger("child").warning("a record in the child")
         os.write(1, b"written to fd 1\\n")
+        os.write(1, b"half ")  # a line in two writes, the other pipe's between them
+        os.write(2, b"between\\n")
+        os.write(1, b"a line\\n")
 
 
     @dag.task
@@ -361,9 +364,11 @@ async def test_an_isolated_attempts_output_is_kept(
     async with open_runtime(store=MemoryStore()) as rt:
         result = await rt.run_dag(dag, run_id="r")
     log = result.ti("speaks").log
-    for text in ("printed in the child\n", "to stderr in the child\n", "written to fd 1\n"):
-        assert log.count(text) == 1
-    assert "a record in the child\n" in log
+    lines = log.splitlines()
+    for text in ("printed in the child", "to stderr in the child", "written to fd 1"):
+        assert lines.count(text) == 1
+    assert "a record in the child" in lines
+    assert "half a line" in lines  # whole lines: the other pipe never splits one
     dies = result.ti("dies")
     assert dies.state == "failed"
     assert dies.log == "last words\n"
