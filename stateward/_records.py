@@ -43,3 +43,61 @@ class StateEntry:
     #: The task instance that last wrote the key (``dag/run/task[i] try n``); ``None``
     #: for an out-of-band write (CLI, admin code, test seeding).
     writer: str | None = None
+
+
+@attrs.frozen
+class AttemptRecord:
+    """One try of a task instance, as the store recorded it."""
+
+    #: The try number (1 for the first).
+    try_number: int
+    #: ``running``, ``success`` or ``failed``.
+    state: str
+    #: Unix time the attempt started.
+    started_at: float
+    #: Unix time it ended; ``None`` while it runs (or if its runtime died).
+    ended_at: float | None = None
+    #: The exception's class name, message and traceback text, when it failed.
+    error_type: str | None = None
+    error_message: str | None = None
+    error_traceback: str | None = None
+    #: The template fields as rendered for this try (name to rendered value).
+    rendered: dict[str, Any] = attrs.field(factory=dict)
+    #: The task's return value if it was JSON; else its ``repr`` (bounded), and
+    #: :attr:`result_is_json` is false. ``None`` for no result.
+    result: Any = None
+    result_is_json: bool = True
+    #: The host name and process id of the runtime that ran it.
+    host: str | None = None
+    pid: int | None = None
+    #: The attempt's captured output; ``None``: not captured (log capture comes later).
+    log: str | None = None
+
+
+@attrs.frozen
+class TaskInstanceRecord:
+    """One task instance of a run, with its attempts (oldest first)."""
+
+    task_id: str
+    map_index: int
+    #: ``running``, ``success``, ``failed`` or ``upstream_failed``.
+    state: str
+    #: The number of its latest try (0: none started).
+    try_number: int
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: tuple[AttemptRecord, ...] = ()
+
+
+@attrs.frozen
+class DagRunRecord:
+    """One run of a DAG as the store recorded it; instances by task id and map index."""
+
+    dag_id: str
+    run_id: str
+    #: ``running``, ``success`` or ``failed``.
+    state: str
+    started_at: float
+    ended_at: float | None = None
+    #: Filled by a lookup of one run; a listing of runs leaves it empty.
+    instances: tuple[TaskInstanceRecord, ...] = ()

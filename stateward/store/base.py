@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol, Self, TypeAlias
 import attrs
 
 from .._errors import AssetConflictError, StateTypeError, StateValueError
-from .._records import AssetInfo, StateEntry, instance_label
+from .._records import AssetInfo, AttemptRecord, StateEntry, instance_label
 
 
 @attrs.frozen
@@ -195,6 +195,59 @@ class Cleanup:
     dry_run: bool = False
 
 
+@attrs.frozen
+class RecordRun:
+    """Create or update a run's record (keyed by DAG and run id); returns ``None``."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    started_at: float
+    ended_at: float | None = None
+
+
+@attrs.frozen
+class RecordInstance:
+    """Create or update a task instance's record; returns ``None``."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str
+    try_number: int
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@attrs.frozen
+class RecordAttempt:
+    """Create or update one attempt's record (keyed by its try number); returns ``None``."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: AttemptRecord
+
+
+@attrs.frozen
+class ListRuns:
+    """Return run records (without instances), newest start first, at most ``limit``."""
+
+    dag_id: str | None = None
+    state: str | None = None
+    limit: int = 100
+
+
+@attrs.frozen
+class GetRun:
+    """Return one run's record with its instances and attempts, or ``None``."""
+
+    dag_id: str
+    run_id: str
+
+
 Op: TypeAlias = (
     Get
     | Items
@@ -209,10 +262,17 @@ Op: TypeAlias = (
     | AddEvent
     | ListEntries
     | Cleanup
+    | RecordRun
+    | RecordInstance
+    | RecordAttempt
+    | ListRuns
+    | GetRun
 )
 
 #: Operations that never write: a batch of only these needs no write transaction.
-READ_OPS: tuple[type[Any], ...] = (Get, Items, LookupAsset, ResolveAlias, ListEntries)
+READ_OPS: tuple[type[Any], ...] = (
+    Get, Items, LookupAsset, ResolveAlias, ListEntries, ListRuns, GetRun,
+)  # fmt: skip
 
 
 def is_write(op: Op) -> bool:

@@ -17,7 +17,7 @@ import attrs
 from .._errors import RuntimeClosedError, StateTypeError
 from .._records import AssetInfo, StateEntry
 from .._values import check_int_digits, decode_listed, decode_stored, json_equal
-from . import base
+from . import base, run_rows
 from .conflicts import KnownAsset, check_declarations, increment_type_message, resolve_declaration
 
 
@@ -52,6 +52,10 @@ class _Data:
     by_uri: dict[str, int] = attrs.Factory(dict)
     aliases: dict[str, list[int]] = attrs.Factory(dict)
     events: list[AssetEvent] = attrs.Factory(list)
+    #: Run records as the SQL stores' rows, by their keys.
+    runs: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
+    instances: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
+    attempts: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
 
 
 class MemoryStore:
@@ -217,9 +221,41 @@ class MemoryStore:
                 return self._list(op, now)
             case base.Cleanup(dry_run):
                 return self._cleanup(now, dry_run)
+            case base.RecordRun() | base.RecordInstance() | base.RecordAttempt():
+                self._record(op)
+                return None
+            case base.ListRuns(dag_id, state, limit):
+                runs = [
+                    row
+                    for row in self._data.runs.values()
+                    if (dag_id is None or row[0] == dag_id) and (state is None or row[2] == state)
+                ]
+                runs.sort(key=run_rows.run_sort_key)
+                return tuple(run_rows.run_from_row(row) for row in runs[:limit])
+            case base.GetRun(dag_id, run_id):
+                return self._get_run(dag_id, run_id)
             case _:
                 msg = f"MemoryStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
+
+    def _record(self, op: base.RecordRun | base.RecordInstance | base.RecordAttempt) -> None:
+        if isinstance(op, base.RecordRun):
+            row = run_rows.run_row(op)
+            self._data.runs[row[:2]] = row
+        elif isinstance(op, base.RecordInstance):
+            row = run_rows.instance_row(op)
+            self._data.instances[row[:4]] = row
+        else:
+            row = run_rows.attempt_row(op)
+            self._data.attempts[row[:5]] = row
+
+    def _get_run(self, dag_id: str, run_id: str) -> Any:
+        run = self._data.runs.get((dag_id, run_id))
+        if run is None:
+            return None
+        instances = [r for k, r in self._data.instances.items() if k[:2] == (dag_id, run_id)]
+        attempts = [r for k, r in self._data.attempts.items() if k[:2] == (dag_id, run_id)]
+        return run_rows.assemble(run, instances, attempts)
 
     def _clear(self, scope: base.Scope, all_map_indices: bool) -> int:
         if isinstance(scope, base.TaskScope) and all_map_indices:

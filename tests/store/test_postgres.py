@@ -581,3 +581,39 @@ def test_an_unparseable_dsn_is_refused_without_its_password(dsn: str) -> None:
     secret = dsn.split(":")[2].split("@")[0]
     assert secret not in str(caught.value)
     assert secret[:3] not in str(caught.value)
+
+
+async def test_version_3_schema_keeps_its_state_and_gains_run_records(
+    database: PgDatabase, schema: str
+) -> None:
+    """A schema of the version before run records (3) keeps its task state when opened,
+    and can record runs afterwards."""
+
+    async def old() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database.dsn)
+        try:
+            await migrate(conn, schema, "test", to_version=3)
+            await conn.execute(
+                f'INSERT INTO "{schema}".task_state VALUES '
+                "('d', 'r', 't', -1, 'k', '7', '\\x00', 1.0, NULL, 2)"
+            )
+        finally:
+            await conn.close()
+
+    await trio.to_thread.run_sync(run_async, old())
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        results = await store.execute(
+            [
+                ops.Get(TaskScope("d", "r", "t", -1), "k"),
+                ops.RecordRun("d", "r", "success", 1.0, 2.0),
+                ops.ListRuns(),
+            ],
+            now=2.0,
+        )
+    assert results[:2] == [7, None]
+    assert [(r.dag_id, r.run_id, r.state) for r in results[2]] == [("d", "r", "success")]
+    rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    assert SCHEMA_VERSION == 4

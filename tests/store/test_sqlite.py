@@ -343,3 +343,30 @@ async def test_writes_to_a_database_file_deleted_or_replaced_are_refused(
             r"it open \(nothing was written; .* restart the runtime",
         ):
             await state.aset("k", 2)
+
+
+async def test_schema_3_file_keeps_its_state_and_gains_run_records(tmp_path: Path) -> None:
+    """A file of the schema before run records (3) keeps its task and asset state when
+    opened, and can record runs afterwards."""
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), to_version=3)
+    conn.execute("INSERT INTO task_state VALUES ('d', 'r', 't', -1, 'k', '7', 1.0, NULL, 2)")
+    conn.execute("INSERT INTO asset VALUES (3, 'orders', NULL, 1.0)")
+    conn.execute(
+        "INSERT INTO asset_state VALUES (3, 'w', '5', 1.0, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    conn.close()
+    async with SqliteStore(path) as store:
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 4
+        results = await store.execute(
+            [
+                ops.Get(T, "k"),
+                ops.Get(AssetScope(name="orders"), "w"),
+                ops.RecordRun("d", "r", "success", 1.0, 2.0),
+                ops.ListRuns(),
+            ],
+            now=2.0,
+        )
+    assert results[:3] == [7, 5, None]
+    assert [(r.dag_id, r.run_id, r.state) for r in results[3]] == [("d", "r", "success")]

@@ -125,6 +125,52 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "ADD CONSTRAINT asset_named CHECK (name IS NOT NULL OR uri IS NOT NULL)",
         ),
     ),
+    (
+        4,
+        (
+            # Run records: runs, task instances and attempts (written as they happen).
+            """CREATE TABLE {s}.dag_run (
+                dag_id text COLLATE "C" NOT NULL,
+                run_id text COLLATE "C" NOT NULL,
+                state text NOT NULL,
+                started_at double precision NOT NULL,
+                ended_at double precision,
+                PRIMARY KEY (dag_id, run_id)
+            )""",
+            "CREATE INDEX dag_run_started ON {s}.dag_run (started_at)",
+            """CREATE TABLE {s}.task_instance (
+                dag_id text COLLATE "C" NOT NULL,
+                run_id text COLLATE "C" NOT NULL,
+                task_id text COLLATE "C" NOT NULL,
+                map_index integer NOT NULL,
+                state text NOT NULL,
+                try_number integer NOT NULL,
+                started_at double precision,
+                ended_at double precision,
+                PRIMARY KEY (dag_id, run_id, task_id, map_index)
+            )""",
+            """CREATE TABLE {s}.task_attempt (
+                dag_id text COLLATE "C" NOT NULL,
+                run_id text COLLATE "C" NOT NULL,
+                task_id text COLLATE "C" NOT NULL,
+                map_index integer NOT NULL,
+                try_number integer NOT NULL,
+                state text NOT NULL,
+                started_at double precision NOT NULL,
+                ended_at double precision,
+                error_type text,
+                error_message text,
+                error_traceback text,
+                rendered text NOT NULL,
+                result text,
+                result_is_json boolean NOT NULL,
+                host text,
+                pid integer,
+                log text,
+                PRIMARY KEY (dag_id, run_id, task_id, map_index, try_number)
+            )""",
+        ),
+    ),
 )
 
 #: The version this code writes.

@@ -34,6 +34,7 @@ from ..._records import AssetInfo, StateEntry
 from ..._values import check_int_digits, decode_listed, decode_stored, int_digits_message
 from .. import base
 from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
+from .runs import RunStatements
 from .schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
 
 #: SQLSTATEs after which the server has rolled the batch back whole: safe to run again.
@@ -213,6 +214,7 @@ class Session:
         if statement_timeout is not None:
             self.settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
         self.sql = Statements.for_schema(schema)
+        self.run_sql = RunStatements(self.sql.s)
         self.conn: Any = None
         #: Committed asset ids by "name:..."/"uri:..."; an id never changes.
         self.asset_ids: dict[str, int] = {}
@@ -612,6 +614,14 @@ class Session:
                 return await self._list(op, now)
             case base.Cleanup(dry_run):
                 return await self._cleanup(now, dry_run)
+            case (
+                base.RecordRun()
+                | base.RecordInstance()
+                | base.RecordAttempt()
+                | base.ListRuns()
+                | base.GetRun()
+            ):
+                return await self.run_sql.apply(self.conn, op)
             case _:
                 msg = f"PostgresStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)

@@ -107,6 +107,52 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "ALTER TABLE asset_v3 RENAME TO asset",
         ),
     ),
+    (
+        4,
+        (
+            # Run records: runs, task instances and attempts (written as they happen).
+            """CREATE TABLE dag_run (
+                dag_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                started_at REAL NOT NULL,
+                ended_at REAL,
+                PRIMARY KEY (dag_id, run_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX dag_run_started ON dag_run (started_at)",
+            """CREATE TABLE task_instance (
+                dag_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                task_id TEXT NOT NULL,
+                map_index INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                try_number INTEGER NOT NULL,
+                started_at REAL,
+                ended_at REAL,
+                PRIMARY KEY (dag_id, run_id, task_id, map_index)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE task_attempt (
+                dag_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                task_id TEXT NOT NULL,
+                map_index INTEGER NOT NULL,
+                try_number INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                started_at REAL NOT NULL,
+                ended_at REAL,
+                error_type TEXT,
+                error_message TEXT,
+                error_traceback TEXT,
+                rendered TEXT NOT NULL,
+                result TEXT,
+                result_is_json INTEGER NOT NULL,
+                host TEXT,
+                pid INTEGER,
+                log TEXT,
+                PRIMARY KEY (dag_id, run_id, task_id, map_index, try_number)
+            )""",
+        ),
+    ),
 )
 
 #: The version this code writes.

@@ -38,6 +38,7 @@ from ..conflicts import (
     resolve_declaration,
     store_error_message,
 )
+from .runs import apply_run_op
 from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -330,6 +331,14 @@ class _Engine:
                 return self._list(op, now)
             case base.Cleanup(dry_run):
                 return self._cleanup(now, dry_run)
+            case (
+                base.RecordRun()
+                | base.RecordInstance()
+                | base.RecordAttempt()
+                | base.ListRuns()
+                | base.GetRun()
+            ):
+                return apply_run_op(conn, op)
             case _:
                 msg = f"SqliteStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)

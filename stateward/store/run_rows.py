@@ -1,0 +1,111 @@
+"""The rows of run records, shared by the stores: columns, encoding, statements.
+
+A run, a task instance and an attempt are each one row, written with an upsert keyed
+by their identity, so a record is written when its subject starts and again when it
+ends. Every store keeps the same tuples (the memory store in dicts), so decoding and
+assembling a :class:`~stateward.records.DagRunRecord` is written once, here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from .._records import AttemptRecord, DagRunRecord, TaskInstanceRecord
+from . import base
+
+RUN_KEYS: Final = ("dag_id", "run_id")
+RUN_COLUMNS: Final = (*RUN_KEYS, "state", "started_at", "ended_at")
+INSTANCE_KEYS: Final = (*RUN_KEYS, "task_id", "map_index")
+INSTANCE_COLUMNS: Final = (*INSTANCE_KEYS, "state", "try_number", "started_at", "ended_at")
+ATTEMPT_KEYS: Final = (*INSTANCE_KEYS, "try_number")
+ATTEMPT_COLUMNS: Final = (
+    *ATTEMPT_KEYS, "state", "started_at", "ended_at", "error_type", "error_message",
+    "error_traceback", "rendered", "result", "result_is_json", "host", "pid", "log",
+)  # fmt: skip
+
+
+def run_row(op: base.RecordRun) -> tuple[Any, ...]:
+    """The ``dag_run`` row of ``op``, in :data:`RUN_COLUMNS` order."""
+    return (op.dag_id, op.run_id, op.state, op.started_at, op.ended_at)
+
+
+def instance_row(op: base.RecordInstance) -> tuple[Any, ...]:
+    """The ``task_instance`` row of ``op``, in :data:`INSTANCE_COLUMNS` order."""
+    return (
+        op.dag_id, op.run_id, op.task_id, op.map_index, op.state, op.try_number,
+        op.started_at, op.ended_at,
+    )  # fmt: skip
+
+
+def attempt_row(op: base.RecordAttempt) -> tuple[Any, ...]:
+    """The ``task_attempt`` row of ``op``, in :data:`ATTEMPT_COLUMNS` order.
+
+    The rendered fields are JSON text (a value JSON cannot hold is kept as its repr);
+    the result is JSON text when ``result_is_json``, else the repr text as given.
+    """
+    a = op.attempt
+    rendered = json.dumps(a.rendered, default=repr, sort_keys=True)
+    if a.result is None:
+        result = None
+    elif a.result_is_json:
+        result = json.dumps(a.result)
+    else:
+        result = str(a.result)
+    return (
+        op.dag_id, op.run_id, op.task_id, op.map_index, a.try_number, a.state,
+        a.started_at, a.ended_at, a.error_type, a.error_message, a.error_traceback,
+        rendered, result, a.result_is_json, a.host, a.pid, a.log,
+    )  # fmt: skip
+
+
+def run_from_row(row: Sequence[Any]) -> DagRunRecord:
+    """A run record (no instances) from a ``dag_run`` row."""
+    dag_id, run_id, state, started_at, ended_at = row
+    return DagRunRecord(dag_id, run_id, state, started_at, ended_at)
+
+
+def _attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
+    (try_number, state, started_at, ended_at, error_type, error_message, error_traceback,
+     rendered, result, result_is_json, host, pid, log) = row[len(INSTANCE_KEYS):]  # fmt: skip
+    is_json = bool(result_is_json)
+    value = json.loads(result) if is_json and result is not None else result
+    return AttemptRecord(
+        try_number, state, started_at, ended_at, error_type, error_message, error_traceback,
+        json.loads(rendered), value, is_json, host, pid, log,
+    )  # fmt: skip
+
+
+def assemble(
+    run: Sequence[Any], instances: Iterable[Sequence[Any]], attempts: Iterable[Sequence[Any]]
+) -> DagRunRecord:
+    """One run's record from its rows (instances and attempts in any order)."""
+    by_instance: dict[tuple[str, int], list[AttemptRecord]] = {}
+    for row in attempts:
+        by_instance.setdefault((row[2], row[3]), []).append(_attempt_from_row(row))
+    records = []
+    for row in sorted(instances, key=lambda r: (r[2], r[3])):
+        _, _, task_id, map_index, state, try_number, started_at, ended_at = row
+        tries = sorted(by_instance.get((task_id, map_index), []), key=lambda a: a.try_number)
+        records.append(
+            TaskInstanceRecord(
+                task_id, map_index, state, try_number, started_at, ended_at, tuple(tries)
+            )
+        )
+    dag_id, run_id, state, started_at, ended_at = run
+    return DagRunRecord(dag_id, run_id, state, started_at, ended_at, tuple(records))
+
+
+def run_sort_key(row: Sequence[Any]) -> tuple[Any, ...]:
+    """Listing order of runs: newest start first, then by DAG and run id."""
+    return (-row[3], row[0], row[1])
+
+
+def upsert(table: str, columns: Sequence[str], keys: Sequence[str], marks: Sequence[str]) -> str:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE``: the statement both SQL stores use."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
