@@ -43,6 +43,9 @@ from ._errors import UndeclaredAssetError as UndeclaredAssetError
 from ._jobs import JobStatus as JobStatus
 from ._jobs import ResumableJobOperator as ResumableJobOperator
 from ._operators import ShellOperator as ShellOperator
+from ._records import AttemptRecord as AttemptRecord
+from ._records import DagRunRecord as DagRunRecord
+from ._records import TaskInstanceRecord as TaskInstanceRecord
 from ._runtime.runner import DagRunResult as DagRunResult
 from ._runtime.runner import TaskInstanceResult as TaskInstanceResult
 from ._runtime.runtime import Runtime as Runtime
@@ -68,9 +71,11 @@ __all__ = [
     "AssetUriRef",
     "AsyncContextError",
     "AttemptEndedError",
+    "AttemptRecord",
     "Context",
     "Dag",
     "DagDefinitionError",
+    "DagRunRecord",
     "DagRunResult",
     "DagRunState",
     "ExternalJobFailedError",
@@ -94,6 +99,7 @@ __all__ = [
     "SupervisorDiedError",
     "TaskFailedError",
     "TaskInstanceInfo",
+    "TaskInstanceRecord",
     "TaskInstanceResult",
     "TaskInstanceState",
     "TaskLoadError",

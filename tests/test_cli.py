@@ -782,3 +782,35 @@ def test_a_value_stored_deeper_than_the_limit_is_still_read(tmp_path: Path, dept
     table = stateward("state", "list", db=db)
     assert table.returncode == 0, table.stderr
     assert "shallow" in table.stdout
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def test_run_resumes_and_runs_list_and_show_read_the_records(tmp_path: Path):
+    """`run --run-id` of a recorded run resumes it (tries continue); `runs list` and
+    `runs show` print the records, as tables and as JSON; an unknown run is a user error."""
+    db = tmp_path / "s.db"
+    first = stateward("run", FIXTURES / "failing.py", "--run-id", "r7", "--json", db=db)
+    assert first.returncode == 1
+    again = stateward("run", FIXTURES / "failing.py", "--run-id", "r7", "--json", db=db)
+    submit, _ = json.loads(again.stdout)["task_instances"]
+    assert (submit["state"], submit["try_number"]) == ("failed", 4)
+    listed = stateward("runs", "list", "--json", db=db)
+    assert listed.returncode == 0, listed.stderr
+    (run,) = json.loads(listed.stdout)
+    assert (run["dag_id"], run["run_id"], run["state"]) == ("flaky", "r7", "failed")
+    assert run["started_at"].endswith("+00:00")
+    assert "instances" not in run
+    shown = json.loads(stateward("runs", "show", "flaky", "r7", "--json", db=db).stdout)
+    report_record, submit_record = shown["instances"]  # by task id
+    assert [a["try_number"] for a in submit_record["attempts"]] == [1, 2, 3, 4]
+    assert submit_record["attempts"][0]["error_type"] == "RuntimeError"
+    assert (report_record["state"], report_record["attempts"]) == ("upstream_failed", [])
+    table = stateward("runs", "show", "flaky", "r7", db=db)
+    assert "RuntimeError: the" in table.stdout  # folded at 80 columns
+    assert "Dag 'flaky' run 'r7': failed" in table.stdout
+    assert "r7" in stateward("runs", "list", "--dag", "flaky", "--state", "failed", db=db).stdout
+    assert "no runs match" in stateward("runs", "list", "--state", "success", db=db).stdout
+    missing = stateward("runs", "show", "flaky", "nope", db=db)
+    assert_user_error(missing, 1, "no run 'nope' of Dag 'flaky' is recorded", "runs list")

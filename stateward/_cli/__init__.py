@@ -15,6 +15,7 @@ import click
 from .._errors import StatewardError
 from .._nursery import sole_exception
 from . import run as run
+from . import runs as runs
 from . import state as state
 from .app import EXIT_FAILURE, JSON_FIELDS, cli, one_line, print_error
 

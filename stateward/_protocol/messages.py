@@ -30,7 +30,7 @@ from .._errors import (
     SupervisorDiedError,
     UndeclaredAssetError,
 )
-from .._records import AssetInfo, StateEntry
+from .._records import AssetInfo, AttemptRecord, DagRunRecord, StateEntry
 
 # Values are JSON values; they are checked by stateward._values, not by the converter.
 JsonValue: TypeAlias = Any
@@ -303,6 +303,60 @@ class CleanupExpired:
     dry_run: bool = False
 
 
+@attrs.frozen
+class RecordDagRun:
+    """Create or update a run's record (state ``running``, ``success`` or ``failed``)."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    started_at: float
+    ended_at: float | None = None
+
+
+@attrs.frozen
+class RecordTaskInstance:
+    """Create or update a task instance's record (one that has no attempt to record)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str
+    try_number: int
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@attrs.frozen
+class RecordTaskAttempt:
+    """Create or update an attempt's record, and set its instance's to it."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    instance_state: str
+    attempt: AttemptRecord
+
+
+@attrs.frozen
+class ListDagRuns:
+    """List run records (without instances), newest first."""
+
+    dag_id: str | None = None
+    state: str | None = None
+    limit: int = 100
+
+
+@attrs.frozen
+class GetDagRun:
+    """One run's record with its instances and attempts."""
+
+    dag_id: str
+    run_id: str
+
+
 # -- responses --------------------------------------------------------------------------
 
 
@@ -371,6 +425,20 @@ class CleanupResult:
     """How many expired rows were deleted (or would be, on a dry run)."""
 
     deleted: int
+
+
+@attrs.frozen
+class DagRunsResult:
+    """Runs listed by :class:`ListDagRuns`."""
+
+    runs: tuple[DagRunRecord, ...]
+
+
+@attrs.frozen
+class DagRunRecordResult:
+    """The run asked for by :class:`GetDagRun` (``None``: not recorded)."""
+
+    run: DagRunRecord | None
 
 
 @attrs.frozen
@@ -447,7 +515,17 @@ AssetStateRequest: TypeAlias = (
     | GetAssetsByAlias
     | AddAssetEvent
 )
-AdminRequest: TypeAlias = ListState | CleanupExpired | DeclareAssets | GetAssetByRef
+AdminRequest: TypeAlias = (
+    ListState
+    | CleanupExpired
+    | DeclareAssets
+    | GetAssetByRef
+    | RecordDagRun
+    | RecordTaskInstance
+    | RecordTaskAttempt
+    | ListDagRuns
+    | GetDagRun
+)
 Request: TypeAlias = TaskStateRequest | AssetStateRequest | AdminRequest
 Response: TypeAlias = (
     TaskStateResult
@@ -459,6 +537,8 @@ Response: TypeAlias = (
     | AssetResult
     | StateEntriesResult
     | CleanupResult
+    | DagRunsResult
+    | DagRunRecordResult
     | OkResponse
     | ErrorResponse
 )

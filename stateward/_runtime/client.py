@@ -146,13 +146,25 @@ class SupervisorClient:
             StatewardError: the subclass that matches the refusal (see
                 :mod:`stateward._errors`).
         """
+        return await self.response(self.submit(request))
+
+    def submit(self, request: Any) -> Envelope:
+        """Queue ``request`` without waiting; :meth:`response` waits for its answer.
+
+        Requests are served in the order they are queued, so a later request of any
+        client is committed no earlier than this one.
+        """
         if self._ended:
             raise self._ended_error()
         envelope = Envelope(request, self._caller)
         self._supervisor.submit(envelope)
+        return envelope
+
+    async def response(self, envelope: Envelope) -> Any:
+        """Wait for the answer to a request :meth:`submit` queued; raise its error."""
         assert envelope.done is not None
         await envelope.done.wait()
-        return self._unwrap(envelope.response, request)
+        return self._unwrap(envelope.response, envelope.request)
 
     def _unwrap(self, response: Any, request: Any) -> Any:
         if response is _ENDED:
@@ -203,4 +215,4 @@ class SupervisorClient:
                 # Stopped without taking the request in: nobody will answer it.
                 msg = "the runtime closed before this request was served"
                 raise RuntimeClosedError(msg)
-        return self._unwrap(envelope.response, request)
+        return self._unwrap(envelope.response, envelope.request)

@@ -23,7 +23,7 @@ from .._context.context import OutletEventAccessors
 from .._dag import Dag, Operator
 from .._errors import SupervisorDiedError, UndeclaredAssetError
 from .._protocol import messages as m
-from .._records import AssetInfo
+from .._records import AssetInfo, DagRunRecord, TaskInstanceRecord
 from .._states import DagRunState, TaskInstanceState
 from ..store.base import TaskScope, Writer
 from .attempt import AttemptSpec, event_messages, run_attempt
@@ -31,6 +31,7 @@ from .capture import AttemptLog, capturing
 from .client import SupervisorClient
 from .forkserver import ForkServers
 from .isolation import run_isolated
+from .recording import Recorder
 from .supervisor import Caller, Supervisor
 
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
@@ -179,6 +180,19 @@ class Runner:
         order = dag.topological_order()
         assets = await self._declare(dag)
         run = _Run(dag, run_id, {**dag.params, **(params or {})}, assets, on_event)
+        recorder = Recorder(self._admin, self._settings.wall_clock, dag.dag_id, run_id)
+        run.recorder = recorder
+        earlier = (await self._admin.request(m.GetDagRun(dag.dag_id, run_id))).run
+        succeeded, next_try = await _resume_points(recorder, earlier)
+        instances = [(t.task_id, i) for t in order for i in _map_indices(t)]
+        if earlier is not None and all(key in succeeded for key in instances):
+            # Every instance succeeded before: nothing to run, nothing to write.
+            done_results = [_recorded_result(dag.dag_id, run_id, succeeded[k]) for k in instances]
+            return DagRunResult._create(
+                dag.dag_id, run_id, DagRunState.SUCCESS, tuple(done_results)
+            )
+        started_at = self._settings.wall_clock() if earlier is None else earlier.started_at
+        await recorder.run("running", started_at)
         limit = min(dag.max_active_tasks, self._settings.max_active_tasks or dag.max_active_tasks)
         run.limiter = trio.CapacityLimiter(limit)
         done = {task.task_id: trio.Event() for task in order}
@@ -200,13 +214,22 @@ class Runner:
                             try_number=0,
                         )
                     )
+                    await recorder.not_run(task.task_id, index, UPSTREAM_FAILED)
                     run.emit(task.task_id, index, UPSTREAM_FAILED, 0)
                 outcome[task.task_id] = UPSTREAM_FAILED
             else:
                 states: list[TaskInstanceState] = []
 
                 async def run_one(index: int) -> None:
-                    result = await self._run_instance(run, task, index, 1)
+                    before = succeeded.get((task.task_id, index))
+                    if before is not None:
+                        result = _recorded_result(dag.dag_id, run_id, before)
+                    else:
+                        # Tries continue from the record, with a fresh retry budget.
+                        first = next_try.get((task.task_id, index), 1)
+                        result = await self._run_instance(
+                            run, task, index, first, first + task.retries
+                        )
                     run.results.append(result)
                     states.append(result.state)
 
@@ -221,8 +244,9 @@ class Runner:
                 nursery.start_soon(run_task, task)
 
         await self._watched(start)
-        succeeded = all(ti.state == SUCCESS for ti in run.results)
-        state = DagRunState.SUCCESS if succeeded else DagRunState.FAILED
+        all_succeeded = all(ti.state == SUCCESS for ti in run.results)
+        state = DagRunState.SUCCESS if all_succeeded else DagRunState.FAILED
+        await recorder.run(state, started_at, self._settings.wall_clock())
         position = {task.task_id: i for i, task in enumerate(order)}
         ordered = sorted(run.results, key=lambda ti: (position[ti.task_id], ti.map_index))
         return DagRunResult._create(dag.dag_id, run_id, state, tuple(ordered))
@@ -252,7 +276,8 @@ class Runner:
         results: list[TaskInstanceResult] = []
 
         async def one() -> None:
-            results.append(await self._run_instance(run, task, map_index, try_number))
+            max_tries = task.retries + 1
+            results.append(await self._run_instance(run, task, map_index, try_number, max_tries))
 
         def start(nursery: trio.Nursery) -> None:
             nursery.start_soon(one)
@@ -320,16 +345,29 @@ class Runner:
     # -- one task instance ------------------------------------------------------------------
 
     async def _run_instance(
-        self, run: _Run, task: Operator, map_index: int, first_try: int
+        self, run: _Run, task: Operator, map_index: int, first_try: int, max_tries: int
     ) -> TaskInstanceResult:
+        """Run tries ``first_try`` .. ``max_tries`` (at least one) until one succeeds."""
         attempts: list[Attempt] = []
-        max_tries = task.retries + 1
         result: Any = None
         try_number = first_try
         while True:
             async with run.limiter:
                 run.emit(task.task_id, map_index, TaskInstanceState.RUNNING, try_number)
+                recorder = run.recorder
+                if recorder is not None:
+                    started_at = await recorder.attempt_started(task.task_id, map_index, try_number)
                 attempt, result = await self._attempt(run, task, map_index, try_number, max_tries)
+                if recorder is not None:
+                    after = (
+                        SUCCESS if attempt.error is None
+                        else FAILED if try_number >= max_tries
+                        else TaskInstanceState.UP_FOR_RETRY
+                    )  # fmt: skip
+                    await recorder.attempt_ended(
+                        task.task_id, map_index, after, try_number, started_at,
+                        attempt.rendered, attempt.error, result,
+                    )  # fmt: skip
             attempts.append(attempt)
             if attempt.error is None or try_number >= max_tries:
                 break
@@ -422,6 +460,8 @@ class _Run:
     assets: dict[object, AssetInfo]
     on_event: Callable[[TaskInstanceEvent], None] | None
     limiter: trio.CapacityLimiter = attrs.field(default=None)
+    #: Writes the run's records; ``None`` for a lone instance (``run_task``).
+    recorder: Recorder | None = None
     results: list[TaskInstanceResult] = attrs.Factory(list)
 
     def label(self, task_id: str, map_index: int) -> str:
@@ -430,6 +470,38 @@ class _Run:
     def emit(self, task_id: str, map_index: int, state: TaskInstanceState, try_number: int) -> None:
         if self.on_event is not None:
             self.on_event(TaskInstanceEvent(task_id, map_index, state, try_number))
+
+
+async def _resume_points(
+    recorder: Recorder, earlier: DagRunRecord | None
+) -> tuple[dict[tuple[str, int], TaskInstanceRecord], dict[tuple[str, int], int]]:
+    """From a run's record: its succeeded instances, and each other's next try number.
+
+    An instance recorded ``running`` was left by a runtime that is gone (this slice has
+    no leases: a run id is resumed by one runtime at a time); its last attempt is
+    recorded ``abandoned``.
+    """
+    succeeded: dict[tuple[str, int], TaskInstanceRecord] = {}
+    next_try: dict[tuple[str, int], int] = {}
+    for ti in () if earlier is None else earlier.instances:
+        key = (ti.task_id, ti.map_index)
+        if ti.state == SUCCESS:
+            succeeded[key] = ti
+            continue
+        next_try[key] = ti.try_number + 1
+        if ti.state == "running" and ti.attempts:
+            await recorder.attempt_abandoned(ti.task_id, ti.map_index, ti.attempts[-1])
+    return succeeded, next_try
+
+
+def _recorded_result(dag_id: str, run_id: str, ti: TaskInstanceRecord) -> TaskInstanceResult:
+    """The result of an instance that succeeded in an earlier call, from its record."""
+    last = ti.attempts[-1] if ti.attempts else None
+    return TaskInstanceResult._create(
+        dag_id=dag_id, run_id=run_id, task_id=ti.task_id, map_index=ti.map_index,
+        state=SUCCESS, try_number=ti.try_number, result=None if last is None else last.result,
+        rendered={} if last is None else dict(last.rendered),
+    )  # fmt: skip
 
 
 def _map_indices(task: Operator) -> list[int]:

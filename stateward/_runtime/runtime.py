@@ -19,7 +19,7 @@ from .._dag import ISOLATION_MODES, Dag, Operator
 from .._errors import RuntimeClosedError
 from .._nursery import raise_sole
 from .._protocol import messages as m
-from .._records import AssetInfo, StateEntry
+from .._records import AssetInfo, DagRunRecord, StateEntry
 from .._values import DEFAULT_MAX_VALUE_BYTES
 from ..store import open_store
 from ..store.base import Store, TaskScope
@@ -118,6 +118,35 @@ class StateAdmin:
         return list(response.entries)
 
 
+class RunsAdmin:
+    """``rt.runs``: the records of runs, their task instances and attempts."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def list(
+        self, dag_id: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[DagRunRecord]:
+        """Recorded runs (without instances), newest start first, at most ``limit``.
+
+        Args:
+            dag_id: Only this Dag's runs.
+            state: Only runs in this state (``running``, ``success`` or ``failed``).
+            limit: How many at most.
+        """
+        self._runtime._check_open()
+        response = await self._runtime.admin.request(m.ListDagRuns(dag_id, state, limit))
+        return list(response.runs)
+
+    async def get(self, dag_id: str, run_id: str) -> DagRunRecord | None:
+        """One run's record with its task instances and their attempts; ``None`` if the
+        store has no record of it."""
+        self._runtime._check_open()
+        response = await self._runtime.admin.request(m.GetDagRun(dag_id, run_id))
+        run: DagRunRecord | None = response.run
+        return run
+
+
 class Runtime(metaclass=NoPublicConstructor):
     """An open stateward runtime: run Dags and tasks, reach state, clean up.
 
@@ -149,6 +178,7 @@ class Runtime(metaclass=NoPublicConstructor):
         self.status = RuntimeState.UNOPENED
         self.supervisor = Supervisor(store, max_value_bytes=max_value_bytes, wall_clock=wall_clock)
         self.state = StateAdmin(self)
+        self.runs = RunsAdmin(self)
         self._token: trio.lowlevel.TrioToken | None = None
         self._runner: Runner | None = None
         self.admin: SupervisorClient

@@ -442,6 +442,21 @@ class Supervisor:
             case m.CleanupExpired(dry_run):
                 self._admin(caller, request)
                 return ops.Cleanup(dry_run), m.CleanupResult
+            case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at):
+                self._admin(caller, request)
+                return ops.RecordRun(dag_id, run_id, state, started_at, ended_at), ok
+            case m.RecordTaskInstance():
+                self._admin(caller, request)
+                return ops.RecordInstance(**attrs.asdict(request, recurse=False)), ok
+            case m.RecordTaskAttempt():
+                self._admin(caller, request)
+                return ops.RecordAttempt(**attrs.asdict(request, recurse=False)), ok
+            case m.ListDagRuns(dag_id, state, limit):
+                self._admin(caller, request)
+                return ops.ListRuns(dag_id, state, limit), m.DagRunsResult
+            case m.GetDagRun(dag_id, run_id):
+                self._admin(caller, request)
+                return ops.GetRun(dag_id, run_id), m.DagRunRecordResult
             case _:
                 msg = f"the supervisor does not serve {type(request).__name__} ({request!r:.80})"
                 raise ProtocolError(msg)

@@ -222,12 +222,15 @@ class RecordInstance:
 
 @attrs.frozen
 class RecordAttempt:
-    """Create or update one attempt's record (keyed by its try number); returns ``None``."""
+    """Create or update one attempt's record (keyed by its try number), and set its
+    instance's record to it: ``instance_state``, the attempt's try number, start and
+    end (as Airflow's task instance shows its latest try). Returns ``None``."""
 
     dag_id: str
     run_id: str
     task_id: str
     map_index: int
+    instance_state: str
     attempt: AttemptRecord
 
 

@@ -248,6 +248,8 @@ class MemoryStore:
         else:
             row = run_rows.attempt_row(op)
             self._data.attempts[row[:5]] = row
+            row = run_rows.instance_row_of_attempt(op)
+            self._data.instances[row[:4]] = row
 
     def _get_run(self, dag_id: str, run_id: str) -> Any:
         run = self._data.runs.get((dag_id, run_id))

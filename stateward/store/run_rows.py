@@ -39,6 +39,15 @@ def instance_row(op: base.RecordInstance) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def instance_row_of_attempt(op: base.RecordAttempt) -> tuple[Any, ...]:
+    """The ``task_instance`` row a :class:`~base.RecordAttempt` also writes."""
+    a = op.attempt
+    return (
+        op.dag_id, op.run_id, op.task_id, op.map_index, op.instance_state, a.try_number,
+        a.started_at, a.ended_at,
+    )  # fmt: skip
+
+
 def attempt_row(op: base.RecordAttempt) -> tuple[Any, ...]:
     """The ``task_attempt`` row of ``op``, in :data:`ATTEMPT_COLUMNS` order.
 

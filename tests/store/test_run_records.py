@@ -36,21 +36,20 @@ async def test_unknown_run_is_none(store: Store) -> None:
 
 async def test_run_with_instances_and_attempts_reads_back(store: Store) -> None:
     """A run's record comes back with its instances (by task, map index) and their
-    attempts (by try), every field as written."""
+    attempts (by try), every field as written; an attempt's record sets its instance's
+    state, try number, start and end."""
     await run(
         store,
         ops.RecordRun("d", "r1", "running", 10.0),
-        ops.RecordInstance("d", "r1", "t", -1, "running", 1, 10.0),
-        ops.RecordAttempt("d", "r1", "t", -1, AttemptRecord(1, "running", 10.0)),
+        ops.RecordAttempt("d", "r1", "t", -1, "running", AttemptRecord(1, "running", 10.0)),
         ops.RecordInstance("d", "r1", "m", 1, "success", 1, 10.5, 10.6),
         ops.RecordInstance("d", "r1", "m", 0, "upstream_failed", 0),
     )
     # Written again as they end: the upsert replaces the row.
     await run(
         store,
-        ops.RecordAttempt("d", "r1", "t", -1, FAILED),
-        ops.RecordAttempt("d", "r1", "t", -1, OK),
-        ops.RecordInstance("d", "r1", "t", -1, "success", 2, 10.0, 13.0),
+        ops.RecordAttempt("d", "r1", "t", -1, "up_for_retry", FAILED),
+        ops.RecordAttempt("d", "r1", "t", -1, "success", OK),
         ops.RecordRun("d", "r1", "success", 10.0, 13.0),
     )
     (got,) = await run(store, ops.GetRun("d", "r1"))
@@ -59,7 +58,7 @@ async def test_run_with_instances_and_attempts_reads_back(store: Store) -> None:
         (
             TaskInstanceRecord("m", 0, "upstream_failed", 0),
             TaskInstanceRecord("m", 1, "success", 1, 10.5, 10.6),
-            TaskInstanceRecord("t", -1, "success", 2, 10.0, 13.0, (FAILED, OK)),
+            TaskInstanceRecord("t", -1, "success", 2, 12.0, 13.0, (FAILED, OK)),
         ),
     )  # fmt: skip
 
@@ -74,8 +73,7 @@ async def test_result_that_is_not_json_is_kept_as_text(store: Store) -> None:
     await run(
         store,
         ops.RecordRun("d", "r", "success", 1.0, 2.0),
-        ops.RecordInstance("d", "r", "t", -1, "success", 1, 1.0, 2.0),
-        ops.RecordAttempt("d", "r", "t", -1, attempt),
+        ops.RecordAttempt("d", "r", "t", -1, "success", attempt),
     )
     (got,) = await run(store, ops.GetRun("d", "r"))
     (recorded,) = got.instances[0].attempts

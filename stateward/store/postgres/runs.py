@@ -15,6 +15,7 @@ from ..run_rows import (
     assemble,
     attempt_row,
     instance_row,
+    instance_row_of_attempt,
     run_from_row,
     run_row,
     upsert,
@@ -53,6 +54,7 @@ class RunStatements:
                 await conn.execute(self.instance, *instance_row(op))
             case base.RecordAttempt():
                 await conn.execute(self.attempt, *attempt_row(op))
+                await conn.execute(self.instance, *instance_row_of_attempt(op))
             case base.ListRuns(dag_id, state, limit):
                 given = [(c, v) for c, v in (("dag_id", dag_id), ("state", state)) if v]
                 clauses = [f"{c} = ${i}" for i, (c, _) in enumerate(given, start=1)]

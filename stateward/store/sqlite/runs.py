@@ -16,6 +16,7 @@ from ..run_rows import (
     assemble,
     attempt_row,
     instance_row,
+    instance_row_of_attempt,
     run_from_row,
     run_row,
     upsert,
@@ -43,6 +44,7 @@ def apply_run_op(conn: sqlite3.Connection, op: base.Op) -> Any:
             conn.execute(_SQL["instance"], instance_row(op))
         case base.RecordAttempt():
             conn.execute(_SQL["attempt"], attempt_row(op))
+            conn.execute(_SQL["instance"], instance_row_of_attempt(op))
         case base.ListRuns(dag_id, state, limit):
             clauses = [f"{c} = ?" for c, v in (("dag_id", dag_id), ("state", state)) if v]
             where = " AND ".join(clauses) or "1"

@@ -1,0 +1,139 @@
+"""What the runner records of a run as it goes: the run, its instances, their attempts.
+
+Every record is an administrative request to the supervisor, so it is written by the
+store's one owner and shares its group commit with the tasks' own state writes. An
+attempt's record is written when it starts (``running``) and again when it ends.
+
+Instance and attempt records are queued without waiting for their commit: the
+supervisor serves requests in order, so a record is committed no later than the next
+write the task makes, and an instance does not hold its slot for a commit of its own.
+Their answers are collected by :meth:`Recorder.flush` before the run's final record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import traceback
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+import trio
+
+from .._errors import StatewardError, StoreError
+from .._protocol import messages as m
+from .._records import AttemptRecord
+from .client import SupervisorClient
+from .supervisor import Envelope
+
+#: The longest result kept as JSON text, and the longest repr kept otherwise (chars).
+RESULT_LIMIT: Final = 64 * 1024
+
+_HOST: Final = socket.gethostname()
+
+#: A record the store failed to write is logged here (WARNING) and the run goes on.
+logger = logging.getLogger("stateward.runner")
+
+
+def result_for_record(value: Any) -> tuple[Any, bool]:
+    """``(value, True)`` for a JSON result within :data:`RESULT_LIMIT`, else
+    ``(its repr, cut to the limit, False)``."""
+    if value is None:
+        return None, True
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    if text is not None and len(text) <= RESULT_LIMIT:
+        return json.loads(text), True
+    shown = repr(value)
+    if len(shown) > RESULT_LIMIT:
+        shown = f"{shown[:RESULT_LIMIT]}... ({len(shown)} characters in all)"
+    return shown, False
+
+
+@attrs.define
+class Recorder:
+    """Records one run through the runner's own (administrative) client."""
+
+    client: SupervisorClient
+    wall_clock: Callable[[], float]
+    dag_id: str
+    run_id: str
+    _pending: list[Envelope] = attrs.Factory(list)
+
+    async def _send(self, request: Any) -> None:
+        """Queue one record (see the module's doc). A runtime being cancelled ends here:
+        the closed supervisor's refusal must not hide the cancellation."""
+        try:
+            self._pending.append(self.client.submit(request))
+        except StatewardError:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            raise
+
+    async def flush(self) -> None:
+        """Wait until every queued record is answered. A store failure is logged and
+        the run goes on: a record missed costs at most a re-run of that instance on
+        resume."""
+        pending, self._pending = self._pending, []
+        for envelope in pending:
+            try:
+                await self.client.response(envelope)
+            except StoreError as exc:
+                logger.warning("could not record %s: %s", type(envelope.request).__name__, exc)
+
+    async def run(self, state: str, started_at: float, ended_at: float | None = None) -> None:
+        """Record the run's state, after every record queued before it is answered."""
+        await self.flush()
+        await self.client.request(
+            m.RecordDagRun(self.dag_id, self.run_id, state, started_at, ended_at)
+        )
+
+    async def not_run(self, task_id: str, map_index: int, state: str) -> None:
+        """Record an instance that runs no attempt (``upstream_failed``)."""
+        await self._send(
+            m.RecordTaskInstance(self.dag_id, self.run_id, task_id, map_index, state, 0)
+        )
+
+    async def attempt_started(self, task_id: str, map_index: int, try_number: int) -> float:
+        """Record a try as ``running``; return its start (wall-clock) time."""
+        started_at = self.wall_clock()
+        attempt = AttemptRecord(try_number, "running", started_at, host=_HOST, pid=os.getpid())
+        await self._send(
+            m.RecordTaskAttempt(self.dag_id, self.run_id, task_id, map_index, "running", attempt)
+        )
+        return started_at
+
+    async def attempt_abandoned(self, task_id: str, map_index: int, last: AttemptRecord) -> None:
+        """Record that an attempt left ``running`` by a runtime that is gone ended."""
+        attempt = attrs.evolve(last, state="abandoned")
+        await self._send(
+            m.RecordTaskAttempt(self.dag_id, self.run_id, task_id, map_index, "abandoned", attempt)
+        )
+
+    async def attempt_ended(
+        self, task_id: str, map_index: int, instance_state: str, try_number: int,
+        started_at: float, rendered: dict[str, Any], error: BaseException | None, result: Any,
+    ) -> None:  # fmt: skip
+        """Record how a try ended, and the instance's state after it."""
+        value, is_json = result_for_record(result)
+        failure: dict[str, Any] = {}
+        if error is not None:
+            failure = {
+                "error_type": type(error).__name__,
+                "error_message": str(error),
+                "error_traceback": "".join(traceback.format_exception(error)),
+            }
+        attempt = AttemptRecord(
+            try_number, "success" if error is None else "failed", started_at,
+            self.wall_clock(), rendered=dict(rendered), result=value, result_is_json=is_json,
+            host=_HOST, pid=os.getpid(), **failure,
+        )  # fmt: skip
+        await self._send(
+            m.RecordTaskAttempt(
+                self.dag_id, self.run_id, task_id, map_index, instance_state, attempt
+            )
+        )

@@ -1,0 +1,146 @@
+"""A run writes its records as it goes, and rt.runs reads them back (every store)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from typing import Any
+
+import pytest
+import trio
+
+from stateward import Dag, Runtime, ShellOperator, StateScopeError
+from stateward._protocol import messages as m
+from stateward._records import AttemptRecord
+from stateward._runtime.supervisor import Caller
+from stateward.store.base import TaskScope
+from tests.conftest import FakeWallClock
+
+
+def flaky_dag(fail_times: int, retries: int = 2) -> Dag:
+    dag = Dag("flaky", default_args={"retries": retries, "retry_delay": 0})
+    tries = {"n": 0}
+
+    @dag.task
+    def extract() -> dict[str, Any]:
+        tries["n"] += 1
+        if tries["n"] <= fail_times:
+            raise ValueError(f"bad row {tries['n']}")
+        return {"rows": 3}
+
+    @dag.task
+    def load() -> None:
+        return None
+
+    extract >> load
+    return dag
+
+
+async def test_records_of_a_run_with_a_retry(rt: Runtime, wall_clock: FakeWallClock) -> None:
+    """The run, each instance and each attempt are recorded: the failed try with its
+    error, the successful one with its JSON result, host and pid."""
+    result = await rt.run_dag(flaky_dag(fail_times=1), run_id="r1")
+    assert result.state == "success"
+    record = await rt.runs.get("flaky", "r1")
+    assert record is not None
+    assert (record.state, record.started_at, record.ended_at) == (
+        "success", wall_clock.now, wall_clock.now,
+    )  # fmt: skip
+    extract, load = record.instances
+    assert (extract.task_id, extract.state, extract.try_number) == ("extract", "success", 2)
+    failed, ok = extract.attempts
+    assert (failed.try_number, failed.state, failed.error_type) == (1, "failed", "ValueError")
+    assert failed.error_message == "bad row 1"
+    assert failed.error_traceback is not None
+    assert "ValueError: bad row 1" in failed.error_traceback
+    assert (ok.state, ok.result, ok.result_is_json, ok.error_type) == (
+        "success", {"rows": 3}, True, None,
+    )  # fmt: skip
+    assert (ok.host, ok.pid, ok.log) == (socket.gethostname(), os.getpid(), None)
+    assert (load.task_id, load.state, load.try_number, len(load.attempts)) == (
+        "load", "success", 1, 1,
+    )  # fmt: skip
+
+
+async def test_failed_run_records_upstream_failed(rt: Runtime) -> None:
+    """A run whose task fails every try is recorded failed; its downstream instance is
+    recorded upstream_failed with no attempt."""
+    await rt.run_dag(flaky_dag(fail_times=9, retries=1), run_id="r2")
+    record = await rt.runs.get("flaky", "r2")
+    assert record is not None
+    assert record.state == "failed"
+    extract, load = record.instances
+    assert (extract.state, extract.try_number, len(extract.attempts)) == ("failed", 2, 2)
+    assert (load.state, load.try_number, load.attempts) == ("upstream_failed", 0, ())
+
+
+async def test_rendered_fields_and_non_json_result(rt: Runtime) -> None:
+    """An attempt keeps its rendered template fields; a result JSON cannot hold is kept
+    as its repr."""
+    dag = Dag("render")
+    ShellOperator(task_id="echo", command="echo << run_id >>", dag=dag)
+
+    @dag.task
+    def odd() -> object:
+        return {1, 2}
+
+    await rt.run_dag(dag, run_id="r3")
+    record = await rt.runs.get("render", "r3")
+    assert record is not None
+    by_task = {ti.task_id: ti.attempts[-1] for ti in record.instances}
+    assert by_task["echo"].rendered["command"] == "echo r3"
+    assert (by_task["odd"].result, by_task["odd"].result_is_json) == ("{1, 2}", False)
+
+
+async def test_a_running_attempt_is_recorded_before_it_ends(rt: Runtime) -> None:
+    """The attempt's record exists (running) while the task runs, not only at the end."""
+    dag = Dag("slow")
+    started, release = trio.Event(), trio.Event()
+
+    @dag.task
+    async def wait() -> None:
+        started.set()
+        await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(rt.run_dag, dag, run_id="r4"))
+        await started.wait()
+        record = await rt.runs.get("slow", "r4")
+        release.set()
+    assert record is not None
+    assert record.state == "running"
+    (ti,) = record.instances
+    assert (ti.state, ti.try_number, ti.ended_at) == ("running", 1, None)
+    assert [(a.state, a.ended_at) for a in ti.attempts] == [("running", None)]
+
+
+async def test_runs_list_filters_and_get_of_unknown(rt: Runtime, wall_clock: FakeWallClock) -> None:
+    """rt.runs.list lists newest first, filtered by Dag and state; an unknown run is None."""
+    await rt.run_dag(flaky_dag(fail_times=9, retries=0), run_id="a")
+    wall_clock.advance(1)
+    await rt.run_dag(flaky_dag(fail_times=0), run_id="b")
+    assert [r.run_id for r in await rt.runs.list()] == ["b", "a"]
+    assert [r.run_id for r in await rt.runs.list(state="failed")] == ["a"]
+    assert [r.run_id for r in await rt.runs.list(dag_id="other")] == []
+    assert [r.run_id for r in await rt.runs.list(limit=1)] == ["b"]
+    assert (await rt.runs.list())[0].instances == ()
+    assert await rt.runs.get("flaky", "nope") is None
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        m.RecordDagRun("d", "r", "success", 1.0),
+        m.RecordTaskInstance("d", "r", "t", -1, "success", 1),
+        m.RecordTaskAttempt("d", "r", "t", -1, "success", AttemptRecord(1, "success", 1.0)),
+        m.ListDagRuns(),
+        m.GetDagRun("d", "r"),
+    ],
+)
+async def test_task_clients_may_not_send_record_requests(rt: Runtime, request_: Any) -> None:
+    """Run records are written and read only by out-of-band clients (the runner, rt.runs)."""
+    scope = TaskScope("d", "r", "t", -1)
+    client = rt.client(Caller(task=scope, writer=None))
+    with pytest.raises(StateScopeError, match=f"may not send {type(request_).__name__}"):
+        await client.request(request_)
