@@ -5,15 +5,25 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import trio
 
-from stateward import Dag, Runtime, ShellOperator, StateScopeError
+from stateward import (
+    Dag,
+    MemoryStore,
+    Runtime,
+    ShellOperator,
+    StateScopeError,
+    StoreError,
+    open_runtime,
+)
 from stateward._protocol import messages as m
 from stateward._records import AttemptRecord
 from stateward._runtime.supervisor import Caller
+from stateward.store import base as ops
 from stateward.store.base import TaskScope
 from tests.conftest import FakeWallClock
 
@@ -144,3 +154,27 @@ async def test_task_clients_may_not_send_record_requests(rt: Runtime, request_: 
     client = rt.client(Caller(task=scope, writer=None))
     with pytest.raises(StateScopeError, match=f"may not send {type(request_).__name__}"):
         await client.request(request_)
+
+
+class NoAttemptRecords(MemoryStore):
+    """A store that fails every batch holding an attempt record (and only those)."""
+
+    async def execute(self, batch: Sequence[ops.Op], *, now: float) -> list[Any]:
+        if any(isinstance(op, ops.RecordAttempt) for op in batch):
+            raise StoreError("disk full (simulated)")
+        return await super().execute(batch, now=now)
+
+
+async def test_a_record_the_store_fails_is_logged_and_the_run_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Records are not the run's work: a store failure writing one is a warning, the
+    tasks still run and the run still ends recorded."""
+    dag = flaky_dag(fail_times=0)
+    async with open_runtime(store=NoAttemptRecords()) as rt:
+        result = await rt.run_dag(dag, run_id="r")
+        record = await rt.runs.get("flaky", "r")
+    assert result.state == "success"
+    assert record is not None
+    assert (record.state, record.instances) == ("success", ())
+    assert "could not record RecordTaskAttempt: disk full (simulated)" in caplog.text
