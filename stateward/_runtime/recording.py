@@ -86,11 +86,10 @@ class Recorder:
                 logger.warning("could not record %s: %s", type(envelope.request).__name__, exc)
 
     async def run(self, state: str, started_at: float, ended_at: float | None = None) -> None:
-        """Record the run's state, after every record queued before it is answered."""
-        await self.flush()
-        await self.client.request(
-            m.RecordDagRun(self.dag_id, self.run_id, state, started_at, ended_at)
-        )
+        """Record the run's state; once it has ended, wait for every record queued."""
+        await self._send(m.RecordDagRun(self.dag_id, self.run_id, state, started_at, ended_at))
+        if ended_at is not None:
+            await self.flush()
 
     async def not_run(self, task_id: str, map_index: int, state: str) -> None:
         """Record an instance that runs no attempt (``upstream_failed``)."""

@@ -286,7 +286,18 @@ class Supervisor:
         except Exception as exc:
             # A failure of the whole store (a lock held past the timeout) would meet each
             # request again, after as long a wait: answer them all with it at once.
-            if not isolate or getattr(exc, "affects_all", False):
+            affects_all = getattr(exc, "affects_all", False)
+            reads = [one for one in planned if not ops.is_write(one[1])]
+            if affects_all and reads and len(reads) < len(planned):
+                # The reads need no write lock: serve them on their own, so a read
+                # batched with a write (a run's records, another task's set) still works
+                # while another process holds the lock.
+                for envelope, op, _ in planned:
+                    if ops.is_write(op):
+                        envelope.answer(error_response(exc))
+                await self._execute(reads, isolate=False)
+                return
+            if not isolate or affects_all:
                 for envelope, _, _ in planned:
                     envelope.answer(error_response(exc))
                 return

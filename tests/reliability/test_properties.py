@@ -33,7 +33,7 @@ from stateward import (
 )
 from stateward._protocol import messages as m
 from stateward._protocol.converter import decode, encode
-from stateward._records import AssetInfo
+from stateward._records import AssetInfo, AttemptRecord, DagRunRecord
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, Store, TaskScope
 
@@ -332,6 +332,7 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
     """Values for a message field, by its annotation."""
     text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     text = text.replace("typing.Any", "JsonValue").replace("stateward._records.", "")
+    text = text.replace("stateward.", "")
     table: dict[str, st.SearchStrategy[Any]] = {
         "str": st.text(max_size=6),
         "str | None": st.none() | st.text(max_size=6),
@@ -349,6 +350,17 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         "AssetInfo | None": st.none()
         | st.builds(AssetInfo, st.text(max_size=5), st.text(max_size=5)),
         "tuple[StateEntry, ...]": st.just(()),
+        "float": st.floats(allow_nan=False, allow_infinity=False),
+        "AttemptRecord": st.builds(
+            AttemptRecord,
+            st.integers(),
+            st.text(max_size=5),
+            st.just(1.0),
+            result=json_values,
+        ),
+        "tuple[DagRunRecord, ...]": st.just(()),
+        "DagRunRecord | None": st.none()
+        | st.builds(DagRunRecord, *[st.text(max_size=4)] * 3, st.just(2.0)),
     }
     return table[text]
 

@@ -12,7 +12,13 @@ from stateward._protocol import messages as m
 from stateward._protocol.converter import decode, decode_frame, encode
 from stateward._protocol.frames import RequestFrame
 from stateward._protocol.wire import pack_request
-from stateward._records import AssetInfo, StateEntry
+from stateward._records import (
+    AssetInfo,
+    AttemptRecord,
+    DagRunRecord,
+    StateEntry,
+    TaskInstanceRecord,
+)
 
 NESTED = {"a": [1, 2.5, True, "x", {"b": []}], "n": -3}
 
@@ -65,6 +71,53 @@ SAMPLES: list[object] = [
         )
     ),
     m.CleanupResult(4),
+    m.RecordDagRun("d", "r", "success", 1.5, 2.5),
+    m.RecordTaskInstance("d", "r", "t", 3, "upstream_failed", 0),
+    m.RecordTaskAttempt(
+        "d",
+        "r",
+        "t",
+        -1,
+        "failed",
+        AttemptRecord(
+            2,
+            "failed",
+            1.0,
+            2.0,
+            "ValueError",
+            "bad",
+            "Traceback...",
+            {"cmd": "echo 1"},
+            None,
+            True,
+            "host",
+            42,
+        ),
+    ),
+    m.ListDagRuns(dag_id="d", state="failed", limit=5),
+    m.GetDagRun("d", "r"),
+    m.DagRunsResult((DagRunRecord("d", "r", "running", 1.0),)),
+    m.DagRunRecordResult(
+        DagRunRecord(
+            "d",
+            "r",
+            "failed",
+            1.0,
+            2.0,
+            (
+                TaskInstanceRecord(
+                    "t",
+                    -1,
+                    "failed",
+                    1,
+                    1.0,
+                    2.0,
+                    (AttemptRecord(1, "failed", 1.0, 2.0, result={"rows": [1]}),),
+                ),
+            ),
+        )
+    ),
+    m.DagRunRecordResult(None),
     m.OkResponse(),
     m.ErrorResponse(m.ErrorType.SCOPE_DENIED, "no", key="k"),
 ]
