@@ -32,7 +32,8 @@ def synopsis() -> dict[str, set[str]]:
     for line in block.splitlines():
         words = line.split()
         assert words[0] == "stateward", line
-        name = words[1:3] if words[1:2] == ["state"] else words[1:2]
+        group = getattr(cli.commands.get(words[1]) if len(words) > 1 else None, "commands", None)
+        name = words[1:3] if group else words[1:2]
         command = " ".join(name) if not name[0].startswith(("-", "[")) else ""
         options = set(_OPTION.findall(line.split(" ", 1)[1]))
         commands[command] = options | (selector if "SELECTOR" in line else set())
