@@ -31,7 +31,7 @@ demo: $(VENV)/.installed
 	rm -f $(DB) $(DB)-wal $(DB)-shm
 	@echo; echo "=== 1. resumable_job.py, run 'nightly': try 1 submits a job, keeps its id in task state and crashes; try 2 finds the id and reattaches"
 	$(SW) run examples/resumable_job.py --run-id nightly --db $(DB)
-	@echo; echo "=== 2. run 'nightly' again: its task state still holds the job id, so try 1 reattaches and nothing is submitted"
+	@echo; echo "=== 2. run 'nightly' again: the runtime recorded that run as succeeded at try 2, so resuming it runs nothing and submits nothing (docs/runs.md)"
 	$(SW) run examples/resumable_job.py --run-id nightly --db $(DB)
 	@echo; echo "=== 3. watermark.py: the load starts at the watermark kept on asset 'orders' (none yet) and moves it"
 	$(SW) run examples/watermark.py --db $(DB)
