@@ -4,7 +4,6 @@ Dag file edited between runs."""
 from __future__ import annotations
 
 import os
-import select
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,26 +16,14 @@ from stateward import MemoryStore, TaskProcessError, open_runtime
 from stateward._loader import load_dags
 from stateward._runtime import forkserver
 
+from ._processes import wait_for_exit
+
 FIXTURES = Path(__file__).parents[1] / "isolation_fixtures"
 ROGUES = FIXTURES / "forking.py"
 
 pytestmark = pytest.mark.skipif(
     not forkserver.fork_server_available(), reason="the fork server needs Linux pidfds"
 )
-
-
-def _wait_for_exit(pid: int) -> None:
-    """Block until process ``pid`` has ended (its pidfd becomes readable), at most 10 s."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        assert poller.poll(10_000), f"process {pid} still runs"
-    finally:
-        os.close(fd)
 
 
 async def run_rogue(task_id: str) -> tuple[Any, Any]:
@@ -72,7 +59,7 @@ async def test_a_rogue_task_fails_its_try_naming_the_cause(task_id: str, message
     assert isinstance(ti.error, TaskProcessError)
     assert str(ti.error) == message
     if pid is not None:  # what it forked did not outlive it
-        await trio.to_thread.run_sync(_wait_for_exit, pid)
+        await trio.to_thread.run_sync(wait_for_exit, pid)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +74,7 @@ async def test_what_an_attempt_started_in_another_session_ends_with_it(
     ti, pid = await run_rogue(task_id)
     assert ti.state == state, ti.error
     assert isinstance(pid, int)
-    await trio.to_thread.run_sync(_wait_for_exit, pid)
+    await trio.to_thread.run_sync(wait_for_exit, pid)
 
 
 DAG_FILE = """
@@ -131,7 +118,7 @@ async def test_a_dag_file_edited_between_runs_is_seen(tmp_path: Path) -> None:
         assert await run("r4") == ["second", "h22"]
     assert templates[0] == templates[1] != templates[2] != templates[3]
     for pid in templates:
-        await trio.to_thread.run_sync(_wait_for_exit, pid)
+        await trio.to_thread.run_sync(wait_for_exit, pid)
 
 
 async def test_templates_beyond_the_limit_are_retired(
@@ -147,7 +134,7 @@ async def test_templates_beyond_the_limit_are_retired(
     async with open_runtime(store=MemoryStore()) as rt:
         first = await rt.run_task(tasks[0], run_id="r")
         await rt.run_task(tasks[1], run_id="r")
-        await trio.to_thread.run_sync(_wait_for_exit, first.result[-1])
+        await trio.to_thread.run_sync(wait_for_exit, first.result[-1])
         again = await rt.run_task(tasks[0], run_id="r2")
     assert again.result[:2] == ["a", "h"]
     assert again.result[-1] != first.result[-1]
@@ -168,7 +155,7 @@ async def test_a_dead_template_is_replaced() -> None:
     async with open_runtime(store=MemoryStore()) as rt:
         first = await rt.run_task(task, run_id="r1")
         os.kill(first.result[1], signal.SIGKILL)
-        await trio.to_thread.run_sync(_wait_for_exit, first.result[1])
+        await trio.to_thread.run_sync(wait_for_exit, first.result[1])
         second = await rt.run_task(task, run_id="r2")
     assert second.state == "success", second.error
     assert second.result[1] != first.result[1]

@@ -44,6 +44,8 @@ from stateward._runtime.isolation import RemoteTraceback, outlet_events, serve_c
 from stateward._runtime.supervisor import Caller
 from stateward.store.base import TaskScope, Writer
 
+from ._processes import wait_for_exit
+
 FIXTURES = Path(__file__).parents[1] / "isolation_fixtures" / "dags.py"
 
 
@@ -643,22 +645,6 @@ def _no_stray_children() -> Iterator[None]:
 # -- what a review found --------------------------------------------------------------------------
 
 
-def _wait_for_exit(pid: int) -> None:
-    """Block until process ``pid`` has ended (a pidfd becomes readable), at most 10 s."""
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        assert poller.poll(10_000), f"process {pid} still runs"
-    finally:
-        os.close(fd)
-
-
 async def test_a_process_the_task_started_does_not_outlive_the_attempt() -> None:
     """A child that dies leaving a process behind fails at once, and that process is killed."""
     async with open_runtime(store=MemoryStore()) as rt:
@@ -667,7 +653,7 @@ async def test_a_process_the_task_started_does_not_outlive_the_attempt() -> None
         pid = await rt.state.task("review", "r", "starts_a_process_then_dies").aget("helper_pid")
     assert isinstance(ti.error, TaskProcessError)
     assert "exited with code 3 before reporting a result" in str(ti.error)
-    await trio.to_thread.run_sync(_wait_for_exit, pid)
+    await trio.to_thread.run_sync(wait_for_exit, pid)
 
 
 async def test_state_calls_after_the_outcome_do_not_lose_it() -> None:

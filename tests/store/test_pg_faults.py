@@ -19,39 +19,12 @@ from stateward.store import base as ops
 from stateward.store.base import AssetScope, TaskScope
 from stateward.store.postgres import PostgresStore
 from tests.pg import PgDatabase, run_async, with_database
+from tests.store._pg import one, put
 
 T = TaskScope("d", "r", "t", -1)
 ORDERS = AssetScope("orders", "s3://orders")
 CUSTOMERS = AssetScope("customers", "s3://customers")
 GONE = r"schema 't\d+' of .* was dropped or replaced"
-
-
-@pytest.fixture
-def database(pg_database: PgDatabase) -> PgDatabase:
-    """The session's PostgreSQL database (these tests skip without a server)."""
-    return pg_database
-
-
-@pytest.fixture
-def schema(database: PgDatabase) -> str:
-    """A schema of this test's own."""
-    return database.new_schema()
-
-
-@pytest.fixture
-async def store(database: PgDatabase, schema: str) -> AsyncIterator[PostgresStore]:
-    """An open PostgresStore on a fresh schema."""
-    async with PostgresStore(database.dsn, schema=schema) as opened:
-        yield opened
-
-
-async def one(store: PostgresStore, op: ops.Op, now: float = 100.0) -> Any:
-    (result,) = await store.execute([op], now=now)
-    return result
-
-
-def put(scope: ops.Scope, key: str, text: str) -> ops.Put:
-    return ops.Put(scope, key, text, None, None)
 
 
 async def _admin(dsn: str, *statements: str) -> None:

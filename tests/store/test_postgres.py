@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -43,38 +43,11 @@ from stateward.store.base import AssetScope, TaskScope
 from stateward.store.postgres import PostgresStore, redact_dsn
 from stateward.store.postgres.schema import SCHEMA_VERSION, migrate
 from tests.pg import PgDatabase, run_async
+from tests.store._pg import one, put
 
 T = TaskScope("d", "r", "t", -1)
 WORKER = Path(__file__).with_name("pg_worker.py")
 CLOSED_PORT = "postgresql://alice:s3cret@127.0.0.1:1/nowhere"
-
-
-@pytest.fixture
-def database(pg_database: PgDatabase) -> PgDatabase:
-    """The session's PostgreSQL database (these tests skip without a server)."""
-    return pg_database
-
-
-@pytest.fixture
-def schema(database: PgDatabase) -> str:
-    """A schema of this test's own."""
-    return database.new_schema()
-
-
-@pytest.fixture
-async def store(database: PgDatabase, schema: str) -> AsyncIterator[PostgresStore]:
-    """An open PostgresStore on a fresh schema."""
-    async with PostgresStore(database.dsn, schema=schema) as opened:
-        yield opened
-
-
-async def one(store: PostgresStore, op: ops.Op, now: float = 100.0) -> Any:
-    (result,) = await store.execute([op], now=now)
-    return result
-
-
-def put(scope: ops.Scope, key: str, text: str) -> ops.Put:
-    return ops.Put(scope, key, text, None, None)
 
 
 async def sql(dsn: str, statement: str, *args: Any) -> list[Any]:
