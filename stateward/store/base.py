@@ -251,6 +251,45 @@ class GetRun:
     run_id: str
 
 
+@attrs.frozen
+class GetInstance:
+    """Return one task instance's record with its attempts, or ``None``."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+
+@attrs.frozen
+class ClearRun:
+    """Mark recorded task instances of a run to run again on its next resume.
+
+    Selects the run's recorded instances of ``task_ids`` (``None``: all of them),
+    with ``failed_only`` only those ``failed`` or ``upstream_failed``; sets each to
+    ``cleared`` (its try number kept, so tries continue), deletes its task state unless
+    ``keep_task_state``, and, if any was selected, sets the run's state to ``queued``.
+    Returns the ``(task_id, map_index)`` pairs cleared, sorted, or ``None`` when the
+    run has no record.
+    """
+
+    dag_id: str
+    run_id: str
+    task_ids: tuple[str, ...] | None = None
+    failed_only: bool = False
+    keep_task_state: bool = False
+
+
+@attrs.frozen
+class CleanupRuns:
+    """Delete the records (runs, instances, attempts and their logs) of runs in state
+    ``success`` or ``failed`` that ended before ``ended_before`` (Unix seconds), or
+    count them on a dry run; returns the number of runs."""
+
+    ended_before: float
+    dry_run: bool = False
+
+
 Op: TypeAlias = (
     Get
     | Items
@@ -270,17 +309,22 @@ Op: TypeAlias = (
     | RecordAttempt
     | ListRuns
     | GetRun
+    | GetInstance
+    | ClearRun
+    | CleanupRuns
 )
 
 #: Operations that never write: a batch of only these needs no write transaction.
 READ_OPS: tuple[type[Any], ...] = (
-    Get, Items, LookupAsset, ResolveAlias, ListEntries, ListRuns, GetRun,
+    Get, Items, LookupAsset, ResolveAlias, ListEntries, ListRuns, GetRun, GetInstance,
 )  # fmt: skip
 
 
 def is_write(op: Op) -> bool:
     """Whether ``op`` may write (and so needs the write transaction)."""
-    return not isinstance(op, READ_OPS) and not (isinstance(op, Cleanup) and op.dry_run)
+    return not isinstance(op, READ_OPS) and not (
+        isinstance(op, Cleanup | CleanupRuns) and op.dry_run
+    )
 
 
 #: What refuses one operation for its own reasons: it writes nothing, becomes that

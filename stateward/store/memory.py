@@ -234,6 +234,27 @@ class MemoryStore:
                 return tuple(run_rows.run_from_row(row) for row in runs[:limit])
             case base.GetRun(dag_id, run_id):
                 return self._get_run(dag_id, run_id)
+            case base.GetInstance(dag_id, run_id, task_id, map_index):
+                ident = (dag_id, run_id, task_id, map_index)
+                instance = self._data.instances.get(ident)
+                if instance is None:
+                    return None
+                attempts = [r for k, r in self._data.attempts.items() if k[:4] == ident]
+                return run_rows.instance_from_rows(instance, attempts)
+            case base.ClearRun():
+                return self._clear_run(op)
+            case base.CleanupRuns(ended_before, dry_run):
+                data = self._data
+                old = [
+                    k for k, row in data.runs.items()
+                    if row[2] in run_rows.ENDED_RUN_STATES and row[4] is not None
+                    and row[4] < ended_before
+                ]  # fmt: skip
+                if not dry_run:
+                    for table in (data.runs, data.instances, data.attempts):
+                        for k in [k for k in table if k[:2] in old]:
+                            del table[k]
+                return len(old)
             case _:
                 msg = f"MemoryStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
@@ -250,6 +271,23 @@ class MemoryStore:
             self._data.attempts[row[:5]] = row
             row = run_rows.instance_row_of_attempt(op)
             self._data.instances[row[:4]] = row
+
+    def _clear_run(self, op: base.ClearRun) -> list[tuple[str, int]] | None:
+        data = self._data
+        run = data.runs.get((op.dag_id, op.run_id))
+        if run is None:
+            return None
+        rows = [r for k, r in data.instances.items() if k[:2] == (op.dag_id, op.run_id)]
+        cleared = run_rows.to_clear(op, (r[2:5] for r in rows))
+        for task_id, map_index in cleared:
+            key = (op.dag_id, op.run_id, task_id, map_index)
+            row = data.instances[key]
+            data.instances[key] = (*row[:4], run_rows.CLEARED, *row[5:])
+            if not op.keep_task_state:
+                data.task.pop(base.TaskScope(*key), None)
+        if cleared:
+            data.runs[run[:2]] = (*run[:2], run_rows.QUEUED, *run[3:])
+        return cleared
 
     def _get_run(self, dag_id: str, run_id: str) -> Any:
         run = self._data.runs.get((dag_id, run_id))

@@ -26,6 +26,27 @@ ATTEMPT_COLUMNS: Final = (
 )  # fmt: skip
 
 
+#: The run states whose records retention may remove: runs that ended (a ``running``
+#: run may still be written; a ``queued`` one waits to be resumed).
+ENDED_RUN_STATES: Final = ("success", "failed")
+#: The instance states ``failed_only`` clears (Airflow's "only failed").
+FAILED_INSTANCE_STATES: Final = ("failed", "upstream_failed")
+#: The state of a cleared instance, and of a run with instances cleared.
+CLEARED: Final = "cleared"
+QUEUED: Final = "queued"
+
+
+def to_clear(op: base.ClearRun, instances: Iterable[Sequence[Any]]) -> list[tuple[str, int]]:
+    """Which of a run's instances ``op`` clears, from ``(task_id, map_index, state)``
+    rows, sorted."""
+    return sorted(
+        (task_id, map_index)
+        for task_id, map_index, state in instances
+        if (op.task_ids is None or task_id in op.task_ids)
+        and (not op.failed_only or state in FAILED_INSTANCE_STATES)
+    )
+
+
 def run_row(op: base.RecordRun) -> tuple[Any, ...]:
     """The ``dag_run`` row of ``op``, in :data:`RUN_COLUMNS` order."""
     return (op.dag_id, op.run_id, op.state, op.started_at, op.ended_at)
@@ -86,22 +107,28 @@ def _attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
     )  # fmt: skip
 
 
+def instance_from_rows(
+    instance: Sequence[Any], attempts: Iterable[Sequence[Any]]
+) -> TaskInstanceRecord:
+    """One instance's record from its row and its attempts' rows (in any order)."""
+    _, _, task_id, map_index, state, try_number, started_at, ended_at = instance
+    tries = sorted((_attempt_from_row(row) for row in attempts), key=lambda a: a.try_number)
+    return TaskInstanceRecord(
+        task_id, map_index, state, try_number, started_at, ended_at, tuple(tries)
+    )
+
+
 def assemble(
     run: Sequence[Any], instances: Iterable[Sequence[Any]], attempts: Iterable[Sequence[Any]]
 ) -> DagRunRecord:
     """One run's record from its rows (instances and attempts in any order)."""
-    by_instance: dict[tuple[str, int], list[AttemptRecord]] = {}
+    by_instance: dict[tuple[str, int], list[Sequence[Any]]] = {}
     for row in attempts:
-        by_instance.setdefault((row[2], row[3]), []).append(_attempt_from_row(row))
-    records = []
-    for row in sorted(instances, key=lambda r: (r[2], r[3])):
-        _, _, task_id, map_index, state, try_number, started_at, ended_at = row
-        tries = sorted(by_instance.get((task_id, map_index), []), key=lambda a: a.try_number)
-        records.append(
-            TaskInstanceRecord(
-                task_id, map_index, state, try_number, started_at, ended_at, tuple(tries)
-            )
-        )
+        by_instance.setdefault((row[2], row[3]), []).append(row)
+    records = [
+        instance_from_rows(row, by_instance.get((row[2], row[3]), []))
+        for row in sorted(instances, key=lambda r: (r[2], r[3]))
+    ]
     dag_id, run_id, state, started_at, ended_at = run
     return DagRunRecord(dag_id, run_id, state, started_at, ended_at, tuple(records))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import attrs
 import pytest
 
 from stateward._records import AttemptRecord, DagRunRecord, TaskInstanceRecord
@@ -115,3 +116,113 @@ async def test_records_are_writes_and_reads_are_not(store: Store) -> None:
     await run(store, ops.RecordRun("d", "r", "running", 1.0))
     await run(store, ops.GetRun("d", "r"), ops.ListRuns())
     assert store.write_transactions == before + 1
+
+
+async def _seed_run(store: Store, state: str = "failed", ended_at: float | None = 20.0) -> None:
+    """Run d/r: t succeeded, u[0] failed after 2 tries, u[1] upstream_failed, each with
+    task state; plus task state of another run."""
+    task_state = [
+        ops.Put(ops.TaskScope("d", run_id, task, index), "k", "1", None, None)
+        for run_id, task, index in (("r", "t", -1), ("r", "u", 0), ("r", "u", 1), ("r2", "u", 0))
+    ]
+    await run(
+        store,
+        ops.RecordRun("d", "r", state, 10.0, ended_at),
+        ops.RecordAttempt("d", "r", "t", -1, "success", OK),
+        ops.RecordAttempt("d", "r", "u", 0, "failed", FAILED),
+        ops.RecordAttempt("d", "r", "u", 0, "failed", attrs.evolve(FAILED, try_number=2)),
+        ops.RecordInstance("d", "r", "u", 1, "upstream_failed", 0),
+        *task_state,
+    )
+
+
+async def _keys(store: Store, run_id: str, task_id: str, map_index: int) -> dict[str, Any]:
+    (items,) = await run(store, ops.Items(ops.TaskScope("d", run_id, task_id, map_index)))
+    return dict(items)
+
+
+async def test_clear_run_marks_selected_instances_and_discards_their_state(store: Store) -> None:
+    """Clearing sets the selected instances to `cleared` with their try numbers kept,
+    deletes their task state (no one else's) and queues the run, in one operation."""
+    await _seed_run(store)
+    (cleared,) = await run(store, ops.ClearRun("d", "r", ("u",)))
+    assert cleared == [("u", 0), ("u", 1)]
+    (got,) = await run(store, ops.GetRun("d", "r"))
+    assert got.state == "queued"
+    assert [(ti.task_id, ti.map_index, ti.state, ti.try_number) for ti in got.instances] == [
+        ("t", -1, "success", 2),
+        ("u", 0, "cleared", 2),
+        ("u", 1, "cleared", 0),
+    ]
+    assert len(got.instances[1].attempts) == 2  # the attempts stay on record
+    assert await _keys(store, "r", "u", 0) == {}
+    assert await _keys(store, "r", "u", 1) == {}
+    assert await _keys(store, "r", "t", -1) == {"k": 1}
+    assert await _keys(store, "r2", "u", 0) == {"k": 1}
+
+
+async def test_clear_run_failed_only_and_keep_task_state(store: Store) -> None:
+    """`failed_only` clears failed and upstream_failed instances only; `keep_task_state`
+    leaves their task state."""
+    await _seed_run(store)
+    (cleared,) = await run(store, ops.ClearRun("d", "r", failed_only=True, keep_task_state=True))
+    assert cleared == [("u", 0), ("u", 1)]
+    assert await _keys(store, "r", "u", 0) == {"k": 1}
+    (cleared,) = await run(store, ops.ClearRun("d", "r", None))
+    assert cleared == [("t", -1), ("u", 0), ("u", 1)]
+
+
+async def test_clear_run_of_nothing(store: Store) -> None:
+    """An unknown run clears nothing and answers None; a selection that matches no
+    instance leaves the run's state as it was."""
+    await _seed_run(store)
+    results = await run(
+        store, ops.ClearRun("d", "nope"), ops.ClearRun("d", "r", ("zzz",)), ops.GetRun("d", "r")
+    )
+    assert results[:2] == [None, []]
+    assert results[2].state == "failed"
+
+
+async def test_get_instance_reads_one_instance_with_its_attempts(store: Store) -> None:
+    """One instance's record comes back with its attempts; an unknown one is None."""
+    await _seed_run(store)
+    got, missing = await run(
+        store, ops.GetInstance("d", "r", "u", 0), ops.GetInstance("d", "r", "u", 7)
+    )
+    assert missing is None
+    assert (got.task_id, got.map_index, got.state, got.try_number) == ("u", 0, "failed", 2)
+    assert [a.try_number for a in got.attempts] == [1, 2]
+
+
+async def test_attempt_log_reads_back(store: Store) -> None:
+    """An attempt's log is kept with it, and an upsert replaces it."""
+    await run(store, ops.RecordRun("d", "r", "running", 1.0))
+    for text in ("first\n", "first\nsecond\n"):
+        attempt = AttemptRecord(1, "running", 1.0, log=text)
+        await run(store, ops.RecordAttempt("d", "r", "t", -1, "running", attempt))
+    (got,) = await run(store, ops.GetInstance("d", "r", "t", -1))
+    assert got.attempts[0].log == "first\nsecond\n"
+
+
+async def test_cleanup_runs_removes_ended_runs_before_the_cutoff(store: Store) -> None:
+    """Retention removes runs that ended (success or failed) before the cutoff, with
+    their instances and attempts; a dry run counts them; running and queued runs and
+    later ones stay; task state is not touched."""
+    await _seed_run(store, "failed", ended_at=20.0)
+    await run(
+        store,
+        ops.RecordRun("d", "ok", "success", 1.0, 5.0),
+        ops.RecordRun("d", "late", "success", 1.0, 50.0),
+        ops.RecordRun("d", "live", "running", 1.0),
+        ops.RecordRun("d", "q", "queued", 1.0, 5.0),
+        ops.RecordInstance("d", "live", "t", -1, "running", 1, 1.0),
+    )
+    assert await run(store, ops.CleanupRuns(30.0, dry_run=True)) == [2]
+    assert len(await run(store, ops.GetRun("d", "r"))) == 1
+    assert await run(store, ops.CleanupRuns(30.0)) == [2]
+    got = await run(store, *(ops.GetRun("d", r) for r in ("r", "ok", "late", "live", "q")))
+    assert [g is None for g in got] == [True, True, False, False, False]
+    assert await run(store, ops.GetInstance("d", "r", "u", 0)) == [None]
+    assert len(got[3].instances) == 1
+    assert await _keys(store, "r", "u", 0) == {"k": 1}
+    assert await run(store, ops.CleanupRuns(30.0)) == [0]

@@ -8,16 +8,21 @@ from .. import base
 from ..run_rows import (
     ATTEMPT_COLUMNS,
     ATTEMPT_KEYS,
+    CLEARED,
+    ENDED_RUN_STATES,
     INSTANCE_COLUMNS,
     INSTANCE_KEYS,
+    QUEUED,
     RUN_COLUMNS,
     RUN_KEYS,
     assemble,
     attempt_row,
+    instance_from_rows,
     instance_row,
     instance_row_of_attempt,
     run_from_row,
     run_row,
+    to_clear,
     upsert,
 )
 
@@ -44,6 +49,26 @@ class RunStatements:
             f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM {s}.task_instance WHERE {run}"
         )
         self.get_attempts = f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {s}.task_attempt WHERE {run}"
+        one = f"{run} AND task_id = $3 AND map_index = $4"
+        self.get_instance = (
+            f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM {s}.task_instance WHERE {one}"
+        )
+        self.get_instance_attempts = (
+            f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {s}.task_attempt WHERE {one}"
+        )
+        self.instance_states = (
+            f"SELECT task_id, map_index, state FROM {s}.task_instance WHERE {run}"
+        )
+        self.clear_instance = f"UPDATE {s}.task_instance SET state = '{CLEARED}' WHERE {one}"
+        self.clear_state = f"DELETE FROM {s}.task_state WHERE {one}"
+        self.queue_run = f"UPDATE {s}.dag_run SET state = '{QUEUED}' WHERE {run}"
+        ended = ", ".join(f"'{state}'" for state in ENDED_RUN_STATES)
+        old = f"SELECT dag_id, run_id FROM {s}.dag_run WHERE state IN ({ended}) AND ended_at < $1"
+        self.count_old = f"SELECT count(*) FROM ({old}) AS old"
+        self.delete_old = [
+            f"DELETE FROM {s}.{table} WHERE (dag_id, run_id) IN ({old})"
+            for table in ("task_attempt", "task_instance", "dag_run")
+        ]
 
     async def apply(self, conn: Any, op: base.Op) -> Any:
         """Execute one run-record operation (see :mod:`stateward.store.base`)."""
@@ -74,7 +99,38 @@ class RunStatements:
                 return assemble(
                     tuple(run), [tuple(r) for r in instances], [tuple(r) for r in attempts]
                 )
+            case base.GetInstance(dag_id, run_id, task_id, map_index):
+                instance = await conn.fetchrow(
+                    self.get_instance, dag_id, run_id, task_id, map_index
+                )
+                if instance is None:
+                    return None
+                attempts = await conn.fetch(
+                    self.get_instance_attempts, dag_id, run_id, task_id, map_index
+                )
+                return instance_from_rows(tuple(instance), [tuple(r) for r in attempts])
+            case base.ClearRun():
+                return await self._clear_run(conn, op)
+            case base.CleanupRuns(ended_before, dry_run):
+                if dry_run:
+                    return int(await conn.fetchval(self.count_old, ended_before))
+                for sql in self.delete_old:
+                    status = await conn.execute(sql, ended_before)
+                return int(status.rsplit(" ", 1)[-1])  # "DELETE n", of dag_run
             case _:
                 msg = f"not a run-record operation: {op!r}"
                 raise TypeError(msg)
         return None
+
+    async def _clear_run(self, conn: Any, op: base.ClearRun) -> list[tuple[str, int]] | None:
+        if await conn.fetchrow(self.get_run, op.dag_id, op.run_id) is None:
+            return None
+        rows = await conn.fetch(self.instance_states, op.dag_id, op.run_id)
+        cleared = to_clear(op, (tuple(r) for r in rows))
+        keys = [(op.dag_id, op.run_id, task_id, map_index) for task_id, map_index in cleared]
+        if keys:
+            await conn.executemany(self.clear_instance, keys)
+            if not op.keep_task_state:
+                await conn.executemany(self.clear_state, keys)
+            await conn.execute(self.queue_run, op.dag_id, op.run_id)
+        return cleared

@@ -620,6 +620,9 @@ class Session:
                 | base.RecordAttempt()
                 | base.ListRuns()
                 | base.GetRun()
+                | base.GetInstance()
+                | base.ClearRun()
+                | base.CleanupRuns()
             ):
                 return await self.run_sql.apply(self.conn, op)
             case _:

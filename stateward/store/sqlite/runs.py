@@ -9,20 +9,30 @@ from .. import base
 from ..run_rows import (
     ATTEMPT_COLUMNS,
     ATTEMPT_KEYS,
+    CLEARED,
+    ENDED_RUN_STATES,
     INSTANCE_COLUMNS,
     INSTANCE_KEYS,
+    QUEUED,
     RUN_COLUMNS,
     RUN_KEYS,
     assemble,
     attempt_row,
+    instance_from_rows,
     instance_row,
     instance_row_of_attempt,
     run_from_row,
     run_row,
+    to_clear,
     upsert,
 )
 
 _RUN: Final = "dag_id = ? AND run_id = ?"
+_INSTANCE: Final = f"{_RUN} AND task_id = ? AND map_index = ?"
+#: The runs retention removes: ended before the parameter.
+_OLD_RUNS: Final = (
+    f"SELECT dag_id, run_id FROM dag_run WHERE state IN {ENDED_RUN_STATES!r} AND ended_at < ?"
+)
 _SQL: Final = {
     "run": upsert("dag_run", RUN_COLUMNS, RUN_KEYS, ["?"] * len(RUN_COLUMNS)),
     "instance": upsert(
@@ -32,6 +42,13 @@ _SQL: Final = {
     "get_run": f"SELECT {', '.join(RUN_COLUMNS)} FROM dag_run WHERE {_RUN}",
     "get_instances": f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM task_instance WHERE {_RUN}",
     "get_attempts": f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM task_attempt WHERE {_RUN}",
+    "get_instance": f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM task_instance WHERE {_INSTANCE}",
+    "get_instance_attempts": (
+        f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM task_attempt WHERE {_INSTANCE}"
+    ),
+    "clear_instance": f"UPDATE task_instance SET state = '{CLEARED}' WHERE {_INSTANCE}",
+    "clear_state": f"DELETE FROM task_state WHERE {_INSTANCE}",
+    "queue_run": f"UPDATE dag_run SET state = '{QUEUED}' WHERE {_RUN}",
 }
 
 
@@ -61,7 +78,45 @@ def apply_run_op(conn: sqlite3.Connection, op: base.Op) -> Any:
             instances = conn.execute(_SQL["get_instances"], (dag_id, run_id)).fetchall()
             attempts = conn.execute(_SQL["get_attempts"], (dag_id, run_id)).fetchall()
             return assemble(run, instances, attempts)
+        case base.GetInstance(dag_id, run_id, task_id, map_index):
+            key = (dag_id, run_id, task_id, map_index)
+            instance = conn.execute(_SQL["get_instance"], key).fetchone()
+            if instance is None:
+                return None
+            attempts = conn.execute(_SQL["get_instance_attempts"], key).fetchall()
+            return instance_from_rows(instance, attempts)
+        case base.ClearRun():
+            return _clear_run(conn, op)
+        case base.CleanupRuns(ended_before, dry_run):
+            if dry_run:
+                return conn.execute(
+                    f"SELECT count(*) FROM ({_OLD_RUNS})", (ended_before,)
+                ).fetchone()[0]
+            for table in ("task_attempt", "task_instance"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE (dag_id, run_id) IN ({_OLD_RUNS})", (ended_before,)
+                )
+            return conn.execute(
+                f"DELETE FROM dag_run WHERE (dag_id, run_id) IN ({_OLD_RUNS})", (ended_before,)
+            ).rowcount
         case _:
             msg = f"not a run-record operation: {op!r}"
             raise TypeError(msg)
     return None
+
+
+def _clear_run(conn: sqlite3.Connection, op: base.ClearRun) -> list[tuple[str, int]] | None:
+    run = (op.dag_id, op.run_id)
+    if conn.execute(_SQL["get_run"], run).fetchone() is None:
+        return None
+    rows = conn.execute(
+        f"SELECT task_id, map_index, state FROM task_instance WHERE {_RUN}", run
+    ).fetchall()
+    cleared = to_clear(op, rows)
+    keys = [(*run, task_id, map_index) for task_id, map_index in cleared]
+    conn.executemany(_SQL["clear_instance"], keys)
+    if not op.keep_task_state:
+        conn.executemany(_SQL["clear_state"], keys)
+    if cleared:
+        conn.execute(_SQL["queue_run"], run)
+    return cleared

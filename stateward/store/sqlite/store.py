@@ -337,6 +337,9 @@ class _Engine:
                 | base.RecordAttempt()
                 | base.ListRuns()
                 | base.GetRun()
+                | base.GetInstance()
+                | base.ClearRun()
+                | base.CleanupRuns()
             ):
                 return apply_run_op(conn, op)
             case _:
