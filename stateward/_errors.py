@@ -19,6 +19,7 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     ├── RuntimeClosedError (RuntimeError)   the runtime is not open
     ├── SupervisorDiedError (RuntimeError)  the supervisor stopped while tasks ran
     ├── AttemptEndedError (RuntimeError)    state used by an attempt that has ended
+    ├── RunNotFoundError (LookupError)      a run the store has no record of
     ├── DagDefinitionError (ValueError)     a malformed Dag or task
     ├── TaskLoadError (ImportError)         a Dag file that cannot be loaded
     ├── TaskProcessError                    an isolated task's process raised or died
@@ -122,6 +123,20 @@ class AttemptEndedError(StatewardError, RuntimeError):
         super().__init__(message)
         self.task = task
         self.try_number = try_number
+
+
+class RunNotFoundError(StatewardError, LookupError):
+    """A run the store has no record of (``rt.clear`` of a mistyped run id).
+
+    Attributes:
+        dag_id: The Dag asked for.
+        run_id: The run asked for.
+    """
+
+    def __init__(self, message: str, *, dag_id: str, run_id: str) -> None:
+        super().__init__(message)
+        self.dag_id = dag_id
+        self.run_id = run_id
 
 
 class DagDefinitionError(StatewardError, ValueError):

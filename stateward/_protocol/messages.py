@@ -30,7 +30,7 @@ from .._errors import (
     SupervisorDiedError,
     UndeclaredAssetError,
 )
-from .._records import AssetInfo, AttemptRecord, DagRunRecord, StateEntry
+from .._records import AssetInfo, AttemptRecord, DagRunRecord, StateEntry, TaskInstanceRecord
 
 # Values are JSON values; they are checked by stateward._values, not by the converter.
 JsonValue: TypeAlias = Any
@@ -357,6 +357,37 @@ class GetDagRun:
     run_id: str
 
 
+@attrs.frozen
+class GetTaskInstanceRecord:
+    """One task instance's record with its attempts (``stateward logs`` polls it)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+
+@attrs.frozen
+class ClearDagRun:
+    """Mark a run's recorded instances to run again on its next resume (see
+    :class:`stateward.store.base.ClearRun`)."""
+
+    dag_id: str
+    run_id: str
+    task_ids: tuple[str, ...] | None = None
+    failed_only: bool = False
+    keep_task_state: bool = False
+
+
+@attrs.frozen
+class CleanupDagRuns:
+    """Delete the records of runs that ended before ``ended_before`` (Unix seconds), or,
+    with ``dry_run``, count them."""
+
+    ended_before: float
+    dry_run: bool = False
+
+
 # -- responses --------------------------------------------------------------------------
 
 
@@ -439,6 +470,21 @@ class DagRunRecordResult:
     """The run asked for by :class:`GetDagRun` (``None``: not recorded)."""
 
     run: DagRunRecord | None
+
+
+@attrs.frozen
+class TaskInstanceRecordResult:
+    """The instance asked for by :class:`GetTaskInstanceRecord` (``None``: not recorded)."""
+
+    instance: TaskInstanceRecord | None
+
+
+@attrs.frozen
+class ClearedResult:
+    """The ``(task_id, map_index)`` of each instance :class:`ClearDagRun` cleared;
+    ``None`` when the run has no record."""
+
+    cleared: tuple[tuple[str, int], ...] | None
 
 
 @attrs.frozen
@@ -525,6 +571,9 @@ AdminRequest: TypeAlias = (
     | RecordTaskAttempt
     | ListDagRuns
     | GetDagRun
+    | GetTaskInstanceRecord
+    | ClearDagRun
+    | CleanupDagRuns
 )
 Request: TypeAlias = TaskStateRequest | AssetStateRequest | AdminRequest
 Response: TypeAlias = (
@@ -539,6 +588,8 @@ Response: TypeAlias = (
     | CleanupResult
     | DagRunsResult
     | DagRunRecordResult
+    | TaskInstanceRecordResult
+    | ClearedResult
     | OkResponse
     | ErrorResponse
 )

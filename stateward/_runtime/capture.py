@@ -43,7 +43,9 @@ class AttemptLog:
     Thread-safe: the attempt's worker thread and trio's thread may write at once.
     """
 
-    __slots__ = ("_dropped", "_head", "_head_limit", "_lock", "_tail", "_tail_limit")
+    __slots__ = (
+        "_dropped", "_head", "_head_limit", "_lock", "_tail", "_tail_limit", "_written",
+    )  # fmt: skip
 
     def __init__(
         self, head_bytes: int = DEFAULT_HEAD_BYTES, tail_bytes: int = DEFAULT_TAIL_BYTES
@@ -59,12 +61,14 @@ class AttemptLog:
         self._head = bytearray()
         self._tail = bytearray()
         self._dropped = 0
+        self._written = 0
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
         """Append ``text``: to the head while it has room, then to the bounded tail."""
         data = text.encode("utf-8", errors="replace")
         with self._lock:
+            self._written += len(data)
             room = self._head_limit - len(self._head)
             if room > 0:
                 self._head += data[:room]
@@ -78,6 +82,11 @@ class AttemptLog:
             if excess > self._tail_limit:
                 del self._tail[:excess]
                 self._dropped += excess
+
+    @property
+    def written(self) -> int:
+        """How many bytes were written in all (kept or not): it changes with every write."""
+        return self._written
 
     @property
     def dropped(self) -> int:

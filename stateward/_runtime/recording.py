@@ -113,9 +113,25 @@ class Recorder:
             m.RecordTaskAttempt(self.dag_id, self.run_id, task_id, map_index, "abandoned", attempt)
         )
 
+    async def attempt_output(
+        self, task_id: str, map_index: int, try_number: int, started_at: float, log: str
+    ) -> None:
+        """Record what a running try has written so far (for ``stateward logs --follow``).
+
+        Queued without a checkpoint before the submit, so a caller that checked that the
+        try is still running knows this record goes before the try's end record.
+        """
+        attempt = AttemptRecord(
+            try_number, "running", started_at, host=_HOST, pid=os.getpid(), log=log
+        )
+        await self._send(
+            m.RecordTaskAttempt(self.dag_id, self.run_id, task_id, map_index, "running", attempt)
+        )
+
     async def attempt_ended(
         self, task_id: str, map_index: int, instance_state: str, try_number: int,
         started_at: float, rendered: dict[str, Any], error: BaseException | None, result: Any,
+        log: str,
     ) -> None:  # fmt: skip
         """Record how a try ended, and the instance's state after it."""
         value, is_json = result_for_record(result)
@@ -129,7 +145,7 @@ class Recorder:
         attempt = AttemptRecord(
             try_number, "success" if error is None else "failed", started_at,
             self.wall_clock(), rendered=dict(rendered), result=value, result_is_json=is_json,
-            host=_HOST, pid=os.getpid(), **failure,
+            host=_HOST, pid=os.getpid(), log=log, **failure,
         )  # fmt: skip
         await self._send(
             m.RecordTaskAttempt(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import attrs
 import trio
@@ -36,6 +36,10 @@ from .supervisor import Caller, Supervisor
 
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
 logger = logging.getLogger("stateward.runner")
+
+#: Seconds between records of a running attempt's output (only of attempts that wrote
+#: something since the last), so ``stateward logs --follow`` sees it as it comes.
+LOG_FLUSH_INTERVAL: Final = 1.0
 
 SUCCESS = TaskInstanceState.SUCCESS
 FAILED = TaskInstanceState.FAILED
@@ -243,7 +247,7 @@ class Runner:
             for task in order:
                 nursery.start_soon(run_task, task)
 
-        await self._watched(start)
+        await self._watched(start, run.flush_logs)
         all_succeeded = all(ti.state == SUCCESS for ti in run.results)
         state = DagRunState.SUCCESS if all_succeeded else DagRunState.FAILED
         await recorder.run(state, started_at, self._settings.wall_clock())
@@ -256,10 +260,11 @@ class Runner:
         task: Operator,
         run_id: str,
         map_index: int = -1,
-        try_number: int = 1,
+        try_number: int | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> TaskInstanceResult:
-        """Run one task instance (ignoring its upstream tasks), from try ``try_number``."""
+        """Run one task instance (ignoring its upstream tasks), from try ``try_number``
+        (``None``: the try after the recorded one), and record it in run ``run_id``."""
         dag = task.dag
         indices = _map_indices(task)
         if map_index not in indices:
@@ -267,26 +272,58 @@ class Runner:
                 f"it has 0..{len(indices) - 1}" if task.is_mapped else "it is not mapped (-1)"
             )
             raise ValueError(msg)
-        if try_number < 1:
+        if try_number is not None and try_number < 1:
             msg = f"try_number counts from 1, got {try_number!r}"
             raise ValueError(msg)
         assets = await self._declare(dag)
         run = _Run(dag, run_id, {**dag.params, **(params or {})}, assets, None)
         run.limiter = trio.CapacityLimiter(1)
+        recorder = Recorder(self._admin, self._settings.wall_clock, dag.dag_id, run_id)
+        run.recorder = recorder
+        earlier = (await self._admin.request(m.GetDagRun(dag.dag_id, run_id))).run
+        if try_number is None:
+            recorded = (
+                {(ti.task_id, ti.map_index): ti for ti in earlier.instances} if earlier else {}
+            )
+            before = recorded.get((task.task_id, map_index))
+            try_number = 1 if before is None else before.try_number + 1
+        started_at = self._settings.wall_clock() if earlier is None else earlier.started_at
+        await recorder.run("running", started_at)
         results: list[TaskInstanceResult] = []
+        first = try_number
 
         async def one() -> None:
-            max_tries = task.retries + 1
-            results.append(await self._run_instance(run, task, map_index, try_number, max_tries))
+            max_tries = first + task.retries
+            results.append(await self._run_instance(run, task, map_index, first, max_tries))
 
         def start(nursery: trio.Nursery) -> None:
             nursery.start_soon(one)
 
-        await self._watched(start)
-        return results[0]
+        await self._watched(start, run.flush_logs)
+        result = results[0]
+        await recorder.flush()
+        # The run succeeded only if every instance of the Dag has; otherwise the next
+        # run of this run id resumes it ("queued"), unless this instance failed.
+        after = (await self._admin.request(m.GetDagRun(dag.dag_id, run_id))).run
+        # None: the store refused to record the run (records never fail a run).
+        finished = () if after is None else after.instances
+        done = {(ti.task_id, ti.map_index) for ti in finished if ti.state == SUCCESS}
+        every = {(t.task_id, i) for t in dag.tasks.values() for i in _map_indices(t)}
+        state = (
+            DagRunState.FAILED if result.state != SUCCESS
+            else DagRunState.SUCCESS if every <= done
+            else "queued"
+        )  # fmt: skip
+        await recorder.run(state, started_at, self._settings.wall_clock())
+        return result
 
-    async def _watched(self, start: Callable[[trio.Nursery], None]) -> None:
-        """Run the tasks ``start`` spawns; cancel them all if the supervisor dies."""
+    async def _watched(
+        self,
+        start: Callable[[trio.Nursery], None],
+        background: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run the tasks ``start`` spawns; cancel them all if the supervisor dies.
+        ``background`` runs beside them and is cancelled when they are done."""
         supervisor = self._supervisor
         died = False
 
@@ -299,6 +336,8 @@ class Runner:
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(watch, outer.cancel_scope)
+                if background is not None:
+                    outer.start_soon(background)
                 async with trio.open_nursery() as inner:
                     start(inner)
                 outer.cancel_scope.cancel()
@@ -355,9 +394,18 @@ class Runner:
             async with run.limiter:
                 run.emit(task.task_id, map_index, TaskInstanceState.RUNNING, try_number)
                 recorder = run.recorder
+                log = AttemptLog()
                 if recorder is not None:
                     started_at = await recorder.attempt_started(task.task_id, map_index, try_number)
-                attempt, result = await self._attempt(run, task, map_index, try_number, max_tries)
+                    live = _LiveLog(task.task_id, map_index, try_number, started_at, log)
+                    run.live.add(live)
+                try:
+                    attempt, result = await self._attempt(
+                        run, task, map_index, try_number, max_tries, log
+                    )
+                finally:
+                    if recorder is not None:
+                        run.live.discard(live)
                 if recorder is not None:
                     after = (
                         SUCCESS if attempt.error is None
@@ -366,7 +414,7 @@ class Runner:
                     )  # fmt: skip
                     await recorder.attempt_ended(
                         task.task_id, map_index, after, try_number, started_at,
-                        attempt.rendered, attempt.error, result,
+                        attempt.rendered, attempt.error, result, attempt.log,
                     )  # fmt: skip
             attempts.append(attempt)
             if attempt.error is None or try_number >= max_tries:
@@ -397,8 +445,9 @@ class Runner:
         )  # fmt: skip
 
     async def _attempt(
-        self, run: _Run, task: Operator, map_index: int, try_number: int, max_tries: int
-    ) -> tuple[Attempt, Any]:
+        self, run: _Run, task: Operator, map_index: int, try_number: int, max_tries: int,
+        log: AttemptLog,
+    ) -> tuple[Attempt, Any]:  # fmt: skip
         dag = run.dag
         settings = self._settings
         declared = _declared_assets(task, run.assets)
@@ -420,7 +469,6 @@ class Runner:
         )  # fmt: skip
         started = time.perf_counter()
         rendered: dict[str, Any] = {}
-        log = AttemptLog()
         try:
             with capturing(log):
                 if (task.isolation or settings.isolation) == "process":
@@ -453,6 +501,19 @@ class Runner:
 
 
 @attrs.define(eq=False)
+class _LiveLog:
+    """A running attempt whose output is recorded while it runs."""
+
+    task_id: str
+    map_index: int
+    try_number: int
+    started_at: float
+    log: AttemptLog
+    #: ``log.written`` when its output was last recorded.
+    recorded: int = 0
+
+
+@attrs.define(eq=False)
 class _Run:
     dag: Dag
     run_id: str
@@ -463,6 +524,29 @@ class _Run:
     #: Writes the run's records; ``None`` for a lone instance (``run_task``).
     recorder: Recorder | None = None
     results: list[TaskInstanceResult] = attrs.Factory(list)
+    #: The attempts running now, whose output :meth:`flush_logs` records.
+    live: set[_LiveLog] = attrs.Factory(set)
+
+    async def flush_logs(self) -> None:
+        """Every :data:`LOG_FLUSH_INTERVAL`, record the output of each running attempt
+        that wrote since the last time (one record per such attempt, none otherwise)."""
+        recorder = self.recorder
+        if recorder is None:
+            return
+        while True:
+            await trio.sleep(LOG_FLUSH_INTERVAL)
+            # Answers of records sent so far: they hold logs, which must not pile up.
+            await recorder.flush()
+            # From here to the last submit nothing checkpoints, so an attempt found
+            # running has not sent its end record yet: this record goes before it.
+            for live in list(self.live):
+                written = live.log.written
+                if written != live.recorded:
+                    live.recorded = written
+                    await recorder.attempt_output(
+                        live.task_id, live.map_index, live.try_number, live.started_at,
+                        live.log.text(),
+                    )  # fmt: skip
 
     def label(self, task_id: str, map_index: int) -> str:
         return TaskScope(self.dag.dag_id, self.run_id, task_id, map_index).label

@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import trio
 
@@ -16,10 +16,10 @@ from .._assets import Asset
 from .._construction import NoPublicConstructor
 from .._context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
 from .._dag import ISOLATION_MODES, Dag, Operator
-from .._errors import RuntimeClosedError
+from .._errors import RunNotFoundError, RuntimeClosedError
 from .._nursery import raise_sole
 from .._protocol import messages as m
-from .._records import AssetInfo, DagRunRecord, StateEntry
+from .._records import AssetInfo, DagRunRecord, StateEntry, TaskInstanceRecord
 from .._values import DEFAULT_MAX_VALUE_BYTES
 from ..store import open_store
 from ..store.base import Store, TaskScope
@@ -28,6 +28,9 @@ from .client import SupervisorClient
 from .forkserver import ForkServers
 from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
 from .supervisor import Caller, Supervisor, SupervisorStats
+
+#: How long the records of ended runs are kept by ``stateward cleanup`` by default.
+DEFAULT_RUN_RETENTION: Final = timedelta(days=30)
 
 #: Where ``open_runtime()`` and the CLI keep state when no database is named.
 DEFAULT_DB = "stateward.db"
@@ -146,6 +149,37 @@ class RunsAdmin:
         run: DagRunRecord | None = response.run
         return run
 
+    async def get_instance(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> TaskInstanceRecord | None:
+        """One task instance's record with its attempts (and their logs); ``None`` if
+        the store has no record of it. Cheaper than :meth:`get` for one instance."""
+        self._runtime._check_open()
+        request = m.GetTaskInstanceRecord(dag_id, run_id, task_id, map_index)
+        instance: TaskInstanceRecord | None = (await self._runtime.admin.request(request)).instance
+        return instance
+
+    async def cleanup(
+        self, older_than: timedelta | float = DEFAULT_RUN_RETENTION, *, dry_run: bool = False
+    ) -> int:
+        """Delete the records of runs that ended (``success`` or ``failed``) more than
+        ``older_than`` ago, with their instances, attempts and logs; return how many
+        runs (or would be, on a dry run). Running and queued runs are kept.
+
+        Args:
+            older_than: A ``timedelta`` or seconds (default 30 days).
+            dry_run: Only count them.
+        """
+        rt = self._runtime
+        rt._check_open()
+        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            msg = f"older_than must be a timedelta or seconds >= 0, got {older_than!r}"
+            raise ValueError(msg)
+        request = m.CleanupDagRuns(rt.wall_clock() - seconds, dry_run)
+        deleted: int = (await rt.admin.request(request)).deleted
+        return deleted
+
 
 class Runtime(metaclass=NoPublicConstructor):
     """An open stateward runtime: run Dags and tasks, reach state, clean up.
@@ -255,20 +289,67 @@ class Runtime(metaclass=NoPublicConstructor):
         *,
         run_id: str | None = None,
         map_index: int = -1,
-        try_number: int = 1,
+        try_number: int | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> TaskInstanceResult:
-        """Run one task instance, ignoring its upstream tasks, with its retries.
+        """Run one task instance, ignoring its upstream tasks, with its retries, and
+        record it in run ``run_id`` (as ``airflow tasks test`` runs one).
 
         Args:
             task: The task.
             run_id: The run whose task state the instance uses; default: a new one.
             map_index: Which mapped instance (-1 for an unmapped task).
-            try_number: The first try's number (to test what a retry does).
+            try_number: The first try's number (to test what a retry does); default:
+                the try after the one recorded for this instance, else 1.
             params: Overrides of the Dag's params.
         """
         runner = self._check_open()
         return await runner.run_task(task, run_id or new_run_id(), map_index, try_number, params)
+
+    async def clear(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: Iterable[str] | None = None,
+        *,
+        failed_only: bool = False,
+        keep_task_state: bool = False,
+    ) -> list[tuple[str, int]]:
+        """Mark recorded task instances of a run to run again when the run is next run
+        (resumed), as Airflow's clear does; in one transaction.
+
+        A cleared instance's record reads ``cleared`` (its try number kept: the next try
+        continues from it, with a fresh retry budget), its task state is deleted unless
+        ``keep_task_state``, and the run's record reads ``queued``. Instances downstream
+        of a cleared one are not cleared: name their tasks too.
+
+        Args:
+            dag_id: The Dag.
+            run_id: The run.
+            task_ids: Only instances (every map index) of these tasks; default: all.
+            failed_only: Only instances that ``failed`` or are ``upstream_failed``.
+            keep_task_state: Keep the cleared instances' task state.
+
+        Returns:
+            The ``(task_id, map_index)`` of each instance cleared, sorted.
+
+        Raises:
+            RunNotFoundError: the store has no record of the run.
+        """
+        self._check_open()
+        if isinstance(task_ids, str):
+            msg = f"task_ids is a list of task ids, got the string {task_ids!r}; use [{task_ids!r}]"
+            raise TypeError(msg)
+        chosen = None if task_ids is None else tuple(task_ids)
+        request = m.ClearDagRun(dag_id, run_id, chosen, failed_only, keep_task_state)
+        cleared = (await self.admin.request(request)).cleared
+        if cleared is None:
+            msg = (
+                f"no run {run_id!r} of Dag {dag_id!r} is recorded, so there is nothing to "
+                "clear; rt.runs.list(dag_id=...) lists its runs"
+            )
+            raise RunNotFoundError(msg, dag_id=dag_id, run_id=run_id)
+        return list(cleared)
 
     async def cleanup(self, *, dry_run: bool = False) -> int:
         """Delete expired state rows; return how many (or would be, on a dry run)."""

@@ -468,6 +468,20 @@ class Supervisor:
             case m.GetDagRun(dag_id, run_id):
                 self._admin(caller, request)
                 return ops.GetRun(dag_id, run_id), m.DagRunRecordResult
+            case m.GetTaskInstanceRecord(dag_id, run_id, task_id, map_index):
+                self._admin(caller, request)
+                op = ops.GetInstance(dag_id, run_id, task_id, map_index)
+                return op, m.TaskInstanceRecordResult
+            case m.ClearDagRun():
+                self._admin(caller, request)
+
+                def cleared(found: list[tuple[str, int]] | None) -> m.ClearedResult:
+                    return m.ClearedResult(None if found is None else tuple(found))
+
+                return ops.ClearRun(**attrs.asdict(request, recurse=False)), cleared
+            case m.CleanupDagRuns(ended_before, dry_run):
+                self._admin(caller, request)
+                return ops.CleanupRuns(ended_before, dry_run), m.CleanupResult
             case _:
                 msg = f"the supervisor does not serve {type(request).__name__} ({request!r:.80})"
                 raise ProtocolError(msg)

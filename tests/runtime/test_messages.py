@@ -118,6 +118,18 @@ SAMPLES: list[object] = [
         )
     ),
     m.DagRunRecordResult(None),
+    m.GetTaskInstanceRecord("d", "r", "t", 2),
+    m.ClearDagRun("d", "r", ("t", "u"), failed_only=True, keep_task_state=True),
+    m.ClearDagRun("d", "r"),
+    m.CleanupDagRuns(12.5, dry_run=True),
+    m.TaskInstanceRecordResult(
+        TaskInstanceRecord(
+            "t", 2, "running", 1, 1.0, None, (AttemptRecord(1, "running", 1.0, log="hi\n"),)
+        )
+    ),
+    m.TaskInstanceRecordResult(None),
+    m.ClearedResult((("t", -1), ("u", 3))),
+    m.ClearedResult(None),
     m.OkResponse(),
     m.ErrorResponse(m.ErrorType.SCOPE_DENIED, "no", key="k"),
 ]

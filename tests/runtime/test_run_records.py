@@ -67,7 +67,7 @@ async def test_records_of_a_run_with_a_retry(rt: Runtime, wall_clock: FakeWallCl
     assert (ok.state, ok.result, ok.result_is_json, ok.error_type) == (
         "success", {"rows": 3}, True, None,
     )  # fmt: skip
-    assert (ok.host, ok.pid, ok.log) == (socket.gethostname(), os.getpid(), None)
+    assert (ok.host, ok.pid, ok.log) == (socket.gethostname(), os.getpid(), "")
     assert (load.task_id, load.state, load.try_number, len(load.attempts)) == (
         "load", "success", 1, 1,
     )  # fmt: skip
