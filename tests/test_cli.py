@@ -649,9 +649,9 @@ def test_cleanup_counts_then_deletes_expired_rows(tmp_path: Path):
     an_hour_ago = time.time() - 3600
     with_rt(db, seed, wall_clock=lambda: an_hour_ago)
     dry = stateward("cleanup", "--dry-run", db=db)
-    assert dry.stdout == "2 expired state rows would be deleted (dry run)\n"
+    assert dry.stdout.splitlines()[0] == "2 expired state rows would be deleted (dry run)"
     done = stateward("cleanup", db=db)
-    assert done.stdout == "deleted 2 expired state rows\n"
+    assert done.stdout.splitlines()[0] == "deleted 2 expired state rows"
 
     async def remaining(rt: Runtime) -> list[str]:
         return [e.key for e in await rt.state.list(include_expired=True)]

@@ -106,6 +106,19 @@ def _choose_dag(file: Path, dag_id: str | None) -> Dag:
     is_flag=True,
     help="Print the run's result as one JSON object instead of the table.",
 )
+@click.option(
+    "--task",
+    "task_id",
+    metavar="ID",
+    help="Run only this task's instance, ignoring its upstream tasks (as 'airflow tasks "
+    "test' does); it is recorded in the run.",
+)
+@click.option(
+    "--map-index",
+    type=click.IntRange(min=-1),
+    metavar="N",
+    help="With --task: which mapped instance. [default: -1, an unmapped task]",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -116,18 +129,34 @@ def run(
     params: dict[str, Any],
     show_results: bool,
     as_json: bool,
+    task_id: str | None,
+    map_index: int | None,
 ) -> None:
-    """Run a Dag from FILE once and show how each task instance ended.
+    """Run a Dag from FILE once (or one task instance, with --task) and show how each
+    task instance ended.
 
-    Exits with 0 when every task instance succeeded, 1 when the run failed, 130 when
-    interrupted (the message gives the command that runs it again).
+    Exits with 0 when every task instance succeeded, 1 when the run failed (the
+    message gives the command that resumes it), 130 when interrupted (likewise).
     """
     dag = _choose_dag(file, dag_id)
+    if map_index is not None and task_id is None:
+        msg = "--map-index needs --task ID: it chooses a mapped instance of that task"
+        raise click.UsageError(msg)
+    if task_id is not None and task_id not in dag.tasks:
+        msg = f"Dag {dag.dag_id!r} has no task {task_id!r}; its tasks: {', '.join(dag.tasks)}"
+        raise click.UsageError(msg)
     run_id = run_id or new_run_id()
-    display = RunDisplay(dag)
+    display = RunDisplay(dag, one=task_id is not None)
 
     async def work(rt: Runtime) -> DagRunResult:
-        return await rt.run_dag(dag, run_id=run_id, params=params, on_event=display.on_event)
+        if task_id is None:
+            return await rt.run_dag(dag, run_id=run_id, params=params, on_event=display.on_event)
+        task = dag.tasks[task_id]
+        ti = await rt.run_task(
+            task, run_id=run_id, map_index=-1 if map_index is None else map_index, params=params
+        )
+        display.on_event(TaskInstanceEvent(ti.task_id, ti.map_index, ti.state, ti.try_number))
+        return DagRunResult._create(dag.dag_id, run_id, DagRunState(ti.state), (ti,))
 
     try:
         with display:
@@ -136,14 +165,22 @@ def run(
         if _interrupted(exc):
             again = _command_again(ctx, file, run_id, db or default_db())
             raise RunInterrupted(run_id, again) from None
+        if isinstance(exc, ValueError) and map_index is not None:
+            raise click.UsageError(str(exc)) from None  # no such map index
         raise
     if as_json:
         click.echo(json.dumps(run_json(result), indent=2, ensure_ascii=False))
     else:
-        print_run(stdout_console(), result)
+        print_run(stdout_console(), result, task_id)
         if show_results:
             print_results(stdout_console(), result)
     if result.state != DagRunState.SUCCESS:
+        again = _command_again(ctx, file, run_id, db or default_db())
+        click.echo(
+            f"note: run {run_id!r} failed; its state and records are kept under that run "
+            f"id, and this resumes it (what succeeded is not run again): {again}",
+            err=True,
+        )
         ctx.exit(EXIT_FAILURE)
 
 
@@ -186,6 +223,10 @@ def _command_again(ctx: click.Context, file: Path, run_id: str, db: str) -> str:
     if ctx.params["dag_id"] is not None:
         argv += ["--dag", ctx.params["dag_id"]]
     argv += ["--run-id", run_id, "--db", db]
+    if ctx.params["task_id"] is not None:
+        argv += ["--task", ctx.params["task_id"]]
+    if ctx.params["map_index"] is not None:
+        argv += ["--map-index", str(ctx.params["map_index"])]
     for key, value in ctx.params["params"].items():
         text = value if isinstance(value, str) else json.dumps(value)
         argv += ["--param", f"{key}={text}"]
@@ -203,13 +244,13 @@ def task_label(task_id: str, map_index: int) -> str:
 class RunDisplay:
     """Live progress of a run on stderr: a progress bar on a terminal, else plain lines."""
 
-    def __init__(self, dag: Dag) -> None:
+    def __init__(self, dag: Dag, *, one: bool = False) -> None:
         self._console = stderr_console()
         self._live = self._console.is_interactive
         self._running: dict[str, None] = {}
         self._progress: Progress | None = None
         self._bar = TaskID(0)
-        self._total = _instance_count(dag)
+        self._total = 1 if one else _instance_count(dag)
         self._finished = 0
 
     def __enter__(self) -> RunDisplay:
@@ -265,8 +306,9 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{rest:02d}s" if hours else f"{minutes}m{rest:02d}s"
 
 
-def print_run(console: Console, result: DagRunResult) -> None:
-    """Print a run's task instances as a table, then one summary line."""
+def print_run(console: Console, result: DagRunResult, task_id: str | None = None) -> None:
+    """Print a run's task instances as a table, then one summary line (of the one
+    instance ``task_id`` when only it ran)."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("task", overflow="fold")
     table.add_column("map index", justify="right")
@@ -294,6 +336,8 @@ def print_run(console: Console, result: DagRunResult) -> None:
     tally = ", ".join(f"{n} {state}" for state, n in counts.items())
     verdict = "succeeded" if result.state == DagRunState.SUCCESS else "failed"
     which = f"Dag {result.dag_id!r} run {result.run_id!r}"
+    if task_id is not None:
+        which = f"task {task_id!r} of {which}"
     outcome = f"{verdict} ({tally})"
     if len(which) + 1 + len(outcome) <= console.width:
         console.print(f"{which} {outcome}", soft_wrap=True)

@@ -1,25 +1,30 @@
-"""``stateward runs list|show``: the recorded runs, their instances and attempts."""
+"""``stateward runs list|show|clear`` and ``stateward logs``: the recorded runs, their
+instances and attempts, and the attempts' output."""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, Final
 
 import attrs
 import click
+import trio
 from rich import box
 from rich.table import Table
 
-from .._records import DagRunRecord, TaskInstanceRecord
+from .._records import AttemptRecord, DagRunRecord, TaskInstanceRecord
 from .._runtime.runtime import Runtime
 from .._values import dump_json
 from .app import CliError, cli, db_option, iso_time, stdout_console, table_time, with_runtime
 
-RUN_STATES = ("running", "success", "failed")
+RUN_STATES = ("running", "queued", "success", "failed")
+#: Seconds between two reads of a followed attempt's record (``logs --follow``).
+FOLLOW_POLL: Final = 0.5
 
 
 @cli.group()
 def runs() -> None:
-    """List recorded runs and show one with its task instances and attempts."""
+    """List recorded runs, show one with its task instances and attempts, clear them."""
 
 
 def _times(record: dict[str, Any]) -> dict[str, Any]:
@@ -119,3 +124,129 @@ def show_run(dag_id: str, run_id: str, as_json: bool, db: str | None) -> None:
         )  # fmt: skip
     console.print(table)
     console.print(f"Dag {dag_id!r} run {run_id!r}: {run.state}")
+
+
+def _instance_label(task_id: str, map_index: int) -> str:
+    return f"{task_id}[{map_index}]" if map_index >= 0 else task_id
+
+
+@runs.command("clear")
+@click.argument("dag_id")
+@click.argument("run_id")
+@click.option(
+    "--task",
+    "task_ids",
+    metavar="ID",
+    multiple=True,
+    help="Clear only this task's instances (every map index). Repeatable. [default: all]",
+)
+@click.option(
+    "--failed-only", is_flag=True, help="Clear only instances that failed or are upstream_failed."
+)
+@click.option("--keep-task-state", is_flag=True, help="Keep the cleared instances' task state.")
+@db_option
+def clear_run(
+    dag_id: str,
+    run_id: str,
+    task_ids: tuple[str, ...],
+    failed_only: bool,
+    keep_task_state: bool,
+    db: str | None,
+) -> None:
+    """Mark task instances of a run to run again when the run id is next run.
+
+    Their task state is deleted unless --keep-task-state; their tries continue.
+    """
+
+    async def work(rt: Runtime) -> list[tuple[str, int]]:
+        chosen = task_ids or None
+        return await rt.clear(
+            dag_id, run_id, chosen, failed_only=failed_only, keep_task_state=keep_task_state
+        )
+
+    cleared = with_runtime(db, work, create=False)
+    count = f"{len(cleared)} task instance{'' if len(cleared) == 1 else 's'}"
+    shown = ", ".join(_instance_label(*key) for key in cleared)
+    click.echo(
+        f"cleared {count} of Dag {dag_id!r} run {run_id!r}" + (f": {shown}" if shown else "")
+    )
+    if cleared:
+        click.echo(
+            f"running run id {run_id!r} again (stateward run FILE --run-id {run_id}) runs them",
+        )
+
+
+def _attempt_to_show(ti: TaskInstanceRecord, try_number: int | None) -> AttemptRecord:
+    if not ti.attempts:
+        msg = f"{_instance_label(ti.task_id, ti.map_index)} has no attempt recorded (it never ran)"
+        raise CliError(msg)
+    if try_number is None:
+        return ti.attempts[-1]
+    for attempt in ti.attempts:
+        if attempt.try_number == try_number:
+            return attempt
+    tries = ", ".join(str(a.try_number) for a in ti.attempts)
+    msg = f"{_instance_label(ti.task_id, ti.map_index)} has no try {try_number}; its tries: {tries}"
+    raise CliError(msg)
+
+
+def _new_output(shown: str, now: str) -> str:
+    """What of ``now`` follows ``shown`` (the log as printed so far). A log past its
+    bound drops bytes from its middle: then what follows the end of ``shown`` in it."""
+    if now.startswith(shown):
+        return now[len(shown) :]
+    anchor = shown[-200:]
+    at = now.rfind(anchor) if anchor else -1
+    if at >= 0:
+        return now[at + len(anchor) :]
+    return "[stateward: output dropped here]\n" + now.splitlines(keepends=True)[-1]
+
+
+@cli.command()
+@click.argument("dag_id")
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--map-index", type=click.IntRange(min=-1), default=-1, metavar="N",
+              help="Which mapped instance. [default: -1, an unmapped task]")  # fmt: skip
+@click.option("--try", "try_number", type=click.IntRange(min=1), metavar="N",
+              help="Which try. [default: the latest]")  # fmt: skip
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new output until the attempt ends (like tail -f).")  # fmt: skip
+@db_option
+def logs(
+    dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int | None,
+    follow: bool, db: str | None,
+) -> None:  # fmt: skip
+    """Print what one attempt of a task instance printed and logged."""
+    label = f"{dag_id}/{run_id}/{_instance_label(task_id, map_index)}"
+
+    async def read(rt: Runtime) -> AttemptRecord:
+        ti = await rt.runs.get_instance(dag_id, run_id, task_id, map_index)
+        if ti is None:
+            msg = (
+                f"no task instance {label} is recorded; 'stateward runs show {dag_id} "
+                f"{run_id}' lists the run's instances"
+            )
+            raise CliError(msg)
+        return _attempt_to_show(ti, try_number)
+
+    async def work(rt: Runtime) -> None:
+        attempt = await read(rt)
+        chosen = attempt.try_number
+        shown = ""
+        while True:
+            text = attempt.log or ""
+            new = _new_output(shown, text)
+            if new:
+                sys.stdout.write(new)
+                sys.stdout.flush()
+            shown = text
+            if not follow or attempt.state != "running":
+                break
+            await trio.sleep(FOLLOW_POLL)
+            ti = await rt.runs.get_instance(dag_id, run_id, task_id, map_index)
+            attempt = _attempt_to_show(ti, chosen) if ti is not None else attempt
+        if attempt.log is None:
+            click.echo(f"note: no output was kept for {label} try {chosen}", err=True)
+
+    with_runtime(db, work, create=False)

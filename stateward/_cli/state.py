@@ -531,15 +531,53 @@ def _confirm_clear(count: int, where: str) -> None:
 # -- cleanup ----------------------------------------------------------------------------------
 
 
+def _parse_age(ctx: click.Context, param: click.Parameter, text: str) -> float | None:
+    if text.strip().lower() == "never":
+        return None
+    found = DURATION.match(text.lower())
+    seconds = float(found[1]) * UNIT_SECONDS[found[2]] if found else math.nan
+    if not seconds >= 0:
+        msg = f"expected seconds (e.g. 3600, 90m, 12h, 30d) or 'never', got {text!r}"
+        raise click.BadParameter(msg, ctx=ctx, param=param)
+    return seconds
+
+
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="Count the expired rows without deleting them.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option(
+    "--runs-older-than",
+    "runs_age",
+    metavar="AGE",
+    default="30d",
+    show_default=True,
+    callback=_parse_age,
+    help="Also delete the records (with logs) of runs that ended longer ago than this: "
+    "seconds, 90m, 12h, 30d, or never.",
+)
 @db_option
-def cleanup(dry_run: bool, db: str | None) -> None:
-    """Delete expired state rows and say how many."""
+def cleanup(dry_run: bool, runs_age: float | None, db: str | None) -> None:
+    """Delete expired state rows and the records of old runs, and say how many."""
 
-    async def work(rt: Runtime) -> int:
-        return await rt.cleanup(dry_run=dry_run)
+    async def work(rt: Runtime) -> tuple[int, int | None]:
+        count = await rt.cleanup(dry_run=dry_run)
+        if runs_age is None:
+            return count, None
+        return count, await rt.runs.cleanup(runs_age, dry_run=dry_run)
 
-    count = with_runtime(db, work, create=False)
+    count, old_runs = with_runtime(db, work, create=False)
     rows = f"{count} expired state row{'' if count == 1 else 's'}"
     click.echo(f"{rows} would be deleted (dry run)" if dry_run else f"deleted {rows}")
+    if old_runs is not None:
+        plural = "" if old_runs == 1 else "s"
+        records = f"{old_runs} run record{plural} that ended over {_age_text(runs_age)} ago"
+        click.echo(f"{records} would be deleted (dry run)" if dry_run else f"deleted {records}")
+
+
+def _age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    for unit in ("d", "h", "m"):
+        size = UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
