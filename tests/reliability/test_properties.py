@@ -33,7 +33,7 @@ from stateward import (
 )
 from stateward._protocol import messages as m
 from stateward._protocol.converter import decode, encode
-from stateward._records import AssetInfo, AttemptRecord, DagRunRecord
+from stateward._records import AssetInfo, AttemptRecord, DagRunRecord, TaskInstanceRecord
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, Store, TaskScope
 
@@ -361,6 +361,17 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         "tuple[DagRunRecord, ...]": st.just(()),
         "DagRunRecord | None": st.none()
         | st.builds(DagRunRecord, *[st.text(max_size=4)] * 3, st.just(2.0)),
+        "TaskInstanceRecord | None": st.none()
+        | st.builds(
+            TaskInstanceRecord,
+            st.text(max_size=4),
+            st.integers(),
+            st.text(max_size=4),
+            st.integers(),
+        ),
+        "tuple[str, ...] | None": st.none() | st.lists(st.text(max_size=4), max_size=3).map(tuple),
+        "tuple[tuple[str, int], ...] | None": st.none()
+        | st.lists(st.tuples(st.text(max_size=4), st.integers()), max_size=3).map(tuple),
     }
     return table[text]
 
