@@ -70,7 +70,9 @@ class AttemptRecord:
     #: The host name and process id of the runtime that ran it.
     host: str | None = None
     pid: int | None = None
-    #: The attempt's captured output; ``None``: not captured (log capture comes later).
+    #: What the attempt printed and logged (bounded: its first and last 512 KiB), as
+    #: recorded so far while it runs and whole when it ended; ``None``: not captured
+    #: (a record made before logs were kept).
     log: str | None = None
 
 
@@ -80,7 +82,8 @@ class TaskInstanceRecord:
 
     task_id: str
     map_index: int
-    #: ``running``, ``success``, ``failed`` or ``upstream_failed``.
+    #: ``running``, ``up_for_retry``, ``success``, ``failed``, ``upstream_failed`` or
+    #: ``cleared`` (to run again on the run's next resume).
     state: str
     #: The number of its latest try (0: none started).
     try_number: int
@@ -95,7 +98,8 @@ class DagRunRecord:
 
     dag_id: str
     run_id: str
-    #: ``running``, ``success`` or ``failed``.
+    #: ``running``, ``success``, ``failed`` or ``queued`` (instances still to run, after
+    #: a clear or a one-instance run).
     state: str
     started_at: float
     ended_at: float | None = None
