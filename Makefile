@@ -33,6 +33,11 @@ demo: $(VENV)/.installed
 	$(SW) run examples/resumable_job.py --run-id nightly --db $(DB)
 	@echo; echo "=== 2. run 'nightly' again: the runtime recorded that run as succeeded at try 2, so resuming it runs nothing and submits nothing (docs/runs.md)"
 	$(SW) run examples/resumable_job.py --run-id nightly --db $(DB)
+	@echo; echo "=== 2b. what try 1 printed, kept with its record in the database (stateward logs)"
+	$(SW) logs resumable_job nightly run_report --try 1 --db $(DB)
+	@echo; echo "=== 2c. clear the instance (its task state too) and run 'nightly' again: tries continue, try 3 finds no job id and submits anew, try 4 reattaches"
+	$(SW) runs clear resumable_job nightly --db $(DB)
+	$(SW) run examples/resumable_job.py --run-id nightly --db $(DB)
 	@echo; echo "=== 3. watermark.py: the load starts at the watermark kept on asset 'orders' (none yet) and moves it"
 	$(SW) run examples/watermark.py --db $(DB)
 	@echo; echo "=== 4. watermark.py again, a new run: asset state outlives runs, so it continues from 5"

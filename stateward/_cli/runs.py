@@ -171,7 +171,8 @@ def clear_run(
         f"cleared {count} of Dag {dag_id!r} run {run_id!r}" + (f": {shown}" if shown else "")
     )
     if cleared:
-        click.echo(f"the next 'stateward run' of run id {run_id!r} runs them")
+        them = "it" if len(cleared) == 1 else "them"
+        click.echo(f"the next 'stateward run' of run id {run_id!r} runs {them}")
 
 
 def _attempt_to_show(ti: TaskInstanceRecord, try_number: int | None) -> AttemptRecord:
