@@ -521,7 +521,7 @@ class _Run:
     assets: dict[object, AssetInfo]
     on_event: Callable[[TaskInstanceEvent], None] | None
     limiter: trio.CapacityLimiter = attrs.field(default=None)
-    #: Writes the run's records; ``None`` for a lone instance (``run_task``).
+    #: Writes the run's records (``run_dag`` and ``run_task`` set it; ``None``: none).
     recorder: Recorder | None = None
     results: list[TaskInstanceResult] = attrs.Factory(list)
     #: The attempts running now, whose output :meth:`flush_logs` records.
