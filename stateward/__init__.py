@@ -41,8 +41,11 @@ from ._errors import TemplateError as TemplateError
 from ._errors import TemplateKeyError as TemplateKeyError
 from ._errors import TemplateWriteError as TemplateWriteError
 from ._errors import UndeclaredAssetError as UndeclaredAssetError
+from ._errors import UpstreamResultError as UpstreamResultError
 from ._jobs import JobStatus as JobStatus
+from ._jobs import ResumableJobMixin as ResumableJobMixin
 from ._jobs import ResumableJobOperator as ResumableJobOperator
+from ._loader import load_dags as load_dags
 from ._operators import ShellOperator as ShellOperator
 from ._records import AttemptRecord as AttemptRecord
 from ._records import DagRunRecord as DagRunRecord
@@ -85,6 +88,7 @@ __all__ = [
     "NotAStatewardDatabaseError",
     "Operator",
     "ProtocolError",
+    "ResumableJobMixin",
     "ResumableJobOperator",
     "RunNotFoundError",
     "Runtime",
@@ -112,6 +116,8 @@ __all__ = [
     "TemplateKeyError",
     "TemplateWriteError",
     "UndeclaredAssetError",
+    "UpstreamResultError",
+    "load_dags",
     "open_runtime",
     "open_store",
     "run_dag",

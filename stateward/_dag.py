@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import logging
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, ClassVar, Final, NoReturn, Self, TypeVar, overload
 
 from ._assets import Asset, AssetAlias, AssetLike, AssetNameRef, AssetUriRef
+from ._context_keys import AIRFLOW_ONLY_KEYS
 from ._errors import DagDefinitionError
+from ._taskflow import TaskOutput, references
 
+_logger = logging.getLogger("stateward.dag")
 _TASK_ID: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 _current_dag: contextvars.ContextVar[Dag | None] = contextvars.ContextVar(
     "stateward_current_dag", default=None
 )
+# The Dags made while a Dag file loads (see collecting_dags).
+_made_dags: contextvars.ContextVar[list[Dag] | None] = contextvars.ContextVar(
+    "stateward_made_dags", default=None
+)
+#: Template syntaxes a Dag may choose (see docs/templates.md).
+TEMPLATE_SYNTAXES: Final = ("stateward", "airflow")
 #: Task options a Dag's ``default_args`` may set.
 TASK_OPTIONS: Final = frozenset(
     {"retries", "retry_delay", "clear_state_on_success", "isolation", "execution_timeout"}
@@ -28,6 +39,42 @@ TASK_OPTIONS: Final = frozenset(
 ISOLATION_MODES: Final = ("none", "process")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def current_dag() -> Dag | None:
+    """The Dag of the innermost ``with Dag(...):`` block, or ``None`` outside one."""
+    return _current_dag.get()
+
+
+@contextmanager
+def collecting_dags() -> Iterator[list[Dag]]:
+    """Collect every Dag made inside the block, in the order they are made.
+
+    The loader uses it so that a Dag file's Dags are found whatever name they are
+    bound to (or none: ``with Dag(...):`` without ``as``, a ``@dag`` function's Dag).
+    """
+    made: list[Dag] = []
+    token = _made_dags.set(made)
+    try:
+        yield made
+    finally:
+        _made_dags.reset(token)
+
+
+def as_operator(item: object) -> object:
+    """``item``'s task if it is a :class:`TaskOutput`, else ``item``."""
+    return item.operator if isinstance(item, TaskOutput) else item
+
+
+def _items(other: object) -> list[object]:
+    return [as_operator(item) for item in (other if isinstance(other, list | tuple) else [other])]
+
+
+def _as_task(item: object, other: Operator) -> Operator:
+    if not isinstance(item, Operator):
+        msg = f"{item!r} >> {other!r}: only tasks can be dependencies"
+        raise DagDefinitionError(msg)
+    return item
 
 
 def _check_id(kind: str, value: object) -> str:
@@ -110,6 +157,10 @@ class Dag:
             instead of strings.
         template_searchpath: Folders where ``template_ext`` files are looked up.
         description: Shown by ``stateward dags``.
+        template_syntax: ``"stateward"`` (default: ``<< value >>``, ``<% statement %>``)
+            or ``"airflow"`` (``{{ value }}``, ``{% statement %}``, for templates
+            written for Airflow; ``{{ }}`` meant for a shell or for Jinja run by the
+            command itself must then be escaped).
 
     Attributes:
         fileloc: The file that defines the Dag (the module that called ``Dag(...)``),
@@ -131,8 +182,16 @@ class Dag:
         render_template_as_native_obj: bool = False,
         template_searchpath: str | Sequence[str] | None = None,
         description: str | None = None,
+        template_syntax: str = "stateward",
     ) -> None:
         self.dag_id = _check_id("dag_id", dag_id)
+        if template_syntax not in TEMPLATE_SYNTAXES:
+            msg = (
+                f"Dag {dag_id!r}: template_syntax must be one of {list(TEMPLATE_SYNTAXES)}, "
+                f"got {template_syntax!r}"
+            )
+            raise DagDefinitionError(msg)
+        self.template_syntax = template_syntax
         self.params: dict[str, Any] = dict(params or {})
         unknown = set(default_args or {}) - TASK_OPTIONS
         if unknown:
@@ -158,6 +217,9 @@ class Dag:
         self.fileloc: str | None = (
             os.path.abspath(defined_in) if isinstance(defined_in, str) else None
         )
+        made = _made_dags.get()
+        if made is not None:
+            made.append(self)
 
     def __repr__(self) -> str:
         return f"<Dag {self.dag_id!r}: {len(self.tasks)} tasks>"
@@ -305,6 +367,10 @@ class Operator:
 
     template_fields: ClassVar[Sequence[str]] = ()
     template_ext: ClassVar[Sequence[str]] = ()
+    #: The event loop an ``async def execute`` runs on: ``"trio"`` (trio's thread) or
+    #: ``"asyncio"`` (a loop of its own in a worker thread, for asyncio code such as
+    #: ``asyncio.gather``; Airflow's operators and ``@task`` default to it).
+    async_library: ClassVar[str] = "trio"
     # The only methods templates may call: the others change the Dag or run task code.
     _template_methods: ClassVar[frozenset[str]] = frozenset({"map_count", "map_arguments"})
 
@@ -374,7 +440,9 @@ class Operator:
         self.execution_timeout: float | None = _as_timeout(task_id, execution_timeout)
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
-        self.expand_kwargs: dict[str, list[Any]] | None = None
+        #: Argument name to its list, or to an upstream task's :class:`TaskOutput`
+        #: (mapped when the Dag runs); ``None`` when the task is not mapped.
+        self.expand_kwargs: dict[str, Any] | None = None
         dag.add_task(self)
 
     def __repr__(self) -> str:
@@ -401,15 +469,33 @@ class Operator:
         return inspect.iscoroutinefunction(self.execute)
 
     @property
+    def log(self) -> logging.Logger:
+        """A logger named after the operator's class, as Airflow's ``self.log``.
+
+        Its records go to the attempt's log and, under ``stateward run``, to the
+        terminal (``stateward.task.<module>.<class>``, below the CLI's ``stateward``
+        logger, which shows INFO).
+        """
+        cls = type(self)
+        return logging.getLogger(f"stateward.task.{cls.__module__}.{cls.__qualname__}")
+
+    @property
     def is_mapped(self) -> bool:
         """Whether :meth:`expand` made this task one instance per element."""
         return self.expand_kwargs is not None
+
+    @property
+    def maps_at_run_time(self) -> bool:
+        """Whether :meth:`expand` maps over an upstream result (counted when it runs)."""
+        return self.expand_kwargs is not None and any(
+            isinstance(values, TaskOutput) for values in self.expand_kwargs.values()
+        )
 
     # -- dependencies -----------------------------------------------------------------------
 
     def set_downstream(self, other: Operator | Sequence[Operator]) -> None:
         """Make ``other`` run after this task (``self >> other``)."""
-        for task in [other] if isinstance(other, Operator) else other:
+        for task in _items(other):
             if not isinstance(task, Operator):
                 msg = f"{self!r} >> {task!r}: only tasks can be dependencies"
                 raise DagDefinitionError(msg)
@@ -424,13 +510,13 @@ class Operator:
         return other
 
     def __lshift__(self, other: Any) -> Any:
-        for task in [other] if isinstance(other, Operator) else other:
-            task.set_downstream(self)
+        for task in _items(other):
+            _as_task(task, self).set_downstream(self)
         return other
 
     def __rrshift__(self, other: Any) -> Self:
-        for task in other:
-            task.set_downstream(self)
+        for task in _items(other):
+            _as_task(task, self).set_downstream(self)
         return self
 
     def __rlshift__(self, other: Any) -> Self:
@@ -452,12 +538,21 @@ class Operator:
         if not kwargs:
             msg = f"{self!r}.expand() needs at least one argument, e.g. expand(x=[1, 2])"
             raise DagDefinitionError(msg)
+        expand_kwargs: dict[str, Any] = {}
         for name, values in kwargs.items():
-            if not isinstance(values, list | tuple):
-                msg = f"{self!r}.expand({name}=...) takes a list or tuple, got {values!r}"
+            if isinstance(values, TaskOutput):
+                values.operator >> self
+                expand_kwargs[name] = values
+            elif isinstance(values, list | tuple):
+                expand_kwargs[name] = list(values)
+            else:
+                msg = (
+                    f"{self!r}.expand({name}=...) takes a list or tuple, or an upstream "
+                    f"task's result (TaskOutput), got {values!r}"
+                )
                 raise DagDefinitionError(msg)
             self._check_expandable(name)
-        self.expand_kwargs = {name: list(values) for name, values in kwargs.items()}
+        self.expand_kwargs = expand_kwargs
         return self
 
     def _check_expandable(self, name: str) -> None:
@@ -469,6 +564,13 @@ class Operator:
         """How many instances :meth:`expand` makes (0 when not mapped)."""
         if self.expand_kwargs is None:
             return 0
+        for name, values in self.expand_kwargs.items():
+            if isinstance(values, TaskOutput):
+                msg = (
+                    f"{self!r} maps over {name}={values!r}, whose length is known only "
+                    "when the Dag runs; run the Dag (rt.run_dag) rather than one instance"
+                )
+                raise DagDefinitionError(msg)
         return math.prod(len(values) for values in self.expand_kwargs.values())
 
     def map_arguments(self, map_index: int) -> dict[str, Any]:
@@ -507,8 +609,21 @@ class PythonTask(Operator):
         self.op_kwargs: dict[str, Any] = dict(op_kwargs or {})
         self.signature = inspect.signature(python_callable)
         super().__init__(**options)
+        for reference in references(self.op_kwargs):
+            reference.operator >> self
+        for name, parameter in self.signature.parameters.items():
+            if name in AIRFLOW_ONLY_KEYS and parameter.default is not parameter.empty:
+                _logger.warning(
+                    "task %r: %s() takes %r, which is not a stateward context key, so it "
+                    "always gets its default %r (%s)",
+                    self.task_id, python_callable.__name__, name, parameter.default,
+                    AIRFLOW_ONLY_KEYS[name],
+                )  # fmt: skip
         #: Arguments of this instance from expand(); set on the per-attempt copy.
         self.mapped_arguments: dict[str, Any] = {}
+        #: Upstream results given as arguments (TaskFlow), set when the Dag runs in
+        #: place of the op_kwargs holding a TaskOutput; never rendered as templates.
+        self.upstream_arguments: dict[str, Any] = {}
 
     @property
     def is_async(self) -> bool:
@@ -525,7 +640,7 @@ class PythonTask(Operator):
 
     def arguments(self, context: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword arguments to call the function with in ``context``."""
-        given = {**self.op_kwargs, **self.mapped_arguments}
+        given = {**self.op_kwargs, **self.upstream_arguments, **self.mapped_arguments}
         kwargs: dict[str, Any] = {}
         for name, parameter in self.signature.parameters.items():
             if parameter.kind is parameter.VAR_KEYWORD:

@@ -27,6 +27,7 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     ├── TaskFailedError                     a task raised; ``.__cause__`` is its error
     ├── ExternalJobFailedError              a ResumableJobOperator's job ended failed
     ├── ShellCommandError                   a ShellOperator's command failed
+    ├── UpstreamResultError (ValueError)    an upstream result a task cannot be given
     └── TemplateError                       a template field cannot be rendered
         ├── TemplateKeyError (KeyError)     a template read a state key that is absent
         └── TemplateWriteError              a template tried to write state
@@ -240,6 +241,23 @@ class ShellCommandError(StatewardError):
         self.command = command
         self.returncode = returncode
         self.stderr_tail = stderr_tail
+
+
+class UpstreamResultError(StatewardError, ValueError):
+    """An upstream task's result cannot be passed to a task that takes it (TaskFlow).
+
+    The result was not JSON (a resumed run has only its repr), an ``expand()`` over it
+    needs a list, or a ``["key"]`` selection does not apply to it.
+    """
+
+    def __init__(
+        self, message: str, *, task: str | None = None, upstream: str | None = None
+    ) -> None:
+        super().__init__(message)
+        #: The task that takes the result.
+        self.task = task
+        #: The upstream task whose result it is.
+        self.upstream = upstream
 
 
 class TemplateError(StatewardError):

@@ -3,7 +3,11 @@
 The file is executed as a module of its own (under a unique name, so loading a file
 twice gives two independent sets of Dags), with its folder on ``sys.path`` while it
 runs so that it can import helper modules next to it. Every :class:`~stateward.Dag`
-among its globals is collected, as Airflow's Dag processor collects them.
+made while it runs is collected, whatever name it is bound to (or none: a
+``with DAG(...):`` block, a ``@dag`` function's Dag), as are the Dags among its
+globals. A file written for Airflow imports ``airflow.sdk``: while it loads, and if
+Airflow is not installed, those imports are served by stateward (see
+:mod:`stateward._airflow` and docs/airflow.md).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final
 
-from ._dag import Dag
+from ._airflow import airflow_names
+from ._dag import Dag, collecting_dags
 from ._errors import TaskLoadError
 from ._tracebacks import raised_at
 
@@ -32,12 +37,12 @@ def load_dags(path: str | os.PathLike[str]) -> dict[str, Dag]:
     """Execute the Python file at ``path`` and return the Dags it defines, by id.
 
     Args:
-        path: A Python file defining one or more :class:`~stateward.Dag` objects at
-            module level.
+        path: A Python file defining one or more :class:`~stateward.Dag` objects (a
+            file written for Airflow 3's ``airflow.sdk`` too; see docs/airflow.md).
 
     Returns:
-        The Dags found among the module's globals, keyed by ``dag_id``, in the order
-        the file defines them.
+        The Dags the file makes (whatever names they are bound to) and those among its
+        globals, keyed by ``dag_id``, in the order the file makes them.
 
     Raises:
         TaskLoadError: the file does not exist or is not a file; running it raised
@@ -52,9 +57,10 @@ def load_dags(path: str | os.PathLike[str]) -> dict[str, Dag]:
     if not file.is_file():
         msg = f"Dag file {shown!r} is not a file; give the path of a Python file defining Dags"
         raise TaskLoadError(msg, path=shown)
-    module = _execute(file.resolve(), shown)
+    with collecting_dags() as made:
+        module = _execute(file.resolve(), shown)
     dags: dict[str, Dag] = {}
-    for value in vars(module).values():
+    for value in [*made, *vars(module).values()]:
         if not isinstance(value, Dag) or dags.get(value.dag_id) is value:
             continue
         if value.dag_id in dags:
@@ -113,7 +119,7 @@ def _execute(file: Path, shown: str) -> ModuleType:
     # typing.get_type_hints look the module up by name).
     sys.modules[name] = module
     try:
-        with _on_sys_path(str(file.parent)):
+        with _on_sys_path(str(file.parent)), airflow_names():
             spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)

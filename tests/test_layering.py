@@ -14,7 +14,15 @@ PACKAGE = Path(stateward.__file__).parent
 #: What each layer may import from stateward (its own modules always). The shared
 #: bottom (errors, records, values, states, and the _nursery and _construction helpers)
 #: is below every subpackage.
-BOTTOM = {"_errors", "_records", "_values", "_states", "_nursery", "_construction"}
+BOTTOM = {
+    "_errors",
+    "_records",
+    "_values",
+    "_states",
+    "_nursery",
+    "_construction",
+    "_context_keys",
+}
 ALLOWED = {
     "_protocol": BOTTOM,
     "store": BOTTOM,

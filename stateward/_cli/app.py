@@ -227,3 +227,10 @@ def _configure_logging(verbose: int) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     logger.propagate = False
+    # Task code logs as Airflow code does (logging.getLogger(__name__).info(...)): show
+    # its INFO records too, and keep them in the attempt's log, unless the program
+    # embedding the CLI configured logging itself.
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)

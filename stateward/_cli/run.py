@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,7 +140,11 @@ def run(
     Exits with 0 when every task instance succeeded, 1 when the run failed (the
     message gives the command that resumes it), 130 when interrupted (likewise).
     """
-    dag = _choose_dag(file, dag_id)
+    # With --json, stdout holds the JSON alone: what the Dag file and its tasks print
+    # goes to stderr, with the progress.
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with quiet_stdout:
+        dag = _choose_dag(file, dag_id)
     if map_index is not None and task_id is None:
         msg = "--map-index needs --task ID: it chooses a mapped instance of that task"
         raise click.UsageError(msg)
@@ -159,7 +165,7 @@ def run(
         return DagRunResult._create(dag.dag_id, run_id, DagRunState(ti.state), (ti,))
 
     try:
-        with display:
+        with display, quiet_stdout:
             result = with_runtime(db, work, create=True)
     except BaseException as exc:
         if _interrupted(exc):
@@ -234,7 +240,11 @@ def _command_again(ctx: click.Context, file: Path, run_id: str, db: str) -> str:
 
 
 def _instance_count(dag: Dag) -> int:
-    return sum(task.map_count() if task.is_mapped else 1 for task in dag.tasks.values())
+    # A task mapped over an upstream result counts as one until it runs.
+    return sum(
+        task.map_count() if task.is_mapped and not task.maps_at_run_time else 1
+        for task in dag.tasks.values()
+    )
 
 
 def task_label(task_id: str, map_index: int) -> str:
@@ -450,7 +460,10 @@ def dags(file: Path) -> None:
         table.add_column("outlets", overflow="fold")
         table.add_column("upstream", overflow="fold")
         for task in order:
-            mapped = f"yes ({task.map_count()})" if task.is_mapped else "no"
+            if task.maps_at_run_time:
+                mapped = "at run time"
+            else:
+                mapped = f"yes ({task.map_count()})" if task.is_mapped else "no"
             table.add_row(
                 task.task_id,
                 mapped,

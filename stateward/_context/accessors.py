@@ -13,11 +13,14 @@ rendering, so a template reads state without a round trip per key and cannot wri
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Generic, NoReturn, TypeAlias, TypeVar
+
+import sniffio
 
 from .._assets import Asset, AssetAlias, AssetKey, AssetNameRef, AssetUriRef, describe
 from .._construction import NoPublicConstructor
@@ -129,6 +132,14 @@ class _StateAccessor(metaclass=NoPublicConstructor):
     def _sync(self, request: Any, method: str) -> Any:
         return self._client.request_sync(request, f"{self._label}.{method}")
 
+    async def _arequest(self, request: Any, method: str) -> Any:
+        # Asyncio task code (Airflow's async tasks) runs on a loop of its own in a worker
+        # thread: it reaches the runtime through the sync bridge, in a thread of
+        # asyncio's so that the loop keeps running while it waits.
+        if sniffio.current_async_library() == "asyncio":
+            return await asyncio.to_thread(self._sync, request, method)
+        return await self._client.request(request)
+
     def _expires(self, retention: RetentionLike, key: object) -> float | None:
         return expires_at(retention, self._default_retention, self._now, key)
 
@@ -141,7 +152,7 @@ class _StateAccessor(metaclass=NoPublicConstructor):
 
     async def aget(self, key: str, default: Any = None) -> Any:
         """Async twin of :meth:`get`."""
-        value = (await self._client.request(self._get_msg(key))).value
+        value = (await self._arequest(self._get_msg(key), "get")).value
         return default if value is None else value
 
     def items(self) -> list[tuple[str, Any]]:
@@ -150,7 +161,7 @@ class _StateAccessor(metaclass=NoPublicConstructor):
 
     async def aitems(self) -> list[tuple[str, Any]]:
         """Async twin of :meth:`items`."""
-        return list((await self._client.request(self._list_msg())).items.items())
+        return list((await self._arequest(self._list_msg(), "items")).items.items())
 
     # -- writing ------------------------------------------------------------------------
 
@@ -173,7 +184,7 @@ class _StateAccessor(metaclass=NoPublicConstructor):
     @_writes
     async def aset(self, key: str, value: Any, *, retention: RetentionLike = None) -> None:
         """Async twin of :meth:`set`."""
-        await self._client.request(self._set_msg(key, value, self._expires(retention, key)))
+        await self._arequest(self._set_msg(key, value, self._expires(retention, key)), "set")
 
     @_writes
     def delete(self, key: str) -> None:
@@ -183,7 +194,7 @@ class _StateAccessor(metaclass=NoPublicConstructor):
     @_writes
     async def adelete(self, key: str) -> None:
         """Async twin of :meth:`delete`."""
-        await self._client.request(self._delete_msg(key))
+        await self._arequest(self._delete_msg(key), "delete")
 
     @_writes
     def increment(self, key: str, by: int = 1, *, retention: RetentionLike = None) -> int:
@@ -200,7 +211,7 @@ class _StateAccessor(metaclass=NoPublicConstructor):
     async def aincrement(self, key: str, by: int = 1, *, retention: RetentionLike = None) -> int:
         """Async twin of :meth:`increment`."""
         request = self._increment_msg(key, by, self._expires(retention, key))
-        value: int = (await self._client.request(request)).value
+        value: int = (await self._arequest(request, "increment")).value
         return value
 
     @_writes
@@ -222,7 +233,7 @@ class _StateAccessor(metaclass=NoPublicConstructor):
     ) -> bool:
         """Async twin of :meth:`compare_and_set`."""
         request = self._cas_msg(key, expected, new, self._expires(retention, key))
-        swapped: bool = (await self._client.request(request)).swapped
+        swapped: bool = (await self._arequest(request, "compare_and_set")).swapped
         return swapped
 
     # -- mapping and attribute access ---------------------------------------------------
@@ -304,7 +315,7 @@ class TaskStateAccessor(_StateAccessor):
     @_writes
     async def aclear(self, *, all_map_indices: bool = False) -> None:
         """Async twin of :meth:`clear`."""
-        await self._client.request(m.ClearTaskState(all_map_indices))
+        await self._arequest(m.ClearTaskState(all_map_indices), "clear")
 
 
 class AssetStateAccessor(_StateAccessor):
@@ -387,7 +398,7 @@ class AssetStateAccessor(_StateAccessor):
     @_writes
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
-        await self._client.request(self._clear_msg())
+        await self._arequest(self._clear_msg(), "clear")
 
 
 # -- read-only snapshots for templates -----------------------------------------------------

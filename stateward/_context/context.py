@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import difflib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -9,6 +11,7 @@ import attrs
 
 from .._assets import Asset, AssetAlias, describe
 from .._construction import NoPublicConstructor
+from .._context_keys import AIRFLOW_ONLY_KEYS
 from .._errors import StateTypeError, UndeclaredAssetError
 
 
@@ -109,6 +112,37 @@ class OutletEventAccessors:
         return records
 
 
+_current: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+    "stateward_current_context", default=None
+)
+
+
+def current_context() -> Context:
+    """The context of the attempt running in this task (Airflow's ``get_current_context``).
+
+    Raises:
+        RuntimeError: called outside a running task.
+    """
+    context = _current.get()
+    if context is None:
+        msg = (
+            "get_current_context() was called outside a running task; call it from a "
+            "task's code while the runtime runs it"
+        )
+        raise RuntimeError(msg)
+    return context
+
+
+def set_current_context(context: Context | None) -> contextvars.Token[Context | None]:
+    """Make ``context`` what :func:`current_context` returns (the runtime, per attempt)."""
+    return _current.set(context)
+
+
+def reset_current_context(token: contextvars.Token[Context | None]) -> None:
+    """Undo :func:`set_current_context`."""
+    _current.reset(token)
+
+
 class Context(dict[str, Any], metaclass=NoPublicConstructor):
     """What a task instance sees: ``context["task_state"]``, ``context["ti"]``, ...
 
@@ -123,10 +157,16 @@ class Context(dict[str, Any], metaclass=NoPublicConstructor):
 
     def __missing__(self, key: str) -> Any:
         hint = ""
-        if key == "asset_state":
+        if key in ("asset_state", "asset_state_store"):
             hint = (
-                "; asset_state is there only when the task declares an Asset (or an "
+                f"; {key} is there only when the task declares an Asset (or an "
                 "AssetAlias inlet) in its inlets or outlets"
             )
+        elif key in AIRFLOW_ONLY_KEYS:
+            hint = f" (an Airflow context key: {AIRFLOW_ONLY_KEYS[key]})"
+        elif isinstance(key, str):
+            close = difflib.get_close_matches(key, list(self), n=1)
+            if close:
+                hint = f"; did you mean {close[0]!r}?"
         msg = f"the context has no {key!r}{hint}; it has {sorted(self)}"
         raise KeyError(msg)

@@ -18,6 +18,7 @@ returns. In a task process the parent applies the limit instead, to the whole pr
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 from collections.abc import Callable, Mapping
@@ -36,7 +37,13 @@ from .._context.accessors import (
     TaskStateAccessor,
 )
 from .._context.client import StateClient
-from .._context.context import Context, OutletEventAccessors, TaskInstanceInfo
+from .._context.context import (
+    Context,
+    OutletEventAccessors,
+    TaskInstanceInfo,
+    reset_current_context,
+    set_current_context,
+)
 from .._dag import Operator, PythonTask
 from .._errors import TaskTimeoutError
 from .._protocol import messages as m
@@ -131,15 +138,54 @@ async def _run(
     on_rendered(rendered)
     for name, value in rendered.items():
         setattr(instance, name, value)
-    if enforce_timeout:
-        result = await execute_in_process(
-            instance, context, label=spec.label, try_number=spec.try_number
-        )
-    elif instance.is_async:
-        result = await instance.execute(context)
-    else:
-        result = await trio.to_thread.run_sync(instance.execute, context)
+    token = set_current_context(context)
+    try:
+        if enforce_timeout:
+            result = await execute_in_process(
+                instance, context, label=spec.label, try_number=spec.try_number
+            )
+        else:
+            result = await call_execute(instance, context)
+    finally:
+        reset_current_context(token)
     return result, outlet_events
+
+
+async def call_execute(instance: Operator, context: Mapping[str, Any]) -> Any:
+    """Run ``instance.execute(context)``: on trio, in a worker thread, or on asyncio.
+
+    ``async def`` code runs in trio's thread unless the operator's ``async_library`` is
+    ``"asyncio"``: then on an event loop of its own in a worker thread, where its state
+    calls go through the sync bridge. Asyncio code run on trio fails; the error gets a
+    note saying how to run it.
+    """
+    if not instance.is_async:
+        return await trio.to_thread.run_sync(instance.execute, context)
+    if instance.async_library == "asyncio":
+        return await trio.to_thread.run_sync(_on_asyncio, instance.execute, context)
+    try:
+        return await instance.execute(context)
+    except (RuntimeError, TypeError) as exc:
+        if _is_asyncio_on_trio(exc):
+            exc.add_note(
+                f"task {instance.task_id!r} awaits asyncio code (asyncio.sleep, "
+                "asyncio.gather, an asyncio client), but stateward runs async tasks on "
+                "trio; set async_library = 'asyncio' on the operator (tasks of Dag files "
+                "written for Airflow, through airflow.sdk, run on asyncio already)"
+            )
+        raise
+
+
+def _on_asyncio(execute: Callable[[Mapping[str, Any]], Any], context: Mapping[str, Any]) -> Any:
+    async def main() -> Any:
+        return await execute(context)
+
+    return asyncio.run(main())
+
+
+def _is_asyncio_on_trio(exc: BaseException) -> bool:
+    text = str(exc)
+    return "event loop" in text or "asyncio" in text
 
 
 def event_messages(outlet_events: OutletEventAccessors) -> list[m.AddAssetEvent]:
@@ -155,9 +201,30 @@ def event_messages(outlet_events: OutletEventAccessors) -> list[m.AddAssetEvent]
     ]
 
 
+# Attributes every attempt shares on purpose: the wiring, and expand()'s lists (large,
+# and read only).
+_SHARED_ATTRIBUTES = frozenset({"upstream_task_ids", "downstream_task_ids", "expand_kwargs"})
+
+
 def _instance(task: Operator, map_index: int) -> Operator:
-    """The attempt's own shallow copy of ``task``, holding its mapped element."""
+    """The attempt's own copy of ``task``, holding its mapped element.
+
+    Lists, dicts and sets the operator holds are copied deeply (the Dag and its tasks
+    inside them stay shared), so what one attempt appends is not seen by the next:
+    in-memory state must not look durable. Other objects (clients, hooks) are shared.
+    """
     instance = copy.copy(task)
+    memo: dict[int, Any] | None = None
+    for name, value in vars(task).items():
+        if type(value) not in (list, dict, set) or name in _SHARED_ATTRIBUTES:
+            continue
+        if memo is None:
+            memo = {id(other): other for other in task.dag.tasks.values()}
+            memo[id(task.dag)] = task.dag
+        try:
+            setattr(instance, name, copy.deepcopy(value, memo))
+        except Exception:
+            continue
     if task.is_mapped:
         arguments = task.map_arguments(map_index)
         if isinstance(instance, PythonTask):
@@ -184,14 +251,14 @@ def _context(
         dag=dag, task=instance, run_id=spec.run_id, dag_id=dag.dag_id, task_id=task.task_id,
         map_index=spec.map_index, try_number=spec.try_number, params=spec.params,
         inlets=task.inlets, outlets=task.outlets, outlet_events=outlet_events,
-        task_state=task_state,
+        task_state=task_state, task_state_store=task_state,
     )  # fmt: skip
     context["ti"] = context["task_instance"] = TaskInstanceInfo(
         dag_id=dag.dag_id, run_id=spec.run_id, task_id=task.task_id,
         map_index=spec.map_index, try_number=spec.try_number, max_tries=spec.max_tries,
     )  # fmt: skip
     if accessible or resolved:
-        context["asset_state"] = AssetStateAccessors._create(
+        context["asset_state"] = context["asset_state_store"] = AssetStateAccessors._create(
             accessible,
             resolved,
             lambda asset: AssetStateAccessor._create(
@@ -213,14 +280,23 @@ async def _render(
     fields = instance.template_fields
     if not fields:
         return {}
+    dag = instance.dag
+    env = get_environment(
+        native=dag.render_template_as_native_obj,
+        searchpath=dag.template_searchpath,
+        syntax=dag.template_syntax,
+    )
     values = {name: getattr(instance, name) for name in fields}
-    warn_unrendered_braces(values, task=instance_label(instance.dag.dag_id, instance.task_id))
-    if not any(needs_rendering(v, instance.template_ext) for v in values.values()):
+    if env.syntax == "stateward":
+        warn_unrendered_braces(values, task=instance_label(dag.dag_id, instance.task_id))
+    if not any(
+        needs_rendering(v, instance.template_ext, markers=env.markers) for v in values.values()
+    ):
         return values
     # Templates read a snapshot taken now: one request per scope they may read,
     # instead of one per key, and no way to write.
     template_context = Context._create(context)
-    template_context["task_state"] = StateView(
+    template_context["task_state"] = template_context["task_state_store"] = StateView(
         "task_state", (await client.request(m.ListTaskState())).items
     )
     if "asset_state" in context:
@@ -228,20 +304,27 @@ async def _render(
         for asset in accessible:
             listed = await client.request(m.ListAssetStateByName(asset.name))
             snapshots[asset.name] = listed.items
-        template_context["asset_state"] = AssetStateAccessors._create(
-            accessible,
-            resolved,
-            lambda asset: AssetStateView(asset, snapshots[asset.name]),
-            inlets=instance.inlets,
+        template_context["asset_state"] = template_context["asset_state_store"] = (
+            AssetStateAccessors._create(
+                accessible,
+                resolved,
+                lambda asset: AssetStateView(asset, snapshots[asset.name]),
+                inlets=instance.inlets,
+            )
         )
-    dag = instance.dag
-    env = get_environment(
-        native=dag.render_template_as_native_obj, searchpath=dag.template_searchpath
-    )
     label = instance_label(dag.dag_id, instance.task_id, context["map_index"])
-    return render_fields(
-        values, template_context, env=env, task=label, template_ext=instance.template_ext
-    )
+    # In template_fields order, each set on the instance before the next is rendered
+    # (as Airflow does), so `<< task.out_file >>` reads the rendered path.
+    rendered: dict[str, Any] = {}
+    for name in fields:
+        one = {name: getattr(instance, name)}
+        rendered.update(
+            render_fields(
+                one, template_context, env=env, task=label, template_ext=instance.template_ext
+            )
+        )
+        setattr(instance, name, rendered[name])
+    return rendered
 
 
 async def execute_in_process(
@@ -258,15 +341,12 @@ async def execute_in_process(
     """
     timeout = instance.execution_timeout
     with trio.move_on_after(math.inf if timeout is None else timeout) as limit:
-        if instance.is_async:
-            result = await instance.execute(context)
-        else:
-            result = await trio.to_thread.run_sync(instance.execute, context)
+        result = await call_execute(instance, context)
     if not limit.cancel_called:
         return result
     assert timeout is not None
     what = f"{label} try {try_number} ran past its execution_timeout of {timeout:g} s"
-    if instance.is_async:
+    if instance.is_async and instance.async_library == "trio":
         msg = f"{what} and was cancelled"
     elif limit.cancelled_caught:
         msg = (

@@ -21,11 +21,12 @@ from .._assets import Asset, AssetAlias, AssetNameRef, AssetUriRef, describe
 from .._construction import NoPublicConstructor
 from .._context.context import OutletEventAccessors
 from .._dag import Dag, Operator
-from .._errors import SupervisorDiedError, UndeclaredAssetError
+from .._errors import SupervisorDiedError, UndeclaredAssetError, UpstreamResultError
 from .._protocol import messages as m
 from .._records import AssetInfo, DagRunRecord, TaskInstanceRecord
 from .._states import DagRunState, TaskInstanceState
 from ..store.base import TaskScope, Writer
+from .arguments import bind_upstream, has_references, maps_at_run_time
 from .attempt import AttemptSpec, event_messages, run_attempt
 from .capture import AttemptLog, capturing
 from .client import SupervisorClient
@@ -188,7 +189,7 @@ class Runner:
         run.recorder = recorder
         earlier = (await self._admin.request(m.GetDagRun(dag.dag_id, run_id))).run
         succeeded, next_try = await _resume_points(recorder, earlier)
-        instances = [(t.task_id, i) for t in order for i in _map_indices(t)]
+        instances = [(t.task_id, i) for t in order for i in _known_indices(t, succeeded)]
         if earlier is not None and all(key in succeeded for key in instances):
             # Every instance succeeded before: nothing to run, nothing to write.
             done_results = [_recorded_result(dag.dag_id, run_id, succeeded[k]) for k in instances]
@@ -205,7 +206,7 @@ class Runner:
         async def run_task(task: Operator) -> None:
             for upstream in task.upstream_task_ids:
                 await done[upstream].wait()
-            indices = _map_indices(task)
+            indices = [-1] if maps_at_run_time(task) else _map_indices(task)
             if any(outcome[up] != SUCCESS for up in task.upstream_task_ids):
                 for index in indices:
                     run.results.append(
@@ -222,6 +223,17 @@ class Runner:
                     run.emit(task.task_id, index, UPSTREAM_FAILED, 0)
                 outcome[task.task_id] = UPSTREAM_FAILED
             else:
+                try:
+                    task = self._bind_upstream(task, run, succeeded)
+                except UpstreamResultError as exc:
+                    result = _not_started(dag.dag_id, run_id, task.task_id, exc)
+                    run.results.append(result)
+                    await recorder.not_run(task.task_id, -1, FAILED)
+                    run.emit(task.task_id, -1, FAILED, 0)
+                    outcome[task.task_id] = FAILED
+                    done[task.task_id].set()
+                    return
+                indices = _map_indices(task)
                 states: list[TaskInstanceState] = []
 
                 async def run_one(index: int) -> None:
@@ -255,6 +267,27 @@ class Runner:
         ordered = sorted(run.results, key=lambda ti: (position[ti.task_id], ti.map_index))
         return DagRunResult._create(dag.dag_id, run_id, state, tuple(ordered))
 
+    def _bind_upstream(
+        self, task: Operator, run: _Run, succeeded: Mapping[tuple[str, int], TaskInstanceRecord]
+    ) -> Operator:
+        """``task`` with the upstream results it takes (TaskFlow; see ``arguments``)."""
+        if not has_references(task):
+            return task
+        if (task.isolation or self._settings.isolation) == "process":
+            msg = (
+                f"task {task.task_id!r} takes upstream results (TaskFlow arguments or an "
+                "expand() over a task's result), which are not passed to a task process "
+                "yet; give it isolation='none'"
+            )
+            raise UpstreamResultError(msg, task=task.task_id)
+        outputs = {(ti.task_id, ti.map_index): ti.result for ti in run.results}
+        unkept = {
+            key: repr(ti.attempts[-1].result)
+            for key, ti in succeeded.items()
+            if ti.attempts and not ti.attempts[-1].result_is_json
+        }
+        return bind_upstream(task, outputs, unkept)
+
     async def run_task(
         self,
         task: Operator,
@@ -265,6 +298,13 @@ class Runner:
     ) -> TaskInstanceResult:
         """Run one task instance (ignoring its upstream tasks), from try ``try_number``
         (``None``: the try after the recorded one), and record it in run ``run_id``."""
+        if has_references(task):
+            msg = (
+                f"{task!r} takes the results of upstream tasks (TaskFlow), and run_task "
+                "runs one instance without them; run the Dag (rt.run_dag), or call the "
+                "task's function with the arguments you want to test"
+            )
+            raise UpstreamResultError(msg, task=task.task_id)
         dag = task.dag
         indices = _map_indices(task)
         if map_index not in indices:
@@ -585,6 +625,23 @@ def _recorded_result(dag_id: str, run_id: str, ti: TaskInstanceRecord) -> TaskIn
         dag_id=dag_id, run_id=run_id, task_id=ti.task_id, map_index=ti.map_index,
         state=SUCCESS, try_number=ti.try_number, result=None if last is None else last.result,
         rendered={} if last is None else dict(last.rendered),
+    )  # fmt: skip
+
+
+def _known_indices(
+    task: Operator, succeeded: Mapping[tuple[str, int], TaskInstanceRecord]
+) -> list[int]:
+    """The instances of ``task``: for one mapped when the run gets there, those recorded."""
+    if not maps_at_run_time(task):
+        return _map_indices(task)
+    return sorted(i for (task_id, i) in succeeded if task_id == task.task_id) or [-1]
+
+
+def _not_started(dag_id: str, run_id: str, task_id: str, error: Exception) -> TaskInstanceResult:
+    """A task that failed before any attempt: its upstream results cannot be given to it."""
+    return TaskInstanceResult._create(
+        dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=-1, state=FAILED,
+        try_number=0, error=error,
     )  # fmt: skip
 
 

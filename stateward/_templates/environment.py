@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import jinja2
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -28,12 +28,21 @@ from jinja2.utils import internalcode
 from stateward._errors import TemplateWriteError, UndeclaredAssetError
 
 __all__ = [
+    "SYNTAXES",
     "NativeStateSandbox",
     "StateKeyUndefinedError",
     "StateSandbox",
     "StateUndefined",
     "get_environment",
 ]
+
+#: Template delimiters (value, statement, comment; each start and end) by the name a
+#: Dag's ``template_syntax`` gives: stateward's own, which leave ``{{ }}`` to shells and
+#: SQL, and Airflow's, for Dag files written for Airflow.
+SYNTAXES: Final = {
+    "stateward": ("<<", ">>", "<%", "%>", "<#", "#>"),
+    "airflow": ("{{", "}}", "{%", "%}", "{#", "#}"),
+}
 
 # Environments are few (one per searchpath and mode) and each costs milliseconds to
 # build, while rendering happens on every task attempt.
@@ -180,15 +189,22 @@ class StateSandbox(ImmutableSandboxedEnvironment):
         searchpath: Folders that template files (``template_ext``) are loaded from.
     """
 
-    def __init__(self, *, searchpath: Sequence[str | os.PathLike[str]] = ()) -> None:
+    def __init__(
+        self, *, searchpath: Sequence[str | os.PathLike[str]] = (), syntax: str = "stateward"
+    ) -> None:
         self.searchpath: tuple[str, ...] = tuple(os.fspath(path) for path in searchpath)
+        self.syntax = syntax
+        delimiters = SYNTAXES[syntax]
+        #: What opens a value, a statement and a comment: a string holding none of
+        #: them is not a template.
+        self.markers: tuple[str, ...] = delimiters[::2]
         super().__init__(
-            variable_start_string="<<",
-            variable_end_string=">>",
-            block_start_string="<%",
-            block_end_string="%>",
-            comment_start_string="<#",
-            comment_end_string="#>",
+            variable_start_string=delimiters[0],
+            variable_end_string=delimiters[1],
+            block_start_string=delimiters[2],
+            block_end_string=delimiters[3],
+            comment_start_string=delimiters[4],
+            comment_end_string=delimiters[5],
             undefined=StateUndefined,
             autoescape=False,
             keep_trailing_newline=True,
@@ -314,25 +330,30 @@ class NativeStateSandbox(StateSandbox):
 
 
 @functools.lru_cache(maxsize=_ENVIRONMENT_CACHE_SIZE)
-def _build_environment(native: bool, searchpath: tuple[str, ...]) -> StateSandbox:
+def _build_environment(native: bool, searchpath: tuple[str, ...], syntax: str) -> StateSandbox:
     if native:
-        return NativeStateSandbox(searchpath=searchpath)
-    return StateSandbox(searchpath=searchpath)
+        return NativeStateSandbox(searchpath=searchpath, syntax=syntax)
+    return StateSandbox(searchpath=searchpath, syntax=syntax)
 
 
 def get_environment(
-    *, native: bool = False, searchpath: Sequence[str | os.PathLike[str]] = ()
+    *,
+    native: bool = False,
+    searchpath: Sequence[str | os.PathLike[str]] = (),
+    syntax: str = "stateward",
 ) -> StateSandbox:
     """Return the shared environment for a rendering mode and template searchpath.
 
-    Environments are cached per ``(native, resolved searchpath)``, so repeated calls
-    with the same arguments return the same object.
+    Environments are cached per ``(native, resolved searchpath, syntax)``, so repeated
+    calls with the same arguments return the same object.
 
     Args:
         native: Render to Python objects (:class:`NativeStateSandbox`) instead of
             strings.
         searchpath: Folders that template files are loaded from (a single string is
             one folder); relative folders are resolved against the current directory.
+        syntax: ``"stateward"`` (``<< >>``) or ``"airflow"`` (``{{ }}``): see
+            :data:`SYNTAXES`.
 
     Returns:
         The environment.
@@ -340,4 +361,4 @@ def get_environment(
     # A lone path is one folder, not a sequence of one-character folder names.
     paths = [searchpath] if isinstance(searchpath, str) else searchpath
     resolved = tuple(str(Path(path).resolve()) for path in paths)
-    return _build_environment(native, resolved)
+    return _build_environment(native, resolved, syntax)

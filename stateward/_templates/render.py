@@ -36,14 +36,19 @@ _SYNTAX_HINT = (
     "as <# ... #>; to write a literal '<<' use << '<<' >>"
 )
 
+_AIRFLOW_SYNTAX_HINT = (
+    "this Dag's template_syntax is 'airflow': templates write values as {{ name }}, "
+    "statements as {% if ... %} and comments as {# ... #}"
+)
+
 
 @functools.lru_cache(maxsize=_TEMPLATE_CACHE_SIZE)
 def _compile(env: StateSandbox, source: str) -> jinja2.Template:
     return env.from_string(source)
 
 
-def _is_template(source: str) -> bool:
-    return any(marker in source for marker in _MARKERS)
+def _is_template(source: str, markers: Sequence[str] = _MARKERS) -> bool:
+    return any(marker in source for marker in markers)
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -89,19 +94,24 @@ def _warn_once(task: str, field: str) -> None:
     )
 
 
-def needs_rendering(value: Any, template_ext: Sequence[str] = ()) -> bool:
+def needs_rendering(
+    value: Any, template_ext: Sequence[str] = (), *, markers: Sequence[str] = _MARKERS
+) -> bool:
     """Whether :func:`render_fields` could change ``value``.
 
     True when a string in it (walking lists, tuples, sets and dict values) holds a
-    template marker or names a ``template_ext`` file. Lets callers skip preparing a
-    template context for fields that hold no template.
+    template marker (``markers``: stateward's ``<<``, ``<%``, ``<#`` unless the
+    environment's :attr:`~StateSandbox.markers` are given) or names a ``template_ext``
+    file. Lets callers skip preparing a template context for fields that hold no template.
     """
     if isinstance(value, str):
-        return _is_template(value) or (bool(template_ext) and value.endswith(tuple(template_ext)))
+        return _is_template(value, markers) or (
+            bool(template_ext) and value.endswith(tuple(template_ext))
+        )
     if isinstance(value, dict):
-        return any(needs_rendering(v, template_ext) for v in value.values())
+        return any(needs_rendering(v, template_ext, markers=markers) for v in value.values())
     if isinstance(value, list | tuple | set | frozenset):
-        return any(needs_rendering(v, template_ext) for v in value)
+        return any(needs_rendering(v, template_ext, markers=markers) for v in value)
     return False
 
 
@@ -187,7 +197,7 @@ class _Renderer:
 
     def render_string(self, source: str, field: str, path: tuple[Any, ...]) -> Any:
         is_file = bool(self.template_ext) and source.endswith(self.template_ext)
-        if not is_file and not _is_template(source):
+        if not is_file and not _is_template(source, self.env.markers):
             return source
         if is_file and self.env.loader is None:
             msg = (
@@ -217,7 +227,8 @@ class _Renderer:
             in_file = f" of {exc.name!r}" if exc.name else ""
             msg = (
                 f"{self.where(field, path)} has a syntax error on line {exc.lineno}"
-                f"{in_file}: {exc.message}; {_SYNTAX_HINT}"
+                f"{in_file}: {exc.message}; "
+                f"{_SYNTAX_HINT if self.env.syntax == 'stateward' else _AIRFLOW_SYNTAX_HINT}"
             )
             raise TemplateError(msg, task=self.task, field=field) from exc
         except SecurityError as exc:

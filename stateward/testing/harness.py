@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Final
 
 from .._assets import Asset, AssetAlias, AssetNameRef, AssetUriRef
 from .._context.accessors import AssetStateAccessor
 from .._dag import Dag, Operator
+from .._loader import load_dags, pick_dag
 from .._protocol import messages as m
 from .._records import AssetInfo
 from .._runtime.runner import DagRunResult, TaskInstanceResult
@@ -45,6 +47,23 @@ class StateHarness:
 
     def __repr__(self) -> str:
         return f"<StateHarness run_id={self.run_id!r} on {self.rt!r}>"
+
+    # -- Dag files ----------------------------------------------------------------------
+
+    def load_dag(self, path: str | os.PathLike[str], dag_id: str | None = None) -> Dag:
+        """Load a Dag file (one written for Airflow's ``airflow.sdk`` too) and pick a Dag.
+
+        The file is run afresh on each call, as ``stateward run`` runs it: see
+        :func:`stateward.load_dags`.
+
+        Args:
+            path: The Dag file.
+            dag_id: Which of its Dags; ``None`` when it defines exactly one.
+
+        Raises:
+            TaskLoadError: the file cannot be loaded, or ``dag_id`` does not pick one Dag.
+        """
+        return pick_dag(load_dags(path), dag_id, source=f"Dag file {os.fspath(path)!r}")
 
     # -- task state ---------------------------------------------------------------------
 

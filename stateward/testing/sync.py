@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -160,6 +161,10 @@ class SyncHarness:
     def results(self) -> list[TaskInstanceResult]:
         """Every task instance result of the runs made through this harness, in order."""
         return self.harness.results
+
+    def load_dag(self, path: str | os.PathLike[str], dag_id: str | None = None) -> Dag:
+        """Load a Dag file and pick a Dag: :meth:`StateHarness.load_dag`."""
+        return self.harness.load_dag(path, dag_id)
 
     def seed_task_state(
         self,

@@ -343,7 +343,8 @@ async def test_context_injection_by_name_and_whole_context(rt: Runtime) -> None:
     assert result.ti("whole").result == sorted(
         [
             "dag", "dag_id", "task", "task_id", "run_id", "map_index", "try_number", "params",
-            "inlets", "outlets", "outlet_events", "task_state", "ti", "task_instance",
+            "inlets", "outlets", "outlet_events", "task_state", "task_state_store", "ti",
+            "task_instance",
         ]
     )  # fmt: skip
 
@@ -461,7 +462,10 @@ def test_dag_definition_errors_are_clear() -> None:
         dag.task(task_id="b", retries=-1)(lambda: None)
     with pytest.raises(DagDefinitionError, match=r"default_args has unknown options \['retry'\]"):
         Dag("e", default_args={"retry": 1})
-    with pytest.raises(DagDefinitionError, match=r"takes a list or tuple, got 3"):
+    with pytest.raises(
+        DagDefinitionError,
+        match=r"takes a list or tuple, or an upstream task's result \(TaskOutput\), got 3",
+    ):
         a.expand(x=3)  # type: ignore[arg-type]
     with pytest.raises(DagDefinitionError, match=r"a\(\) has no parameter 'x'"):
         a.expand(x=[1])
