@@ -237,6 +237,32 @@ def scaling_figures(results: Results) -> str:
     return "\n".join(lines)
 
 
+def airflow_compare(results: Results) -> str:
+    """docs/airflow.md's comparison with ``airflow dags test`` (bench/airflow_compare.py)."""
+    af = results.get("airflow_compare")
+    if af is None:
+        return (
+            "Not measured yet: `bench/airflow_compare.py` needs a virtualenv with Airflow "
+            "(`STATEWARD_BENCH_AIRFLOW_VENV`)."
+        )
+    return "\n".join([
+        f"Measured by `bench/airflow_compare.py` ({af.get('date', 'unknown')}, "
+        f"{af['cpus']} CPUs, Airflow {af['airflow']}\nin a throwaway virtualenv; "
+        "the machine was shared with other work, so read the ratios):",
+        "",
+        "| the same one-task Airflow Dag file | time | Airflow's time over it |",
+        "|---|---:|---:|",
+        f"| `airflow dags test one_task` | {af['airflow_dags_test_s']} s | 1 |",
+        f"| `stateward run one_task.py` | {af['stateward_run_s']} s "
+        f"| {af['ratio_airflow_vs_stateward_run']}× |",
+        f"| a test with the harness: open, `load_dag`, `run_dag`, close "
+        f"| {_ms(af['harness_test_ms'])} ms | {af['ratio_airflow_vs_harness_test']:,}× |",
+        f"| of which loading the file and running it | {_ms(af['harness_load_and_run_ms'])} ms "
+        "| |",
+        f"| of which running it | {_ms(af['harness_run_ms'])} ms | |",
+    ])  # fmt: skip
+
+
 def _ms(value: float) -> str:
     """Three significant digits, never in scientific notation."""
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
@@ -246,6 +272,7 @@ def _ms(value: float) -> str:
 REGIONS: dict[str, dict[str, Callable[[Results], str]]] = {
     "docs/isolation.md": {"isolation-costs": isolation_costs},
     "docs/scaling.md": {"postgres-figures": scaling_figures},
+    "docs/airflow.md": {"airflow-compare": airflow_compare},
 }
 
 

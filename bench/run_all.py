@@ -34,6 +34,9 @@ SCRIPTS = [
     "harness.py",
     "isolation.py",
 ]
+#: Scripts that need something stateward does not install, run only when the variable
+#: names it; otherwise their last line in the results file is kept.
+OPTIONAL_SCRIPTS = {"airflow_compare.py": "STATEWARD_BENCH_AIRFLOW_VENV"}
 #: The scripts that also run on PostgreSQL when a server answers.
 POSTGRES_SCRIPTS = ["state_ops.py", "concurrent_writers.py"]
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -80,8 +83,21 @@ def measure(postgres: bool) -> None:
     lines = [run(script) for script in SCRIPTS]
     dsn = postgres_dsn() if postgres else None
     lines += [run(script, "--db", dsn) for script in POSTGRES_SCRIPTS if dsn is not None]
+    kept = []
+    for script, variable in OPTIONAL_SCRIPTS.items():
+        if os.environ.get(variable):
+            lines.append(run(script))
+        else:
+            kept += [line for line in _last_lines() if line["bench"] == script.removesuffix(".py")]
     # Written only once every script succeeded, so a failed run keeps the last results.
-    RESULTS.write_text("".join(json.dumps({**line, **stamp}) + "\n" for line in lines))
+    text = "".join(json.dumps({**line, **stamp}) + "\n" for line in lines)
+    RESULTS.write_text(text + "".join(json.dumps(line) + "\n" for line in kept))
+
+
+def _last_lines() -> list[dict[str, Any]]:
+    if not RESULTS.exists():
+        return []
+    return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> None:

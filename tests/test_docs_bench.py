@@ -23,9 +23,14 @@ def bench_pages(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_the_docs_figures_are_written_from_the_results_file(bench_pages):
-    """performance.md, isolation.md's costs and scaling.md's figures match results.jsonl."""
+    """performance.md and the bench regions of the other pages match results.jsonl."""
     made = bench_pages.pages(bench_pages.load_results())
-    assert {path.name for path in made} == {"performance.md", "isolation.md", "scaling.md"}
+    assert {path.name for path in made} == {
+        "performance.md",
+        "isolation.md",
+        "scaling.md",
+        "airflow.md",
+    }
     for path, text in made.items():
         assert path.read_text() == text, (
             f"{path.name} differs from what bench/results.jsonl gives; "

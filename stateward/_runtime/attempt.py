@@ -180,7 +180,11 @@ def _on_asyncio(execute: Callable[[Mapping[str, Any]], Any], context: Mapping[st
     async def main() -> Any:
         return await execute(context)
 
-    return asyncio.run(main())
+    # A plain selector loop, whatever event loop policy is installed: trio-asyncio's
+    # (installed once the PostgreSQL store is imported) would run this loop inside a
+    # trio run of its own, where the task's sync state calls are refused.
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(main())
 
 
 def _is_asyncio_on_trio(exc: BaseException) -> bool:

@@ -1,8 +1,10 @@
 """An async task that fetches pages concurrently and checkpoints after each batch.
 
-Airflow 3.3 style: ``async def`` with ``asyncio.gather`` / ``asyncio.sleep`` and the
-``aget`` / ``aset`` twins. The first try stops after two batches; the retry resumes
-from the checkpoint. Every fetch is appended to $DEMO_FETCH_LOG, so a test can check
+Airflow 3.3 style: ``async def`` with ``asyncio.gather`` / ``asyncio.sleep``. The
+checkpoint uses the plain ``get`` / ``set``: Airflow 3.3.2's task state accessor has no
+``aget`` / ``aset`` (its own example_task_state_store_async fails on that), and the
+plain calls work from async code in both. The first try stops after two batches; the
+retry resumes from the checkpoint. Every fetch is appended to $DEMO_FETCH_LOG, so a test can check
 that no page was fetched twice.
 """
 
@@ -33,7 +35,7 @@ with DAG(dag_id="async_pages", schedule=None, start_date=datetime(2026, 1, 1), c
 
     @task(retries=1, retry_delay=0)
     async def ingest(task_state_store=None, ti=None) -> dict:
-        progress = await task_state_store.aget("progress", default={"done": [], "rows": 0})
+        progress = task_state_store.get("progress", default={"done": [], "rows": 0})
         done, rows = set(progress["done"]), progress["rows"]
         log.info("try %d starts with %d pages done", ti.try_number, len(done))
         todo = [page for page in PAGES if page not in done]
@@ -41,7 +43,7 @@ with DAG(dag_id="async_pages", schedule=None, start_date=datetime(2026, 1, 1), c
             batch = todo[start : start + BATCH]
             rows += sum(await asyncio.gather(*(fetch(page) for page in batch)))
             done.update(batch)
-            await task_state_store.aset(
+            task_state_store.set(
                 "progress", {"done": sorted(done), "rows": rows}, retention=NEVER_EXPIRE
             )
             if ti.try_number == 1 and len(done) >= 2 * BATCH:
