@@ -449,12 +449,14 @@ class Operator:
         return f"<{type(self).__name__} {self.dag.dag_id}.{self.task_id}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
-        """Tasks are wired, not called: say how (Airflow's TaskFlow calls are not supported)."""
+        """Tasks are wired, not called: say how (TaskFlow calls are airflow.sdk's ``@task``)."""
         name = self.task_id
         msg = (
             f"{self!r} is a task, not a function, and cannot be called; wire tasks with "
             f">>, e.g. 'extract >> {name}' runs {name} after extract, and map one with "
-            f"'{name}.expand(x=[1, 2])'; the runtime calls it when its Dag runs"
+            f"'{name}.expand(x=[1, 2])'; the runtime calls it when its Dag runs (calls "
+            "that pass results, Airflow's TaskFlow, are for @task of a file written for "
+            "airflow.sdk: see docs/airflow.md)"
         )
         raise TypeError(msg)
 

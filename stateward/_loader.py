@@ -71,6 +71,13 @@ def load_dags(path: str | os.PathLike[str]) -> dict[str, Dag]:
             raise TaskLoadError(msg, path=shown)
         dags[value.dag_id] = value
     if not dags:
+        if any(type(v).__module__.startswith("airflow.") for v in vars(module).values()):
+            msg = (
+                f"Dag file {shown!r} defines Airflow's own Dags: Airflow is installed "
+                "here, so its airflow.sdk was imported and stateward converts nothing; "
+                "run the file where Airflow is not installed (see docs/airflow.md)"
+            )
+            raise TaskLoadError(msg, path=shown)
         msg = (
             f"Dag file {shown!r} defines no Dag; create one at module level, "
             "e.g. dag = Dag('my_dag')"

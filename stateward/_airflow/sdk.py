@@ -54,7 +54,7 @@ logger = logging.getLogger("stateward.airflow")
 #: Airflow's context type: a mapping of names to values (a plain dict here).
 Context = dict
 
-_PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_DIR: Final = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 #: ``DAG`` arguments of Airflow 3.3 that stateward accepts and has no use for.
 IGNORED_DAG_ARGUMENTS: Final = frozenset({

@@ -498,7 +498,9 @@ def test_calling_a_task_says_how_tasks_are_wired() -> None:
             TypeError,
             match=r"^<PythonTask d\.hello> is a task, not a function, and cannot be called; "
             r"wire tasks with >>, e\.g\. 'extract >> hello' runs hello after extract, and map "
-            r"one with 'hello\.expand\(x=\[1, 2\]\)'; the runtime calls it when its Dag runs$",
+            r"one with 'hello\.expand\(x=\[1, 2\]\)'; the runtime calls it when its Dag runs "
+            r"\(calls that pass results, Airflow's TaskFlow, are for @task of a file written "
+            r"for airflow\.sdk: see docs/airflow\.md\)$",
         ):
             hello()
     with pytest.raises(DagDefinitionError, match=r"@dag\.task decorates a function, got <Py"):
