@@ -433,10 +433,14 @@ def test_with_airflow_importable_nothing_is_served(tmp_path: Path) -> None:
     """An importable `airflow` (here a stand-in next to the file) is used as it is."""
     (tmp_path / "airflow").mkdir()
     (tmp_path / "airflow" / "__init__.py").write_text("")
-    (tmp_path / "airflow" / "sdk.py").write_text("class DAG:\n    def __init__(self, dag_id):\n        pass\n")
+    (tmp_path / "airflow" / "sdk.py").write_text(
+        "class DAG:\n    def __init__(self, dag_id):\n        pass\n"
+    )
     path = dag_file(tmp_path, "from airflow.sdk import DAG\nDAG('real')\nd = DAG('bound')\n")
     try:
-        with pytest.raises(TaskLoadError, match=r"defines Airflow's own Dags: Airflow is installed"):
+        with pytest.raises(
+            TaskLoadError, match=r"defines Airflow's own Dags: Airflow is installed"
+        ):
             load_dags(path)
     finally:
         for name in [n for n in sys.modules if n == "airflow" or n.startswith("airflow.")]:
