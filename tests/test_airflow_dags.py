@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
-from stateward import Dag, Runtime, load_dags
+from stateward import Dag, Runtime, load_dags, open_runtime
 from stateward.testing import StateHarness
 
 DAGS = Path(__file__).parent / "airflow_dags"
@@ -69,6 +71,16 @@ def state(env: dict[str, str], db: Path, *selector: str) -> dict[Any, Any]:
     }
 
 
+def stored(db: Path, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+    """One instance's task state, read in this process (fewer subprocesses)."""
+
+    async def read() -> dict[str, Any]:
+        async with open_runtime(db=db) as rt:
+            return dict(await rt.state.task(dag_id, run_id, task_id, map_index).aitems())
+
+    return trio.run(read)
+
+
 def count_jobs(env: dict[str, str]) -> int:
     return len(list(Path(env["DEMO_JOBS_DIR"]).iterdir()))
 
@@ -104,14 +116,13 @@ def test_cli_reattach_job(tmp_path: Path, demo_env: dict[str, str]) -> None:
     assert "reattaching to export-" in run["stderr"]
     jobs = sorted(p.stem for p in (tmp_path / "jobs").iterdir())
     assert len(jobs) == 1
-    rows = state(demo_env, db, "--dag", "reattach_job")
-    assert rows[("r1", "export_orders", -1, "job_id")] == jobs[0]
-    assert rows[("r1", "export_orders", -1, "status")] == "complete"
+    first = stored(db, "reattach_job", "r1", "export_orders")
+    assert first["job_id"] == jobs[0]
+    assert first["status"] == "complete"
     second = run_cli("reattach_job.py", "r2", demo_env, db)
     assert instances(second)[("export_orders", -1)]["try_number"] == 2
     assert len(list((tmp_path / "jobs").iterdir())) == 2
-    rows = state(demo_env, db, "--dag", "reattach_job")
-    assert rows[("r2", "export_orders", -1, "job_id")] != jobs[0]
+    assert stored(db, "reattach_job", "r2", "export_orders")["job_id"] != jobs[0]
 
 
 def test_cli_async_pages_resume_from_checkpoint(tmp_path: Path, demo_env: dict[str, str]) -> None:
@@ -123,8 +134,8 @@ def test_cli_async_pages_resume_from_checkpoint(tmp_path: Path, demo_env: dict[s
     fetched = (tmp_path / "fetched.log").read_text().split()
     assert sorted(map(int, fetched)) == list(range(1, 11))  # none fetched twice
     assert "try 2 starts with 6 pages done" in run["stderr"]
-    rows = state(demo_env, db)
-    assert rows[("r1", "ingest", -1, "progress")] == {"done": list(range(1, 11)), "rows": 550}
+    progress = stored(db, "async_pages", "r1", "ingest")["progress"]
+    assert progress == {"done": list(range(1, 11)), "rows": 550}
     again = run_cli("async_pages.py", "r1", demo_env, db)  # the same run: nothing to do
     assert instances(again)[("ingest", -1)]["result"] == {"pages": 10, "rows": 550}
     assert len((tmp_path / "fetched.log").read_text().split()) == 10
@@ -173,7 +184,7 @@ def test_cli_resumable_operator(tmp_path: Path, demo_env: dict[str, str]) -> Non
     assert ti["result"] == {
         "job": jobs[0], "report": "/reports/nightly-nightly.csv", "polls": [2],
     }  # fmt: skip
-    assert state(demo_env, db)[("nightly", "nightly_batch", -1, "batch_job_id")] == jobs[0]
+    assert stored(db, "resumable_batch", "nightly", "nightly_batch")["batch_job_id"] == jobs[0]
     assert "submitted batch-" in run["stderr"]  # self.log.info, shown by the CLI
 
 
@@ -193,7 +204,9 @@ def test_cli_taskflow_resume_passes_recorded_results(
 # -- by the pytest plugin -----------------------------------------------------------------
 
 
-async def test_plugin_reattach_job(sw: StateHarness, demo_env: dict[str, str]) -> None:
+async def test_plugin_reattach_job(
+    sw: StateHarness, demo_env: dict[str, str], autojump_clock: trio.testing.MockClock
+) -> None:
     """The harness loads the Airflow file and runs it; task state holds the one job."""
     dag = sw.load_dag(DAGS / "reattach_job.py")
     result = await sw.run_dag(dag)
