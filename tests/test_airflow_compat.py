@@ -445,3 +445,10 @@ def test_with_airflow_importable_nothing_is_served(tmp_path: Path) -> None:
     finally:
         for name in [n for n in sys.modules if n == "airflow" or n.startswith("airflow.")]:
             del sys.modules[name]
+
+
+async def test_one_instance_of_a_dag_that_maps_at_run_time(sw: StateHarness) -> None:
+    """run_task of an upstream task works though its Dag maps a task over its result."""
+    dag = sw.load_dag(Path(__file__).parent / "airflow_dags" / "mapped_tables.py")
+    result = await sw.run_task(dag.get_task("list_tables"))
+    assert result.result == ["orders", "customers", "products"]

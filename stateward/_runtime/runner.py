@@ -348,7 +348,8 @@ class Runner:
         # None: the store refused to record the run (records never fail a run).
         finished = () if after is None else after.instances
         done = {(ti.task_id, ti.map_index) for ti in finished if ti.state == SUCCESS}
-        every = {(t.task_id, i) for t in dag.tasks.values() for i in _map_indices(t)}
+        recorded = {(ti.task_id, ti.map_index): ti for ti in finished}
+        every = {(t.task_id, i) for t in dag.tasks.values() for i in _known_indices(t, recorded)}
         state = (
             DagRunState.FAILED if result.state != SUCCESS
             else DagRunState.SUCCESS if every <= done
