@@ -452,3 +452,33 @@ async def test_one_instance_of_a_dag_that_maps_at_run_time(sw: StateHarness) -> 
     dag = sw.load_dag(Path(__file__).parent / "airflow_dags" / "mapped_tables.py")
     result = await sw.run_task(dag.get_task("list_tables"))
     assert result.result == ["orders", "customers", "products"]
+
+
+async def test_a_mapped_operator_over_an_upstream_result(tmp_path: Path, sw: StateHarness) -> None:
+    """Operator.partial(...).expand(...): each instance gets its element as an attribute."""
+    path = dag_file(
+        tmp_path,
+        """
+        from airflow.sdk import DAG, BaseOperator, task
+
+        class Copy(BaseOperator):
+            template_fields = ("target",)
+
+            def __init__(self, *, table, target, **kwargs):
+                super().__init__(**kwargs)
+                self.table = table
+                self.target = target
+
+            def execute(self, context):
+                return f"{self.table} -> {self.target}"
+
+        with DAG("mapped_op"):
+            @task
+            def tables():
+                return ["a", "b"]
+
+            Copy.partial(task_id="copy", target="raw_{{ ti.map_index }}").expand(table=tables())
+        """,
+    )
+    result = await sw.run_dag(sw.load_dag(path))
+    assert [result.ti("copy", i).result for i in (0, 1)] == ["a -> raw_0", "b -> raw_1"]

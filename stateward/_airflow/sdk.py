@@ -336,6 +336,30 @@ class BaseOperator(Operator):
         options = _task_options(f"{type(self).__name__}({task_id!r})", kwargs)
         super().__init__(task_id=task_id, dag=dag, **options)
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> _PartialOperator:
+        """Airflow's mapped operator: ``MyOperator.partial(task_id=...).expand(x=[...])``.
+
+        The operator is built once, given each mapped argument's list (or upstream
+        result) as it stands; every instance then gets its element as the attribute of
+        that name, so ``__init__`` must store mapped arguments as they are.
+        """
+        return _PartialOperator(cls, kwargs)
+
+
+class _PartialOperator:
+    """An operator class with its shared arguments, waiting for :meth:`expand`."""
+
+    def __init__(self, cls: type[BaseOperator], kwargs: dict[str, Any]) -> None:
+        self.cls = cls
+        self.kwargs = kwargs
+
+    def expand(self, **mapped: Any) -> TaskOutput:
+        """Make the operator with one instance per element of ``mapped``'s values."""
+        task = self.cls(**self.kwargs, **mapped)
+        task.expand(**mapped)
+        return TaskOutput(task)
+
 
 def chain(*tasks: Any) -> None:
     """Airflow's ``chain(a, b, [c, d], e)``: each after the one before it."""
