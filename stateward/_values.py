@@ -457,3 +457,60 @@ def json_equal(a: object, b: object) -> bool:
         assert isinstance(b, dict)
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     return a == b
+
+
+class OutOfRangeError(ValueError):
+    """A JSON number too large for a float (``1e999``): it would read as infinity."""
+
+
+def parse_json(text: str) -> Any:
+    """Parse ``text`` as strict JSON (no NaN or Infinity); raise ValueError if it is not.
+
+    Raises:
+        OutOfRangeError: a number is too large for a float.
+        ValueError: ``text`` is not JSON.
+    """
+
+    def refuse(constant: str) -> Any:
+        msg = f"{constant} is not JSON"
+        raise ValueError(msg)
+
+    def finite(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            msg = f"{number} is too large for a float (it would be infinity)"
+            raise OutOfRangeError(msg)
+        return value
+
+    return json.loads(text, parse_constant=refuse, parse_float=finite)
+
+
+def value_from_text(text: str, remove_hint: str) -> Any:
+    """A value typed by a person (CLI argument, page form) as strict JSON.
+
+    Args:
+        text: What was typed.
+        remove_hint: How to remove a key instead, for the refusal of ``null``.
+
+    Raises:
+        ValueError: ``text`` is not JSON, a number too large, or ``null``; the
+            message says how to write what was meant.
+    """
+    try:
+        value = parse_json(text)
+    except OutOfRangeError as exc:
+        msg = f"{text!r}: {exc}; store a smaller number or the number as a string"
+        raise ValueError(msg) from None
+    except ValueError as exc:
+        if re.fullmatch(r"[^\s\"'\[\]{},:]+", text):
+            msg = (
+                f"{text!r} is not JSON; to store a string, quote it as JSON: "
+                f"'\"{text}\"' (numbers, true/false, lists and objects are taken as JSON)"
+            )
+        else:
+            msg = f"{text!r} is not valid JSON ({exc}); quote strings as JSON, e.g. '\"text\"'"
+        raise ValueError(msg) from None
+    if value is None:
+        msg = f"null cannot be stored; to remove the key {remove_hint}"
+        raise ValueError(msg)
+    return value

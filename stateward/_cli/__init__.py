@@ -17,6 +17,7 @@ from .._nursery import sole_exception
 from . import run as run
 from . import runs as runs
 from . import state as state
+from . import ui as ui
 from .app import EXIT_FAILURE, JSON_FIELDS, cli, one_line, print_error
 
 

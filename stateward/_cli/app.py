@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -115,32 +113,6 @@ def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, cre
             return await work(rt)
 
     return trio.run(go)
-
-
-class OutOfRangeError(ValueError):
-    """A JSON number too large for a float (``1e999``): it would read as infinity."""
-
-
-def parse_json(text: str) -> Any:
-    """Parse ``text`` as strict JSON (no NaN or Infinity); raise ValueError if it is not.
-
-    Raises:
-        OutOfRangeError: a number is too large for a float.
-        ValueError: ``text`` is not JSON.
-    """
-
-    def refuse(constant: str) -> Any:
-        msg = f"{constant} is not JSON"
-        raise ValueError(msg)
-
-    def finite(number: str) -> float:
-        value = float(number)
-        if not math.isfinite(value):
-            msg = f"{number} is too large for a float (it would be infinity)"
-            raise OutOfRangeError(msg)
-        return value
-
-    return json.loads(text, parse_constant=refuse, parse_float=finite)
 
 
 def iso_time(timestamp: float | None) -> str | None:

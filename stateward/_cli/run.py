@@ -34,12 +34,12 @@ from .._runtime.runner import DagRunResult, TaskInstanceEvent
 from .._runtime.runtime import Runtime, default_db, new_run_id
 from .._states import DagRunState, TaskInstanceState
 from .._tracebacks import trim_to_user_code
+from .._values import parse_json
 from .app import (
     EXIT_FAILURE,
     STATE_STYLE,
     cli,
     db_option,
-    parse_json,
     stderr_console,
     stdout_console,
     with_runtime,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,18 +19,16 @@ from rich.text import Text
 from .._context.accessors import NEVER_EXPIRE, AssetStateAccessor, RetentionLike, TaskStateAccessor
 from .._records import StateEntry
 from .._runtime.runtime import Runtime
-from .._values import dump_json
+from .._values import dump_json, value_from_text
 from .app import (
     DURATION,
     UNIT_SECONDS,
     CliError,
-    OutOfRangeError,
     T,
     cell_json,
     cli,
     db_option,
     iso_time,
-    parse_json,
     stdout_console,
     table_time,
     with_runtime,
@@ -155,23 +152,9 @@ def make_target(
 
 def _parse_value(ctx: click.Context, param: click.Parameter, text: str) -> Any:
     try:
-        value = parse_json(text)
-    except OutOfRangeError as exc:
-        msg = f"{text!r}: {exc}; store a smaller number or the number as a string"
-        raise click.BadParameter(msg, ctx=ctx, param=param) from None
+        return value_from_text(text, "use 'stateward state delete KEY'")
     except ValueError as exc:
-        if re.fullmatch(r"[^\s\"'\[\]{},:]+", text):
-            msg = (
-                f"{text!r} is not JSON; to store a string, quote it as JSON: "
-                f"'\"{text}\"' (numbers, true/false, lists and objects are taken as JSON)"
-            )
-        else:
-            msg = f"{text!r} is not valid JSON ({exc}); quote strings as JSON, e.g. '\"text\"'"
-        raise click.BadParameter(msg, ctx=ctx, param=param) from None
-    if value is None:
-        msg = "null cannot be stored; to remove the key use 'stateward state delete KEY'"
-        raise click.BadParameter(msg, ctx=ctx, param=param)
-    return value
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 def _parse_retention(ctx: click.Context, param: click.Parameter, text: str | None) -> RetentionLike:

@@ -1,0 +1,322 @@
+"""What the API and the pages read and write, through the runtime's out-of-band admin.
+
+Both front ends call :class:`UiData`; it turns what is missing into
+:class:`NotFoundError` (404) and what is refused into :class:`InvalidError` (422), with
+the wording the CLI uses for the same refusal.
+
+Asset ids: Airflow's REST API names an asset by an integer id. stateward's stores key
+assets by name (and URI) and keep no id that survives every store, so the id here is
+derived from the name (:func:`asset_id`: the first 6 bytes of its SHA-256, a positive
+integer that JSON and JavaScript hold exactly). An id is resolved by the assets this
+process has seen (looked up by name or URI, or listed) and, failing that, by the assets
+that have state; an asset that is registered but has neither is found by name or URI
+(``/api/v2/stateward/assets?name=...``), which also gives its id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import attrs
+
+from .._context.accessors import NEVER_EXPIRE, RetentionLike
+from .._errors import StateTypeError, StateValueError
+from .._protocol import messages as m
+from .._records import AssetInfo, DagRunRecord, StateEntry, TaskInstanceRecord
+from .._runtime.runtime import Runtime
+from .._values import check_key
+
+#: ``expires_at`` of Airflow's task-state body: the runtime's default retention.
+DEFAULT_EXPIRY: Final = "default"
+#: What a write's expiry may be: the default, never (None), or a Unix time.
+Expiry = Literal["default"] | float | None
+
+
+class UiError(Exception):
+    """A request the UI refuses; ``status`` is the HTTP status, ``detail`` the message."""
+
+    status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFoundError(UiError):
+    """No such run, task instance, asset, key or attempt."""
+
+    status = 404
+
+
+class InvalidError(UiError):
+    """A bad key, value or parameter; ``loc`` says where, as FastAPI's errors do."""
+
+    status = 422
+
+    def __init__(self, detail: str, loc: tuple[str | int, ...] = ("body", "value")) -> None:
+        super().__init__(detail)
+        self.loc = loc
+
+
+def asset_id(name: str) -> int:
+    """The integer id the API gives the asset named ``name`` (stable, from the name)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:6], "big")
+
+
+def iso(timestamp: float | None) -> str | None:
+    """A Unix time as ISO-8601 UTC text (None stays None)."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+@attrs.frozen
+class WriterRef:
+    """The task instance named by a provenance label (``dag/run/task[i] try n``)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+
+
+def parse_writer(label: str | None) -> WriterRef | None:
+    """The task instance of a writer label; ``None`` for an out-of-band write.
+
+    Dag and task ids hold no ``/`` (run ids may), so the run id is what lies between
+    the first and the last slash.
+    """
+    if label is None:
+        return None
+    dag_id, _, rest = label.partition("/")
+    run_id, _, task = rest.rpartition("/")
+    task = task.rsplit(" try ", 1)[0]
+    map_index = -1
+    if task.endswith("]") and "[" in task:
+        task, _, index = task[:-1].rpartition("[")
+        map_index = int(index) if index.isdigit() else -1
+    return WriterRef(dag_id, run_id, task, map_index)
+
+
+def check_value(value: Any) -> Any:
+    """Refuse a null value as the CLI does (the store refuses the rest on write)."""
+    if value is None:
+        msg = "null cannot be stored; to remove the key send DELETE to the key's URL"
+        raise InvalidError(msg)
+    return value
+
+
+def checked_key(key: str) -> str:
+    try:
+        return check_key(key)
+    except (StateValueError, StateTypeError) as exc:
+        raise InvalidError(str(exc), ("path", "key")) from None
+
+
+@attrs.define(eq=False)
+class UiData:
+    """The runtime's runs and state as the API and the pages need them."""
+
+    rt: Runtime
+    #: Assets seen by this process, by the id :func:`asset_id` gives them.
+    _assets: dict[int, AssetInfo] = attrs.field(factory=dict)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def runs(
+        self, dag_id: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[DagRunRecord]:
+        """Recorded runs, newest first, without their instances."""
+        return await self.rt.runs.list(dag_id=dag_id, state=state, limit=limit)
+
+    async def run(self, dag_id: str, run_id: str) -> DagRunRecord:
+        """One run with its instances and attempts."""
+        found = await self.rt.runs.get(dag_id, run_id)
+        if found is None:
+            msg = f"no run {run_id!r} of Dag {dag_id!r} is recorded"
+            raise NotFoundError(msg)
+        return found
+
+    async def instance(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int
+    ) -> TaskInstanceRecord | None:
+        """The recorded task instance, or ``None`` (unknown, or state seeded without a run)."""
+        found = await self.rt.runs.get(dag_id, run_id)
+        for ti in found.instances if found is not None else ():
+            if ti.task_id == task_id and ti.map_index == map_index:
+                return ti
+        return None
+
+    async def require_instance(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int | None
+    ) -> None:
+        """Raise 404 unless the task instance is recorded or has state (seeded, say).
+
+        ``map_index`` None: any map index of the task.
+        """
+        found = await self.rt.runs.get(dag_id, run_id)
+        for ti in found.instances if found is not None else ():
+            if ti.task_id == task_id and map_index in (None, ti.map_index):
+                return
+        if await self.task_entries(dag_id, run_id, task_id, map_index, include_expired=True):
+            return
+        index = "" if map_index is None or map_index < 0 else f" map index {map_index}"
+        msg = (
+            f"no task instance {task_id!r}{index} in run {run_id!r} of Dag {dag_id!r}: "
+            "neither recorded nor holding state"
+        )
+        raise NotFoundError(msg)
+
+    # -- task state ---------------------------------------------------------------------
+
+    async def task_entries(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int | None,
+        *,
+        include_expired: bool = False,
+    ) -> list[StateEntry]:
+        """The instance's keys (every map index when ``map_index`` is None), by key."""
+        entries = await self.rt.state.list(
+            scope="task", dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
+            include_expired=include_expired,
+        )  # fmt: skip
+        return sorted(entries, key=lambda e: (e.key, e.map_index or 0))
+
+    async def task_entry(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str
+    ) -> StateEntry:
+        """One live key of the instance, with its metadata."""
+        await self.require_instance(dag_id, run_id, task_id, map_index)
+        for entry in await self.task_entries(dag_id, run_id, task_id, map_index):
+            if entry.key == key:
+                return entry
+        msg = f"no key {key!r} in the task state of {dag_id}/{run_id}/{task_id}"
+        raise NotFoundError(msg)
+
+    async def set_task(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int,
+        key: str,
+        value: Any,
+        expiry: Expiry = DEFAULT_EXPIRY,
+    ) -> None:
+        """Write a key of the instance out of band (404 for an unknown instance)."""
+        key = checked_key(key)
+        check_value(value)
+        retention = self._retention(expiry)
+        await self.require_instance(dag_id, run_id, task_id, map_index)
+        accessor = self.rt.state.task(dag_id, run_id, task_id, map_index)
+        try:
+            await accessor.aset(key, value, retention=retention)
+        except (StateValueError, StateTypeError) as exc:
+            raise InvalidError(str(exc)) from None
+
+    async def delete_task(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str
+    ) -> None:
+        """Delete a key (absent: nothing to do)."""
+        key = checked_key(key)
+        await self.require_instance(dag_id, run_id, task_id, map_index)
+        await self.rt.state.task(dag_id, run_id, task_id, map_index).adelete(key)
+
+    async def clear_task(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, *, all_map_indices: bool
+    ) -> None:
+        """Delete every key of the instance (or of every map index of the task)."""
+        await self.require_instance(dag_id, run_id, task_id, None if all_map_indices else map_index)
+        accessor = self.rt.state.task(dag_id, run_id, task_id, map_index)
+        await accessor.aclear(all_map_indices=all_map_indices)
+
+    def _retention(self, expiry: Expiry) -> RetentionLike:
+        if expiry == DEFAULT_EXPIRY:
+            return None
+        if expiry is None:
+            return NEVER_EXPIRE
+        assert isinstance(expiry, float)
+        seconds = expiry - self.rt.wall_clock()
+        if seconds <= 0:
+            msg = f"expires_at {iso(expiry)} is in the past; delete the key to drop it now"
+            raise InvalidError(msg, ("body", "expires_at"))
+        return seconds
+
+    # -- assets ---------------------------------------------------------------------------
+
+    async def asset_by_ref(self, name: str | None = None, uri: str | None = None) -> AssetInfo:
+        """The registered asset with this name or URI."""
+        response = await self.rt.admin.request(m.GetAssetByRef(name, uri))
+        info: AssetInfo | None = response.asset
+        if info is None:
+            what = f"name {name!r}" if name is not None else f"URI {uri!r}"
+            msg = f"no asset with {what} is registered"
+            raise NotFoundError(msg)
+        self._assets[asset_id(info.name)] = info
+        return info
+
+    async def asset(self, ident: int) -> AssetInfo:
+        """The asset with API id ``ident``."""
+        if ident not in self._assets:
+            for entry in await self.rt.state.list(scope="asset", include_expired=True):
+                if entry.asset_name is not None:
+                    info = AssetInfo(entry.asset_name, entry.asset_uri or entry.asset_name)
+                    self._assets.setdefault(asset_id(info.name), info)
+        if ident not in self._assets:
+            msg = (
+                f"no asset with id {ident}; look an asset up by name or URI with "
+                "/api/v2/stateward/assets?name=NAME to get its id"
+            )
+            raise NotFoundError(msg)
+        # The name is the asset's identity; re-read it in case it was deleted or renamed.
+        return await self.asset_by_ref(name=self._assets[ident].name)
+
+    async def asset_entries(self, info: AssetInfo) -> list[StateEntry]:
+        """The asset's live keys, by key."""
+        entries = await self.rt.state.list(scope="asset", asset_name=info.name)
+        return sorted((e for e in entries if e.asset_uri in (None, info.uri)), key=lambda e: e.key)
+
+    async def asset_entry(self, info: AssetInfo, key: str) -> StateEntry:
+        """One live key of the asset."""
+        for entry in await self.asset_entries(info):
+            if entry.key == key:
+                return entry
+        msg = f"no key {key!r} in the state of asset {info.name!r}"
+        raise NotFoundError(msg)
+
+    async def set_asset(self, info: AssetInfo, key: str, value: Any) -> None:
+        """Write a key of the asset out of band (the asset's default retention)."""
+        key = checked_key(key)
+        check_value(value)
+        try:
+            await self.rt.state.asset(name=info.name, uri=info.uri).aset(key, value)
+        except (StateValueError, StateTypeError) as exc:
+            raise InvalidError(str(exc)) from None
+
+    async def delete_asset(self, info: AssetInfo, key: str) -> None:
+        """Delete a key of the asset (absent: nothing to do)."""
+        key = checked_key(key)
+        await self.rt.state.asset(name=info.name, uri=info.uri).adelete(key)
+
+    async def clear_asset(self, info: AssetInfo) -> None:
+        """Delete every key of the asset."""
+        await self.rt.state.asset(name=info.name, uri=info.uri).aclear()
+
+    async def asset_names(self) -> list[AssetInfo]:
+        """The assets that have state, by name (for search and the grid's asset list)."""
+        found: dict[str, AssetInfo] = {}
+        for entry in await self.rt.state.list(scope="asset"):
+            if entry.asset_name is not None:
+                info = AssetInfo(entry.asset_name, entry.asset_uri or entry.asset_name)
+                found.setdefault(info.name, info)
+                self._assets.setdefault(asset_id(info.name), info)
+        return sorted(found.values(), key=lambda a: a.name)
+
+    # Seam (key history and rollback): when the runtime's accessors gain ``history`` and
+    # ``arollback``, add ``key_history(...)`` and ``rollback(...)`` here; the API's
+    # routes and the pages' sections marked "history seam" call them.

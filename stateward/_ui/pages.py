@@ -1,0 +1,326 @@
+"""The web pages: grid, run, task instance, asset, search; rendered on the server.
+
+Templates are rendered by a Jinja2 environment of their own (autoescaping on),
+separate from the sandbox that renders task templates. A state-changing form posts
+back to its page's ``/state`` route with the CSRF token; the first post of an edit,
+delete or clear shows a confirmation page, whose button posts it again confirmed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .._records import DagRunRecord, TaskInstanceRecord
+from .._values import dump_json, value_from_text
+from . import charts
+from .auth import check_form_csrf, csrf_token
+from .data import InvalidError, UiData, asset_id, iso
+
+#: How many recent runs the grid shows.
+GRID_RUNS: Final = 25
+#: The worst state of a mapped task's instances is the colour of its grid cell.
+SEVERITY: Final = ("failed", "upstream_failed", "running", "success")
+
+
+def environment() -> jinja2.Environment:
+    """The pages' Jinja2 environment: package templates, autoescaping on."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("stateward._ui", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["iso"] = iso
+    env.filters["json"] = lambda value: dump_json(value, indent=2)
+    env.filters["colour"] = charts.colour
+    return env
+
+
+def data(request: Request) -> UiData:
+    ui: UiData = request.app.state.data
+    return ui
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    env: jinja2.Environment = request.app.state.templates
+    page = {
+        "csrf": csrf_token(request.app.state.token),
+        "read_only": request.app.state.read_only,
+        "query": request.query_params.get("q", ""),
+        "live": False,
+    }
+    html = env.get_template(name).render({**page, **context})
+    return HTMLResponse(html, status_code=status)
+
+
+async def error_page(request: Request, status: int, detail: str) -> Response:
+    return render(request, "error.html", status, status=status, detail=detail)
+
+
+def ti_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    query = f"?{urlencode({'map_index': map_index})}" if map_index >= 0 else ""
+    return f"/runs/{dag_id}/{run_id}/tasks/{task_id}{query}"
+
+
+# -- grid -------------------------------------------------------------------------------------
+
+
+def summarise(instances: list[TaskInstanceRecord]) -> dict[str, Any]:
+    """A grid cell: an unmapped instance's state, or a mapped task's worst and counts."""
+    counts = Counter(ti.state for ti in instances)
+    worst = next((s for s in SEVERITY if counts[s]), instances[0].state)
+    mapped = any(ti.map_index >= 0 for ti in instances)
+    done = counts["success"]
+    return {
+        "state": worst,
+        "mapped": mapped,
+        "text": f"{done}/{len(instances)}" if mapped else "",
+        "title": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+    }
+
+
+def grid(runs: list[DagRunRecord]) -> list[dict[str, Any]]:
+    """Per Dag: its runs (oldest first) and one row per task with a cell per run."""
+    by_dag: dict[str, list[DagRunRecord]] = {}
+    for run in runs:
+        by_dag.setdefault(run.dag_id, []).append(run)
+    dags = []
+    for dag_id, dag_runs in sorted(by_dag.items()):
+        dag_runs.sort(key=lambda r: r.started_at)
+        tasks: dict[str, float] = {}
+        for run in dag_runs:
+            for ti in run.instances:
+                first = ti.started_at if ti.started_at is not None else float("inf")
+                tasks[ti.task_id] = min(tasks.get(ti.task_id, first), first)
+        rows = []
+        for task_id in sorted(tasks, key=lambda t: (tasks[t], t)):
+            cells = []
+            for run in dag_runs:
+                members = [ti for ti in run.instances if ti.task_id == task_id]
+                cell = summarise(members) if members else None
+                if cell is not None:
+                    index = -1 if cell["mapped"] else members[0].map_index
+                    cell["url"] = (
+                        f"/runs/{run.dag_id}/{run.run_id}#{task_id}"
+                        if cell["mapped"]
+                        else ti_url(run.dag_id, run.run_id, task_id, index)
+                    )
+                cells.append(cell)
+            rows.append({"task_id": task_id, "cells": cells})
+        dags.append({"dag_id": dag_id, "runs": dag_runs, "rows": rows})
+    return dags
+
+
+async def grid_page(request: Request) -> Response:
+    """Recent runs × tasks, coloured by state."""
+    ui = data(request)
+    listed = await ui.runs(request.query_params.get("dag_id"), limit=GRID_RUNS)
+    runs = [await ui.run(r.dag_id, r.run_id) for r in listed]
+    assets = await ui.asset_names()
+    return render(
+        request, "grid.html", dags=grid(runs), assets=[(a, asset_id(a.name)) for a in assets]
+    )
+
+
+# -- run and task instance --------------------------------------------------------------------
+
+
+async def run_page(request: Request) -> Response:
+    """One run: its instances, their order, and the Gantt chart of attempts."""
+    p = request.path_params
+    run = await data(request).run(p["dag_id"], p["run_id"])
+    now = time.time()
+    return render(
+        request, "run.html", run=run, live=run.state == "running",
+        order=charts.start_order(run), gantt=charts.gantt(run, now), ti_url=ti_url,
+    )  # fmt: skip
+
+
+async def instance_page(request: Request, problem: str | None = None) -> Response:
+    """One task instance: attempts, rendered fields, logs, and its task state."""
+    p = request.path_params
+    dag_id, run_id, task_id = p["dag_id"], p["run_id"], p["task_id"]
+    map_index = _map_index(request)
+    ui = data(request)
+    await ui.require_instance(dag_id, run_id, task_id, map_index)
+    ti = await ui.instance(dag_id, run_id, task_id, map_index)
+    run = await ui.rt.runs.get(dag_id, run_id)
+    entries = await ui.task_entries(dag_id, run_id, task_id, map_index)
+    return render(
+        request, "instance.html", 422 if problem else 200,
+        dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, ti=ti,
+        entries=entries, problem=problem, live=run is not None and run.state == "running",
+        post_url=f"/runs/{dag_id}/{run_id}/tasks/{task_id}/state",
+    )  # fmt: skip
+
+
+def _map_index(request: Request) -> int:
+    text = request.query_params.get("map_index", "-1")
+    try:
+        return max(int(text), -1)
+    except ValueError:
+        msg = f"map_index must be an integer, got {text!r}"
+        raise InvalidError(msg, ("query", "map_index")) from None
+
+
+async def _form(request: Request) -> tuple[dict[str, str], Response | None]:
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return fields, check_form_csrf(fields.get("csrf"), request.app.state.token)
+
+
+def _confirm(request: Request, fields: dict[str, str], what: str) -> Response:
+    hidden = {k: v for k, v in fields.items() if k != "confirmed"}
+    return render(
+        request, "confirm.html", what=what, fields=hidden,
+        action=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        back=request.headers.get("referer", "/"),
+    )  # fmt: skip
+
+
+def _describe(action: str, key: str, where: str) -> str:
+    if action == "set":
+        return f"Set key {key!r} of {where}?"
+    if action == "delete":
+        return f"Delete key {key!r} of {where}?"
+    return f"Delete every key of {where}?"
+
+
+async def instance_post(request: Request) -> Response:
+    """Set, delete or clear the instance's task state, after confirmation."""
+    fields, refused = await _form(request)
+    if refused is not None:
+        return refused
+    p = request.path_params
+    dag_id, run_id, task_id = p["dag_id"], p["run_id"], p["task_id"]
+    map_index = _map_index(request)
+    action, key = fields.get("action", ""), fields.get("key", "")
+    where = f"{dag_id}/{run_id}/{task_id}" + (f"[{map_index}]" if map_index >= 0 else "")
+    ui = data(request)
+    try:
+        value = _value(fields) if action == "set" else None
+        if fields.get("confirmed") != "1":
+            return _confirm(request, fields, _describe(action, key, where))
+        if action == "set":
+            await ui.set_task(dag_id, run_id, task_id, map_index, key, value)
+        elif action == "delete":
+            await ui.delete_task(dag_id, run_id, task_id, map_index, key)
+        elif action == "clear":
+            await ui.clear_task(dag_id, run_id, task_id, map_index, all_map_indices=False)
+        else:
+            msg = f"unknown action {action!r}; use set, delete or clear"
+            raise InvalidError(msg, ("body", "action"))
+    except InvalidError as exc:
+        return await instance_page(request, problem=exc.detail)
+    return RedirectResponse(ti_url(dag_id, run_id, task_id, map_index), status_code=303)
+
+
+def _value(fields: dict[str, str]) -> Any:
+    try:
+        return value_from_text(fields.get("value", ""), "use its Delete button")
+    except ValueError as exc:
+        raise InvalidError(str(exc)) from None
+
+
+# -- assets -----------------------------------------------------------------------------------
+
+
+async def asset_page(request: Request, problem: str | None = None) -> Response:
+    """One asset: its state (history, rollback and events come with key history)."""
+    ui = data(request)
+    ident = request.path_params["asset_id"]
+    info = await ui.asset(ident)
+    entries = await ui.asset_entries(info)
+    return render(
+        request, "asset.html", 422 if problem else 200, asset=info, asset_id=ident,
+        entries=entries, problem=problem, post_url=f"/assets/{ident}/state",
+    )  # fmt: skip
+
+
+async def asset_post(request: Request) -> Response:
+    """Set, delete or clear the asset's state, after confirmation."""
+    fields, refused = await _form(request)
+    if refused is not None:
+        return refused
+    ui = data(request)
+    ident = request.path_params["asset_id"]
+    info = await ui.asset(ident)
+    action, key = fields.get("action", ""), fields.get("key", "")
+    try:
+        value = _value(fields) if action == "set" else None
+        if fields.get("confirmed") != "1":
+            return _confirm(request, fields, _describe(action, key, f"asset {info.name!r}"))
+        if action == "set":
+            await ui.set_asset(info, key, value)
+        elif action == "delete":
+            await ui.delete_asset(info, key)
+        elif action == "clear":
+            await ui.clear_asset(info)
+        else:
+            msg = f"unknown action {action!r}; use set, delete or clear"
+            raise InvalidError(msg, ("body", "action"))
+    except InvalidError as exc:
+        return await asset_page(request, problem=exc.detail)
+    return RedirectResponse(f"/assets/{ident}", status_code=303)
+
+
+# -- search -----------------------------------------------------------------------------------
+
+
+async def search_page(request: Request) -> Response:
+    """Dags, runs, tasks and assets whose name holds the query."""
+    q = request.query_params.get("q", "").strip()
+    ui = data(request)
+    found: dict[str, list[tuple[str, str]]] = {"Dags": [], "Runs": [], "Tasks": [], "Assets": []}
+    if q:
+        needle = q.lower()
+        runs = await ui.runs(limit=500)
+        dags = sorted({r.dag_id for r in runs})
+        found["Dags"] = [(d, f"/?dag_id={d}") for d in dags if needle in d.lower()]
+        found["Runs"] = [
+            (f"{r.dag_id} / {r.run_id}", f"/runs/{r.dag_id}/{r.run_id}")
+            for r in runs
+            if needle in r.run_id.lower()
+        ]
+        tasks: dict[str, str] = {}
+        for r in runs[:GRID_RUNS]:
+            for ti in (await ui.run(r.dag_id, r.run_id)).instances:
+                if needle in ti.task_id.lower():
+                    name = f"{r.dag_id}.{ti.task_id}"
+                    tasks.setdefault(name, f"/runs/{r.dag_id}/{r.run_id}#{ti.task_id}")
+        found["Tasks"] = sorted(tasks.items())
+        found["Assets"] = [
+            (a.name, f"/assets/{asset_id(a.name)}")
+            for a in await ui.asset_names()
+            if needle in a.name.lower() or needle in a.uri.lower()
+        ]
+    return render(request, "search.html", q=q, found=found)
+
+
+async def asset_lookup(request: Request) -> Response:
+    """``/assets?name=...`` or ``?uri=...``: to the asset's page."""
+    q = request.query_params
+    info = await data(request).asset_by_ref(q.get("name"), None if q.get("name") else q.get("uri"))
+    return RedirectResponse(f"/assets/{asset_id(info.name)}", status_code=303)
+
+
+def routes() -> list[Route]:
+    """The pages' routing table."""
+    ti = "/runs/{dag_id}/{run_id}/tasks/{task_id}"
+    return [
+        Route("/", grid_page, methods=["GET"]),
+        Route("/search", search_page, methods=["GET"]),
+        Route("/runs/{dag_id}/{run_id}", run_page, methods=["GET"]),
+        Route(ti, instance_page, methods=["GET"]),
+        Route(ti + "/state", instance_post, methods=["POST"]),
+        Route("/assets", asset_lookup, methods=["GET"]),
+        Route("/assets/{asset_id:int}", asset_page, methods=["GET"]),
+        Route("/assets/{asset_id:int}/state", asset_post, methods=["POST"]),
+    ]
