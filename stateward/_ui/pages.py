@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from starlette.requests import Request
@@ -171,8 +171,10 @@ def _map_index(request: Request) -> int:
 
 
 async def _form(request: Request) -> tuple[dict[str, str], Response | None]:
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    # The pages' forms are urlencoded (no file uploads): parsed here, without the
+    # python-multipart dependency Starlette's request.form() needs.
+    body = (await request.body()).decode("utf-8", "replace")
+    fields = dict(parse_qsl(body, keep_blank_values=True))
     return fields, check_form_csrf(fields.get("csrf"), request.app.state.token)
 
 
