@@ -1,0 +1,57 @@
+"""A real ``stateward ui`` process on an SQLite file holding one run of the etl Dag."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .conftest import FIXTURES
+
+#: How long a process may take to start and print its URL.
+START_DEADLINE = 30.0
+
+
+def stateward(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from stateward._cli import main; sys.exit(main())", *args]
+
+
+def seed(db: Path) -> None:
+    """Run the etl Dag once as run 'r1' into ``db``."""
+    subprocess.run(
+        stateward("run", str(FIXTURES / "etl.py"), "--run-id", "r1", "--db", str(db)),
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+@contextmanager
+def running_ui(db: Path, token: str, *extra: str) -> Iterator[str]:
+    """Start ``stateward ui`` on a free port; yield its base URL; stop it at the end."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        stateward("ui", "--db", str(db), "--port", "0", "--token", token, *extra),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + START_DEADLINE
+        line = ""
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if line.startswith("stateward ui: ") or not line:
+                break
+        assert line.startswith("stateward ui: http://"), (line, process.stderr and process.stderr.read())
+        url = line.removeprefix("stateward ui: ").strip()
+        assert url.endswith(f"/?token={token}")
+        yield url.removesuffix(f"/?token={token}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
