@@ -81,7 +81,8 @@ async def json_body(request: Request, fields: tuple[str, ...]) -> dict[str, Any]
         msg = f'the body must be a JSON object such as {{"value": 42}}, got {text[:60]!r}'
         raise InvalidError(msg, ("body",))
     if "value" not in body:
-        raise InvalidError("Field required", ("body", "value"))
+        msg = "Field required"
+        raise InvalidError(msg, ("body", "value"))
     extra = sorted(set(body) - set(fields))
     if extra:
         msg = f"unknown field {extra[0]!r}; the body takes {', '.join(fields)}"
@@ -331,7 +332,8 @@ async def find_asset(request: Request) -> Response:
     """An asset by ``name`` or ``uri``, with its API id."""
     name, uri = request.query_params.get("name"), request.query_params.get("uri")
     if (name is None) == (uri is None):
-        raise InvalidError("give name= or uri=, not both", ("query", "name"))
+        msg = "give name= or uri=, not both"
+        raise InvalidError(msg, ("query", "name"))
     return JSONResponse(asset_json(await data(request).asset_by_ref(name, uri)))
 
 

@@ -38,19 +38,21 @@ def _ordered(run: DagRunRecord) -> list[TaskInstanceRecord]:
 
 
 def start_order(run: DagRunRecord) -> Markup:
-    """The run's task instances as boxes, one column per moment a group of them started.
+    """The run's task instances as boxes, in columns (waves) of the order they ran.
 
     Run records keep no edges between tasks, so this is the order the run took, not
-    the Dag's graph: instances that started within the same second share a column.
+    the Dag's graph: an instance that started before every instance of the current
+    column had ended runs beside them; one that started after starts a new column.
     """
     columns: list[list[TaskInstanceRecord]] = []
-    last: float | None = None
+    column_end = float("-inf")
     for ti in _ordered(run):
-        start = ti.started_at
-        if not columns or start is None or last is None or start - last > 1.0:
+        start = ti.started_at if ti.started_at is not None else float("inf")
+        if not columns or start >= column_end:
             columns.append([])
+            column_end = float("-inf")
         columns[-1].append(ti)
-        last = start if start is not None else last
+        column_end = max(column_end, ti.ended_at if ti.ended_at is not None else float("inf"))
     box_w, box_h, gap = 150, 26, 30
     height = max((len(c) for c in columns), default=1) * (box_h + 10) + 10
     width = len(columns) * (box_w + gap) + gap

@@ -24,7 +24,9 @@ SCHEMAS: Final[dict[str, Any]] = {
         "required": ["value"],
         "properties": {
             "value": {},
-            "expires_at": {"anyOf": [_TIME, {"type": "string", "const": "default"}, {"type": "null"}]},
+            "expires_at": {
+                "anyOf": [_TIME, {"type": "string", "const": "default"}, {"type": "null"}]
+            },
         },
     },
     "TaskStateStorePatchBody": {

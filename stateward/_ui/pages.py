@@ -61,7 +61,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 
 
 async def error_page(request: Request, status: int, detail: str) -> Response:
-    return render(request, "error.html", status, status=status, detail=detail)
+    return render(request, "error.html", status, code=status, detail=detail)
 
 
 def ti_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
@@ -119,7 +119,7 @@ def grid(runs: list[DagRunRecord]) -> list[dict[str, Any]]:
 
 
 async def grid_page(request: Request) -> Response:
-    """Recent runs × tasks, coloured by state."""
+    """Recent runs by tasks, coloured by state."""
     ui = data(request)
     listed = await ui.runs(request.query_params.get("dag_id"), limit=GRID_RUNS)
     runs = [await ui.run(r.dag_id, r.run_id) for r in listed]

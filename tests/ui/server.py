@@ -17,7 +17,12 @@ START_DEADLINE = 30.0
 
 
 def stateward(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys; from stateward._cli import main; sys.exit(main())", *args]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from stateward._cli import main; sys.exit(main())",
+        *args,
+    ]
 
 
 def seed(db: Path) -> None:
@@ -44,7 +49,10 @@ def running_ui(db: Path, token: str, *extra: str) -> Iterator[str]:
             line = process.stdout.readline()
             if line.startswith("stateward ui: ") or not line:
                 break
-        assert line.startswith("stateward ui: http://"), (line, process.stderr and process.stderr.read())
+        assert line.startswith("stateward ui: http://"), (
+            line,
+            process.stderr and process.stderr.read(),
+        )
         url = line.removeprefix("stateward ui: ").strip()
         assert url.endswith(f"/?token={token}")
         yield url.removesuffix(f"/?token={token}")

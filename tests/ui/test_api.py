@@ -19,7 +19,9 @@ ASSET = f"/api/v2/assets/{ORDERS_ID}/state-store"
 async def test_list_task_state_pages_with_limit_and_offset(api: httpx.AsyncClient) -> None:
     """A listing has Airflow's shape; limit/offset page it; total_entries counts all."""
     for key in ("c", "a", "b"):
-        assert (await api.put(f"{TI}/load/state-store/{key}", json={"value": key})).status_code == 204
+        assert (
+            await api.put(f"{TI}/load/state-store/{key}", json={"value": key})
+        ).status_code == 204
     whole = (await api.get(f"{TI}/load/state-store")).json()
     assert [e["key"] for e in whole["task_state_store"]] == ["a", "b", "c", "params"]
     assert whole["total_entries"] == 4
@@ -110,7 +112,9 @@ async def test_unknown_things_are_404_with_a_json_detail(
     assert isinstance(response.json()["detail"], str)
 
 
-async def test_a_task_instance_seeded_without_a_run_is_known(api: httpx.AsyncClient, ran: Runtime) -> None:
+async def test_a_task_instance_seeded_without_a_run_is_known(
+    api: httpx.AsyncClient, ran: Runtime
+) -> None:
     """State seeded out of band makes its task instance addressable."""
     await ran.state.task("other", "seeded", "t").aset("k", 1)
     response = await api.get("/api/v2/dags/other/dagRuns/seeded/taskInstances/t/state-store/k")
@@ -216,7 +220,13 @@ async def test_every_route_needs_the_token(ran: Runtime) -> None:
     """Without the token (or with a wrong one), API and pages answer 401."""
     for token in (None, "wrong"):
         async with client_for(ran, token=token) as anonymous:
-            for path in (f"{TI}/load/state-store", ASSET, "/api/v2/openapi.json", "/", "/static/ui.css"):
+            for path in (
+                f"{TI}/load/state-store",
+                ASSET,
+                "/api/v2/openapi.json",
+                "/",
+                "/static/ui.css",
+            ):
                 assert (await anonymous.get(path)).status_code == 401, (token, path)
             put = await anonymous.put(f"{TI}/load/state-store/k", json={"value": 1})
             assert put.status_code == 401
