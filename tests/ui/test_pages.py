@@ -1,0 +1,75 @@
+"""The pages through the ASGI app: each renders, escapes data, and confirms changes."""
+
+from __future__ import annotations
+
+import httpx
+
+from stateward import Runtime
+from stateward._ui.auth import csrf_token
+from stateward._ui.data import asset_id
+
+from .conftest import TOKEN
+
+
+async def test_each_page_renders(api: httpx.AsyncClient) -> None:
+    """Grid, run, task instance, asset and search pages answer 200 with their content."""
+    grid = (await api.get("/")).text
+    assert "/runs/etl/r1/tasks/load" in grid
+    assert ">2/2<" in grid  # the mapped extract, summarised
+    run = (await api.get("/runs/etl/r1")).text
+    assert run.count("<svg") == 2
+    ti = (await api.get("/runs/etl/r1/tasks/extract", params={"map_index": 1})).text
+    assert "job_id" in ti
+    assert "job-b" in ti
+    asset = (await api.get(f"/assets/{asset_id('orders')}")).text
+    assert "watermark" in asset
+    found = (await api.get("/search", params={"q": "extr"})).text
+    assert "etl.extract" in found
+    assert (await api.get("/assets", params={"name": "orders"})).headers["location"] == (
+        f"/assets/{asset_id('orders')}"
+    )
+
+
+async def test_an_unknown_page_is_404_html(api: httpx.AsyncClient) -> None:
+    """Unknown runs and instances get an HTML error page with the reason."""
+    response = await api.get("/runs/etl/nope")
+    assert response.status_code == 404
+    assert "no run 'nope'" in response.text.replace("&#39;", "'")
+
+
+async def test_a_change_is_confirmed_first(api: httpx.AsyncClient, ran: Runtime) -> None:
+    """A form post shows a confirmation page; only the confirmed post writes."""
+    form = {"csrf": csrf_token(TOKEN), "action": "set", "key": "k", "value": "[1, 2]"}
+    asking = await api.post("/runs/etl/r1/tasks/load/state", data=form)
+    assert asking.status_code == 200
+    assert "Set key &#39;k&#39;" in asking.text
+    assert await ran.state.task("etl", "r1", "load").aget("k") is None
+    done = await api.post("/runs/etl/r1/tasks/load/state", data={**form, "confirmed": "1"})
+    assert done.status_code == 303
+    assert await ran.state.task("etl", "r1", "load").aget("k") == [1, 2]
+    clear = {"csrf": csrf_token(TOKEN), "action": "clear", "confirmed": "1"}
+    assert (await api.post(f"/assets/{asset_id('orders')}/state", data=clear)).status_code == 303
+    assert await ran.state.asset(name="orders").aget("watermark") is None
+
+
+async def test_a_bad_value_in_a_form_says_why(api: httpx.AsyncClient) -> None:
+    """A bare word is refused with the CLI's hint to quote it, on the page, as 422."""
+    form = {"csrf": csrf_token(TOKEN), "action": "set", "key": "k", "value": "hello"}
+    response = await api.post("/runs/etl/r1/tasks/load/state", data=form)
+    assert response.status_code == 422
+    assert "is not JSON; to store a string, quote it as JSON" in response.text
+
+
+async def test_keys_and_values_are_escaped(api: httpx.AsyncClient, ran: Runtime) -> None:
+    """Markup in a key or value is shown as text, never as markup."""
+    xss = "<script>alert(1)</script>"
+    await ran.state.task("etl", "r1", "load").aset(xss, xss)
+    page = (await api.get("/runs/etl/r1/tasks/load")).text
+    assert xss not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+async def test_a_finished_run_does_not_refresh(api: httpx.AsyncClient) -> None:
+    """The refresh script is told to poll only while the run is running."""
+    page = (await api.get("/runs/etl/r1")).text
+    assert 'data-live="0"' in page
