@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
+import functools
 
-from stateward import Runtime
+import httpx
+import trio
+
+from stateward import Dag, Runtime
 from stateward._ui.auth import csrf_token
 from stateward._ui.data import asset_id
 
-from .conftest import TOKEN
+from .conftest import TOKEN, client_for
 
 
 async def test_each_page_renders(api: httpx.AsyncClient) -> None:
@@ -73,3 +76,25 @@ async def test_a_finished_run_does_not_refresh(api: httpx.AsyncClient) -> None:
     """The refresh script is told to poll only while the run is running."""
     page = (await api.get("/runs/etl/r1")).text
     assert 'data-live="0"' in page
+
+
+async def test_a_running_run_refreshes_until_it_ends(rt: Runtime) -> None:
+    """While the run runs, its run and instance pages ask to be refreshed; then not."""
+    dag = Dag("slow")
+    started, release = trio.Event(), trio.Event()
+
+    @dag.task
+    async def wait() -> None:
+        started.set()
+        await release.wait()
+
+    async with client_for(rt) as api:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(rt.run_dag, dag, run_id="r"))
+            await started.wait()
+            for path in ("/runs/slow/r", "/runs/slow/r/tasks/wait"):
+                assert 'data-live="1"' in (await api.get(path)).text, path
+            grid = (await api.get("/")).text
+            assert 'data-state="running"' in grid
+            release.set()
+        assert 'data-live="0"' in (await api.get("/runs/slow/r")).text
