@@ -268,11 +268,27 @@ def _ms(value: float) -> str:
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
+def ui_costs(results: Results) -> str:
+    """docs/ui.md's server-side times of the grid and of one page of keys."""
+    ui = results["ui_pages"]
+    keys = f"{ui['keys']:,}"
+    return "\n".join([
+        "| request (server side, SQLite) | `stateward ui` | raw SQL, same rows | ratio |",
+        "|---|---|---|---|",
+        f"| grid of {ui['runs']} runs × {ui['tasks']} tasks (`GET /?limit={ui['runs']}`) "
+        f"| {_ms(ui['grid_ms'])} ms | {_ms(ui['raw_grid_ms'])} ms | {ui['ratio_grid_vs_raw']}× |",
+        f"| one page of 100 keys from a store of {keys} keys "
+        f"| {_ms(ui['keys_page_ms'])} ms | {_ms(ui['raw_keys_page_ms'])} ms "
+        f"| {ui['ratio_keys_page_vs_raw']}× |",
+    ])  # fmt: skip
+
+
 #: Each page's regions and what writes them.
 REGIONS: dict[str, dict[str, Callable[[Results], str]]] = {
     "docs/isolation.md": {"isolation-costs": isolation_costs},
     "docs/scaling.md": {"postgres-figures": scaling_figures},
     "docs/airflow.md": {"airflow-compare": airflow_compare},
+    "docs/ui.md": {"ui-costs": ui_costs},
 }
 
 

@@ -33,6 +33,7 @@ SCRIPTS = [
     "template_render.py",
     "harness.py",
     "isolation.py",
+    "ui_pages.py",
 ]
 #: Scripts that need something stateward does not install, run only when the variable
 #: names it; otherwise their last line in the results file is kept.
@@ -62,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Run every benchmark, keep their JSON lines in bench/results.jsonl and "
         "write the docs' figures (docs/performance.md, and the bench regions of "
-        "docs/isolation.md and docs/scaling.md) from that file."
+        "docs/isolation.md, docs/scaling.md and docs/ui.md) from that file."
     )
     parser.add_argument(
         "--docs-only",

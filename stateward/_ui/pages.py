@@ -24,8 +24,9 @@ from . import charts
 from .auth import check_form_csrf, csrf_token
 from .data import InvalidError, UiData, asset_id, iso
 
-#: How many recent runs the grid shows.
+#: How many recent runs the grid shows (``?limit=`` up to :data:`GRID_MAX_RUNS`).
 GRID_RUNS: Final = 25
+GRID_MAX_RUNS: Final = 100
 #: The worst state of a mapped task's instances is the colour of its grid cell.
 SEVERITY: Final = ("failed", "upstream_failed", "running", "success")
 
@@ -121,7 +122,9 @@ def grid(runs: list[DagRunRecord]) -> list[dict[str, Any]]:
 async def grid_page(request: Request) -> Response:
     """Recent runs by tasks, coloured by state."""
     ui = data(request)
-    listed = await ui.runs(request.query_params.get("dag_id"), limit=GRID_RUNS)
+    text = request.query_params.get("limit", "")
+    limit = min(int(text), GRID_MAX_RUNS) if text.isdigit() and int(text) > 0 else GRID_RUNS
+    listed = await ui.runs(request.query_params.get("dag_id"), limit=limit)
     runs = [await ui.run(r.dag_id, r.run_id) for r in listed]
     assets = await ui.asset_names()
     return render(

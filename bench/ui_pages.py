@@ -1,0 +1,169 @@
+"""Server-side time of two `stateward ui` requests, each with its raw-SQL baseline.
+
+1. The grid page for 100 runs of a 50-task Dag (``GET /?limit=100``), against raw
+   sqlite3 reading the same rows (the 100 runs, their 5,000 instances and attempts).
+2. One page of 100 keys of a task instance (``GET .../state-store?limit=100``) from a
+   store of 1,000,000 task-state keys (10,000 instances of 100 keys), against raw
+   sqlite3 reading those 100 rows by primary key with ``LIMIT 100``.
+
+Requests go through the ASGI app in-process (httpx's ASGI transport): the server's
+own time, without the network. Rows are inserted with raw SQL (the setup is not what
+is measured). Usage: ``python bench/ui_pages.py [--repeat N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+from _common import emit, machine, median, tmp_db
+from stateward import open_runtime
+from stateward._ui.app import make_app
+
+RUNS, TASKS = 100, 50
+INSTANCES, KEYS = 10_000, 100
+TOKEN = "bench"
+
+
+def create(path: Path) -> None:
+    """Make the schema (a runtime opening the file), then fill it with raw SQL."""
+
+    async def open_once() -> None:
+        async with open_runtime(path):
+            pass
+
+    trio.run(open_once)
+    conn = sqlite3.connect(path)
+    start = time.time() - 86400
+    with conn:
+        conn.executemany(
+            "INSERT INTO dag_run VALUES (?, ?, ?, ?, ?)",
+            [("grid", f"run{r:03}", "success", start + r * 60, start + r * 60 + 50)
+             for r in range(RUNS)],
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO task_instance VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [("grid", f"run{r:03}", f"task{t:02}", -1, "success", 1,
+              start + r * 60 + t, start + r * 60 + t + 1)
+             for r in range(RUNS) for t in range(TASKS)],
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO task_attempt (dag_id, run_id, task_id, map_index, try_number, state,"
+            " started_at, ended_at, rendered, result_is_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [("grid", f"run{r:03}", f"task{t:02}", -1, 1, "success",
+              start + r * 60 + t, start + r * 60 + t + 1, "{}", 1)
+             for r in range(RUNS) for t in range(TASKS)],
+        )  # fmt: skip
+        rows = (
+            ("keys", f"run{i // 100:03}", f"task{i % 100:02}", -1, f"key{k:03}",
+             json.dumps({"n": k}), start, None)
+            for i in range(INSTANCES) for k in range(KEYS)
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO task_state (dag_id, run_id, task_id, map_index, key, value,"
+            " updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?)",
+            rows,
+        )
+    conn.close()
+
+
+def raw_grid(conn: sqlite3.Connection) -> int:
+    runs = conn.execute(
+        "SELECT dag_id, run_id, state, started_at, ended_at FROM dag_run "
+        "ORDER BY started_at DESC LIMIT ?",
+        (RUNS,),
+    ).fetchall()
+    count = 0
+    for dag_id, run_id, *_ in runs:
+        count += len(conn.execute(
+            "SELECT * FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+        ).fetchall())  # fmt: skip
+        conn.execute(
+            "SELECT * FROM task_attempt WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+        ).fetchall()
+    return count
+
+
+def raw_page(conn: sqlite3.Connection) -> int:
+    rows = conn.execute(
+        "SELECT key, value, updated_at, expires_at FROM task_state WHERE dag_id = ? "
+        "AND run_id = ? AND task_id = ? AND map_index = ? ORDER BY key LIMIT 100",
+        ("keys", "run050", "task50", -1),
+    ).fetchall()
+    for row in rows:
+        json.loads(row[1])
+    return len(rows)
+
+
+def time_ms(repeat: int, fn: object) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append((time.perf_counter() - start) * 1000)
+    return median(times)
+
+
+async def measure(path: Path, repeat: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    async with open_runtime(path) as rt:
+        app = make_app(rt, token=TOKEN)
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://ui", headers=headers
+        ) as client:
+            page = "/api/v2/dags/keys/dagRuns/run050/taskInstances/task50/state-store"
+            for name, url in (("grid_ms", "/?limit=100"), ("keys_page_ms", f"{page}?limit=100")):
+                response = await client.get(url)  # warm-up, and a check of the answer
+                assert response.status_code == 200, response.text[:200]
+                if name == "keys_page_ms":
+                    assert len(response.json()["task_state_store"]) == KEYS
+                else:
+                    assert response.text.count('data-state="success"') == RUNS * TASKS
+                times = []
+                for _ in range(repeat):
+                    start = time.perf_counter()
+                    await client.get(url)
+                    times.append((time.perf_counter() - start) * 1000)
+                figures[name] = median(times)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    path = tmp_db("ui.db")
+    create(path)
+    conn = sqlite3.connect(path)
+    assert raw_page(conn) == KEYS
+    assert raw_grid(conn) == RUNS * TASKS
+    raw_grid_ms = time_ms(args.repeat, lambda: raw_grid(conn))
+    raw_page_ms = time_ms(args.repeat, lambda: raw_page(conn))
+    conn.close()
+    ours = trio.run(measure, path, args.repeat)
+    emit(
+        "ui_pages",
+        store="sqlite",
+        runs=RUNS,
+        tasks=TASKS,
+        keys=INSTANCES * KEYS,
+        grid_ms=round(ours["grid_ms"], 1),
+        raw_grid_ms=round(raw_grid_ms, 2),
+        ratio_grid_vs_raw=round(ours["grid_ms"] / raw_grid_ms, 1),
+        keys_page_ms=round(ours["keys_page_ms"], 2),
+        raw_keys_page_ms=round(raw_page_ms, 3),
+        ratio_keys_page_vs_raw=round(ours["keys_page_ms"] / raw_page_ms, 1),
+        **machine(),
+    )
+
+
+if __name__ == "__main__":
+    main()
