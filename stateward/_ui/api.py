@@ -182,8 +182,7 @@ async def list_task_state(request: Request) -> Response:
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 0), MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     ui = data(request)
-    await ui.require_instance(dag_id, run_id, task_id, map_index)
-    entries = await ui.task_entries(dag_id, run_id, task_id, map_index)
+    entries = await ui.known_entries(dag_id, run_id, task_id, map_index)
     page = entries[offset : offset + limit]
     return JSONResponse(
         {"task_state_store": [task_entry_json(e) for e in page], "total_entries": len(entries)}

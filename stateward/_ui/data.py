@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import attrs
+import trio
 
 from .._context.accessors import NEVER_EXPIRE, RetentionLike
 from .._errors import StateTypeError, StateValueError
@@ -139,6 +140,19 @@ class UiData:
             raise NotFoundError(msg)
         return found
 
+    async def runs_with_instances(self, runs: list[DagRunRecord]) -> list[DagRunRecord]:
+        """Each listed run's full record, fetched concurrently (the supervisor batches
+        concurrent reads); a run deleted since it was listed is left out."""
+        found: list[DagRunRecord | None] = [None] * len(runs)
+
+        async def fetch(index: int, run: DagRunRecord) -> None:
+            found[index] = await self.rt.runs.get(run.dag_id, run.run_id)
+
+        async with trio.open_nursery() as nursery:
+            for index, run in enumerate(runs):
+                nursery.start_soon(fetch, index, run)
+        return [run for run in found if run is not None]
+
     async def instance(
         self, dag_id: str, run_id: str, task_id: str, map_index: int
     ) -> TaskInstanceRecord | None:
@@ -156,12 +170,25 @@ class UiData:
 
         ``map_index`` None: any map index of the task.
         """
+        await self.known_entries(dag_id, run_id, task_id, map_index)
+
+    async def known_entries(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int | None
+    ) -> list[StateEntry]:
+        """The instance's live keys, by key; 404 unless it is recorded or holds state.
+
+        One request when the instance holds state (expired keys count: it existed),
+        a second for its run's record when it holds none.
+        """
+        every = await self.task_entries(dag_id, run_id, task_id, map_index, include_expired=True)
+        now = self.rt.wall_clock()
+        live = [e for e in every if e.expires_at is None or e.expires_at > now]
+        if every:
+            return live
         found = await self.rt.runs.get(dag_id, run_id)
         for ti in found.instances if found is not None else ():
             if ti.task_id == task_id and map_index in (None, ti.map_index):
-                return
-        if await self.task_entries(dag_id, run_id, task_id, map_index, include_expired=True):
-            return
+                return live
         index = "" if map_index is None or map_index < 0 else f" map index {map_index}"
         msg = (
             f"no task instance {task_id!r}{index} in run {run_id!r} of Dag {dag_id!r}: "
@@ -191,8 +218,7 @@ class UiData:
         self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str
     ) -> StateEntry:
         """One live key of the instance, with its metadata."""
-        await self.require_instance(dag_id, run_id, task_id, map_index)
-        for entry in await self.task_entries(dag_id, run_id, task_id, map_index):
+        for entry in await self.known_entries(dag_id, run_id, task_id, map_index):
             if entry.key == key:
                 return entry
         msg = f"no key {key!r} in the task state of {dag_id}/{run_id}/{task_id}"

@@ -125,7 +125,7 @@ async def grid_page(request: Request) -> Response:
     text = request.query_params.get("limit", "")
     limit = min(int(text), GRID_MAX_RUNS) if text.isdigit() and int(text) > 0 else GRID_RUNS
     listed = await ui.runs(request.query_params.get("dag_id"), limit=limit)
-    runs = [await ui.run(r.dag_id, r.run_id) for r in listed]
+    runs = await ui.runs_with_instances(listed)
     assets = await ui.asset_names()
     return render(
         request, "grid.html", dags=grid(runs), assets=[(a, asset_id(a.name)) for a in assets]
@@ -152,10 +152,13 @@ async def instance_page(request: Request, problem: str | None = None) -> Respons
     dag_id, run_id, task_id = p["dag_id"], p["run_id"], p["task_id"]
     map_index = _map_index(request)
     ui = data(request)
-    await ui.require_instance(dag_id, run_id, task_id, map_index)
-    ti = await ui.instance(dag_id, run_id, task_id, map_index)
+    entries = await ui.known_entries(dag_id, run_id, task_id, map_index)
     run = await ui.rt.runs.get(dag_id, run_id)
-    entries = await ui.task_entries(dag_id, run_id, task_id, map_index)
+    ti = (
+        next((i for i in run.instances if i.task_id == task_id and i.map_index == map_index), None)
+        if run is not None
+        else None
+    )
     return render(
         request, "instance.html", 422 if problem else 200,
         dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, ti=ti,
@@ -295,8 +298,8 @@ async def search_page(request: Request) -> Response:
             if needle in r.run_id.lower()
         ]
         tasks: dict[str, str] = {}
-        for r in runs[:GRID_RUNS]:
-            for ti in (await ui.run(r.dag_id, r.run_id)).instances:
+        for r in await ui.runs_with_instances(runs[:GRID_RUNS]):
+            for ti in r.instances:
                 if needle in ti.task_id.lower():
                     name = f"{r.dag_id}.{ti.task_id}"
                     tasks.setdefault(name, f"/runs/{r.dag_id}/{r.run_id}#{ti.task_id}")

@@ -34,11 +34,13 @@ def seed(db: Path) -> None:
 
 
 @contextmanager
-def running_ui(db: Path, token: str, *extra: str) -> Iterator[str]:
-    """Start ``stateward ui`` on a free port; yield its base URL; stop it at the end."""
+def running_ui(db: Path, token: str | None, *extra: str) -> Iterator[str]:
+    """Start ``stateward ui`` on a free port; yield the URL it printed, less the token
+    (``token`` None: the printed URL, token and all); stop it at the end."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    given = ("--token", token) if token is not None else ()
     process = subprocess.Popen(
-        stateward("ui", "--db", str(db), "--port", "0", "--token", token, *extra),
+        stateward("ui", "--db", str(db), "--port", "0", *given, *extra),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
@@ -54,8 +56,11 @@ def running_ui(db: Path, token: str, *extra: str) -> Iterator[str]:
             process.stderr and process.stderr.read(),
         )
         url = line.removeprefix("stateward ui: ").strip()
-        assert url.endswith(f"/?token={token}")
-        yield url.removesuffix(f"/?token={token}")
+        if token is None:
+            yield url
+        else:
+            assert url.endswith(f"/?token={token}")
+            yield url.removesuffix(f"/?token={token}")
     finally:
         process.terminate()
         try:
