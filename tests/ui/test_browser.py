@@ -80,12 +80,21 @@ def browser() -> Iterator[Any]:
 def navigate(driver: Any, css: str) -> None:
     """Click what ``css`` selects and wait (10 s at most) until the next page is loaded."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.wait import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+    loaded(driver, page)
+
+
+def loaded(driver: Any, page: Any) -> None:
+    """Wait (10 s at most) until ``page`` (the old <html>) is gone and the next page has
+    loaded completely, so that what the test finds next belongs to it."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    wait = WebDriverWait(driver, 10)
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def shot(driver: Any, name: str) -> None:
@@ -148,14 +157,12 @@ def test_run_and_asset_pages(browser: Any, site: str) -> None:
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart rect")) >= 6
     shot(browser, "run")
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.wait import WebDriverWait
 
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, "header input[type=search]").send_keys(
         "orders" + Keys.ENTER
     )
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+    loaded(browser, page)
     navigate(browser, 'a[href^="/assets/"]')
     assert browser.find_element(By.CSS_SELECTOR, "h1 .id").text == "orders"
     assert [k.text for k in browser.find_elements(By.CSS_SELECTOR, "td.key")] == ["watermark"]
