@@ -75,6 +75,9 @@ def ti_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
 
 def summarise(instances: list[TaskInstanceRecord]) -> dict[str, Any]:
     """A grid cell: an unmapped instance's state, or a mapped task's worst and counts."""
+    if len(instances) == 1 and instances[0].map_index < 0:
+        state = instances[0].state
+        return {"state": state, "mapped": False, "text": "", "title": state}
     counts = Counter(ti.state for ti in instances)
     worst = next((s for s in SEVERITY if counts[s]), instances[0].state)
     mapped = any(ti.map_index >= 0 for ti in instances)
@@ -100,11 +103,18 @@ def grid(runs: list[DagRunRecord]) -> list[dict[str, Any]]:
             for ti in run.instances:
                 first = ti.started_at if ti.started_at is not None else float("inf")
                 tasks[ti.task_id] = min(tasks.get(ti.task_id, first), first)
+        # Each run's instances by task id, so that a cell is one lookup.
+        members_of: list[dict[str, list[TaskInstanceRecord]]] = []
+        for run in dag_runs:
+            by_task: dict[str, list[TaskInstanceRecord]] = {}
+            for ti in run.instances:
+                by_task.setdefault(ti.task_id, []).append(ti)
+            members_of.append(by_task)
         rows = []
         for task_id in sorted(tasks, key=lambda t: (tasks[t], t)):
             cells = []
-            for run in dag_runs:
-                members = [ti for ti in run.instances if ti.task_id == task_id]
+            for run, by_task in zip(dag_runs, members_of, strict=True):
+                members = by_task.get(task_id, [])
                 cell = summarise(members) if members else None
                 if cell is not None:
                     index = -1 if cell["mapped"] else members[0].map_index
