@@ -16,6 +16,8 @@ COLOURS: Final = {
     "success": "#2e9e4f",
     "failed": "#d2372c",
     "running": "#4a90d9",
+    "up_for_retry": "#e6c229",
+    "queued": "#8a8fd1",
     "upstream_failed": "#e8a33d",
 }
 NONE_COLOUR: Final = "#b8b8b8"

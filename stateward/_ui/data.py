@@ -157,11 +157,7 @@ class UiData:
         self, dag_id: str, run_id: str, task_id: str, map_index: int
     ) -> TaskInstanceRecord | None:
         """The recorded task instance, or ``None`` (unknown, or state seeded without a run)."""
-        found = await self.rt.runs.get(dag_id, run_id)
-        for ti in found.instances if found is not None else ():
-            if ti.task_id == task_id and ti.map_index == map_index:
-                return ti
-        return None
+        return await self.rt.runs.get_instance(dag_id, run_id, task_id, map_index)
 
     async def require_instance(
         self, dag_id: str, run_id: str, task_id: str, map_index: int | None
@@ -185,9 +181,12 @@ class UiData:
         live = [e for e in every if e.expires_at is None or e.expires_at > now]
         if every:
             return live
-        found = await self.rt.runs.get(dag_id, run_id)
-        for ti in found.instances if found is not None else ():
-            if ti.task_id == task_id and map_index in (None, ti.map_index):
+        if map_index is not None:
+            if await self.instance(dag_id, run_id, task_id, map_index) is not None:
+                return live
+        else:
+            found = await self.rt.runs.get(dag_id, run_id)
+            if any(ti.task_id == task_id for ti in (found.instances if found else ())):
                 return live
         index = "" if map_index is None or map_index < 0 else f" map index {map_index}"
         msg = (

@@ -27,8 +27,10 @@ from .data import InvalidError, UiData, asset_id, iso
 #: How many recent runs the grid shows (``?limit=`` up to :data:`GRID_MAX_RUNS`).
 GRID_RUNS: Final = 25
 GRID_MAX_RUNS: Final = 100
+#: Instance states after which more is to come: their page refreshes itself.
+UNFINISHED: Final = ("running", "up_for_retry", "queued")
 #: The worst state of a mapped task's instances is the colour of its grid cell.
-SEVERITY: Final = ("failed", "upstream_failed", "running", "success")
+SEVERITY: Final = ("failed", "upstream_failed", "up_for_retry", "running", "queued", "success")
 
 
 def environment() -> jinja2.Environment:
@@ -163,16 +165,11 @@ async def instance_page(request: Request, problem: str | None = None) -> Respons
     map_index = _map_index(request)
     ui = data(request)
     entries = await ui.known_entries(dag_id, run_id, task_id, map_index)
-    run = await ui.rt.runs.get(dag_id, run_id)
-    ti = (
-        next((i for i in run.instances if i.task_id == task_id and i.map_index == map_index), None)
-        if run is not None
-        else None
-    )
+    ti = await ui.instance(dag_id, run_id, task_id, map_index)
     return render(
         request, "instance.html", 422 if problem else 200,
         dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, ti=ti,
-        entries=entries, problem=problem, live=run is not None and run.state == "running",
+        entries=entries, problem=problem, live=ti is not None and ti.state in UNFINISHED,
         post_url=f"/runs/{dag_id}/{run_id}/tasks/{task_id}/state",
     )  # fmt: skip
 

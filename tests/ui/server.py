@@ -25,12 +25,16 @@ def stateward(*args: str) -> list[str]:
     ]
 
 
-def seed(db: Path) -> None:
-    """Run the etl Dag once as run 'r1' into ``db``."""
-    subprocess.run(
-        stateward("run", str(FIXTURES / "etl.py"), "--run-id", "r1", "--db", str(db)),
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+TALKY = Path(__file__).parent / "dags" / "talky.py"
+
+
+def seed(db: Path, *files: Path) -> None:
+    """Run the etl Dag (and each of ``files``) once as run 'r1' into ``db``."""
+    for path in (FIXTURES / "etl.py", *files):
+        subprocess.run(
+            stateward("run", str(path), "--run-id", "r1", "--db", str(db)),
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
 
 
 @contextmanager

@@ -98,7 +98,6 @@ async def test_clear_one_instance_or_every_map_index(api: httpx.AsyncClient) -> 
         ("DELETE", "/api/v2/assets/1/state-store/k"),
         ("GET", "/api/v2/stateward/runs/etl/r9"),
         ("GET", "/api/v2/stateward/runs/etl/r1/tasks/nope"),
-        ("GET", "/api/v2/stateward/runs/etl/r1/tasks/load/tries/1/log"),
         ("GET", "/api/v2/stateward/runs/etl/r1/tasks/load/tries/9/log"),
         ("GET", "/api/v2/stateward/assets?name=nope"),
     ],
@@ -202,7 +201,7 @@ async def test_runs_instances_and_attempts(api: httpx.AsyncClient) -> None:
     ti = (await api.get("/api/v2/stateward/runs/etl/r1/tasks/extract?map_index=1")).json()
     (attempt,) = ti["attempts"]
     assert attempt["state"] == "success"
-    assert attempt["has_log"] is False
+    assert attempt["has_log"] is True  # the store keeps each try's output
 
 
 async def test_the_openapi_document_lists_every_api_route(api: httpx.AsyncClient) -> None:
@@ -288,3 +287,21 @@ async def test_keys_with_a_slash_and_markup_round_trip(api: httpx.AsyncClient) -
         url = f"{TI}/load/state-store/" + httpx.URL(key).raw_path.decode().replace("/", "%2F")
         assert (await api.put(url, json={"value": key})).status_code == 204
         assert (await api.get(url)).json()["key"] == key
+
+
+async def test_an_attempts_log_is_served_as_text(ran: Runtime) -> None:
+    """The log route gives what the try printed; its instance's record says it has one."""
+    from stateward._loader import load_dags
+
+    from .server import TALKY
+
+    await ran.run_dag(load_dags(TALKY)["talky"], run_id="r1")
+    async with client_for(ran) as api:
+        log = await api.get("/api/v2/stateward/runs/talky/r1/tasks/speak/tries/1/log")
+        assert log.status_code == 200
+        assert log.headers["content-type"].startswith("text/plain")
+        assert "hello from speak" in log.text
+        ti = (await api.get("/api/v2/stateward/runs/talky/r1/tasks/speak")).json()
+        assert ti["attempts"][0]["has_log"] is True
+        page = (await api.get("/runs/talky/r1/tasks/speak")).text
+        assert "hello from speak" in page

@@ -19,7 +19,7 @@ import pytest
 from tests.docs_blocks import ROOT
 from tests.pg import required as pg_required
 
-from .server import running_ui, seed
+from .server import TALKY, running_ui, seed
 
 TOKEN = "browser-token"
 CHROMIUM = "/usr/bin/chromium"
@@ -42,7 +42,7 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db: Path = tmp_path_factory.mktemp("browser") / "state.db"
-    seed(db)
+    seed(db, TALKY)
     with running_ui(db, TOKEN) as url:
         yield url
 
@@ -117,9 +117,7 @@ def test_grid_to_instance_state_and_edit(browser: Any, site: str) -> None:
     assert browser.find_element(By.CSS_SELECTOR, "h1 .id").text == "load"
     rows = browser.find_elements(By.CSS_SELECTOR, "#task-state td.key")
     assert [r.text for r in rows] == ["params"]
-    attempts = browser.find_element(By.ID, "try-1").text
-    assert "Log" in attempts
-    assert "no log was captured" in attempts  # the log column is not filled yet
+    assert browser.find_element(By.ID, "try-1").find_element(By.TAG_NAME, "h4")
 
     value = browser.find_element(By.CSS_SELECTOR, "#task-state textarea")
     value.clear()
@@ -130,6 +128,18 @@ def test_grid_to_instance_state_and_edit(browser: Any, site: str) -> None:
     shown = browser.find_element(By.CSS_SELECTOR, "#task-state textarea").get_attribute("value")
     assert '"limit": 99' in shown
     shot(browser, "instance")
+
+
+def test_an_instance_shows_its_log(browser: Any, site: str) -> None:
+    """A try's log is on its instance's page, under the attempt."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{site}/")
+    navigate(browser, 'a.cell[href*="/tasks/speak"]')
+    log = browser.find_element(By.CSS_SELECTOR, "#try-1 pre.log").text
+    assert "hello from speak" in log
+    keys = [k.text for k in browser.find_elements(By.CSS_SELECTOR, "#task-state td.key")]
+    assert keys == ["said"]
 
 
 def test_an_xss_key_shows_as_text(browser: Any, site: str) -> None:
