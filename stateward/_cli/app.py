@@ -111,7 +111,7 @@ def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, cre
         raise CliError(str(exc)) from exc
 
     async def go() -> T:
-        async with open_runtime(store=store) as rt:
+        async with open_runtime(store=store, out_of_band_writer="cli") as rt:
             return await work(rt)
 
     return trio.run(go)

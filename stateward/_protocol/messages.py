@@ -30,7 +30,14 @@ from .._errors import (
     SupervisorDiedError,
     UndeclaredAssetError,
 )
-from .._records import AssetInfo, AttemptRecord, DagRunRecord, StateEntry, TaskInstanceRecord
+from .._records import (
+    AssetInfo,
+    AttemptRecord,
+    DagRunRecord,
+    StateEntry,
+    StateVersion,
+    TaskInstanceRecord,
+)
 
 # Values are JSON values; they are checked by stateward._values, not by the converter.
 JsonValue: TypeAlias = Any
@@ -121,6 +128,22 @@ class CompareAndSetTaskState:
 @attrs.frozen
 class ListTaskState:
     """Read every live key of the caller's task state."""
+
+
+@attrs.frozen
+class GetTaskStateHistory:
+    """Read the kept versions of one key of the caller's task state, newest first."""
+
+    key: str
+
+
+@attrs.frozen
+class RollbackTaskState:
+    """Write a kept version of a task-state key again (out-of-band clients only)."""
+
+    key: str
+    version: int
+    expires_at: float | None = None
 
 
 # -- asset state requests ---------------------------------------------------------------
@@ -249,6 +272,42 @@ class ListAssetStateByUri:
 
 
 @attrs.frozen
+class GetAssetStateHistoryByName:
+    """Read the kept versions of one key of an asset's state, newest first."""
+
+    name: str
+    key: str
+
+
+@attrs.frozen
+class GetAssetStateHistoryByUri:
+    """Read the kept versions of one key of an asset's state, newest first."""
+
+    uri: str
+    key: str
+
+
+@attrs.frozen
+class RollbackAssetStateByName:
+    """Write a kept version of an asset-state key again (out-of-band clients only)."""
+
+    name: str
+    key: str
+    version: int
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class RollbackAssetStateByUri:
+    """Write a kept version of an asset-state key again (out-of-band clients only)."""
+
+    uri: str
+    key: str
+    version: int
+    expires_at: float | None = None
+
+
+@attrs.frozen
 class GetAssetsByAlias:
     """Resolve an alias the caller declared as an inlet to its concrete assets."""
 
@@ -301,6 +360,9 @@ class CleanupExpired:
     """Delete the expired rows (or, with ``dry_run``, count them)."""
 
     dry_run: bool = False
+    #: Drop the history of task instances with no state left whose last change was
+    #: before this Unix time (None: keep it).
+    orphans_before: float | None = None
 
 
 @attrs.frozen
@@ -431,6 +493,14 @@ class StateItemsResult:
 
 
 @attrs.frozen
+class StateHistoryResult:
+    """The kept versions of one key, newest first."""
+
+    key: str
+    versions: tuple[StateVersion, ...]
+
+
+@attrs.frozen
 class AssetsByAliasResult:
     """The concrete assets an alias resolves to (possibly none)."""
 
@@ -542,6 +612,8 @@ TaskStateRequest: TypeAlias = (
     | IncrementTaskState
     | CompareAndSetTaskState
     | ListTaskState
+    | GetTaskStateHistory
+    | RollbackTaskState
 )
 AssetStateRequest: TypeAlias = (
     GetAssetStateByName
@@ -558,6 +630,10 @@ AssetStateRequest: TypeAlias = (
     | CompareAndSetAssetStateByUri
     | ListAssetStateByName
     | ListAssetStateByUri
+    | GetAssetStateHistoryByName
+    | GetAssetStateHistoryByUri
+    | RollbackAssetStateByName
+    | RollbackAssetStateByUri
     | GetAssetsByAlias
     | AddAssetEvent
 )
@@ -582,6 +658,7 @@ Response: TypeAlias = (
     | IncrementResult
     | CompareAndSetResult
     | StateItemsResult
+    | StateHistoryResult
     | AssetsByAliasResult
     | AssetResult
     | StateEntriesResult

@@ -21,7 +21,14 @@ from typing import Any, Final, Protocol, Self, TypeAlias
 import attrs
 
 from .._errors import AssetConflictError, StateTypeError, StateValueError
-from .._records import AssetInfo, AttemptRecord, StateEntry, instance_label
+from .._records import (
+    AssetInfo,
+    AttemptRecord,
+    StateEntry,
+    StateVersion,
+    StateWriter,
+    instance_label,
+)
 
 
 @attrs.frozen
@@ -74,6 +81,27 @@ class Writer:
         index = f"[{self.map_index}]" if self.map_index >= 0 else ""
         return f"{self.dag_id}/{self.run_id}/{self.task_id}{index} try {self.try_number}"
 
+    def history_writer(self, host: str | None = None) -> StateWriter:
+        """This try as a history version's provenance."""
+        return StateWriter(
+            kind="task", dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id,
+            map_index=self.map_index, try_number=self.try_number, host=host,
+        )  # fmt: skip
+
+
+#: How many versions of each key a store keeps unless told otherwise.
+DEFAULT_HISTORY: Final = 10
+#: The provenance of an expired key removed by a cleanup.
+CLEANUP_WRITER: Final = StateWriter(kind="cleanup")
+
+
+def provenance(who: StateWriter | None, writer: Writer | None = None) -> StateWriter:
+    """Who a history version names: ``who`` if the supervisor gave it, else the row's
+    writer (a store used without a supervisor: its try, or an out-of-band API call)."""
+    if who is not None:
+        return who
+    return StateWriter(kind="api") if writer is None else writer.history_writer()
+
 
 # -- operations -------------------------------------------------------------------------
 
@@ -102,6 +130,8 @@ class Put:
     value: str  # JSON text
     expires_at: float | None
     writer: Writer | None
+    #: The history version's provenance (None: derived from ``writer``).
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -110,6 +140,7 @@ class Delete:
 
     scope: Scope
     key: str
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -118,6 +149,7 @@ class Clear:
 
     scope: Scope
     all_map_indices: bool = False
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -129,6 +161,7 @@ class Increment:
     by: int
     expires_at: float | None
     writer: Writer | None
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -141,6 +174,29 @@ class CompareAndSet:
     new: str  # JSON text
     expires_at: float | None
     writer: Writer | None
+    who: StateWriter | None = None
+
+
+@attrs.frozen
+class History:
+    """Return the key's kept versions, newest first (a tuple of StateVersion)."""
+
+    scope: Scope
+    key: str
+
+
+@attrs.frozen
+class Rollback:
+    """Write version ``version`` of ``key`` again (remove the key, for a tombstone),
+    as a new version whose provenance is ``who`` marked as a rollback to it; returns
+    ``None``. An unknown version is refused with StateValueError."""
+
+    scope: Scope
+    key: str
+    version: int
+    expires_at: float | None
+    writer: Writer | None
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -190,9 +246,15 @@ class ListEntries:
 
 @attrs.frozen
 class Cleanup:
-    """Delete expired rows (or count them, on a dry run); returns the count."""
+    """Delete expired rows (or count them, on a dry run); returns the count.
+
+    Each expired key removed gets a tombstone version; then each key's history is cut
+    to the store's ``history`` newest versions, and a task instance that holds no
+    state and whose newest version is older than ``orphans_before`` loses its history.
+    """
 
     dry_run: bool = False
+    orphans_before: float | None = None
 
 
 @attrs.frozen
@@ -298,6 +360,8 @@ Op: TypeAlias = (
     | Clear
     | Increment
     | CompareAndSet
+    | History
+    | Rollback
     | RegisterAssets
     | LookupAsset
     | ResolveAlias
@@ -316,7 +380,8 @@ Op: TypeAlias = (
 
 #: Operations that never write: a batch of only these needs no write transaction.
 READ_OPS: tuple[type[Any], ...] = (
-    Get, Items, LookupAsset, ResolveAlias, ListEntries, ListRuns, GetRun, GetInstance,
+    Get, Items, History, LookupAsset, ResolveAlias, ListEntries, ListRuns, GetRun,
+    GetInstance,
 )  # fmt: skip
 
 
@@ -409,6 +474,30 @@ class AnswersOnCommit(Store, Protocol):
         """As :meth:`Store.execute`; ``on_commit(results)`` may be called (at most
         once, only if the batch committed) and must not raise."""
         ...
+
+
+def unknown_version(scope: Scope, key: str, version: int, kept: Sequence[int]) -> StateValueError:
+    """The refusal of a rollback to a version the key's history does not hold."""
+    where = scope.label if isinstance(scope, TaskScope) else f"asset {scope.name or scope.uri!r}"
+    held = f"versions {min(kept)} to {max(kept)}" if kept else "no versions"
+    msg = (
+        f"{key!r} of {where} has no version {version}: its history holds {held}. "
+        "List them with history(key) or 'stateward state history'"
+    )
+    return StateValueError(msg, key=key)
+
+
+def version_of(row: Sequence[Any], decode: Callable[[str], Any]) -> StateVersion:
+    """A history row ``(version, value, updated_at, updated_by JSON)`` as the record
+    callers get (``value`` None: a tombstone)."""
+    version, value, updated_at, by = row
+    return StateVersion(
+        version=version,
+        value=None if value is None else decode(value),
+        deleted=value is None,
+        updated_at=updated_at,
+        updated_by=StateWriter.from_json(by),
+    )
 
 
 def entry_sort_key(entry: StateEntry) -> tuple[Any, ...]:

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from .._errors import RuntimeClosedError, StateTypeError
-from .._records import AssetInfo, StateEntry
+from .._records import AssetInfo, StateEntry, StateVersion, StateWriter
 from .._values import check_int_digits, decode_listed, decode_stored, json_equal
 from . import base, run_rows
 from .conflicts import KnownAsset, check_declarations, increment_type_message, resolve_declaration
@@ -30,6 +30,14 @@ class _Row:
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
+
+
+@attrs.frozen
+class _Version:
+    version: int
+    value: str | None  # None: a tombstone
+    updated_at: float
+    who: StateWriter
 
 
 @attrs.frozen
@@ -56,12 +64,17 @@ class _Data:
     runs: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
     instances: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
     attempts: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
+    #: Each key's kept versions, oldest first, by (scope, key): the scope is a
+    #: TaskScope, or an asset's id.
+    history: dict[tuple[Any, str], list[_Version]] = attrs.Factory(dict)
 
 
 class MemoryStore:
     """A Store that keeps state in memory; fast, and gone when the process ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, history: int = base.DEFAULT_HISTORY) -> None:
+        #: How many versions of each key to keep (0: none); the runtime sets it.
+        self.history = history
         self._data = _Data()
         self._open = False
         self._write_transactions = 0
@@ -163,16 +176,34 @@ class MemoryStore:
                 rows = self._rows(scope)
                 # Key order, as the SQLite store's primary key gives it.
                 return {k: decode_listed(rows[k].value) for k in sorted(rows) if rows[k].live(now)}
-            case base.Put(scope, key, value, expires_at, writer):
+            case base.Put(scope, key, value, expires_at, writer, who):
                 self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
+                self._version(scope, key, value, now, base.provenance(who, writer))
                 return None
-            case base.Delete(scope, key):
+            case base.Delete(scope, key, who):
                 rows = self._rows(scope)
                 row = rows.pop(key, None)
+                if row is not None:
+                    self._version(scope, key, None, now, base.provenance(who))
                 return row is not None and row.live(now)
-            case base.Clear(scope, all_map_indices):
-                return self._clear(scope, all_map_indices)
-            case base.Increment(scope, key, by, expires_at, writer):
+            case base.Clear(scope, all_map_indices, who):
+                return self._clear(scope, all_map_indices, now, base.provenance(who))
+            case base.History(scope, key):
+                return self._history(scope, key)
+            case base.Rollback(scope, key, version, expires_at, writer, who):
+                chosen = [v for v in self._versions(scope, key) if v.version == version]
+                if not chosen:
+                    kept = [v.version for v in self._versions(scope, key)]
+                    raise base.unknown_version(scope, key, version, kept)
+                marked = base.provenance(who, writer).rolled_back_to(version)
+                old = chosen[0].value
+                if old is None:
+                    self._rows(scope).pop(key, None)
+                else:
+                    self._rows(scope, create=True)[key] = _Row(old, now, expires_at, writer)
+                self._version(scope, key, old, now, marked)
+                return None
+            case base.Increment(scope, key, by, expires_at, writer, who):
                 rows = self._rows(scope, create=True)
                 row = self._live(rows, key, now)
                 current = 0 if row is None else decode_stored(key, row.value)
@@ -180,8 +211,9 @@ class MemoryStore:
                     raise StateTypeError(increment_type_message(key, current), key=key)
                 new = check_int_digits(key, current + by, "the result")
                 rows[key] = _Row(str(new), now, expires_at, writer)
+                self._version(scope, key, str(new), now, base.provenance(who, writer))
                 return new
-            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer, who):
                 # Like the SQL stores, an unknown asset is registered only by a write.
                 row = self._live(self._rows(scope), key, now)
                 if row is None:
@@ -192,6 +224,7 @@ class MemoryStore:
                     )
                 if matches:
                     self._rows(scope, create=True)[key] = _Row(new, now, expires_at, writer)
+                    self._version(scope, key, new, now, base.provenance(who, writer))
                 return matches
             case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
@@ -219,8 +252,8 @@ class MemoryStore:
                 return None
             case base.ListEntries():
                 return self._list(op, now)
-            case base.Cleanup(dry_run):
-                return self._cleanup(now, dry_run)
+            case base.Cleanup(dry_run, orphans_before):
+                return self._cleanup(now, dry_run, orphans_before)
             case base.RecordRun() | base.RecordInstance() | base.RecordAttempt():
                 self._record(op)
                 return None
@@ -297,18 +330,59 @@ class MemoryStore:
         attempts = [r for k, r in self._data.attempts.items() if k[:2] == (dag_id, run_id)]
         return run_rows.assemble(run, instances, attempts)
 
-    def _clear(self, scope: base.Scope, all_map_indices: bool) -> int:
+    def _clear(self, scope: base.Scope, all_map_indices: bool, now: float, who: StateWriter) -> int:
         if isinstance(scope, base.TaskScope) and all_map_indices:
-            fleet = [
+            fleet: list[base.Scope] = [
                 s
                 for s in self._data.task
                 if (s.dag_id, s.run_id, s.task_id) == (scope.dag_id, scope.run_id, scope.task_id)
             ]
-            return sum(len(self._data.task.pop(s)) for s in fleet)
-        rows = self._rows(scope)
-        count = len(rows)
-        rows.clear()
+        else:
+            fleet = [scope]
+        count = 0
+        for each in fleet:
+            rows = self._rows(each)
+            for key in sorted(rows):
+                self._version(each, key, None, now, who)
+            count += len(rows)
+            rows.clear()
         return count
+
+    # -- history ------------------------------------------------------------------------
+
+    def _history_key(self, scope: base.Scope, key: str) -> tuple[Any, str] | None:
+        if isinstance(scope, base.TaskScope):
+            return (scope, key)
+        asset_id = self._asset_id(scope, register=False)
+        return None if asset_id is None else (asset_id, key)
+
+    def _versions(self, scope: base.Scope, key: str) -> list[_Version]:
+        found = self._history_key(scope, key)
+        return [] if found is None else self._data.history.get(found, [])
+
+    def _version(
+        self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
+    ) -> None:
+        if self.history <= 0:
+            return
+        found = self._history_key(scope, key)
+        assert found is not None, "a scope written to is known"
+        kept = self._data.history.setdefault(found, [])
+        number = kept[-1].version + 1 if kept else 1
+        kept.append(_Version(number, value, now, who))
+        del kept[: -self.history]
+
+    def _history(self, scope: base.Scope, key: str) -> tuple[StateVersion, ...]:
+        return tuple(
+            StateVersion(
+                version=v.version,
+                value=None if v.value is None else decode_listed(v.value),
+                deleted=v.value is None,
+                updated_at=v.updated_at,
+                updated_by=v.who,
+            )
+            for v in reversed(self._versions(scope, key))
+        )
 
     def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
         entries: list[StateEntry] = []
@@ -348,14 +422,37 @@ class MemoryStore:
                         )  # fmt: skip
         return tuple(sorted(entries, key=base.entry_sort_key))
 
-    def _cleanup(self, now: float, dry_run: bool) -> int:
+    def _cleanup(self, now: float, dry_run: bool, orphans_before: float | None) -> int:
         count = 0
-        for table in (*self._data.task.values(), *self._data.asset.values()):
-            expired = [key for key, row in table.items() if not row.live(now)]
+        tables: list[tuple[base.Scope, dict[str, _Row]]] = list(self._data.task.items())
+        for asset_id, rows in self._data.asset.items():
+            known = self._data.assets[asset_id]
+            tables.append((base.AssetScope(known.name, known.uri), rows))
+        for scope, table in tables:
+            expired = sorted(key for key, row in table.items() if not row.live(now))
             count += len(expired)
             if not dry_run:
                 for key in expired:
                     del table[key]
+                    self._version(scope, key, None, now, base.CLEANUP_WRITER)
+        if dry_run:
+            return count
+        history = self._data.history
+        for found in list(history):
+            del history[found][: -self.history or len(history[found])]
+            scope = found[0]
+            if not history[found] or (
+                isinstance(scope, base.TaskScope)
+                and orphans_before is not None
+                and not self._data.task.get(scope)
+                and all(
+                    v.updated_at <= orphans_before
+                    for k, kept in history.items()
+                    if k[0] == scope
+                    for v in kept
+                )
+            ):
+                del history[found]
         return count
 
 

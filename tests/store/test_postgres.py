@@ -589,4 +589,4 @@ async def test_version_3_schema_keeps_its_state_and_gains_run_records(
     assert [(r.dag_id, r.run_id, r.state) for r in results[2]] == [("d", "r", "success")]
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5

@@ -38,6 +38,32 @@ _LIVE: Final = "(expires_at IS NULL OR expires_at > {now})"
 #: A JSON int as Python writes it (a float always has '.' or 'e').
 _INT_TEXT: Final = "'^-?[0-9]+$'"
 
+#: State history (issue 16): every change of a key adds a version; a NULL value is a
+#: tombstone. Self-contained, so it can take any number.
+HISTORY_MIGRATION: Final = (
+    """CREATE TABLE {s}.task_state_history (
+        dag_id text COLLATE "C" NOT NULL,
+        run_id text COLLATE "C" NOT NULL,
+        task_id text COLLATE "C" NOT NULL,
+        map_index integer NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        version integer NOT NULL,
+        value text,
+        updated_at double precision NOT NULL,
+        updated_by text NOT NULL,
+        PRIMARY KEY (dag_id, run_id, task_id, map_index, key, version)
+    )""",
+    """CREATE TABLE {s}.asset_state_history (
+        asset_id bigint NOT NULL REFERENCES {s}.asset (id),
+        key text COLLATE "C" NOT NULL,
+        version integer NOT NULL,
+        value text,
+        updated_at double precision NOT NULL,
+        updated_by text NOT NULL,
+        PRIMARY KEY (asset_id, key, version)
+    )""",
+)
+
 #: Each migration: (version it brings the schema to, its statements). ``{s}`` is the
 #: quoted schema name.
 MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
@@ -171,6 +197,7 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (5, HISTORY_MIGRATION),
 )
 
 #: The version this code writes.

@@ -30,7 +30,7 @@ import asyncpg
 import attrs
 
 from ..._errors import AssetConflictError, StateTypeError, StateValueError, StoreError
-from ..._records import AssetInfo, StateEntry
+from ..._records import AssetInfo, StateEntry, StateWriter
 from ..._values import check_int_digits, decode_listed, decode_stored, int_digits_message
 from .. import base
 from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
@@ -221,6 +221,8 @@ class Session:
         self._new_ids: dict[str, int] = {}
         self._in_tx = False
         self.write_transactions = 0
+        #: How many versions of each key to keep (the store sets it before each batch).
+        self.history = base.DEFAULT_HISTORY
         #: The oid of the asset table when first connected: another one later means the
         #: schema was dropped or restored under this store.
         self._asset_table: int | None = None
@@ -358,7 +360,12 @@ class Session:
         return False
 
     async def _run_once(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
-        if len(ops) == 1 and isinstance(ops[0], _ONE_STATEMENT):
+        # With history on, a write is two statements (the row, its version): no fast path.
+        if (
+            len(ops) == 1
+            and isinstance(ops[0], _ONE_STATEMENT)
+            and not (self.history > 0 and base.is_write(ops[0]))
+        ):
             try:
                 return [await self._apply_or_refuse(ops[0], now)]
             except _NeedsTransaction:
@@ -382,7 +389,7 @@ class Session:
         start = 0
         while start < len(ops):
             end = start
-            while end < len(ops) and isinstance(ops[end], base.Put):
+            while end < len(ops) and isinstance(ops[end], base.Put) and self.history <= 0:
                 end += 1
             if end - start > 1:
                 results += await self._put_many(ops[start:end], now)
@@ -558,26 +565,29 @@ class Session:
                     return {}
                 rows = await conn.fetch(found[0]["items"], *found[1], now)
                 return {row["key"]: decode_listed(row["value"]) for row in rows}
-            case base.Put():
+            case base.Put(scope, key, value, _, writer, who):
                 statement, params = await self._put_params(op, now)
                 await conn.execute(statement, *params)
+                await self._version(scope, key, value, now, base.provenance(who, writer))
                 return None
-            case base.Delete(scope, key):
-                found = await self._where(scope, now)
-                if found is None:
-                    return False
-                return bool(await conn.fetchval(found[0]["delete"], *found[1], key, now))
-            case base.Clear(scope, all_map_indices):
-                found = await self._where(scope, now)
-                if found is None:
-                    return 0
-                sql, where = found
-                if all_map_indices and isinstance(scope, base.TaskScope):
-                    return _count(await conn.execute(sql["clear_all"], *where[:3]))
-                return _count(await conn.execute(sql["clear"], *where))
-            case base.Increment(scope, key, by, expires_at, writer):
-                return await self._increment(scope, key, by, expires_at, writer, now)
-            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.Delete(scope, key, who):
+                live = await self._delete(scope, key, now)
+                if live is not None:
+                    await self._version(scope, key, None, now, base.provenance(who))
+                return bool(live)
+            case base.Clear(scope, all_map_indices, who):
+                return await self._clear(scope, all_map_indices, now, base.provenance(who))
+            case base.History(scope, key):
+                rows = await self._versions(scope, key, now)
+                return tuple(base.version_of(row, decode_listed) for row in rows)
+            case base.Rollback():
+                await self._rollback(op, now)
+                return None
+            case base.Increment(scope, key, by, expires_at, writer, who):
+                new_int = await self._increment(scope, key, by, expires_at, writer, now)
+                await self._version(scope, key, str(new_int), now, base.provenance(who, writer))
+                return new_int
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer, who):
                 if expected is None:
                     sql, where = await self._where_to_write(scope, now)
                 else:
@@ -588,8 +598,12 @@ class Session:
                 params = (*where, key, new, text_digest(new), now, expires_at)
                 params += self._writer_params(scope, writer)
                 if expected is None:
-                    return bool(await conn.fetchval(sql["cas_absent"], *params))
-                return bool(await conn.fetchval(sql["cas"], *params, value_digest(expected)))
+                    swapped = bool(await conn.fetchval(sql["cas_absent"], *params))
+                else:
+                    swapped = bool(await conn.fetchval(sql["cas"], *params, value_digest(expected)))
+                if swapped:
+                    await self._version(scope, key, new, now, base.provenance(who, writer))
+                return swapped
             case base.RegisterAssets(assets):
                 await self._register_all(assets, now)
                 return None
@@ -612,8 +626,8 @@ class Session:
                 return None
             case base.ListEntries():
                 return await self._list(op, now)
-            case base.Cleanup(dry_run):
-                return await self._cleanup(now, dry_run)
+            case base.Cleanup(dry_run, orphans_before):
+                return await self._cleanup(now, dry_run, orphans_before)
             case (
                 base.RecordRun()
                 | base.RecordInstance()
@@ -628,6 +642,115 @@ class Session:
             case _:
                 msg = f"PostgresStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
+
+    # -- history ------------------------------------------------------------------------
+
+    async def _history_where(
+        self, scope: base.Scope, now: float
+    ) -> tuple[str, tuple[str, ...], tuple[Any, ...]] | None:
+        """The history table of ``scope``, its scope columns and their values."""
+        s = self.sql.s
+        if isinstance(scope, base.TaskScope):
+            columns = ("dag_id", "run_id", "task_id", "map_index")
+            params = (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+            return f"{s}.task_state_history", columns, params
+        asset_id = await self._asset_id(scope, now, register=False)
+        if asset_id is None:
+            return None
+        return f"{s}.asset_state_history", ("asset_id",), (asset_id,)
+
+    async def _version(
+        self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
+    ) -> None:
+        """Add a version of ``key`` (``value`` None: a tombstone); cut to ``history``.
+
+        A statement of its own after the write: it reads the newest version committed
+        when it starts, and the write before it holds the key's row lock.
+        """
+        if self.history <= 0:
+            return
+        found = await self._history_where(scope, now)
+        assert found is not None, "a scope written to is known"
+        table, columns, params = found
+        n = len(params)
+        types = ["bigint" if c == "asset_id" else "integer" if c == "map_index" else "text"
+                 for c in columns]  # fmt: skip
+        holes = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(types))
+        where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(columns))
+        k = n + 1
+        await self.conn.execute(
+            f"WITH v AS (INSERT INTO {table} ({', '.join(columns)}, key, version, value, "
+            f"updated_at, updated_by) SELECT {holes}, ${k}::text, COALESCE(MAX(version), 0) + 1,"
+            f" ${k + 1}::text, ${k + 2}::double precision, ${k + 3}::text FROM {table} "
+            f"WHERE {where} AND key = ${k} RETURNING version) "
+            f"DELETE FROM {table} WHERE {where} AND key = ${k} "
+            f"AND version <= (SELECT version FROM v) - ${k + 4}::integer",
+            *params, key, value, now, who.to_json(), self.history,
+        )  # fmt: skip
+
+    async def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
+        found = await self._history_where(scope, now)
+        if found is None:
+            return []
+        table, columns, params = found
+        where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(columns))
+        rows = await self.conn.fetch(
+            f"SELECT version, value, updated_at, updated_by FROM {table} "
+            f"WHERE {where} AND key = ${len(params) + 1} ORDER BY version DESC",
+            *params, key,
+        )  # fmt: skip
+        return [tuple(row) for row in rows]
+
+    async def _rollback(self, op: base.Rollback, now: float) -> None:
+        kept = await self._versions(op.scope, op.key, now)
+        found = [row for row in kept if row[0] == op.version]
+        if not found:
+            raise base.unknown_version(op.scope, op.key, op.version, [row[0] for row in kept])
+        old: str | None = found[0][1]
+        marked = base.provenance(op.who, op.writer).rolled_back_to(op.version)
+        if old is not None:
+            put = base.Put(op.scope, op.key, old, op.expires_at, op.writer)
+            statement, params = await self._put_params(put, now)
+            await self.conn.execute(statement, *params)
+        else:
+            await self._delete(op.scope, op.key, now)
+        await self._version(op.scope, op.key, old, now, marked)
+
+    async def _delete(self, scope: base.Scope, key: str, now: float) -> bool | None:
+        """Delete the row: whether it was live, ``None`` if there was none."""
+        found = await self._where(scope, now)
+        if found is None:
+            return None
+        live: bool | None = await self.conn.fetchval(found[0]["delete"], *found[1], key, now)
+        return live
+
+    async def _clear(
+        self, scope: base.Scope, all_map_indices: bool, now: float, who: StateWriter
+    ) -> int:
+        s = self.sql.s
+        if isinstance(scope, base.TaskScope):
+            params: tuple[Any, ...] = (scope.dag_id, scope.run_id, scope.task_id)
+            where = "dag_id = $1 AND run_id = $2 AND task_id = $3"
+            if not all_map_indices:
+                params += (scope.map_index,)
+                where += " AND map_index = $4"
+            rows = await self.conn.fetch(
+                f"DELETE FROM {s}.task_state WHERE {where} "
+                "RETURNING dag_id, run_id, task_id, map_index, key",
+                *params,
+            )
+            for row in sorted(tuple(r) for r in rows):
+                await self._version(base.TaskScope(*row[:4]), row[4], None, now, who)
+            return len(rows)
+        asset_id = await self._asset_id(scope, now, register=False)
+        if asset_id is None:
+            return 0
+        keys = await self.conn.fetch(
+            f"DELETE FROM {s}.asset_state WHERE asset_id = $1 RETURNING key", asset_id
+        )
+        for key in sorted(row[0] for row in keys):
+            await self._version(scope, key, None, now, who)
+        return len(keys)
 
     async def _increment(
         self, scope: base.Scope, key: str, by: int, expires_at: float | None,
@@ -717,13 +840,53 @@ class Session:
                 )  # fmt: skip
         return tuple(entries)
 
-    async def _cleanup(self, now: float, dry_run: bool) -> int:
-        count = 0
-        for table in ("task_state", "asset_state"):
-            if dry_run:
-                sql = f"SELECT count(*) FROM {self.sql.s}.{table} WHERE expires_at <= $1"
+    async def _cleanup(self, now: float, dry_run: bool, orphans_before: float | None) -> int:
+        s = self.sql.s
+        if dry_run:
+            count = 0
+            for table in ("task_state", "asset_state"):
+                sql = f"SELECT count(*) FROM {s}.{table} WHERE expires_at <= $1"
                 count += int(await self.conn.fetchval(sql, now))
-            else:
-                sql = f"DELETE FROM {self.sql.s}.{table} WHERE expires_at <= $1"
-                count += _count(await self.conn.execute(sql, now))
-        return count
+            return count
+        who = base.CLEANUP_WRITER
+        tasks = await self.conn.fetch(
+            f"DELETE FROM {s}.task_state WHERE expires_at <= $1 "
+            "RETURNING dag_id, run_id, task_id, map_index, key",
+            now,
+        )
+        for row in sorted(tuple(r) for r in tasks):
+            await self._version(base.TaskScope(*row[:4]), row[4], None, now, who)
+        assets = await self.conn.fetch(
+            f"DELETE FROM {s}.asset_state AS t USING {s}.asset AS a WHERE a.id = t.asset_id "
+            "AND t.expires_at <= $1 RETURNING a.name, a.uri, t.key",
+            now,
+        )
+        for name, uri, key in sorted(tuple(r) for r in assets):
+            await self._version(base.AssetScope(name, uri), key, None, now, who)
+        await self._trim_history(orphans_before)
+        return len(tasks) + len(assets)
+
+    async def _trim_history(self, orphans_before: float | None) -> None:
+        """Cut every key's history to ``history`` versions; drop the history of task
+        instances that hold no state and changed last before ``orphans_before``."""
+        s = self.sql.s
+        task_scope = "dag_id, run_id, task_id, map_index"
+        for table, columns in (
+            ("task_state_history", task_scope), ("asset_state_history", "asset_id"),
+        ):  # fmt: skip
+            same = " AND ".join(f"n.{c} = h.{c}" for c in (*columns.split(", "), "key"))
+            await self.conn.execute(
+                f"DELETE FROM {s}.{table} AS h WHERE h.version <= "
+                f"(SELECT MAX(n.version) FROM {s}.{table} AS n WHERE {same}) - $1",
+                max(self.history, 0),
+            )
+        if orphans_before is None:
+            return
+        same = " AND ".join(f"t.{c} = h.{c}" for c in task_scope.split(", "))
+        await self.conn.execute(
+            f"DELETE FROM {s}.task_state_history WHERE ({task_scope}) IN ("
+            f"SELECT {task_scope} FROM {s}.task_state_history AS h "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {s}.task_state AS t WHERE {same}) "
+            f"GROUP BY {task_scope} HAVING MAX(updated_at) <= $1)",
+            orphans_before,
+        )

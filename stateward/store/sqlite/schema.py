@@ -18,6 +18,32 @@ from ..._errors import NotAStatewardDatabaseError
 #: 'SWD1' as an int: what ``PRAGMA application_id`` holds in a stateward database.
 APPLICATION_ID: Final = 0x53574431
 
+#: State history (issue 16): every change of a key adds a version; a NULL value is a
+#: tombstone (the key was removed). Self-contained, so it can take any number.
+HISTORY_MIGRATION: Final = (
+    """CREATE TABLE task_state_history (
+        dag_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        map_index INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        value TEXT,
+        updated_at REAL NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (dag_id, run_id, task_id, map_index, key, version)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE asset_state_history (
+        asset_id INTEGER NOT NULL REFERENCES asset (id),
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        value TEXT,
+        updated_at REAL NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (asset_id, key, version)
+    ) WITHOUT ROWID""",
+)
+
 #: Each migration: (version it brings the database to, its statements).
 MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (
@@ -153,6 +179,7 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (5, HISTORY_MIGRATION),
 )
 
 #: The version this code writes.
