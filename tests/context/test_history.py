@@ -106,7 +106,7 @@ async def test_a_task_cannot_roll_back(rt: Runtime, kind: str) -> None:
     def roll(task_state: Any, asset_state: Any) -> Any:
         (task_state if kind == "task" else asset_state).rollback("k", 1)
 
-    with pytest.raises(StateScopeError, match="may not send Rollback.*out-of-band"):
+    with pytest.raises(StateScopeError, match=r"may not send Rollback.*out-of-band"):
         ok(await rt.run_task(roll, run_id="r"))
     assert await rt.state.task("d", "r", "t").aget("k") == 2
     assert await rt.state.asset(ORDERS).aget("k") == 2
