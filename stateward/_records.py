@@ -44,6 +44,10 @@ class StateEntry:
     #: The task instance that last wrote the key (``dag/run/task[i] try n``); ``None``
     #: for an out-of-band write (CLI, admin code, test seeding).
     writer: str | None = None
+    #: A mapped instance's item, as a label (its arguments' JSON, or what the task's
+    #: key function named it); ``None`` for unmapped instances and state kept by
+    #: position. ``map_index`` is where the item stood in the latest expansion.
+    item: str | None = None
 
 
 @attrs.frozen

@@ -28,7 +28,7 @@ T = TypeVar("T")
 #: The fields of each object ``stateward state list --json`` prints, in order.
 JSON_FIELDS: Final = (
     "scope", "dag_id", "run_id", "task_id", "map_index", "asset_name", "asset_uri",
-    "key", "value", "updated_at", "expires_at", "updated_by",
+    "key", "value", "updated_at", "expires_at", "updated_by", "item",
 )  # fmt: skip
 #: Exit status of a user error that is not a usage error, and of a failed run.
 EXIT_FAILURE: Final = 1

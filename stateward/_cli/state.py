@@ -261,6 +261,7 @@ def entry_json(entry: StateEntry) -> dict[str, Any]:
         "updated_at": iso_time(entry.updated_at),
         "expires_at": iso_time(entry.expires_at),
         "updated_by": entry.writer,
+        "item": entry.item,
     }
 
 
@@ -314,7 +315,8 @@ def state_table(entries: Sequence[StateEntry], now: float, width: int = 80) -> G
 def _owner(entry: StateEntry) -> str:
     if entry.scope == "task":
         index = entry.map_index if entry.map_index is not None else -1
-        return f"task {entry.dag_id} / {entry.run_id} / {task_label(entry.task_id or '', index)}"
+        owner = f"task {entry.dag_id} / {entry.run_id} / {task_label(entry.task_id or '', index)}"
+        return owner if entry.item is None else f"{owner} item {entry.item}"
     if entry.asset_uri != entry.asset_name:
         return f"asset {entry.asset_name} ({entry.asset_uri})"
     return f"asset {entry.asset_name}"

@@ -366,6 +366,19 @@ class CleanupExpired:
 
 
 @attrs.frozen
+class RecordTaskItem:
+    """Record that a mapped instance's item stands at ``map_index`` (the runner's
+    expansion), so out-of-band access by map index reaches that item's state."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    item: str
+    label: str | None = None
+
+
+@attrs.frozen
 class RecordDagRun:
     """Create or update a run's record (state ``running``, ``success`` or ``failed``)."""
 
@@ -642,6 +655,7 @@ AdminRequest: TypeAlias = (
     | CleanupExpired
     | DeclareAssets
     | GetAssetByRef
+    | RecordTaskItem
     | RecordDagRun
     | RecordTaskInstance
     | RecordTaskAttempt

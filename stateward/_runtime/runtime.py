@@ -17,6 +17,7 @@ from .._construction import NoPublicConstructor
 from .._context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
 from .._dag import ISOLATION_MODES, Dag, Operator
 from .._errors import RunNotFoundError, RuntimeClosedError
+from .._items import mapped_item
 from .._nursery import raise_sole
 from .._protocol import messages as m
 from .._records import AssetInfo, DagRunRecord, StateEntry, TaskInstanceRecord
@@ -70,11 +71,42 @@ class StateAdmin:
         self._runtime = runtime
 
     def task(
-        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        *,
+        arguments: Mapping[str, Any] | None = None,
+        map_key: str | int | None = None,
     ) -> TaskStateAccessor:
-        """The task state of one task instance."""
+        """The task state of one task instance.
+
+        A mapped instance's state belongs to its item: by ``map_index``, this is the
+        item that stood there in the run's latest expansion. To reach an item wherever
+        it stands (or one a later expansion dropped), give its expansion ``arguments``
+        (``{"item": "b"}``) or, for a task expanded with a key function, the ``map_key``
+        it returned.
+        """
         rt = self._runtime
-        scope = TaskScope(dag_id, run_id, task_id, map_index)
+        item = None
+        if arguments is not None or map_key is not None:
+            if arguments is not None and map_key is not None:
+                msg = "rt.state.task() takes arguments= or map_key=, not both"
+                raise TypeError(msg)
+            found = (
+                mapped_item(arguments)
+                if arguments is not None
+                else mapped_item({}, lambda _: map_key)  # type: ignore[arg-type,return-value]
+            )
+            if found is None:
+                msg = (
+                    f"arguments={arguments!r} are not JSON, so that task's state is kept by "
+                    "position: give map_index= instead"
+                )
+                raise TypeError(msg)
+            item = found.key
+        scope = TaskScope(dag_id, run_id, task_id, map_index, item)
         client = rt.client(Caller(task=scope, writer=None, unrestricted=True))
         return TaskStateAccessor._create(
             client, "task_state", rt.default_task_retention, rt.wall_clock

@@ -488,6 +488,9 @@ class Supervisor:
             case m.CleanupExpired(dry_run, orphans_before):
                 self._admin(caller, request)
                 return ops.Cleanup(dry_run, orphans_before), m.CleanupResult
+            case m.RecordTaskItem():
+                self._admin(caller, request)
+                return ops.RecordItem(**attrs.asdict(request, recurse=False)), ok
             case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at):
                 self._admin(caller, request)
                 return ops.RecordRun(dag_id, run_id, state, started_at, ended_at), ok

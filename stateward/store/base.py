@@ -33,12 +33,19 @@ from .._records import (
 
 @attrs.frozen
 class TaskScope:
-    """One task instance's namespace: shared by its retries, not by other runs."""
+    """One task instance's namespace: shared by its retries, not by other runs.
+
+    A mapped instance's state belongs to its item, not its position: ``item`` is the
+    item's identity (see :mod:`stateward._items`), which the store keys the state by.
+    ``None`` (out of band, by map index): the item that stood at ``map_index`` in the
+    latest expansion recorded (:class:`RecordItem`), else the position itself.
+    """
 
     dag_id: str
     run_id: str
     task_id: str
     map_index: int = -1
+    item: str | None = None
 
     @property
     def label(self) -> str:
@@ -63,6 +70,11 @@ class AssetScope:
 
 
 Scope: TypeAlias = TaskScope | AssetScope
+
+
+def position_item(map_index: int) -> str:
+    """The identity of state kept by position: ``''`` unmapped, ``'#3'`` for index 3."""
+    return "" if map_index < 0 else f"#{map_index}"
 
 
 @attrs.frozen
@@ -258,6 +270,19 @@ class Cleanup:
 
 
 @attrs.frozen
+class RecordItem:
+    """Record that ``item`` (labelled ``label``) stands at ``map_index`` of the task in
+    the run, as its latest expansion placed it; returns ``None``."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    item: str
+    label: str | None = None
+
+
+@attrs.frozen
 class RecordRun:
     """Create or update a run's record (keyed by DAG and run id); returns ``None``."""
 
@@ -368,6 +393,7 @@ Op: TypeAlias = (
     | AddEvent
     | ListEntries
     | Cleanup
+    | RecordItem
     | RecordRun
     | RecordInstance
     | RecordAttempt
@@ -508,6 +534,7 @@ def entry_sort_key(entry: StateEntry) -> tuple[Any, ...]:
         entry.run_id or "",
         entry.task_id or "",
         entry.map_index if entry.map_index is not None else -1,
+        entry.item or "",
         entry.asset_name or "",
         entry.key,
     )

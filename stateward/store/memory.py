@@ -27,6 +27,8 @@ class _Row:
     updated_at: float
     expires_at: float | None
     writer: base.Writer | None
+    #: The map index of the instance that wrote it (task state).
+    map_index: int = -1
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -53,7 +55,11 @@ class AssetEvent:
 
 @attrs.define
 class _Data:
+    #: Task state by the scope its store key is (map index -1, item set).
     task: dict[base.TaskScope, dict[str, _Row]] = attrs.Factory(dict)
+    #: Where each item stood in its latest expansion: (map index, label, seq) by
+    #: (dag, run, task, item).
+    items: dict[tuple[str, str, str, str], tuple[int, str | None, int]] = attrs.Factory(dict)
     asset: dict[int, dict[str, _Row]] = attrs.Factory(dict)
     assets: dict[int, KnownAsset] = attrs.Factory(dict)
     by_name: dict[str, int] = attrs.Factory(dict)
@@ -118,8 +124,25 @@ class MemoryStore:
 
     # -- one operation ------------------------------------------------------------------
 
+    def _key(self, scope: base.TaskScope) -> base.TaskScope:
+        """The scope as the store keys it: by its item (resolved from its map index if
+        not given: the item recorded there last, else the position)."""
+        item = scope.item
+        if item is None:
+            item = base.position_item(scope.map_index)
+            run = (scope.dag_id, scope.run_id, scope.task_id)
+            there = [
+                (seq, k[3])
+                for k, (index, _, seq) in self._data.items.items()
+                if k[:3] == run and index == scope.map_index
+            ]
+            if scope.map_index >= 0 and there:
+                item = max(there)[1]
+        return base.TaskScope(scope.dag_id, scope.run_id, scope.task_id, item=item)
+
     def _rows(self, scope: base.Scope, create: bool = False) -> dict[str, _Row]:
         if isinstance(scope, base.TaskScope):
+            scope = self._key(scope)
             table = self._data.task
             if create:
                 return table.setdefault(scope, {})
@@ -177,7 +200,9 @@ class MemoryStore:
                 # Key order, as the SQLite store's primary key gives it.
                 return {k: decode_listed(rows[k].value) for k in sorted(rows) if rows[k].live(now)}
             case base.Put(scope, key, value, expires_at, writer, who):
-                self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
+                self._rows(scope, create=True)[key] = _Row(
+                    value, now, expires_at, writer, _index(scope)
+                )
                 self._version(scope, key, value, now, base.provenance(who, writer))
                 return None
             case base.Delete(scope, key, who):
@@ -200,7 +225,9 @@ class MemoryStore:
                 if old is None:
                     self._rows(scope).pop(key, None)
                 else:
-                    self._rows(scope, create=True)[key] = _Row(old, now, expires_at, writer)
+                    self._rows(scope, create=True)[key] = _Row(
+                        old, now, expires_at, writer, _index(scope)
+                    )
                 self._version(scope, key, old, now, marked)
                 return None
             case base.Increment(scope, key, by, expires_at, writer, who):
@@ -210,7 +237,7 @@ class MemoryStore:
                 if type(current) is not int:
                     raise StateTypeError(increment_type_message(key, current), key=key)
                 new = check_int_digits(key, current + by, "the result")
-                rows[key] = _Row(str(new), now, expires_at, writer)
+                rows[key] = _Row(str(new), now, expires_at, writer, _index(scope))
                 self._version(scope, key, str(new), now, base.provenance(who, writer))
                 return new
             case base.CompareAndSet(scope, key, expected, new, expires_at, writer, who):
@@ -223,7 +250,9 @@ class MemoryStore:
                         decode_stored(key, row.value), expected
                     )
                 if matches:
-                    self._rows(scope, create=True)[key] = _Row(new, now, expires_at, writer)
+                    self._rows(scope, create=True)[key] = _Row(
+                        new, now, expires_at, writer, _index(scope)
+                    )
                     self._version(scope, key, new, now, base.provenance(who, writer))
                 return matches
             case base.RegisterAssets(assets):
@@ -254,6 +283,11 @@ class MemoryStore:
                 return self._list(op, now)
             case base.Cleanup(dry_run, orphans_before):
                 return self._cleanup(now, dry_run, orphans_before)
+            case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
+                run = (dag_id, run_id, task_id)
+                seq = max((v[2] for k, v in self._data.items.items() if k[:3] == run), default=0)
+                self._data.items[(*run, item)] = (map_index, label, seq + 1)
+                return None
             case base.RecordRun() | base.RecordInstance() | base.RecordAttempt():
                 self._record(op)
                 return None
@@ -352,7 +386,7 @@ class MemoryStore:
 
     def _history_key(self, scope: base.Scope, key: str) -> tuple[Any, str] | None:
         if isinstance(scope, base.TaskScope):
-            return (scope, key)
+            return (self._key(scope), key)
         asset_id = self._asset_id(scope, register=False)
         return None if asset_id is None else (asset_id, key)
 
@@ -394,16 +428,20 @@ class MemoryStore:
                     (f.dag_id is not None and s.dag_id != f.dag_id)
                     or (f.run_id is not None and s.run_id != f.run_id)
                     or (f.task_id is not None and s.task_id != f.task_id)
-                    or (f.map_index is not None and s.map_index != f.map_index)
                 ):
                     continue
+                stands = self._data.items.get((s.dag_id, s.run_id, s.task_id, s.item or ""))
                 for key, row in rows.items():
+                    map_index = row.map_index if stands is None else stands[0]
+                    if f.map_index is not None and map_index != f.map_index:
+                        continue
                     if f.include_expired or row.live(now):
                         entries.append(
                             StateEntry(
                                 "task", key, decode_listed(row.value), row.updated_at,
-                                row.expires_at, s.dag_id, s.run_id, s.task_id, s.map_index,
+                                row.expires_at, s.dag_id, s.run_id, s.task_id, map_index,
                                 writer=None if row.writer is None else row.writer.label,
+                                item=None if stands is None else stands[1],
                             )
                         )  # fmt: skip
         if want_asset and f.map_index is None:
@@ -437,6 +475,15 @@ class MemoryStore:
                     self._version(scope, key, None, now, base.CLEANUP_WRITER)
         if dry_run:
             return count
+        # A run's record of where its items stood goes when the task holds nothing.
+        held = {(s.dag_id, s.run_id, s.task_id) for s, rows in self._data.task.items() if rows}
+        held |= {
+            (k[0].dag_id, k[0].run_id, k[0].task_id)
+            for k in self._data.history
+            if isinstance(k[0], base.TaskScope)
+        }
+        for item in [k for k in self._data.items if k[:3] not in held]:
+            del self._data.items[item]
         history = self._data.history
         for found in list(history):
             del history[found][: -self.history or len(history[found])]
@@ -454,6 +501,10 @@ class MemoryStore:
             ):
                 del history[found]
         return count
+
+
+def _index(scope: base.Scope) -> int:
+    return scope.map_index if isinstance(scope, base.TaskScope) else -1
 
 
 def open_memory(url: str, /, *, create: bool = True) -> MemoryStore:

@@ -62,6 +62,8 @@ SAMPLES: list[object] = [
     m.ListState(scope="task", dag_id="d", map_index=2),
     m.CleanupExpired(dry_run=True),
     m.CleanupExpired(orphans_before=5.0),
+    m.RecordTaskItem("d", "r", "t", 2, "j:abc", '"a"'),
+    m.RecordTaskItem("d", "r", "t", 0, "#0"),
     m.DeclareAssets((AssetInfo("orders", "s3://b/o"), AssetInfo("x", "x"))),
     m.GetAssetByRef(name="orders"),
     m.TaskStateResult("job_id", "J-1"),

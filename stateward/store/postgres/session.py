@@ -31,7 +31,13 @@ import attrs
 
 from ..._errors import AssetConflictError, StateTypeError, StateValueError, StoreError
 from ..._records import AssetInfo, StateEntry, StateWriter
-from ..._values import check_int_digits, decode_listed, decode_stored, int_digits_message
+from ..._values import (
+    canonical_json,
+    check_int_digits,
+    decode_listed,
+    decode_stored,
+    int_digits_message,
+)
 from .. import base
 from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
 from .runs import RunStatements
@@ -57,43 +63,20 @@ _ONE_STATEMENT: Final = (
 #: failure up to _MAX_BACKOFF; a batch that comes meanwhile waits until then.
 _FIRST_BACKOFF: Final = 0.1
 _MAX_BACKOFF: Final = 1.0
-_CANONICAL: Final = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
-)
 
 
 def value_digest(value: Any) -> bytes:
     """SHA-256 of the canonical JSON of a (decoded) JSON value.
 
-    Canonical: object keys sorted, compact, ``-0.0`` as ``0.0`` (which it equals). Two
-    values have one digest exactly when :func:`stateward._values.json_equal` holds.
+    Two values have one digest exactly when :func:`stateward._values.json_equal` holds
+    (see :func:`stateward._values.canonical_json`).
     """
-    canonical = _CANONICAL.encode(_normalise(value))
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.sha256(canonical_json(value).encode("utf-8", "surrogatepass")).digest()
 
 
 def text_digest(text: str) -> bytes:
     """:func:`value_digest` of the value whose JSON is ``text``."""
     return value_digest(json.loads(text))
-
-
-def _normalise(value: Any) -> Any:
-    # A copy with -0.0 as 0.0, built without recursion: a stored value may nest deeper
-    # than the accessor's limit (an older release accepted any depth).
-    root: list[Any] = [value]
-    pending: list[tuple[Any, Any, Any]] = [(root, 0, value)]
-    while pending:
-        target, slot, item = pending.pop()
-        if type(item) is float:
-            item = 0.0 if item == 0 else item
-        elif isinstance(item, list):
-            item, children = [None] * len(item), list(enumerate(item))
-            pending += [(item, index, child) for index, child in children]
-        elif isinstance(item, dict):
-            item, children = dict.fromkeys(item), list(item.items())
-            pending += [(item, key, child) for key, child in children]
-        target[slot] = item
-    return root[0]
 
 
 class NotConnected(Exception):
@@ -523,12 +506,27 @@ class Session:
         known = self.asset_ids.get(f"name:{asset.name}")
         return known is not None and known == self.asset_ids.get(f"uri:{asset.uri}")
 
+    async def _task_params(self, scope: base.TaskScope) -> tuple[str, str, str, str]:
+        """The scope's key columns: its item, or the item that stood at its map index
+        in the latest expansion recorded, else the position."""
+        item = scope.item
+        if item is None:
+            item = base.position_item(scope.map_index)
+            if scope.map_index >= 0:
+                found = await self.conn.fetchval(
+                    f"SELECT item FROM {self.sql.s}.task_item WHERE dag_id = $1 AND run_id = $2 "
+                    "AND task_id = $3 AND map_index = $4 ORDER BY seq DESC LIMIT 1",
+                    scope.dag_id, scope.run_id, scope.task_id, scope.map_index,
+                )  # fmt: skip
+                item = item if found is None else found
+        return (scope.dag_id, scope.run_id, scope.task_id, item)
+
     async def _where(
         self, scope: base.Scope, now: float
     ) -> tuple[dict[str, str], tuple[Any, ...]] | None:
         """The statements for ``scope`` and its key parameters (``None``: unknown asset)."""
         if isinstance(scope, base.TaskScope):
-            return self.sql.task, (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+            return self.sql.task, await self._task_params(scope)
         asset_id = await self._asset_id(scope, now, register=False)
         return None if asset_id is None else (self.sql.asset, (asset_id,))
 
@@ -537,7 +535,7 @@ class Session:
     ) -> tuple[dict[str, str], tuple[Any, ...]]:
         """Like :meth:`_where`, registering an unknown asset."""
         if isinstance(scope, base.TaskScope):
-            return self.sql.task, (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+            return self.sql.task, await self._task_params(scope)
         asset_id = await self._asset_id(scope, now, register=True)
         assert asset_id is not None, "registering gives an id"
         return self.sql.asset, (asset_id,)
@@ -545,7 +543,7 @@ class Session:
     @staticmethod
     def _writer_params(scope: base.Scope, writer: base.Writer | None) -> tuple[Any, ...]:
         if isinstance(scope, base.TaskScope):
-            return (None if writer is None else writer.try_number,)
+            return (scope.map_index, None if writer is None else writer.try_number)
         return _who(writer)
 
     # -- operations ---------------------------------------------------------------------
@@ -628,6 +626,17 @@ class Session:
                 return await self._list(op, now)
             case base.Cleanup(dry_run, orphans_before):
                 return await self._cleanup(now, dry_run, orphans_before)
+            case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
+                await conn.execute(
+                    f"INSERT INTO {self.sql.s}.task_item (dag_id, run_id, task_id, item, "
+                    "map_index, label, seq) SELECT $1, $2, $3, $4, $5, $6, "
+                    f"COALESCE(MAX(seq), 0) + 1 FROM {self.sql.s}.task_item WHERE dag_id = $1 "
+                    "AND run_id = $2 AND task_id = $3 ON CONFLICT (dag_id, run_id, task_id, item) "
+                    "DO UPDATE SET map_index = excluded.map_index, label = excluded.label, "
+                    "seq = excluded.seq",
+                    dag_id, run_id, task_id, item, map_index, label,
+                )  # fmt: skip
+                return None
             case (
                 base.RecordRun()
                 | base.RecordInstance()
@@ -651,9 +660,8 @@ class Session:
         """The history table of ``scope``, its scope columns and their values."""
         s = self.sql.s
         if isinstance(scope, base.TaskScope):
-            columns = ("dag_id", "run_id", "task_id", "map_index")
-            params = (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
-            return f"{s}.task_state_history", columns, params
+            columns = ("dag_id", "run_id", "task_id", "item")
+            return f"{s}.task_state_history", columns, await self._task_params(scope)
         asset_id = await self._asset_id(scope, now, register=False)
         if asset_id is None:
             return None
@@ -673,8 +681,7 @@ class Session:
         assert found is not None, "a scope written to is known"
         table, columns, params = found
         n = len(params)
-        types = ["bigint" if c == "asset_id" else "integer" if c == "map_index" else "text"
-                 for c in columns]  # fmt: skip
+        types = ["bigint" if c == "asset_id" else "text" for c in columns]
         holes = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(types))
         where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(columns))
         k = n + 1
@@ -729,18 +736,18 @@ class Session:
     ) -> int:
         s = self.sql.s
         if isinstance(scope, base.TaskScope):
-            params: tuple[Any, ...] = (scope.dag_id, scope.run_id, scope.task_id)
-            where = "dag_id = $1 AND run_id = $2 AND task_id = $3"
-            if not all_map_indices:
-                params += (scope.map_index,)
-                where += " AND map_index = $4"
+            params: tuple[Any, ...] = await self._task_params(scope)
+            where = "dag_id = $1 AND run_id = $2 AND task_id = $3 AND item = $4"
+            if all_map_indices:
+                params, where = params[:3], where.rsplit(" AND ", 1)[0]
             rows = await self.conn.fetch(
                 f"DELETE FROM {s}.task_state WHERE {where} "
-                "RETURNING dag_id, run_id, task_id, map_index, key",
+                "RETURNING dag_id, run_id, task_id, item, key",
                 *params,
             )
             for row in sorted(tuple(r) for r in rows):
-                await self._version(base.TaskScope(*row[:4]), row[4], None, now, who)
+                task = base.TaskScope(row[0], row[1], row[2], item=row[3])
+                await self._version(task, row[4], None, now, who)
             return len(rows)
         asset_id = await self._asset_id(scope, now, register=False)
         if asset_id is None:
@@ -796,27 +803,33 @@ class Session:
         entries: list[StateEntry] = []
         if f.scope in (None, "task") and f.asset_name is None:
             where, params = filters(
-                {"dag_id": f.dag_id, "run_id": f.run_id, "task_id": f.task_id,
-                 "map_index": f.map_index}, now, f.include_expired,
+                {"s.dag_id": f.dag_id, "s.run_id": f.run_id, "s.task_id": f.task_id},
+                now, f.include_expired, "s.",
             )  # fmt: skip
+            # Where each item stood in the latest expansion, else where it last wrote.
             rows = await self.conn.fetch(
-                "SELECT dag_id, run_id, task_id, map_index, key, value, updated_at, expires_at,"
-                f" writer_try FROM {s}.task_state WHERE {where}"
-                " ORDER BY dag_id, run_id, task_id, map_index, key",
+                "SELECT s.dag_id, s.run_id, s.task_id, s.map_index, i.map_index, i.label,"
+                " s.key, s.value, s.updated_at, s.expires_at, s.writer_try"
+                f" FROM {s}.task_state AS s LEFT JOIN {s}.task_item AS i"
+                " ON i.dag_id = s.dag_id AND i.run_id = s.run_id AND i.task_id = s.task_id"
+                f" AND i.item = s.item WHERE {where}",
                 *params,
             )
-            for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
-                label = (
-                    None
-                    if tn is None
-                    else base.Writer(dag_id, run_id, task_id, map_index, tn).label
-                )
-                entries.append(
+            found: list[StateEntry] = []
+            for dag_id, run_id, task_id, wrote_at, stands_at, label, *row in rows:
+                key, value, updated, expires, tn = row
+                map_index = wrote_at if stands_at is None else stands_at
+                if f.map_index is not None and map_index != f.map_index:
+                    continue
+                writer = None if tn is None else base.Writer(dag_id, run_id, task_id, wrote_at, tn)
+                found.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
-                        dag_id, run_id, task_id, map_index, writer=label,
+                        dag_id, run_id, task_id, map_index,
+                        writer=None if writer is None else writer.label, item=label,
                     )
                 )  # fmt: skip
+            entries += sorted(found, key=base.entry_sort_key)
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
             # An asset known by one side only reads as Airflow's rule says.
@@ -851,11 +864,13 @@ class Session:
         who = base.CLEANUP_WRITER
         tasks = await self.conn.fetch(
             f"DELETE FROM {s}.task_state WHERE expires_at <= $1 "
-            "RETURNING dag_id, run_id, task_id, map_index, key",
+            "RETURNING dag_id, run_id, task_id, item, key",
             now,
         )
         for row in sorted(tuple(r) for r in tasks):
-            await self._version(base.TaskScope(*row[:4]), row[4], None, now, who)
+            await self._version(
+                base.TaskScope(row[0], row[1], row[2], item=row[3]), row[4], None, now, who
+            )
         assets = await self.conn.fetch(
             f"DELETE FROM {s}.asset_state AS t USING {s}.asset AS a WHERE a.id = t.asset_id "
             "AND t.expires_at <= $1 RETURNING a.name, a.uri, t.key",
@@ -870,7 +885,7 @@ class Session:
         """Cut every key's history to ``history`` versions; drop the history of task
         instances that hold no state and changed last before ``orphans_before``."""
         s = self.sql.s
-        task_scope = "dag_id, run_id, task_id, map_index"
+        task_scope = "dag_id, run_id, task_id, item"
         for table, columns in (
             ("task_state_history", task_scope), ("asset_state_history", "asset_id"),
         ):  # fmt: skip
@@ -880,6 +895,13 @@ class Session:
                 f"(SELECT MAX(n.version) FROM {s}.{table} AS n WHERE {same}) - $1",
                 max(self.history, 0),
             )
+        # A run's record of where its items stood goes when the task holds nothing.
+        run = " AND ".join(f"x.{c} = i.{c}" for c in ("dag_id", "run_id", "task_id"))
+        await self.conn.execute(
+            f"DELETE FROM {s}.task_item AS i WHERE NOT EXISTS (SELECT 1 FROM {s}.task_state "
+            f"AS x WHERE {run}) AND NOT EXISTS (SELECT 1 FROM {s}.task_state_history AS x "
+            f"WHERE {run})"
+        )
         if orphans_before is None:
             return
         same = " AND ".join(f"t.{c} = h.{c}" for c in task_scope.split(", "))

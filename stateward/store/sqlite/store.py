@@ -50,19 +50,31 @@ JOURNAL_SIZE_LIMIT: Final = 8 * 1024 * 1024
 WAL_CHECK_EVERY: Final = 64
 
 _LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
-_TASK_KEY: Final = "dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?"
+_TASK_KEY: Final = "dag_id = ? AND run_id = ? AND task_id = ? AND item = ?"
 
 _SQL: Final = {
     "task_get": f"SELECT value FROM task_state WHERE {_TASK_KEY} AND key = ? AND {_LIVE}",
     "task_items": f"SELECT key, value FROM task_state WHERE {_TASK_KEY} AND {_LIVE}",
     "task_put": (
-        "INSERT INTO task_state (dag_id, run_id, task_id, map_index, key, value, "
-        "updated_at, expires_at, writer_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET "
-        "value = excluded.value, updated_at = excluded.updated_at, "
+        "INSERT INTO task_state (dag_id, run_id, task_id, item, key, map_index, value, "
+        "updated_at, expires_at, writer_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (dag_id, run_id, task_id, item, key) DO UPDATE SET "
+        "map_index = excluded.map_index, value = excluded.value, "
+        "updated_at = excluded.updated_at, "
         "expires_at = excluded.expires_at, writer_try = excluded.writer_try"
     ),
     "task_delete": f"DELETE FROM task_state WHERE {_TASK_KEY} AND key = ? RETURNING expires_at",
+    "item_at": (
+        "SELECT item FROM task_item WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+        "AND map_index = ? ORDER BY seq DESC LIMIT 1"
+    ),
+    "record_item": (
+        "INSERT INTO task_item (dag_id, run_id, task_id, item, map_index, label, seq) "
+        "SELECT ?, ?, ?, ?, ?, ?, COALESCE(MAX(seq), 0) + 1 FROM task_item "
+        "WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+        "ON CONFLICT (dag_id, run_id, task_id, item) DO UPDATE SET "
+        "map_index = excluded.map_index, label = excluded.label, seq = excluded.seq"
+    ),
     "asset_get": f"SELECT value FROM asset_state WHERE asset_id = ? AND key = ? AND {_LIVE}",
     "asset_items": f"SELECT key, value FROM asset_state WHERE asset_id = ? AND {_LIVE}",
     "asset_put": (
@@ -225,7 +237,9 @@ class _Engine:
 
     def _get(self, scope: base.Scope, key: str, now: float) -> Any:
         if isinstance(scope, base.TaskScope):
-            row = self.conn.execute(_SQL["task_get"], (*_task_params(scope), key, now)).fetchone()
+            row = self.conn.execute(
+                _SQL["task_get"], (*self._task_params(scope), key, now)
+            ).fetchone()
         else:
             asset_id = self._asset_id(scope, now, register=False)
             if asset_id is None:
@@ -240,7 +254,8 @@ class _Engine:
         if isinstance(scope, base.TaskScope):
             try_number = None if writer is None else writer.try_number
             params: tuple[Any, ...] = (
-                *_task_params(scope), key, value, now, expires_at, try_number,
+                *self._task_params(scope), key, scope.map_index, value, now, expires_at,
+                try_number,
             )  # fmt: skip
             self.conn.execute(_SQL["task_put"], params)
         else:
@@ -249,6 +264,18 @@ class _Engine:
             self.conn.execute(_SQL["asset_put"], (asset_id, key, value, now, expires_at, *columns))
         self._version(scope, key, value, now, base.provenance(who, writer))
 
+    def _task_params(self, scope: base.TaskScope) -> tuple[str, str, str, str]:
+        """The scope's key columns: its item, or the item that stood at its map index
+        in the latest expansion recorded, else the position."""
+        item = scope.item
+        if item is None:
+            item = base.position_item(scope.map_index)
+            if scope.map_index >= 0:
+                at = (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+                row = self.conn.execute(_SQL["item_at"], at).fetchone()
+                item = item if row is None else row[0]
+        return (scope.dag_id, scope.run_id, scope.task_id, item)
+
     # -- history ------------------------------------------------------------------------
 
     def _history_where(
@@ -256,7 +283,7 @@ class _Engine:
     ) -> tuple[str, str, tuple[Any, ...]] | None:
         """The history table of ``scope``, its scope columns and their values."""
         if isinstance(scope, base.TaskScope):
-            return "task_state_history", "dag_id, run_id, task_id, map_index", _task_params(scope)
+            return "task_state_history", "dag_id, run_id, task_id, item", self._task_params(scope)
         asset_id = self._asset_id(scope, now, register=False)
         return None if asset_id is None else ("asset_state_history", "asset_id", (asset_id,))
 
@@ -314,7 +341,7 @@ class _Engine:
         # expression there to NULL on WITHOUT ROWID tables, so test it here.
         if isinstance(scope, base.TaskScope):
             row: tuple[Any, ...] | None = self.conn.execute(
-                _SQL["task_delete"], (*_task_params(scope), key)
+                _SQL["task_delete"], (*self._task_params(scope), key)
             ).fetchone()
             return row
         asset_id = self._asset_id(scope, now, register=False)
@@ -328,17 +355,17 @@ class _Engine:
         who = base.provenance(op.who)
         if isinstance(scope, base.TaskScope):
             where = _TASK_KEY
-            params: tuple[Any, ...] = _task_params(scope)
+            params: tuple[Any, ...] = self._task_params(scope)
             if op.all_map_indices:
                 where, params = "dag_id = ? AND run_id = ? AND task_id = ?", params[:3]
             rows = self.conn.execute(
                 f"DELETE FROM task_state WHERE {where} RETURNING dag_id, run_id, task_id, "
-                "map_index, key",
+                "item, key",
                 params,
             ).fetchall()
-            for dag_id, run_id, task_id, map_index, key in sorted(rows):
+            for dag_id, run_id, task_id, item, key in sorted(rows):
                 self._version(
-                    base.TaskScope(dag_id, run_id, task_id, map_index), key, None, now, who
+                    base.TaskScope(dag_id, run_id, task_id, item=item), key, None, now, who
                 )
             return len(rows)
         asset_id = self._asset_id(scope, now, register=False)
@@ -358,7 +385,7 @@ class _Engine:
                 return self._get(scope, key, now)
             case base.Items(scope):
                 if isinstance(scope, base.TaskScope):
-                    rows = conn.execute(_SQL["task_items"], (*_task_params(scope), now))
+                    rows = conn.execute(_SQL["task_items"], (*self._task_params(scope), now))
                 else:
                     asset_id = self._asset_id(scope, now, register=False)
                     if asset_id is None:
@@ -426,6 +453,10 @@ class _Engine:
                 return self._list(op, now)
             case base.Cleanup(dry_run, orphans_before):
                 return self._cleanup(now, dry_run, orphans_before)
+            case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
+                params = (dag_id, run_id, task_id, item, map_index, label, dag_id, run_id, task_id)
+                conn.execute(_SQL["record_item"], params)
+                return None
             case (
                 base.RecordRun()
                 | base.RecordInstance()
@@ -464,24 +495,32 @@ class _Engine:
         live = "" if f.include_expired else f" AND {_LIVE}"
         if f.scope in (None, "task") and f.asset_name is None:
             where, params = _filters(
-                dag_id=f.dag_id, run_id=f.run_id, task_id=f.task_id, map_index=f.map_index
+                **{"s.dag_id": f.dag_id, "s.run_id": f.run_id, "s.task_id": f.task_id}
             )
+            # Where each item stood in the latest expansion, else where it last wrote.
             rows = self.conn.execute(
-                "SELECT dag_id, run_id, task_id, map_index, key, value, updated_at, expires_at,"
-                f" writer_try FROM task_state WHERE {where}{live}"
-                " ORDER BY dag_id, run_id, task_id, map_index, key",
+                "SELECT s.dag_id, s.run_id, s.task_id, s.map_index, i.map_index, i.label,"
+                " s.key, s.value, s.updated_at, s.expires_at, s.writer_try FROM task_state AS s"
+                " LEFT JOIN task_item AS i ON i.dag_id = s.dag_id AND i.run_id = s.run_id"
+                f" AND i.task_id = s.task_id AND i.item = s.item WHERE {where}{live}",
                 (*params, now) if live else params,
             )
-            for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
+            found: list[StateEntry] = []
+            for dag_id, run_id, task_id, wrote_at, stands_at, label, *row in rows:
+                key, value, updated, expires, tn = row
+                map_index = wrote_at if stands_at is None else stands_at
+                if f.map_index is not None and map_index != f.map_index:
+                    continue
                 writer = None
                 if tn is not None:
-                    writer = base.Writer(dag_id, run_id, task_id, map_index, tn).label
-                entries.append(
+                    writer = base.Writer(dag_id, run_id, task_id, wrote_at, tn).label
+                found.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
-                        dag_id, run_id, task_id, map_index, writer=writer,
+                        dag_id, run_id, task_id, map_index, writer=writer, item=label,
                     )
                 )  # fmt: skip
+            entries += sorted(found, key=base.entry_sort_key)
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
             # An asset known by one side only reads as Airflow's rule says.
@@ -514,11 +553,12 @@ class _Engine:
         who = base.CLEANUP_WRITER
         tasks = self.conn.execute(
             "DELETE FROM task_state WHERE expires_at <= ? "
-            "RETURNING dag_id, run_id, task_id, map_index, key",
+            "RETURNING dag_id, run_id, task_id, item, key",
             (now,),
         ).fetchall()
-        for dag_id, run_id, task_id, map_index, key in sorted(tasks):
-            self._version(base.TaskScope(dag_id, run_id, task_id, map_index), key, None, now, who)
+        for dag_id, run_id, task_id, item, key in sorted(tasks):
+            scope = base.TaskScope(dag_id, run_id, task_id, item=item)
+            self._version(scope, key, None, now, who)
         assets = self.conn.execute(
             "DELETE FROM asset_state WHERE expires_at <= ? RETURNING asset_id, key", (now,)
         ).fetchall()
@@ -536,7 +576,7 @@ class _Engine:
     def _trim_history(self, orphans_before: float | None) -> None:
         """Cut every key's history to ``history`` versions; drop the history of task
         instances that hold no state and changed last before ``orphans_before``."""
-        task_scope = "dag_id, run_id, task_id, map_index"
+        task_scope = "dag_id, run_id, task_id, item"
         for table, columns in (
             ("task_state_history", task_scope), ("asset_state_history", "asset_id"),
         ):  # fmt: skip
@@ -546,6 +586,14 @@ class _Engine:
                 f"(SELECT MAX(n.version) FROM {table} AS n WHERE {same}) - ?",
                 (max(self.history, 0),),
             )
+        # A run's record of where its items stood goes when the task holds nothing.
+        self.conn.execute(
+            "DELETE FROM task_item WHERE NOT EXISTS (SELECT 1 FROM task_state AS s WHERE "
+            "s.dag_id = task_item.dag_id AND s.run_id = task_item.run_id AND "
+            "s.task_id = task_item.task_id) AND NOT EXISTS (SELECT 1 FROM task_state_history "
+            "AS h WHERE h.dag_id = task_item.dag_id AND h.run_id = task_item.run_id AND "
+            "h.task_id = task_item.task_id)"
+        )
         if orphans_before is None:
             return
         same = " AND ".join(f"s.{c} = h.{c}" for c in task_scope.split(", "))
@@ -563,10 +611,6 @@ def _writer_columns(writer: base.Writer | None) -> tuple[Any, ...]:
     if writer is None:
         return (None,) * 5
     return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
-
-
-def _task_params(scope: base.TaskScope) -> tuple[str, str, str, int]:
-    return (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
 
 
 def _filters(**columns: object) -> tuple[str, tuple[object, ...]]:
