@@ -33,6 +33,7 @@ SCRIPTS = [
     "template_render.py",
     "harness.py",
     "isolation.py",
+    "history.py",
 ]
 #: Scripts that need something stateward does not install, run only when the variable
 #: names it; otherwise their last line in the results file is kept.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -168,6 +169,12 @@ class StateWriter:
         data = json.loads(text)
         known = {field.name for field in attrs.fields(cls)}
         return cls(**{name: value for name, value in data.items() if name in known})
+
+
+@functools.lru_cache(maxsize=1024)
+def writer_json(writer: StateWriter) -> str:
+    """``writer.to_json()``, remembered: a task's every write names the same writer."""
+    return writer.to_json()
 
 
 @attrs.frozen

@@ -30,6 +30,7 @@ def test_the_docs_figures_are_written_from_the_results_file(bench_pages):
         "isolation.md",
         "scaling.md",
         "airflow.md",
+        "task-state.md",
     }
     for path, text in made.items():
         assert path.read_text() == text, (

@@ -14,6 +14,7 @@ stored value never aliases an object a task still holds.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeAlias
@@ -95,10 +96,16 @@ class Writer:
 
     def history_writer(self, host: str | None = None) -> StateWriter:
         """This try as a history version's provenance."""
-        return StateWriter(
-            kind="task", dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id,
-            map_index=self.map_index, try_number=self.try_number, host=host,
-        )  # fmt: skip
+        return _history_writer(self, host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _history_writer(writer: Writer, host: str | None) -> StateWriter:
+    # One object per try, so its JSON is made once too (records.writer_json).
+    return StateWriter(
+        kind="task", dag_id=writer.dag_id, run_id=writer.run_id, task_id=writer.task_id,
+        map_index=writer.map_index, try_number=writer.try_number, host=host,
+    )  # fmt: skip
 
 
 #: How many versions of each key a store keeps unless told otherwise.

@@ -30,7 +30,7 @@ import asyncpg
 import attrs
 
 from ..._errors import AssetConflictError, StateTypeError, StateValueError, StoreError
-from ..._records import AssetInfo, StateEntry, StateWriter
+from ..._records import AssetInfo, StateEntry, StateWriter, writer_json
 from ..._values import (
     canonical_json,
     check_int_digits,
@@ -692,7 +692,7 @@ class Session:
             f"WHERE {where} AND key = ${k} RETURNING version) "
             f"DELETE FROM {table} WHERE {where} AND key = ${k} "
             f"AND version <= (SELECT version FROM v) - ${k + 4}::integer",
-            *params, key, value, now, who.to_json(), self.history,
+            *params, key, value, now, writer_json(who), self.history,
         )  # fmt: skip
 
     async def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:

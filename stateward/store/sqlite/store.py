@@ -28,7 +28,7 @@ from typing import Any, Final
 import trio
 
 from ..._errors import RuntimeClosedError, StateTypeError, StoreError
-from ..._records import AssetInfo, StateEntry, StateWriter
+from ..._records import AssetInfo, StateEntry, StateWriter, writer_json
 from ..._values import check_int_digits, decode_listed, decode_stored, json_equal
 from .. import base
 from ..conflicts import (
@@ -88,6 +88,28 @@ _SQL: Final = {
         "writer_map_index = excluded.writer_map_index, writer_try = excluded.writer_try"
     ),
     "asset_delete": "DELETE FROM asset_state WHERE asset_id = ? AND key = ? RETURNING expires_at",
+}
+
+
+def _history_statements(table: str, columns: str) -> tuple[str, str, str]:
+    """Adding a version (returning its number), cutting a key's oldest, listing them."""
+    where = " AND ".join(f"{c} = ?" for c in columns.split(", "))
+    holes = ", ".join("?" for _ in columns.split(", "))
+    return (
+        f"INSERT INTO {table} ({columns}, key, version, value, updated_at, updated_by) "
+        f"SELECT {holes}, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM {table} "
+        f"WHERE {where} AND key = ? RETURNING version",
+        f"DELETE FROM {table} WHERE {where} AND key = ? AND version <= ?",
+        f"SELECT version, value, updated_at, updated_by FROM {table} "
+        f"WHERE {where} AND key = ? ORDER BY version DESC",
+    )
+
+
+_HISTORY_SQL: Final = {
+    "task_state_history": _history_statements(
+        "task_state_history", "dag_id, run_id, task_id, item"
+    ),
+    "asset_state_history": _history_statements("asset_state_history", "asset_id"),
 }
 
 
@@ -295,32 +317,20 @@ class _Engine:
             return
         found = self._history_where(scope, now)
         assert found is not None, "a scope written to is known"
-        table, columns, params = found
-        where = " AND ".join(f"{c} = ?" for c in columns.split(", "))
-        holes = ", ".join("?" for _ in params)
+        table, _, params = found
+        insert, cut, _ = _HISTORY_SQL[table]
         (number,) = self.conn.execute(
-            f"INSERT INTO {table} ({columns}, key, version, value, updated_at, updated_by) "
-            f"SELECT {holes}, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM {table} "
-            f"WHERE {where} AND key = ? RETURNING version",
-            (*params, key, value, now, who.to_json(), *params, key),
+            insert, (*params, key, value, now, writer_json(who), *params, key)
         ).fetchone()
         if number > self.history:
-            self.conn.execute(
-                f"DELETE FROM {table} WHERE {where} AND key = ? AND version <= ?",
-                (*params, key, number - self.history),
-            )
+            self.conn.execute(cut, (*params, key, number - self.history))
 
     def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
         found = self._history_where(scope, now)
         if found is None:
             return []
-        table, columns, params = found
-        where = " AND ".join(f"{c} = ?" for c in columns.split(", "))
-        return self.conn.execute(
-            f"SELECT version, value, updated_at, updated_by FROM {table} "
-            f"WHERE {where} AND key = ? ORDER BY version DESC",
-            (*params, key),
-        ).fetchall()
+        table, _, params = found
+        return self.conn.execute(_HISTORY_SQL[table][2], (*params, key)).fetchall()
 
     def _rollback(self, op: base.Rollback, now: float) -> None:
         kept = self._versions(op.scope, op.key, now)
