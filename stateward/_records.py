@@ -171,6 +171,17 @@ class StateWriter:
         return cls(**{name: value for name, value in data.items() if name in known})
 
 
+@attrs.frozen
+class ItemPlace:
+    """Which mapped item stands at a task's map index in a run's latest expansion."""
+
+    task_id: str
+    map_index: int
+    #: The item's label (its arguments' JSON, or what the key function named it);
+    #: ``None`` for an instance kept by position.
+    label: str | None = None
+
+
 @functools.lru_cache(maxsize=1024)
 def writer_json(writer: StateWriter) -> str:
     """``writer.to_json()``, remembered: a task's every write names the same writer."""

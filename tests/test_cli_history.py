@@ -8,7 +8,8 @@ import socket
 from pathlib import Path
 
 from stateward import Asset
-from tests.test_cli import stateward, with_rt
+from stateward._loader import load_dags
+from tests.test_cli import FIXTURES, stateward, with_rt
 
 ORDERS = Asset("orders", uri="s3://lake/orders")
 
@@ -70,3 +71,24 @@ def test_rollback_to_a_tombstone_and_an_unknown_version(tmp_path: Path) -> None:
     assert "(deleted)" in shown
     empty = stateward("state", "history", "nope", *selector, db=db)
     assert empty.stdout == "no history of 'nope' in the task state of d/r/t\n"
+
+
+def test_runs_show_and_state_list_give_each_instances_item(tmp_path: Path) -> None:
+    """runs show adds an item column (and --json an "item" per instance); state list
+    --json gives each mapped entry's item label."""
+    db = tmp_path / "s.db"
+    dag = load_dags(FIXTURES / "etl.py")["etl"]
+    with_rt(db, lambda rt: rt.run_dag(dag, run_id="r1"))
+    shown = stateward("runs", "show", "etl", "r1", db=db)
+    assert shown.returncode == 0, shown.stderr
+    rows = {
+        line.split()[0] + line.split()[1]: line.split() for line in shown.stdout.splitlines()[2:5]
+    }
+    assert rows["extract0"][2] == '"a"'
+    assert rows["extract1"][2] == '"b"'
+    document = json.loads(stateward("runs", "show", "etl", "r1", "--json", db=db).stdout)
+    assert [i["item"] for i in document["instances"]] == ['"a"', '"b"', None]
+    listed = json.loads(stateward("state", "list", "--dag", "etl", "--json", db=db).stdout)
+    assert {(e["task_id"], e["map_index"], e["item"]) for e in listed} >= {
+        ("extract", 0, '"a"'), ("extract", 1, '"b"'),
+    }  # fmt: skip

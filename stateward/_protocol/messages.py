@@ -34,6 +34,7 @@ from .._records import (
     AssetInfo,
     AttemptRecord,
     DagRunRecord,
+    ItemPlace,
     StateEntry,
     StateVersion,
     TaskInstanceRecord,
@@ -379,6 +380,14 @@ class RecordTaskItem:
 
 
 @attrs.frozen
+class ListTaskItems:
+    """Where each mapped item of a run stands in its latest expansion."""
+
+    dag_id: str
+    run_id: str
+
+
+@attrs.frozen
 class RecordDagRun:
     """Create or update a run's record (state ``running``, ``success`` or ``failed``)."""
 
@@ -511,6 +520,13 @@ class StateHistoryResult:
 
     key: str
     versions: tuple[StateVersion, ...]
+
+
+@attrs.frozen
+class TaskItemsResult:
+    """The items listed by :class:`ListTaskItems`, by task id and map index."""
+
+    items: tuple[ItemPlace, ...]
 
 
 @attrs.frozen
@@ -656,6 +672,7 @@ AdminRequest: TypeAlias = (
     | DeclareAssets
     | GetAssetByRef
     | RecordTaskItem
+    | ListTaskItems
     | RecordDagRun
     | RecordTaskInstance
     | RecordTaskAttempt
@@ -673,6 +690,7 @@ Response: TypeAlias = (
     | CompareAndSetResult
     | StateItemsResult
     | StateHistoryResult
+    | TaskItemsResult
     | AssetsByAliasResult
     | AssetResult
     | StateEntriesResult

@@ -184,6 +184,13 @@ class RunsAdmin:
         run: DagRunRecord | None = response.run
         return run
 
+    async def items(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str | None]:
+        """Each mapped instance's item label, by ``(task_id, map_index)``: the item that
+        stands there in the run's latest expansion (``None``: kept by position)."""
+        self._runtime._check_open()
+        response = await self._runtime.admin.request(m.ListTaskItems(dag_id, run_id))
+        return {(place.task_id, place.map_index): place.label for place in response.items}
+
     async def get_instance(
         self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
     ) -> TaskInstanceRecord | None:

@@ -488,6 +488,9 @@ class Supervisor:
             case m.CleanupExpired(dry_run, orphans_before):
                 self._admin(caller, request)
                 return ops.Cleanup(dry_run, orphans_before), m.CleanupResult
+            case m.ListTaskItems(dag_id, run_id):
+                self._admin(caller, request)
+                return ops.ListItems(dag_id, run_id), m.TaskItemsResult
             case m.RecordTaskItem():
                 self._admin(caller, request)
                 return ops.RecordItem(**attrs.asdict(request, recurse=False)), ok

@@ -290,6 +290,15 @@ class RecordItem:
 
 
 @attrs.frozen
+class ListItems:
+    """Return where each mapped item of a run stands (a tuple of ItemPlace, by task id
+    and map index): the latest item recorded at each index."""
+
+    dag_id: str
+    run_id: str
+
+
+@attrs.frozen
 class RecordRun:
     """Create or update a run's record (keyed by DAG and run id); returns ``None``."""
 
@@ -401,6 +410,7 @@ Op: TypeAlias = (
     | ListEntries
     | Cleanup
     | RecordItem
+    | ListItems
     | RecordRun
     | RecordInstance
     | RecordAttempt
@@ -413,7 +423,7 @@ Op: TypeAlias = (
 
 #: Operations that never write: a batch of only these needs no write transaction.
 READ_OPS: tuple[type[Any], ...] = (
-    Get, Items, History, LookupAsset, ResolveAlias, ListEntries, ListRuns, GetRun,
+    Get, Items, History, LookupAsset, ResolveAlias, ListEntries, ListItems, ListRuns, GetRun,
     GetInstance,
 )  # fmt: skip
 

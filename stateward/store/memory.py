@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from .._errors import RuntimeClosedError, StateTypeError
-from .._records import AssetInfo, StateEntry, StateVersion, StateWriter
+from .._records import AssetInfo, ItemPlace, StateEntry, StateVersion, StateWriter
 from .._values import check_int_digits, decode_listed, decode_stored, json_equal
 from . import base, run_rows
 from .conflicts import KnownAsset, check_declarations, increment_type_message, resolve_declaration
@@ -288,6 +288,12 @@ class MemoryStore:
                 seq = max((v[2] for k, v in self._data.items.items() if k[:3] == run), default=0)
                 self._data.items[(*run, item)] = (map_index, label, seq + 1)
                 return None
+            case base.ListItems(dag_id, run_id):
+                latest: dict[tuple[str, int], tuple[int, str | None]] = {}
+                for (d, r, task_id, _), (index, label, seq) in self._data.items.items():
+                    if (d, r) == (dag_id, run_id) and seq > latest.get((task_id, index), (0,))[0]:
+                        latest[(task_id, index)] = (seq, label)
+                return tuple(ItemPlace(t, i, latest[(t, i)][1]) for t, i in sorted(latest))
             case base.RecordRun() | base.RecordInstance() | base.RecordAttempt():
                 self._record(op)
                 return None

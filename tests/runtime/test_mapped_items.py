@@ -50,6 +50,7 @@ async def test_a_resumed_run_with_a_changed_list_reads_each_items_own_state(rt: 
     assert listed == {('"c"', 0, "c"), ('"a"', 1, "a"), ('"b"', 1, "b")}
     at_one = await rt.state.list(dag_id="m", map_index=1)
     assert sorted(e.value for e in at_one) == ["a", "b"]
+    assert await rt.runs.items("m", "r") == {("store", 0): '"c"', ("store", 1): '"a"'}
 
 
 async def test_an_item_never_seen_starts_empty_and_clear_reaches_every_item(rt: Runtime) -> None:

@@ -493,6 +493,9 @@ async def test_four_processes_increment_one_key_exactly(database: PgDatabase, sc
     assert given == list(range(1, 601))
     async with open_runtime(store=PostgresStore(database.dsn, schema=schema)) as rt:
         assert await rt.state.asset(name="counter").aget("n") == 600
+        # History numbered every concurrent increment once, in commit order.
+        history = await rt.state.asset(name="counter").ahistory("n")
+        assert [(v.version, v.value) for v in history] == [(n, n) for n in range(600, 590, -1)]
         written = [
             await rt.state.task("workers", f"worker{i}", "note").aget("written_by")
             for i in range(4)

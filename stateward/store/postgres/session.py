@@ -30,7 +30,7 @@ import asyncpg
 import attrs
 
 from ..._errors import AssetConflictError, StateTypeError, StateValueError, StoreError
-from ..._records import AssetInfo, StateEntry, StateWriter, writer_json
+from ..._records import AssetInfo, ItemPlace, StateEntry, StateWriter, writer_json
 from ..._values import (
     canonical_json,
     check_int_digits,
@@ -626,6 +626,16 @@ class Session:
                 return await self._list(op, now)
             case base.Cleanup(dry_run, orphans_before):
                 return await self._cleanup(now, dry_run, orphans_before)
+            case base.ListItems(dag_id, run_id):
+                t = f"{self.sql.s}.task_item"
+                found = await conn.fetch(
+                    f"SELECT task_id, map_index, label FROM {t} AS i WHERE dag_id = $1 "
+                    f"AND run_id = $2 AND seq = (SELECT MAX(seq) FROM {t} AS j WHERE "
+                    "j.dag_id = i.dag_id AND j.run_id = i.run_id AND j.task_id = i.task_id AND "
+                    "j.map_index = i.map_index) ORDER BY task_id, map_index",
+                    dag_id, run_id,
+                )  # fmt: skip
+                return tuple(ItemPlace(*row) for row in found)
             case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
                 await conn.execute(
                     f"INSERT INTO {self.sql.s}.task_item (dag_id, run_id, task_id, item, "

@@ -28,7 +28,7 @@ from typing import Any, Final
 import trio
 
 from ..._errors import RuntimeClosedError, StateTypeError, StoreError
-from ..._records import AssetInfo, StateEntry, StateWriter, writer_json
+from ..._records import AssetInfo, ItemPlace, StateEntry, StateWriter, writer_json
 from ..._values import check_int_digits, decode_listed, decode_stored, json_equal
 from .. import base
 from ..conflicts import (
@@ -463,6 +463,15 @@ class _Engine:
                 return self._list(op, now)
             case base.Cleanup(dry_run, orphans_before):
                 return self._cleanup(now, dry_run, orphans_before)
+            case base.ListItems(dag_id, run_id):
+                rows = conn.execute(
+                    "SELECT task_id, map_index, label FROM task_item AS i WHERE dag_id = ? "
+                    "AND run_id = ? AND seq = (SELECT MAX(seq) FROM task_item AS j "
+                    "WHERE j.dag_id = i.dag_id AND j.run_id = i.run_id AND j.task_id = i.task_id "
+                    "AND j.map_index = i.map_index) ORDER BY task_id, map_index",
+                    (dag_id, run_id),
+                )
+                return tuple(ItemPlace(*row) for row in rows)
             case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
                 params = (dag_id, run_id, task_id, item, map_index, label, dag_id, run_id, task_id)
                 conn.execute(_SQL["record_item"], params)
