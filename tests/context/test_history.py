@@ -150,3 +150,10 @@ async def test_history_setting_bounds_versions_and_test_writer() -> None:
     with pytest.raises(ValueError, match="out_of_band_writer must be one of"):
         async with open_runtime(":memory:", out_of_band_writer="me"):
             pass
+
+
+async def test_the_test_harness_is_named_as_the_writer(sw_runtime: Runtime) -> None:
+    """What a test seeds through the plugin's runtime is written by kind "test"."""
+    state = sw_runtime.state.task("d", "r", "t")
+    await state.aset("k", 1)
+    assert [v.updated_by.kind for v in await state.ahistory("k")] == ["test"]
