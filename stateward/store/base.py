@@ -279,7 +279,12 @@ class Cleanup:
 @attrs.frozen
 class RecordItem:
     """Record that ``item`` (labelled ``label``) stands at ``map_index`` of the task in
-    the run, as its latest expansion placed it; returns ``None``."""
+    the run, as its latest expansion placed it; returns ``None``.
+
+    State kept by that position (``#i``: written by map index before any expansion was
+    recorded, a seed, or rows of a database from before items) is *adopted* by the
+    item, with its history, unless the item holds state already.
+    """
 
     dag_id: str
     run_id: str

@@ -287,6 +287,11 @@ class MemoryStore:
                 run = (dag_id, run_id, task_id)
                 seq = max((v[2] for k, v in self._data.items.items() if k[:3] == run), default=0)
                 self._data.items[(*run, item)] = (map_index, label, seq + 1)
+                position = base.position_item(map_index)
+                if item != position:
+                    self._adopt(
+                        base.TaskScope(*run, item=position), base.TaskScope(*run, item=item)
+                    )
                 return None
             case base.ListItems(dag_id, run_id):
                 latest: dict[tuple[str, int], tuple[int, str | None]] = {}
@@ -387,6 +392,17 @@ class MemoryStore:
             count += len(rows)
             rows.clear()
         return count
+
+    def _adopt(self, position: base.TaskScope, item: base.TaskScope) -> None:
+        """Move state (and history) kept by position to the item, if it has none."""
+        task = self._data.task
+        if task.get(position) and not task.get(item):
+            task[item] = task.pop(position)
+        history = self._data.history
+        if any(k[0] == item for k in history):
+            return
+        for found in [k for k in history if k[0] == position]:
+            history[(item, found[1])] = history.pop(found)
 
     # -- history ------------------------------------------------------------------------
 

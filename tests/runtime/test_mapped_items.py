@@ -176,3 +176,15 @@ async def test_the_same_with_process_isolation(tmp_path: Path, keyed: bool) -> N
             assert read == ["c", "a"]
             b = rt.state.task("m", "r", "store", arguments={"item": "b"})
         assert (await b.aget("item")) in ("b", {"id": "b", "at": 1})
+
+
+async def test_state_seeded_by_map_index_before_a_run_is_taken_by_the_item_there(
+    rt: Runtime,
+) -> None:
+    """State written by map index before any expansion (a seed) goes to the item that
+    first stands at that index, with its history."""
+    await rt.state.task("m", "r", "store", 1).aset("item", "seeded")
+    run = await rt.run_dag(storing_dag(["a", "b"]), run_id="r")
+    assert results(run) == [(0, None, "failed"), (1, "seeded", "success")]
+    b = rt.state.task("m", "r", "store", arguments={"item": "b"})
+    assert [v.value for v in await b.ahistory("item")] == ["b", "seeded"]

@@ -646,6 +646,15 @@ class Session:
                     "seq = excluded.seq",
                     dag_id, run_id, task_id, item, map_index, label,
                 )  # fmt: skip
+                position = base.position_item(map_index)
+                if item != position:
+                    key = "dag_id = $2 AND run_id = $3 AND task_id = $4 AND item"
+                    for table in ("task_state", "task_state_history"):
+                        await conn.execute(
+                            f"UPDATE {self.sql.s}.{table} SET item = $1 WHERE {key} = $5 AND "
+                            f"NOT EXISTS (SELECT 1 FROM {self.sql.s}.{table} WHERE {key} = $1)",
+                            item, dag_id, run_id, task_id, position,
+                        )  # fmt: skip
                 return None
             case (
                 base.RecordRun()

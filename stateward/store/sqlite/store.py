@@ -475,6 +475,24 @@ class _Engine:
             case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
                 params = (dag_id, run_id, task_id, item, map_index, label, dag_id, run_id, task_id)
                 conn.execute(_SQL["record_item"], params)
+                position = base.position_item(map_index)
+                if item != position:
+                    for table in ("task_state", "task_state_history"):
+                        conn.execute(
+                            f"UPDATE {table} SET item = ? WHERE {_TASK_KEY} AND NOT EXISTS "
+                            f"(SELECT 1 FROM {table} WHERE {_TASK_KEY})",
+                            (
+                                item,
+                                dag_id,
+                                run_id,
+                                task_id,
+                                position,
+                                dag_id,
+                                run_id,
+                                task_id,
+                                item,
+                            ),
+                        )
                 return None
             case (
                 base.RecordRun()
