@@ -221,14 +221,14 @@ class MemoryStore:
                     kept = [v.version for v in self._versions(scope, key)]
                     raise base.unknown_version(scope, key, version, kept)
                 marked = base.provenance(who, writer).rolled_back_to(version)
-                old = chosen[0].value
-                if old is None:
+                restored = chosen[0].value
+                if restored is None:
                     self._rows(scope).pop(key, None)
                 else:
                     self._rows(scope, create=True)[key] = _Row(
-                        old, now, expires_at, writer, _index(scope)
+                        restored, now, expires_at, writer, _index(scope)
                     )
-                self._version(scope, key, old, now, marked)
+                self._version(scope, key, restored, now, marked)
                 return None
             case base.Increment(scope, key, by, expires_at, writer, who):
                 rows = self._rows(scope, create=True)
@@ -320,7 +320,7 @@ class MemoryStore:
                 attempts = [r for k, r in self._data.attempts.items() if k[:4] == ident]
                 return run_rows.instance_from_rows(instance, attempts)
             case base.ClearRun():
-                return self._clear_run(op)
+                return self._clear_run(op, now)
             case base.CleanupRuns(ended_before, dry_run):
                 data = self._data
                 old = [
@@ -350,7 +350,7 @@ class MemoryStore:
             row = run_rows.instance_row_of_attempt(op)
             self._data.instances[row[:4]] = row
 
-    def _clear_run(self, op: base.ClearRun) -> list[tuple[str, int]] | None:
+    def _clear_run(self, op: base.ClearRun, now: float) -> list[tuple[str, int]] | None:
         data = self._data
         run = data.runs.get((op.dag_id, op.run_id))
         if run is None:
@@ -361,8 +361,8 @@ class MemoryStore:
             key = (op.dag_id, op.run_id, task_id, map_index)
             row = data.instances[key]
             data.instances[key] = (*row[:4], run_rows.CLEARED, *row[5:])
-            if not op.keep_task_state:
-                data.task.pop(base.TaskScope(*key), None)
+            if not op.keep_task_state:  # by item, each key with its tombstone
+                self._clear(base.TaskScope(*key), False, now, base.provenance(None))
         if cleared:
             data.runs[run[:2]] = (*run[:2], run_rows.QUEUED, *run[3:])
         return cleared

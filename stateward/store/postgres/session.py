@@ -663,10 +663,17 @@ class Session:
                 | base.ListRuns()
                 | base.GetRun()
                 | base.GetInstance()
-                | base.ClearRun()
                 | base.CleanupRuns()
             ):
                 return await self.run_sql.apply(self.conn, op)
+            case base.ClearRun():
+                # The records here; the state by item, each key with its tombstone.
+                keep = attrs.evolve(op, keep_task_state=True)
+                cleared = await self.run_sql.apply(self.conn, keep)
+                for task_id, map_index in [] if op.keep_task_state else cleared or []:
+                    scope = base.TaskScope(op.dag_id, op.run_id, task_id, map_index)
+                    await self._clear(scope, False, now, base.provenance(None))
+                return cleared
             case _:
                 msg = f"PostgresStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)

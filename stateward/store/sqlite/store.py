@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
+import attrs
 import trio
 
 from ..._errors import RuntimeClosedError, StateTypeError, StoreError
@@ -501,10 +502,16 @@ class _Engine:
                 | base.ListRuns()
                 | base.GetRun()
                 | base.GetInstance()
-                | base.ClearRun()
                 | base.CleanupRuns()
             ):
                 return apply_run_op(conn, op)
+            case base.ClearRun():
+                # The records here; the state by item, each key with its tombstone.
+                cleared = apply_run_op(conn, attrs.evolve(op, keep_task_state=True))
+                for task_id, map_index in [] if op.keep_task_state else cleared or []:
+                    scope = base.TaskScope(op.dag_id, op.run_id, task_id, map_index)
+                    self._clear(base.Clear(scope), now)
+                return cleared
             case _:
                 msg = f"SqliteStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
