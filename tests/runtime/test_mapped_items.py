@@ -188,3 +188,15 @@ async def test_state_seeded_by_map_index_before_a_run_is_taken_by_the_item_there
     assert results(run) == [(0, None, "failed"), (1, "seeded", "success")]
     b = rt.state.task("m", "r", "store", arguments={"item": "b"})
     assert [v.value for v in await b.ahistory("item")] == ["b", "seeded"]
+
+
+async def test_a_run_clear_deletes_each_cleared_items_state_with_a_tombstone(
+    rt: Runtime,
+) -> None:
+    """rt.clear of a mapped task deletes the state of the items at its indexes (not of
+    positions), each key getting a tombstone in its history."""
+    await rt.run_dag(storing_dag(["a", "b"]), run_id="r")
+    assert await rt.clear("m", "r", ["store"]) == [("store", 0), ("store", 1)]
+    assert await rt.state.list(dag_id="m") == []
+    a = rt.state.task("m", "r", "store", arguments={"item": "a"})
+    assert [v.deleted for v in await a.ahistory("item")] == [True, False]
