@@ -12,6 +12,7 @@ import pytest
 from stateward import Dag, DagDefinitionError, Runtime, open_runtime
 from stateward._items import mapped_item
 from stateward._loader import load_dags
+from stateward._taskflow import TaskOutput
 
 
 def storing_dag(items: list[Any], map_key: Any = None, name: str = "item") -> Dag:
@@ -200,3 +201,34 @@ async def test_a_run_clear_deletes_each_cleared_items_state_with_a_tombstone(
     assert await rt.state.list(dag_id="m") == []
     a = rt.state.task("m", "r", "store", arguments={"item": "a"})
     assert [v.deleted for v in await a.ahistory("item")] == [True, False]
+
+
+async def test_the_same_when_the_list_comes_from_an_upstream_task(rt: Runtime) -> None:
+    """Mapped over an upstream task's result (expanded when the Dag runs), a re-run
+    upstream that returns c, a gives "c" and "a" their own state."""
+
+    def dag_over(items: list[str]) -> Dag:
+        dag = Dag("m")
+
+        @dag.task
+        def produce() -> list[str]:
+            return items
+
+        @dag.task
+        def store(item: Any, task_state: Any) -> Any:
+            seen = task_state.get("item")
+            task_state.set("item", item)
+            if seen is None:
+                raise RuntimeError("the first run fails")
+            return seen
+
+        store.expand(item=TaskOutput(produce))  # as an airflow.sdk file's produce() does
+        return dag
+
+    await rt.run_dag(dag_over(["a", "b", "c"]), run_id="r")
+    await rt.clear("m", "r", ["produce"])
+    again = await rt.run_dag(dag_over(["c", "a"]), run_id="r")
+    assert [(ti.map_index, ti.result) for ti in again.task_instances if ti.task_id == "store"][
+        :2
+    ] == [(0, "c"), (1, "a")]
+    assert await rt.state.task("m", "r", "store", arguments={"item": "b"}).aget("item") == "b"
