@@ -263,6 +263,32 @@ def airflow_compare(results: Results) -> str:
     ])  # fmt: skip
 
 
+def history_costs(results: Results) -> str:
+    """docs/task-state.md's figures of what history costs (bench/history.py)."""
+    h = results.get("history")
+    if h is None:
+        return "The last `make bench` did not run `bench/history.py`, so it has no figures here."
+    return "\n".join(
+        [
+            f"From the last `make bench` ({h.get('date', 'unknown')}, {h['cpus']} CPUs, SQLite "
+            "with `synchronous=FULL`,",
+            "on a machine shared with other work: compare the ratios, not the times):",
+            "",
+            "| | ms per operation | against | ratio |",
+            "|---|---:|---|---:|",
+            f"| durable `aset`, `history=10` | {_ms(h['history_on_set_ms'])} "
+            f"| `history=0`: {_ms(h['history_off_set_ms'])} ms "
+            f"| {h['history_write_ratio']:.2f}× |",
+            f"| `aget`, {h['big_keys']:,} keys × {h['versions']} versions "
+            f"| {_ms(h['big_get_ms'])} | 1,000 keys: {_ms(h['small_get_ms'])} ms "
+            f"| {h['big_get_ratio']:.2f}× |",
+            f"| `aset`, {h['big_keys']:,} keys × {h['versions']} versions "
+            f"| {_ms(h['big_set_ms'])} | 1,000 keys: {_ms(h['small_set_ms'])} ms "
+            f"| {h['big_set_ratio']:.2f}× |",
+        ]
+    )
+
+
 def _ms(value: float) -> str:
     """Three significant digits, never in scientific notation."""
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
@@ -289,6 +315,7 @@ REGIONS: dict[str, dict[str, Callable[[Results], str]]] = {
     "docs/scaling.md": {"postgres-figures": scaling_figures},
     "docs/airflow.md": {"airflow-compare": airflow_compare},
     "docs/ui.md": {"ui-costs": ui_costs},
+    "docs/task-state.md": {"history-costs": history_costs},
 }
 
 

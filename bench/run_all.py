@@ -34,6 +34,7 @@ SCRIPTS = [
     "harness.py",
     "isolation.py",
     "ui_pages.py",
+    "history.py",
 ]
 #: Scripts that need something stateward does not install, run only when the variable
 #: names it; otherwise their last line in the results file is kept.

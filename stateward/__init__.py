@@ -49,6 +49,8 @@ from ._loader import load_dags as load_dags
 from ._operators import ShellOperator as ShellOperator
 from ._records import AttemptRecord as AttemptRecord
 from ._records import DagRunRecord as DagRunRecord
+from ._records import StateVersion as StateVersion
+from ._records import StateWriter as StateWriter
 from ._records import TaskInstanceRecord as TaskInstanceRecord
 from ._runtime.runner import DagRunResult as DagRunResult
 from ._runtime.runner import TaskInstanceResult as TaskInstanceResult
@@ -99,6 +101,8 @@ __all__ = [
     "StateScopeError",
     "StateTypeError",
     "StateValueError",
+    "StateVersion",
+    "StateWriter",
     "StatewardError",
     "Store",
     "StoreError",

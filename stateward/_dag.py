@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Final, NoReturn, Self, TypeVar, overload
 from ._assets import Asset, AssetAlias, AssetLike, AssetNameRef, AssetUriRef
 from ._context_keys import AIRFLOW_ONLY_KEYS
 from ._errors import DagDefinitionError
+from ._items import MapKey
 from ._taskflow import TaskOutput, references
 
 _logger = logging.getLogger("stateward.dag")
@@ -443,6 +444,8 @@ class Operator:
         #: Argument name to its list, or to an upstream task's :class:`TaskOutput`
         #: (mapped when the Dag runs); ``None`` when the task is not mapped.
         self.expand_kwargs: dict[str, Any] | None = None
+        #: The key function naming each mapped item (``expand(map_key=...)``).
+        self.map_key: MapKey | None = None
         dag.add_task(self)
 
     def __repr__(self) -> str:
@@ -527,16 +530,26 @@ class Operator:
 
     # -- mapping ------------------------------------------------------------------------------
 
-    def expand(self, **kwargs: Sequence[Any]) -> Self:
+    def expand(self, *, map_key: MapKey | None = None, **kwargs: Sequence[Any]) -> Self:
         """Run one instance per element (per combination, for several arguments).
 
         Instance ``i`` (``map_index`` 0..n-1) gets element ``i`` of each argument, as a
         function argument for ``@dag.task`` tasks and as the attribute of that name for
         operators. Several arguments give their cross product, as in Airflow.
 
+        An instance's task state belongs to its *item*, identified by its arguments'
+        canonical JSON, so it follows the item when the list changes (a resume, a
+        cleared run). ``map_key`` names items instead: it gets an instance's arguments
+        as a dict and returns a str or int (needed for arguments that are not JSON,
+        which are otherwise kept by position).
+
         Raises:
-            DagDefinitionError: a value is not a list or tuple, or names no attribute.
+            DagDefinitionError: a value is not a list or tuple, or names no attribute;
+                ``map_key`` is not callable.
         """
+        if map_key is not None and not callable(map_key):
+            msg = f"{self!r}.expand(map_key=...) takes a function of the arguments, got {map_key!r}"
+            raise DagDefinitionError(msg)
         if not kwargs:
             msg = f"{self!r}.expand() needs at least one argument, e.g. expand(x=[1, 2])"
             raise DagDefinitionError(msg)
@@ -555,6 +568,7 @@ class Operator:
                 raise DagDefinitionError(msg)
             self._check_expandable(name)
         self.expand_kwargs = expand_kwargs
+        self.map_key = map_key
         return self
 
     def _check_expandable(self, name: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 import attrs
@@ -43,6 +45,10 @@ class StateEntry:
     #: The task instance that last wrote the key (``dag/run/task[i] try n``); ``None``
     #: for an out-of-band write (CLI, admin code, test seeding).
     writer: str | None = None
+    #: A mapped instance's item, as a label (its arguments' JSON, or what the task's
+    #: key function named it); ``None`` for unmapped instances and state kept by
+    #: position. ``map_index`` is where the item stood in the latest expansion.
+    item: str | None = None
 
 
 @attrs.frozen
@@ -105,3 +111,94 @@ class DagRunRecord:
     ended_at: float | None = None
     #: Filled by a lookup of one run; a listing of runs leaves it empty.
     instances: tuple[TaskInstanceRecord, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class StateWriter:
+    """Who made one version of a state key: its provenance in the key's history.
+
+    ``kind`` says which sort of writer it was; the fields that do not apply to that
+    kind are ``None``.
+    """
+
+    #: ``"task"`` (an attempt), ``"cli"`` (the ``stateward`` command), ``"api"``
+    #: (out-of-band code through ``rt.state``), ``"test"`` (the test harness) or
+    #: ``"cleanup"`` (an expired key removed by ``stateward cleanup``).
+    kind: str
+    #: The attempt that wrote, for ``kind == "task"``.
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    try_number: int | None = None
+    #: The host the writing runtime ran on.
+    host: str | None = None
+    #: The OS user, for out-of-band writers.
+    user: str | None = None
+    #: Set when the version is a rollback: the version whose value it restored.
+    rollback_to: int | None = None
+
+    @property
+    def label(self) -> str:
+        """A short description: ``dag/run/task[i] try n on host``, ``cli alice@box``..."""
+        if self.kind == "task":
+            index = "" if self.map_index is None or self.map_index < 0 else f"[{self.map_index}]"
+            who = f"{self.dag_id}/{self.run_id}/{self.task_id}{index} try {self.try_number}"
+            if self.host is not None:
+                who += f" on {self.host}"
+        else:
+            place = "@".join(part for part in (self.user, self.host) if part is not None)
+            who = f"{self.kind} {place}" if place else self.kind
+        if self.rollback_to is not None:
+            who = f"rollback to version {self.rollback_to} by {who}"
+        return who
+
+    def rolled_back_to(self, version: int) -> StateWriter:
+        """The same writer, marked as restoring ``version``."""
+        return attrs.evolve(self, rollback_to=version)
+
+    def to_json(self) -> str:
+        """The compact JSON the stores keep (fields that are ``None`` left out)."""
+        fields = attrs.asdict(self, filter=lambda _, value: value is not None)
+        return json.dumps(fields, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StateWriter:
+        """Read what :meth:`to_json` wrote (unknown fields, from a newer release, are
+        dropped)."""
+        data = json.loads(text)
+        known = {field.name for field in attrs.fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+
+@attrs.frozen
+class ItemPlace:
+    """Which mapped item stands at a task's map index in a run's latest expansion."""
+
+    task_id: str
+    map_index: int
+    #: The item's label (its arguments' JSON, or what the key function named it);
+    #: ``None`` for an instance kept by position.
+    label: str | None = None
+
+
+@functools.lru_cache(maxsize=1024)
+def writer_json(writer: StateWriter) -> str:
+    """``writer.to_json()``, remembered: a task's every write names the same writer."""
+    return writer.to_json()
+
+
+@attrs.frozen
+class StateVersion:
+    """One version in a state key's history (``acc.history(key)``, newest first)."""
+
+    #: The version number, increasing by one per change of the key.
+    version: int
+    #: The value this version wrote; ``None`` for a removal (:attr:`deleted`).
+    value: Any
+    #: Whether this version removed the key (delete, clear, expiry, rollback to one).
+    deleted: bool
+    #: Unix time of the change.
+    updated_at: float
+    #: Who made the change.
+    updated_by: StateWriter

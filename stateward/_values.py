@@ -446,6 +446,43 @@ def _reason(exc: BaseException) -> str:
     return str(exc).split(";")[0].split(": value has")[0][:100] or type(exc).__name__
 
 
+_CANONICAL: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
+)
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of a JSON value: object keys sorted, compact, ``-0.0``
+    as ``0.0`` (which it equals). Two values have one canonical text exactly when
+    :func:`json_equal` holds; compare-and-set (PostgreSQL's digest) and mapped items'
+    identities use it.
+
+    Raises:
+        TypeError: a value json cannot encode, or dict keys that cannot be sorted.
+        ValueError: NaN or infinity.
+    """
+    return _CANONICAL.encode(_normalise(value))
+
+
+def _normalise(value: Any) -> Any:
+    # A copy with -0.0 as 0.0, built without recursion: a stored value may nest deeper
+    # than the accessor's limit (an older release accepted any depth).
+    root: list[Any] = [value]
+    pending: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    while pending:
+        target, slot, item = pending.pop()
+        if type(item) is float:
+            item = 0.0 if item == 0 else item
+        elif isinstance(item, list | tuple):
+            item, children = [None] * len(item), list(enumerate(item))
+            pending += [(item, index, child) for index, child in children]
+        elif isinstance(item, dict):
+            item, children = dict.fromkeys(item), list(item.items())
+            pending += [(item, key, child) for key, child in children]
+        target[slot] = item
+    return root[0]
+
+
 def json_equal(a: object, b: object) -> bool:
     """Compare two JSON values exactly: ``True`` is not ``1`` and ``1`` is not ``1.0``."""
     if type(a) is not type(b):

@@ -364,8 +364,10 @@ def test_state_list_table_shows_provenance_in_80_columns(tmp_path: Path):
     out = result.stdout
     assert all(len(line) <= 80 for line in out.splitlines())
     for heading in (
-        "task etl / r1 / extract[0]", "task etl / r1 / load", "asset orders (s3://lake/orders)",
-    ):  # fmt: skip
+        'task etl / r1 / extract[0] item "a"',
+        "task etl / r1 / load",
+        "asset orders (s3://lake/orders)",
+    ):
         assert heading + "\n" in out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
     assert "try 1" in rows["job_id"]

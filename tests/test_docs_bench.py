@@ -31,6 +31,7 @@ def test_the_docs_figures_are_written_from_the_results_file(bench_pages):
         "scaling.md",
         "airflow.md",
         "ui.md",
+        "task-state.md",
     }
     for path, text in made.items():
         assert path.read_text() == text, (

@@ -26,7 +26,7 @@ T = TypeVar("T")
 #: The fields of each object ``stateward state list --json`` prints, in order.
 JSON_FIELDS: Final = (
     "scope", "dag_id", "run_id", "task_id", "map_index", "asset_name", "asset_uri",
-    "key", "value", "updated_at", "expires_at", "updated_by",
+    "key", "value", "updated_at", "expires_at", "updated_by", "item",
 )  # fmt: skip
 #: Exit status of a user error that is not a usage error, and of a failed run.
 EXIT_FAILURE: Final = 1
@@ -109,7 +109,7 @@ def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, cre
         raise CliError(str(exc)) from exc
 
     async def go() -> T:
-        async with open_runtime(store=store) as rt:
+        async with open_runtime(store=store, out_of_band_writer="cli") as rt:
             return await work(rt)
 
     return trio.run(go)

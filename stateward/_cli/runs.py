@@ -96,10 +96,10 @@ def _last_error(ti: TaskInstanceRecord) -> str:
 def show_run(dag_id: str, run_id: str, as_json: bool, db: str | None) -> None:
     """Show one run: each task instance's state, tries, duration and last error."""
 
-    async def work(rt: Runtime) -> DagRunRecord | None:
-        return await rt.runs.get(dag_id, run_id)
+    async def work(rt: Runtime) -> tuple[DagRunRecord | None, dict[tuple[str, int], str | None]]:
+        return await rt.runs.get(dag_id, run_id), await rt.runs.items(dag_id, run_id)
 
-    run = with_runtime(db, work, create=False)
+    run, items = with_runtime(db, work, create=False)
     if run is None:
         msg = (
             f"no run {run_id!r} of Dag {dag_id!r} is recorded; "
@@ -107,19 +107,26 @@ def show_run(dag_id: str, run_id: str, as_json: bool, db: str | None) -> None:
         )
         raise CliError(msg)
     if as_json:
-        click.echo(dump_json(run_json(run, instances=True), indent=2))
+        document = run_json(run, instances=True)
+        for instance in document["instances"]:
+            instance["item"] = items.get((instance["task_id"], instance["map_index"]))
+        click.echo(dump_json(document, indent=2))
         return
     console = stdout_console()
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("task", overflow="fold")
     table.add_column("map index", justify="right")
+    labelled = any(label is not None for label in items.values())
+    if labelled:
+        table.add_column("item", overflow="fold")
     table.add_column("state")
     table.add_column("tries", justify="right")
     table.add_column("duration", justify="right")
     table.add_column("error", overflow="fold")
     for ti in run.instances:
+        item = [items.get((ti.task_id, ti.map_index)) or ""] if labelled else []
         table.add_row(
-            ti.task_id, "-" if ti.map_index < 0 else str(ti.map_index), ti.state,
+            ti.task_id, "-" if ti.map_index < 0 else str(ti.map_index), *item, ti.state,
             str(ti.try_number), _duration(ti.started_at, ti.ended_at), _last_error(ti),
         )  # fmt: skip
     console.print(table)

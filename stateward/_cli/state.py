@@ -1,4 +1,4 @@
-"""``stateward state list|get|set|delete|clear`` and ``stateward cleanup``."""
+"""``stateward state list|get|set|delete|clear|history|rollback`` and ``stateward cleanup``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._context.accessors import NEVER_EXPIRE, AssetStateAccessor, RetentionLike, TaskStateAccessor
-from .._records import StateEntry
+from .._records import StateEntry, StateVersion
 from .._runtime.runtime import Runtime
 from .._values import dump_json, value_from_text
 from .app import (
@@ -244,6 +244,7 @@ def entry_json(entry: StateEntry) -> dict[str, Any]:
         "updated_at": iso_time(entry.updated_at),
         "expires_at": iso_time(entry.expires_at),
         "updated_by": entry.writer,
+        "item": entry.item,
     }
 
 
@@ -297,7 +298,8 @@ def state_table(entries: Sequence[StateEntry], now: float, width: int = 80) -> G
 def _owner(entry: StateEntry) -> str:
     if entry.scope == "task":
         index = entry.map_index if entry.map_index is not None else -1
-        return f"task {entry.dag_id} / {entry.run_id} / {task_label(entry.task_id or '', index)}"
+        owner = f"task {entry.dag_id} / {entry.run_id} / {task_label(entry.task_id or '', index)}"
+        return owner if entry.item is None else f"{owner} item {entry.item}"
     if entry.asset_uri != entry.asset_name:
         return f"asset {entry.asset_name} ({entry.asset_uri})"
     return f"asset {entry.asset_name}"
@@ -496,6 +498,98 @@ def clear_state(
             f"note: no task state is stored for run {run!r} of Dag {dag!r}; check --dag and "
             f"--run-id ('stateward state list --dag {dag}' shows its runs)"
         )
+
+
+@state.command("history")
+@click.argument("key")
+@selector_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of versions.")
+def history_state(key: str, db: str | None, as_json: bool, **selectors: Any) -> None:
+    """Show the kept versions of KEY, newest first, with who wrote each.
+
+    A removal (delete, clear, expiry, a rollback to one) shows as "(deleted)". Put
+    one back with 'stateward state rollback KEY --to-version N'.
+    """
+    target = make_target(**selectors)
+
+    async def work(rt: Runtime) -> list[StateVersion]:
+        return await target.accessor(rt).ahistory(key)
+
+    versions = with_runtime(db, work, create=False)
+    if as_json:
+        click.echo(dump_json([version_json(v) for v in versions], indent=2))
+        return
+    console = stdout_console()
+    if not versions:
+        console.print(f"no history of {key!r} in the {target.label}")
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("updated (UTC)", no_wrap=True, width=16)
+    table.add_column("by", overflow="fold")
+    for version in versions:
+        shown = Text("(deleted)", style="dim") if version.deleted else cell_json(version.value)
+        table.add_row(
+            str(version.version), shown, table_time(version.updated_at),
+            version.updated_by.label,
+        )  # fmt: skip
+    console.print(Text(f"{key} in the {target.label}", style="bold"))
+    console.print(Padding(table, (0, 0, 0, 2)))
+
+
+def version_json(version: StateVersion) -> dict[str, Any]:
+    """One version as the ``state history --json`` object."""
+    writer = attrs.asdict(version.updated_by)
+    writer["label"] = version.updated_by.label
+    return {
+        "version": version.version,
+        "value": version.value,
+        "deleted": version.deleted,
+        "updated_at": iso_time(version.updated_at),
+        "updated_by": writer,
+    }
+
+
+@state.command("rollback")
+@click.argument("key")
+@selector_options
+@click.option(
+    "--to-version",
+    "version",
+    type=int,
+    required=True,
+    metavar="N",
+    help="The version to put back (see 'stateward state history').",
+)
+@click.option(
+    "--retention",
+    metavar="SECONDS|never",
+    callback=_parse_retention,
+    help="Keep the restored value this long (3600, 90m, 12h, 30d) or 'never' expire it. "
+    "[default: 30 days for task state, never for asset state]",
+)
+def rollback_state(
+    key: str, db: str | None, version: int, retention: RetentionLike, **selectors: Any
+) -> None:
+    """Write version N of KEY again, as a new version.
+
+    A version that removed the key removes it again. The new version's provenance
+    says it is a rollback to N, by the CLI with your user and host.
+    """
+    target = make_target(**selectors)
+
+    async def work(rt: Runtime) -> Any:
+        accessor = target.accessor(rt)
+        await accessor.arollback(key, version, retention=retention)
+        return await accessor.aget(key)
+
+    value = with_runtime(db, work, create=False)
+    if value is None:
+        click.echo(f"rolled {key!r} in the {target.label} back to version {version}: removed")
+    else:
+        shown = cell_json(value)
+        click.echo(f"rolled {key!r} in the {target.label} back to version {version}: {shown}")
 
 
 def _confirm_clear(count: int, where: str) -> None:

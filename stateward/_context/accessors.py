@@ -26,7 +26,7 @@ from .._assets import Asset, AssetAlias, AssetKey, AssetNameRef, AssetUriRef, de
 from .._construction import NoPublicConstructor
 from .._errors import StateTypeError, StateValueError, TemplateWriteError, UndeclaredAssetError
 from .._protocol import messages as m
-from .._records import AssetInfo
+from .._records import AssetInfo, StateVersion
 from .._values import check_key
 from .client import StateClient
 
@@ -129,6 +129,12 @@ class _StateAccessor(metaclass=NoPublicConstructor):
     def _list_msg(self) -> Any:
         raise NotImplementedError
 
+    def _history_msg(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def _rollback_msg(self, key: str, version: int, expires: float | None) -> Any:
+        raise NotImplementedError
+
     def _sync(self, request: Any, method: str) -> Any:
         return self._client.request_sync(request, f"{self._label}.{method}")
 
@@ -163,7 +169,45 @@ class _StateAccessor(metaclass=NoPublicConstructor):
         """Async twin of :meth:`items`."""
         return list((await self._arequest(self._list_msg(), "items")).items.items())
 
+    def history(self, key: str) -> list[StateVersion]:
+        """Return the kept versions of ``key``, newest first.
+
+        Every change of the key (set, increment, a compare-and-set that won, delete,
+        clear, expiry removed by cleanup, rollback) added one; the runtime keeps the
+        newest ``history`` of them (``open_runtime(history=10)``). A task reads only
+        its own task state's history and that of the assets it declared.
+        """
+        return list(self._sync(self._history_msg(key), "history").versions)
+
+    async def ahistory(self, key: str) -> list[StateVersion]:
+        """Async twin of :meth:`history`."""
+        return list((await self._client.request(self._history_msg(key))).versions)
+
     # -- writing ------------------------------------------------------------------------
+
+    @_writes
+    def rollback(self, key: str, version: int, *, retention: RetentionLike = None) -> None:
+        """Write version ``version`` of ``key`` again, as a new version (out of band only).
+
+        A version that removed the key removes it again. The new version's provenance
+        says it is a rollback to ``version``, and by whom.
+
+        Args:
+            key: The key.
+            version: A version its :meth:`history` holds.
+            retention: As for :meth:`set` (the restored value's expiry starts now).
+
+        Raises:
+            StateValueError: the history holds no such version.
+            StateScopeError: called from a task; tasks cannot roll back.
+        """
+        request = self._rollback_msg(key, version, self._expires(retention, key))
+        self._sync(request, "rollback")
+
+    @_writes
+    async def arollback(self, key: str, version: int, *, retention: RetentionLike = None) -> None:
+        """Async twin of :meth:`rollback`."""
+        await self._client.request(self._rollback_msg(key, version, self._expires(retention, key)))
 
     @_writes
     def set(self, key: str, value: Any, *, retention: RetentionLike = None) -> None:
@@ -302,6 +346,12 @@ class TaskStateAccessor(_StateAccessor):
     def _list_msg(self) -> Any:
         return m.ListTaskState()
 
+    def _history_msg(self, key: str) -> Any:
+        return m.GetTaskStateHistory(key)
+
+    def _rollback_msg(self, key: str, version: int, expires: float | None) -> Any:
+        return m.RollbackTaskState(key, version, expires)
+
     @_writes
     def clear(self, *, all_map_indices: bool = False) -> None:
         """Delete every key of this task instance.
@@ -386,6 +436,18 @@ class AssetStateAccessor(_StateAccessor):
         a = self._asset
         return m.ListAssetStateByUri(a.uri) if self._by_uri else m.ListAssetStateByName(a.name)
 
+    def _history_msg(self, key: str) -> Any:
+        a = self._asset
+        if self._by_uri:
+            return m.GetAssetStateHistoryByUri(a.uri, key)
+        return m.GetAssetStateHistoryByName(a.name, key)
+
+    def _rollback_msg(self, key: str, version: int, expires: float | None) -> Any:
+        a = self._asset
+        if self._by_uri:
+            return m.RollbackAssetStateByUri(a.uri, key, version, expires)
+        return m.RollbackAssetStateByName(a.name, key, version, expires)
+
     def _clear_msg(self) -> Any:
         a = self._asset
         return m.ClearAssetStateByUri(a.uri) if self._by_uri else m.ClearAssetStateByName(a.name)
@@ -468,6 +530,7 @@ class StateView:
     increment, aincrement = _refuse_write("increment"), _refuse_write("aincrement")
     compare_and_set = _refuse_write("compare_and_set")
     acompare_and_set = _refuse_write("acompare_and_set")
+    rollback, arollback = _refuse_write("rollback"), _refuse_write("arollback")
 
 
 class AssetStateView(StateView):

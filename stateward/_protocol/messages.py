@@ -30,7 +30,15 @@ from .._errors import (
     SupervisorDiedError,
     UndeclaredAssetError,
 )
-from .._records import AssetInfo, AttemptRecord, DagRunRecord, StateEntry, TaskInstanceRecord
+from .._records import (
+    AssetInfo,
+    AttemptRecord,
+    DagRunRecord,
+    ItemPlace,
+    StateEntry,
+    StateVersion,
+    TaskInstanceRecord,
+)
 
 # Values are JSON values; they are checked by stateward._values, not by the converter.
 JsonValue: TypeAlias = Any
@@ -121,6 +129,22 @@ class CompareAndSetTaskState:
 @attrs.frozen
 class ListTaskState:
     """Read every live key of the caller's task state."""
+
+
+@attrs.frozen
+class GetTaskStateHistory:
+    """Read the kept versions of one key of the caller's task state, newest first."""
+
+    key: str
+
+
+@attrs.frozen
+class RollbackTaskState:
+    """Write a kept version of a task-state key again (out-of-band clients only)."""
+
+    key: str
+    version: int
+    expires_at: float | None = None
 
 
 # -- asset state requests ---------------------------------------------------------------
@@ -249,6 +273,42 @@ class ListAssetStateByUri:
 
 
 @attrs.frozen
+class GetAssetStateHistoryByName:
+    """Read the kept versions of one key of an asset's state, newest first."""
+
+    name: str
+    key: str
+
+
+@attrs.frozen
+class GetAssetStateHistoryByUri:
+    """Read the kept versions of one key of an asset's state, newest first."""
+
+    uri: str
+    key: str
+
+
+@attrs.frozen
+class RollbackAssetStateByName:
+    """Write a kept version of an asset-state key again (out-of-band clients only)."""
+
+    name: str
+    key: str
+    version: int
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class RollbackAssetStateByUri:
+    """Write a kept version of an asset-state key again (out-of-band clients only)."""
+
+    uri: str
+    key: str
+    version: int
+    expires_at: float | None = None
+
+
+@attrs.frozen
 class GetAssetsByAlias:
     """Resolve an alias the caller declared as an inlet to its concrete assets."""
 
@@ -301,6 +361,30 @@ class CleanupExpired:
     """Delete the expired rows (or, with ``dry_run``, count them)."""
 
     dry_run: bool = False
+    #: Drop the history of task instances with no state left whose last change was
+    #: before this Unix time (None: keep it).
+    orphans_before: float | None = None
+
+
+@attrs.frozen
+class RecordTaskItem:
+    """Record that a mapped instance's item stands at ``map_index`` (the runner's
+    expansion), so out-of-band access by map index reaches that item's state."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    item: str
+    label: str | None = None
+
+
+@attrs.frozen
+class ListTaskItems:
+    """Where each mapped item of a run stands in its latest expansion."""
+
+    dag_id: str
+    run_id: str
 
 
 @attrs.frozen
@@ -431,6 +515,21 @@ class StateItemsResult:
 
 
 @attrs.frozen
+class StateHistoryResult:
+    """The kept versions of one key, newest first."""
+
+    key: str
+    versions: tuple[StateVersion, ...]
+
+
+@attrs.frozen
+class TaskItemsResult:
+    """The items listed by :class:`ListTaskItems`, by task id and map index."""
+
+    items: tuple[ItemPlace, ...]
+
+
+@attrs.frozen
 class AssetsByAliasResult:
     """The concrete assets an alias resolves to (possibly none)."""
 
@@ -542,6 +641,8 @@ TaskStateRequest: TypeAlias = (
     | IncrementTaskState
     | CompareAndSetTaskState
     | ListTaskState
+    | GetTaskStateHistory
+    | RollbackTaskState
 )
 AssetStateRequest: TypeAlias = (
     GetAssetStateByName
@@ -558,6 +659,10 @@ AssetStateRequest: TypeAlias = (
     | CompareAndSetAssetStateByUri
     | ListAssetStateByName
     | ListAssetStateByUri
+    | GetAssetStateHistoryByName
+    | GetAssetStateHistoryByUri
+    | RollbackAssetStateByName
+    | RollbackAssetStateByUri
     | GetAssetsByAlias
     | AddAssetEvent
 )
@@ -566,6 +671,8 @@ AdminRequest: TypeAlias = (
     | CleanupExpired
     | DeclareAssets
     | GetAssetByRef
+    | RecordTaskItem
+    | ListTaskItems
     | RecordDagRun
     | RecordTaskInstance
     | RecordTaskAttempt
@@ -582,6 +689,8 @@ Response: TypeAlias = (
     | IncrementResult
     | CompareAndSetResult
     | StateItemsResult
+    | StateHistoryResult
+    | TaskItemsResult
     | AssetsByAliasResult
     | AssetResult
     | StateEntriesResult

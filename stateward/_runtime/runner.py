@@ -8,6 +8,7 @@ a run at once; a task starts when all its upstream tasks succeeded, and is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,7 +22,13 @@ from .._assets import Asset, AssetAlias, AssetNameRef, AssetUriRef, describe
 from .._construction import NoPublicConstructor
 from .._context.context import OutletEventAccessors
 from .._dag import Dag, Operator
-from .._errors import SupervisorDiedError, UndeclaredAssetError, UpstreamResultError
+from .._errors import (
+    StatewardError,
+    SupervisorDiedError,
+    UndeclaredAssetError,
+    UpstreamResultError,
+)
+from .._items import instance_item
 from .._protocol import messages as m
 from .._records import AssetInfo, DagRunRecord, TaskInstanceRecord
 from .._states import DagRunState, TaskInstanceState
@@ -492,8 +499,15 @@ class Runner:
         dag = run.dag
         settings = self._settings
         declared = _declared_assets(task, run.assets)
+        item = instance_item(task, map_index)
+        if map_index >= 0:  # where the item stands now, for access by map index
+            record = m.RecordTaskItem(
+                dag.dag_id, run.run_id, task.task_id, map_index, item.key, item.label
+            )
+            with contextlib.suppress(StatewardError):  # a closing runtime: the attempt says
+                self._admin.submit(record)
         caller = Caller(
-            task=TaskScope(dag.dag_id, run.run_id, task.task_id, map_index),
+            task=TaskScope(dag.dag_id, run.run_id, task.task_id, map_index, item.key),
             writer=Writer(dag.dag_id, run.run_id, task.task_id, map_index, try_number),
             assets={asset.name: asset for asset in declared},
             aliases=frozenset(a.name for a in task.inlets if isinstance(a, AssetAlias)),

@@ -17,17 +17,21 @@ from .._construction import NoPublicConstructor
 from .._context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
 from .._dag import ISOLATION_MODES, Dag, Operator
 from .._errors import RunNotFoundError, RuntimeClosedError
+from .._items import mapped_item
 from .._nursery import raise_sole
 from .._protocol import messages as m
 from .._records import AssetInfo, DagRunRecord, StateEntry, TaskInstanceRecord
 from .._values import DEFAULT_MAX_VALUE_BYTES
 from ..store import open_store
-from ..store.base import Store, TaskScope
+from ..store.base import DEFAULT_HISTORY, Store, TaskScope
 from .capture import installed
 from .client import SupervisorClient
 from .forkserver import ForkServers
 from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
-from .supervisor import Caller, Supervisor, SupervisorStats
+from .supervisor import Caller, Supervisor, SupervisorStats, local_writer
+
+#: What ``open_runtime(out_of_band_writer=...)`` accepts.
+OUT_OF_BAND_WRITERS = ("api", "cli", "test")
 
 #: How long the records of ended runs are kept by ``stateward cleanup`` by default.
 DEFAULT_RUN_RETENTION: Final = timedelta(days=30)
@@ -67,11 +71,42 @@ class StateAdmin:
         self._runtime = runtime
 
     def task(
-        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        *,
+        arguments: Mapping[str, Any] | None = None,
+        map_key: str | int | None = None,
     ) -> TaskStateAccessor:
-        """The task state of one task instance."""
+        """The task state of one task instance.
+
+        A mapped instance's state belongs to its item: by ``map_index``, this is the
+        item that stood there in the run's latest expansion. To reach an item wherever
+        it stands (or one a later expansion dropped), give its expansion ``arguments``
+        (``{"item": "b"}``) or, for a task expanded with a key function, the ``map_key``
+        it returned.
+        """
         rt = self._runtime
-        scope = TaskScope(dag_id, run_id, task_id, map_index)
+        item = None
+        if arguments is not None or map_key is not None:
+            if arguments is not None and map_key is not None:
+                msg = "rt.state.task() takes arguments= or map_key=, not both"
+                raise TypeError(msg)
+            found = (
+                mapped_item(arguments)
+                if arguments is not None
+                else mapped_item({}, lambda _: map_key)  # type: ignore[arg-type,return-value]
+            )
+            if found is None:
+                msg = (
+                    f"arguments={arguments!r} are not JSON, so that task's state is kept by "
+                    "position: give map_index= instead"
+                )
+                raise TypeError(msg)
+            item = found.key
+        scope = TaskScope(dag_id, run_id, task_id, map_index, item)
         client = rt.client(Caller(task=scope, writer=None, unrestricted=True))
         return TaskStateAccessor._create(
             client, "task_state", rt.default_task_retention, rt.wall_clock
@@ -149,6 +184,13 @@ class RunsAdmin:
         run: DagRunRecord | None = response.run
         return run
 
+    async def items(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str | None]:
+        """Each mapped instance's item label, by ``(task_id, map_index)``: the item that
+        stands there in the run's latest expansion (``None``: kept by position)."""
+        self._runtime._check_open()
+        response = await self._runtime.admin.request(m.ListTaskItems(dag_id, run_id))
+        return {(place.task_id, place.map_index): place.label for place in response.items}
+
     async def get_instance(
         self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
     ) -> TaskInstanceRecord | None:
@@ -200,6 +242,7 @@ class Runtime(metaclass=NoPublicConstructor):
         clear_state_on_success: bool,
         wall_clock: Callable[[], float],
         isolation: str = "none",
+        out_of_band_writer: str = "api",
     ) -> None:
         self.store = store
         self.default_task_retention = default_task_retention
@@ -210,7 +253,12 @@ class Runtime(metaclass=NoPublicConstructor):
         self.wall_clock = wall_clock
         self.isolation = isolation
         self.status = RuntimeState.UNOPENED
-        self.supervisor = Supervisor(store, max_value_bytes=max_value_bytes, wall_clock=wall_clock)
+        self.supervisor = Supervisor(
+            store,
+            max_value_bytes=max_value_bytes,
+            wall_clock=wall_clock,
+            out_of_band=local_writer(out_of_band_writer),
+        )
         self.state = StateAdmin(self)
         self.runs = RunsAdmin(self)
         self._token: trio.lowlevel.TrioToken | None = None
@@ -352,9 +400,18 @@ class Runtime(metaclass=NoPublicConstructor):
         return list(cleared)
 
     async def cleanup(self, *, dry_run: bool = False) -> int:
-        """Delete expired state rows; return how many (or would be, on a dry run)."""
+        """Delete expired state rows; return how many (or would be, on a dry run).
+
+        Each removed key gets a tombstone in its history; every key's history is cut to
+        the runtime's ``history`` versions, and a task instance with no state left whose
+        last change is older than the default task retention loses its history.
+        """
         self._check_open()
-        response = await self.admin.request(m.CleanupExpired(dry_run))
+        retention = self.default_task_retention
+        orphans_before = (
+            None if retention is None else self.wall_clock() - retention.total_seconds()
+        )
+        response = await self.admin.request(m.CleanupExpired(dry_run, orphans_before))
         deleted: int = response.deleted
         return deleted
 
@@ -373,6 +430,8 @@ async def open_runtime(
     clear_state_on_success: bool = False,
     wall_clock: Callable[[], float] = time.time,
     isolation: str = "none",
+    history: int = DEFAULT_HISTORY,
+    out_of_band_writer: str = "api",
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: its store, its supervisor, and a runner.
 
@@ -398,6 +457,10 @@ async def open_runtime(
         isolation: Where attempts of tasks that do not choose run: ``"none"`` (in
             this process, the default) or ``"process"`` (each in a child process; see
             docs/isolation.md).
+        history: How many versions of each task-state and asset-state key to keep
+            (``acc.history(key)``, rollback); 0 keeps none.
+        out_of_band_writer: What history names as the writer of ``rt.state`` changes
+            (with the OS user and host): ``"api"`` (the default), ``"cli"`` or ``"test"``.
 
     Yields:
         The open :class:`Runtime`. Leaving the block waits for nothing: runs are
@@ -412,6 +475,15 @@ async def open_runtime(
     if store is not None and db is not None:
         msg = "open_runtime() takes db= or store=, not both"
         raise TypeError(msg)
+    if type(history) is not int or history < 0:
+        msg = f"history must be an int >= 0 (versions kept per key; 0: none), got {history!r}"
+        raise ValueError(msg)
+    if out_of_band_writer not in OUT_OF_BAND_WRITERS:
+        msg = (
+            f"out_of_band_writer must be one of {list(OUT_OF_BAND_WRITERS)}, "
+            f"got {out_of_band_writer!r}"
+        )
+        raise ValueError(msg)
     if store is None:
         given: dict[str, Any] = {"synchronous": synchronous, "busy_timeout": busy_timeout}
         options = {name: value for name, value in given.items() if value is not None}
@@ -425,7 +497,9 @@ async def open_runtime(
         clear_state_on_success=clear_state_on_success,
         wall_clock=wall_clock,
         isolation=isolation,
+        out_of_band_writer=out_of_band_writer,
     )
+    store.history = history  # type: ignore[attr-defined]  # every stateward store has it
     try:
         # Attempts' output is captured while the runtime is open (see .capture).
         with installed():

@@ -16,8 +16,10 @@ its own so that one bad write cannot fail its neighbours.
 from __future__ import annotations
 
 import functools
+import getpass
 import inspect
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +39,7 @@ from .._errors import (
     UndeclaredAssetError,
 )
 from .._protocol import messages as m
-from .._records import AssetInfo
+from .._records import AssetInfo, StateWriter
 from .._values import (
     DEFAULT_MAX_VALUE_BYTES,
     check_int_digits,
@@ -48,6 +50,8 @@ from .._values import (
 from ..store import base as ops
 from ..store.base import AssetScope, Store, TaskScope, Writer
 
+#: The host this runtime runs on, as history provenance names it.
+HOST: Final = socket.gethostname()
 #: The most requests executed as one batch.
 DEFAULT_MAX_BATCH: Final = 512
 #: Makes "first answer wins" atomic for envelopes a store thread may answer too.
@@ -76,6 +80,9 @@ class Caller:
     outlet_aliases: frozenset[str] = frozenset()
     #: Out-of-band callers (admin tools, tests, the CLI) may reach any asset.
     unrestricted: bool = False
+    #: Who an out-of-band caller's changes name in the history (None: the supervisor's
+    #: out-of-band writer); a task's changes name its try.
+    who: StateWriter | None = None
 
     @property
     def label(self) -> str:
@@ -151,6 +158,7 @@ class Supervisor:
         max_value_bytes: The largest value accepted, JSON-encoded.
         max_batch: The most requests grouped into one batch.
         wall_clock: Unix time now; decides expiry and ``updated_at`` (tests replace it).
+        out_of_band: Who changes by out-of-band callers name in the history.
     """
 
     def __init__(
@@ -160,8 +168,10 @@ class Supervisor:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         max_batch: int = DEFAULT_MAX_BATCH,
         wall_clock: Callable[[], float] = time.time,
+        out_of_band: StateWriter | None = None,
     ) -> None:
         self.store = store
+        self.out_of_band = out_of_band or local_writer("api")
         self.max_value_bytes = max_value_bytes
         self.max_batch = max_batch
         self.wall_clock = wall_clock
@@ -348,6 +358,7 @@ class Supervisor:
             _check_expires(expires, getattr(request, "key", None))
         encode = self._encode
         ok = _ok
+        who = self._who(caller)
         scope: ops.Scope
         op: ops.Op
         match request:
@@ -357,21 +368,32 @@ class Supervisor:
             case m.SetTaskState(key, value, expires_at):
                 key = check_key(key)
                 scope = self._task(caller)
-                return ops.Put(scope, key, encode(key, value), expires_at, caller.writer), ok
+                op = ops.Put(scope, key, encode(key, value), expires_at, caller.writer, who)
+                return op, ok
             case m.DeleteTaskState(key):
-                return ops.Delete(self._task(caller), check_key(key)), ok
+                return ops.Delete(self._task(caller), check_key(key), who), ok
             case m.ClearTaskState(all_map_indices):
-                return ops.Clear(self._task(caller), all_map_indices), ok
+                return ops.Clear(self._task(caller), all_map_indices, who), ok
             case m.IncrementTaskState(key, by, expires_at):
                 key = check_key(key)
-                op = ops.Increment(self._task(caller), key, _by(key, by), expires_at, caller.writer)
+                scope = self._task(caller)
+                op = ops.Increment(scope, key, _by(key, by), expires_at, caller.writer, who)
                 return op, lambda v: m.IncrementResult(key, v)
             case m.CompareAndSetTaskState(key, expected, new, expires_at):
                 scope = self._task(caller)
-                op = self._cas(scope, key, expected, new, expires_at, caller.writer)
+                op = self._cas(scope, key, expected, new, expires_at, caller.writer, who)
                 return op, lambda swapped: m.CompareAndSetResult(key, swapped)
             case m.ListTaskState():
                 return ops.Items(self._task(caller)), m.StateItemsResult
+            case m.GetTaskStateHistory(key):
+                key = check_key(key)
+                return ops.History(self._task(caller), key), _history_result(key)
+            case m.RollbackTaskState(key, version, expires_at):
+                self._admin(caller, request)
+                key = check_key(key)
+                scope = self._task(caller)
+                op = ops.Rollback(scope, key, _version(key, version), expires_at, None, who)
+                return op, ok
             case m.GetAssetStateByName(_, key) | m.GetAssetStateByUri(_, key):
                 key = check_key(key)
                 scope = self._asset(caller, request)
@@ -381,26 +403,39 @@ class Supervisor:
             ):
                 key = check_key(key)
                 scope = self._asset(caller, request)
-                return ops.Put(scope, key, encode(key, value), expires_at, caller.writer), ok
+                op = ops.Put(scope, key, encode(key, value), expires_at, caller.writer, who)
+                return op, ok
             case m.DeleteAssetStateByName(_, key) | m.DeleteAssetStateByUri(_, key):
-                return ops.Delete(self._asset(caller, request), check_key(key)), ok
+                return ops.Delete(self._asset(caller, request), check_key(key), who), ok
             case m.ClearAssetStateByName() | m.ClearAssetStateByUri():
-                return ops.Clear(self._asset(caller, request)), ok
+                return ops.Clear(self._asset(caller, request), who=who), ok
             case m.IncrementAssetStateByName(_, key, by, expires_at) | m.IncrementAssetStateByUri(
                 _, key, by, expires_at
             ):
                 key = check_key(key)
                 scope = self._asset(caller, request)
-                op = ops.Increment(scope, key, _by(key, by), expires_at, caller.writer)
+                op = ops.Increment(scope, key, _by(key, by), expires_at, caller.writer, who)
                 return op, lambda v: m.IncrementResult(key, v)
             case m.CompareAndSetAssetStateByName(
                 _, key, expected, new, expires_at
             ) | m.CompareAndSetAssetStateByUri(_, key, expected, new, expires_at):
                 scope = self._asset(caller, request)
-                op = self._cas(scope, key, expected, new, expires_at, caller.writer)
+                op = self._cas(scope, key, expected, new, expires_at, caller.writer, who)
                 return op, lambda swapped: m.CompareAndSetResult(key, swapped)
             case m.ListAssetStateByName() | m.ListAssetStateByUri():
                 return ops.Items(self._asset(caller, request)), m.StateItemsResult
+            case m.GetAssetStateHistoryByName(_, key) | m.GetAssetStateHistoryByUri(_, key):
+                key = check_key(key)
+                scope = self._asset(caller, request)
+                return ops.History(scope, key), _history_result(key)
+            case m.RollbackAssetStateByName(
+                _, key, version, expires_at
+            ) | m.RollbackAssetStateByUri(_, key, version, expires_at):
+                self._admin(caller, request)
+                key = check_key(key)
+                scope = self._asset(caller, request)
+                op = ops.Rollback(scope, key, _version(key, version), expires_at, None, who)
+                return op, ok
             case m.GetAssetsByAlias(alias_name):
                 if not caller.unrestricted and alias_name not in caller.aliases:
                     msg = (
@@ -450,9 +485,15 @@ class Supervisor:
                     msg = "GetAssetByRef takes exactly one of name and uri"
                     raise ProtocolError(msg)
                 return ops.LookupAsset(name, uri), m.AssetResult
-            case m.CleanupExpired(dry_run):
+            case m.CleanupExpired(dry_run, orphans_before):
                 self._admin(caller, request)
-                return ops.Cleanup(dry_run), m.CleanupResult
+                return ops.Cleanup(dry_run, orphans_before), m.CleanupResult
+            case m.ListTaskItems(dag_id, run_id):
+                self._admin(caller, request)
+                return ops.ListItems(dag_id, run_id), m.TaskItemsResult
+            case m.RecordTaskItem():
+                self._admin(caller, request)
+                return ops.RecordItem(**attrs.asdict(request, recurse=False)), ok
             case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at):
                 self._admin(caller, request)
                 return ops.RecordRun(dag_id, run_id, state, started_at, ended_at), ok
@@ -489,16 +530,22 @@ class Supervisor:
     def _encode(self, key: str, value: object) -> str:
         return encode_value(check_key(key), value, self.max_value_bytes)
 
+    def _who(self, caller: Caller) -> StateWriter:
+        """Who ``caller``'s changes name in the history."""
+        if caller.writer is not None:
+            return caller.writer.history_writer(HOST)
+        return caller.who or self.out_of_band
+
     def _cas(
         self, scope: ops.Scope, key: str, expected: object, new: object,
-        expires_at: float | None, writer: Writer | None,
+        expires_at: float | None, writer: Writer | None, who: StateWriter,
     ) -> ops.CompareAndSet:  # fmt: skip
         key = check_key(key)
         new_text = self._encode(key, new)
         if expected is not None:
             # Compared as stored: set() keeps an IntEnum as an int, a str subclass as a str.
             expected = decode_value(self._encode(key, expected))
-        return ops.CompareAndSet(scope, key, expected, new_text, expires_at, writer)
+        return ops.CompareAndSet(scope, key, expected, new_text, expires_at, writer, who)
 
     @staticmethod
     def _task(caller: Caller) -> TaskScope:
@@ -557,6 +604,26 @@ def _check_expires(expires: object, key: object) -> None:
     if not math.isfinite(expires):  # type: ignore[arg-type]
         msg = f"expires_at must be a finite Unix time or None (never), got {expires!r}"
         raise StateValueError(msg, key=key)
+
+
+def local_writer(kind: str) -> StateWriter:
+    """An out-of-band writer of this process: ``kind`` with the OS user and host."""
+    try:
+        user: str | None = getpass.getuser()
+    except (KeyError, OSError):  # no name for the uid (a container)
+        user = None
+    return StateWriter(kind=kind, user=user, host=HOST)
+
+
+def _history_result(key: str) -> Callable[[Any], m.StateHistoryResult]:
+    return lambda versions: m.StateHistoryResult(key, versions)
+
+
+def _version(key: str, version: object) -> int:
+    if type(version) is not int:
+        msg = f"a version of {key!r} is an int, got {type(version).__name__} {version!r}"
+        raise StateTypeError(msg, key=key)
+    return version
 
 
 def _by(key: str, by: object) -> int:

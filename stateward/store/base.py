@@ -14,6 +14,7 @@ stored value never aliases an object a task still holds.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeAlias
@@ -21,17 +22,31 @@ from typing import Any, Final, Protocol, Self, TypeAlias
 import attrs
 
 from .._errors import AssetConflictError, StateTypeError, StateValueError
-from .._records import AssetInfo, AttemptRecord, StateEntry, instance_label
+from .._records import (
+    AssetInfo,
+    AttemptRecord,
+    StateEntry,
+    StateVersion,
+    StateWriter,
+    instance_label,
+)
 
 
 @attrs.frozen
 class TaskScope:
-    """One task instance's namespace: shared by its retries, not by other runs."""
+    """One task instance's namespace: shared by its retries, not by other runs.
+
+    A mapped instance's state belongs to its item, not its position: ``item`` is the
+    item's identity (see :mod:`stateward._items`), which the store keys the state by.
+    ``None`` (out of band, by map index): the item that stood at ``map_index`` in the
+    latest expansion recorded (:class:`RecordItem`), else the position itself.
+    """
 
     dag_id: str
     run_id: str
     task_id: str
     map_index: int = -1
+    item: str | None = None
 
     @property
     def label(self) -> str:
@@ -58,6 +73,11 @@ class AssetScope:
 Scope: TypeAlias = TaskScope | AssetScope
 
 
+def position_item(map_index: int) -> str:
+    """The identity of state kept by position: ``''`` unmapped, ``'#3'`` for index 3."""
+    return "" if map_index < 0 else f"#{map_index}"
+
+
 @attrs.frozen
 class Writer:
     """The task instance that wrote a row (provenance)."""
@@ -73,6 +93,33 @@ class Writer:
         """``dag/run/task[i] try n``, as shown by the CLI."""
         index = f"[{self.map_index}]" if self.map_index >= 0 else ""
         return f"{self.dag_id}/{self.run_id}/{self.task_id}{index} try {self.try_number}"
+
+    def history_writer(self, host: str | None = None) -> StateWriter:
+        """This try as a history version's provenance."""
+        return _history_writer(self, host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _history_writer(writer: Writer, host: str | None) -> StateWriter:
+    # One object per try, so its JSON is made once too (records.writer_json).
+    return StateWriter(
+        kind="task", dag_id=writer.dag_id, run_id=writer.run_id, task_id=writer.task_id,
+        map_index=writer.map_index, try_number=writer.try_number, host=host,
+    )  # fmt: skip
+
+
+#: How many versions of each key a store keeps unless told otherwise.
+DEFAULT_HISTORY: Final = 10
+#: The provenance of an expired key removed by a cleanup.
+CLEANUP_WRITER: Final = StateWriter(kind="cleanup")
+
+
+def provenance(who: StateWriter | None, writer: Writer | None = None) -> StateWriter:
+    """Who a history version names: ``who`` if the supervisor gave it, else the row's
+    writer (a store used without a supervisor: its try, or an out-of-band API call)."""
+    if who is not None:
+        return who
+    return StateWriter(kind="api") if writer is None else writer.history_writer()
 
 
 # -- operations -------------------------------------------------------------------------
@@ -102,6 +149,8 @@ class Put:
     value: str  # JSON text
     expires_at: float | None
     writer: Writer | None
+    #: The history version's provenance (None: derived from ``writer``).
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -110,6 +159,7 @@ class Delete:
 
     scope: Scope
     key: str
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -118,6 +168,7 @@ class Clear:
 
     scope: Scope
     all_map_indices: bool = False
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -129,6 +180,7 @@ class Increment:
     by: int
     expires_at: float | None
     writer: Writer | None
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -141,6 +193,29 @@ class CompareAndSet:
     new: str  # JSON text
     expires_at: float | None
     writer: Writer | None
+    who: StateWriter | None = None
+
+
+@attrs.frozen
+class History:
+    """Return the key's kept versions, newest first (a tuple of StateVersion)."""
+
+    scope: Scope
+    key: str
+
+
+@attrs.frozen
+class Rollback:
+    """Write version ``version`` of ``key`` again (remove the key, for a tombstone),
+    as a new version whose provenance is ``who`` marked as a rollback to it; returns
+    ``None``. An unknown version is refused with StateValueError."""
+
+    scope: Scope
+    key: str
+    version: int
+    expires_at: float | None
+    writer: Writer | None
+    who: StateWriter | None = None
 
 
 @attrs.frozen
@@ -190,9 +265,42 @@ class ListEntries:
 
 @attrs.frozen
 class Cleanup:
-    """Delete expired rows (or count them, on a dry run); returns the count."""
+    """Delete expired rows (or count them, on a dry run); returns the count.
+
+    Each expired key removed gets a tombstone version; then each key's history is cut
+    to the store's ``history`` newest versions, and a task instance that holds no
+    state and whose newest version is older than ``orphans_before`` loses its history.
+    """
 
     dry_run: bool = False
+    orphans_before: float | None = None
+
+
+@attrs.frozen
+class RecordItem:
+    """Record that ``item`` (labelled ``label``) stands at ``map_index`` of the task in
+    the run, as its latest expansion placed it; returns ``None``.
+
+    State kept by that position (``#i``: written by map index before any expansion was
+    recorded, a seed, or rows of a database from before items) is *adopted* by the
+    item, with its history, unless the item holds state already.
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    item: str
+    label: str | None = None
+
+
+@attrs.frozen
+class ListItems:
+    """Return where each mapped item of a run stands (a tuple of ItemPlace, by task id
+    and map index): the latest item recorded at each index."""
+
+    dag_id: str
+    run_id: str
 
 
 @attrs.frozen
@@ -298,12 +406,16 @@ Op: TypeAlias = (
     | Clear
     | Increment
     | CompareAndSet
+    | History
+    | Rollback
     | RegisterAssets
     | LookupAsset
     | ResolveAlias
     | AddEvent
     | ListEntries
     | Cleanup
+    | RecordItem
+    | ListItems
     | RecordRun
     | RecordInstance
     | RecordAttempt
@@ -316,7 +428,8 @@ Op: TypeAlias = (
 
 #: Operations that never write: a batch of only these needs no write transaction.
 READ_OPS: tuple[type[Any], ...] = (
-    Get, Items, LookupAsset, ResolveAlias, ListEntries, ListRuns, GetRun, GetInstance,
+    Get, Items, History, LookupAsset, ResolveAlias, ListEntries, ListItems, ListRuns, GetRun,
+    GetInstance,
 )  # fmt: skip
 
 
@@ -411,6 +524,30 @@ class AnswersOnCommit(Store, Protocol):
         ...
 
 
+def unknown_version(scope: Scope, key: str, version: int, kept: Sequence[int]) -> StateValueError:
+    """The refusal of a rollback to a version the key's history does not hold."""
+    where = scope.label if isinstance(scope, TaskScope) else f"asset {scope.name or scope.uri!r}"
+    held = f"versions {min(kept)} to {max(kept)}" if kept else "no versions"
+    msg = (
+        f"{key!r} of {where} has no version {version}: its history holds {held}. "
+        "List them with history(key) or 'stateward state history'"
+    )
+    return StateValueError(msg, key=key)
+
+
+def version_of(row: Sequence[Any], decode: Callable[[str], Any]) -> StateVersion:
+    """A history row ``(version, value, updated_at, updated_by JSON)`` as the record
+    callers get (``value`` None: a tombstone)."""
+    version, value, updated_at, by = row
+    return StateVersion(
+        version=version,
+        value=None if value is None else decode(value),
+        deleted=value is None,
+        updated_at=updated_at,
+        updated_by=StateWriter.from_json(by),
+    )
+
+
 def entry_sort_key(entry: StateEntry) -> tuple[Any, ...]:
     """The order of listed entries: task rows by instance, then asset rows by name."""
     return (
@@ -419,6 +556,7 @@ def entry_sort_key(entry: StateEntry) -> tuple[Any, ...]:
         entry.run_id or "",
         entry.task_id or "",
         entry.map_index if entry.map_index is not None else -1,
+        entry.item or "",
         entry.asset_name or "",
         entry.key,
     )

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from .._errors import RuntimeClosedError, StateTypeError
-from .._records import AssetInfo, StateEntry
+from .._records import AssetInfo, ItemPlace, StateEntry, StateVersion, StateWriter
 from .._values import check_int_digits, decode_listed, decode_stored, json_equal
 from . import base, run_rows
 from .conflicts import KnownAsset, check_declarations, increment_type_message, resolve_declaration
@@ -27,9 +27,19 @@ class _Row:
     updated_at: float
     expires_at: float | None
     writer: base.Writer | None
+    #: The map index of the instance that wrote it (task state).
+    map_index: int = -1
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
+
+
+@attrs.frozen
+class _Version:
+    version: int
+    value: str | None  # None: a tombstone
+    updated_at: float
+    who: StateWriter
 
 
 @attrs.frozen
@@ -45,7 +55,11 @@ class AssetEvent:
 
 @attrs.define
 class _Data:
+    #: Task state by the scope its store key is (map index -1, item set).
     task: dict[base.TaskScope, dict[str, _Row]] = attrs.Factory(dict)
+    #: Where each item stood in its latest expansion: (map index, label, seq) by
+    #: (dag, run, task, item).
+    items: dict[tuple[str, str, str, str], tuple[int, str | None, int]] = attrs.Factory(dict)
     asset: dict[int, dict[str, _Row]] = attrs.Factory(dict)
     assets: dict[int, KnownAsset] = attrs.Factory(dict)
     by_name: dict[str, int] = attrs.Factory(dict)
@@ -56,12 +70,17 @@ class _Data:
     runs: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
     instances: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
     attempts: dict[tuple[Any, ...], tuple[Any, ...]] = attrs.Factory(dict)
+    #: Each key's kept versions, oldest first, by (scope, key): the scope is a
+    #: TaskScope, or an asset's id.
+    history: dict[tuple[Any, str], list[_Version]] = attrs.Factory(dict)
 
 
 class MemoryStore:
     """A Store that keeps state in memory; fast, and gone when the process ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, history: int = base.DEFAULT_HISTORY) -> None:
+        #: How many versions of each key to keep (0: none); the runtime sets it.
+        self.history = history
         self._data = _Data()
         self._open = False
         self._write_transactions = 0
@@ -105,8 +124,25 @@ class MemoryStore:
 
     # -- one operation ------------------------------------------------------------------
 
+    def _key(self, scope: base.TaskScope) -> base.TaskScope:
+        """The scope as the store keys it: by its item (resolved from its map index if
+        not given: the item recorded there last, else the position)."""
+        item = scope.item
+        if item is None:
+            item = base.position_item(scope.map_index)
+            run = (scope.dag_id, scope.run_id, scope.task_id)
+            there = [
+                (seq, k[3])
+                for k, (index, _, seq) in self._data.items.items()
+                if k[:3] == run and index == scope.map_index
+            ]
+            if scope.map_index >= 0 and there:
+                item = max(there)[1]
+        return base.TaskScope(scope.dag_id, scope.run_id, scope.task_id, item=item)
+
     def _rows(self, scope: base.Scope, create: bool = False) -> dict[str, _Row]:
         if isinstance(scope, base.TaskScope):
+            scope = self._key(scope)
             table = self._data.task
             if create:
                 return table.setdefault(scope, {})
@@ -163,25 +199,48 @@ class MemoryStore:
                 rows = self._rows(scope)
                 # Key order, as the SQLite store's primary key gives it.
                 return {k: decode_listed(rows[k].value) for k in sorted(rows) if rows[k].live(now)}
-            case base.Put(scope, key, value, expires_at, writer):
-                self._rows(scope, create=True)[key] = _Row(value, now, expires_at, writer)
+            case base.Put(scope, key, value, expires_at, writer, who):
+                self._rows(scope, create=True)[key] = _Row(
+                    value, now, expires_at, writer, _index(scope)
+                )
+                self._version(scope, key, value, now, base.provenance(who, writer))
                 return None
-            case base.Delete(scope, key):
+            case base.Delete(scope, key, who):
                 rows = self._rows(scope)
                 row = rows.pop(key, None)
+                if row is not None:
+                    self._version(scope, key, None, now, base.provenance(who))
                 return row is not None and row.live(now)
-            case base.Clear(scope, all_map_indices):
-                return self._clear(scope, all_map_indices)
-            case base.Increment(scope, key, by, expires_at, writer):
+            case base.Clear(scope, all_map_indices, who):
+                return self._clear(scope, all_map_indices, now, base.provenance(who))
+            case base.History(scope, key):
+                return self._history(scope, key)
+            case base.Rollback(scope, key, version, expires_at, writer, who):
+                chosen = [v for v in self._versions(scope, key) if v.version == version]
+                if not chosen:
+                    kept = [v.version for v in self._versions(scope, key)]
+                    raise base.unknown_version(scope, key, version, kept)
+                marked = base.provenance(who, writer).rolled_back_to(version)
+                restored = chosen[0].value
+                if restored is None:
+                    self._rows(scope).pop(key, None)
+                else:
+                    self._rows(scope, create=True)[key] = _Row(
+                        restored, now, expires_at, writer, _index(scope)
+                    )
+                self._version(scope, key, restored, now, marked)
+                return None
+            case base.Increment(scope, key, by, expires_at, writer, who):
                 rows = self._rows(scope, create=True)
                 row = self._live(rows, key, now)
                 current = 0 if row is None else decode_stored(key, row.value)
                 if type(current) is not int:
                     raise StateTypeError(increment_type_message(key, current), key=key)
                 new = check_int_digits(key, current + by, "the result")
-                rows[key] = _Row(str(new), now, expires_at, writer)
+                rows[key] = _Row(str(new), now, expires_at, writer, _index(scope))
+                self._version(scope, key, str(new), now, base.provenance(who, writer))
                 return new
-            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer, who):
                 # Like the SQL stores, an unknown asset is registered only by a write.
                 row = self._live(self._rows(scope), key, now)
                 if row is None:
@@ -191,7 +250,10 @@ class MemoryStore:
                         decode_stored(key, row.value), expected
                     )
                 if matches:
-                    self._rows(scope, create=True)[key] = _Row(new, now, expires_at, writer)
+                    self._rows(scope, create=True)[key] = _Row(
+                        new, now, expires_at, writer, _index(scope)
+                    )
+                    self._version(scope, key, new, now, base.provenance(who, writer))
                 return matches
             case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
@@ -219,8 +281,24 @@ class MemoryStore:
                 return None
             case base.ListEntries():
                 return self._list(op, now)
-            case base.Cleanup(dry_run):
-                return self._cleanup(now, dry_run)
+            case base.Cleanup(dry_run, orphans_before):
+                return self._cleanup(now, dry_run, orphans_before)
+            case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
+                run = (dag_id, run_id, task_id)
+                seq = max((v[2] for k, v in self._data.items.items() if k[:3] == run), default=0)
+                self._data.items[(*run, item)] = (map_index, label, seq + 1)
+                position = base.position_item(map_index)
+                if item != position:
+                    self._adopt(
+                        base.TaskScope(*run, item=position), base.TaskScope(*run, item=item)
+                    )
+                return None
+            case base.ListItems(dag_id, run_id):
+                latest: dict[tuple[str, int], tuple[int, str | None]] = {}
+                for (d, r, task_id, _), (index, label, seq) in self._data.items.items():
+                    if (d, r) == (dag_id, run_id) and seq > latest.get((task_id, index), (0,))[0]:
+                        latest[(task_id, index)] = (seq, label)
+                return tuple(ItemPlace(t, i, latest[(t, i)][1]) for t, i in sorted(latest))
             case base.RecordRun() | base.RecordInstance() | base.RecordAttempt():
                 self._record(op)
                 return None
@@ -242,7 +320,7 @@ class MemoryStore:
                 attempts = [r for k, r in self._data.attempts.items() if k[:4] == ident]
                 return run_rows.instance_from_rows(instance, attempts)
             case base.ClearRun():
-                return self._clear_run(op)
+                return self._clear_run(op, now)
             case base.CleanupRuns(ended_before, dry_run):
                 data = self._data
                 old = [
@@ -272,7 +350,7 @@ class MemoryStore:
             row = run_rows.instance_row_of_attempt(op)
             self._data.instances[row[:4]] = row
 
-    def _clear_run(self, op: base.ClearRun) -> list[tuple[str, int]] | None:
+    def _clear_run(self, op: base.ClearRun, now: float) -> list[tuple[str, int]] | None:
         data = self._data
         run = data.runs.get((op.dag_id, op.run_id))
         if run is None:
@@ -283,8 +361,8 @@ class MemoryStore:
             key = (op.dag_id, op.run_id, task_id, map_index)
             row = data.instances[key]
             data.instances[key] = (*row[:4], run_rows.CLEARED, *row[5:])
-            if not op.keep_task_state:
-                data.task.pop(base.TaskScope(*key), None)
+            if not op.keep_task_state:  # by item, each key with its tombstone
+                self._clear(base.TaskScope(*key), False, now, base.provenance(None))
         if cleared:
             data.runs[run[:2]] = (*run[:2], run_rows.QUEUED, *run[3:])
         return cleared
@@ -297,18 +375,70 @@ class MemoryStore:
         attempts = [r for k, r in self._data.attempts.items() if k[:2] == (dag_id, run_id)]
         return run_rows.assemble(run, instances, attempts)
 
-    def _clear(self, scope: base.Scope, all_map_indices: bool) -> int:
+    def _clear(self, scope: base.Scope, all_map_indices: bool, now: float, who: StateWriter) -> int:
         if isinstance(scope, base.TaskScope) and all_map_indices:
-            fleet = [
+            fleet: list[base.Scope] = [
                 s
                 for s in self._data.task
                 if (s.dag_id, s.run_id, s.task_id) == (scope.dag_id, scope.run_id, scope.task_id)
             ]
-            return sum(len(self._data.task.pop(s)) for s in fleet)
-        rows = self._rows(scope)
-        count = len(rows)
-        rows.clear()
+        else:
+            fleet = [scope]
+        count = 0
+        for each in fleet:
+            rows = self._rows(each)
+            for key in sorted(rows):
+                self._version(each, key, None, now, who)
+            count += len(rows)
+            rows.clear()
         return count
+
+    def _adopt(self, position: base.TaskScope, item: base.TaskScope) -> None:
+        """Move state (and history) kept by position to the item, if it has none."""
+        task = self._data.task
+        if task.get(position) and not task.get(item):
+            task[item] = task.pop(position)
+        history = self._data.history
+        if any(k[0] == item for k in history):
+            return
+        for found in [k for k in history if k[0] == position]:
+            history[(item, found[1])] = history.pop(found)
+
+    # -- history ------------------------------------------------------------------------
+
+    def _history_key(self, scope: base.Scope, key: str) -> tuple[Any, str] | None:
+        if isinstance(scope, base.TaskScope):
+            return (self._key(scope), key)
+        asset_id = self._asset_id(scope, register=False)
+        return None if asset_id is None else (asset_id, key)
+
+    def _versions(self, scope: base.Scope, key: str) -> list[_Version]:
+        found = self._history_key(scope, key)
+        return [] if found is None else self._data.history.get(found, [])
+
+    def _version(
+        self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
+    ) -> None:
+        if self.history <= 0:
+            return
+        found = self._history_key(scope, key)
+        assert found is not None, "a scope written to is known"
+        kept = self._data.history.setdefault(found, [])
+        number = kept[-1].version + 1 if kept else 1
+        kept.append(_Version(number, value, now, who))
+        del kept[: -self.history]
+
+    def _history(self, scope: base.Scope, key: str) -> tuple[StateVersion, ...]:
+        return tuple(
+            StateVersion(
+                version=v.version,
+                value=None if v.value is None else decode_listed(v.value),
+                deleted=v.value is None,
+                updated_at=v.updated_at,
+                updated_by=v.who,
+            )
+            for v in reversed(self._versions(scope, key))
+        )
 
     def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
         entries: list[StateEntry] = []
@@ -320,16 +450,20 @@ class MemoryStore:
                     (f.dag_id is not None and s.dag_id != f.dag_id)
                     or (f.run_id is not None and s.run_id != f.run_id)
                     or (f.task_id is not None and s.task_id != f.task_id)
-                    or (f.map_index is not None and s.map_index != f.map_index)
                 ):
                     continue
+                stands = self._data.items.get((s.dag_id, s.run_id, s.task_id, s.item or ""))
                 for key, row in rows.items():
+                    map_index = row.map_index if stands is None else stands[0]
+                    if f.map_index is not None and map_index != f.map_index:
+                        continue
                     if f.include_expired or row.live(now):
                         entries.append(
                             StateEntry(
                                 "task", key, decode_listed(row.value), row.updated_at,
-                                row.expires_at, s.dag_id, s.run_id, s.task_id, s.map_index,
+                                row.expires_at, s.dag_id, s.run_id, s.task_id, map_index,
                                 writer=None if row.writer is None else row.writer.label,
+                                item=None if stands is None else stands[1],
                             )
                         )  # fmt: skip
         if want_asset and f.map_index is None:
@@ -348,15 +482,51 @@ class MemoryStore:
                         )  # fmt: skip
         return tuple(sorted(entries, key=base.entry_sort_key))
 
-    def _cleanup(self, now: float, dry_run: bool) -> int:
+    def _cleanup(self, now: float, dry_run: bool, orphans_before: float | None) -> int:
         count = 0
-        for table in (*self._data.task.values(), *self._data.asset.values()):
-            expired = [key for key, row in table.items() if not row.live(now)]
+        tables: list[tuple[base.Scope, dict[str, _Row]]] = list(self._data.task.items())
+        for asset_id, rows in self._data.asset.items():
+            known = self._data.assets[asset_id]
+            tables.append((base.AssetScope(known.name, known.uri), rows))
+        for scope, table in tables:
+            expired = sorted(key for key, row in table.items() if not row.live(now))
             count += len(expired)
             if not dry_run:
                 for key in expired:
                     del table[key]
+                    self._version(scope, key, None, now, base.CLEANUP_WRITER)
+        if dry_run:
+            return count
+        # A run's record of where its items stood goes when the task holds nothing.
+        held = {(s.dag_id, s.run_id, s.task_id) for s, rows in self._data.task.items() if rows}
+        held |= {
+            (k[0].dag_id, k[0].run_id, k[0].task_id)
+            for k in self._data.history
+            if isinstance(k[0], base.TaskScope)
+        }
+        for item in [k for k in self._data.items if k[:3] not in held]:
+            del self._data.items[item]
+        history = self._data.history
+        for found in list(history):
+            del history[found][: -self.history or len(history[found])]
+            scope = found[0]
+            if not history[found] or (
+                isinstance(scope, base.TaskScope)
+                and orphans_before is not None
+                and not self._data.task.get(scope)
+                and all(
+                    v.updated_at <= orphans_before
+                    for k, kept in history.items()
+                    if k[0] == scope
+                    for v in kept
+                )
+            ):
+                del history[found]
         return count
+
+
+def _index(scope: base.Scope) -> int:
+    return scope.map_index if isinstance(scope, base.TaskScope) else -1
 
 
 def open_memory(url: str, /, *, create: bool = True) -> MemoryStore:

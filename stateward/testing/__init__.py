@@ -112,14 +112,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
 @_trio_fixture
 async def sw_runtime() -> AsyncIterator[Runtime]:
     """An open runtime on a fresh MemoryStore."""
-    async with open_runtime(store=MemoryStore()) as rt:
+    async with open_runtime(store=MemoryStore(), out_of_band_writer="test") as rt:
         yield rt
 
 
 @_trio_fixture
 async def sw_sqlite_runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
     """An open runtime on a fresh SQLite file, ``tmp_path / "state.db"``."""
-    async with open_runtime(tmp_path / "state.db") as rt:
+    async with open_runtime(tmp_path / "state.db", out_of_band_writer="test") as rt:
         yield rt
 
 

@@ -114,7 +114,8 @@ class SyncHarness:
             self._ready.set()
 
     async def _serve(self) -> None:
-        async with open_runtime(self._db, store=self._store, **self._options) as rt:
+        options = {"out_of_band_writer": "test", **self._options}
+        async with open_runtime(self._db, store=self._store, **options) as rt:
             self._stop = trio.Event()
             self._token = trio.lowlevel.current_trio_token()
             self._harness = StateHarness(rt, run_id=self._run_id)

@@ -60,7 +60,13 @@ async def read_back(db: Path, rounds: int) -> tuple[int, list[str]]:
     async with open_runtime(db) as rt:
         shared = rt.state.asset(name="shared")
         leaders = [await shared.aget(f"leader-{r}") for r in range(rounds)]
-        return await shared.aget("hits"), leaders
+        hits = await shared.aget("hits")
+        # History numbered every concurrent increment once, in commit order.
+        history = await shared.ahistory("hits")
+        assert [(v.version, v.value) for v in history] == [
+            (n, n) for n in range(hits, hits - 10, -1)
+        ]
+        return hits, leaders
 
 
 def check(tmp_path: Path, processes: int, lanes: int, per_lane: int, rounds: int) -> None:

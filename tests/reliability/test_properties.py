@@ -33,7 +33,15 @@ from stateward import (
 )
 from stateward._protocol import messages as m
 from stateward._protocol.converter import decode, encode
-from stateward._records import AssetInfo, AttemptRecord, DagRunRecord, TaskInstanceRecord
+from stateward._records import (
+    AssetInfo,
+    AttemptRecord,
+    DagRunRecord,
+    ItemPlace,
+    StateVersion,
+    StateWriter,
+    TaskInstanceRecord,
+)
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, Store, TaskScope
 
@@ -359,6 +367,25 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
             result=json_values,
         ),
         "tuple[DagRunRecord, ...]": st.just(()),
+        "tuple[StateVersion, ...]": st.lists(
+            st.builds(
+                StateVersion,
+                st.integers(min_value=1),
+                json_values,
+                st.booleans(),
+                st.just(1.0),
+                st.builds(
+                    StateWriter, kind=st.text(max_size=4), user=st.none() | st.text(max_size=4)
+                ),
+            ),
+            max_size=2,
+        ).map(tuple),
+        "tuple[ItemPlace, ...]": st.lists(
+            st.builds(
+                ItemPlace, st.text(max_size=4), st.integers(), st.none() | st.text(max_size=4)
+            ),
+            max_size=2,
+        ).map(tuple),
         "DagRunRecord | None": st.none()
         | st.builds(DagRunRecord, *[st.text(max_size=4)] * 3, st.just(2.0)),
         "TaskInstanceRecord | None": st.none()

@@ -331,8 +331,8 @@ async def test_an_unreadable_stored_value_fails_only_its_own_reads(
     s = f'"{schema}"'
     await admin(
         database.dsn,
-        f"INSERT INTO {s}.task_state (dag_id, run_id, task_id, map_index, key, value, "
-        f"value_digest, updated_at) VALUES ('d', 'r', 't', -1, 'big', '{huge}', '', 1)",
+        f"INSERT INTO {s}.task_state (dag_id, run_id, task_id, item, map_index, key, value, "
+        f"value_digest, updated_at) VALUES ('d', 'r', 't', '', -1, 'big', '{huge}', '', 1)",
         f"INSERT INTO {s}.asset_state (asset_id, key, value, value_digest, updated_at) "
         f"SELECT id, 'big', '{huge}', '', 1 FROM {s}.asset",
     )

@@ -493,6 +493,9 @@ async def test_four_processes_increment_one_key_exactly(database: PgDatabase, sc
     assert given == list(range(1, 601))
     async with open_runtime(store=PostgresStore(database.dsn, schema=schema)) as rt:
         assert await rt.state.asset(name="counter").aget("n") == 600
+        # History numbered every concurrent increment once, in commit order.
+        history = await rt.state.asset(name="counter").ahistory("n")
+        assert [(v.version, v.value) for v in history] == [(n, n) for n in range(600, 590, -1)]
         written = [
             await rt.state.task("workers", f"worker{i}", "note").aget("written_by")
             for i in range(4)
@@ -589,4 +592,4 @@ async def test_version_3_schema_keeps_its_state_and_gains_run_records(
     assert [(r.dag_id, r.run_id, r.state) for r in results[2]] == [("d", "r", "success")]
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5

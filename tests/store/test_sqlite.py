@@ -358,7 +358,7 @@ async def test_schema_3_file_keeps_its_state_and_gains_run_records(tmp_path: Pat
     )
     conn.close()
     async with SqliteStore(path) as store:
-        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 4
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 5
         results = await store.execute(
             [
                 ops.Get(T, "k"),

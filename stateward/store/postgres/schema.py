@@ -38,6 +38,51 @@ _LIVE: Final = "(expires_at IS NULL OR expires_at > {now})"
 #: A JSON int as Python writes it (a float always has '.' or 'e').
 _INT_TEXT: Final = "'^-?[0-9]+$'"
 
+#: Issue 16, self-contained so that it can take whatever number comes next. Mapped
+#: state follows its item: task state is keyed by the item (``''`` unmapped, ``'#3'``
+#: by position, else the item's fingerprint) instead of the map index, which stays as
+#: the index of the instance that last wrote; rows written before were kept by
+#: position. ``task_item`` records where each item stood in the latest expansion.
+#: History: every change of a key adds a version; a NULL value is a tombstone.
+HISTORY_MIGRATION: Final = (
+    'ALTER TABLE {s}.task_state ADD COLUMN item text COLLATE "C"',
+    "UPDATE {s}.task_state SET item = CASE WHEN map_index < 0 THEN '' ELSE '#' || map_index END",
+    "ALTER TABLE {s}.task_state ALTER COLUMN item SET NOT NULL, "
+    "DROP CONSTRAINT task_state_pkey, ADD PRIMARY KEY (dag_id, run_id, task_id, item, key)",
+    """CREATE TABLE {s}.task_item (
+        dag_id text COLLATE "C" NOT NULL,
+        run_id text COLLATE "C" NOT NULL,
+        task_id text COLLATE "C" NOT NULL,
+        item text COLLATE "C" NOT NULL,
+        map_index integer NOT NULL,
+        label text,
+        seq bigint NOT NULL,
+        PRIMARY KEY (dag_id, run_id, task_id, item)
+    )""",
+    "CREATE INDEX task_item_position ON {s}.task_item (dag_id, run_id, task_id, map_index, seq)",
+    """CREATE TABLE {s}.task_state_history (
+        dag_id text COLLATE "C" NOT NULL,
+        run_id text COLLATE "C" NOT NULL,
+        task_id text COLLATE "C" NOT NULL,
+        item text COLLATE "C" NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        version integer NOT NULL,
+        value text,
+        updated_at double precision NOT NULL,
+        updated_by text NOT NULL,
+        PRIMARY KEY (dag_id, run_id, task_id, item, key, version)
+    )""",
+    """CREATE TABLE {s}.asset_state_history (
+        asset_id bigint NOT NULL REFERENCES {s}.asset (id),
+        key text COLLATE "C" NOT NULL,
+        version integer NOT NULL,
+        value text,
+        updated_at double precision NOT NULL,
+        updated_by text NOT NULL,
+        PRIMARY KEY (asset_id, key, version)
+    )""",
+)
+
 #: Each migration: (version it brings the schema to, its statements). ``{s}`` is the
 #: quoted schema name.
 MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
@@ -171,6 +216,7 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (5, HISTORY_MIGRATION),
 )
 
 #: The version this code writes.
@@ -333,11 +379,9 @@ class Statements:
     @classmethod
     def for_schema(cls, schema: str) -> Statements:
         s = quoted(schema)
-        task_keys = ("dag_id", "run_id", "task_id", "map_index", "key")
-        task = scoped_statements(f"{s}.task_state", task_keys, ("writer_try",))
-        task["clear_all"] = (
-            f"DELETE FROM {s}.task_state WHERE dag_id = $1 AND run_id = $2 AND task_id = $3"
-        )
+        # Task state is keyed by the item; the writer's map index is written with it.
+        task_keys = ("dag_id", "run_id", "task_id", "item", "key")
+        task = scoped_statements(f"{s}.task_state", task_keys, ("map_index", "writer_try"))
         writer = (
             "writer_dag_id", "writer_run_id", "writer_task_id", "writer_map_index", "writer_try",
         )  # fmt: skip

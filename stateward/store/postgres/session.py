@@ -30,8 +30,14 @@ import asyncpg
 import attrs
 
 from ..._errors import AssetConflictError, StateTypeError, StateValueError, StoreError
-from ..._records import AssetInfo, StateEntry
-from ..._values import check_int_digits, decode_listed, decode_stored, int_digits_message
+from ..._records import AssetInfo, ItemPlace, StateEntry, StateWriter, writer_json
+from ..._values import (
+    canonical_json,
+    check_int_digits,
+    decode_listed,
+    decode_stored,
+    int_digits_message,
+)
 from .. import base
 from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
 from .runs import RunStatements
@@ -57,43 +63,20 @@ _ONE_STATEMENT: Final = (
 #: failure up to _MAX_BACKOFF; a batch that comes meanwhile waits until then.
 _FIRST_BACKOFF: Final = 0.1
 _MAX_BACKOFF: Final = 1.0
-_CANONICAL: Final = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
-)
 
 
 def value_digest(value: Any) -> bytes:
     """SHA-256 of the canonical JSON of a (decoded) JSON value.
 
-    Canonical: object keys sorted, compact, ``-0.0`` as ``0.0`` (which it equals). Two
-    values have one digest exactly when :func:`stateward._values.json_equal` holds.
+    Two values have one digest exactly when :func:`stateward._values.json_equal` holds
+    (see :func:`stateward._values.canonical_json`).
     """
-    canonical = _CANONICAL.encode(_normalise(value))
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.sha256(canonical_json(value).encode("utf-8", "surrogatepass")).digest()
 
 
 def text_digest(text: str) -> bytes:
     """:func:`value_digest` of the value whose JSON is ``text``."""
     return value_digest(json.loads(text))
-
-
-def _normalise(value: Any) -> Any:
-    # A copy with -0.0 as 0.0, built without recursion: a stored value may nest deeper
-    # than the accessor's limit (an older release accepted any depth).
-    root: list[Any] = [value]
-    pending: list[tuple[Any, Any, Any]] = [(root, 0, value)]
-    while pending:
-        target, slot, item = pending.pop()
-        if type(item) is float:
-            item = 0.0 if item == 0 else item
-        elif isinstance(item, list):
-            item, children = [None] * len(item), list(enumerate(item))
-            pending += [(item, index, child) for index, child in children]
-        elif isinstance(item, dict):
-            item, children = dict.fromkeys(item), list(item.items())
-            pending += [(item, key, child) for key, child in children]
-        target[slot] = item
-    return root[0]
 
 
 class NotConnected(Exception):
@@ -221,6 +204,8 @@ class Session:
         self._new_ids: dict[str, int] = {}
         self._in_tx = False
         self.write_transactions = 0
+        #: How many versions of each key to keep (the store sets it before each batch).
+        self.history = base.DEFAULT_HISTORY
         #: The oid of the asset table when first connected: another one later means the
         #: schema was dropped or restored under this store.
         self._asset_table: int | None = None
@@ -358,7 +343,12 @@ class Session:
         return False
 
     async def _run_once(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
-        if len(ops) == 1 and isinstance(ops[0], _ONE_STATEMENT):
+        # With history on, a write is two statements (the row, its version): no fast path.
+        if (
+            len(ops) == 1
+            and isinstance(ops[0], _ONE_STATEMENT)
+            and not (self.history > 0 and base.is_write(ops[0]))
+        ):
             try:
                 return [await self._apply_or_refuse(ops[0], now)]
             except _NeedsTransaction:
@@ -382,7 +372,7 @@ class Session:
         start = 0
         while start < len(ops):
             end = start
-            while end < len(ops) and isinstance(ops[end], base.Put):
+            while end < len(ops) and isinstance(ops[end], base.Put) and self.history <= 0:
                 end += 1
             if end - start > 1:
                 results += await self._put_many(ops[start:end], now)
@@ -516,12 +506,27 @@ class Session:
         known = self.asset_ids.get(f"name:{asset.name}")
         return known is not None and known == self.asset_ids.get(f"uri:{asset.uri}")
 
+    async def _task_params(self, scope: base.TaskScope) -> tuple[str, str, str, str]:
+        """The scope's key columns: its item, or the item that stood at its map index
+        in the latest expansion recorded, else the position."""
+        item = scope.item
+        if item is None:
+            item = base.position_item(scope.map_index)
+            if scope.map_index >= 0:
+                found = await self.conn.fetchval(
+                    f"SELECT item FROM {self.sql.s}.task_item WHERE dag_id = $1 AND run_id = $2 "
+                    "AND task_id = $3 AND map_index = $4 ORDER BY seq DESC LIMIT 1",
+                    scope.dag_id, scope.run_id, scope.task_id, scope.map_index,
+                )  # fmt: skip
+                item = item if found is None else found
+        return (scope.dag_id, scope.run_id, scope.task_id, item)
+
     async def _where(
         self, scope: base.Scope, now: float
     ) -> tuple[dict[str, str], tuple[Any, ...]] | None:
         """The statements for ``scope`` and its key parameters (``None``: unknown asset)."""
         if isinstance(scope, base.TaskScope):
-            return self.sql.task, (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+            return self.sql.task, await self._task_params(scope)
         asset_id = await self._asset_id(scope, now, register=False)
         return None if asset_id is None else (self.sql.asset, (asset_id,))
 
@@ -530,7 +535,7 @@ class Session:
     ) -> tuple[dict[str, str], tuple[Any, ...]]:
         """Like :meth:`_where`, registering an unknown asset."""
         if isinstance(scope, base.TaskScope):
-            return self.sql.task, (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+            return self.sql.task, await self._task_params(scope)
         asset_id = await self._asset_id(scope, now, register=True)
         assert asset_id is not None, "registering gives an id"
         return self.sql.asset, (asset_id,)
@@ -538,7 +543,7 @@ class Session:
     @staticmethod
     def _writer_params(scope: base.Scope, writer: base.Writer | None) -> tuple[Any, ...]:
         if isinstance(scope, base.TaskScope):
-            return (None if writer is None else writer.try_number,)
+            return (scope.map_index, None if writer is None else writer.try_number)
         return _who(writer)
 
     # -- operations ---------------------------------------------------------------------
@@ -558,26 +563,29 @@ class Session:
                     return {}
                 rows = await conn.fetch(found[0]["items"], *found[1], now)
                 return {row["key"]: decode_listed(row["value"]) for row in rows}
-            case base.Put():
+            case base.Put(scope, key, value, _, writer, who):
                 statement, params = await self._put_params(op, now)
                 await conn.execute(statement, *params)
+                await self._version(scope, key, value, now, base.provenance(who, writer))
                 return None
-            case base.Delete(scope, key):
-                found = await self._where(scope, now)
-                if found is None:
-                    return False
-                return bool(await conn.fetchval(found[0]["delete"], *found[1], key, now))
-            case base.Clear(scope, all_map_indices):
-                found = await self._where(scope, now)
-                if found is None:
-                    return 0
-                sql, where = found
-                if all_map_indices and isinstance(scope, base.TaskScope):
-                    return _count(await conn.execute(sql["clear_all"], *where[:3]))
-                return _count(await conn.execute(sql["clear"], *where))
-            case base.Increment(scope, key, by, expires_at, writer):
-                return await self._increment(scope, key, by, expires_at, writer, now)
-            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.Delete(scope, key, who):
+                live = await self._delete(scope, key, now)
+                if live is not None:
+                    await self._version(scope, key, None, now, base.provenance(who))
+                return bool(live)
+            case base.Clear(scope, all_map_indices, who):
+                return await self._clear(scope, all_map_indices, now, base.provenance(who))
+            case base.History(scope, key):
+                rows = await self._versions(scope, key, now)
+                return tuple(base.version_of(row, decode_listed) for row in rows)
+            case base.Rollback():
+                await self._rollback(op, now)
+                return None
+            case base.Increment(scope, key, by, expires_at, writer, who):
+                new_int = await self._increment(scope, key, by, expires_at, writer, now)
+                await self._version(scope, key, str(new_int), now, base.provenance(who, writer))
+                return new_int
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer, who):
                 if expected is None:
                     sql, where = await self._where_to_write(scope, now)
                 else:
@@ -588,8 +596,12 @@ class Session:
                 params = (*where, key, new, text_digest(new), now, expires_at)
                 params += self._writer_params(scope, writer)
                 if expected is None:
-                    return bool(await conn.fetchval(sql["cas_absent"], *params))
-                return bool(await conn.fetchval(sql["cas"], *params, value_digest(expected)))
+                    swapped = bool(await conn.fetchval(sql["cas_absent"], *params))
+                else:
+                    swapped = bool(await conn.fetchval(sql["cas"], *params, value_digest(expected)))
+                if swapped:
+                    await self._version(scope, key, new, now, base.provenance(who, writer))
+                return swapped
             case base.RegisterAssets(assets):
                 await self._register_all(assets, now)
                 return None
@@ -612,8 +624,38 @@ class Session:
                 return None
             case base.ListEntries():
                 return await self._list(op, now)
-            case base.Cleanup(dry_run):
-                return await self._cleanup(now, dry_run)
+            case base.Cleanup(dry_run, orphans_before):
+                return await self._cleanup(now, dry_run, orphans_before)
+            case base.ListItems(dag_id, run_id):
+                t = f"{self.sql.s}.task_item"
+                found = await conn.fetch(
+                    f"SELECT task_id, map_index, label FROM {t} AS i WHERE dag_id = $1 "
+                    f"AND run_id = $2 AND seq = (SELECT MAX(seq) FROM {t} AS j WHERE "
+                    "j.dag_id = i.dag_id AND j.run_id = i.run_id AND j.task_id = i.task_id AND "
+                    "j.map_index = i.map_index) ORDER BY task_id, map_index",
+                    dag_id, run_id,
+                )  # fmt: skip
+                return tuple(ItemPlace(*row) for row in found)
+            case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
+                await conn.execute(
+                    f"INSERT INTO {self.sql.s}.task_item (dag_id, run_id, task_id, item, "
+                    "map_index, label, seq) SELECT $1, $2, $3, $4, $5, $6, "
+                    f"COALESCE(MAX(seq), 0) + 1 FROM {self.sql.s}.task_item WHERE dag_id = $1 "
+                    "AND run_id = $2 AND task_id = $3 ON CONFLICT (dag_id, run_id, task_id, item) "
+                    "DO UPDATE SET map_index = excluded.map_index, label = excluded.label, "
+                    "seq = excluded.seq",
+                    dag_id, run_id, task_id, item, map_index, label,
+                )  # fmt: skip
+                position = base.position_item(map_index)
+                if item != position:
+                    key = "dag_id = $2 AND run_id = $3 AND task_id = $4 AND item"
+                    for table in ("task_state", "task_state_history"):
+                        await conn.execute(
+                            f"UPDATE {self.sql.s}.{table} SET item = $1 WHERE {key} = $5 AND "
+                            f"NOT EXISTS (SELECT 1 FROM {self.sql.s}.{table} WHERE {key} = $1)",
+                            item, dag_id, run_id, task_id, position,
+                        )  # fmt: skip
+                return None
             case (
                 base.RecordRun()
                 | base.RecordInstance()
@@ -621,13 +663,127 @@ class Session:
                 | base.ListRuns()
                 | base.GetRun()
                 | base.GetInstance()
-                | base.ClearRun()
                 | base.CleanupRuns()
             ):
                 return await self.run_sql.apply(self.conn, op)
+            case base.ClearRun():
+                # The records here; the state by item, each key with its tombstone.
+                keep = attrs.evolve(op, keep_task_state=True)
+                cleared = await self.run_sql.apply(self.conn, keep)
+                for task_id, map_index in [] if op.keep_task_state else cleared or []:
+                    scope = base.TaskScope(op.dag_id, op.run_id, task_id, map_index)
+                    await self._clear(scope, False, now, base.provenance(None))
+                return cleared
             case _:
                 msg = f"PostgresStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
+
+    # -- history ------------------------------------------------------------------------
+
+    async def _history_where(
+        self, scope: base.Scope, now: float
+    ) -> tuple[str, tuple[str, ...], tuple[Any, ...]] | None:
+        """The history table of ``scope``, its scope columns and their values."""
+        s = self.sql.s
+        if isinstance(scope, base.TaskScope):
+            columns = ("dag_id", "run_id", "task_id", "item")
+            return f"{s}.task_state_history", columns, await self._task_params(scope)
+        asset_id = await self._asset_id(scope, now, register=False)
+        if asset_id is None:
+            return None
+        return f"{s}.asset_state_history", ("asset_id",), (asset_id,)
+
+    async def _version(
+        self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
+    ) -> None:
+        """Add a version of ``key`` (``value`` None: a tombstone); cut to ``history``.
+
+        A statement of its own after the write: it reads the newest version committed
+        when it starts, and the write before it holds the key's row lock.
+        """
+        if self.history <= 0:
+            return
+        found = await self._history_where(scope, now)
+        assert found is not None, "a scope written to is known"
+        table, columns, params = found
+        n = len(params)
+        types = ["bigint" if c == "asset_id" else "text" for c in columns]
+        holes = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(types))
+        where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(columns))
+        k = n + 1
+        await self.conn.execute(
+            f"WITH v AS (INSERT INTO {table} ({', '.join(columns)}, key, version, value, "
+            f"updated_at, updated_by) SELECT {holes}, ${k}::text, COALESCE(MAX(version), 0) + 1,"
+            f" ${k + 1}::text, ${k + 2}::double precision, ${k + 3}::text FROM {table} "
+            f"WHERE {where} AND key = ${k} RETURNING version) "
+            f"DELETE FROM {table} WHERE {where} AND key = ${k} "
+            f"AND version <= (SELECT version FROM v) - ${k + 4}::integer",
+            *params, key, value, now, writer_json(who), self.history,
+        )  # fmt: skip
+
+    async def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
+        found = await self._history_where(scope, now)
+        if found is None:
+            return []
+        table, columns, params = found
+        where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(columns))
+        rows = await self.conn.fetch(
+            f"SELECT version, value, updated_at, updated_by FROM {table} "
+            f"WHERE {where} AND key = ${len(params) + 1} ORDER BY version DESC",
+            *params, key,
+        )  # fmt: skip
+        return [tuple(row) for row in rows]
+
+    async def _rollback(self, op: base.Rollback, now: float) -> None:
+        kept = await self._versions(op.scope, op.key, now)
+        found = [row for row in kept if row[0] == op.version]
+        if not found:
+            raise base.unknown_version(op.scope, op.key, op.version, [row[0] for row in kept])
+        old: str | None = found[0][1]
+        marked = base.provenance(op.who, op.writer).rolled_back_to(op.version)
+        if old is not None:
+            put = base.Put(op.scope, op.key, old, op.expires_at, op.writer)
+            statement, params = await self._put_params(put, now)
+            await self.conn.execute(statement, *params)
+        else:
+            await self._delete(op.scope, op.key, now)
+        await self._version(op.scope, op.key, old, now, marked)
+
+    async def _delete(self, scope: base.Scope, key: str, now: float) -> bool | None:
+        """Delete the row: whether it was live, ``None`` if there was none."""
+        found = await self._where(scope, now)
+        if found is None:
+            return None
+        live: bool | None = await self.conn.fetchval(found[0]["delete"], *found[1], key, now)
+        return live
+
+    async def _clear(
+        self, scope: base.Scope, all_map_indices: bool, now: float, who: StateWriter
+    ) -> int:
+        s = self.sql.s
+        if isinstance(scope, base.TaskScope):
+            params: tuple[Any, ...] = await self._task_params(scope)
+            where = "dag_id = $1 AND run_id = $2 AND task_id = $3 AND item = $4"
+            if all_map_indices:
+                params, where = params[:3], where.rsplit(" AND ", 1)[0]
+            rows = await self.conn.fetch(
+                f"DELETE FROM {s}.task_state WHERE {where} "
+                "RETURNING dag_id, run_id, task_id, item, key",
+                *params,
+            )
+            for row in sorted(tuple(r) for r in rows):
+                task = base.TaskScope(row[0], row[1], row[2], item=row[3])
+                await self._version(task, row[4], None, now, who)
+            return len(rows)
+        asset_id = await self._asset_id(scope, now, register=False)
+        if asset_id is None:
+            return 0
+        keys = await self.conn.fetch(
+            f"DELETE FROM {s}.asset_state WHERE asset_id = $1 RETURNING key", asset_id
+        )
+        for key in sorted(row[0] for row in keys):
+            await self._version(scope, key, None, now, who)
+        return len(keys)
 
     async def _increment(
         self, scope: base.Scope, key: str, by: int, expires_at: float | None,
@@ -673,27 +829,33 @@ class Session:
         entries: list[StateEntry] = []
         if f.scope in (None, "task") and f.asset_name is None:
             where, params = filters(
-                {"dag_id": f.dag_id, "run_id": f.run_id, "task_id": f.task_id,
-                 "map_index": f.map_index}, now, f.include_expired,
+                {"s.dag_id": f.dag_id, "s.run_id": f.run_id, "s.task_id": f.task_id},
+                now, f.include_expired, "s.",
             )  # fmt: skip
+            # Where each item stood in the latest expansion, else where it last wrote.
             rows = await self.conn.fetch(
-                "SELECT dag_id, run_id, task_id, map_index, key, value, updated_at, expires_at,"
-                f" writer_try FROM {s}.task_state WHERE {where}"
-                " ORDER BY dag_id, run_id, task_id, map_index, key",
+                "SELECT s.dag_id, s.run_id, s.task_id, s.map_index, i.map_index, i.label,"
+                " s.key, s.value, s.updated_at, s.expires_at, s.writer_try"
+                f" FROM {s}.task_state AS s LEFT JOIN {s}.task_item AS i"
+                " ON i.dag_id = s.dag_id AND i.run_id = s.run_id AND i.task_id = s.task_id"
+                f" AND i.item = s.item WHERE {where}",
                 *params,
             )
-            for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
-                label = (
-                    None
-                    if tn is None
-                    else base.Writer(dag_id, run_id, task_id, map_index, tn).label
-                )
-                entries.append(
+            found: list[StateEntry] = []
+            for dag_id, run_id, task_id, wrote_at, stands_at, label, *row in rows:
+                key, value, updated, expires, tn = row
+                map_index = wrote_at if stands_at is None else stands_at
+                if f.map_index is not None and map_index != f.map_index:
+                    continue
+                writer = None if tn is None else base.Writer(dag_id, run_id, task_id, wrote_at, tn)
+                found.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
-                        dag_id, run_id, task_id, map_index, writer=label,
+                        dag_id, run_id, task_id, map_index,
+                        writer=None if writer is None else writer.label, item=label,
                     )
                 )  # fmt: skip
+            entries += sorted(found, key=base.entry_sort_key)
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
             # An asset known by one side only reads as Airflow's rule says.
@@ -717,13 +879,62 @@ class Session:
                 )  # fmt: skip
         return tuple(entries)
 
-    async def _cleanup(self, now: float, dry_run: bool) -> int:
-        count = 0
-        for table in ("task_state", "asset_state"):
-            if dry_run:
-                sql = f"SELECT count(*) FROM {self.sql.s}.{table} WHERE expires_at <= $1"
+    async def _cleanup(self, now: float, dry_run: bool, orphans_before: float | None) -> int:
+        s = self.sql.s
+        if dry_run:
+            count = 0
+            for table in ("task_state", "asset_state"):
+                sql = f"SELECT count(*) FROM {s}.{table} WHERE expires_at <= $1"
                 count += int(await self.conn.fetchval(sql, now))
-            else:
-                sql = f"DELETE FROM {self.sql.s}.{table} WHERE expires_at <= $1"
-                count += _count(await self.conn.execute(sql, now))
-        return count
+            return count
+        who = base.CLEANUP_WRITER
+        tasks = await self.conn.fetch(
+            f"DELETE FROM {s}.task_state WHERE expires_at <= $1 "
+            "RETURNING dag_id, run_id, task_id, item, key",
+            now,
+        )
+        for row in sorted(tuple(r) for r in tasks):
+            await self._version(
+                base.TaskScope(row[0], row[1], row[2], item=row[3]), row[4], None, now, who
+            )
+        assets = await self.conn.fetch(
+            f"DELETE FROM {s}.asset_state AS t USING {s}.asset AS a WHERE a.id = t.asset_id "
+            "AND t.expires_at <= $1 RETURNING a.name, a.uri, t.key",
+            now,
+        )
+        for name, uri, key in sorted(tuple(r) for r in assets):
+            await self._version(base.AssetScope(name, uri), key, None, now, who)
+        await self._trim_history(orphans_before)
+        return len(tasks) + len(assets)
+
+    async def _trim_history(self, orphans_before: float | None) -> None:
+        """Cut every key's history to ``history`` versions; drop the history of task
+        instances that hold no state and changed last before ``orphans_before``."""
+        s = self.sql.s
+        task_scope = "dag_id, run_id, task_id, item"
+        for table, columns in (
+            ("task_state_history", task_scope), ("asset_state_history", "asset_id"),
+        ):  # fmt: skip
+            same = " AND ".join(f"n.{c} = h.{c}" for c in (*columns.split(", "), "key"))
+            await self.conn.execute(
+                f"DELETE FROM {s}.{table} AS h WHERE h.version <= "
+                f"(SELECT MAX(n.version) FROM {s}.{table} AS n WHERE {same}) - $1",
+                max(self.history, 0),
+            )
+        # A run's record of where its items stood goes when the task holds nothing.
+        run = " AND ".join(f"x.{c} = i.{c}" for c in ("dag_id", "run_id", "task_id"))
+        await self.conn.execute(
+            f"DELETE FROM {s}.task_item AS i WHERE NOT EXISTS (SELECT 1 FROM {s}.task_state "
+            f"AS x WHERE {run}) AND NOT EXISTS (SELECT 1 FROM {s}.task_state_history AS x "
+            f"WHERE {run})"
+        )
+        if orphans_before is None:
+            return
+        same = " AND ".join(f"t.{c} = h.{c}" for c in task_scope.split(", "))
+        await self.conn.execute(
+            f"DELETE FROM {s}.task_state_history WHERE ({task_scope}) IN ("
+            f"SELECT {task_scope} FROM {s}.task_state_history AS h "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {s}.task_state AS t WHERE {same}) "
+            f"GROUP BY {task_scope} HAVING MAX(updated_at) <= $1)",
+            orphans_before,
+        )

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from ..._errors import RuntimeClosedError, StoreError
 from ..._nursery import raise_sole
-from ..base import Op
+from ..base import DEFAULT_HISTORY, Op
 from ..conflicts import store_error_message
 from .schema import DEFAULT_SCHEMA, quoted
 from .session import NotConnected, Session, breaks_connection
@@ -157,6 +157,7 @@ class PostgresStore:
             undoes the statement and the batch fails with StoreError, nothing written.
             A batch whose server does not answer within this plus 2 s has its
             connection closed (the next batch opens another). None: no limit.
+        history: How many versions of each key to keep (0: none).
 
     Attributes:
         sleep: Waits out what is left of the backoff after a failed connection attempt
@@ -172,6 +173,7 @@ class PostgresStore:
         schema: str = DEFAULT_SCHEMA,
         connect_timeout: float = 10.0,
         command_timeout: float | None = 30.0,
+        history: int = DEFAULT_HISTORY,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.startswith(URL_SCHEMES):
             shown = redact_dsn(dsn) if isinstance(dsn, str) else dsn
@@ -188,6 +190,8 @@ class PostgresStore:
         self.schema = schema
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        #: How many versions of each key to keep (0: none); the runtime sets it.
+        self.history = history
         #: The DSN with its password replaced by ``***``: what messages show.
         self.redacted_dsn = redact_dsn(dsn)
         self._secrets = _passwords(dsn)
@@ -267,6 +271,7 @@ class PostgresStore:
             # A batch that comes while connecting is backed off waits, then tries once
             # for all its requests: failing it at once would only bring the next sooner.
             await self.sleep(wait)
+        session.history = self.history
         coro = session.run(ops, now)
         limit = None if self.command_timeout is None else self.command_timeout + _GRACE
         results: list[Any] = await self._call(

@@ -18,6 +18,68 @@ from ..._errors import NotAStatewardDatabaseError
 #: 'SWD1' as an int: what ``PRAGMA application_id`` holds in a stateward database.
 APPLICATION_ID: Final = 0x53574431
 
+#: Issue 16, self-contained so that it can take whatever number comes next.
+#: Mapped state follows its item: task state is keyed by the item (``''`` unmapped,
+#: ``'#3'`` by position, else the item's fingerprint) instead of the map index, which
+#: stays as the index of the instance that last wrote. SQLite cannot change a primary
+#: key in place, so ``task_state`` is copied; rows written before were kept by position.
+#: ``task_item`` records where each item stood in the latest expansion (``seq`` orders
+#: the records of one task). History: every change of a key adds a version; a NULL
+#: value is a tombstone.
+HISTORY_MIGRATION: Final = (
+    """CREATE TABLE task_state_v5 (
+        dag_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        item TEXT NOT NULL,
+        key TEXT NOT NULL,
+        map_index INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL,
+        writer_try INTEGER,
+        PRIMARY KEY (dag_id, run_id, task_id, item, key)
+    ) WITHOUT ROWID""",
+    "INSERT INTO task_state_v5 SELECT dag_id, run_id, task_id, "
+    "CASE WHEN map_index < 0 THEN '' ELSE '#' || map_index END, key, map_index, value, "
+    "updated_at, expires_at, writer_try FROM task_state",
+    "DROP TABLE task_state",
+    "ALTER TABLE task_state_v5 RENAME TO task_state",
+    "CREATE INDEX task_state_expiry ON task_state (expires_at) WHERE expires_at IS NOT NULL",
+    """CREATE TABLE task_item (
+        dag_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        item TEXT NOT NULL,
+        map_index INTEGER NOT NULL,
+        label TEXT,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (dag_id, run_id, task_id, item)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX task_item_position ON task_item (dag_id, run_id, task_id, map_index, seq)",
+    """CREATE TABLE task_state_history (
+        dag_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        item TEXT NOT NULL,
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        value TEXT,
+        updated_at REAL NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (dag_id, run_id, task_id, item, key, version)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE asset_state_history (
+        asset_id INTEGER NOT NULL REFERENCES asset (id),
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        value TEXT,
+        updated_at REAL NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (asset_id, key, version)
+    ) WITHOUT ROWID""",
+)
+
 #: Each migration: (version it brings the database to, its statements).
 MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (
@@ -153,6 +215,7 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (5, HISTORY_MIGRATION),
 )
 
 #: The version this code writes.

@@ -25,10 +25,11 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
+import attrs
 import trio
 
 from ..._errors import RuntimeClosedError, StateTypeError, StoreError
-from ..._records import AssetInfo, StateEntry
+from ..._records import AssetInfo, ItemPlace, StateEntry, StateWriter, writer_json
 from ..._values import check_int_digits, decode_listed, decode_stored, json_equal
 from .. import base
 from ..conflicts import (
@@ -50,21 +51,31 @@ JOURNAL_SIZE_LIMIT: Final = 8 * 1024 * 1024
 WAL_CHECK_EVERY: Final = 64
 
 _LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
-_TASK_KEY: Final = "dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?"
+_TASK_KEY: Final = "dag_id = ? AND run_id = ? AND task_id = ? AND item = ?"
 
 _SQL: Final = {
     "task_get": f"SELECT value FROM task_state WHERE {_TASK_KEY} AND key = ? AND {_LIVE}",
     "task_items": f"SELECT key, value FROM task_state WHERE {_TASK_KEY} AND {_LIVE}",
     "task_put": (
-        "INSERT INTO task_state (dag_id, run_id, task_id, map_index, key, value, "
-        "updated_at, expires_at, writer_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET "
-        "value = excluded.value, updated_at = excluded.updated_at, "
+        "INSERT INTO task_state (dag_id, run_id, task_id, item, key, map_index, value, "
+        "updated_at, expires_at, writer_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (dag_id, run_id, task_id, item, key) DO UPDATE SET "
+        "map_index = excluded.map_index, value = excluded.value, "
+        "updated_at = excluded.updated_at, "
         "expires_at = excluded.expires_at, writer_try = excluded.writer_try"
     ),
     "task_delete": f"DELETE FROM task_state WHERE {_TASK_KEY} AND key = ? RETURNING expires_at",
-    "task_clear": f"DELETE FROM task_state WHERE {_TASK_KEY}",
-    "task_clear_all": "DELETE FROM task_state WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+    "item_at": (
+        "SELECT item FROM task_item WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+        "AND map_index = ? ORDER BY seq DESC LIMIT 1"
+    ),
+    "record_item": (
+        "INSERT INTO task_item (dag_id, run_id, task_id, item, map_index, label, seq) "
+        "SELECT ?, ?, ?, ?, ?, ?, COALESCE(MAX(seq), 0) + 1 FROM task_item "
+        "WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+        "ON CONFLICT (dag_id, run_id, task_id, item) DO UPDATE SET "
+        "map_index = excluded.map_index, label = excluded.label, seq = excluded.seq"
+    ),
     "asset_get": f"SELECT value FROM asset_state WHERE asset_id = ? AND key = ? AND {_LIVE}",
     "asset_items": f"SELECT key, value FROM asset_state WHERE asset_id = ? AND {_LIVE}",
     "asset_put": (
@@ -78,7 +89,28 @@ _SQL: Final = {
         "writer_map_index = excluded.writer_map_index, writer_try = excluded.writer_try"
     ),
     "asset_delete": "DELETE FROM asset_state WHERE asset_id = ? AND key = ? RETURNING expires_at",
-    "asset_clear": "DELETE FROM asset_state WHERE asset_id = ?",
+}
+
+
+def _history_statements(table: str, columns: str) -> tuple[str, str, str]:
+    """Adding a version (returning its number), cutting a key's oldest, listing them."""
+    where = " AND ".join(f"{c} = ?" for c in columns.split(", "))
+    holes = ", ".join("?" for _ in columns.split(", "))
+    return (
+        f"INSERT INTO {table} ({columns}, key, version, value, updated_at, updated_by) "
+        f"SELECT {holes}, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM {table} "
+        f"WHERE {where} AND key = ? RETURNING version",
+        f"DELETE FROM {table} WHERE {where} AND key = ? AND version <= ?",
+        f"SELECT version, value, updated_at, updated_by FROM {table} "
+        f"WHERE {where} AND key = ? ORDER BY version DESC",
+    )
+
+
+_HISTORY_SQL: Final = {
+    "task_state_history": _history_statements(
+        "task_state_history", "dag_id, run_id, task_id, item"
+    ),
+    "asset_state_history": _history_statements("asset_state_history", "asset_id"),
 }
 
 
@@ -100,6 +132,8 @@ class _Engine:
         self.asset_ids = asset_ids
         self._new_ids: dict[str, int] = {}
         self.write_transactions = 0
+        #: How many versions of each key to keep (the store sets it before each batch).
+        self.history = base.DEFAULT_HISTORY
 
     def run(
         self,
@@ -226,7 +260,9 @@ class _Engine:
 
     def _get(self, scope: base.Scope, key: str, now: float) -> Any:
         if isinstance(scope, base.TaskScope):
-            row = self.conn.execute(_SQL["task_get"], (*_task_params(scope), key, now)).fetchone()
+            row = self.conn.execute(
+                _SQL["task_get"], (*self._task_params(scope), key, now)
+            ).fetchone()
         else:
             asset_id = self._asset_id(scope, now, register=False)
             if asset_id is None:
@@ -236,18 +272,122 @@ class _Engine:
 
     def _put(
         self, scope: base.Scope, key: str, value: str, expires_at: float | None,
-        writer: base.Writer | None, now: float,
+        writer: base.Writer | None, now: float, who: StateWriter | None,
     ) -> None:  # fmt: skip
         if isinstance(scope, base.TaskScope):
             try_number = None if writer is None else writer.try_number
             params: tuple[Any, ...] = (
-                *_task_params(scope), key, value, now, expires_at, try_number,
+                *self._task_params(scope), key, scope.map_index, value, now, expires_at,
+                try_number,
             )  # fmt: skip
             self.conn.execute(_SQL["task_put"], params)
+        else:
+            asset_id = self._asset_id(scope, now, register=True)
+            columns = _writer_columns(writer)
+            self.conn.execute(_SQL["asset_put"], (asset_id, key, value, now, expires_at, *columns))
+        self._version(scope, key, value, now, base.provenance(who, writer))
+
+    def _task_params(self, scope: base.TaskScope) -> tuple[str, str, str, str]:
+        """The scope's key columns: its item, or the item that stood at its map index
+        in the latest expansion recorded, else the position."""
+        item = scope.item
+        if item is None:
+            item = base.position_item(scope.map_index)
+            if scope.map_index >= 0:
+                at = (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
+                row = self.conn.execute(_SQL["item_at"], at).fetchone()
+                item = item if row is None else row[0]
+        return (scope.dag_id, scope.run_id, scope.task_id, item)
+
+    # -- history ------------------------------------------------------------------------
+
+    def _history_where(
+        self, scope: base.Scope, now: float
+    ) -> tuple[str, str, tuple[Any, ...]] | None:
+        """The history table of ``scope``, its scope columns and their values."""
+        if isinstance(scope, base.TaskScope):
+            return "task_state_history", "dag_id, run_id, task_id, item", self._task_params(scope)
+        asset_id = self._asset_id(scope, now, register=False)
+        return None if asset_id is None else ("asset_state_history", "asset_id", (asset_id,))
+
+    def _version(
+        self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
+    ) -> None:
+        """Add a version of ``key`` (``value`` None: a tombstone); cut to ``history``."""
+        if self.history <= 0:
             return
-        asset_id = self._asset_id(scope, now, register=True)
-        who = _writer_columns(writer)
-        self.conn.execute(_SQL["asset_put"], (asset_id, key, value, now, expires_at, *who))
+        found = self._history_where(scope, now)
+        assert found is not None, "a scope written to is known"
+        table, _, params = found
+        insert, cut, _ = _HISTORY_SQL[table]
+        (number,) = self.conn.execute(
+            insert, (*params, key, value, now, writer_json(who), *params, key)
+        ).fetchone()
+        if number > self.history:
+            self.conn.execute(cut, (*params, key, number - self.history))
+
+    def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
+        found = self._history_where(scope, now)
+        if found is None:
+            return []
+        table, _, params = found
+        return self.conn.execute(_HISTORY_SQL[table][2], (*params, key)).fetchall()
+
+    def _rollback(self, op: base.Rollback, now: float) -> None:
+        kept = self._versions(op.scope, op.key, now)
+        found = [row for row in kept if row[0] == op.version]
+        if not found:
+            raise base.unknown_version(op.scope, op.key, op.version, [row[0] for row in kept])
+        old: str | None = found[0][1]
+        marked = base.provenance(op.who, op.writer).rolled_back_to(op.version)
+        if old is not None:
+            self._put(op.scope, op.key, old, op.expires_at, op.writer, now, marked)
+            return
+        self._delete(op.scope, op.key, now)
+        self._version(op.scope, op.key, None, now, marked)
+
+    def _delete(self, scope: base.Scope, key: str, now: float) -> tuple[Any, ...] | None:
+        """Delete the row; return ``(expires_at,)`` if there was one."""
+        # RETURNING gives the deleted row's expiry; SQLite 3.40 evaluates an
+        # expression there to NULL on WITHOUT ROWID tables, so test it here.
+        if isinstance(scope, base.TaskScope):
+            row: tuple[Any, ...] | None = self.conn.execute(
+                _SQL["task_delete"], (*self._task_params(scope), key)
+            ).fetchone()
+            return row
+        asset_id = self._asset_id(scope, now, register=False)
+        if asset_id is None:
+            return None
+        row = self.conn.execute(_SQL["asset_delete"], (asset_id, key)).fetchone()
+        return row
+
+    def _clear(self, op: base.Clear, now: float) -> int:
+        scope = op.scope
+        who = base.provenance(op.who)
+        if isinstance(scope, base.TaskScope):
+            where = _TASK_KEY
+            params: tuple[Any, ...] = self._task_params(scope)
+            if op.all_map_indices:
+                where, params = "dag_id = ? AND run_id = ? AND task_id = ?", params[:3]
+            rows = self.conn.execute(
+                f"DELETE FROM task_state WHERE {where} RETURNING dag_id, run_id, task_id, "
+                "item, key",
+                params,
+            ).fetchall()
+            for dag_id, run_id, task_id, item, key in sorted(rows):
+                self._version(
+                    base.TaskScope(dag_id, run_id, task_id, item=item), key, None, now, who
+                )
+            return len(rows)
+        asset_id = self._asset_id(scope, now, register=False)
+        if asset_id is None:
+            return 0
+        keys = self.conn.execute(
+            "DELETE FROM asset_state WHERE asset_id = ? RETURNING key", (asset_id,)
+        ).fetchall()
+        for (key,) in sorted(keys):
+            self._version(scope, key, None, now, who)
+        return len(keys)
 
     def _apply(self, op: base.Op, now: float) -> Any:
         conn = self.conn
@@ -256,53 +396,46 @@ class _Engine:
                 return self._get(scope, key, now)
             case base.Items(scope):
                 if isinstance(scope, base.TaskScope):
-                    rows = conn.execute(_SQL["task_items"], (*_task_params(scope), now))
+                    rows = conn.execute(_SQL["task_items"], (*self._task_params(scope), now))
                 else:
                     asset_id = self._asset_id(scope, now, register=False)
                     if asset_id is None:
                         return {}
                     rows = conn.execute(_SQL["asset_items"], (asset_id, now))
                 return {key: decode_listed(value) for key, value in rows}
-            case base.Put(scope, key, value, expires_at, writer):
-                self._put(scope, key, value, expires_at, writer, now)
+            case base.Put(scope, key, value, expires_at, writer, who):
+                self._put(scope, key, value, expires_at, writer, now, who)
                 return None
-            case base.Delete(scope, key):
-                # RETURNING gives the deleted row's expiry; SQLite 3.40 evaluates an
-                # expression there to NULL on WITHOUT ROWID tables, so test it here.
-                if isinstance(scope, base.TaskScope):
-                    row = conn.execute(_SQL["task_delete"], (*_task_params(scope), key)).fetchone()
-                else:
-                    asset_id = self._asset_id(scope, now, register=False)
-                    if asset_id is None:
-                        return False
-                    row = conn.execute(_SQL["asset_delete"], (asset_id, key)).fetchone()
+            case base.Delete(scope, key, who):
+                row = self._delete(scope, key, now)
+                if row is not None:
+                    self._version(scope, key, None, now, base.provenance(who))
                 return row is not None and (row[0] is None or row[0] > now)
-            case base.Clear(scope, all_map_indices):
-                if isinstance(scope, base.TaskScope):
-                    if all_map_indices:
-                        params = (scope.dag_id, scope.run_id, scope.task_id)
-                        return conn.execute(_SQL["task_clear_all"], params).rowcount
-                    return conn.execute(_SQL["task_clear"], _task_params(scope)).rowcount
-                asset_id = self._asset_id(scope, now, register=False)
-                if asset_id is None:
-                    return 0
-                return conn.execute(_SQL["asset_clear"], (asset_id,)).rowcount
-            case base.Increment(scope, key, by, expires_at, writer):
+            case base.Clear():
+                return self._clear(op, now)
+            case base.History(scope, key):
+                return tuple(
+                    base.version_of(row, decode_listed) for row in self._versions(scope, key, now)
+                )
+            case base.Rollback():
+                self._rollback(op, now)
+                return None
+            case base.Increment(scope, key, by, expires_at, writer, who):
                 current = self._get(scope, key, now)
                 current = 0 if current is None else current
                 if type(current) is not int:
                     raise StateTypeError(increment_type_message(key, current), key=key)
                 new = check_int_digits(key, current + by, "the result")
-                self._put(scope, key, str(new), expires_at, writer, now)
+                self._put(scope, key, str(new), expires_at, writer, now, who)
                 return new
-            case base.CompareAndSet(scope, key, expected, new, expires_at, writer):
+            case base.CompareAndSet(scope, key, expected, new, expires_at, writer, who):
                 current = self._get(scope, key, now)
                 if current is None:
                     matches = expected is None
                 else:
                     matches = expected is not None and json_equal(current, expected)
                 if matches:
-                    self._put(scope, key, new, expires_at, writer, now)
+                    self._put(scope, key, new, expires_at, writer, now, who)
                 return matches
             case base.RegisterAssets(assets):
                 check_declarations(assets)  # refuse before registering any: all or nothing
@@ -329,8 +462,39 @@ class _Engine:
                 return None
             case base.ListEntries():
                 return self._list(op, now)
-            case base.Cleanup(dry_run):
-                return self._cleanup(now, dry_run)
+            case base.Cleanup(dry_run, orphans_before):
+                return self._cleanup(now, dry_run, orphans_before)
+            case base.ListItems(dag_id, run_id):
+                rows = conn.execute(
+                    "SELECT task_id, map_index, label FROM task_item AS i WHERE dag_id = ? "
+                    "AND run_id = ? AND seq = (SELECT MAX(seq) FROM task_item AS j "
+                    "WHERE j.dag_id = i.dag_id AND j.run_id = i.run_id AND j.task_id = i.task_id "
+                    "AND j.map_index = i.map_index) ORDER BY task_id, map_index",
+                    (dag_id, run_id),
+                )
+                return tuple(ItemPlace(*row) for row in rows)
+            case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
+                params = (dag_id, run_id, task_id, item, map_index, label, dag_id, run_id, task_id)
+                conn.execute(_SQL["record_item"], params)
+                position = base.position_item(map_index)
+                if item != position:
+                    for table in ("task_state", "task_state_history"):
+                        conn.execute(
+                            f"UPDATE {table} SET item = ? WHERE {_TASK_KEY} AND NOT EXISTS "
+                            f"(SELECT 1 FROM {table} WHERE {_TASK_KEY})",
+                            (
+                                item,
+                                dag_id,
+                                run_id,
+                                task_id,
+                                position,
+                                dag_id,
+                                run_id,
+                                task_id,
+                                item,
+                            ),
+                        )
+                return None
             case (
                 base.RecordRun()
                 | base.RecordInstance()
@@ -338,10 +502,16 @@ class _Engine:
                 | base.ListRuns()
                 | base.GetRun()
                 | base.GetInstance()
-                | base.ClearRun()
                 | base.CleanupRuns()
             ):
                 return apply_run_op(conn, op)
+            case base.ClearRun():
+                # The records here; the state by item, each key with its tombstone.
+                cleared = apply_run_op(conn, attrs.evolve(op, keep_task_state=True))
+                for task_id, map_index in [] if op.keep_task_state else cleared or []:
+                    scope = base.TaskScope(op.dag_id, op.run_id, task_id, map_index)
+                    self._clear(base.Clear(scope), now)
+                return cleared
             case _:
                 msg = f"SqliteStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
@@ -369,24 +539,32 @@ class _Engine:
         live = "" if f.include_expired else f" AND {_LIVE}"
         if f.scope in (None, "task") and f.asset_name is None:
             where, params = _filters(
-                dag_id=f.dag_id, run_id=f.run_id, task_id=f.task_id, map_index=f.map_index
+                **{"s.dag_id": f.dag_id, "s.run_id": f.run_id, "s.task_id": f.task_id}
             )
+            # Where each item stood in the latest expansion, else where it last wrote.
             rows = self.conn.execute(
-                "SELECT dag_id, run_id, task_id, map_index, key, value, updated_at, expires_at,"
-                f" writer_try FROM task_state WHERE {where}{live}"
-                " ORDER BY dag_id, run_id, task_id, map_index, key",
+                "SELECT s.dag_id, s.run_id, s.task_id, s.map_index, i.map_index, i.label,"
+                " s.key, s.value, s.updated_at, s.expires_at, s.writer_try FROM task_state AS s"
+                " LEFT JOIN task_item AS i ON i.dag_id = s.dag_id AND i.run_id = s.run_id"
+                f" AND i.task_id = s.task_id AND i.item = s.item WHERE {where}{live}",
                 (*params, now) if live else params,
             )
-            for dag_id, run_id, task_id, map_index, key, value, updated, expires, tn in rows:
+            found: list[StateEntry] = []
+            for dag_id, run_id, task_id, wrote_at, stands_at, label, *row in rows:
+                key, value, updated, expires, tn = row
+                map_index = wrote_at if stands_at is None else stands_at
+                if f.map_index is not None and map_index != f.map_index:
+                    continue
                 writer = None
                 if tn is not None:
-                    writer = base.Writer(dag_id, run_id, task_id, map_index, tn).label
-                entries.append(
+                    writer = base.Writer(dag_id, run_id, task_id, wrote_at, tn).label
+                found.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
-                        dag_id, run_id, task_id, map_index, writer=writer,
+                        dag_id, run_id, task_id, map_index, writer=writer, item=label,
                     )
                 )  # fmt: skip
+            entries += sorted(found, key=base.entry_sort_key)
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
             # An asset known by one side only reads as Airflow's rule says.
@@ -409,16 +587,67 @@ class _Engine:
                 )  # fmt: skip
         return tuple(entries)
 
-    def _cleanup(self, now: float, dry_run: bool) -> int:
-        count = 0
-        for table in ("task_state", "asset_state"):
-            if dry_run:
+    def _cleanup(self, now: float, dry_run: bool, orphans_before: float | None) -> int:
+        if dry_run:
+            count = 0
+            for table in ("task_state", "asset_state"):
                 sql = f"SELECT COUNT(*) FROM {table} WHERE expires_at <= ?"
                 count += self.conn.execute(sql, (now,)).fetchone()[0]
-            else:
-                sql = f"DELETE FROM {table} WHERE expires_at <= ?"
-                count += self.conn.execute(sql, (now,)).rowcount
-        return count
+            return int(count)
+        who = base.CLEANUP_WRITER
+        tasks = self.conn.execute(
+            "DELETE FROM task_state WHERE expires_at <= ? "
+            "RETURNING dag_id, run_id, task_id, item, key",
+            (now,),
+        ).fetchall()
+        for dag_id, run_id, task_id, item, key in sorted(tasks):
+            scope = base.TaskScope(dag_id, run_id, task_id, item=item)
+            self._version(scope, key, None, now, who)
+        assets = self.conn.execute(
+            "DELETE FROM asset_state WHERE expires_at <= ? RETURNING asset_id, key", (now,)
+        ).fetchall()
+        for asset_id, key in sorted(assets):
+            self._version_of_asset(asset_id, key, now, who)
+        self._trim_history(orphans_before)
+        return len(tasks) + len(assets)
+
+    def _version_of_asset(self, asset_id: int, key: str, now: float, who: StateWriter) -> None:
+        name, uri = self.conn.execute(
+            "SELECT name, uri FROM asset WHERE id = ?", (asset_id,)
+        ).fetchone()
+        self._version(base.AssetScope(name, uri), key, None, now, who)
+
+    def _trim_history(self, orphans_before: float | None) -> None:
+        """Cut every key's history to ``history`` versions; drop the history of task
+        instances that hold no state and changed last before ``orphans_before``."""
+        task_scope = "dag_id, run_id, task_id, item"
+        for table, columns in (
+            ("task_state_history", task_scope), ("asset_state_history", "asset_id"),
+        ):  # fmt: skip
+            same = " AND ".join(f"n.{c} = {table}.{c}" for c in (*columns.split(", "), "key"))
+            self.conn.execute(
+                f"DELETE FROM {table} WHERE version <= "
+                f"(SELECT MAX(n.version) FROM {table} AS n WHERE {same}) - ?",
+                (max(self.history, 0),),
+            )
+        # A run's record of where its items stood goes when the task holds nothing.
+        self.conn.execute(
+            "DELETE FROM task_item WHERE NOT EXISTS (SELECT 1 FROM task_state AS s WHERE "
+            "s.dag_id = task_item.dag_id AND s.run_id = task_item.run_id AND "
+            "s.task_id = task_item.task_id) AND NOT EXISTS (SELECT 1 FROM task_state_history "
+            "AS h WHERE h.dag_id = task_item.dag_id AND h.run_id = task_item.run_id AND "
+            "h.task_id = task_item.task_id)"
+        )
+        if orphans_before is None:
+            return
+        same = " AND ".join(f"s.{c} = h.{c}" for c in task_scope.split(", "))
+        self.conn.execute(
+            f"DELETE FROM task_state_history WHERE ({task_scope}) IN ("
+            f"SELECT {task_scope} FROM task_state_history AS h "
+            f"WHERE NOT EXISTS (SELECT 1 FROM task_state AS s WHERE {same}) "
+            f"GROUP BY {task_scope} HAVING MAX(updated_at) <= ?)",
+            (orphans_before,),
+        )
 
 
 def _writer_columns(writer: base.Writer | None) -> tuple[Any, ...]:
@@ -426,10 +655,6 @@ def _writer_columns(writer: base.Writer | None) -> tuple[Any, ...]:
     if writer is None:
         return (None,) * 5
     return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
-
-
-def _task_params(scope: base.TaskScope) -> tuple[str, str, str, int]:
-    return (scope.dag_id, scope.run_id, scope.task_id, scope.map_index)
 
 
 def _filters(**columns: object) -> tuple[str, tuple[object, ...]]:
@@ -477,10 +702,16 @@ class SqliteStore:
             every acknowledged write survive a power loss. ``"NORMAL"`` is faster and
             survives a process crash but may lose the last writes on power loss.
         busy_timeout: Seconds to wait for another process's write lock.
+        history: How many versions of each key to keep (0: none).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        history: int = base.DEFAULT_HISTORY,
     ) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -492,6 +723,8 @@ class SqliteStore:
         self.path = os.fspath(path)
         self.synchronous = mode
         self.busy_timeout = busy_timeout
+        #: How many versions of each key to keep (0: none); the runtime sets it.
+        self.history = history
         self._writer: _Engine | None = None
         self._reader: _Engine | None = None
         self._thread: _WriterThread | None = None
@@ -638,6 +871,7 @@ class SqliteStore:
                 if not _is_busy(exc):
                     raise
                 self.reader_fallbacks += 1
+        writer.history = self.history
         results: list[Any] = await self._in_writer(writer.run, ops, now, writes, on_commit)
         return results
 
