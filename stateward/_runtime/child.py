@@ -411,7 +411,9 @@ def _pack_final(frame: FinalFrame) -> tuple[bytes, bool]:
         return pack_frame(_error_frame(exc)), False
 
 
-async def _main(sock: socket.socket, dags: Mapping[str, Dag] | None = None) -> int:
+async def serve(sock: socket.socket, dags: Mapping[str, Dag] | None = None) -> int:
+    """Run the attempt the start frame on ``sock`` names; return the exit code (0: it
+    succeeded). ``dags``: the Dag file's Dags as already loaded (``None``: load it)."""
     connection = ChildConnection(sock)
     start = await connection.receive_start()
     async with trio.open_nursery() as nursery:
@@ -479,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     _die_with_parent()
     become_subreaper()
     faulthandler.enable()  # a crash in native code prints the Python stack to stderr
-    code = trio.run(_main, socket.socket(fileno=args.fd))
+    code = trio.run(serve, socket.socket(fileno=args.fd))
     _flush()
     kill_descendants()
     os._exit(code)
@@ -512,7 +514,7 @@ def run_forked(sock: socket.socket, *, parent: int, dags: Mapping[str, Dag] | No
         os._exit(EXIT_PARENT_GONE)
     become_subreaper()
     os.set_inheritable(sock.fileno(), False)
-    code = trio.run(_main, sock, dags)
+    code = trio.run(serve, sock, dags)
     _flush()
     kill_descendants()
     os._exit(code)

@@ -46,6 +46,21 @@ def die_with_parent(parent: int) -> bool:
     return _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) and os.getppid() == parent
 
 
+def has_children() -> bool:
+    """Whether this process has a child, running or exited (one system call).
+
+    Asked before :func:`children` reads ``/proc``: reading the ``children`` file of
+    another thread of a process that then exits makes its parent's ``waitpid`` walk
+    those cached ``/proc`` entries (measured: ~0.9 ms per task process), for nothing
+    in the common case of a task that started no process.
+    """
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def children() -> list[int]:
     """The pids of this process's children (read from /proc)."""
     me = os.getpid()
@@ -92,7 +107,7 @@ def kill_descendants() -> None:
     In a subreaper this ends every descendant: each killed child's own children are
     adopted and killed in turn.
     """
-    while True:
+    while has_children():
         for pid in children():
             kill_tree(pid)
         try:

@@ -61,6 +61,7 @@ from .._records import AssetInfo
 from . import child
 from .descendants import become_subreaper, children, kill_descendants, kill_tree
 from .forkserver import identity
+from .rehearsal import rehearse
 
 #: Exit status of a forked task process whose start failed before it could report.
 EXIT_FORK_FAILED: Final = 70
@@ -285,9 +286,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     forkable = len(threads) == 1
     why = "" if forkable else f"loading the Dag file started threads {threads[1:]}"
     warm_up()
+    rehearse()
     faulthandler.enable()  # a crash in native code prints the Python stack to stderr
     # Objects loaded so far are never collected in a task process: its garbage
     # collector does not walk them, so their pages stay shared with the template.
+    gc.collect()
     gc.freeze()
     template = Template(control, runtime_pidfd, dags)
     for chunk in range(0, len(files), _FILES_PER_MESSAGE):
