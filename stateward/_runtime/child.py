@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final, NoReturn
 
@@ -91,7 +91,7 @@ class ChildConnection:
     def __init__(self, sock: socket.socket) -> None:
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self._stream = stream
-        self._reader = FrameReader(stream)
+        self._reader = FrameReader(stream, sock)
         self._writer = FrameWriter(stream, sock)
         self._pending: dict[int, _Slot] = {}
         self._ids = itertools.count(1)
@@ -411,9 +411,21 @@ def _pack_final(frame: FinalFrame) -> tuple[bytes, bool]:
         return pack_frame(_error_frame(exc)), False
 
 
-async def serve(sock: socket.socket, dags: Mapping[str, Dag] | None = None) -> int:
+async def serve(
+    sock: socket.socket,
+    dags: Mapping[str, Dag] | None = None,
+    end: Callable[[int], NoReturn] | None = None,
+) -> int:
     """Run the attempt the start frame on ``sock`` names; return the exit code (0: it
-    succeeded). ``dags``: the Dag file's Dags as already loaded (``None``: load it)."""
+    succeeded).
+
+    Args:
+        sock: The socket to the runtime.
+        dags: The Dag file's Dags as already loaded (``None``: load the file).
+        end: Called with the exit code as soon as the final frame is sent, from
+            inside trio (a task process passes :func:`end_process`: nothing is left to
+            run, so trio's teardown is skipped).
+    """
     connection = ChildConnection(sock)
     start = await connection.receive_start()
     async with trio.open_nursery() as nursery:
@@ -428,6 +440,8 @@ async def serve(sock: socket.socket, dags: Mapping[str, Dag] | None = None) -> i
         data, succeeded = _pack_final(await _outcome(start, connection, dags))
         connection.finish(data)
         await writer_done.wait()
+        if end is not None:
+            end(0 if succeeded else 1)
         nursery.cancel_scope.cancel()
     return 0 if succeeded else 1
 
@@ -481,7 +495,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     _die_with_parent()
     become_subreaper()
     faulthandler.enable()  # a crash in native code prints the Python stack to stderr
-    code = trio.run(serve, socket.socket(fileno=args.fd))
+    end_process(trio.run(serve, socket.socket(fileno=args.fd), None, end_process))
+
+
+def end_process(code: int) -> NoReturn:
+    """Flush what the task buffered, kill what it started, and exit with ``code`` at
+    once: no interpreter shutdown, no ``atexit`` handlers, no thread left to wait for
+    (the parent already has the outcome)."""
     _flush()
     kill_descendants()
     os._exit(code)
@@ -514,10 +534,7 @@ def run_forked(sock: socket.socket, *, parent: int, dags: Mapping[str, Dag] | No
         os._exit(EXIT_PARENT_GONE)
     become_subreaper()
     os.set_inheritable(sock.fileno(), False)
-    code = trio.run(serve, sock, dags)
-    _flush()
-    kill_descendants()
-    os._exit(code)
+    end_process(trio.run(serve, sock, dags, end_process))
 
 
 if __name__ == "__main__":

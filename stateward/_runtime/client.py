@@ -13,8 +13,10 @@ a client refuses every request with :class:`~stateward.AttemptEndedError`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
+import attrs
 import trio
 
 from .._errors import (
@@ -100,6 +102,18 @@ def in_trio_thread() -> bool:
     return trio.lowlevel.in_trio_run()
 
 
+@attrs.define(eq=False, slots=True)
+class _Notifying(Envelope):
+    """An envelope that calls ``on_answer`` when it is answered (once)."""
+
+    on_answer: Callable[[Envelope], None] = attrs.field(kw_only=True)
+
+    def answer(self, response: Any) -> None:
+        if self.response is None:
+            super().answer(response)
+            self.on_answer(self)
+
+
 class SupervisorClient:
     """Sends requests to the supervisor on behalf of one caller.
 
@@ -148,15 +162,25 @@ class SupervisorClient:
         """
         return await self.response(self.submit(request))
 
-    def submit(self, request: Any) -> Envelope:
+    def submit(self, request: Any, on_answer: Callable[[Envelope], None] | None = None) -> Envelope:
         """Queue ``request`` without waiting; :meth:`response` waits for its answer.
 
         Requests are served in the order they are queued, so a later request of any
         client is committed no earlier than this one.
+
+        Args:
+            request: The request message.
+            on_answer: Called with the envelope, in trio's thread, as soon as it is
+                answered (by the supervisor's task: it must not raise or block); for a
+                caller that answers many requests without a task each (the relay of
+                a task process).
         """
         if self._ended:
             raise self._ended_error()
-        envelope = Envelope(request, self._caller)
+        if on_answer is None:
+            envelope = Envelope(request, self._caller)
+        else:
+            envelope = _Notifying(request, self._caller, on_answer=on_answer)
         self._supervisor.submit(envelope)
         return envelope
 
@@ -164,6 +188,10 @@ class SupervisorClient:
         """Wait for the answer to a request :meth:`submit` queued; raise its error."""
         assert envelope.done is not None
         await envelope.done.wait()
+        return self.result(envelope)
+
+    def result(self, envelope: Envelope) -> Any:
+        """The answer to a request :meth:`submit` queued, once it is in; raise its error."""
         return self._unwrap(envelope.response, envelope.request)
 
     def _unwrap(self, response: Any, request: Any) -> Any:

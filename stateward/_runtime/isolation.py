@@ -50,7 +50,6 @@ from .._protocol.frames import (
     LoadErrorFrame,
     RenderedFrame,
     RequestFrame,
-    ResponseFrame,
     ResultFrame,
     StartFrame,
 )
@@ -62,11 +61,12 @@ from .._protocol.wire import (
     FrameWriter,
     check_json,
     pack_frame,
+    pack_response,
 )
 from .attempt import AttemptSpec
 from .client import SupervisorClient
 from .forkserver import ForkedProcess, ForkServers, child_env, fork_server_available
-from .supervisor import error_response
+from .supervisor import Envelope, error_response
 
 #: The most requests of one child served at once; more wait to be read.
 MAX_IN_FLIGHT: Final = 64
@@ -111,25 +111,40 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.text.rstrip()}\n"""'
 
 
-async def _relay(client: SupervisorClient, request: m.Request) -> m.Response:
-    """Serve one request of the child; return the response (an error is an ErrorResponse)."""
-    if isinstance(request, m.AddAssetEvent):
-        detail = (
-            "a task process emits asset events through outlet_events; they are recorded "
-            "from its result when it succeeds, not sent as requests"
-        )
-        return m.ErrorResponse(m.ErrorType.SCOPE_DENIED, detail)
+def _refusal(exc: Exception) -> m.ErrorResponse:
+    """The error response reporting ``exc``, raised while a request was served."""
+    if type(exc) is StatewardError:  # an INTERNAL answer: keep its text as it was
+        return m.ErrorResponse(m.ErrorType.INTERNAL, str(exc))
+    return error_response(exc)
+
+
+_EVENTS_REFUSED: Final = m.ErrorResponse(
+    m.ErrorType.SCOPE_DENIED,
+    "a task process emits asset events through outlet_events; they are recorded "
+    "from its result when it succeeds, not sent as requests",
+)
+
+
+async def _relay(client: Any, request: m.Request) -> m.Response:
+    """Serve one request of the child through a client that only has ``request``."""
     try:
         response: m.Response = await client.request(request)
     except StatewardError as exc:
-        if type(exc) is StatewardError:  # an INTERNAL answer: keep its text as it was
-            return m.ErrorResponse(m.ErrorType.INTERNAL, str(exc))
-        return error_response(exc)
+        return _refusal(exc)
     return response
 
 
-def _read_request_error(raw: dict[str, Any], exc: ProtocolError) -> ResponseFrame:
-    """The answer to a request frame that cannot be decoded; raise if it has no ``id``.
+def _answer_of(client: SupervisorClient, envelope: Envelope) -> m.Response:
+    """The response to send for an answered envelope: its answer, or its error."""
+    try:
+        response: m.Response = client.result(envelope)
+    except Exception as exc:  # runs in the supervisor's task: nothing may escape
+        return _refusal(exc)
+    return response
+
+
+def _read_request_error(raw: dict[str, Any], exc: ProtocolError) -> int:
+    """The id of a request frame that cannot be decoded; raise if it has no ``id``.
 
     A request whose message (or envelope) is bad is answered, correlated by its id;
     without an int id there is nobody to answer, so the stream is corrupt.
@@ -137,7 +152,15 @@ def _read_request_error(raw: dict[str, Any], exc: ProtocolError) -> ResponseFram
     request_id = raw.get("id")
     if raw.get("kind") != "request" or type(request_id) is not int:
         raise exc
-    return ResponseFrame(request_id, error_response(exc))
+    return request_id
+
+
+def _pack_response(request_id: int, response: m.Response) -> bytes:
+    try:
+        return pack_response(request_id, response)
+    except ProtocolError as exc:  # e.g. a listing over the frame limit
+        refusal = m.ErrorResponse(m.ErrorType.PROTOCOL, f"the response is refused: {exc}")
+        return pack_response(request_id, refusal)
 
 
 async def serve_child(
@@ -152,8 +175,13 @@ async def serve_child(
     Args:
         stream: The parent's end of the connection (the start frame already sent).
         client: The client bound to the task instance: every request is served as it.
+            A :class:`SupervisorClient` is handed each request as it is read and
+            calls back with the answer, which is sent at once: no task per request.
+            Any other object with an async ``request`` (tests stand one in) is awaited
+            in a task per request.
         on_rendered: Called with the rendered template fields when they arrive.
-        sock: The stream's socket, to write responses without a task switch.
+        sock: The stream's socket, read and written directly (no scheduling round
+            per frame).
 
     Returns:
         The final frame (a result, an error, or a load error), or ``None`` if the
@@ -162,46 +190,54 @@ async def serve_child(
     Raises:
         ProtocolError: the stream is corrupt (the caller kills the child).
     """
-    reader = FrameReader(stream)
+    reader = FrameReader(stream, sock)
     writer = FrameWriter(stream, sock, MAX_RESPONSE_BYTES)
     # What the parent holds for the child is bounded whatever the child does: requests
     # in flight by count and by bytes (past either, its requests are not read), and
-    # responses by bytes (room is reserved before a response is built, so a child that
+    # responses by bytes (room is reserved before a request is served, so a child that
     # does not read holds back the serving of its requests, not just their sending).
-    limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+    in_flight = ByteBudget(MAX_IN_FLIGHT)
     requests = ByteBudget(MAX_REQUEST_BYTES)
+    direct = isinstance(client, SupervisorClient)
+    serving = True
     rendered_seen = False
 
-    def post(reply: ResponseFrame) -> bytes:
-        try:
-            return pack_frame(reply)
-        except ProtocolError as exc:  # e.g. a listing over the frame limit
-            refusal = m.ErrorResponse(m.ErrorType.PROTOCOL, f"the response is refused: {exc}")
-            return pack_frame(ResponseFrame(reply.id, refusal))
+    def reply(request_id: int, response: m.Response, size: int, room: int) -> None:
+        # In trio's thread, in the supervisor's task or the reader's: never raises.
+        in_flight.release(1)
+        requests.release(size)
+        if not serving:  # the child reported or is gone: nobody reads this
+            writer.release(room)
+            return
+        # If the child is gone, how it ended is reported by its exit.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            writer.post(_pack_response(request_id, response), reserved=room)
 
-    async def send(data: bytes) -> None:
-        await writer.reserve(len(data))
-        writer.post(data, reserved=len(data))
+    def answered(request_id: int, size: int, room: int) -> Callable[[Envelope], None]:
+        return lambda envelope: reply(request_id, _answer_of(client, envelope), size, room)
 
-    async def answer(frame: RequestFrame, size: int, token: object) -> None:
-        room = MAX_FRAME_BYTES if isinstance(frame.msg, _LISTINGS) else 0
-        reserved = 0
-        try:
-            await writer.reserve(room)
-            reserved = room
-            data = post(ResponseFrame(frame.id, await _relay(client, frame.msg)))
-            reserved = 0
-            writer.post(data, reserved=room)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the child is gone; how it ended is reported by its exit
-        finally:
-            writer.release(reserved)
-            requests.release(size)
-            limiter.release_on_behalf_of(token)
+    async def answer(request_id: int, request: m.Request, size: int, room: int) -> None:
+        reply(request_id, await _relay(client, request), size, room)
 
     async def write() -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await writer.run()  # the child is gone; how it ended is reported by its exit
+
+    async def serve(frame: RequestFrame, nursery: trio.Nursery) -> None:
+        size = reader.size
+        room = MAX_FRAME_BYTES if isinstance(frame.msg, _LISTINGS) else 0
+        await in_flight.acquire(1)
+        await requests.acquire(size)
+        await writer.reserve(room)
+        if isinstance(frame.msg, m.AddAssetEvent):
+            reply(frame.id, _EVENTS_REFUSED, size, room)
+        elif direct:
+            try:
+                client.submit(frame.msg, answered(frame.id, size, room))
+            except StatewardError as exc:  # the attempt ended, the runtime is closing
+                reply(frame.id, _refusal(exc), size, room)
+        else:
+            nursery.start_soon(answer, frame.id, frame.msg, size, room)
 
     async def read(nursery: trio.Nursery) -> FinalFrame | None:
         nonlocal rendered_seen
@@ -212,16 +248,14 @@ async def serve_child(
             try:
                 frame = decode_frame(raw)
             except ProtocolError as exc:
-                refusal = _read_request_error(raw, exc)
+                refusal = _pack_response(_read_request_error(raw, exc), error_response(exc))
+                await writer.reserve(len(refusal))
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await send(post(refusal))
+                    writer.post(refusal, reserved=len(refusal))
                 continue
             match frame:
                 case RequestFrame():
-                    token = object()
-                    await limiter.acquire_on_behalf_of(token)
-                    await requests.acquire(reader.size)
-                    nursery.start_soon(answer, frame, reader.size, token)
+                    await serve(frame, nursery)
                 case RenderedFrame(fields=fields):
                     if rendered_seen:
                         # It starts execute's clock: a second one would push the timeout back.
@@ -239,14 +273,17 @@ async def serve_child(
 
     final: FinalFrame | None = None
     corrupt: ProtocolError | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(write)
-        try:
-            final = await read(nursery)
-        except ProtocolError as exc:
-            corrupt = exc  # raised below, not wrapped in the nursery's exception group
-        # The child reported, is gone, or is to be killed: nobody waits for the rest.
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            try:
+                final = await read(nursery)
+            except ProtocolError as exc:
+                corrupt = exc  # raised below, not wrapped in the nursery's exception group
+            # The child reported, is gone, or is to be killed: nobody waits for the rest.
+            nursery.cancel_scope.cancel()
+    finally:
+        serving = False
     if corrupt is not None:
         raise corrupt
     return final
