@@ -1,20 +1,26 @@
 """What isolation="process" costs: state operations, a one-task run and a mapped task,
-in process vs isolated.
+in process vs isolated, side by side in one run.
 
-Prints one JSON line: per-operation latency of set/get from a sync task and aset/aget
+Prints one JSON line. Per-operation latency of set/get from a sync task and aset/aget
 from an async task, each measured in process and in a task process (ms per op); the
 median wall time of running a trivial task (ms: forking the task process from its
-template, running it and reaping it, against a thread hop), and of the first one, which
-starts the template (``first_run_ms``); the wall time of a task mapped over
-``$STATEWARD_BENCH_FANOUT`` instances (default 1000) that each set and get one key (s);
-the CPU time each of these two took, summed over the runtime, its template and its task
-processes (``*_cpu_*``: what the work costs, whatever else keeps the CPUs busy); the
-peak memory of the runtime and everything it started during the mapped task (MB: the sum of their
-proportional set sizes, shared pages divided among the processes sharing them); the
-memory of one task process (resident, and private to it) and of its template (MB); the
-load average before and after; and the ratios isolated / in process. Usage::
+template, running it and reaping it, against a thread hop), the isolated overhead (the
+difference of the medians), and the first run, which starts the template
+(``first_run_ms``); the wall time of a task mapped over ``$STATEWARD_BENCH_FANOUT``
+instances (default 1000, at most ``max_active_tasks`` = 16 at once) that each set and
+get one key (s). Because wall times move with the machine's load, each of these also
+has figures the load hardly moves: the CPU time the work took, summed over the
+runtime, its template and its task processes (``*_cpu_*``), and the minor page faults
+of one task process (``task_process_minor_faults``: the pages it copied from its
+template or touched first, the bulk of its kernel time). Memory: the peak of the
+runtime and everything it started during the mapped task (MB, the sum of their
+proportional set sizes: shared pages divided among the processes sharing them), the
+template's peak resident size, the largest peak resident size of a task process seen
+during the mapped task, and the most task processes seen at once; one task process's
+resident and private memory; the load average before and after; and the ratios
+isolated / in process. Usage::
 
-    python bench/isolation.py [--n 2000] [--runs 10] [--store sqlite|memory] [--no-fork-server]
+    python bench/isolation.py [--n 2000] [--runs 20] [--store sqlite|memory] [--no-fork-server]
 
 The task processes load this file by path, as they load any Dag file."""
 
@@ -94,11 +100,12 @@ def one_set_one_get(x: int, task_state: Any) -> int:
 one_set_one_get.expand(x=list(range(FANOUT)))
 
 
-def _rss_kb(pid: int) -> int:
+def _rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of ``/proc/PID/status`` (kB): VmRSS now, or VmHWM, its peak."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -116,10 +123,13 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int, *, threads: bool = True) -> list[int]:
+    """The children of ``pid``; of its main thread only unless ``threads``. (Reading
+    the ``children`` file of another thread of a process that later exits makes its
+    reaping walk the cached entries: the sampler must not do it to task processes.)"""
     found: list[int] = []
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
+        tasks = os.listdir(f"/proc/{pid}/task") if threads else [str(pid)]
     except OSError:
         return found
     for tid in tasks:
@@ -131,9 +141,39 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _tree_pss_kb(pid: int) -> int:
-    """The proportional set size of ``pid`` and every process below it (kB)."""
-    return _pss_kb(pid) + sum(_tree_pss_kb(child) for child in _children(pid))
+class Sample:
+    """The memory of the runtime and what it started, sampled during the mapped task."""
+
+    def __init__(self) -> None:
+        self.peak_pss_kb = 0
+        self.template_hwm_kb = 0
+        self.task_process_hwm_kb = 0
+        self.most_task_processes = 0
+
+    def take(self) -> None:
+        total = _pss_kb(os.getpid())
+        for template in _children(os.getpid()):  # the templates (single-threaded)
+            total += _pss_kb(template)
+            self.template_hwm_kb = max(self.template_hwm_kb, _rss_kb(template, "VmHWM"))
+            attempts = _children(template, threads=False)
+            self.most_task_processes = max(self.most_task_processes, len(attempts))
+            for attempt in attempts:
+                total += _pss_kb(attempt)
+                hwm = _rss_kb(attempt, "VmHWM")
+                self.task_process_hwm_kb = max(self.task_process_hwm_kb, hwm)
+        self.peak_pss_kb = max(self.peak_pss_kb, total)
+
+
+def _template_faults() -> int:
+    """The minor page faults of the task processes the templates have reaped so far."""
+    total = 0
+    for child in _children(os.getpid()):
+        try:
+            with open(f"/proc/{child}/stat") as stat:
+                total += int(stat.read().rpartition(")")[2].split()[8])  # cminflt
+        except OSError:
+            continue
+    return total
 
 
 def _tree_cpu_s() -> float:
@@ -169,7 +209,7 @@ async def measure(isolation: str, n: int, runs: int, store: str) -> dict[str, fl
             figures.update(ti.result)
         await rt.run_task(noop, run_id="warm-up")
         times = []
-        cpu = _tree_cpu_s()
+        cpu, faults = _tree_cpu_s(), _template_faults()
         for i in range(runs):
             start = time.perf_counter()
             ti = await rt.run_task(noop, run_id=f"run-{i}")
@@ -179,14 +219,14 @@ async def measure(isolation: str, n: int, runs: int, store: str) -> dict[str, fl
         figures["one_task_run_cpu_ms"] = (_tree_cpu_s() - cpu) / runs * 1000
         figures["one_task_run_ms"] = statistics.median(times)
         if isolation == "process":
+            figures["task_process_minor_faults"] = (_template_faults() - faults) / runs
             ti = await rt.run_task(memory, run_id="memory")
             figures.update({f"task_process_{k}": v for k, v in ti.result.items()})
-        peak = 0
+        memory_sample = Sample()
 
         async def sample() -> None:
-            nonlocal peak
             while True:
-                peak = max(peak, _tree_pss_kb(os.getpid()))
+                memory_sample.take()
                 await trio.sleep(0.05)
 
         async with trio.open_nursery() as nursery:
@@ -199,14 +239,17 @@ async def measure(isolation: str, n: int, runs: int, store: str) -> dict[str, fl
         failed = [ti for ti in result.task_instances if ti.state != "success"]
         if failed:
             raise RuntimeError(f"{len(failed)} mapped instances failed: {failed[0].error!r}")
-        figures["fanout_peak_pss_mb"] = peak / 1024
+        figures["fanout_peak_pss_mb"] = memory_sample.peak_pss_kb / 1024
+        figures["template_peak_rss_mb"] = memory_sample.template_hwm_kb / 1024
+        figures["task_process_peak_rss_mb"] = memory_sample.task_process_hwm_kb / 1024
+        figures["most_task_processes"] = memory_sample.most_task_processes
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="operations of each kind")
-    parser.add_argument("--runs", type=int, default=10, help="one-task runs to time")
+    parser.add_argument("--runs", type=int, default=20, help="one-task runs to time")
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
     parser.add_argument(
         "--no-fork-server", action="store_true", help="start an interpreter per attempt"
@@ -233,9 +276,17 @@ def main() -> None:
         **{f"ratio_{k.removesuffix('_ms')}": round(isolated[k] / inline[k], 2) for k in names},
         in_process_first_run_ms=round(inline["first_run_ms"], 2),
         isolated_first_run_ms=round(isolated["first_run_ms"], 1),
+        isolated_one_task_overhead_ms=round(
+            isolated["one_task_run_ms"] - inline["one_task_run_ms"], 2
+        ),
+        task_process_minor_faults=round(isolated["task_process_minor_faults"]),
         in_process_fanout_peak_pss_mb=round(inline["fanout_peak_pss_mb"], 1),
         isolated_fanout_peak_pss_mb=round(isolated["fanout_peak_pss_mb"], 1),
         runtime_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        template_peak_rss_mb=round(isolated["template_peak_rss_mb"], 1),
+        task_process_peak_rss_mb=round(isolated["task_process_peak_rss_mb"], 1),
+        max_active_tasks=fanout.max_active_tasks,
+        most_task_processes=isolated["most_task_processes"],
         **{f"task_process_{k}": round(isolated[f"task_process_{k}"], 1) for k in memory},
         load_average_at_start=round(load, 2),
         load_average_at_end=round(os.getloadavg()[0], 2),

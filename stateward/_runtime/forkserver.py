@@ -74,14 +74,35 @@ def child_env() -> dict[str, str]:
     return env
 
 
+#: Room for the file descriptors one control message may carry (a pidfd).
+_FDS_SPACE: Final = socket.CMSG_SPACE(array.array("i").itemsize)
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    for fd in fds:  # received without close-on-exec: no process the runtime starts gets it
+        os.set_inheritable(fd, False)
+    return list(fds)
+
+
 class ForkedProcess:
     """A task process forked by a template: what :func:`run_isolated` uses of a
-    ``trio.Process`` (``pid``, ``returncode``, ``wait``, ``send_signal``)."""
+    ``trio.Process`` (``pid``, ``returncode``, ``wait``, ``send_signal``), and
+    :meth:`exited`.
 
-    def __init__(self, pid: int) -> None:
+    Args:
+        pid: The task process's pid.
+        pidfd: A pidfd of it, sent by the template with its pid (``None``: none came).
+    """
+
+    def __init__(self, pid: int, pidfd: int | None = None) -> None:
         self.pid = pid
         #: As ``subprocess`` gives it: the exit code, or minus the signal that killed it.
         self.returncode: int | None = None
+        self._pidfd = pidfd
         self._exited = trio.Event()
 
     def __repr__(self) -> str:
@@ -91,12 +112,32 @@ class ForkedProcess:
         if self.returncode is None:
             self.returncode = returncode
         self._exited.set()
+        self._close()
+
+    def _close(self) -> None:
+        if self._pidfd is not None:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
 
     async def wait(self) -> int:
         """Wait until the process has exited (the template reaped it); its returncode."""
         await self._exited.wait()
         assert self.returncode is not None
         return self.returncode
+
+    async def exited(self) -> None:
+        """Wait until the process has exited, without waiting for the template to reap
+        it and report how (``returncode`` may still be ``None``): a task process that
+        reported its outcome is done once it has exited, whether or not its template
+        has been scheduled since."""
+        if self._pidfd is not None and self.returncode is None:
+            # The kernel makes a pidfd readable when its process has exited; closed
+            # here when the template's report came first.
+            with contextlib.suppress(trio.ClosedResourceError):
+                await trio.lowlevel.wait_readable(self._pidfd)
+            return
+        await self._exited.wait()
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the process, unless it has been reaped."""
@@ -179,10 +220,11 @@ class Template:
         assert self._control is not None
         try:
             while True:
-                data = await self._control.recv(65536)
+                data, ancillary, _, _ = await self._control.recvmsg(65536, _FDS_SPACE)
+                fds = _received_fds(ancillary)
                 if not data:
                     break
-                self._on(json.loads(data))
+                self._on(json.loads(data), fds)
         except (OSError, trio.ClosedResourceError):
             pass
         except (ValueError, KeyError, TypeError):  # not what a template sends: end it
@@ -194,8 +236,11 @@ class Template:
         assert self._process is not None
         await self._process.wait()
 
-    def _on(self, message: dict[str, Any]) -> None:
+    def _on(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message["op"]
+        if op != "forked":
+            for fd in fds:
+                os.close(fd)
         if op == "files":
             self.files.extend(message["files"])
         elif op == "ready":
@@ -204,7 +249,10 @@ class Template:
             self._ready.set()
         elif op == "forked":
             pending = self._pending.pop(message["id"])
-            pending.process = self._processes[message["pid"]] = ForkedProcess(message["pid"])
+            process = ForkedProcess(message["pid"], fds[0] if fds else None)
+            for extra in fds[1:]:
+                os.close(extra)
+            pending.process = self._processes[message["pid"]] = process
             pending.done.set()
         elif op == "refused":
             pending = self._pending.pop(message["id"])

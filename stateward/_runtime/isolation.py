@@ -311,15 +311,28 @@ def _signal_group(process: TaskProcess, sig: signal.Signals) -> None:
             process.send_signal(sig)
 
 
-async def _stop(process: TaskProcess, *, grace: float) -> None:
-    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds; reap it."""
+async def _exited(process: TaskProcess) -> None:
+    """Wait until ``process`` has exited; a forked one need not have been reaped yet
+    (its template reports how it ended later: ``returncode`` may still be ``None``)."""
+    if isinstance(process, ForkedProcess):
+        await process.exited()
+    else:
+        await process.wait()
+
+
+async def _stop(process: TaskProcess, *, grace: float, reaped: bool = True) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds; wait until
+    it has exited, and (``reaped``) until how it ended is known."""
     with trio.CancelScope(shield=True):
         if grace > 0:
             _signal_group(process, signal.SIGTERM)
             with trio.move_on_after(grace):
-                await process.wait()
+                await _exited(process)
         _signal_group(process, signal.SIGKILL)
-        await process.wait()
+        if reaped:
+            await process.wait()
+        else:
+            await _exited(process)
 
 
 #: Seconds to read what an exited child had already written, when a process it started
@@ -341,7 +354,7 @@ async def _serve_until_exit(
         async with trio.open_nursery() as nursery:
 
             async def watch_exit() -> None:
-                await process.wait()
+                await _exited(process)
                 await trio.sleep(EXIT_DRAIN_SECONDS)
                 nursery.cancel_scope.cancel()
 
@@ -556,9 +569,9 @@ async def _attend(
             else:
                 final = await _serve_until_exit(process, stream, client, executing, parent_end)
             # Reported, or gone: it has the grace period to exit.
-            with trio.move_on_after(KILL_GRACE_SECONDS):
-                await process.wait()
-            hung = final is None and process.returncode is None
+            with trio.move_on_after(KILL_GRACE_SECONDS) as grace:
+                await _exited(process)
+            hung = final is None and grace.cancelled_caught
         if limit.cancelled_caught and final is None:
             assert timeout is not None
             await _stop(process, grace=KILL_GRACE_SECONDS)
@@ -582,9 +595,9 @@ async def _attend(
         ) from exc
     finally:
         # Cancelled (the run is stopping) or done: no child outlives its attempt, and
-        # nothing it sent late is served.
+        # nothing it sent late is served. Once it reported, how it ended is not needed.
         client.end()
-        await _stop(process, grace=0)
+        await _stop(process, grace=0, reaped=final is None)
         with trio.CancelScope(shield=True):
             await stream.aclose()
     if hung:

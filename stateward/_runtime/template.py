@@ -16,7 +16,8 @@ ready   to runtime  ``pid``, ``forkable`` and ``why`` (the file started a thread
                     forking would copy a process whose threads are gone)
 fork    to template ``id``; the task process's socket end, then its stdout and
                     stderr (pipes the runtime reads), travel as SCM_RIGHTS
-forked  to runtime  ``id``, ``pid`` of the new task process
+forked  to runtime  ``id``, ``pid`` of the new task process; a pidfd of it travels
+                    as SCM_RIGHTS
 refused to runtime  ``id``, ``why``: the fork failed
 exited  to runtime  ``pid``, ``status``: the raw wait status (exit code or signal)
 retire  to template stop forking; exit once every task process has ended
@@ -138,9 +139,9 @@ class Template:
         self.adopted: dict[int, int] = {}
         self.retiring = False
 
-    def send(self, **message: Any) -> None:
+    def send(self, fds: Sequence[int] = (), **message: Any) -> None:
         try:
-            self.control.send(json.dumps(message).encode())
+            socket.send_fds(self.control, [json.dumps(message).encode()], fds)
         except OSError:
             self.shut_down()
 
@@ -199,7 +200,9 @@ class Template:
         pidfd = os.pidfd_open(pid)
         self.attempts[pidfd] = pid
         self.selector.register(pidfd, selectors.EVENT_READ, "exit")
-        self.send(op="forked", id=request_id, pid=pid)
+        # The runtime gets a pidfd too: it sees the exit without waiting for this
+        # process to be scheduled, reap and report (only how it ended needs that).
+        self.send(op="forked", id=request_id, pid=pid, fds=[pidfd])
 
     def become_attempt(self, output: tuple[int, int]) -> None:
         """In the forked child: write stdout and stderr to ``output`` (the runtime reads
