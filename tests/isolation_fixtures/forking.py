@@ -8,6 +8,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import threading
 import sys
 import time
 from typing import Any
@@ -86,3 +87,18 @@ def daemonizes(task_state: Any) -> str:
 @rogues.task
 def where_am_i() -> list[int]:
     return [os.getpid(), os.getppid()]
+
+
+@rogues.task
+def exits_from_a_daemon_thread() -> None:
+    """A daemon thread ends the process with os._exit while the task waits for it."""
+    threading.Thread(target=os._exit, args=(4,), daemon=True).start()
+    threading.Event().wait(60)
+
+
+@rogues.task
+def stops_its_template() -> list[int]:
+    """Stop the template (SIGSTOP) and succeed: the attempt must end without it."""
+    template = os.getppid()
+    os.kill(template, signal.SIGSTOP)
+    return [os.getpid(), template]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import trio
 from stateward import MemoryStore, TaskProcessError, open_runtime
 from stateward._loader import load_dags
 from stateward._runtime import forkserver
+from stateward._runtime.descendants import children as children_of_self
+from stateward._runtime.rehearsal import rehearse
 
 from ._processes import wait_for_exit
 
@@ -181,3 +184,46 @@ def _no_stray_children() -> Iterator[None]:
             assert pid == 0, f"an unreaped child process {pid} was left behind"
     except ChildProcessError:
         pass
+
+
+async def test_a_daemon_thread_that_exits_the_process_fails_the_try() -> None:
+    """os._exit from a thread the task started, before it reported: a failed try, with
+    the exit code named."""
+    ti, _ = await run_rogue("exits_from_a_daemon_thread")
+    assert (ti.state, ti.try_number) == ("failed", 1)
+    assert str(ti.error) == (
+        "the task process for rogues.exits_from_a_daemon_thread try 1 exited with code 4 "
+        "before reporting a result"
+    )
+
+
+async def test_an_attempt_ends_when_its_process_exits_even_if_its_template_is_stopped() -> None:
+    """The runtime sees a forked task process exit by itself (a pidfd): an attempt that
+    reported ends without waiting for its template to reap it."""
+    task = load_dags(ROGUES)["rogues"].get_task("stops_its_template")
+    continued: list[int] = []
+
+    async def continue_templates_after_a_deadline() -> None:
+        await trio.sleep(30)
+        continued.extend(children_of_self())
+        for pid in continued:
+            os.kill(pid, signal.SIGCONT)
+
+    async with open_runtime(store=MemoryStore()) as rt, trio.open_nursery() as nursery:
+        nursery.start_soon(continue_templates_after_a_deadline)
+        ti = await rt.run_task(task, run_id="r")
+        assert not continued, "the attempt ended only once its template was continued"
+        for pid in children_of_self():
+            os.kill(pid, signal.SIGCONT)
+        nursery.cancel_scope.cancel()
+    assert ti.state == "success", ti.error
+    pid, template = ti.result
+    await trio.to_thread.run_sync(wait_for_exit, pid)
+    await trio.to_thread.run_sync(wait_for_exit, template)
+
+
+def test_the_template_rehearses_an_attempt_without_leaving_a_thread() -> None:
+    """The warm-up a template runs before it forks succeeds and starts no thread."""
+    before = threading.active_count()
+    assert rehearse() is True
+    assert threading.active_count() == before
