@@ -8,8 +8,8 @@ import ctypes
 import os
 import signal
 import subprocess
-import threading
 import sys
+import threading
 import time
 from typing import Any
 
