@@ -130,9 +130,9 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(msg)
 
 
-#: Frames a :class:`FrameReader` reads straight from its socket before it lets other
-#: tasks run (a peer that sends without pause must not starve them).
-_READS_PER_CHECKPOINT: Final = 16
+#: Frames a :class:`FrameReader` returns without waiting before it lets other tasks run
+#: (a peer that sends without pause must not starve them).
+_FRAMES_PER_CHECKPOINT: Final = 16
 
 
 class FrameReader:
@@ -142,7 +142,8 @@ class FrameReader:
         stream: Where frames come from.
         sock: The stream's socket, read directly: a read that finds data does not
             yield to the scheduler (a trio stream's does, which costs a scheduling
-            round per frame); one in :data:`_READS_PER_CHECKPOINT` does.
+            round per frame). Either way one frame in :data:`_FRAMES_PER_CHECKPOINT`
+            returned without waiting yields.
     """
 
     __slots__ = ("_buffer", "_socket", "_stream", "_unyielded", "size")
@@ -164,6 +165,13 @@ class FrameReader:
             ProtocolError: a length over :data:`MAX_FRAME_BYTES`, a body that is not
                 UTF-8 JSON, or JSON that is not an object: the stream is corrupt.
         """
+        # Frames already read in are returned without a schedule point: a peer that
+        # sends without pause still lets other tasks run every few frames.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._unyielded += 1
+        if self._unyielded >= _FRAMES_PER_CHECKPOINT:
+            self._unyielded = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
         header = await self._read_exactly(_HEADER.size)
         if header is None:
             return None
@@ -205,11 +213,6 @@ class FrameReader:
     async def _receive_direct(self, size: int) -> bytes:
         sock = self._socket
         assert sock is not None
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._unyielded += 1
-        if self._unyielded >= _READS_PER_CHECKPOINT:
-            self._unyielded = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
         while True:
             try:
                 return sock.recv(size)
