@@ -2,9 +2,11 @@
 
 The runtime (:mod:`stateward._runtime.forkserver`) starts one template per Dag file. It
 imports stateward and the task process's machinery, loads the Dag file once (importing
-what the file imports), reports the files it loaded, and then forks one task process
-per attempt. It holds no thread and runs no event loop, so forking is safe; it serves
-one control socket (``SOCK_SEQPACKET``, one JSON object per message):
+what the file imports), reports the files it loaded, rehearses one attempt of a
+built-in task (:mod:`.rehearsal`: warm caches that every task process then shares), and
+then forks one task process per attempt. It holds no thread and, once rehearsed, runs
+no event loop, so forking is safe; it serves one control socket (``SOCK_SEQPACKET``,
+one JSON object per message):
 
 ======= =========== =============================================================
 op      direction   fields
