@@ -106,7 +106,8 @@ async def test_each_key_shows_its_history_with_who_wrote_it(
     """Under a key: its versions, newest first, the task's try linked, out of band by kind."""
     await ran.state.task("etl", "r1", "extract", 1).aset("job_id", "job-z")
     page = (await api.get("/runs/etl/r1/tasks/extract", params={"map_index": 1})).text
-    history = page[page.index('class="history"') :]
+    row, history = page.split('class="history"', 1)
+    assert "<td>api " in row  # the key's "by" is its newest version's writer
     assert history.index('data-version="2"') < history.index('data-version="1"')
     assert '<a href="/runs/etl/r1/tasks/extract?map_index=1">etl/r1/extract[1]</a> try 1' in history
     assert "&#34;job-z&#34;" in history
