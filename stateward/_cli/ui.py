@@ -39,4 +39,5 @@ def ui(db: str | None, host: str, port: int, token: str | None, read_only: bool)
         app = make_app(rt, token=secret, read_only=read_only)
         await serve(app, host=host, port=port, on_ready=ready)
 
-    with_runtime(db, work, create=False)
+    # Provenance names the UI's changes "api": who made them is in the key's history.
+    with_runtime(db, work, create=False, writer="api")

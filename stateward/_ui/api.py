@@ -17,7 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .._records import AssetInfo, AttemptRecord, DagRunRecord, StateEntry, TaskInstanceRecord
+from .._records import (
+    AssetInfo,
+    AttemptRecord,
+    DagRunRecord,
+    StateEntry,
+    StateVersion,
+    TaskInstanceRecord,
+)
 from .._values import OutOfRangeError, parse_json
 from . import openapi
 from .data import DEFAULT_EXPIRY, Expiry, InvalidError, NotFoundError, UiData, asset_id, iso
@@ -30,6 +37,9 @@ MAX_LIMIT: Final = 1000
 TI_STATE = "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/state-store"
 ASSET_STATE = "/api/v2/assets/{asset_id:int}/state-store"
 OWN = "/api/v2/stateward"
+#: Where stateward's own routes for a key live: its history, and rolling it back.
+TI_OWN = OWN + "/runs/{dag_id}/{run_id}/tasks/{task_id}/state"
+ASSET_OWN = OWN + "/assets/{asset_id:int}/state"
 
 
 def data(request: Request) -> UiData:
@@ -139,6 +149,40 @@ def asset_entry_json(entry: StateEntry) -> dict[str, Any]:
         "updated_at": iso(entry.updated_at),
         "last_updated_by": by,
     }
+
+
+def version_json(version: StateVersion) -> dict[str, Any]:
+    """One version of a key's history, with who made it (``label``: in words)."""
+    by = attrs.asdict(version.updated_by)
+    by["label"] = version.updated_by.label
+    return {
+        "version": version.version,
+        "value": version.value,
+        "deleted": version.deleted,
+        "updated_at": iso(version.updated_at),
+        "updated_by": by,
+    }
+
+
+def history_json(key: str, versions: list[StateVersion]) -> dict[str, Any]:
+    return {"key": key, "versions": [version_json(v) for v in versions]}
+
+
+async def version_body(request: Request) -> int:
+    """The body of a rollback: ``{"version": N}``."""
+    text = (await request.body()).decode("utf-8", "replace")
+    try:
+        body = parse_json(text)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or set(body) != {"version"}:
+        msg = f'the body must be a JSON object such as {{"version": 3}}, got {text[:60]!r}'
+        raise InvalidError(msg, ("body",))
+    version = body["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        msg = f"version must be a positive integer from the key's history, got {version!r}"
+        raise InvalidError(msg, ("body", "version"))
+    return version
 
 
 def asset_json(info: AssetInfo) -> dict[str, Any]:
@@ -336,6 +380,46 @@ async def find_asset(request: Request) -> Response:
     return JSONResponse(asset_json(await data(request).asset_by_ref(name, uri)))
 
 
+async def task_state_history(request: Request) -> Response:
+    """The kept versions of a task-state key, newest first, with who wrote each."""
+    p = request.path_params
+    map_index = int_param(request, "map_index", -1, -1)
+    key = p["key"]
+    ui = data(request)
+    versions = await ui.task_history(p["dag_id"], p["run_id"], p["task_id"], map_index, key)
+    return JSONResponse(history_json(key, versions))
+
+
+async def rollback_task_state(request: Request) -> Response:
+    """Write a kept version of a task-state key again, as its newest version."""
+    p = request.path_params
+    map_index = int_param(request, "map_index", -1, -1)
+    version = await version_body(request)
+    key = p["key"]
+    ui = data(request)
+    await ui.rollback_task(p["dag_id"], p["run_id"], p["task_id"], map_index, key, version)
+    versions = await ui.task_history(p["dag_id"], p["run_id"], p["task_id"], map_index, key)
+    return JSONResponse(history_json(key, versions))
+
+
+async def asset_state_history(request: Request) -> Response:
+    """The kept versions of an asset-state key, newest first, with who wrote each."""
+    ui = data(request)
+    info = await ui.asset(request.path_params["asset_id"])
+    key = request.path_params["key"]
+    return JSONResponse(history_json(key, await ui.asset_history(info, key)))
+
+
+async def rollback_asset_state(request: Request) -> Response:
+    """Write a kept version of an asset-state key again, as its newest version."""
+    ui = data(request)
+    info = await ui.asset(request.path_params["asset_id"])
+    version = await version_body(request)
+    key = request.path_params["key"]
+    await ui.rollback_asset(info, key, version)
+    return JSONResponse(history_json(key, await ui.asset_history(info, key)))
+
+
 async def get_openapi(request: Request) -> Response:
     """This API's OpenAPI document."""
     return JSONResponse(openapi.document(routes()))
@@ -353,8 +437,10 @@ def routes() -> list[Route]:
             methods=["GET"],
         ),
         Route(f"{OWN}/assets", find_asset, methods=["GET"]),
-        # History seam: GET {OWN}/.../state/{key}/history and POST .../rollback go here
-        # once the runtime records key history (acc.history, arollback).
+        Route(f"{TI_OWN}/{{key:path}}/history", task_state_history, methods=["GET"]),
+        Route(f"{TI_OWN}/{{key:path}}/rollback", rollback_task_state, methods=["POST"]),
+        Route(f"{ASSET_OWN}/{{key:path}}/history", asset_state_history, methods=["GET"]),
+        Route(f"{ASSET_OWN}/{{key:path}}/rollback", rollback_asset_state, methods=["POST"]),
     ]
     return [
         Route(TI_STATE, list_task_state, methods=["GET"]),

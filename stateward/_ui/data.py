@@ -16,6 +16,7 @@ that have state; an asset that is registered but has neither is found by name or
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -25,7 +26,7 @@ import trio
 from .._context.accessors import NEVER_EXPIRE, RetentionLike
 from .._errors import StateTypeError, StateValueError
 from .._protocol import messages as m
-from .._records import AssetInfo, DagRunRecord, StateEntry, TaskInstanceRecord
+from .._records import AssetInfo, DagRunRecord, StateEntry, StateVersion, TaskInstanceRecord
 from .._runtime.runtime import Runtime
 from .._values import check_key
 
@@ -342,6 +343,89 @@ class UiData:
                 self._assets.setdefault(asset_id(info.name), info)
         return sorted(found.values(), key=lambda a: a.name)
 
-    # Seam (key history and rollback): when the runtime's accessors gain ``history`` and
-    # ``arollback``, add ``key_history(...)`` and ``rollback(...)`` here; the API's
-    # routes and the pages' sections marked "history seam" call them.
+    # -- history and rollback -------------------------------------------------------------
+
+    async def task_history(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str
+    ) -> list[StateVersion]:
+        """The kept versions of a key of the instance, newest first (404: none kept)."""
+        key = checked_key(key)
+        await self.require_instance(dag_id, run_id, task_id, map_index)
+        accessor = self.rt.state.task(dag_id, run_id, task_id, map_index)
+        versions = await accessor.ahistory(key)
+        index = f"[{map_index}]" if map_index >= 0 else ""
+        return _found(versions, key, f"the task state of {dag_id}/{run_id}/{task_id}{index}")
+
+    async def task_histories(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, keys: list[str]
+    ) -> dict[str, list[StateVersion]]:
+        """Each key's kept versions, read concurrently (for a page of keys)."""
+        accessor = self.rt.state.task(dag_id, run_id, task_id, map_index)
+        return await _histories(accessor.ahistory, keys)
+
+    async def rollback_task(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str, version: int
+    ) -> None:
+        """Write a kept version of the instance's key again (404: no such version)."""
+        versions = await self.task_history(dag_id, run_id, task_id, map_index, key)
+        index = f"[{map_index}]" if map_index >= 0 else ""
+        _check_version(versions, key, version, f"{dag_id}/{run_id}/{task_id}{index}")
+        accessor = self.rt.state.task(dag_id, run_id, task_id, map_index)
+        try:
+            await accessor.arollback(key, version)
+        except (StateValueError, StateTypeError) as exc:
+            raise InvalidError(str(exc), ("body", "version")) from None
+
+    async def asset_history(self, info: AssetInfo, key: str) -> list[StateVersion]:
+        """The kept versions of a key of the asset, newest first (404: none kept)."""
+        key = checked_key(key)
+        accessor = self.rt.state.asset(name=info.name, uri=info.uri)
+        return _found(await accessor.ahistory(key), key, f"the state of asset {info.name!r}")
+
+    async def asset_histories(
+        self, info: AssetInfo, keys: list[str]
+    ) -> dict[str, list[StateVersion]]:
+        """Each key's kept versions, read concurrently (for a page of keys)."""
+        accessor = self.rt.state.asset(name=info.name, uri=info.uri)
+        return await _histories(accessor.ahistory, keys)
+
+    async def rollback_asset(self, info: AssetInfo, key: str, version: int) -> None:
+        """Write a kept version of the asset's key again (404: no such version)."""
+        versions = await self.asset_history(info, key)
+        _check_version(versions, key, version, f"asset {info.name!r}")
+        accessor = self.rt.state.asset(name=info.name, uri=info.uri)
+        try:
+            await accessor.arollback(key, version)
+        except (StateValueError, StateTypeError) as exc:
+            raise InvalidError(str(exc), ("body", "version")) from None
+
+
+def _found(versions: list[StateVersion], key: str, where: str) -> list[StateVersion]:
+    if not versions:
+        msg = (
+            f"no history of key {key!r} in {where}: "
+            "it was never written, or its history was removed"
+        )
+        raise NotFoundError(msg)
+    return versions
+
+
+def _check_version(versions: list[StateVersion], key: str, version: int, where: str) -> None:
+    if all(v.version != version for v in versions):
+        kept = ", ".join(str(v.version) for v in versions)
+        msg = f"key {key!r} of {where} has no version {version}; its history holds {kept}"
+        raise NotFoundError(msg)
+
+
+async def _histories(
+    read: Callable[[str], Awaitable[list[StateVersion]]], keys: list[str]
+) -> dict[str, list[StateVersion]]:
+    found: dict[str, list[StateVersion]] = {}
+
+    async def fetch(key: str) -> None:
+        found[key] = await read(key)
+
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            nursery.start_soon(fetch, key)
+    return {key: found[key] for key in keys}

@@ -80,6 +80,37 @@ SCHEMAS: Final[dict[str, Any]] = {
             "total_entries": _INT,
         },
     },
+    "StateWriter": {
+        "type": "object",
+        "required": ["kind", "label"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["task", "cli", "api", "test", "cleanup"]},
+            "dag_id": {"type": ["string", "null"]}, "run_id": {"type": ["string", "null"]},
+            "task_id": {"type": ["string", "null"]}, "map_index": {"type": ["integer", "null"]},
+            "try_number": {"type": ["integer", "null"]}, "host": {"type": ["string", "null"]},
+            "user": {"type": ["string", "null"]}, "rollback_to": {"type": ["integer", "null"]},
+            "label": {"type": "string"},
+        },
+    },
+    "StateVersion": {
+        "type": "object",
+        "required": ["version", "value", "deleted", "updated_at", "updated_by"],
+        "properties": {
+            "version": _INT, "value": {}, "deleted": {"type": "boolean"}, "updated_at": _TIME,
+            "updated_by": {"$ref": "#/components/schemas/StateWriter"},
+        },
+    },
+    "KeyHistoryResponse": {
+        "type": "object",
+        "required": ["key", "versions"],
+        "properties": {
+            "key": {"type": "string"},
+            "versions": {"type": "array", "items": {"$ref": "#/components/schemas/StateVersion"}},
+        },
+    },
+    "RollbackBody": {
+        "type": "object", "required": ["version"], "properties": {"version": _INT},
+    },
     "HTTPExceptionResponse": {
         "type": "object", "required": ["detail"], "properties": {"detail": {}},
     },
@@ -98,12 +129,16 @@ QUERY: Final[dict[str, tuple[tuple[str, dict[str, Any]], ...]]] = {
     "get_instance": (("map_index", _INT),),
     "get_log": (("map_index", _INT),),
     "find_asset": (("name", {"type": "string"}), ("uri", {"type": "string"})),
+    "task_state_history": (("map_index", _INT),),
+    "rollback_task_state": (("map_index", _INT),),
 }
 #: Each endpoint's request body schema, by the endpoint's name.
 BODY: Final = {
     "set_task_state": "TaskStateStoreBody",
     "patch_task_state": "TaskStateStorePatchBody",
     "set_asset_state": "AssetStateStoreBody",
+    "rollback_task_state": "RollbackBody",
+    "rollback_asset_state": "RollbackBody",
 }
 #: Each endpoint's success response schema (None: 204 No Content).
 RESPONSE: Final[dict[str, str | None]] = {
@@ -112,6 +147,8 @@ RESPONSE: Final[dict[str, str | None]] = {
     "patch_task_state": "TaskStateStoreResponse",
     "list_asset_state": "AssetStateStoreCollectionResponse",
     "get_asset_state": "AssetStateStoreResponse",
+    "task_state_history": "KeyHistoryResponse", "rollback_task_state": "KeyHistoryResponse",
+    "asset_state_history": "KeyHistoryResponse", "rollback_asset_state": "KeyHistoryResponse",
     "clear_task_state": None, "set_task_state": None, "delete_task_state": None,
     "clear_asset_state": None, "set_asset_state": None, "delete_asset_state": None,
 }  # fmt: skip

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .._records import DagRunRecord, TaskInstanceRecord
+from .._records import DagRunRecord, StateWriter, TaskInstanceRecord
 from .._values import dump_json, value_from_text
 from . import charts
 from .auth import check_form_csrf, csrf_token
@@ -150,10 +150,12 @@ async def grid_page(request: Request) -> Response:
 async def run_page(request: Request) -> Response:
     """One run: its instances, their order, and the Gantt chart of attempts."""
     p = request.path_params
-    run = await data(request).run(p["dag_id"], p["run_id"])
+    ui = data(request)
+    run = await ui.run(p["dag_id"], p["run_id"])
+    items = await ui.rt.runs.items(p["dag_id"], p["run_id"])
     now = time.time()
     return render(
-        request, "run.html", run=run, live=run.state == "running",
+        request, "run.html", run=run, items=items, live=run.state == "running",
         order=charts.start_order(run), gantt=charts.gantt(run, now), ti_url=ti_url,
     )  # fmt: skip
 
@@ -165,11 +167,15 @@ async def instance_page(request: Request, problem: str | None = None) -> Respons
     map_index = _map_index(request)
     ui = data(request)
     entries = await ui.known_entries(dag_id, run_id, task_id, map_index)
+    keys = [e.key for e in entries]
+    histories = await ui.task_histories(dag_id, run_id, task_id, map_index, keys)
     ti = await ui.instance(dag_id, run_id, task_id, map_index)
+    item = (await ui.rt.runs.items(dag_id, run_id)).get((task_id, map_index))
     return render(
         request, "instance.html", 422 if problem else 200,
-        dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, ti=ti,
-        entries=entries, problem=problem, live=ti is not None and ti.state in UNFINISHED,
+        dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, ti=ti, item=item,
+        entries=entries, histories=histories, writer_url=writer_url, problem=problem,
+        live=ti is not None and ti.state in UNFINISHED,
         post_url=f"/runs/{dag_id}/{run_id}/tasks/{task_id}/state",
     )  # fmt: skip
 
@@ -200,7 +206,26 @@ def _confirm(request: Request, fields: dict[str, str], what: str) -> Response:
     )  # fmt: skip
 
 
-def _describe(action: str, key: str, where: str) -> str:
+def writer_url(writer: StateWriter) -> str | None:
+    """The page of the task instance that made a version (None: written out of band)."""
+    dag_id, run_id, task_id = writer.dag_id, writer.run_id, writer.task_id
+    if writer.kind != "task" or dag_id is None or run_id is None or task_id is None:
+        return None
+    map_index = -1 if writer.map_index is None else writer.map_index
+    return ti_url(dag_id, run_id, task_id, map_index)
+
+
+def _version(fields: dict[str, str]) -> int:
+    text = fields.get("version", "")
+    if not text.isdigit():
+        msg = f"version must be a version number from the key's history, got {text!r}"
+        raise InvalidError(msg, ("body", "version"))
+    return int(text)
+
+
+def _describe(action: str, key: str, where: str, version: str = "") -> str:
+    if action == "rollback":
+        return f"Roll key {key!r} of {where} back to version {version}?"
     if action == "set":
         return f"Set key {key!r} of {where}?"
     if action == "delete":
@@ -221,16 +246,20 @@ async def instance_post(request: Request) -> Response:
     ui = data(request)
     try:
         value = _value(fields) if action == "set" else None
+        version = _version(fields) if action == "rollback" else 0
         if fields.get("confirmed") != "1":
-            return _confirm(request, fields, _describe(action, key, where))
+            what = _describe(action, key, where, fields.get("version", ""))
+            return _confirm(request, fields, what)
         if action == "set":
             await ui.set_task(dag_id, run_id, task_id, map_index, key, value)
+        elif action == "rollback":
+            await ui.rollback_task(dag_id, run_id, task_id, map_index, key, version)
         elif action == "delete":
             await ui.delete_task(dag_id, run_id, task_id, map_index, key)
         elif action == "clear":
             await ui.clear_task(dag_id, run_id, task_id, map_index, all_map_indices=False)
         else:
-            msg = f"unknown action {action!r}; use set, delete or clear"
+            msg = f"unknown action {action!r}; use set, delete, clear or rollback"
             raise InvalidError(msg, ("body", "action"))
     except InvalidError as exc:
         return await instance_page(request, problem=exc.detail)
@@ -248,14 +277,16 @@ def _value(fields: dict[str, str]) -> Any:
 
 
 async def asset_page(request: Request, problem: str | None = None) -> Response:
-    """One asset: its state (history, rollback and events come with key history)."""
+    """One asset: its state, each key's history with provenance, and rollback."""
     ui = data(request)
     ident = request.path_params["asset_id"]
     info = await ui.asset(ident)
     entries = await ui.asset_entries(info)
+    histories = await ui.asset_histories(info, [e.key for e in entries])
     return render(
         request, "asset.html", 422 if problem else 200, asset=info, asset_id=ident,
-        entries=entries, problem=problem, post_url=f"/assets/{ident}/state",
+        entries=entries, histories=histories, writer_url=writer_url, problem=problem,
+        post_url=f"/assets/{ident}/state",
     )  # fmt: skip
 
 
@@ -270,16 +301,20 @@ async def asset_post(request: Request) -> Response:
     action, key = fields.get("action", ""), fields.get("key", "")
     try:
         value = _value(fields) if action == "set" else None
+        version = _version(fields) if action == "rollback" else 0
         if fields.get("confirmed") != "1":
-            return _confirm(request, fields, _describe(action, key, f"asset {info.name!r}"))
+            what = _describe(action, key, f"asset {info.name!r}", fields.get("version", ""))
+            return _confirm(request, fields, what)
         if action == "set":
             await ui.set_asset(info, key, value)
+        elif action == "rollback":
+            await ui.rollback_asset(info, key, version)
         elif action == "delete":
             await ui.delete_asset(info, key)
         elif action == "clear":
             await ui.clear_asset(info)
         else:
-            msg = f"unknown action {action!r}; use set, delete or clear"
+            msg = f"unknown action {action!r}; use set, delete, clear or rollback"
             raise InvalidError(msg, ("body", "action"))
     except InvalidError as exc:
         return await asset_page(request, problem=exc.detail)

@@ -14,6 +14,8 @@ from .conftest import TOKEN, client_for
 TI = "/api/v2/dags/etl/dagRuns/r1/taskInstances"
 ORDERS_ID = asset_id("orders")
 ASSET = f"/api/v2/assets/{ORDERS_ID}/state-store"
+OWN_TI = "/api/v2/stateward/runs/etl/r1/tasks"
+OWN_ASSET = f"/api/v2/stateward/assets/{ORDERS_ID}/state"
 
 
 async def test_list_task_state_pages_with_limit_and_offset(api: httpx.AsyncClient) -> None:
@@ -270,9 +272,12 @@ async def test_read_only_refuses_every_write(ran: Runtime) -> None:
             ("DELETE", f"{TI}/load/state-store/params"), ("DELETE", f"{TI}/load/state-store"),
             ("PUT", f"{ASSET}/k"), ("DELETE", f"{ASSET}/watermark"), ("DELETE", ASSET),
             ("POST", "/runs/etl/r1/tasks/load/state"),
+            ("POST", f"{OWN_TI}/load/state/params/rollback"),
+            ("POST", f"{OWN_ASSET}/watermark/rollback"),
         ]  # fmt: skip
         for method, path in writes:
-            response = await api.request(method, path, json={"value": 1})
+            body = {"version": 1} if path.endswith("/rollback") else {"value": 1}
+            response = await api.request(method, path, json=body)
             assert response.status_code == 403, (method, path)
             assert "read-only" in response.json()["detail"]
         page = await api.get("/runs/etl/r1/tasks/load")
@@ -305,3 +310,121 @@ async def test_an_attempts_log_is_served_as_text(ran: Runtime) -> None:
         assert ti["attempts"][0]["has_log"] is True
         page = (await api.get("/runs/talky/r1/tasks/speak")).text
         assert "hello from speak" in page
+
+
+# -- key history and rollback ---------------------------------------------------------------
+
+
+async def test_a_task_keys_history_is_newest_first_with_provenance(
+    api: httpx.AsyncClient,
+) -> None:
+    """Each change is a version; the task's own write names its attempt."""
+    url = f"{TI}/extract/state-store/job_id"
+    await api.put(url, params={"map_index": 1}, json={"value": "job-x"})
+    await api.delete(url, params={"map_index": 1})
+    got = await api.get(f"{OWN_TI}/extract/state/job_id/history", params={"map_index": 1})
+    assert got.status_code == 200
+    body = got.json()
+    assert body["key"] == "job_id"
+    versions = body["versions"]
+    assert [v["version"] for v in versions] == [3, 2, 1]
+    assert [v["deleted"] for v in versions] == [True, False, False]
+    assert [v["value"] for v in versions] == [None, "job-x", "job-b"]
+    task = versions[-1]["updated_by"]
+    assert task["kind"] == "task"
+    assert (task["dag_id"], task["run_id"], task["task_id"]) == ("etl", "r1", "extract")
+    assert (task["map_index"], task["try_number"]) == (1, 1)
+    assert task["label"].startswith("etl/r1/extract[1] try 1")
+    assert versions[0]["updated_by"]["kind"] != "task"  # written out of band
+    assert versions[0]["updated_at"].endswith("+00:00")
+
+
+async def test_rollback_writes_a_kept_version_again(api: httpx.AsyncClient, ran: Runtime) -> None:
+    """POST .../rollback makes the old value the newest version, marked as a rollback."""
+    url = f"{TI}/load/state-store/k"
+    await api.put(url, json={"value": {"n": 1}})
+    await api.put(url, json={"value": {"n": 2}})
+    rolled = await api.post(f"{OWN_TI}/load/state/k/rollback", json={"version": 1})
+    assert rolled.status_code == 200
+    newest = rolled.json()["versions"][0]
+    assert newest["version"] == 3
+    assert newest["value"] == {"n": 1}
+    assert newest["updated_by"]["rollback_to"] == 1
+    assert "rollback to version 1" in newest["updated_by"]["label"]
+    assert await ran.state.task("etl", "r1", "load").aget("k") == {"n": 1}
+
+
+async def test_an_asset_keys_history_and_rollback(api: httpx.AsyncClient, ran: Runtime) -> None:
+    """The asset routes do the same for asset state."""
+    await api.put(f"{ASSET}/watermark", json={"value": 99})
+    history = (await api.get(f"{OWN_ASSET}/watermark/history")).json()["versions"]
+    assert [v["value"] for v in history][:2] == [99, 10]
+    first = history[-1]["version"]
+    assert history[-1]["updated_by"]["kind"] == "task"
+    rolled = await api.post(f"{OWN_ASSET}/watermark/rollback", json={"version": first})
+    assert rolled.status_code == 200
+    assert await ran.state.asset(name="orders").aget("watermark") == 10
+
+
+async def test_history_and_rollback_of_unknown_things_are_404(api: httpx.AsyncClient) -> None:
+    """Unknown instance, asset, key or version: 404 saying what is missing."""
+    cases = [
+        ("GET", f"{OWN_TI}/nope/state/k/history", "no task instance 'nope'"),
+        ("GET", f"{OWN_TI}/load/state/never/history", "no history of key 'never'"),
+        ("POST", f"{OWN_TI}/load/state/never/rollback", "no history of key 'never'"),
+        ("POST", f"{OWN_TI}/load/state/params/rollback", "has no version 7; its history holds 1"),
+        ("GET", "/api/v2/stateward/assets/1/state/k/history", "no asset with id 1"),
+        ("GET", f"{OWN_ASSET}/never/history", "no history of key 'never'"),
+        ("POST", f"{OWN_ASSET}/watermark/rollback", "has no version 7"),
+    ]
+    for method, path, wording in cases:
+        response = await api.request(method, path, json={"version": 7})
+        assert response.status_code == 404, (method, path, response.text)
+        assert wording in response.json()["detail"], (path, response.json())
+
+
+async def test_a_bad_rollback_body_is_422(api: httpx.AsyncClient) -> None:
+    """The body is {"version": N} with N a positive integer."""
+    url = f"{OWN_TI}/load/state/params/rollback"
+    for body in ({"value": 1}, {"version": "1"}, {"version": 0}, {"version": True}, [1]):
+        response = await api.post(url, json=body)
+        assert response.status_code == 422, body
+        assert "version" in response.json()["detail"][0]["msg"]
+
+
+async def test_rollback_needs_the_token_and_a_csrf_header_with_the_cookie(ran: Runtime) -> None:
+    """Rollback is a write: 401 without the token, 403 with the cookie and no CSRF."""
+    url = f"{OWN_TI}/load/state/params/rollback"
+    async with client_for(ran, token=None) as anonymous:
+        assert (await anonymous.post(url, json={"version": 1})).status_code == 401
+        anonymous.cookies.set(COOKIE, TOKEN)
+        assert (await anonymous.post(url, json={"version": 1})).status_code == 403
+        headers = {"X-CSRF-Token": csrf_token(TOKEN)}
+        assert (await anonymous.post(url, json={"version": 1}, headers=headers)).status_code == 200
+
+
+async def test_markup_in_history_is_json_data(api: httpx.AsyncClient) -> None:
+    """A key and value with markup come back as JSON strings, unchanged."""
+    key = "<script>alert(1)</script>"
+    quoted = httpx.URL(key).raw_path.decode()
+    await api.put(f"{TI}/load/state-store/{quoted}", json={"value": "<img src=x onerror=1>"})
+    got = await api.get(f"{OWN_TI}/load/state/{quoted}/history")
+    assert got.headers["content-type"] == "application/json"
+    assert got.json()["key"] == key
+    assert got.json()["versions"][0]["value"] == "<img src=x onerror=1>"
+
+
+async def test_the_openapi_document_has_the_history_routes(api: httpx.AsyncClient) -> None:
+    """History and rollback are in the OpenAPI document with their schemas."""
+    document = (await api.get("/api/v2/openapi.json")).json()
+    paths = document["paths"]
+    own = "/api/v2/stateward/runs/{dag_id}/{run_id}/tasks/{task_id}/state/{key}"
+    assert set(paths[own + "/history"]) == {"get"}
+    assert set(paths[own + "/rollback"]) == {"post"}
+    asset = "/api/v2/stateward/assets/{asset_id}/state/{key}"
+    assert set(paths[asset + "/history"]) == {"get"}
+    rollback = paths[asset + "/rollback"]["post"]
+    assert rollback["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "RollbackBody"
+    )
+    assert "KeyHistoryResponse" in document["components"]["schemas"]

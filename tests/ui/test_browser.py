@@ -106,7 +106,8 @@ def shot(driver: Any, name: str) -> None:
 
 
 def test_grid_to_instance_state_and_edit(browser: Any, site: str) -> None:
-    """Open the grid, click to an instance, read its state and log, edit a key."""
+    """Open the grid, click to an instance, read its state and log, edit a key, see the
+    new value and its history, and roll it back."""
     from selenium.webdriver.common.by import By
 
     browser.get(f"{site}/?token={TOKEN}")
@@ -127,7 +128,28 @@ def test_grid_to_instance_state_and_edit(browser: Any, site: str) -> None:
     navigate(browser, "#confirm")
     shown = browser.find_element(By.CSS_SELECTOR, "#task-state textarea").get_attribute("value")
     assert '"limit": 99' in shown
+
+    # The key's history: the edit (by the UI, as "api") over the task's own write.
+    browser.find_element(By.CSS_SELECTOR, "#task-state tr.history summary").click()
+    versions = browser.find_elements(By.CSS_SELECTOR, "#task-state table.versions tbody tr")
+    assert [v.get_attribute("data-version") for v in versions] == ["2", "1"]
+    assert '"limit": 99' in versions[0].text
+    assert versions[0].find_element(By.CSS_SELECTOR, "td.who").text.startswith("api ")
+    assert "etl/r1/load try 1" in versions[1].find_element(By.CSS_SELECTOR, "td.who").text
     shot(browser, "instance")
+
+    # Roll back to the task's version, through the confirmation page.
+    navigate(browser, '#task-state tr[data-version="1"] form.rollback button')
+    assert "back to version 1" in browser.find_element(By.CLASS_NAME, "question").text
+    navigate(browser, "#confirm")
+    shown = browser.find_element(By.CSS_SELECTOR, "#task-state textarea").get_attribute("value")
+    assert '"limit": 10' in shown
+    browser.find_element(By.CSS_SELECTOR, "#task-state tr.history summary").click()
+    newest = browser.find_element(By.CSS_SELECTOR, "#task-state table.versions tbody tr")
+    assert newest.get_attribute("data-version") == "3"
+    assert newest.find_element(By.CSS_SELECTOR, "td.who").text.startswith(
+        "rollback to version 1 by api "
+    )
 
 
 def test_an_instance_shows_its_log(browser: Any, site: str) -> None:
@@ -176,4 +198,7 @@ def test_run_and_asset_pages(browser: Any, site: str) -> None:
     navigate(browser, 'a[href^="/assets/"]')
     assert browser.find_element(By.CSS_SELECTOR, "h1 .id").text == "orders"
     assert [k.text for k in browser.find_elements(By.CSS_SELECTOR, "td.key")] == ["watermark"]
+    browser.find_element(By.CSS_SELECTOR, "#asset-state tr.history summary").click()
+    who = browser.find_element(By.CSS_SELECTOR, "#asset-state table.versions td.who")
+    assert who.text.startswith("etl/r1/load try 1")
     shot(browser, "asset")

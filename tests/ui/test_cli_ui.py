@@ -66,3 +66,21 @@ def test_a_bad_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2
+
+
+def test_changes_made_through_the_ui_are_recorded_as_api(tmp_path: Path) -> None:
+    """The server's runtime writes as "api": a key's history says so, and a rollback too."""
+    db = tmp_path / "state.db"
+    seed(db)
+    with running_ui(db, "t0ken") as base:
+        key = f"{base}/api/v2/dags/etl/dagRuns/r1/taskInstances/load/state-store/params"
+        assert request(key, "t0ken", "PUT", {"value": 1})[0] == 204
+        own = f"{base}/api/v2/stateward/runs/etl/r1/tasks/load/state/params"
+        status, text = request(f"{own}/rollback", "t0ken", "POST", {"version": 1})
+        assert status == 200
+        newest, edit, task = json.loads(text)["versions"]
+    assert (newest["updated_by"]["kind"], newest["updated_by"]["rollback_to"]) == ("api", 1)
+    assert edit["updated_by"]["kind"] == "api"
+    assert edit["updated_by"]["user"] is not None
+    assert task["updated_by"]["kind"] == "task"
+    assert newest["value"] == task["value"]

@@ -98,3 +98,75 @@ async def test_a_running_run_refreshes_until_it_ends(rt: Runtime) -> None:
             assert 'data-state="running"' in grid
             release.set()
         assert 'data-live="0"' in (await api.get("/runs/slow/r")).text
+
+
+async def test_each_key_shows_its_history_with_who_wrote_it(
+    api: httpx.AsyncClient, ran: Runtime
+) -> None:
+    """Under a key: its versions, newest first, the task's try linked, out of band by kind."""
+    await ran.state.task("etl", "r1", "extract", 1).aset("job_id", "job-z")
+    page = (await api.get("/runs/etl/r1/tasks/extract", params={"map_index": 1})).text
+    row, history = page.split('class="history"', 1)
+    assert "<td>api " in row  # the key's "by" is its newest version's writer
+    assert history.index('data-version="2"') < history.index('data-version="1"')
+    assert '<a href="/runs/etl/r1/tasks/extract?map_index=1">etl/r1/extract[1]</a> try 1' in history
+    assert "&#34;job-z&#34;" in history
+    assert "Roll back to 1" in history
+    assert "Roll back to 2" not in history  # the newest version is the value already
+
+
+async def test_a_rollback_is_confirmed_first_and_shown_as_one(
+    api: httpx.AsyncClient, ran: Runtime
+) -> None:
+    """The rollback button asks first; once confirmed the key's history says so."""
+    asset = ran.state.asset(name="orders")
+    await asset.aset("watermark", 50)
+    url = f"/assets/{asset_id('orders')}/state"
+    form = {"csrf": csrf_token(TOKEN), "action": "rollback", "key": "watermark", "version": "1"}
+    asking = await api.post(url, data=form)
+    assert asking.status_code == 200
+    assert (
+        "Roll key &#39;watermark&#39; of asset &#39;orders&#39; back to version 1?" in asking.text
+    )
+    assert await asset.aget("watermark") == 50
+    done = await api.post(url, data={**form, "confirmed": "1"})
+    assert done.status_code == 303
+    assert await asset.aget("watermark") == 10
+    page = (await api.get(f"/assets/{asset_id('orders')}")).text
+    assert '<span class="rollback">rollback to version 1</span> by' in page
+    missing = await api.post(url, data={**form, "version": "9", "confirmed": "1"})
+    assert missing.status_code == 404
+    assert "has no version 9" in missing.text
+    bad = await api.post(url, data={**form, "version": "x", "confirmed": "1"})
+    assert bad.status_code == 422
+
+
+async def test_read_only_pages_show_history_without_rollback(ran: Runtime) -> None:
+    """--read-only: the history is there, its buttons are not."""
+    await ran.state.task("etl", "r1", "load").aset("params", {"limit": 1})
+    async with client_for(ran, read_only=True) as api:
+        page = (await api.get("/runs/etl/r1/tasks/load")).text
+    assert "history of params (2 versions)" in page
+    assert "Roll back" not in page
+
+
+async def test_markup_in_history_is_escaped(api: httpx.AsyncClient, ran: Runtime) -> None:
+    """An old value with markup is shown as text in the history too."""
+    xss = "<script>alert(1)</script>"
+    accessor = ran.state.task("etl", "r1", "load")
+    await accessor.aset(xss, xss)
+    await accessor.aset(xss, 1)
+    page = (await api.get("/runs/etl/r1/tasks/load")).text
+    assert xss not in page
+    history = page[page.index('class="history"') :]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in history
+
+
+async def test_mapped_instances_show_their_item(api: httpx.AsyncClient) -> None:
+    """The instance page and the run page name the item each mapped instance stands for."""
+    ti = (await api.get("/runs/etl/r1/tasks/extract", params={"map_index": 1})).text
+    assert '<span class="item" title="the item this mapped instance stands for">&#34;b&#34;' in ti
+    run = (await api.get("/runs/etl/r1")).text
+    assert 'extract[0]</a> <span class="item">&#34;a&#34;</span>' in run
+    unmapped = (await api.get("/runs/etl/r1/tasks/load")).text
+    assert 'class="item"' not in unmapped
