@@ -85,13 +85,20 @@ def db_option(function: Callable[..., T]) -> Callable[..., T]:
     )(function)
 
 
-def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, create: bool) -> T:
+def with_runtime(
+    db: str | None,
+    work: Callable[[Runtime], Awaitable[T]],
+    *,
+    create: bool,
+    **options: Any,
+) -> T:
     """Open the runtime on ``db`` in ``trio.run`` and return what ``work`` returns.
 
     Args:
         db: The ``--db`` value (None: ``$STATEWARD_DB``, else ``./stateward.db``).
         work: What to do with the open runtime.
         create: Whether a missing database may be created (commands that write).
+        options: More arguments of :func:`~stateward.open_runtime`.
 
     Raises:
         CliError: ``create`` is false and there is no database at the path.
@@ -109,7 +116,7 @@ def with_runtime(db: str | None, work: Callable[[Runtime], Awaitable[T]], *, cre
         raise CliError(str(exc)) from exc
 
     async def go() -> T:
-        async with open_runtime(store=store, out_of_band_writer="cli") as rt:
+        async with open_runtime(store=store, out_of_band_writer="cli", **options) as rt:
             return await work(rt)
 
     return trio.run(go)
