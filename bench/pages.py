@@ -133,6 +133,17 @@ def postgres_rows(results: Results) -> list[tuple[str, str, str, str, str]]:
     if ops is None or writers is None:
         return []
     raw_commit = f"raw asyncpg commit-per-write {ops['raw_commit_per_write_ms']:.3f} ms"
+    spread = results.get("runtimes_postgres")
+    shared: list[tuple[str, str, str, str, str]] = []
+    if spread is not None:
+        shared = [
+            (f"PostgreSQL: {spread['instances']:,} mapped instances of "
+             f"{spread['sleep_ms']:.0f} ms, 2 / 3 runtime processes on one run id",
+             f"{spread['runtimes_2_seconds']} / {spread['runtimes_3_seconds']} s",
+             f"1 runtime {spread['runtimes_1_seconds']} s "
+             f"(no overhead: {spread['ideal_1_seconds']} s)",
+             f"{spread['speedup_2']}× / {spread['speedup_3']}× faster", ""),
+        ]  # fmt: skip
     raw_read = f"raw asyncpg read {ops['raw_read_ms']:.4f} ms"
     return [
         ("PostgreSQL: sync `set`, durable (per op)", f"{ops['sync_set_ms']:.3f} ms", raw_commit,
@@ -151,6 +162,7 @@ def postgres_rows(results: Results) -> list[tuple[str, str, str, str, str]]:
          f"({writers['writes_per_transaction']} per transaction)",
          f"raw asyncpg commit-per-write {writers['raw_commit_per_write_per_s']:,}/s",
          f"{writers['ratio_vs_raw']}×", ""),
+        *shared,
     ]  # fmt: skip
 
 

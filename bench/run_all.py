@@ -41,6 +41,8 @@ SCRIPTS = [
 OPTIONAL_SCRIPTS = {"airflow_compare.py": "STATEWARD_BENCH_AIRFLOW_VENV"}
 #: The scripts that also run on PostgreSQL when a server answers.
 POSTGRES_SCRIPTS = ["state_ops.py", "concurrent_writers.py"]
+#: The scripts that run only on PostgreSQL (several runtimes sharing one database).
+POSTGRES_ONLY_SCRIPTS = ["runtimes.py"]
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -84,7 +86,9 @@ def measure(postgres: bool) -> None:
     stamp = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "machine": platform.machine()}
     lines = [run(script) for script in SCRIPTS]
     dsn = postgres_dsn() if postgres else None
-    lines += [run(script, "--db", dsn) for script in POSTGRES_SCRIPTS if dsn is not None]
+    if dsn is not None:
+        lines += [run(script, "--db", dsn) for script in POSTGRES_SCRIPTS]
+        lines += [run(script, "--db", dsn) for script in POSTGRES_ONLY_SCRIPTS]
     kept = []
     for script, variable in OPTIONAL_SCRIPTS.items():
         if os.environ.get(variable):

@@ -27,6 +27,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RunNotFoundError as RunNotFoundError
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import ShellCommandError as ShellCommandError
+from ._errors import StaleAttemptError as StaleAttemptError
 from ._errors import StateScopeError as StateScopeError
 from ._errors import StateTypeError as StateTypeError
 from ._errors import StateValueError as StateValueError
@@ -98,6 +99,7 @@ __all__ = [
     "ShellCommandError",
     "ShellOperator",
     "SqliteStore",
+    "StaleAttemptError",
     "StateScopeError",
     "StateTypeError",
     "StateValueError",

@@ -18,7 +18,9 @@ derive from the matching builtin, so ``except ValueError`` works as well as
     │   └── NotAStatewardDatabaseError      the file is not a stateward database
     ├── RuntimeClosedError (RuntimeError)   the runtime is not open
     ├── SupervisorDiedError (RuntimeError)  the supervisor stopped while tasks ran
-    ├── AttemptEndedError (RuntimeError)    state used by an attempt that has ended
+    ├── StaleAttemptError (RuntimeError)    a request of an attempt that no longer holds
+    │   │                                   its instance (superseded, lease lost, ended)
+    │   └── AttemptEndedError               state used by an attempt that has ended
     ├── RunNotFoundError (LookupError)      a run the store has no record of
     ├── DagDefinitionError (ValueError)     a malformed Dag or task
     ├── TaskLoadError (ImportError)         a Dag file that cannot be loaded
@@ -112,7 +114,26 @@ class SupervisorDiedError(StatewardError, RuntimeError):
     """The supervisor stopped while task instances were still talking to it."""
 
 
-class AttemptEndedError(StatewardError, RuntimeError):
+class StaleAttemptError(StatewardError, RuntimeError):
+    """A request of an attempt that no longer holds its task instance's lease: it ended,
+    its lease expired and another attempt took the instance over, or its runtime lost
+    the lease. Nothing of the request was written.
+
+    Attributes:
+        task: The task instance, e.g. ``"etl.load"`` or ``"etl.load[3]"`` (``None`` when
+            the refusal came from another process and did not say).
+        try_number: The try that was refused (``None`` likewise).
+    """
+
+    def __init__(
+        self, message: str, *, task: str | None = None, try_number: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.task = task
+        self.try_number = try_number
+
+
+class AttemptEndedError(StaleAttemptError):
     """An attempt's accessor was used after the attempt ended (a thread it left behind).
 
     Attributes:
@@ -121,9 +142,7 @@ class AttemptEndedError(StatewardError, RuntimeError):
     """
 
     def __init__(self, message: str, *, task: str, try_number: int) -> None:
-        super().__init__(message)
-        self.task = task
-        self.try_number = try_number
+        super().__init__(message, task=task, try_number=try_number)
 
 
 class RunNotFoundError(StatewardError, LookupError):

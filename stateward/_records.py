@@ -202,3 +202,43 @@ class StateVersion:
     updated_at: float
     #: Who made the change.
     updated_by: StateWriter
+
+
+@attrs.frozen
+class Lease:
+    """An attempt's claim on its task instance: which runtime holds it, for which try.
+
+    Internal: the runner acquires one before an attempt starts, and the supervisor
+    fences the attempt's writes with it.
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    #: The runtime's id.
+    holder: str
+    try_number: int
+
+    @property
+    def instance(self) -> tuple[str, str, str, int]:
+        """The task instance it is on: ``(dag_id, run_id, task_id, map_index)``."""
+        return (self.dag_id, self.run_id, self.task_id, self.map_index)
+
+
+@attrs.frozen
+class LeaseAnswer:
+    """What an attempt to take an instance's lease found (internal).
+
+    ``acquired``: the caller holds it now, for ``try_number`` (its attempt is recorded
+    ``running``). ``held``: another live runtime (``holder``) holds it until
+    ``expires_at`` (the store's clock). ``finished``: the instance has ended since the
+    caller last looked (succeeded, or failed after ``seen_try``); ``instance`` is its
+    record, with its last attempt.
+    """
+
+    outcome: str
+    try_number: int
+    holder: str | None = None
+    expires_at: float | None = None
+    instance: TaskInstanceRecord | None = None

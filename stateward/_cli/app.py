@@ -91,6 +91,7 @@ def with_runtime(
     *,
     create: bool,
     writer: str = "cli",
+    **options: Any,
 ) -> T:
     """Open the runtime on ``db`` in ``trio.run`` and return what ``work`` returns.
 
@@ -100,6 +101,7 @@ def with_runtime(
         create: Whether a missing database may be created (commands that write).
         writer: Who history names as the writer of out-of-band changes (``stateward
             ui`` writes as ``"api"``).
+        options: More arguments of :func:`~stateward.open_runtime`.
 
     Raises:
         CliError: ``create`` is false and there is no database at the path.
@@ -117,7 +119,7 @@ def with_runtime(
         raise CliError(str(exc)) from exc
 
     async def go() -> T:
-        async with open_runtime(store=store, out_of_band_writer=writer) as rt:
+        async with open_runtime(store=store, out_of_band_writer=writer, **options) as rt:
             return await work(rt)
 
     return trio.run(go)

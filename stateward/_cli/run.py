@@ -98,6 +98,15 @@ def _choose_dag(file: Path, dag_id: str | None) -> Dag:
     help="Override a Dag param; VALUE is JSON if it parses, else a string. Repeatable.",
 )
 @click.option(
+    "--lease-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a task instance this runtime runs stays its own if the runtime stops "
+    "renewing (dies or pauses); another runtime on the same run id then takes it over.",
+)
+@click.option(
     "--show-results",
     is_flag=True,
     help="After the table, show what each task instance returned and its rendered template fields.",
@@ -129,6 +138,7 @@ def run(
     run_id: str | None,
     db: str | None,
     params: dict[str, Any],
+    lease_timeout: float,
     show_results: bool,
     as_json: bool,
     task_id: str | None,
@@ -166,7 +176,7 @@ def run(
 
     try:
         with display, quiet_stdout:
-            result = with_runtime(db, work, create=True)
+            result = with_runtime(db, work, create=True, lease_timeout=lease_timeout)
     except BaseException as exc:
         if _interrupted(exc):
             again = _command_again(ctx, file, run_id, db or default_db())

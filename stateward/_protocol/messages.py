@@ -22,6 +22,7 @@ from .._errors import (
     AssetConflictError,
     ProtocolError,
     RuntimeClosedError,
+    StaleAttemptError,
     StateScopeError,
     StateTypeError,
     StateValueError,
@@ -35,6 +36,7 @@ from .._records import (
     AttemptRecord,
     DagRunRecord,
     ItemPlace,
+    LeaseAnswer,
     StateEntry,
     StateVersion,
     TaskInstanceRecord,
@@ -422,6 +424,43 @@ class RecordTaskAttempt:
     map_index: int
     instance_state: str
     attempt: AttemptRecord
+    #: The runtime whose lease the attempt held: the record is written only if it
+    #: still does (else it is refused with StaleAttemptError), and a final state gives
+    #: the lease up. ``None``: written as is.
+    holder: str | None = None
+
+
+@attrs.frozen
+class AcquireTaskLease:
+    """Take the lease on a task instance for its next try, recording that try
+    ``running`` (``attempt`` gives its start, host and pid); see ``LeaseAnswer``."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    holder: str
+    #: Seconds the lease lasts unless renewed.
+    timeout: float
+    #: The instance's try number when the caller read its record (0: none): a failed
+    #: instance whose try number is still this is run again, a later one has finished.
+    seen_try: int
+    attempt: AttemptRecord
+
+
+@attrs.frozen
+class RenewTaskLeases:
+    """Extend every lease ``holder`` holds by ``timeout`` seconds from now."""
+
+    holder: str
+    timeout: float
+
+
+@attrs.frozen
+class ReleaseTaskLeases:
+    """Give up every lease ``holder`` holds (its runtime is closing)."""
+
+    holder: str
 
 
 @attrs.frozen
@@ -587,6 +626,20 @@ class ClearedResult:
 
 
 @attrs.frozen
+class LeaseResult:
+    """The answer to :class:`AcquireTaskLease`."""
+
+    answer: LeaseAnswer
+
+
+@attrs.frozen
+class RenewedLeasesResult:
+    """The leases a renewal extended: ``(dag_id, run_id, task_id, map_index, try)``."""
+
+    held: tuple[tuple[str, str, str, int, int], ...]
+
+
+@attrs.frozen
 class OkResponse:
     """A request that has nothing to return succeeded."""
 
@@ -602,6 +655,7 @@ class ErrorType(enum.Enum):
     STORE_FAILURE = "store_failure"
     PROTOCOL = "protocol"
     SHUTTING_DOWN = "shutting_down"
+    STALE_ATTEMPT = "stale_attempt"
     INTERNAL = "internal"
 
 
@@ -615,6 +669,7 @@ ERROR_EXCEPTIONS: Final[tuple[tuple[ErrorType, type[StatewardError]], ...]] = (
     (ErrorType.INVALID_VALUE, StateValueError),
     (ErrorType.INVALID_TYPE, StateTypeError),
     (ErrorType.PROTOCOL, ProtocolError),
+    (ErrorType.STALE_ATTEMPT, StaleAttemptError),
     (ErrorType.STORE_FAILURE, StoreError),
     (ErrorType.SHUTTING_DOWN, RuntimeClosedError),
     (ErrorType.SHUTTING_DOWN, SupervisorDiedError),
@@ -676,6 +731,9 @@ AdminRequest: TypeAlias = (
     | RecordDagRun
     | RecordTaskInstance
     | RecordTaskAttempt
+    | AcquireTaskLease
+    | RenewTaskLeases
+    | ReleaseTaskLeases
     | ListDagRuns
     | GetDagRun
     | GetTaskInstanceRecord
@@ -699,6 +757,8 @@ Response: TypeAlias = (
     | DagRunRecordResult
     | TaskInstanceRecordResult
     | ClearedResult
+    | LeaseResult
+    | RenewedLeasesResult
     | OkResponse
     | ErrorResponse
 )

@@ -2,7 +2,8 @@
 
 Every record is an administrative request to the supervisor, so it is written by the
 store's one owner and shares its group commit with the tasks' own state writes. An
-attempt's record is written when it starts (``running``) and again when it ends.
+attempt's record is written when it starts (``running``; in a run, by taking the lease
+that lets it start) and again when it ends (giving the lease up if the instance is done).
 
 Instance and attempt records are queued without waiting for their commit: the
 supervisor serves requests in order, so a record is committed no later than the next
@@ -23,9 +24,9 @@ from typing import Any, Final
 import attrs
 import trio
 
-from .._errors import StatewardError, StoreError
+from .._errors import StaleAttemptError, StatewardError, StoreError
 from .._protocol import messages as m
-from .._records import AttemptRecord
+from .._records import AttemptRecord, LeaseAnswer
 from .client import SupervisorClient
 from .supervisor import Envelope
 
@@ -66,10 +67,14 @@ class Recorder:
     _pending: list[Envelope] = attrs.Factory(list)
 
     async def _send(self, request: Any) -> None:
-        """Queue one record (see the module's doc). A runtime being cancelled ends here:
-        the closed supervisor's refusal must not hide the cancellation."""
+        """Queue one record (see the module's doc)."""
+        self._pending.append(await self._submit(request))
+
+    async def _submit(self, request: Any) -> Envelope:
+        """Queue ``request``. A runtime being cancelled ends here: the closed
+        supervisor's refusal must not hide the cancellation."""
         try:
-            self._pending.append(self.client.submit(request))
+            return self.client.submit(request)
         except StatewardError:
             await trio.lowlevel.checkpoint_if_cancelled()
             raise
@@ -77,12 +82,13 @@ class Recorder:
     async def flush(self) -> None:
         """Wait until every queued record is answered. A store failure is logged and
         the run goes on: a record missed costs at most a re-run of that instance on
-        resume."""
+        resume. The output of an attempt that lost its lease is refused (stale) and
+        logged likewise."""
         pending, self._pending = self._pending, []
         for envelope in pending:
             try:
                 await self.client.response(envelope)
-            except StoreError as exc:
+            except (StoreError, StaleAttemptError) as exc:
                 logger.warning("could not record %s: %s", type(envelope.request).__name__, exc)
 
     async def run(self, state: str, started_at: float, ended_at: float | None = None) -> None:
@@ -106,16 +112,24 @@ class Recorder:
         )
         return started_at
 
-    async def attempt_abandoned(self, task_id: str, map_index: int, last: AttemptRecord) -> None:
-        """Record that an attempt left ``running`` by a runtime that is gone ended."""
-        attempt = attrs.evolve(last, state="abandoned")
-        await self._send(
-            m.RecordTaskAttempt(self.dag_id, self.run_id, task_id, map_index, "abandoned", attempt)
+    async def acquire(
+        self, task_id: str, map_index: int, holder: str, lease_timeout: float, seen_try: int,
+        started_at: float,
+    ) -> LeaseAnswer:  # fmt: skip
+        """Take the instance's lease for its next try, which is recorded ``running``
+        from ``started_at`` (waits for the commit: the attempt must not start without
+        it)."""
+        attempt = AttemptRecord(0, "running", started_at, host=_HOST, pid=os.getpid())
+        request = m.AcquireTaskLease(
+            self.dag_id, self.run_id, task_id, map_index, holder, lease_timeout, seen_try, attempt
         )
+        answer: LeaseAnswer = (await self.client.request(request)).answer
+        return answer
 
     async def attempt_output(
-        self, task_id: str, map_index: int, try_number: int, started_at: float, log: str
-    ) -> None:
+        self, task_id: str, map_index: int, try_number: int, started_at: float, log: str,
+        holder: str | None = None,
+    ) -> None:  # fmt: skip
         """Record what a running try has written so far (for ``stateward logs --follow``).
 
         Queued without a checkpoint before the submit, so a caller that checked that the
@@ -125,15 +139,20 @@ class Recorder:
             try_number, "running", started_at, host=_HOST, pid=os.getpid(), log=log
         )
         await self._send(
-            m.RecordTaskAttempt(self.dag_id, self.run_id, task_id, map_index, "running", attempt)
+            m.RecordTaskAttempt(
+                self.dag_id, self.run_id, task_id, map_index, "running", attempt, holder
+            )
         )
 
     async def attempt_ended(
         self, task_id: str, map_index: int, instance_state: str, try_number: int,
         started_at: float, rendered: dict[str, Any], error: BaseException | None, result: Any,
-        log: str,
-    ) -> None:  # fmt: skip
-        """Record how a try ended, and the instance's state after it."""
+        log: str, holder: str | None = None,
+    ) -> Envelope | None:  # fmt: skip
+        """Record how a try ended, and the instance's state after it. A leased try's
+        (``holder``: its runtime) is written only while the lease holds, a final state
+        gives the lease up, and its envelope is returned for :meth:`ended` to wait on;
+        others are queued like every record."""
         value, is_json = result_for_record(result)
         failure: dict[str, Any] = {}
         if error is not None:
@@ -147,8 +166,22 @@ class Recorder:
             self.wall_clock(), rendered=dict(rendered), result=value, result_is_json=is_json,
             host=_HOST, pid=os.getpid(), log=log, **failure,
         )  # fmt: skip
-        await self._send(
-            m.RecordTaskAttempt(
-                self.dag_id, self.run_id, task_id, map_index, instance_state, attempt
-            )
+        request = m.RecordTaskAttempt(
+            self.dag_id, self.run_id, task_id, map_index, instance_state, attempt, holder
         )
+        if holder is None:
+            await self._send(request)
+            return None
+        return await self._submit(request)
+
+    async def ended(self, envelope: Envelope) -> bool:
+        """Wait for a leased attempt's end record; ``False`` if it was refused because
+        the attempt no longer held its instance (another runtime took it over). A store
+        failure is logged and counts as recorded (see :meth:`flush`)."""
+        try:
+            await self.client.response(envelope)
+        except StaleAttemptError:
+            return False
+        except StoreError as exc:
+            logger.warning("could not record the end of an attempt: %s", exc)
+        return True

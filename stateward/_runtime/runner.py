@@ -24,13 +24,14 @@ from .._context.context import OutletEventAccessors
 from .._dag import Dag, Operator
 from .._errors import (
     StatewardError,
+    StoreError,
     SupervisorDiedError,
     UndeclaredAssetError,
     UpstreamResultError,
 )
 from .._items import instance_item
 from .._protocol import messages as m
-from .._records import AssetInfo, DagRunRecord, TaskInstanceRecord
+from .._records import AssetInfo, DagRunRecord, Lease, LeaseAnswer, TaskInstanceRecord
 from .._states import DagRunState, TaskInstanceState
 from ..store.base import TaskScope, Writer
 from .arguments import bind_upstream, has_references, maps_at_run_time
@@ -39,6 +40,7 @@ from .capture import AttemptLog, capturing
 from .client import SupervisorClient
 from .forkserver import ForkServers
 from .isolation import run_isolated
+from .leases import DEFAULT_LEASE_TIMEOUT, Holding, LeaseKeeper
 from .recording import Recorder
 from .supervisor import Caller, Supervisor
 
@@ -166,6 +168,8 @@ class RunSettings:
     isolation: str = "none"
     #: The runtime's fork servers, which start isolated attempts (None: fresh processes).
     forks: ForkServers | None = None
+    #: The runtime's leases (its id, their timeout and renewal).
+    leases: LeaseKeeper = attrs.Factory(lambda: LeaseKeeper(DEFAULT_LEASE_TIMEOUT))
 
 
 class Runner:
@@ -195,7 +199,7 @@ class Runner:
         recorder = Recorder(self._admin, self._settings.wall_clock, dag.dag_id, run_id)
         run.recorder = recorder
         earlier = (await self._admin.request(m.GetDagRun(dag.dag_id, run_id))).run
-        succeeded, next_try = await _resume_points(recorder, earlier)
+        succeeded, seen = _resume_points(earlier)
         instances = [(t.task_id, i) for t in order for i in _known_indices(t, succeeded)]
         if earlier is not None and all(key in succeeded for key in instances):
             # Every instance succeeded before: nothing to run, nothing to write.
@@ -248,11 +252,8 @@ class Runner:
                     if before is not None:
                         result = _recorded_result(dag.dag_id, run_id, before)
                     else:
-                        # Tries continue from the record, with a fresh retry budget.
-                        first = next_try.get((task.task_id, index), 1)
-                        result = await self._run_instance(
-                            run, task, index, first, first + task.retries
-                        )
+                        seen_try = seen.get((task.task_id, index), 0)
+                        result = await self._run_leased(run, task, index, seen_try)
                     run.results.append(result)
                     states.append(result.state)
 
@@ -431,6 +432,133 @@ class Runner:
 
     # -- one task instance ------------------------------------------------------------------
 
+    async def _run_leased(
+        self, run: _Run, task: Operator, map_index: int, seen_try: int
+    ) -> TaskInstanceResult:
+        """Run a recorded instance's tries while this runtime holds its lease.
+
+        Each try starts by taking the lease (with a slot): the store gives the try
+        number, continuing the record's, with a fresh budget of ``retries`` retries. An
+        instance another live runtime holds is waited for, without a slot, until it
+        finishes (its recorded result is this call's) or its holder's lease expires (it
+        is taken over). A try whose end is refused lost the instance to another runtime,
+        and is waited for likewise.
+        """
+        recorder = run.recorder
+        assert recorder is not None
+        keeper = self._settings.leases
+        label = run.label(task.task_id, map_index)
+        attempts: list[Attempt] = []
+        result: Any = None
+        max_tries: int | None = None
+        unleased = False
+        while True:
+            async with run.limiter:
+                started_at = self._settings.wall_clock()
+                try:
+                    answer = await recorder.acquire(
+                        task.task_id, map_index, keeper.holder, keeper.timeout, seen_try,
+                        started_at,
+                    )  # fmt: skip
+                except StoreError as exc:
+                    if not exc.affects_all:
+                        # The store refuses writes (a read-only file): no runtime can
+                        # hold a lease or record anything, so the instance runs as it
+                        # did before records existed (its reads may still work).
+                        logger.warning("%s runs without a lease: %s", label, exc)
+                        unleased = True
+                    else:
+                        # Another process held the store's lock past the timeout: not a
+                        # verdict on the instance; look again.
+                        logger.warning("%s could not take its lease yet: %s", label, exc)
+                    answer = LeaseAnswer("held", 0)
+                if answer.outcome == "acquired":
+                    try_number = answer.try_number
+                    if max_tries is None:
+                        max_tries = try_number + task.retries
+                    holding = keeper.hold(
+                        Lease(run.dag.dag_id, run.run_id, task.task_id, map_index,
+                              keeper.holder, try_number)
+                    )  # fmt: skip
+                    run.emit(task.task_id, map_index, TaskInstanceState.RUNNING, try_number)
+                    log = AttemptLog()
+                    live = _LiveLog(
+                        task.task_id, map_index, try_number, started_at, log, keeper.holder
+                    )
+                    run.live.add(live)
+                    try:
+                        attempt, result = await self._attempt(
+                            run, task, map_index, try_number, max_tries, log, holding
+                        )
+                    finally:
+                        run.live.discard(live)
+                    after = (
+                        SUCCESS if attempt.error is None
+                        else FAILED if try_number >= max_tries
+                        else TaskInstanceState.UP_FOR_RETRY
+                    )  # fmt: skip
+                    holding.ending = True
+                    ending = await recorder.attempt_ended(
+                        task.task_id, map_index, after, try_number, started_at,
+                        attempt.rendered, attempt.error, result, attempt.log, keeper.holder,
+                    )  # fmt: skip
+            if unleased:
+                first = seen_try + 1
+                return await self._run_instance(run, task, map_index, first, first + task.retries)
+            if answer.outcome == "finished":
+                assert answer.instance is not None
+                logger.debug("%s was finished by another runtime", label)
+                done = _recorded_result(run.dag.dag_id, run.run_id, answer.instance)
+                run.emit(task.task_id, map_index, done.state, done.try_number)
+                return done
+            if answer.outcome == "held":
+                await trio.sleep(keeper.poll_interval)
+                continue
+            assert ending is not None
+            if not await recorder.ended(ending):
+                keeper.drop(holding)
+                logger.warning(
+                    "%s try %d lost its lease to another runtime, which runs the instance "
+                    "now; waiting for it to finish", label, try_number,
+                )  # fmt: skip
+                max_tries = None
+                continue
+            attempts.append(attempt)
+            assert max_tries is not None
+            if attempt.error is None or try_number >= max_tries:
+                keeper.drop(holding)
+                break
+            logger.warning(
+                "%s try %d of %d failed, retrying in %gs: %s: %s",
+                label, try_number, max_tries, task.retry_delay,
+                type(attempt.error).__name__, attempt.error,
+            )  # fmt: skip
+            run.emit(task.task_id, map_index, TaskInstanceState.UP_FOR_RETRY, try_number)
+            await trio.sleep(task.retry_delay)
+        return self._finished(run, task, map_index, attempts, result)
+
+    def _finished(
+        self, run: _Run, task: Operator, map_index: int, attempts: list[Attempt], result: Any
+    ) -> TaskInstanceResult:
+        """The result of an instance whose tries ended (``attempts``: this call's)."""
+        last = attempts[-1]
+        try_number = last.try_number
+        state = SUCCESS if last.error is None else FAILED
+        if last.error is not None:
+            logger.error(
+                "%s failed after %d %s", run.label(task.task_id, map_index), try_number,
+                "try" if try_number == 1 else "tries", exc_info=last.error,
+            )  # fmt: skip
+        else:
+            logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)
+        run.emit(task.task_id, map_index, state, try_number)
+        return TaskInstanceResult._create(
+            dag_id=run.dag.dag_id, run_id=run.run_id, task_id=task.task_id,
+            map_index=map_index, state=state, try_number=try_number,
+            result=result if state == SUCCESS else None, error=last.error,
+            rendered=last.rendered, attempts=tuple(attempts),
+        )  # fmt: skip
+
     async def _run_instance(
         self, run: _Run, task: Operator, map_index: int, first_try: int, max_tries: int
     ) -> TaskInstanceResult:
@@ -494,7 +622,7 @@ class Runner:
 
     async def _attempt(
         self, run: _Run, task: Operator, map_index: int, try_number: int, max_tries: int,
-        log: AttemptLog,
+        log: AttemptLog, holding: Holding | None = None,
     ) -> tuple[Attempt, Any]:  # fmt: skip
         dag = run.dag
         settings = self._settings
@@ -512,6 +640,7 @@ class Runner:
             assets={asset.name: asset for asset in declared},
             aliases=frozenset(a.name for a in task.inlets if isinstance(a, AssetAlias)),
             outlet_aliases=frozenset(a.name for a in task.outlets if isinstance(a, AssetAlias)),
+            lease=holding,
         )
         # The task's accessors (or its process) speak through a client that ends with
         # the attempt; recording its events and clearing its state use the runner's own.
@@ -564,6 +693,8 @@ class _LiveLog:
     try_number: int
     started_at: float
     log: AttemptLog
+    #: The runtime holding the attempt's lease (its output is fenced); ``None``: none.
+    holder: str | None = None
     #: ``log.written`` when its output was last recorded.
     recorded: int = 0
 
@@ -600,7 +731,7 @@ class _Run:
                     live.recorded = written
                     await recorder.attempt_output(
                         live.task_id, live.map_index, live.try_number, live.started_at,
-                        live.log.text(),
+                        live.log.text(), live.holder,
                     )  # fmt: skip
 
     def label(self, task_id: str, map_index: int) -> str:
@@ -611,34 +742,31 @@ class _Run:
             self.on_event(TaskInstanceEvent(task_id, map_index, state, try_number))
 
 
-async def _resume_points(
-    recorder: Recorder, earlier: DagRunRecord | None
+def _resume_points(
+    earlier: DagRunRecord | None,
 ) -> tuple[dict[tuple[str, int], TaskInstanceRecord], dict[tuple[str, int], int]]:
-    """From a run's record: its succeeded instances, and each other's next try number.
-
-    An instance recorded ``running`` was left by a runtime that is gone (this slice has
-    no leases: a run id is resumed by one runtime at a time); its last attempt is
-    recorded ``abandoned``.
-    """
+    """From a run's record: its succeeded instances, and every instance's try number
+    as read now (the store decides from it whether a failed one has ended since, or is
+    to run again; see ``AcquireTaskLease``)."""
     succeeded: dict[tuple[str, int], TaskInstanceRecord] = {}
-    next_try: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int], int] = {}
     for ti in () if earlier is None else earlier.instances:
         key = (ti.task_id, ti.map_index)
         if ti.state == SUCCESS:
             succeeded[key] = ti
-            continue
-        next_try[key] = ti.try_number + 1
-        if ti.state == "running" and ti.attempts:
-            await recorder.attempt_abandoned(ti.task_id, ti.map_index, ti.attempts[-1])
-    return succeeded, next_try
+        seen[key] = ti.try_number
+    return succeeded, seen
 
 
 def _recorded_result(dag_id: str, run_id: str, ti: TaskInstanceRecord) -> TaskInstanceResult:
-    """The result of an instance that succeeded in an earlier call, from its record."""
+    """The result of an instance that ended in an earlier call, or in another runtime,
+    from its record (succeeded: its result; failed: no error object, see the record)."""
     last = ti.attempts[-1] if ti.attempts else None
+    state = SUCCESS if ti.state == SUCCESS else FAILED
     return TaskInstanceResult._create(
         dag_id=dag_id, run_id=run_id, task_id=ti.task_id, map_index=ti.map_index,
-        state=SUCCESS, try_number=ti.try_number, result=None if last is None else last.result,
+        state=state, try_number=ti.try_number,
+        result=None if last is None or state != SUCCESS else last.result,
         rendered={} if last is None else dict(last.rendered),
     )  # fmt: skip
 

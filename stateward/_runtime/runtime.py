@@ -6,7 +6,7 @@ import enum
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
 
@@ -16,7 +16,7 @@ from .._assets import Asset
 from .._construction import NoPublicConstructor
 from .._context.accessors import DEFAULT_TASK_RETENTION, AssetStateAccessor, TaskStateAccessor
 from .._dag import ISOLATION_MODES, Dag, Operator
-from .._errors import RunNotFoundError, RuntimeClosedError
+from .._errors import RunNotFoundError, RuntimeClosedError, StatewardError
 from .._items import mapped_item
 from .._nursery import raise_sole
 from .._protocol import messages as m
@@ -27,6 +27,7 @@ from ..store.base import DEFAULT_HISTORY, Store, TaskScope
 from .capture import installed
 from .client import SupervisorClient
 from .forkserver import ForkServers
+from .leases import DEFAULT_LEASE_TIMEOUT, LeaseKeeper, check_lease_timeout
 from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
 from .supervisor import Caller, Supervisor, SupervisorStats, local_writer
 
@@ -243,6 +244,7 @@ class Runtime(metaclass=NoPublicConstructor):
         wall_clock: Callable[[], float],
         isolation: str = "none",
         out_of_band_writer: str = "api",
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     ) -> None:
         self.store = store
         self.default_task_retention = default_task_retention
@@ -252,6 +254,8 @@ class Runtime(metaclass=NoPublicConstructor):
         self.clear_state_on_success = clear_state_on_success
         self.wall_clock = wall_clock
         self.isolation = isolation
+        #: This runtime's leases on task instances; ``.holder`` is its id in the store.
+        self.leases = LeaseKeeper(lease_timeout)
         self.status = RuntimeState.UNOPENED
         self.supervisor = Supervisor(
             store,
@@ -292,6 +296,7 @@ class Runtime(metaclass=NoPublicConstructor):
             wall_clock=self.wall_clock,
             isolation=self.isolation,
             forks=forks,
+            leases=self.leases,
         )
         self._runner = Runner(self.supervisor, self.admin, settings)
 
@@ -432,6 +437,7 @@ async def open_runtime(
     isolation: str = "none",
     history: int = DEFAULT_HISTORY,
     out_of_band_writer: str = "api",
+    lease_timeout: float | timedelta = DEFAULT_LEASE_TIMEOUT,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: its store, its supervisor, and a runner.
 
@@ -461,6 +467,10 @@ async def open_runtime(
             (``acc.history(key)``, rollback); 0 keeps none.
         out_of_band_writer: What history names as the writer of ``rt.state`` changes
             (with the OS user and host): ``"api"`` (the default), ``"cli"`` or ``"test"``.
+        lease_timeout: How long this runtime keeps a task instance it runs once it
+            stops renewing its leases (they are renewed every third of it), in seconds
+            or as a ``timedelta``; another runtime on the same run then takes the
+            instance over (see docs/runs.md). Default 30 seconds.
 
     Yields:
         The open :class:`Runtime`. Leaving the block waits for nothing: runs are
@@ -472,6 +482,7 @@ async def open_runtime(
     if isolation not in ISOLATION_MODES:
         msg = f"isolation must be one of {list(ISOLATION_MODES)}, got {isolation!r}"
         raise ValueError(msg)
+    lease_seconds = check_lease_timeout(lease_timeout)
     if store is not None and db is not None:
         msg = "open_runtime() takes db= or store=, not both"
         raise TypeError(msg)
@@ -498,6 +509,7 @@ async def open_runtime(
         wall_clock=wall_clock,
         isolation=isolation,
         out_of_band_writer=out_of_band_writer,
+        lease_timeout=lease_seconds,
     )
     store.history = history  # type: ignore[attr-defined]  # every stateward store has it
     try:
@@ -507,11 +519,14 @@ async def open_runtime(
                 await nursery.start(_serve_quietly, runtime.supervisor)
                 forks = ForkServers(nursery)
                 runtime._start(forks)
+                nursery.start_soon(runtime.leases.keep, runtime.admin)
                 try:
                     yield runtime
                 finally:
                     runtime.status = RuntimeState.CLOSED
                     await forks.aclose()
+                    runtime.leases.stop()
+                    await _release_leases(runtime)
                     runtime.supervisor.close()
     except BaseExceptionGroup as group:
         # The supervisor never raises into the nursery, so a group holds the error of
@@ -519,6 +534,16 @@ async def open_runtime(
         raise_sole(group)
     if runtime.supervisor.failure is not None:
         raise runtime.supervisor.died_error() from runtime.supervisor.failure
+
+
+async def _release_leases(runtime: Runtime) -> None:
+    """Give up the leases of attempts the closing runtime left (cancelled, or a run the
+    caller abandoned), so a resume need not wait for them to expire."""
+    if not runtime.leases.holding:
+        return
+    # A store that fails here leaves them to expire.
+    with trio.CancelScope(shield=True), trio.move_on_after(5), suppress(StatewardError):
+        await runtime.admin.request(m.ReleaseTaskLeases(runtime.leases.holder))
 
 
 async def _serve_quietly(

@@ -49,6 +49,7 @@ from .._values import (
 )
 from ..store import base as ops
 from ..store.base import AssetScope, Store, TaskScope, Writer
+from .leases import Holding
 
 #: The host this runtime runs on, as history provenance names it.
 HOST: Final = socket.gethostname()
@@ -83,6 +84,9 @@ class Caller:
     #: Who an out-of-band caller's changes name in the history (None: the supervisor's
     #: out-of-band writer); a task's changes name its try.
     who: StateWriter | None = None
+    #: The lease the caller's attempt holds: its writes are fenced with it, and once it
+    #: is lost every request is refused. ``None``: not fenced (a lone ``run_task``).
+    lease: Holding | None = None
 
     @property
     def label(self) -> str:
@@ -274,6 +278,9 @@ class Supervisor:
         for envelope in batch:
             try:
                 op, finish = self.plan(envelope.request, envelope.caller)
+                holding = envelope.caller.lease
+                if holding is not None:
+                    op = _fenced(holding, op)
             except Exception as exc:  # a refusal, or a bug: answer it, keep serving
                 envelope.answer(error_response(exc))
             else:
@@ -503,6 +510,15 @@ class Supervisor:
             case m.RecordTaskAttempt():
                 self._admin(caller, request)
                 return ops.RecordAttempt(**attrs.asdict(request, recurse=False)), ok
+            case m.AcquireTaskLease():
+                self._admin(caller, request)
+                return ops.AcquireLease(**attrs.asdict(request, recurse=False)), m.LeaseResult
+            case m.RenewTaskLeases(holder, timeout):
+                self._admin(caller, request)
+                return ops.RenewLeases(holder, timeout), m.RenewedLeasesResult
+            case m.ReleaseTaskLeases(holder):
+                self._admin(caller, request)
+                return ops.ReleaseLeases(holder), ok
             case m.ListDagRuns(dag_id, state, limit):
                 self._admin(caller, request)
                 return ops.ListRuns(dag_id, state, limit), m.DagRunsResult
@@ -591,6 +607,15 @@ _OK: Final = m.OkResponse()
 
 def _ok(_: object) -> m.OkResponse:
     return _OK  # frozen: one instance serves every answer
+
+
+def _fenced(holding: Holding, op: ops.Op) -> ops.Op:
+    """A leased attempt's operation: refused at once if its lease was lost; a write is
+    checked against the lease in the store, in its transaction (reads are not: they
+    change nothing, and the attempt's next write is refused)."""
+    if holding.lost:
+        raise ops.stale_error(holding.lease)
+    return ops.Fenced(holding.lease, op) if ops.is_write(op) else op
 
 
 def _check_expires(expires: object, key: object) -> None:

@@ -21,10 +21,12 @@ from typing import Any, Final, Protocol, Self, TypeAlias
 
 import attrs
 
-from .._errors import AssetConflictError, StateTypeError, StateValueError
+from .._errors import AssetConflictError, StaleAttemptError, StateTypeError, StateValueError
 from .._records import (
     AssetInfo,
     AttemptRecord,
+    Lease,
+    LeaseAnswer,
     StateEntry,
     StateVersion,
     StateWriter,
@@ -340,6 +342,58 @@ class RecordAttempt:
     map_index: int
     instance_state: str
     attempt: AttemptRecord
+    #: The runtime whose lease the attempt holds: then the record is written only if
+    #: the instance's lease is still (``holder``, the attempt's try), else it is refused
+    #: with :class:`~stateward.StaleAttemptError`; and a final ``instance_state``
+    #: (``success``, ``failed``) gives the lease up. ``None``: written as is.
+    holder: str | None = None
+
+
+@attrs.frozen
+class AcquireLease:
+    """Take an instance's lease for its next try, in one transaction; returns a
+    :class:`~stateward._records.LeaseAnswer` (decided by :func:`decide_lease`).
+
+    Acquired, the instance is recorded ``running`` at the new try, with the lease
+    (``holder``, that try, expiring ``timeout`` seconds from the store's now), and the
+    attempt ``attempt`` (its try number replaced) is recorded; a previous attempt left
+    ``running`` by a holder whose lease expired is recorded ``abandoned``.
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    holder: str
+    timeout: float
+    seen_try: int
+    attempt: AttemptRecord
+
+
+@attrs.frozen
+class RenewLeases:
+    """Extend every lease of ``holder`` to ``timeout`` seconds from the store's now, in
+    one statement; returns the leases extended as ``(dag, run, task, map_index, try)``."""
+
+    holder: str
+    timeout: float
+
+
+@attrs.frozen
+class ReleaseLeases:
+    """Give up every lease of ``holder`` (its runtime closes); returns how many."""
+
+    holder: str
+
+
+@attrs.frozen
+class Fenced:
+    """``op``, sent by the attempt that holds ``lease``: applied only if the instance's
+    lease is still exactly that one, else refused with StaleAttemptError (nothing
+    written). The check is made in the batch's transaction."""
+
+    lease: Lease
+    op: Op
 
 
 @attrs.frozen
@@ -419,6 +473,10 @@ Op: TypeAlias = (
     | RecordRun
     | RecordInstance
     | RecordAttempt
+    | AcquireLease
+    | RenewLeases
+    | ReleaseLeases
+    | Fenced
     | ListRuns
     | GetRun
     | GetInstance
@@ -442,22 +500,107 @@ def is_write(op: Op) -> bool:
 
 #: What refuses one operation for its own reasons: it writes nothing, becomes that
 #: operation's result, and the rest of the batch goes on.
-REFUSALS: Final = (StateTypeError, StateValueError, AssetConflictError)
+REFUSALS: Final = (StateTypeError, StateValueError, AssetConflictError, StaleAttemptError)
+
+#: Operations that change leases: a batch checks a fence again after one of them.
+LEASE_OPS: Final = (AcquireLease, RenewLeases, ReleaseLeases, RecordAttempt)
+
+#: The lease's own instance states: a final one ends the lease.
+FINAL_STATES: Final = frozenset({"success", "failed"})
 
 
-def apply_each(ops: Sequence[Op], apply: Callable[[Op], Any]) -> list[Any]:
+def stale_error(lease: Lease, what: str = "its request") -> StaleAttemptError:
+    """The refusal of a request of an attempt that no longer holds ``lease``."""
+    label = instance_label(lease.dag_id, lease.task_id, lease.map_index)
+    msg = (
+        f"{label} (run {lease.run_id!r}) try {lease.try_number} no longer holds the "
+        f"instance (it ended, or its lease expired and another attempt took the instance "
+        f"over), so {what} was refused and nothing was written"
+    )
+    return StaleAttemptError(msg, task=label, try_number=lease.try_number)
+
+
+class FenceCheck:
+    """Checks the fences of one batch: each distinct lease once, again only after an
+    operation that changed leases (``holds`` asks the store, in the batch's
+    transaction)."""
+
+    __slots__ = ("_checked", "_holds")
+
+    def __init__(self, holds: Callable[[Lease], bool]) -> None:
+        self._holds = holds
+        self._checked: dict[Lease, bool] = {}
+
+    def unwrap(self, op: Op) -> Op:
+        """The operation to apply for ``op``; raise StaleAttemptError if fenced out."""
+        if isinstance(op, Fenced):
+            held = self._checked.get(op.lease)
+            if held is None:
+                held = self._checked[op.lease] = self._holds(op.lease)
+            if not held:
+                raise stale_error(op.lease)
+            return op.op
+        if isinstance(op, LEASE_OPS):
+            self._checked.clear()
+        return op
+
+
+def apply_each(
+    ops: Sequence[Op], apply: Callable[[Op], Any], holds: Callable[[Lease], bool]
+) -> list[Any]:
     """Apply each operation in order; a refused one yields its exception as its result.
 
     The batch loop of a store whose operations run synchronously (in one thread);
-    any other exception fails the whole batch.
+    any other exception fails the whole batch. ``holds`` checks a fenced operation's
+    lease (see :class:`FenceCheck`).
     """
+    fences = FenceCheck(holds)
     results: list[Any] = []
     for op in ops:
         try:
-            results.append(apply(op))
+            results.append(apply(fences.unwrap(op)))
         except REFUSALS as exc:
             results.append(exc)
     return results
+
+
+def decide_lease(
+    op: AcquireLease,
+    current: tuple[str, int, str | None, float | None] | None,
+    now: float,
+) -> tuple[str, int]:
+    """What :class:`AcquireLease` does, given the instance's ``(state, try_number,
+    lease holder, lease expiry)`` (``None``: no record) and the store's ``now``.
+
+    Returns ``("acquired", new try)``, ``("held", holder's try)`` or
+    ``("finished", its try)``; the store then writes what an acquisition writes.
+    """
+    if current is None:
+        return "acquired", 1
+    state, try_number, holder, expires = current
+    if state == "success":
+        return "finished", try_number
+    if holder is not None and holder != op.holder and expires is not None and expires > now:
+        return "held", try_number
+    if holder == op.holder and state == "running":
+        # Another call in the same runtime runs it (a runtime retries only once its
+        # try's end is recorded).
+        return "held", try_number
+    if holder != op.holder and state in ("failed", "upstream_failed") and try_number > op.seen_try:
+        return "finished", try_number  # another runtime ended it since the caller looked
+    return "acquired", try_number + 1
+
+
+def lease_answer(
+    outcome: str, try_number: int, holder: str | None, expires: float | None,
+    instance: Any = None,
+) -> LeaseAnswer:  # fmt: skip
+    """The :class:`LeaseAnswer` of a decision (``instance``: a finished one's record)."""
+    if outcome == "held":
+        return LeaseAnswer(outcome, try_number, holder, expires)
+    if outcome == "finished":
+        return LeaseAnswer(outcome, try_number, instance=instance)
+    return LeaseAnswer(outcome, try_number)
 
 
 class Store(Protocol):

@@ -15,7 +15,15 @@ from typing import Any
 import attrs
 
 from .._errors import RuntimeClosedError, StateTypeError
-from .._records import AssetInfo, ItemPlace, StateEntry, StateVersion, StateWriter
+from .._records import (
+    AssetInfo,
+    ItemPlace,
+    Lease,
+    LeaseAnswer,
+    StateEntry,
+    StateVersion,
+    StateWriter,
+)
 from .._values import check_int_digits, decode_listed, decode_stored, json_equal
 from . import base, run_rows
 from .conflicts import KnownAsset, check_declarations, increment_type_message, resolve_declaration
@@ -73,6 +81,8 @@ class _Data:
     #: Each key's kept versions, oldest first, by (scope, key): the scope is a
     #: TaskScope, or an asset's id.
     history: dict[tuple[Any, str], list[_Version]] = attrs.Factory(dict)
+    #: Leases by instance key: (holder, try number, expiry).
+    leases: dict[tuple[Any, ...], tuple[str, int, float]] = attrs.Factory(dict)
 
 
 class MemoryStore:
@@ -117,7 +127,7 @@ class MemoryStore:
         if not self._open:
             msg = "the MemoryStore is closed; open a runtime on it first"
             raise RuntimeClosedError(msg)
-        results = base.apply_each(ops, functools.partial(self._apply, now=now))
+        results = base.apply_each(ops, functools.partial(self._apply, now=now), self._holds)
         if any(base.is_write(op) for op in ops):
             self._write_transactions += 1
         return results
@@ -302,6 +312,19 @@ class MemoryStore:
             case base.RecordRun() | base.RecordInstance() | base.RecordAttempt():
                 self._record(op)
                 return None
+            case base.AcquireLease():
+                return self._acquire(op, now)
+            case base.RenewLeases(holder, timeout):
+                leases = self._data.leases
+                held = [(k, t) for k, (h, t, _) in leases.items() if h == holder]
+                for instance, try_number in held:
+                    leases[instance] = (holder, try_number, now + timeout)
+                return tuple((*instance, try_number) for instance, try_number in held)
+            case base.ReleaseLeases(holder):
+                mine = [k for k, (h, _, _) in self._data.leases.items() if h == holder]
+                for instance in mine:
+                    del self._data.leases[instance]
+                return len(mine)
             case base.ListRuns(dag_id, state, limit):
                 runs = [
                     row
@@ -314,11 +337,11 @@ class MemoryStore:
                 return self._get_run(dag_id, run_id)
             case base.GetInstance(dag_id, run_id, task_id, map_index):
                 ident = (dag_id, run_id, task_id, map_index)
-                instance = self._data.instances.get(ident)
-                if instance is None:
+                record = self._data.instances.get(ident)
+                if record is None:
                     return None
                 attempts = [r for k, r in self._data.attempts.items() if k[:4] == ident]
-                return run_rows.instance_from_rows(instance, attempts)
+                return run_rows.instance_from_rows(record, attempts)
             case base.ClearRun():
                 return self._clear_run(op, now)
             case base.CleanupRuns(ended_before, dry_run):
@@ -337,7 +360,40 @@ class MemoryStore:
                 msg = f"MemoryStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
 
+    def _holds(self, lease: Lease) -> bool:
+        held = self._data.leases.get(lease.instance)
+        return held is not None and held[:2] == (lease.holder, lease.try_number)
+
+    def _acquire(self, op: base.AcquireLease, now: float) -> LeaseAnswer:
+        key = (op.dag_id, op.run_id, op.task_id, op.map_index)
+        row = self._data.instances.get(key)
+        lease = self._data.leases.get(key)
+        holder, expires = (None, None) if lease is None else (lease[0], lease[2])
+        current = None if row is None else (row[4], row[5], holder, expires)
+        outcome, try_number = base.decide_lease(op, current, now)
+        if outcome == "finished":
+            assert row is not None
+            attempt = self._data.attempts.get((*key, try_number))
+            record = run_rows.instance_from_rows(row, [] if attempt is None else [attempt])
+            return base.lease_answer(outcome, try_number, None, None, record)
+        if outcome == "held":
+            return base.lease_answer(outcome, try_number, holder, expires)
+        if row is not None and row[4] == "running":
+            left = self._data.attempts.get((*key, row[5]))
+            if left is not None and left[run_rows.ATTEMPT_STATE] == "running":
+                self._data.attempts[left[:5]] = _with_state(left, "abandoned")
+        self._data.leases[key] = (op.holder, try_number, now + op.timeout)
+        self._record(attrs.evolve(run_rows.acquired_attempt(op, try_number), holder=None))
+        return base.lease_answer(outcome, try_number, None, None)
+
     def _record(self, op: base.RecordRun | base.RecordInstance | base.RecordAttempt) -> None:
+        if isinstance(op, base.RecordAttempt) and op.holder is not None:
+            key = (op.dag_id, op.run_id, op.task_id, op.map_index)
+            lease = Lease(*key, op.holder, op.attempt.try_number)
+            if not self._holds(lease):
+                raise base.stale_error(lease, "the record of its end")
+            if op.instance_state in base.FINAL_STATES:
+                del self._data.leases[key]
         if isinstance(op, base.RecordRun):
             row = run_rows.run_row(op)
             self._data.runs[row[:2]] = row
@@ -527,6 +583,11 @@ class MemoryStore:
 
 def _index(scope: base.Scope) -> int:
     return scope.map_index if isinstance(scope, base.TaskScope) else -1
+
+
+def _with_state(row: tuple[Any, ...], state: str) -> tuple[Any, ...]:
+    at = run_rows.ATTEMPT_STATE
+    return (*row[:at], state, *row[at + 1 :])
 
 
 def open_memory(url: str, /, *, create: bool = True) -> MemoryStore:

@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+import attrs
+
 from .._records import AttemptRecord, DagRunRecord, TaskInstanceRecord
 from . import base
 
@@ -88,6 +90,21 @@ def attempt_row(op: base.RecordAttempt) -> tuple[Any, ...]:
         a.started_at, a.ended_at, a.error_type, a.error_message, a.error_traceback,
         rendered, result, a.result_is_json, a.host, a.pid, a.log,
     )  # fmt: skip
+
+
+#: The lease columns of ``task_instance`` (schema version 6): the holding runtime's id,
+#: the try it holds the lease for, and when the lease expires (the store's clock).
+LEASE_COLUMNS: Final = ("lease_holder", "lease_try", "lease_expires")
+#: The index of an attempt row's ``state``.
+ATTEMPT_STATE: Final = ATTEMPT_COLUMNS.index("state")
+
+
+def acquired_attempt(op: base.AcquireLease, try_number: int) -> base.RecordAttempt:
+    """The record an acquisition writes: the new try, ``running``, and its instance."""
+    attempt = attrs.evolve(op.attempt, try_number=try_number, state="running")
+    return base.RecordAttempt(
+        op.dag_id, op.run_id, op.task_id, op.map_index, "running", attempt, op.holder
+    )
 
 
 def run_from_row(row: Sequence[Any]) -> DagRunRecord:

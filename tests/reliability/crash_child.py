@@ -69,7 +69,9 @@ def build() -> Dag:
 
 async def main(db: str, synchronous: str) -> None:
     emit("start")
-    async with open_runtime(db, synchronous=synchronous) as rt:
+    # Each child resumes the run the killed one left: a short lease lets it take the
+    # instances over after a second, not the default 30.
+    async with open_runtime(db, synchronous=synchronous, lease_timeout=1.0) as rt:
         await rt.run_dag(build(), run_id="crash")
 
 

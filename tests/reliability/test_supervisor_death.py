@@ -37,7 +37,8 @@ class MeltingStore(DelegatingStore):
         self.release = trio.Event()
 
     async def execute(self, batch: Sequence[ops.Op], *, now: float) -> list[Any]:
-        if any(getattr(op, "key", None) == "melt" for op in batch):
+        # An attempt's write comes fenced by its lease: look inside.
+        if any(getattr(getattr(op, "op", op), "key", None) == "melt" for op in batch):
             await self.release.wait()
             msg = "the storage controller melted"
             raise Meltdown(msg)

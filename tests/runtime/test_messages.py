@@ -17,6 +17,7 @@ from stateward._records import (
     AttemptRecord,
     DagRunRecord,
     ItemPlace,
+    LeaseAnswer,
     StateEntry,
     StateVersion,
     StateWriter,
@@ -167,6 +168,14 @@ SAMPLES: list[object] = [
     m.TaskInstanceRecordResult(None),
     m.ClearedResult((("t", -1), ("u", 3))),
     m.ClearedResult(None),
+    m.AcquireTaskLease("d", "r", "t", 2, "rt-1", 1.5, 1, AttemptRecord(0, "running", 1.0)),
+    m.RenewTaskLeases("rt-1", 30.0),
+    m.ReleaseTaskLeases("rt-1"),
+    m.LeaseResult(LeaseAnswer("held", 2, "rt-2", 99.5)),
+    m.LeaseResult(
+        LeaseAnswer("finished", 2, instance=TaskInstanceRecord("t", 2, "success", 2, 1.0, 2.0))
+    ),
+    m.RenewedLeasesResult((("d", "r", "t", 2, 3),)),
     m.OkResponse(),
     m.ErrorResponse(m.ErrorType.SCOPE_DENIED, "no", key="k"),
 ]
@@ -199,7 +208,7 @@ def test_messages_are_frozen(cls: type) -> None:
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"type": "Nope"}, r"unknown message type 'Nope'; known types: AddAssetEvent, "),
+        ({"type": "Nope"}, r"unknown message type 'Nope'; known types: AcquireTaskLease, AddAssetEvent, "),
         ({"key": "k"}, r"unknown message type None"),
         ({"type": "GetTaskState"}, r"bad GetTaskState message: required field missing @ GetTaskState\.key"),
         ({"type": "GetTaskState", "key": 3}, r"bad GetTaskState message: .*expected str @ GetTaskState\.key"),

@@ -35,7 +35,7 @@ from stateward import (
     open_runtime,
 )
 from stateward._errors import StateValueError
-from stateward._records import AssetInfo
+from stateward._records import AssetInfo, AttemptRecord
 from stateward._runtime.runtime import default_db
 from stateward.store import base as ops
 from stateward.store import open_store
@@ -592,4 +592,53 @@ async def test_version_3_schema_keeps_its_state_and_gains_run_records(
     assert [(r.dag_id, r.run_id, r.state) for r in results[2]] == [("d", "r", "success")]
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
+
+
+async def test_version_4_schema_keeps_its_state_and_records_and_gains_leases(
+    database: PgDatabase, schema: str
+) -> None:
+    """A schema of the version before leases (4) keeps its state and run records; an
+    instance it left `running` is taken at once as the next try, the old attempt
+    recorded abandoned."""
+
+    async def old() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database.dsn)
+        s = f'"{schema}"'
+        try:
+            await migrate(conn, schema, "test", to_version=4)
+            await conn.execute(
+                f"INSERT INTO {s}.task_state VALUES "
+                "('d', 'r', 't', -1, 'k', '7', '\\x00', 1.0, NULL, 1)"
+            )
+            await conn.execute(f"INSERT INTO {s}.dag_run VALUES ('d', 'r', 'running', 1.0, NULL)")
+            await conn.execute(
+                f"INSERT INTO {s}.task_instance VALUES ('d', 'r', 't', -1, 'running', 1, 1.0, NULL)"
+            )
+            await conn.execute(
+                f"INSERT INTO {s}.task_attempt VALUES ('d', 'r', 't', -1, 1, 'running', 1.0, "
+                "NULL, NULL, NULL, NULL, '{}', NULL, true, 'old-host', 9, NULL)"
+            )
+        finally:
+            await conn.close()
+
+    await trio.to_thread.run_sync(run_async, old())
+    start = AttemptRecord(0, "running", 2.0)
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        value, acquired, run = await store.execute(
+            [
+                ops.Get(TaskScope("d", "r", "t", -1), "k"),
+                ops.AcquireLease("d", "r", "t", -1, "rt", 30.0, 1, start),
+                ops.GetRun("d", "r"),
+            ],
+            now=2.0,
+        )
+    assert (value, acquired.outcome, acquired.try_number) == (7, "acquired", 2)
+    (ti,) = run.instances
+    assert [(a.try_number, a.state, a.host) for a in ti.attempts] == [
+        (1, "abandoned", "old-host"), (2, "running", None),
+    ]  # fmt: skip
+    rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]

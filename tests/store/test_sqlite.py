@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError, open_runtime
-from stateward._records import AssetInfo
+from stateward._records import AssetInfo, AttemptRecord
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, TaskScope
 from stateward.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
@@ -358,7 +358,7 @@ async def test_schema_3_file_keeps_its_state_and_gains_run_records(tmp_path: Pat
     )
     conn.close()
     async with SqliteStore(path) as store:
-        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 5
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 6
         results = await store.execute(
             [
                 ops.Get(T, "k"),
@@ -370,3 +370,38 @@ async def test_schema_3_file_keeps_its_state_and_gains_run_records(tmp_path: Pat
         )
     assert results[:3] == [7, 5, None]
     assert [(r.dag_id, r.run_id, r.state) for r in results[3]] == [("d", "r", "success")]
+
+
+async def test_schema_4_file_keeps_its_state_and_records_and_gains_history_and_leases(
+    tmp_path: Path,
+) -> None:
+    """A file of the schema before leases (4) keeps its state and run records when
+    opened; an instance it left `running` has no lease, so the next acquisition takes
+    it at once as the next try and records the old attempt abandoned."""
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), to_version=4)
+    conn.execute("INSERT INTO task_state VALUES ('d', 'r', 't', -1, 'k', '7', 1.0, NULL, 1)")
+    conn.execute("INSERT INTO dag_run VALUES ('d', 'r', 'running', 1.0, NULL)")
+    conn.execute("INSERT INTO task_instance VALUES ('d', 'r', 't', -1, 'running', 1, 1.0, NULL)")
+    conn.execute(
+        "INSERT INTO task_attempt VALUES ('d', 'r', 't', -1, 1, 'running', 1.0, NULL, NULL, "
+        "NULL, NULL, '{}', NULL, 1, 'old-host', 9, NULL)"
+    )
+    conn.close()
+    start = AttemptRecord(0, "running", 2.0)
+    async with SqliteStore(path) as store:
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 6
+        value, acquired, run = await store.execute(
+            [
+                ops.Get(T, "k"),
+                ops.AcquireLease("d", "r", "t", -1, "rt", 30.0, 1, start),
+                ops.GetRun("d", "r"),
+            ],
+            now=2.0,
+        )
+    assert (value, acquired.outcome, acquired.try_number) == (7, "acquired", 2)
+    (ti,) = run.instances
+    assert [(a.try_number, a.state, a.host) for a in ti.attempts] == [
+        (1, "abandoned", "old-host"), (2, "running", None),
+    ]  # fmt: skip

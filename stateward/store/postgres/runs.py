@@ -1,9 +1,12 @@
-"""Run records in PostgreSQL: the statements of the record operations, for one schema."""
+"""Run records and leases in PostgreSQL: the statements of their operations, for one
+schema. A lease expires by the server's clock (``clock_timestamp()``): the machines
+sharing the database need not agree on the time."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..._records import Lease, LeaseAnswer
 from .. import base
 from ..run_rows import (
     ATTEMPT_COLUMNS,
@@ -12,9 +15,11 @@ from ..run_rows import (
     ENDED_RUN_STATES,
     INSTANCE_COLUMNS,
     INSTANCE_KEYS,
+    LEASE_COLUMNS,
     QUEUED,
     RUN_COLUMNS,
     RUN_KEYS,
+    acquired_attempt,
     assemble,
     attempt_row,
     instance_from_rows,
@@ -69,17 +74,138 @@ class RunStatements:
             f"DELETE FROM {s}.{table} WHERE (dag_id, run_id) IN ({old})"
             for table in ("task_attempt", "task_instance", "dag_run")
         ]
+        held = f"{one} AND lease_holder = $5 AND lease_try = $6"
+        server_now = "extract(epoch FROM clock_timestamp())::double precision"
+        # FOR SHARE: a takeover (which updates the row) waits until the fenced write's
+        # transaction has committed, so no write of an attempt lands after its successor
+        # started.
+        self.holds = f"SELECT 1 FROM {s}.task_instance WHERE {held} FOR SHARE"
+        self.peek = (
+            f"SELECT state, try_number, lease_holder, lease_expires, {server_now}, "
+            f"{', '.join(INSTANCE_COLUMNS)} FROM {s}.task_instance WHERE {one}"
+        )
+        self.current = (
+            f"SELECT state, try_number, lease_holder, lease_expires, {server_now}, "
+            f"{', '.join(INSTANCE_COLUMNS)} FROM {s}.task_instance WHERE {one} FOR UPDATE"
+        )
+        self.try_lock = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))"
+        marks = ", ".join(_marks(len(INSTANCE_COLUMNS)))
+        n = len(INSTANCE_COLUMNS)
+        self.insert_leased = (
+            f"INSERT INTO {s}.task_instance ({', '.join((*INSTANCE_COLUMNS, *LEASE_COLUMNS))}) "
+            f"VALUES ({marks}, ${n + 1}, 1, {server_now} + ${n + 2}) "
+            "ON CONFLICT DO NOTHING RETURNING true"
+        )
+        self.last_attempt = (
+            f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {s}.task_attempt WHERE {one} "
+            "AND try_number = $5"
+        )
+        self.abandon = (
+            f"UPDATE {s}.task_attempt SET state = 'abandoned' WHERE {one} "
+            "AND try_number = $5 AND state = 'running'"
+        )
+        self.take = (
+            f"UPDATE {s}.task_instance SET lease_holder = $5, lease_try = $6, "
+            f"lease_expires = {server_now} + $7 WHERE {one}"
+        )
+        self.ended = (
+            f"UPDATE {s}.task_instance SET state = $7, try_number = $6, started_at = $8, "
+            "ended_at = $9, lease_holder = CASE WHEN $10 THEN NULL ELSE lease_holder END, "
+            "lease_try = CASE WHEN $10 THEN NULL ELSE lease_try END, "
+            "lease_expires = CASE WHEN $10 THEN NULL ELSE lease_expires END "
+            f"WHERE {held}"
+        )
+        self.renew = (
+            f"UPDATE {s}.task_instance SET lease_expires = {server_now} + $2 "
+            "WHERE lease_holder = $1 RETURNING dag_id, run_id, task_id, map_index, lease_try"
+        )
+        self.release = (
+            f"UPDATE {s}.task_instance SET lease_holder = NULL, lease_try = NULL, "
+            "lease_expires = NULL WHERE lease_holder = $1"
+        )
+
+    async def holds_lease(self, conn: Any, lease: Lease) -> bool:
+        """Whether the instance's lease is ``lease``; locks the row until commit."""
+        found = await conn.fetchval(self.holds, *lease.instance, lease.holder, lease.try_number)
+        return found is not None
+
+    async def _acquire(self, conn: Any, op: base.AcquireLease) -> LeaseAnswer:
+        key = (op.dag_id, op.run_id, op.task_id, op.map_index)
+        # A look without a lock first: most calls find the lease held, or the instance
+        # finished, and need not lock anything.
+        peeked = await conn.fetchrow(self.peek, *key)
+        if peeked is not None:
+            state, try_number, holder, expires, now = peeked[:5]
+            outcome, _ = base.decide_lease(op, (state, try_number, holder, expires), now)
+            if outcome == "held":
+                return base.lease_answer(outcome, try_number, holder, expires)
+            if outcome == "finished":
+                return await self._finished(conn, key, try_number, tuple(peeked[5:]))
+        # Acquirers of one instance are serialised by a transaction-level advisory lock
+        # taken without waiting: one that cannot have it reads "held" and looks again.
+        # Waiting (on the lock, or on a row another runtime's batch is inserting) could
+        # chain into a deadlock between batches, which PostgreSQL detects only after
+        # deadlock_timeout while no lease of either runtime is renewed.
+        if not await conn.fetchval(self.try_lock, "\x1f".join(map(str, key))):
+            return base.lease_answer("held", 0, None, None)
+        record = acquired_attempt(op, 1)
+        if peeked is None and await conn.fetchval(
+            self.insert_leased, *instance_row_of_attempt(record), op.holder, op.timeout
+        ):
+            await conn.execute(self.attempt, *attempt_row(record))
+            return base.lease_answer("acquired", 1, None, None)
+        found = await conn.fetchrow(self.current, *key)
+        state, try_number, holder, expires, now = found[:5]
+        outcome, new_try = base.decide_lease(op, (state, try_number, holder, expires), now)
+        if outcome == "finished":
+            return await self._finished(conn, key, new_try, tuple(found[5:]))
+        if outcome == "held":
+            return base.lease_answer(outcome, new_try, holder, expires)
+        if state == "running":
+            await conn.execute(self.abandon, *key, try_number)
+        record = acquired_attempt(op, new_try)
+        await conn.execute(self.attempt, *attempt_row(record))
+        await conn.execute(self.instance, *instance_row_of_attempt(record))
+        await conn.execute(self.take, *key, op.holder, new_try, op.timeout)
+        return base.lease_answer(outcome, new_try, None, None)
+
+    async def _finished(
+        self, conn: Any, key: tuple[Any, ...], try_number: int, row: tuple[Any, ...]
+    ) -> LeaseAnswer:
+        attempts = await conn.fetch(self.last_attempt, *key, try_number)
+        record = instance_from_rows(row, [tuple(a) for a in attempts])
+        return base.lease_answer("finished", try_number, None, None, record)
+
+    async def _ended(self, conn: Any, op: base.RecordAttempt) -> None:
+        a = op.attempt
+        lease = Lease(op.dag_id, op.run_id, op.task_id, op.map_index, op.holder or "", a.try_number)
+        status = await conn.execute(
+            self.ended, *lease.instance, lease.holder, lease.try_number, op.instance_state,
+            a.started_at, a.ended_at, op.instance_state in base.FINAL_STATES,
+        )  # fmt: skip
+        if status.split()[-1] == "0":
+            raise base.stale_error(lease, "the record of its end")
+        await conn.execute(self.attempt, *attempt_row(op))
 
     async def apply(self, conn: Any, op: base.Op) -> Any:
-        """Execute one run-record operation (see :mod:`stateward.store.base`)."""
+        """Execute one run-record or lease operation (see :mod:`stateward.store.base`)."""
         match op:
             case base.RecordRun():
                 await conn.execute(self.run, *run_row(op))
             case base.RecordInstance():
                 await conn.execute(self.instance, *instance_row(op))
-            case base.RecordAttempt():
+            case base.RecordAttempt(holder=None):
                 await conn.execute(self.attempt, *attempt_row(op))
                 await conn.execute(self.instance, *instance_row_of_attempt(op))
+            case base.RecordAttempt():
+                await self._ended(conn, op)
+            case base.AcquireLease():
+                return await self._acquire(conn, op)
+            case base.RenewLeases(holder, timeout):
+                rows = await conn.fetch(self.renew, holder, timeout)
+                return tuple(tuple(row) for row in rows)
+            case base.ReleaseLeases(holder):
+                return int((await conn.execute(self.release, holder)).split()[-1])
             case base.ListRuns(dag_id, state, limit):
                 given = [(c, v) for c, v in (("dag_id", dag_id), ("state", state)) if v]
                 clauses = [f"{c} = ${i}" for i, (c, _) in enumerate(given, start=1)]

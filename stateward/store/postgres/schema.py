@@ -217,6 +217,17 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
         ),
     ),
     (5, HISTORY_MIGRATION),
+    (
+        6,
+        (
+            # Leases (as SQLite's version 6); the expiry is on the server's clock.
+            'ALTER TABLE {s}.task_instance ADD COLUMN lease_holder text COLLATE "C"',
+            "ALTER TABLE {s}.task_instance ADD COLUMN lease_try integer",
+            "ALTER TABLE {s}.task_instance ADD COLUMN lease_expires double precision",
+            "CREATE INDEX task_instance_lease ON {s}.task_instance (lease_holder) "
+            "WHERE lease_holder IS NOT NULL",
+        ),
+    ),
 )
 
 #: The version this code writes.

@@ -30,7 +30,7 @@ import asyncpg
 import attrs
 
 from ..._errors import AssetConflictError, StateTypeError, StateValueError, StoreError
-from ..._records import AssetInfo, ItemPlace, StateEntry, StateWriter, writer_json
+from ..._records import AssetInfo, ItemPlace, Lease, StateEntry, StateWriter, writer_json
 from ..._values import (
     canonical_json,
     check_int_digits,
@@ -155,6 +155,10 @@ def _who(writer: base.Writer | None) -> tuple[Any, ...]:
     if writer is None:
         return (None,) * 5
     return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
+
+
+def _unfenced(op: base.Op) -> base.Op:
+    return op.op if isinstance(op, base.Fenced) else op
 
 
 def breaks_connection(exc: BaseException) -> bool:
@@ -367,20 +371,49 @@ class Session:
     async def _apply_all(self, ops: Sequence[base.Op], now: float) -> list[Any]:
         # Consecutive puts (what group commit gathers) go as one pipelined executemany
         # per statement: a round trip or two for the run, not one per put. Their order
-        # among themselves is kept; nothing reads between them.
+        # among themselves is kept; nothing reads between them. A fenced operation's
+        # lease is checked once per batch (again after an operation changing leases).
+        checked: dict[Lease, bool] = {}
         results: list[Any] = []
         start = 0
         while start < len(ops):
             end = start
-            while end < len(ops) and isinstance(ops[end], base.Put) and self.history <= 0:
+            while (
+                end < len(ops) and isinstance(_unfenced(ops[end]), base.Put) and self.history <= 0
+            ):
                 end += 1
             if end - start > 1:
-                results += await self._put_many(ops[start:end], now)
+                allowed: list[base.Op] = []
+                slots: list[Any] = []
+                for op in ops[start:end]:
+                    inner = await self._unfence(op, checked)
+                    slots.append(inner if isinstance(inner, Exception) else None)
+                    if not isinstance(inner, Exception):
+                        allowed.append(inner)
+                done = iter(await self._put_many(allowed, now))
+                results += [next(done) if slot is None else slot for slot in slots]
                 start = end
             else:
-                results.append(await self._apply_or_refuse(ops[start], now))
+                op = ops[start]
+                inner = await self._unfence(op, checked)
+                if isinstance(inner, Exception):
+                    results.append(inner)
+                else:
+                    results.append(await self._apply_or_refuse(inner, now))
+                if isinstance(op, base.LEASE_OPS):
+                    checked.clear()
                 start += 1
         return results
+
+    async def _unfence(self, op: base.Op, checked: dict[Lease, bool]) -> Any:
+        """``op`` itself, its inner operation if fenced and its lease holds, or the
+        StaleAttemptError that refuses it."""
+        if not isinstance(op, base.Fenced):
+            return op
+        held = checked.get(op.lease)
+        if held is None:
+            held = checked[op.lease] = await self.run_sql.holds_lease(self.conn, op.lease)
+        return op.op if held else base.stale_error(op.lease)
 
     async def _put_many(self, puts: Sequence[base.Op], now: float) -> list[Any]:
         results: list[Any] = []
@@ -660,6 +693,9 @@ class Session:
                 base.RecordRun()
                 | base.RecordInstance()
                 | base.RecordAttempt()
+                | base.AcquireLease()
+                | base.RenewLeases()
+                | base.ReleaseLeases()
                 | base.ListRuns()
                 | base.GetRun()
                 | base.GetInstance()

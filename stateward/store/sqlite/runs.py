@@ -1,10 +1,12 @@
-"""Run records in SQLite: the statements of the record operations, on one connection."""
+"""Run records and leases in SQLite: the statements of their operations, on one
+connection. A lease expires by the local wall clock (the batch's ``now``)."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any, Final
 
+from ..._records import Lease, LeaseAnswer
 from .. import base
 from ..run_rows import (
     ATTEMPT_COLUMNS,
@@ -16,6 +18,7 @@ from ..run_rows import (
     QUEUED,
     RUN_COLUMNS,
     RUN_KEYS,
+    acquired_attempt,
     assemble,
     attempt_row,
     instance_from_rows,
@@ -33,6 +36,7 @@ _INSTANCE: Final = f"{_RUN} AND task_id = ? AND map_index = ?"
 _OLD_RUNS: Final = (
     f"SELECT dag_id, run_id FROM dag_run WHERE state IN {ENDED_RUN_STATES!r} AND ended_at < ?"
 )
+_HELD: Final = f"{_INSTANCE} AND lease_holder = ? AND lease_try = ?"
 _SQL: Final = {
     "run": upsert("dag_run", RUN_COLUMNS, RUN_KEYS, ["?"] * len(RUN_COLUMNS)),
     "instance": upsert(
@@ -49,19 +53,95 @@ _SQL: Final = {
     "clear_instance": f"UPDATE task_instance SET state = '{CLEARED}' WHERE {_INSTANCE}",
     "clear_state": f"DELETE FROM task_state WHERE {_INSTANCE}",
     "queue_run": f"UPDATE dag_run SET state = '{QUEUED}' WHERE {_RUN}",
+    "holds": f"SELECT 1 FROM task_instance WHERE {_HELD}",
+    "current": (
+        "SELECT state, try_number, lease_holder, lease_expires, "
+        f"{', '.join(INSTANCE_COLUMNS)} FROM task_instance WHERE {_INSTANCE}"
+    ),
+    "last_attempt": f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM task_attempt WHERE {_INSTANCE} "
+    "AND try_number = ?",
+    "abandon": f"UPDATE task_attempt SET state = 'abandoned' WHERE {_INSTANCE} "
+    "AND try_number = ? AND state = 'running'",
+    "take": "UPDATE task_instance SET lease_holder = ?, lease_try = ?, lease_expires = ? "
+    f"WHERE {_INSTANCE}",
+    # The end of a leased attempt: written only while its lease holds; a final state
+    # gives the lease up in the same statement.
+    "ended": (
+        "UPDATE task_instance SET state = ?, try_number = ?, started_at = ?, ended_at = ?, "
+        "lease_holder = CASE WHEN ? THEN NULL ELSE lease_holder END, "
+        "lease_try = CASE WHEN ? THEN NULL ELSE lease_try END, "
+        "lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END "
+        f"WHERE {_HELD}"
+    ),
+    "renew": "UPDATE task_instance SET lease_expires = ? WHERE lease_holder = ? "
+    "RETURNING dag_id, run_id, task_id, map_index, lease_try",
+    "release": "UPDATE task_instance SET lease_holder = NULL, lease_try = NULL, "
+    "lease_expires = NULL WHERE lease_holder = ?",
 }
 
 
-def apply_run_op(conn: sqlite3.Connection, op: base.Op) -> Any:
-    """Execute one run-record operation (see :mod:`stateward.store.base`)."""
+def holds(conn: sqlite3.Connection, lease: Lease) -> bool:
+    """Whether the instance's lease is ``lease`` (one primary-key lookup)."""
+    return (
+        conn.execute(_SQL["holds"], (*lease.instance, lease.holder, lease.try_number)).fetchone()
+        is not None
+    )
+
+
+def _acquire(conn: sqlite3.Connection, op: base.AcquireLease, now: float) -> LeaseAnswer:
+    key = (op.dag_id, op.run_id, op.task_id, op.map_index)
+    found = conn.execute(_SQL["current"], key).fetchone()
+    current = None if found is None else found[:4]
+    outcome, try_number = base.decide_lease(op, current, now)
+    if outcome == "finished":
+        attempts = conn.execute(_SQL["last_attempt"], (*key, try_number)).fetchall()
+        return base.lease_answer(
+            outcome, try_number, None, None, instance_from_rows(found[4:], attempts)
+        )
+    if outcome == "held":
+        return base.lease_answer(outcome, try_number, found[2], found[3])
+    if found is not None and found[0] == "running":
+        conn.execute(_SQL["abandon"], (*key, found[1]))
+    record = acquired_attempt(op, try_number)
+    conn.execute(_SQL["attempt"], attempt_row(record))
+    conn.execute(_SQL["instance"], instance_row_of_attempt(record))
+    conn.execute(_SQL["take"], (op.holder, try_number, now + op.timeout, *key))
+    return base.lease_answer(outcome, try_number, None, None)
+
+
+def _ended(conn: sqlite3.Connection, op: base.RecordAttempt) -> None:
+    """Record a leased attempt's end, if its lease still holds."""
+    a = op.attempt
+    final = op.instance_state in base.FINAL_STATES
+    lease = Lease(op.dag_id, op.run_id, op.task_id, op.map_index, op.holder or "", a.try_number)
+    written = conn.execute(
+        _SQL["ended"],
+        (op.instance_state, a.try_number, a.started_at, a.ended_at, final, final, final,
+         *lease.instance, lease.holder, lease.try_number),
+    ).rowcount  # fmt: skip
+    if not written:
+        raise base.stale_error(lease, "the record of its end")
+    conn.execute(_SQL["attempt"], attempt_row(op))
+
+
+def apply_run_op(conn: sqlite3.Connection, op: base.Op, now: float) -> Any:
+    """Execute one run-record or lease operation (see :mod:`stateward.store.base`)."""
     match op:
         case base.RecordRun():
             conn.execute(_SQL["run"], run_row(op))
         case base.RecordInstance():
             conn.execute(_SQL["instance"], instance_row(op))
-        case base.RecordAttempt():
+        case base.RecordAttempt(holder=None):
             conn.execute(_SQL["attempt"], attempt_row(op))
             conn.execute(_SQL["instance"], instance_row_of_attempt(op))
+        case base.RecordAttempt():
+            _ended(conn, op)
+        case base.AcquireLease():
+            return _acquire(conn, op, now)
+        case base.RenewLeases(holder, timeout):
+            return tuple(conn.execute(_SQL["renew"], (now + timeout, holder)).fetchall())
+        case base.ReleaseLeases(holder):
+            return conn.execute(_SQL["release"], (holder,)).rowcount
         case base.ListRuns(dag_id, state, limit):
             clauses = [f"{c} = ?" for c, v in (("dag_id", dag_id), ("state", state)) if v]
             where = " AND ".join(clauses) or "1"

@@ -216,6 +216,18 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
         ),
     ),
     (5, HISTORY_MIGRATION),
+    (
+        6,
+        (
+            # Leases: the runtime whose attempt holds the instance, that attempt's try,
+            # and when the lease expires unless renewed (see DESIGN.md, leases).
+            "ALTER TABLE task_instance ADD COLUMN lease_holder TEXT",
+            "ALTER TABLE task_instance ADD COLUMN lease_try INTEGER",
+            "ALTER TABLE task_instance ADD COLUMN lease_expires REAL",
+            "CREATE INDEX task_instance_lease ON task_instance (lease_holder) "
+            "WHERE lease_holder IS NOT NULL",
+        ),
+    ),
 )
 
 #: The version this code writes.

@@ -39,7 +39,7 @@ from ..conflicts import (
     resolve_declaration,
     store_error_message,
 )
-from .runs import apply_run_op
+from .runs import apply_run_op, holds
 from .schema import SCHEMA_VERSION, current_version, is_locked, migrate
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -150,7 +150,9 @@ class _Engine:
         try:
             if writes or len(ops) > 1:
                 conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
-            results = base.apply_each(ops, functools.partial(self._apply, now=now))
+            results = base.apply_each(
+                ops, functools.partial(self._apply, now=now), functools.partial(holds, conn)
+            )
             if conn.in_transaction:
                 conn.execute("COMMIT")
         except BaseException as exc:
@@ -499,15 +501,18 @@ class _Engine:
                 base.RecordRun()
                 | base.RecordInstance()
                 | base.RecordAttempt()
+                | base.AcquireLease()
+                | base.RenewLeases()
+                | base.ReleaseLeases()
                 | base.ListRuns()
                 | base.GetRun()
                 | base.GetInstance()
                 | base.CleanupRuns()
             ):
-                return apply_run_op(conn, op)
+                return apply_run_op(conn, op, now)
             case base.ClearRun():
                 # The records here; the state by item, each key with its tombstone.
-                cleared = apply_run_op(conn, attrs.evolve(op, keep_task_state=True))
+                cleared = apply_run_op(conn, attrs.evolve(op, keep_task_state=True), now)
                 for task_id, map_index in [] if op.keep_task_state else cleared or []:
                     scope = base.TaskScope(op.dag_id, op.run_id, task_id, map_index)
                     self._clear(base.Clear(scope), now)

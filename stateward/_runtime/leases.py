@@ -1,0 +1,147 @@
+"""The leases a runtime holds on task instances, and the task that keeps them alive.
+
+An attempt runs while its runtime holds the lease on its instance (see "Decision (leases
+and fencing)" in DESIGN.md). The runner takes a lease through the store
+(``AcquireTaskLease``) and registers it here as a :class:`Holding`, which the attempt's
+:class:`~stateward._runtime.supervisor.Caller` carries: the supervisor fences every write
+of the attempt with it, and refuses every request once the holding is ``lost``. One
+task of the runtime renews all its leases in one write every ``timeout / 3`` seconds;
+a lease the renewal no longer finds was taken over, and its holding is marked lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .._errors import StatewardError
+from .._protocol import messages as m
+from .._records import Lease
+
+if TYPE_CHECKING:
+    from .client import SupervisorClient
+
+#: A renewal the store refused is logged here (WARNING); the next one tries again.
+logger = logging.getLogger("stateward.runner")
+
+#: How long a silent runtime keeps its leases unless told otherwise (seconds).
+DEFAULT_LEASE_TIMEOUT = 30.0
+
+
+def check_lease_timeout(value: object) -> float:
+    """``value`` (seconds or a timedelta) as positive seconds.
+
+    Raises:
+        TypeError: it is neither a number nor a timedelta.
+        ValueError: it is not a positive, finite duration.
+    """
+    seconds: object = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        msg = (
+            f"lease_timeout must be seconds (an int or float) or a timedelta, got "
+            f"{type(value).__name__} {value!r}"
+        )
+        raise TypeError(msg)
+    if not math.isfinite(seconds) or seconds <= 0:
+        msg = (
+            f"lease_timeout must be a positive, finite duration, got {value!r}; it is how "
+            "long a runtime that stops renewing keeps its task instances (default 30 s)"
+        )
+        raise ValueError(msg)
+    return float(seconds)
+
+
+@attrs.define(eq=False)
+class Holding:
+    """One attempt's lease as its runtime holds it."""
+
+    lease: Lease
+    #: Set when a renewal found the lease taken over: the attempt's requests are refused.
+    lost: bool = False
+    #: Set once the attempt's end is on its way (which may give the lease up): a
+    #: renewal no longer judges it.
+    ending: bool = False
+
+
+class LeaseKeeper:
+    """A runtime's leases: its id, the holdings of its running attempts, their renewal."""
+
+    def __init__(self, timeout: float, holder: str | None = None) -> None:
+        #: The runtime's id in the store (a UUID).
+        self.holder = holder or uuid.uuid4().hex
+        self.timeout = timeout
+        self._held: dict[tuple[str, str, str, int], Holding] = {}
+        self._renewal = trio.CancelScope()
+
+    @property
+    def holding(self) -> bool:
+        """Whether the runtime holds any lease."""
+        return bool(self._held)
+
+    def stop(self) -> None:
+        """End :meth:`keep` (the runtime is closing)."""
+        self._renewal.cancel()
+
+    @property
+    def poll_interval(self) -> float:
+        """How often a runtime waiting for another's instance looks at its record."""
+        return min(1.0, self.timeout / 4)
+
+    def hold(self, lease: Lease) -> Holding:
+        """Register a lease just acquired (replacing the instance's previous try's)."""
+        holding = Holding(lease)
+        self._held[lease.instance] = holding
+        return holding
+
+    def drop(self, holding: Holding) -> None:
+        """Forget ``holding`` (its instance ended, or the lease was lost)."""
+        if self._held.get(holding.lease.instance) is holding:
+            del self._held[holding.lease.instance]
+
+    def renewed(
+        self,
+        held: tuple[tuple[str, str, str, int, int], ...],
+        asked: dict[tuple[str, str, str, int], Holding],
+    ) -> None:
+        """Mark lost every holding of ``asked`` the renewal did not extend (a holding
+        taken or replaced while the renewal was on its way is not judged by it)."""
+        extended = {(d, r, t, i): n for d, r, t, i, n in held}
+        for key, holding in asked.items():
+            if (
+                holding.ending
+                or self._held.get(key) is not holding
+                or extended.get(key) == holding.lease.try_number
+            ):
+                continue
+            holding.lost = True
+            self.drop(holding)
+            logger.warning(
+                "%s try %d lost its lease (another runtime took the instance over); "
+                "its further state requests are refused",
+                key, holding.lease.try_number,
+            )  # fmt: skip
+
+    async def keep(self, admin: SupervisorClient) -> None:
+        """Renew this runtime's leases every ``timeout / 3`` seconds, in one write each
+        time (none while it holds none); runs until :meth:`stop`."""
+        with self._renewal:
+            await self._keep(admin)
+
+    async def _keep(self, admin: SupervisorClient) -> None:
+        while True:
+            await trio.sleep(self.timeout / 3)
+            if not self._held:
+                continue
+            asked = dict(self._held)
+            try:
+                answer = await admin.request(m.RenewTaskLeases(self.holder, self.timeout))
+            except StatewardError as exc:
+                logger.warning("could not renew leases: %s", exc)
+                continue
+            self.renewed(answer.held, asked)

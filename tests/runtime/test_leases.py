@@ -1,0 +1,131 @@
+"""Leases and fencing in one process, on every store: the runtime's side of them.
+
+The other runtime is played by the test through the admin client (what a second
+process would send); the multi-process versions are in tests/reliability/test_leases.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import trio
+
+from stateward import Dag, StaleAttemptError, Store, open_runtime
+from stateward._protocol import messages as m
+from stateward._records import AttemptRecord
+
+
+@pytest.mark.parametrize("value", [0, -1.5, float("inf"), float("nan"), timedelta(0)])
+async def test_a_lease_timeout_must_be_positive(value: Any) -> None:
+    """A lease timeout that is not a positive, finite duration is refused, saying why."""
+    with pytest.raises(ValueError, match="lease_timeout must be a positive, finite duration"):
+        async with open_runtime("memory:", lease_timeout=value):
+            pass
+
+
+@pytest.mark.parametrize("value", ["30", None, True])
+async def test_a_lease_timeout_must_be_a_duration(value: Any) -> None:
+    """A lease timeout of another type is a TypeError naming it."""
+    with pytest.raises(TypeError, match="lease_timeout must be seconds"):
+        async with open_runtime("memory:", lease_timeout=value):
+            pass
+
+
+async def test_a_lease_timeout_may_be_a_timedelta() -> None:
+    """A timedelta is taken as its seconds."""
+    async with open_runtime("memory:", lease_timeout=timedelta(minutes=2)) as rt:
+        assert rt.leases.timeout == 120.0
+
+
+async def test_a_late_threads_write_is_refused_as_stale_and_writes_nothing(
+    make_store: Callable[[], Store],
+) -> None:
+    """A thread an attempt left behind writes after the instance ended: it gets a
+    StaleAttemptError (AttemptEndedError is one) and nothing is written."""
+    dag = Dag("late")
+    release, done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def late(task_state: Any) -> None:
+        release.wait()
+        try:
+            task_state.set("late", 1)
+        except BaseException as exc:
+            errors.append(exc)
+        done.set()
+
+    @dag.task
+    def leaves_a_thread(task_state: Any) -> None:
+        threading.Thread(target=late, args=(task_state,)).start()
+
+    async with open_runtime(store=make_store()) as rt:
+        assert (await rt.run_dag(dag, run_id="r")).state == "success"
+        release.set()
+        await trio.to_thread.run_sync(done.wait)
+        assert await rt.state.task("late", "r", "leaves_a_thread").aget("late") is None
+    (error,) = errors
+    assert isinstance(error, StaleAttemptError)
+    assert (error.task, error.try_number) == ("late.leaves_a_thread", 1)
+
+
+async def test_an_attempt_whose_instance_was_taken_over_cannot_write(
+    make_store: Callable[[], Store],
+) -> None:
+    """Another runtime takes the instance over (the lease expired): the attempt's next
+    write is refused with StaleAttemptError and lands nowhere; its end is not recorded;
+    the run waits for the new holder and reports its outcome."""
+    dag = Dag("taken")
+    started, taken = trio.Event(), trio.Event()
+    refused: list[StaleAttemptError] = []
+
+    @dag.task
+    async def work(task_state: Any) -> str:
+        await task_state.aset("before", 1)
+        started.set()
+        await taken.wait()
+        try:
+            await task_state.aset("after", 1)
+        except StaleAttemptError as exc:
+            refused.append(exc)
+            raise
+        return "mine"
+
+    async with open_runtime(store=make_store()) as rt:
+        other = "another-runtime"
+        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
+        result: list[Any] = []
+
+        async def run() -> None:
+            result.append(await rt.run_dag(dag, run_id="r"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await started.wait()
+            # Queued together (no checkpoint between): this runtime's lease expires on
+            # the store's clock, and the other runtime takes the instance as try 2.
+            expire = rt.admin.submit(m.RenewTaskLeases(rt.leases.holder, -1.0))
+            take = rt.admin.submit(
+                m.AcquireTaskLease("taken", "r", "work", -1, other, 60.0, 0, start)
+            )
+            await rt.admin.response(expire)
+            assert (await rt.admin.response(take)).answer.try_number == 2
+            taken.set()
+            ended = AttemptRecord(2, "success", 1.0, 2.0, result="theirs", host="elsewhere")
+            await rt.admin.request(
+                m.RecordTaskAttempt("taken", "r", "work", -1, "success", ended, other)
+            )
+        state = rt.state.task("taken", "r", "work")
+        assert (await state.aget("before"), await state.aget("after")) == (1, None)
+        record = await rt.runs.get("taken", "r")
+    (error,) = refused
+    assert "try 1 no longer holds the instance" in str(error)
+    (ti,) = result[0].task_instances
+    assert (result[0].state, ti.try_number, ti.result) == ("success", 2, "theirs")
+    assert record is not None
+    assert [(a.try_number, a.state) for a in record.instances[0].attempts] == [
+        (1, "abandoned"), (2, "success"),
+    ]  # fmt: skip

@@ -1,0 +1,196 @@
+"""Leases and fencing on every store: one live attempt per task instance.
+
+A negative timeout makes a lease that has already expired, on every store's clock
+(PostgreSQL's is the server's), so expiry needs no waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from stateward import StaleAttemptError
+from stateward._records import AttemptRecord, Lease
+from stateward.store import base as ops
+from stateward.store.base import Store, TaskScope, Writer
+
+SCOPE = TaskScope("d", "r", "t", 3)
+START = AttemptRecord(0, "running", 10.0, host="h", pid=7)
+
+
+@pytest.fixture
+async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    """An open store of each kind."""
+    async with make_store() as opened:
+        yield opened
+
+
+async def run(store: Store, *batch: ops.Op) -> list[Any]:
+    return await store.execute(list(batch), now=100.0)
+
+
+def acquire(holder: str, timeout: float = 60.0, seen_try: int = 0) -> ops.AcquireLease:
+    return ops.AcquireLease("d", "r", "t", 3, holder, timeout, seen_try, START)
+
+
+def lease(holder: str, try_number: int) -> Lease:
+    return Lease("d", "r", "t", 3, holder, try_number)
+
+
+def put(holder: str, try_number: int, key: str, value: str = "1") -> ops.Fenced:
+    writer = Writer("d", "r", "t", 3, try_number)
+    return ops.Fenced(lease(holder, try_number), ops.Put(SCOPE, key, value, None, writer))
+
+
+def ended(holder: str, try_number: int, state: str = "success") -> ops.RecordAttempt:
+    attempt = AttemptRecord(try_number, state, 10.0, 11.0, result=5)
+    return ops.RecordAttempt("d", "r", "t", 3, state, attempt, holder)
+
+
+async def attempts(store: Store) -> list[tuple[int, str]]:
+    (record,) = await run(store, ops.GetRun("d", "r"))
+    return [(a.try_number, a.state) for a in record.instances[0].attempts]
+
+
+@pytest.fixture
+async def recorded(store: Store) -> Store:
+    """A store with a run record (GetRun needs one)."""
+    await run(store, ops.RecordRun("d", "r", "running", 1.0))
+    return store
+
+
+async def test_first_acquire_takes_try_1_and_others_find_it_held(recorded: Store) -> None:
+    """The first acquisition gets try 1, recorded running; another runtime finds the
+    lease held (by whom), and so does a second call of the same runtime."""
+    (got,) = await run(recorded, acquire("A"))
+    assert (got.outcome, got.try_number) == ("acquired", 1)
+    assert await attempts(recorded) == [(1, "running")]
+    held, again = await run(recorded, acquire("B"), acquire("A"))
+    assert (held.outcome, held.holder, held.try_number) == ("held", "A", 1)
+    assert held.expires_at is not None
+    assert (again.outcome, again.holder) == ("held", "A")
+
+
+async def test_fenced_writes_of_the_holder_pass_and_of_others_are_refused(
+    recorded: Store,
+) -> None:
+    """A write fenced with the current lease is applied; one fenced with another try's
+    or runtime's lease is refused with StaleAttemptError and writes nothing."""
+    await run(recorded, acquire("A"))
+    ok, stale_try, stale_holder = await run(
+        recorded, put("A", 1, "k"), put("A", 2, "x"), put("B", 1, "y")
+    )
+    assert ok is None
+    assert isinstance(stale_try, StaleAttemptError)
+    assert isinstance(stale_holder, StaleAttemptError)
+    assert (stale_try.task, stale_try.try_number) == ("d.t[3]", 2)
+    assert "no longer holds the instance" in str(stale_try)
+    assert await run(recorded, ops.Items(SCOPE)) == [{"k": 1}]
+
+
+async def test_fencing_covers_every_kind_of_write(recorded: Store) -> None:
+    """Delete, clear, increment, compare-and-set and asset writes are fenced alike."""
+    await run(recorded, acquire("A"))
+    await run(recorded, ops.Put(SCOPE, "k", "1", None, None))
+    gone = lease("A", 9)
+    asset = ops.AssetScope("a", "s3://a")
+    refused = await run(
+        recorded,
+        ops.Fenced(gone, ops.Delete(SCOPE, "k")),
+        ops.Fenced(gone, ops.Clear(SCOPE)),
+        ops.Fenced(gone, ops.Increment(SCOPE, "k", 1, None, None)),
+        ops.Fenced(gone, ops.CompareAndSet(SCOPE, "k", 1, "2", None, None)),
+        ops.Fenced(gone, ops.Put(asset, "k", "1", None, None)),
+    )
+    assert all(isinstance(r, StaleAttemptError) for r in refused)
+    assert await run(recorded, ops.Items(SCOPE), ops.Get(asset, "k")) == [{"k": 1}, None]
+
+
+async def test_an_expired_lease_is_taken_over_as_the_next_try(recorded: Store) -> None:
+    """Once the holder's lease expired, another runtime acquires the next try; the
+    first attempt, left running, is recorded abandoned; the first holder's writes and
+    its end record are refused and write nothing."""
+    await run(recorded, acquire("A", timeout=-1.0))
+    (got,) = await run(recorded, acquire("B"))
+    assert (got.outcome, got.try_number) == ("acquired", 2)
+    assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]
+    late_put, late_end = await run(recorded, put("A", 1, "late"), ended("A", 1))
+    assert isinstance(late_put, StaleAttemptError)
+    assert isinstance(late_end, StaleAttemptError)
+    assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]
+    assert await run(recorded, ops.Items(SCOPE)) == [{}]
+
+
+async def test_a_final_end_gives_the_lease_up_and_the_instance_reads_finished(
+    recorded: Store,
+) -> None:
+    """A successful end releases the lease: others then find the instance finished,
+    with its record and last attempt (its result)."""
+    await run(recorded, acquire("A"))
+    assert await run(recorded, ended("A", 1)) == [None]
+    (got,) = await run(recorded, acquire("B"))
+    assert (got.outcome, got.try_number) == ("finished", 1)
+    assert got.instance.state == "success"
+    assert got.instance.attempts[-1].result == 5
+
+
+async def test_a_failed_instance_is_finished_unless_the_caller_saw_that_try(
+    recorded: Store,
+) -> None:
+    """A failed instance is finished for a runtime that read an earlier try number (it
+    ended while that runtime waited), and runs again for one that saw its last try
+    (a resume)."""
+    await run(recorded, acquire("A"))
+    await run(recorded, ended("A", 1, "failed"))
+    waited, resumed = await run(recorded, acquire("B", seen_try=0), acquire("C", seen_try=1))
+    assert (waited.outcome, waited.instance.state) == ("finished", "failed")
+    assert (resumed.outcome, resumed.try_number) == ("acquired", 2)
+
+
+async def test_a_retry_keeps_the_lease_for_the_next_try(recorded: Store) -> None:
+    """An end that is not final (up for retry) keeps the lease: another runtime finds
+    it held, the holder acquires the next try, and the previous try is fenced out."""
+    await run(recorded, acquire("A"))
+    await run(recorded, ended("A", 1, "up_for_retry"))
+    other, mine = await run(recorded, acquire("B"), acquire("A"))
+    assert (other.outcome, mine.outcome, mine.try_number) == ("held", "acquired", 2)
+    (old,) = await run(recorded, put("A", 1, "k"))
+    assert isinstance(old, StaleAttemptError)
+
+
+async def test_renewal_extends_a_holders_leases_in_one_write(recorded: Store) -> None:
+    """Renewing returns every lease the holder still has, and extends them (an expired
+    one too, while no one took it); a lease taken over is not returned."""
+    await run(recorded, acquire("A", timeout=-1.0))
+    (renewed,) = await run(recorded, ops.RenewLeases("A", 60.0))
+    assert [tuple(r) for r in renewed] == [("d", "r", "t", 3, 1)]
+    (held,) = await run(recorded, acquire("B"))
+    assert held.outcome == "held"
+    await run(recorded, ops.RenewLeases("A", -1.0))
+    await run(recorded, acquire("B"))
+    assert await run(recorded, ops.RenewLeases("A", 60.0)) == [()]
+
+
+async def test_release_frees_every_lease_and_the_next_taker_abandons_the_attempt(
+    recorded: Store,
+) -> None:
+    """Releasing a holder's leases (its runtime closes) lets another take the instance
+    at once; the attempt left running is recorded abandoned."""
+    await run(recorded, acquire("A"))
+    assert await run(recorded, ops.ReleaseLeases("A")) == [1]
+    (got,) = await run(recorded, acquire("B"))
+    assert (got.outcome, got.try_number) == ("acquired", 2)
+    assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]
+
+
+async def test_a_fence_is_checked_again_after_a_lease_changes_in_the_batch(
+    recorded: Store,
+) -> None:
+    """Within one batch, a write after its attempt's final end record is refused."""
+    await run(recorded, acquire("A"))
+    first, end, late = await run(recorded, put("A", 1, "a"), ended("A", 1), put("A", 1, "b"))
+    assert (first, end) == (None, None)
+    assert isinstance(late, StaleAttemptError)
+    assert await run(recorded, ops.Items(SCOPE)) == [{"a": 1}]
