@@ -3,12 +3,16 @@ writes on a store of 1,000,000 keys with 10 versions each against one of 1,000 k
 
 Prints one JSON line. The on/off figures alternate rounds of ``aset`` from an async
 task on fresh SQLite files (``synchronous=FULL``, a commit per write) and take each
-side's median, so both meet the same load. The large store is built with direct SQL
+side's median, so both meet the same load. Times on a shared machine are noisy, so the
+SQLite line also counts what each commit writes, which load does not change: the pages
+(WAL frames) a durable ``aset`` appends with history on and off. With ``--db`` naming a
+PostgreSQL server, only the on/off figures are taken, each round in a schema of its
+own (the line says ``"store": "postgres"``). The large store is built with direct SQL
 inserts (building it through the API would take an hour), then both stores are opened
 through ``open_runtime(history=10)`` and timed on the same operations: ``aget`` and
 ``aset`` of keys spread over the store, out of band. Usage::
 
-    python bench/history.py [--n 400] [--rounds 5] [--keys 1000000]
+    python bench/history.py [--n 400] [--rounds 5] [--keys 1000000] [--db postgresql://...]
 """
 
 from __future__ import annotations
@@ -24,15 +28,22 @@ from typing import Any
 
 import trio
 
-from _common import emit, machine, tmp_db
+from _common import bench_runtime, emit, machine, tmp_db
 from stateward import Dag, open_runtime
 from stateward.store.sqlite.store import SqliteStore
 
 VERSIONS = 10
+#: SQLite's default page size, which stateward keeps.
+PAGE_SIZE = 4096
 KEYS_PER_TASK = 1000
 
 
-async def write_ms(n: int, history: int) -> float:
+#: Writes counted for the pages per commit: few enough that SQLite's automatic
+#: checkpoint (at 1,000 pages) never restarts the WAL while they are counted.
+COUNTED = 100
+
+
+async def write_ms(n: int, history: int, db: str | None = None) -> float:
     """One run of ``n`` durable ``aset`` from an async task: ms per write."""
     figures: dict[str, float] = {}
     dag = Dag("bench")
@@ -44,11 +55,50 @@ async def write_ms(n: int, history: int) -> float:
             await task_state.aset(f"k{i % 10}", i)
         figures["ms"] = (time.perf_counter() - start) / n * 1000
 
-    async with open_runtime(tmp_db("history.db"), history=history) as rt:
+    async with bench_runtime(db, "history.db", history=history) as rt:
         result = await rt.run_task(writes, run_id="bench")
         if result.error is not None:
             raise result.error
     return figures["ms"]
+
+
+async def pages_per_write(history: int) -> float:
+    """WAL frames one durable ``aset`` appends on SQLite, once each key has a full
+    history (frames are whole pages: this is what each commit writes and syncs)."""
+    path = tmp_db("pages.db")
+    wal = Path(f"{path}-wal")
+    figures: dict[str, float] = {}
+    dag = Dag("bench")
+
+    @dag.task
+    async def writes(task_state: Any) -> None:
+        for i in range(2 * VERSIONS * 10):  # every key past its bound
+            await task_state.aset(f"k{i % 10}", i)
+        before = wal.stat().st_size
+        for i in range(COUNTED):
+            await task_state.aset(f"k{i % 10}", i)
+        figures["pages"] = (wal.stat().st_size - before) / (PAGE_SIZE + 24) / COUNTED
+
+    async with open_runtime(path, history=history) as rt:
+        result = await rt.run_task(writes, run_id="bench")
+        if result.error is not None:
+            raise result.error
+    return figures["pages"]
+
+
+def on_off(n: int, rounds: int, db: str | None) -> dict[str, Any]:
+    """Alternating rounds with history off and on: each side's median, their ratio."""
+    off: list[float] = []
+    on: list[float] = []
+    for _ in range(rounds):
+        off.append(trio.run(write_ms, n, 0, db))
+        on.append(trio.run(write_ms, n, VERSIONS, db))
+    figures: dict[str, Any] = {
+        "history_off_set_ms": statistics.median(off),
+        "history_on_set_ms": statistics.median(on),
+    }
+    figures["history_write_ratio"] = figures["history_on_set_ms"] / figures["history_off_set_ms"]
+    return figures
 
 
 def build(path: Path, keys: int) -> None:
@@ -105,17 +155,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--db", help="a postgresql:// URL: measure on/off there instead")
     args = parser.parse_args()
-    off: list[float] = []
-    on: list[float] = []
-    for _ in range(args.rounds):
-        off.append(trio.run(write_ms, args.n, 0))
-        on.append(trio.run(write_ms, args.n, VERSIONS))
-    figures: dict[str, Any] = {
-        "history_off_set_ms": statistics.median(off),
-        "history_on_set_ms": statistics.median(on),
-    }
-    figures["history_write_ratio"] = figures["history_on_set_ms"] / figures["history_off_set_ms"]
+    figures = on_off(args.n, args.rounds, args.db)
+    if args.db is not None:
+        emit("history", store="postgres", **figures, versions=VERSIONS, n=args.n,
+             rounds=args.rounds, **machine())  # fmt: skip
+        return
+    figures["history_off_pages_per_set"] = trio.run(pages_per_write, 0)
+    figures["history_on_pages_per_set"] = trio.run(pages_per_write, VERSIONS)
     small, big = tmp_db("small.db"), tmp_db("big.db")
     build(small, 1000)
     start = time.perf_counter()

@@ -40,7 +40,7 @@ SCRIPTS = [
 #: names it; otherwise their last line in the results file is kept.
 OPTIONAL_SCRIPTS = {"airflow_compare.py": "STATEWARD_BENCH_AIRFLOW_VENV"}
 #: The scripts that also run on PostgreSQL when a server answers.
-POSTGRES_SCRIPTS = ["state_ops.py", "concurrent_writers.py"]
+POSTGRES_SCRIPTS = ["state_ops.py", "concurrent_writers.py", "history.py"]
 #: The scripts that run only on PostgreSQL (several runtimes sharing one database).
 POSTGRES_ONLY_SCRIPTS = ["runtimes.py"]
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/test"
