@@ -66,7 +66,7 @@ async def pages_per_write(history: int) -> float:
     """WAL frames one durable ``aset`` appends on SQLite, once each key has a full
     history (frames are whole pages: this is what each commit writes and syncs)."""
     path = tmp_db("pages.db")
-    wal = Path(f"{path}-wal")
+    wal = trio.Path(f"{path}-wal")
     figures: dict[str, float] = {}
     dag = Dag("bench")
 
@@ -74,10 +74,10 @@ async def pages_per_write(history: int) -> float:
     async def writes(task_state: Any) -> None:
         for i in range(2 * VERSIONS * 10):  # every key past its bound
             await task_state.aset(f"k{i % 10}", i)
-        before = wal.stat().st_size
+        before = (await wal.stat()).st_size
         for i in range(COUNTED):
             await task_state.aset(f"k{i % 10}", i)
-        figures["pages"] = (wal.stat().st_size - before) / (PAGE_SIZE + 24) / COUNTED
+        figures["pages"] = ((await wal.stat()).st_size - before) / (PAGE_SIZE + 24) / COUNTED
 
     async with open_runtime(path, history=history) as rt:
         result = await rt.run_task(writes, run_id="bench")

@@ -162,8 +162,9 @@ async def test_nul_in_a_key_refuses_that_operation_only(store: PostgresStore) ->
 
 
 async def test_a_run_of_puts_keeps_its_order_and_refuses_one_by_one(store: PostgresStore) -> None:
-    """Consecutive puts go as one pipelined statement each for task and asset rows: the
-    later put of a key wins, and a refused put (NUL, asset conflict) fails alone."""
+    """Consecutive puts go as one pipelined statement each for task and asset rows (and
+    one each for their versions): the later put of a key wins and is the newer version,
+    and a refused put (NUL, asset conflict) fails alone."""
     orders = AssetScope("orders", "s3://o")
     await one(store, ops.RegisterAssets((AssetInfo("orders", "s3://o"),)))
     results = await store.execute(
@@ -181,6 +182,8 @@ async def test_a_run_of_puts_keeps_its_order_and_refuses_one_by_one(store: Postg
     ]  # fmt: skip
     assert await store.execute([ops.Items(T), ops.Items(orders)], now=1.0) == [{"k": 2}, {"w": 1}]
     assert await one(store, ops.LookupAsset(name="other")) is None
+    histories = await store.execute([ops.History(T, "k"), ops.History(orders, "w")], now=1.0)
+    assert [[(v.version, v.value) for v in h] for h in histories] == [[(2, 2), (1, 1)], [(1, 1)]]
 
 
 async def test_lone_writes_to_a_new_asset_register_it(store: PostgresStore) -> None:
@@ -501,6 +504,76 @@ async def test_four_processes_increment_one_key_exactly(database: PgDatabase, sc
             for i in range(4)
         ]
     assert written == [0, 1, 2, 3]
+
+
+async def _until_a_statement_waits_for_a_lock(dsn: str) -> None:
+    """Poll the server (another connection's state: no event to wait for)."""
+    waiting = (
+        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    )
+    with trio.fail_after(10):
+        while not await sql(dsn, waiting):  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("change", "value"),
+    [
+        ("UPDATE {s}.task_state SET value = '3' WHERE key = 'k'", 3),
+        ("DELETE FROM {s}.task_state WHERE key = 'k'", None),
+    ],
+    ids=["updated", "deleted"],
+)
+async def test_a_put_waiting_for_another_version_is_numbered_after_it(
+    database: PgDatabase, schema: str, change: str, value: int | None
+) -> None:
+    """A put of a key with history on is one statement that reads the newest version from
+    its snapshot; when another transaction writes a version of the key while the put
+    waits for its row, the put still comes after that version, numbered next."""
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        await one(store, put(T, "k", "1"))
+        await one(store, put(T, "k", "2"))
+        s = f'"{schema}"'
+        version = (
+            f"INSERT INTO {s}.task_state_history (dag_id, run_id, task_id, item, key, version, "
+            f"value, updated_at, updated_by) VALUES ('d', 'r', 't', '', 'k', 3, "
+            f'{"NULL" if value is None else repr(str(value))}, 1, \'{{"kind":"test"}}\')'
+        )
+        async with trio.open_nursery() as nursery:
+            with row_locked(database.dsn, f"{change.format(s=s)}; {version}"):
+                nursery.start_soon(one, store, put(T, "k", "4"))
+                await _until_a_statement_waits_for_a_lock(database.dsn)
+        history = await one(store, ops.History(T, "k"))
+        assert [(v.version, v.value) for v in history][:3] == [(4, 4), (3, value), (2, 2)]
+        assert await one(store, ops.Get(T, "k")) == 4
+
+
+async def test_concurrent_puts_of_one_key_number_every_version_once(
+    database: PgDatabase, schema: str
+) -> None:
+    """Four stores putting one key at once: every put is a version, numbered in commit
+    order, and the newest version is the value the key holds."""
+    async with PostgresStore(database.dsn, schema=schema) as first:
+        await one(first, put(T, "k", "0"))
+
+    async def puts(lane: int) -> None:
+        async with PostgresStore(database.dsn, schema=schema) as store:
+            for i in range(50):
+                await one(store, put(T, "k", str(lane * 1000 + i)))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for lane in range(1, 5):
+                nursery.start_soon(puts, lane)
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        history = await one(store, ops.History(T, "k"))
+        assert [v.version for v in history] == list(range(201, 191, -1))
+        assert history[0].value == await one(store, ops.Get(T, "k"))
+    rows = await sql(
+        database.dsn, f"SELECT count(*) FROM \"{schema}\".task_state_history WHERE key = 'k'"
+    )
+    assert rows == [(10,)]
 
 
 # -- the command line ---------------------------------------------------------------------------

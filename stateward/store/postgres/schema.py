@@ -319,11 +319,15 @@ async def migrate(conn: Any, schema: str, where: str, to_version: int = SCHEMA_V
 # -- the store's statements -----------------------------------------------------------
 
 
-def scoped_statements(table: str, keys: tuple[str, ...], writer: tuple[str, ...]) -> dict[str, str]:
+def scoped_statements(
+    table: str, keys: tuple[str, ...], writer: tuple[str, ...], history: str
+) -> dict[str, str]:
     """The single statements on one state table, numbered for its key columns.
 
     Parameters, in order: the key columns (the scope's, then ``key``), then for writes
     the value, its digest, now, expires_at and the writer columns; reads end with now.
+    ``put_versioned`` (a put with history on, ``history`` the history table) adds the
+    writer's provenance and how many versions to keep.
     """
     n = len(keys)
     p = [f"${i}" for i in range(1, n + len(writer) + 7)]
@@ -351,7 +355,30 @@ def scoped_statements(table: str, keys: tuple[str, ...], writer: tuple[str, ...]
         (*p[:n], f"{by}::numeric::text", f"sha256(convert_to({by}::numeric::text, 'UTF8'))",
          *p[n + 1 : n + 3 + len(writer)])
     )  # fmt: skip
+    # A put with history on, in one statement: the row, its version, the cut. The
+    # version is the newest kept plus one, read from this statement's snapshot, so the
+    # row is changed only if it is still the version that snapshot saw (its xmin, read
+    # again on the newest row once its lock is had): a row written by another
+    # transaction since, deleted since, or not there yet changes nothing, and the
+    # caller runs the put as a transaction of statements (see Session._put_versioned).
+    w = len(writer)
+    by_p, keep_p = p[n + 4 + w], p[n + 5 + w]
+    history_columns = ", ".join((*keys, "version", "value", "updated_at", "updated_by"))
+    put_versioned = (
+        f"WITH w AS (UPDATE {table} AS t SET value = {p[n]}, value_digest = {p[n + 1]}, "
+        f"updated_at = {now}, expires_at = {p[n + 3]}, "
+        + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
+        + f" WHERE {pk} AND t.xmin = (SELECT xmin FROM {table} WHERE {pk}) RETURNING 1), "
+        f"h AS (INSERT INTO {history} ({history_columns}) SELECT "
+        + ", ".join(p[:n])
+        + f", x.m + 1, {p[n]}, {now}, {by_p} FROM (SELECT COALESCE(MAX(version), 0) AS m "
+        f"FROM {history} WHERE {pk}) AS x WHERE EXISTS (SELECT 1 FROM w) RETURNING version), "
+        f"d AS (DELETE FROM {history} WHERE {pk} "
+        f"AND version <= (SELECT version FROM h) - {keep_p}::integer) "
+        "SELECT count(*) FROM h"
+    )
     return {
+        "put_versioned": put_versioned,
         "get": f"SELECT value FROM {table} WHERE {pk} AND {_LIVE.format(now=p[n])}",
         "items": (
             f"SELECT key, value FROM {table} WHERE {scope} AND {_LIVE.format(now=p[n - 1])} "
@@ -392,11 +419,15 @@ class Statements:
         s = quoted(schema)
         # Task state is keyed by the item; the writer's map index is written with it.
         task_keys = ("dag_id", "run_id", "task_id", "item", "key")
-        task = scoped_statements(f"{s}.task_state", task_keys, ("map_index", "writer_try"))
+        task = scoped_statements(
+            f"{s}.task_state", task_keys, ("map_index", "writer_try"), f"{s}.task_state_history"
+        )
         writer = (
             "writer_dag_id", "writer_run_id", "writer_task_id", "writer_map_index", "writer_try",
         )  # fmt: skip
-        asset = scoped_statements(f"{s}.asset_state", ("asset_id", "key"), writer)
+        asset = scoped_statements(
+            f"{s}.asset_state", ("asset_id", "key"), writer, f"{s}.asset_state_history"
+        )
         return cls(task, asset, s)
 
 

@@ -347,8 +347,20 @@ class Session:
         return False
 
     async def _run_once(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
-        # With history on, a write is two statements (the row, its version): no fast path.
-        if (
+        # With history on, a write is two statements (the row, its version), except a
+        # put of a key already there, which has a statement of its own (_put_versioned).
+        if len(ops) == 1 and self.history > 0 and isinstance(ops[0], base.Put):
+            refusal: Exception | None = _nul_refusal(ops[0])
+            if refusal is not None:
+                return [refusal]
+            try:
+                if await self._put_versioned(ops[0], now):
+                    return [None]
+            except base.REFUSALS as exc:
+                return [exc]
+            except _NeedsTransaction:
+                pass  # nothing was written (an asset to register first)
+        elif (
             len(ops) == 1
             and isinstance(ops[0], _ONE_STATEMENT)
             and not (self.history > 0 and base.is_write(ops[0]))
@@ -378,9 +390,7 @@ class Session:
         start = 0
         while start < len(ops):
             end = start
-            while (
-                end < len(ops) and isinstance(_unfenced(ops[end]), base.Put) and self.history <= 0
-            ):
+            while end < len(ops) and isinstance(_unfenced(ops[end]), base.Put):
                 end += 1
             if end - start > 1:
                 allowed: list[base.Op] = []
@@ -418,6 +428,7 @@ class Session:
     async def _put_many(self, puts: Sequence[base.Op], now: float) -> list[Any]:
         results: list[Any] = []
         rows: dict[str, list[tuple[Any, ...]]] = {}
+        versions: dict[str, list[tuple[Any, ...]]] = {}
         for op in puts:
             assert isinstance(op, base.Put)
             refusal: Exception | None = _nul_refusal(op)
@@ -428,8 +439,18 @@ class Session:
                     refusal = exc
                 else:
                     rows.setdefault(statement, []).append(params)
+                    if self.history > 0:
+                        who = base.provenance(op.who, op.writer)
+                        add, *numbered = await self._version_statement(
+                            op.scope, op.key, op.value, now, who
+                        )
+                        versions.setdefault(add, []).append(tuple(numbered))
             results.append(refusal)
         for statement, params_list in rows.items():
+            await self.conn.executemany(statement, params_list)
+        # Then the versions, in the puts' order: the rows are locked by this
+        # transaction now, so each statement reads the key's newest version.
+        for statement, params_list in versions.items():
             await self.conn.executemany(statement, params_list)
         return results
 
@@ -437,6 +458,18 @@ class Session:
         sql, where = await self._where_to_write(op.scope, now)
         params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
         return sql["put"], params + self._writer_params(op.scope, op.writer)
+
+    async def _put_versioned(self, op: base.Put, now: float) -> bool:
+        """A put with history on as one statement (no BEGIN/COMMIT): whether it was
+        done. It is not (nothing written) when the key's row is not there or another
+        transaction changed it after this statement's snapshot, whose newest version
+        would then be stale; the caller runs the put as a transaction instead."""
+        sql, where = await self._where_to_write(op.scope, now)
+        params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
+        params += self._writer_params(op.scope, op.writer)
+        who = writer_json(base.provenance(op.who, op.writer))
+        done = await self.conn.fetchval(sql["put_versioned"], *params, who, self.history)
+        return bool(done)
 
     async def _apply_or_refuse(self, op: base.Op, now: float) -> Any:
         refusal = _nul_refusal(op)
@@ -739,6 +772,12 @@ class Session:
         """
         if self.history <= 0:
             return
+        await self.conn.execute(*await self._version_statement(scope, key, value, now, who))
+
+    async def _version_statement(
+        self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
+    ) -> tuple[Any, ...]:
+        """The statement adding a version, then its parameters."""
         found = await self._history_where(scope, now)
         assert found is not None, "a scope written to is known"
         table, columns, params = found
@@ -747,7 +786,7 @@ class Session:
         holes = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(types))
         where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(columns))
         k = n + 1
-        await self.conn.execute(
+        return (
             f"WITH v AS (INSERT INTO {table} ({', '.join(columns)}, key, version, value, "
             f"updated_at, updated_by) SELECT {holes}, ${k}::text, COALESCE(MAX(version), 0) + 1,"
             f" ${k + 1}::text, ${k + 2}::double precision, ${k + 3}::text FROM {table} "
