@@ -40,11 +40,11 @@ memory-channel round trip 0.015 ms; `trio.from_thread.run` 0.16 ms.
 """
 
 POSTGRES_NOTE = """
-The "PostgreSQL" rows run `state_ops.py` and `concurrent_writers.py` with
-`--db postgresql://...` against the server on the same machine (loopback, PostgreSQL's
-default `synchronous_commit = on`), each in a schema of its own dropped afterwards; the
-baseline is raw asyncpg from plain asyncio doing the same upsert or read, one statement
-per round trip. "The trio-asyncio floor" is that raw upsert sent from trio through
+The "PostgreSQL" rows run `state_ops.py` and `concurrent_writers.py` (and
+docs/task-state.md's, `history.py`) with `--db postgresql://...` against the server
+on the same machine (loopback, PostgreSQL's default `synchronous_commit = on`), each
+in a schema of its own dropped afterwards; the baseline is raw asyncpg from plain
+asyncio doing the same upsert or read, one statement per round trip. "The trio-asyncio floor" is that raw upsert sent from trio through
 trio-asyncio, which any trio program hosting asyncpg pays. See docs/scaling.md.
 """
 
@@ -319,17 +319,34 @@ def history_costs(results: Results) -> str:
     h = results.get("history")
     if h is None:
         return "The last `make bench` did not run `bench/history.py`, so it has no figures here."
+    lines = [
+        f"From the last `make bench` ({h.get('date', 'unknown')}, {h['cpus']} CPUs, SQLite "
+        "with `synchronous=FULL`,",
+        "on a machine shared with other work: compare the ratios, not the times):",
+        "",
+        "| | ms per operation | against | ratio |",
+        "|---|---:|---|---:|",
+        f"| durable `aset`, `history=10` | {_ms(h['history_on_set_ms'])} "
+        f"| `history=0`: {_ms(h['history_off_set_ms'])} ms "
+        f"| {h['history_write_ratio']:.2f}× |",
+    ]
+    if "history_on_pages_per_set" in h:
+        lines.append(
+            "| pages one durable `aset` commits, `history=10` "
+            f"| {h['history_on_pages_per_set']:.2f} "
+            f"| `history=0`: {h['history_off_pages_per_set']:.2f} "
+            f"| {h['history_on_pages_per_set'] / h['history_off_pages_per_set']:.2f}× |"
+        )
+    pg = results.get("history_postgres")
+    if pg is not None:
+        lines.append(
+            f"| PostgreSQL: durable `aset`, `history=10` | {_ms(pg['history_on_set_ms'])} "
+            f"| `history=0`: {_ms(pg['history_off_set_ms'])} ms "
+            f"| {pg['history_write_ratio']:.2f}× |"
+        )
     return "\n".join(
         [
-            f"From the last `make bench` ({h.get('date', 'unknown')}, {h['cpus']} CPUs, SQLite "
-            "with `synchronous=FULL`,",
-            "on a machine shared with other work: compare the ratios, not the times):",
-            "",
-            "| | ms per operation | against | ratio |",
-            "|---|---:|---|---:|",
-            f"| durable `aset`, `history=10` | {_ms(h['history_on_set_ms'])} "
-            f"| `history=0`: {_ms(h['history_off_set_ms'])} ms "
-            f"| {h['history_write_ratio']:.2f}× |",
+            *lines,
             f"| `aget`, {h['big_keys']:,} keys × {h['versions']} versions "
             f"| {_ms(h['big_get_ms'])} | 1,000 keys: {_ms(h['small_get_ms'])} ms "
             f"| {h['big_get_ratio']:.2f}× |",

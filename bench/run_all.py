@@ -5,8 +5,8 @@ script runs in its own process; its one JSON line is kept in ``bench/results.jso
 from which ``bench/pages.py`` writes every figure the docs quote (``--docs-only``
 rewrites the docs from the existing file without measuring). When a PostgreSQL
 server answers (``$STATEWARD_BENCH_PG_DSN``, else the local one at 127.0.0.1:5432,
-database ``test``), ``state_ops.py`` and ``concurrent_writers.py`` also run with
-``--db`` on it, and their figures get rows of their own.
+database ``test``), ``state_ops.py``, ``concurrent_writers.py`` and ``history.py``
+also run with ``--db`` on it, and their figures get rows of their own.
 """
 
 from __future__ import annotations

@@ -106,6 +106,25 @@ async def test_cleanup_cuts_history_and_drops_it_for_a_gone_instance(store: Stor
     assert await one(store, ops.History(M0, "k")) == ()
 
 
+@pytest.mark.parametrize("scope", [T1, A], ids=["task", "asset"])
+async def test_a_changed_setting_keeps_the_newest_versions(store: Store, scope: ops.Scope) -> None:
+    """Raising ``history`` keeps every version from then on up to the new bound (SQLite
+    reuses the oldest version's slot only once it is past the bound), and lowering it
+    cuts a key to the newest at its next write."""
+    store.history = 2  # type: ignore[attr-defined]
+    for n in range(1, 4):
+        await one(store, ops.Put(scope, "k", str(n), None, None, CLI), now=n)
+    store.history = 4  # type: ignore[attr-defined]
+    for n in range(4, 7):
+        await one(store, ops.Put(scope, "k", str(n), None, None, CLI), now=n)
+    assert [v.version for v in await one(store, ops.History(scope, "k"))] == [6, 5, 4, 3]
+    await one(store, ops.Put(scope, "k", "7", None, None, CLI), now=7)
+    store.history = 2  # type: ignore[attr-defined]
+    await one(store, ops.Put(scope, "k", "8", None, None, CLI), now=8)
+    history = await one(store, ops.History(scope, "k"))
+    assert [(v.version, v.value, v.updated_at) for v in history] == [(8, 8, 8.0), (7, 7, 7.0)]
+
+
 async def test_history_zero_keeps_none(store: Store) -> None:
     """``history = 0`` keeps no versions; writes work as before."""
     store.history = 0  # type: ignore[attr-defined]

@@ -25,7 +25,10 @@ APPLICATION_ID: Final = 0x53574431
 #: key in place, so ``task_state`` is copied; rows written before were kept by position.
 #: ``task_item`` records where each item stood in the latest expansion (``seq`` orders
 #: the records of one task). History: every change of a key adds a version; a NULL
-#: value is a tombstone.
+#: value is a tombstone. A key's versions are a ring of ``history`` slots (a new
+#: version overwrites the oldest in place: one B-tree leaf per commit), ``slot`` being
+#: the version modulo ``history``, or minus the version when that slot still holds a
+#: version to keep (the setting was raised).
 HISTORY_MIGRATION: Final = (
     """CREATE TABLE task_state_v5 (
         dag_id TEXT NOT NULL,
@@ -63,20 +66,22 @@ HISTORY_MIGRATION: Final = (
         task_id TEXT NOT NULL,
         item TEXT NOT NULL,
         key TEXT NOT NULL,
+        slot INTEGER NOT NULL,
         version INTEGER NOT NULL,
         value TEXT,
         updated_at REAL NOT NULL,
         updated_by TEXT NOT NULL,
-        PRIMARY KEY (dag_id, run_id, task_id, item, key, version)
+        PRIMARY KEY (dag_id, run_id, task_id, item, key, slot)
     ) WITHOUT ROWID""",
     """CREATE TABLE asset_state_history (
         asset_id INTEGER NOT NULL REFERENCES asset (id),
         key TEXT NOT NULL,
+        slot INTEGER NOT NULL,
         version INTEGER NOT NULL,
         value TEXT,
         updated_at REAL NOT NULL,
         updated_by TEXT NOT NULL,
-        PRIMARY KEY (asset_id, key, version)
+        PRIMARY KEY (asset_id, key, slot)
     ) WITHOUT ROWID""",
 )
 

@@ -92,14 +92,18 @@ _SQL: Final = {
 }
 
 
-def _history_statements(table: str, columns: str) -> tuple[str, str, str]:
-    """Adding a version (returning its number), cutting a key's oldest, listing them."""
+def _history_statements(table: str, columns: str) -> tuple[str, str, str, str]:
+    """A key's next version number, writing a version into a slot (returning a row if
+    it did), cutting a key's oldest, listing them."""
     where = " AND ".join(f"{c} = ?" for c in columns.split(", "))
     holes = ", ".join("?" for _ in columns.split(", "))
     return (
-        f"INSERT INTO {table} ({columns}, key, version, value, updated_at, updated_by) "
-        f"SELECT {holes}, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM {table} "
-        f"WHERE {where} AND key = ? RETURNING version",
+        f"SELECT COALESCE(MAX(version), 0) + 1 FROM {table} WHERE {where} AND key = ?",
+        f"INSERT INTO {table} ({columns}, key, slot, version, value, updated_at, updated_by) "
+        f"VALUES ({holes}, ?, ?, ?, ?, ?, ?) ON CONFLICT ({columns}, key, slot) DO UPDATE SET "
+        "version = excluded.version, value = excluded.value, "
+        "updated_at = excluded.updated_at, updated_by = excluded.updated_by "
+        f"WHERE {table}.version <= excluded.version - ? RETURNING 1",
         f"DELETE FROM {table} WHERE {where} AND key = ? AND version <= ?",
         f"SELECT version, value, updated_at, updated_by FROM {table} "
         f"WHERE {where} AND key = ? ORDER BY version DESC",
@@ -321,11 +325,16 @@ class _Engine:
         found = self._history_where(scope, now)
         assert found is not None, "a scope written to is known"
         table, _, params = found
-        insert, cut, _ = _HISTORY_SQL[table]
-        (number,) = self.conn.execute(
-            insert, (*params, key, value, now, writer_json(who), *params, key)
-        ).fetchone()
-        if number > self.history:
+        next_version, into_slot, cut, _ = _HISTORY_SQL[table]
+        (number,) = self.conn.execute(next_version, (*params, key)).fetchone()
+        # The ring's slot: it holds the version ``history`` back, which goes now, so the
+        # commit rewrites one row in place. A slot still holding a version to keep (the
+        # setting was raised) is left alone, and the version gets a slot of its own.
+        row = (number, value, now, writer_json(who), self.history)
+        wrote = self.conn.execute(into_slot, (*params, key, number % self.history, *row))
+        if wrote.fetchone() is None:
+            self.conn.execute(into_slot, (*params, key, -number, *row))
+        if number > self.history:  # after the setting was lowered; else nothing to cut
             self.conn.execute(cut, (*params, key, number - self.history))
 
     def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
@@ -333,7 +342,7 @@ class _Engine:
         if found is None:
             return []
         table, _, params = found
-        return self.conn.execute(_HISTORY_SQL[table][2], (*params, key)).fetchall()
+        return self.conn.execute(_HISTORY_SQL[table][3], (*params, key)).fetchall()
 
     def _rollback(self, op: base.Rollback, now: float) -> None:
         kept = self._versions(op.scope, op.key, now)
