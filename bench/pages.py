@@ -44,8 +44,9 @@ The "PostgreSQL" rows run `state_ops.py` and `concurrent_writers.py` (and
 docs/task-state.md's, `history.py`) with `--db postgresql://...` against the server
 on the same machine (loopback, PostgreSQL's default `synchronous_commit = on`), each
 in a schema of its own dropped afterwards; the baseline is raw asyncpg from plain
-asyncio doing the same upsert or read, one statement per round trip. "The trio-asyncio floor" is that raw upsert sent from trio through
-trio-asyncio, which any trio program hosting asyncpg pays. See docs/scaling.md.
+asyncio doing the same upsert or read, one statement per round trip. "The
+trio-asyncio floor" is that raw upsert sent from trio through trio-asyncio, which any
+trio program hosting asyncpg pays. See docs/scaling.md.
 """
 
 
