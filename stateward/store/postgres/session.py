@@ -348,22 +348,11 @@ class Session:
 
     async def _run_once(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
         # With history on, a write is two statements (the row, its version), except a
-        # put of a key already there, which has a statement of its own (_put_versioned).
-        if len(ops) == 1 and self.history > 0 and isinstance(ops[0], base.Put):
-            refusal: Exception | None = _nul_refusal(ops[0])
-            if refusal is not None:
-                return [refusal]
-            try:
-                if await self._put_versioned(ops[0], now):
-                    return [None]
-            except base.REFUSALS as exc:
-                return [exc]
-            except _NeedsTransaction:
-                pass  # nothing was written (an asset to register first)
-        elif (
+        # put of a key already there, which is one (see _put_versioned).
+        if (
             len(ops) == 1
             and isinstance(ops[0], _ONE_STATEMENT)
-            and not (self.history > 0 and base.is_write(ops[0]))
+            and not (self.history > 0 and base.is_write(ops[0]) and type(ops[0]) is not base.Put)
         ):
             try:
                 return [await self._apply_or_refuse(ops[0], now)]
@@ -460,10 +449,11 @@ class Session:
         return sql["put"], params + self._writer_params(op.scope, op.writer)
 
     async def _put_versioned(self, op: base.Put, now: float) -> bool:
-        """A put with history on as one statement (no BEGIN/COMMIT): whether it was
-        done. It is not (nothing written) when the key's row is not there or another
-        transaction changed it after this statement's snapshot, whose newest version
-        would then be stale; the caller runs the put as a transaction instead."""
+        """A put with history on as one statement (alone in a batch: without
+        BEGIN/COMMIT): whether it was done. It is not (nothing written) when the key's
+        row is not there or another transaction changed it after this statement's
+        snapshot, whose newest version would then be stale; the put is then made as two
+        statements in a transaction (the row, then its version)."""
         sql, where = await self._where_to_write(op.scope, now)
         params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
         params += self._writer_params(op.scope, op.writer)
@@ -630,6 +620,10 @@ class Session:
                 rows = await conn.fetch(found[0]["items"], *found[1], now)
                 return {row["key"]: decode_listed(row["value"]) for row in rows}
             case base.Put(scope, key, value, _, writer, who):
+                if self.history > 0 and await self._put_versioned(op, now):
+                    return None
+                if self.history > 0 and not self._in_tx:
+                    raise _NeedsTransaction  # nothing was written
                 statement, params = await self._put_params(op, now)
                 await conn.execute(statement, *params)
                 await self._version(scope, key, value, now, base.provenance(who, writer))
