@@ -527,12 +527,24 @@ def run_forked(sock: socket.socket, *, parent: int, dags: Mapping[str, Dag] | No
     group), dies with the fork server (which dies with the runtime), and adopts what it
     starts (a child subreaper), so that it can kill all of it before it exits.
     """
+    become_forked(parent)
+    serve_forked(sock, dags)
+
+
+def become_forked(parent: int) -> None:
+    """The part of :func:`run_forked` that needs no socket (a spare task process does it
+    while it waits for one): lead a session, die with ``parent``, adopt what it starts."""
     os.setsid()
     # The fork server exits when the runtime does, and this process gets SIGKILL when
     # the fork server exits: no thread is needed to watch the runtime.
     if not die_with_parent(parent):
         os._exit(EXIT_PARENT_GONE)
     become_subreaper()
+
+
+def serve_forked(sock: socket.socket, dags: Mapping[str, Dag] | None) -> NoReturn:
+    """The rest of :func:`run_forked`, once :func:`become_forked` has run: serve the
+    attempt on ``sock`` and end the process."""
     os.set_inheritable(sock.fileno(), False)
     end_process(trio.run(serve, sock, dags, end_process))
 

@@ -123,6 +123,34 @@ def watched_files(before: set[str], first: list[Any]) -> list[list[Any]]:
     return files
 
 
+class Spare:
+    """A task process forked ahead: its pid, a pidfd of it, and the socket on which it
+    waits for the attempt's descriptors."""
+
+    def __init__(self, pid: int, pidfd: int, channel: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.channel = channel
+
+
+def redirect(output: Sequence[int]) -> None:
+    """Make ``output`` (two descriptors) this process's stdout and stderr."""
+    for fd, target in zip(output, (1, 2), strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
+
+
+def wait_as_spare(channel: socket.socket, dags: Mapping[str, Dag] | None) -> NoReturn:
+    """In a spare task process: wait for the attempt's socket, stdout and stderr, then
+    serve the attempt; exit if the template goes away first (an end of stream)."""
+    _, fds, _, _ = socket.recv_fds(channel, 16, 3)
+    channel.close()
+    if len(fds) != 3:
+        os._exit(0)
+    redirect(fds[1:])
+    child.serve_forked(socket.socket(fileno=fds[0]), dags)
+
+
 class Template:
     """The template's state: its control socket, the runtime it serves, its children."""
 
@@ -139,6 +167,9 @@ class Template:
         self.attempts: dict[int, int] = {}
         #: pidfd -> pid, of orphans adopted and killed, not yet reaped.
         self.adopted: dict[int, int] = {}
+        #: The spare task process, forked ahead and waiting for an attempt (its pidfd
+        #: is in :attr:`adopted` until it gets one).
+        self.spare: Spare | None = None
         self.retiring = False
 
     def send(self, fds: Sequence[int] = (), **message: Any) -> None:
@@ -169,8 +200,12 @@ class Template:
         message = json.loads(data)
         if message["op"] == "retire":
             self.retiring = True
+            self.discard_spare()
         elif message["op"] == "fork" and len(fds) == 3:
-            self.fork(message["id"], fds[0], (fds[1], fds[2]))
+            if not self.hand_to_spare(message["id"], fds):
+                self.fork(message["id"], fds[0], (fds[1], fds[2]))
+            if not self.retiring:
+                self.fork_spare()
         else:
             for fd in fds:
                 os.close(fd)
@@ -209,9 +244,11 @@ class Template:
     def become_attempt(self, output: tuple[int, int]) -> None:
         """In the forked child: write stdout and stderr to ``output`` (the runtime reads
         them into the attempt's log), drop the template's own descriptors."""
-        for fd, target in zip(output, (1, 2), strict=True):
-            os.dup2(fd, target)
-            os.close(fd)
+        redirect(output)
+        self.drop_own()
+
+    def drop_own(self) -> None:
+        """In a forked child: close the template's descriptors, restore Ctrl-C."""
         own = [
             self.selector.fileno(),
             self.control.fileno(),
@@ -219,11 +256,83 @@ class Template:
             *self.attempts,
             *self.adopted,
         ]
+        if self.spare is not None:
+            own.append(self.spare.channel.fileno())
         for fd in own:
             with contextlib.suppress(OSError):
                 os.close(fd)
         # Ctrl-C is the runtime's to handle; the task process gets Python's default.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def fork_spare(self) -> None:
+        """Fork the next attempt's task process ahead (unless there is one): it waits
+        for its socket and output, so that the fork is not on the next attempt's path.
+
+        It is forked from this template, so it runs what the template loaded; when the
+        runtime finds the Dag file changed it retires the template, which kills the
+        spare (:meth:`discard_spare`)."""
+        if self.spare is not None:
+            return
+        parent = os.getpid()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return  # the next attempt is forked when asked for
+        if pid == 0:  # never returns: nothing may unwind into the template's loop
+            try:
+                ours.close()
+                self.drop_own()
+                child.become_forked(parent)
+                wait_as_spare(theirs, self.dags)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    traceback.print_exc()
+            finally:
+                os._exit(EXIT_FORK_FAILED)
+        theirs.close()
+        pidfd = os.pidfd_open(pid)
+        self.spare = Spare(pid, pidfd, ours)
+        self.adopted[pidfd] = pid
+        self.selector.register(pidfd, selectors.EVENT_READ, "spare")
+
+    def hand_to_spare(self, request_id: int, fds: Sequence[int]) -> bool:
+        """Give the spare task process the attempt's descriptors ``fds``; whether it
+        took them (else the caller forks)."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return False
+        try:
+            socket.send_fds(spare.channel, [b"go"], fds)
+        except OSError:  # it died: reaped as an orphan when its pidfd says so
+            spare.channel.close()
+            return False
+        spare.channel.close()
+        for fd in fds:
+            os.close(fd)
+        del self.adopted[spare.pidfd]
+        self.attempts[spare.pidfd] = spare.pid
+        self.send(op="forked", id=request_id, pid=spare.pid, fds=[spare.pidfd])
+        return True
+
+    def discard_spare(self) -> None:
+        """Kill the spare task process (it would run what this template loaded) and
+        reap it."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        spare.channel.close()
+        with contextlib.suppress(OSError):
+            os.kill(spare.pid, signal.SIGKILL)
+        self.selector.unregister(spare.pidfd)
+        del self.adopted[spare.pidfd]
+        os.close(spare.pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(spare.pid, 0)
 
     def on_exit(self, pidfd: int) -> None:
         self.selector.unregister(pidfd)
@@ -239,6 +348,9 @@ class Template:
             status = signal.SIGKILL
         if not adopted:
             self.send(op="exited", pid=pid, status=status)
+        elif self.spare is not None and self.spare.pid == pid:  # died waiting
+            self.spare.channel.close()
+            self.spare = None
         self.kill_orphans()
 
     def kill_orphans(self) -> None:
@@ -303,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     template.send(op="ready", pid=os.getpid(), forkable=forkable, why=why)
     if not forkable:
         os._exit(0)
+    template.fork_spare()
     template.serve()
 
 

@@ -3,9 +3,11 @@ Dag file edited between runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,7 @@ async def test_what_an_attempt_started_in_another_session_ends_with_it(
 
 
 DAG_FILE = """
+import contextlib
 import os
 
 from stateward import Dag
@@ -227,3 +230,98 @@ def test_the_template_rehearses_an_attempt_without_leaving_a_thread() -> None:
     before = threading.active_count()
     assert rehearse() is True
     assert threading.active_count() == before
+
+
+SPARE_DAG_FILE = """
+import contextlib
+import os
+
+from stateward import Dag
+
+dag = Dag("spare", default_args={{"isolation": "process"}})
+
+
+@dag.task
+def who() -> list[object]:
+    return [{version!r}, os.getpid(), os.getppid()]
+"""
+
+
+def spare_of(template: int, ran: set[int]) -> int:
+    """The pid of the spare task process ``template`` has forked ahead: a child that ran
+    none of ``ran`` (the spare is forked once the previous attempt has its process, so
+    poll for it, with a deadline)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        waiting = [pid for pid in children_of(template) if pid not in ran]
+        if waiting:
+            assert len(waiting) == 1, f"more than one spare: {waiting}"
+            return waiting[0]
+        time.sleep(0.01)
+    raise AssertionError(f"template {template} forked no spare")
+
+
+def children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as listing:
+                found.extend(int(child) for child in listing.read().split())
+    return found
+
+
+async def test_each_attempt_runs_in_the_spare_forked_ahead_and_only_one(tmp_path: Path) -> None:
+    """The template forks the next attempt's process ahead; an attempt runs in it, and
+    each attempt gets a process of its own."""
+    dag_file = tmp_path / "spare.py"
+    dag_file.write_text(SPARE_DAG_FILE.format(version="one"))
+    task = load_dags(dag_file)["spare"].get_task("who")
+    ran: set[int] = set()
+    async with open_runtime(store=MemoryStore()) as rt:
+        first = await rt.run_task(task, run_id="r0")
+        _, pid, template = first.result
+        ran.add(pid)
+        for run in range(1, 4):
+            spare = await trio.to_thread.run_sync(spare_of, template, ran)
+            ti = await rt.run_task(task, run_id=f"r{run}")
+            assert ti.state == "success", ti.error
+            _, pid, parent = ti.result
+            assert (pid, parent) == (spare, template)
+            ran.add(pid)
+    assert len(ran) == 4
+
+
+async def test_a_retired_template_kills_its_spare_and_an_edit_is_seen(tmp_path: Path) -> None:
+    """A spare runs what its template loaded: when the Dag file changes the template is
+    retired, its spare killed, and the next attempt runs the file as it is."""
+    dag_file = tmp_path / "spare.py"
+    dag_file.write_text(SPARE_DAG_FILE.format(version="one"))
+    async with open_runtime(store=MemoryStore()) as rt:
+        task = load_dags(dag_file)["spare"].get_task("who")
+        first = await rt.run_task(task, run_id="r1")
+        version, pid, template = first.result
+        assert version == "one"
+        spare = await trio.to_thread.run_sync(spare_of, template, {pid})
+        dag_file.write_text(SPARE_DAG_FILE.format(version="second"))
+        task = load_dags(dag_file)["spare"].get_task("who")
+        second = await rt.run_task(task, run_id="r2")
+        assert second.state == "success", second.error
+        version, pid, new_template = second.result
+        assert version == "second"
+        assert new_template != template
+        assert pid != spare
+        await trio.to_thread.run_sync(wait_for_exit, spare)
+        await trio.to_thread.run_sync(wait_for_exit, template)
+
+
+async def test_closing_the_runtime_ends_the_spare(tmp_path: Path) -> None:
+    """An idle template's spare goes with the template when the runtime closes."""
+    dag_file = tmp_path / "spare.py"
+    dag_file.write_text(SPARE_DAG_FILE.format(version="one"))
+    task = load_dags(dag_file)["spare"].get_task("who")
+    async with open_runtime(store=MemoryStore()) as rt:
+        ti = await rt.run_task(task, run_id="r1")
+        _, pid, template = ti.result
+        spare = await trio.to_thread.run_sync(spare_of, template, {pid})
+    await trio.to_thread.run_sync(wait_for_exit, spare)
+    await trio.to_thread.run_sync(wait_for_exit, template)
