@@ -5,7 +5,9 @@ imports stateward and the task process's machinery, loads the Dag file once (imp
 what the file imports), reports the files it loaded, rehearses one attempt of a
 built-in task (:mod:`.rehearsal`: warm caches that every task process then shares), and
 then forks one task process per attempt. It holds no thread and, once rehearsed, runs
-no event loop, so forking is safe; it serves one control socket (``SOCK_SEQPACKET``,
+no event loop, so forking is safe. It keeps one spare task process forked ahead (waiting,
+on a socket pair of its own, for an attempt's descriptors; killed on ``retire``), so that
+an attempt does not wait for a fork. It serves one control socket (``SOCK_SEQPACKET``,
 one JSON object per message):
 
 ======= =========== =============================================================
@@ -22,7 +24,8 @@ forked  to runtime  ``id``, ``pid`` of the new task process; a pidfd of it trave
                     as SCM_RIGHTS
 refused to runtime  ``id``, ``why``: the fork failed
 exited  to runtime  ``pid``, ``status``: the raw wait status (exit code or signal)
-retire  to template stop forking; exit once every task process has ended
+retire  to template stop forking, kill the spare; exit once every task process has
+                    ended
 ======= =========== =============================================================
 
 The template dies with the runtime: it waits on a pidfd of the runtime's process, and

@@ -83,7 +83,6 @@ async def test_what_an_attempt_started_in_another_session_ends_with_it(
 
 
 DAG_FILE = """
-import contextlib
 import os
 
 from stateward import Dag
@@ -233,8 +232,9 @@ def test_the_template_rehearses_an_attempt_without_leaving_a_thread() -> None:
 
 
 SPARE_DAG_FILE = """
-import contextlib
 import os
+import time
+from pathlib import Path
 
 from stateward import Dag
 
@@ -244,6 +244,16 @@ dag = Dag("spare", default_args={{"isolation": "process"}})
 @dag.task
 def who() -> list[object]:
     return [{version!r}, os.getpid(), os.getppid()]
+
+
+@dag.task
+def waits(params) -> str:
+    folder = Path(params["folder"])
+    (folder / "started").write_text(f"{{os.getpid()}} {{os.getppid()}}")
+    deadline = time.monotonic() + 30
+    while not (folder / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {version!r}
 """
 
 
@@ -325,3 +335,44 @@ async def test_closing_the_runtime_ends_the_spare(tmp_path: Path) -> None:
         spare = await trio.to_thread.run_sync(spare_of, template, {pid})
     await trio.to_thread.run_sync(wait_for_exit, spare)
     await trio.to_thread.run_sync(wait_for_exit, template)
+
+
+async def test_a_busy_template_retired_kills_its_spare_at_once(tmp_path: Path) -> None:
+    """A template retired while an attempt still runs keeps serving that attempt, but its
+    spare (which would run the old file) is killed at once."""
+    dag_file = tmp_path / "spare.py"
+    dag_file.write_text(SPARE_DAG_FILE.format(version="one"))
+    waits = load_dags(dag_file)["spare"].get_task("waits")
+    outcome: list[Any] = []
+    async with open_runtime(store=MemoryStore()) as rt, trio.open_nursery() as nursery:
+
+        async def run_waits() -> None:
+            outcome.append(await rt.run_task(waits, run_id="r1", params={"folder": str(tmp_path)}))
+
+        nursery.start_soon(run_waits)
+        started = await trio.to_thread.run_sync(read_when_written, tmp_path / "started")
+        pid, template = map(int, started.split())
+        spare = await trio.to_thread.run_sync(spare_of, template, {pid})
+        dag_file.write_text(SPARE_DAG_FILE.format(version="second"))
+        who = load_dags(dag_file)["spare"].get_task("who")
+        second = await rt.run_task(who, run_id="r2")
+        assert second.state == "success", second.error
+        assert second.result[0] == "second"
+        assert second.result[2] != template
+        await trio.to_thread.run_sync(wait_for_exit, spare)
+        assert not outcome, "the attempt still runs"
+        (tmp_path / "go").write_text("")
+    assert outcome[0].state == "success", outcome[0].error
+    assert outcome[0].result == "one"
+    await trio.to_thread.run_sync(wait_for_exit, template)
+
+
+def read_when_written(path: Path) -> str:
+    """The text of ``path`` once it has some (polled, with a deadline)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if text := path.read_text():
+                return text
+        time.sleep(0.01)
+    raise AssertionError(f"{path} was not written")
