@@ -242,3 +242,26 @@ class LeaseAnswer:
     holder: str | None = None
     expires_at: float | None = None
     instance: TaskInstanceRecord | None = None
+
+
+@attrs.frozen
+class AssetEvent:
+    """One event emitted to an asset, as the store recorded it (newest first when
+    listed by ``rt.state.asset_events()``)."""
+
+    #: The asset's name and URI as the store knows them (``None``: not bound yet).
+    asset_name: str | None
+    asset_uri: str | None
+    #: Unix time the event was recorded (when its task succeeded).
+    timestamp: float
+    #: The event's ``extra`` dictionary.
+    extra: dict[str, Any]
+    #: The alias it was emitted through, if any.
+    alias_name: str | None = None
+    #: The task instance and try that emitted it; ``None`` for an event added out of
+    #: band (the test harness).
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    try_number: int | None = None
