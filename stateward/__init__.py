@@ -48,6 +48,7 @@ from ._jobs import ResumableJobMixin as ResumableJobMixin
 from ._jobs import ResumableJobOperator as ResumableJobOperator
 from ._loader import load_dags as load_dags
 from ._operators import ShellOperator as ShellOperator
+from ._records import AssetEvent as AssetEvent
 from ._records import AttemptRecord as AttemptRecord
 from ._records import DagRunRecord as DagRunRecord
 from ._records import StateVersion as StateVersion
@@ -72,6 +73,7 @@ __all__ = [
     "Asset",
     "AssetAlias",
     "AssetConflictError",
+    "AssetEvent",
     "AssetNameRef",
     "AssetStateAccessor",
     "AssetStateAccessors",

@@ -32,6 +32,7 @@ from .._errors import (
     UndeclaredAssetError,
 )
 from .._records import (
+    AssetEvent,
     AssetInfo,
     AttemptRecord,
     DagRunRecord,
@@ -473,6 +474,15 @@ class ListDagRuns:
 
 
 @attrs.frozen
+class ListAssetEvents:
+    """An asset's recorded events (by name, else URI), newest first, at most ``limit``."""
+
+    name: str | None = None
+    uri: str | None = None
+    limit: int = 100
+
+
+@attrs.frozen
 class GetDagRun:
     """One run's record with its instances and attempts."""
 
@@ -601,6 +611,13 @@ class DagRunsResult:
     """Runs listed by :class:`ListDagRuns`."""
 
     runs: tuple[DagRunRecord, ...]
+
+
+@attrs.frozen
+class AssetEventsResult:
+    """Events listed by :class:`ListAssetEvents`."""
+
+    events: tuple[AssetEvent, ...]
 
 
 @attrs.frozen
@@ -736,6 +753,7 @@ AdminRequest: TypeAlias = (
     | ReleaseTaskLeases
     | ListDagRuns
     | GetDagRun
+    | ListAssetEvents
     | GetTaskInstanceRecord
     | ClearDagRun
     | CleanupDagRuns
@@ -755,6 +773,7 @@ Response: TypeAlias = (
     | CleanupResult
     | DagRunsResult
     | DagRunRecordResult
+    | AssetEventsResult
     | TaskInstanceRecordResult
     | ClearedResult
     | LeaseResult

@@ -525,6 +525,9 @@ class Supervisor:
             case m.GetDagRun(dag_id, run_id):
                 self._admin(caller, request)
                 return ops.GetRun(dag_id, run_id), m.DagRunRecordResult
+            case m.ListAssetEvents(name, uri, limit):
+                self._admin(caller, request)
+                return ops.ListAssetEvents(AssetScope(name, uri), limit), m.AssetEventsResult
             case m.GetTaskInstanceRecord(dag_id, run_id, task_id, map_index):
                 self._admin(caller, request)
                 op = ops.GetInstance(dag_id, run_id, task_id, map_index)

@@ -146,6 +146,7 @@ async def test_runs_list_filters_and_get_of_unknown(rt: Runtime, wall_clock: Fak
         m.RecordTaskAttempt("d", "r", "t", -1, "success", AttemptRecord(1, "success", 1.0)),
         m.ListDagRuns(),
         m.GetDagRun("d", "r"),
+        m.ListAssetEvents(name="orders"),
     ],
 )
 async def test_task_clients_may_not_send_record_requests(rt: Runtime, request_: Any) -> None:
