@@ -8,6 +8,7 @@ import httpx
 import trio
 
 from stateward import Dag, Runtime
+from stateward._protocol import messages as m
 from stateward._ui.auth import csrf_token
 from stateward._ui.data import asset_id
 
@@ -170,3 +171,30 @@ async def test_mapped_instances_show_their_item(api: httpx.AsyncClient) -> None:
     assert 'extract[0]</a> <span class="item">&#34;a&#34;</span>' in run
     unmapped = (await api.get("/runs/etl/r1/tasks/load")).text
     assert 'class="item"' not in unmapped
+
+
+async def test_the_asset_page_lists_its_events_escaped(
+    api: httpx.AsyncClient, ran: Runtime
+) -> None:
+    """The asset page lists the events that touched it, newest first, each linking to the
+    try that emitted it, with extra values escaped."""
+    url = f"/assets/{asset_id('orders')}"
+    page = (await api.get(url)).text
+    events = page[page.index('id="asset-events"') :]
+    assert '<a href="/runs/etl/r1/tasks/load">etl/r1/load</a> try 1' in events
+    extra = {"note": "<script>alert(1)</script>"}
+    await ran.admin.request(m.AddAssetEvent("orders", "s3://lake/orders", extra, "daily"))
+    events = (await api.get(url)).text
+    events = events[events.index('id="asset-events"') :]
+    assert "<script>alert(1)</script>" not in events
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in events
+    assert events.index("out of band") < events.index("etl/r1/load")  # newest first
+    assert "daily" in events
+
+
+async def test_an_asset_without_events_says_so(rt: Runtime) -> None:
+    """An asset with state but no events says it has none."""
+    await rt.state.asset(name="quiet", uri="file:///quiet").aset("k", 1)
+    async with client_for(rt) as client:
+        page = (await client.get(f"/assets/{asset_id('quiet')}")).text
+    assert "No events have been emitted to this asset." in page
