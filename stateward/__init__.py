@@ -54,6 +54,7 @@ from ._records import DagRunRecord as DagRunRecord
 from ._records import StateVersion as StateVersion
 from ._records import StateWriter as StateWriter
 from ._records import TaskInstanceRecord as TaskInstanceRecord
+from ._records import TaskNode as TaskNode
 from ._runtime.runner import DagRunResult as DagRunResult
 from ._runtime.runner import TaskInstanceResult as TaskInstanceResult
 from ._runtime.runtime import Runtime as Runtime
@@ -117,6 +118,7 @@ __all__ = [
     "TaskInstanceResult",
     "TaskInstanceState",
     "TaskLoadError",
+    "TaskNode",
     "TaskProcessError",
     "TaskStateAccessor",
     "TaskTimeoutError",

@@ -99,6 +99,16 @@ class TaskInstanceRecord:
 
 
 @attrs.frozen
+class TaskNode:
+    """One task of a Dag as a run recorded its graph: its upstream tasks, and whether it
+    is mapped (its instances are ``task_id[0]``, ``[1]``...)."""
+
+    task_id: str
+    upstream_task_ids: tuple[str, ...] = ()
+    mapped: bool = False
+
+
+@attrs.frozen
 class DagRunRecord:
     """One run of a DAG as the store recorded it; instances by task id and map index."""
 
@@ -111,6 +121,10 @@ class DagRunRecord:
     ended_at: float | None = None
     #: Filled by a lookup of one run; a listing of runs leaves it empty.
     instances: tuple[TaskInstanceRecord, ...] = ()
+    #: The Dag's tasks (in topological order) with their upstream task ids, as the
+    #: run's latest start recorded them; empty for a run recorded before stateward
+    #: kept the graph.
+    graph: tuple[TaskNode, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

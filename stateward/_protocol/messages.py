@@ -41,6 +41,7 @@ from .._records import (
     StateEntry,
     StateVersion,
     TaskInstanceRecord,
+    TaskNode,
 )
 
 # Values are JSON values; they are checked by stateward._values, not by the converter.
@@ -392,13 +393,15 @@ class ListTaskItems:
 
 @attrs.frozen
 class RecordDagRun:
-    """Create or update a run's record (state ``running``, ``success`` or ``failed``)."""
+    """Create or update a run's record (state ``running``, ``success`` or ``failed``),
+    with the Dag's graph when given (``None``: keep the recorded one)."""
 
     dag_id: str
     run_id: str
     state: str
     started_at: float
     ended_at: float | None = None
+    graph: tuple[TaskNode, ...] | None = None
 
 
 @attrs.frozen

@@ -501,9 +501,9 @@ class Supervisor:
             case m.RecordTaskItem():
                 self._admin(caller, request)
                 return ops.RecordItem(**attrs.asdict(request, recurse=False)), ok
-            case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at):
+            case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at, graph):
                 self._admin(caller, request)
-                return ops.RecordRun(dag_id, run_id, state, started_at, ended_at), ok
+                return ops.RecordRun(dag_id, run_id, state, started_at, ended_at, graph), ok
             case m.RecordTaskInstance():
                 self._admin(caller, request)
                 return ops.RecordInstance(**attrs.asdict(request, recurse=False)), ok

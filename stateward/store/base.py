@@ -32,6 +32,7 @@ from .._records import (
     StateEntry,
     StateVersion,
     StateWriter,
+    TaskNode,
     instance_label,
 )
 
@@ -318,13 +319,17 @@ class ListItems:
 
 @attrs.frozen
 class RecordRun:
-    """Create or update a run's record (keyed by DAG and run id); returns ``None``."""
+    """Create or update a run's record (keyed by DAG and run id); returns ``None``.
+
+    ``graph`` (the Dag's tasks and edges) replaces the recorded one when given and
+    leaves it as it is when ``None``."""
 
     dag_id: str
     run_id: str
     state: str
     started_at: float
     ended_at: float | None = None
+    graph: tuple[TaskNode, ...] | None = None
 
 
 @attrs.frozen

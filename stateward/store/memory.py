@@ -413,6 +413,9 @@ class MemoryStore:
                 del self._data.leases[key]
         if isinstance(op, base.RecordRun):
             row = run_rows.run_row(op)
+            before = self._data.runs.get(row[:2])
+            if row[-1] is None and before is not None:
+                row = (*row[:-1], before[-1])  # the graph is kept
             self._data.runs[row[:2]] = row
         elif isinstance(op, base.RecordInstance):
             row = run_rows.instance_row(op)
