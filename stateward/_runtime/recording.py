@@ -24,9 +24,9 @@ from typing import Any, Final
 import attrs
 import trio
 
+from .._dag import Dag
 from .._errors import StaleAttemptError, StatewardError, StoreError
 from .._protocol import messages as m
-from .._dag import Dag
 from .._records import AttemptRecord, LeaseAnswer, TaskNode
 from .client import SupervisorClient
 from .supervisor import Envelope
