@@ -228,8 +228,14 @@ def run_json(run: DagRunRecord, *, instances: bool) -> dict[str, Any]:
     document = _times(attrs.asdict(run, recurse=False))
     if instances:
         document["instances"] = [instance_json(ti) for ti in run.instances]
+        # The Dag's graph as the run recorded it ([] for a run recorded before).
+        document["graph"] = [
+            {"task_id": n.task_id, "upstream_task_ids": list(n.upstream_task_ids),
+             "mapped": n.mapped}
+            for n in run.graph
+        ]  # fmt: skip
     else:
-        del document["instances"]
+        del document["instances"], document["graph"]
     return document
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .._records import AssetEvent, DagRunRecord, StateWriter, TaskInstanceRecord
+from .._records import AssetEvent, DagRunRecord, StateWriter, TaskInstanceRecord, TaskNode
 from .._values import dump_json, value_from_text
 from . import charts
 from .auth import check_form_csrf, csrf_token
@@ -32,7 +32,7 @@ GRID_MAX_RUNS: Final = 100
 #: Instance states after which more is to come: their page refreshes itself.
 UNFINISHED: Final = ("running", "up_for_retry", "queued")
 #: The worst state of a mapped task's instances is the colour of its grid cell.
-SEVERITY: Final = ("failed", "upstream_failed", "up_for_retry", "running", "queued", "success")
+SEVERITY: Final = charts.SEVERITY
 
 
 def environment() -> jinja2.Environment:
@@ -156,9 +156,15 @@ async def run_page(request: Request) -> Response:
     run = await ui.run(p["dag_id"], p["run_id"])
     items = await ui.rt.runs.items(p["dag_id"], p["run_id"])
     now = time.time()
+
+    def node_url(node: TaskNode) -> str:
+        # A mapped task's instances are listed under the chart.
+        return f"#{node.task_id}" if node.mapped else ti_url(run.dag_id, run.run_id, node.task_id)
+
+    order = charts.graph(run, node_url) if run.graph else charts.start_order(run)
     return render(
         request, "run.html", run=run, items=items, live=run.state == "running",
-        order=charts.start_order(run), gantt=charts.gantt(run, now), ti_url=ti_url,
+        order=order, has_graph=bool(run.graph), gantt=charts.gantt(run, now), ti_url=ti_url,
     )  # fmt: skip
 
 

@@ -198,6 +198,11 @@ async def test_runs_instances_and_attempts(api: httpx.AsyncClient) -> None:
     runs = (await api.get("/api/v2/stateward/runs")).json()["runs"]
     assert [(r["dag_id"], r["run_id"], r["state"]) for r in runs] == [("etl", "r1", "success")]
     run = (await api.get("/api/v2/stateward/runs/etl/r1")).json()
+    assert run["graph"] == [
+        {"task_id": "extract", "upstream_task_ids": [], "mapped": True},
+        {"task_id": "load", "upstream_task_ids": ["extract"], "mapped": False},
+    ]
+    assert "graph" not in runs[0]
     assert sorted((i["task_id"], i["map_index"]) for i in run["instances"]) == [
         ("extract", 0), ("extract", 1), ("load", -1),
     ]  # fmt: skip
