@@ -42,13 +42,21 @@ def create(path: Path) -> None:
     conn = sqlite3.connect(path)
     start = time.time() - 86400
     with conn:
+        # Each run records its Dag's graph (a chain of the 50 tasks), as runs do now.
+        graph = json.dumps([
+            {"task_id": f"task{t:02}", "upstream": [f"task{t - 1:02}"] if t else [],
+             "mapped": False}
+            for t in range(TASKS)
+        ])  # fmt: skip
         conn.executemany(
-            "INSERT INTO dag_run VALUES (?, ?, ?, ?, ?)",
-            [("grid", f"run{r:03}", "success", start + r * 60, start + r * 60 + 50)
+            "INSERT INTO dag_run (dag_id, run_id, state, started_at, ended_at, graph) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [("grid", f"run{r:03}", "success", start + r * 60, start + r * 60 + 50, graph)
              for r in range(RUNS)],
         )  # fmt: skip
         conn.executemany(
-            "INSERT INTO task_instance VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO task_instance (dag_id, run_id, task_id, map_index, state, try_number,"
+            " started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [("grid", f"run{r:03}", f"task{t:02}", -1, "success", 1,
               start + r * 60 + t, start + r * 60 + t + 1)
              for r in range(RUNS) for t in range(TASKS)],
@@ -61,13 +69,13 @@ def create(path: Path) -> None:
              for r in range(RUNS) for t in range(TASKS)],
         )  # fmt: skip
         rows = (
-            ("keys", f"run{i // 100:03}", f"task{i % 100:02}", -1, f"key{k:03}",
+            ("keys", f"run{i // 100:03}", f"task{i % 100:02}", "", -1, f"key{k:03}",
              json.dumps({"n": k}), start, None)
             for i in range(INSTANCES) for k in range(KEYS)
         )  # fmt: skip
         conn.executemany(
-            "INSERT INTO task_state (dag_id, run_id, task_id, map_index, key, value,"
-            " updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO task_state (dag_id, run_id, task_id, item, map_index, key, value,"
+            " updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
             rows,
         )
     conn.close()
@@ -75,7 +83,7 @@ def create(path: Path) -> None:
 
 def raw_grid(conn: sqlite3.Connection) -> int:
     runs = conn.execute(
-        "SELECT dag_id, run_id, state, started_at, ended_at FROM dag_run "
+        "SELECT dag_id, run_id, state, started_at, ended_at, graph FROM dag_run "
         "ORDER BY started_at DESC LIMIT ?",
         (RUNS,),
     ).fetchall()
