@@ -8,6 +8,7 @@ assembling a :class:`~stateward.records.DagRunRecord` is written once, here.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -64,8 +65,10 @@ def run_row(op: base.RecordRun) -> tuple[Any, ...]:
     return (op.dag_id, op.run_id, op.state, op.started_at, op.ended_at, graph)
 
 
+@functools.lru_cache(maxsize=256)
 def graph_from_text(text: str | None) -> tuple[TaskNode, ...]:
-    """The recorded graph (empty: none recorded)."""
+    """The recorded graph (empty: none recorded). Remembered: the runs of one Dag
+    record the same text, and the records are immutable."""
     if text is None:
         return ()
     return tuple(
