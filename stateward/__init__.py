@@ -48,11 +48,13 @@ from ._jobs import ResumableJobMixin as ResumableJobMixin
 from ._jobs import ResumableJobOperator as ResumableJobOperator
 from ._loader import load_dags as load_dags
 from ._operators import ShellOperator as ShellOperator
+from ._records import AssetEvent as AssetEvent
 from ._records import AttemptRecord as AttemptRecord
 from ._records import DagRunRecord as DagRunRecord
 from ._records import StateVersion as StateVersion
 from ._records import StateWriter as StateWriter
 from ._records import TaskInstanceRecord as TaskInstanceRecord
+from ._records import TaskNode as TaskNode
 from ._runtime.runner import DagRunResult as DagRunResult
 from ._runtime.runner import TaskInstanceResult as TaskInstanceResult
 from ._runtime.runtime import Runtime as Runtime
@@ -72,6 +74,7 @@ __all__ = [
     "Asset",
     "AssetAlias",
     "AssetConflictError",
+    "AssetEvent",
     "AssetNameRef",
     "AssetStateAccessor",
     "AssetStateAccessors",
@@ -115,6 +118,7 @@ __all__ = [
     "TaskInstanceResult",
     "TaskInstanceState",
     "TaskLoadError",
+    "TaskNode",
     "TaskProcessError",
     "TaskStateAccessor",
     "TaskTimeoutError",

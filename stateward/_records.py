@@ -99,6 +99,16 @@ class TaskInstanceRecord:
 
 
 @attrs.frozen
+class TaskNode:
+    """One task of a Dag as a run recorded its graph: its upstream tasks, and whether it
+    is mapped (its instances are ``task_id[0]``, ``[1]``...)."""
+
+    task_id: str
+    upstream_task_ids: tuple[str, ...] = ()
+    mapped: bool = False
+
+
+@attrs.frozen
 class DagRunRecord:
     """One run of a DAG as the store recorded it; instances by task id and map index."""
 
@@ -111,6 +121,10 @@ class DagRunRecord:
     ended_at: float | None = None
     #: Filled by a lookup of one run; a listing of runs leaves it empty.
     instances: tuple[TaskInstanceRecord, ...] = ()
+    #: The Dag's tasks (in topological order) with their upstream task ids, as the
+    #: run's latest start recorded them; empty for a run recorded before stateward
+    #: kept the graph.
+    graph: tuple[TaskNode, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -242,3 +256,26 @@ class LeaseAnswer:
     holder: str | None = None
     expires_at: float | None = None
     instance: TaskInstanceRecord | None = None
+
+
+@attrs.frozen
+class AssetEvent:
+    """One event emitted to an asset, as the store recorded it (newest first when
+    listed by ``rt.state.asset_events()``)."""
+
+    #: The asset's name and URI as the store knows them (``None``: not bound yet).
+    asset_name: str | None
+    asset_uri: str | None
+    #: Unix time the event was recorded (when its task succeeded).
+    timestamp: float
+    #: The event's ``extra`` dictionary.
+    extra: dict[str, Any]
+    #: The alias it was emitted through, if any.
+    alias_name: str | None = None
+    #: The task instance and try that emitted it; ``None`` for an event added out of
+    #: band (the test harness).
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+    try_number: int | None = None

@@ -6,6 +6,7 @@ import getpass
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 from stateward import Asset
 from stateward._loader import load_dags
@@ -92,3 +93,34 @@ def test_runs_show_and_state_list_give_each_instances_item(tmp_path: Path) -> No
     assert {(e["task_id"], e["map_index"], e["item"]) for e in listed} >= {
         ("extract", 0, '"a"'), ("extract", 1, '"b"'),
     }  # fmt: skip
+
+
+def test_state_events_lists_an_assets_events(tmp_path: Path) -> None:
+    """state events lists an asset's events newest first with the emitting try, by
+    name or URI, limited; --json gives them as objects; one asset option is required."""
+    db = tmp_path / "s.db"
+    dag = load_dags(FIXTURES / "etl.py")["etl"]
+
+    async def seed(rt: Any) -> None:
+        for run_id in ("n1", "n2"):
+            await rt.run_dag(dag, run_id=run_id)
+
+    with_rt(db, seed)
+    shown = stateward("state", "events", "--asset", "orders", db=db)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "events of asset 'orders'"
+    assert [line.split()[2:4] for line in lines[3:]] == [
+        ["etl/n2/load", "try"], ["etl/n1/load", "try"],
+    ]  # fmt: skip
+    listed = json.loads(
+        stateward("state", "events", "--asset-uri", "s3://lake/orders", "--limit", "1",
+                  "--json", db=db).stdout
+    )  # fmt: skip
+    assert [(e["run_id"], e["task_id"], e["try_number"], e["extra"]) for e in listed] == [
+        ("n2", "load", 1, {}),
+    ]
+    assert listed[0]["timestamp"].endswith("Z") or "+00:00" in listed[0]["timestamp"]
+    none = stateward("state", "events", "--asset", "nobody", db=db)
+    assert none.stdout == "no events of asset 'nobody'\n"
+    assert stateward("state", "events", db=db).returncode == 2

@@ -1,4 +1,5 @@
-"""``stateward state list|get|set|delete|clear|history|rollback`` and ``stateward cleanup``."""
+"""``stateward state list|get|set|delete|clear|history|rollback|events`` and
+``stateward cleanup``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._context.accessors import NEVER_EXPIRE, AssetStateAccessor, RetentionLike, TaskStateAccessor
-from .._records import StateEntry, StateVersion
+from .._records import AssetEvent, StateEntry, StateVersion
 from .._runtime.runtime import Runtime
 from .._values import dump_json, value_from_text
 from .app import (
@@ -549,6 +550,63 @@ def version_json(version: StateVersion) -> dict[str, Any]:
         "updated_at": iso_time(version.updated_at),
         "updated_by": writer,
     }
+
+
+@state.command("events")
+@click.option("--asset", "asset_name", metavar="NAME", help="The asset, by name.")
+@click.option("--asset-uri", metavar="URI", help="The asset, by URI.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
+    help="How many of the newest events.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of events.")
+@db_option
+def events_state(
+    asset_name: str | None, asset_uri: str | None, limit: int, as_json: bool, db: str | None
+) -> None:
+    """Show the events emitted to an asset, newest first, with the try that emitted each."""
+    if (asset_name is None) == (asset_uri is None):
+        msg = "give --asset NAME or --asset-uri URI (one of them)"
+        raise click.UsageError(msg)
+    where = f"asset {asset_name!r}" if asset_name is not None else f"asset URI {asset_uri!r}"
+
+    async def work(rt: Runtime) -> list[AssetEvent]:
+        return await rt.state.asset_events(name=asset_name, uri=asset_uri, limit=limit)
+
+    events = with_runtime(db, work, create=False)
+    if as_json:
+        click.echo(dump_json([event_json(e) for e in events], indent=2))
+        return
+    console = stdout_console()
+    if not events:
+        console.print(f"no events of {where}")
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("when (UTC)", no_wrap=True, width=16)
+    table.add_column("emitted by", overflow="fold")
+    table.add_column("alias", overflow="fold")
+    table.add_column("extra", overflow="fold")
+    for event in events:
+        table.add_row(
+            table_time(event.timestamp), _emitter(event), event.alias_name or "",
+            cell_json(event.extra) if event.extra else "",
+        )  # fmt: skip
+    console.print(Text(f"events of {where}", style="bold"))
+    console.print(Padding(table, (0, 0, 0, 2)))
+
+
+def _emitter(event: AssetEvent) -> str:
+    if event.dag_id is None or event.task_id is None:
+        return "out of band"
+    index = "" if event.map_index is None or event.map_index < 0 else f"[{event.map_index}]"
+    return f"{event.dag_id}/{event.run_id}/{event.task_id}{index} try {event.try_number}"
+
+
+def event_json(event: AssetEvent) -> dict[str, Any]:
+    """One event as the ``state events --json`` object."""
+    document = attrs.asdict(event)
+    document["timestamp"] = iso_time(event.timestamp)
+    return document
 
 
 @state.command("rollback")

@@ -32,6 +32,7 @@ from .._errors import (
     UndeclaredAssetError,
 )
 from .._records import (
+    AssetEvent,
     AssetInfo,
     AttemptRecord,
     DagRunRecord,
@@ -40,6 +41,7 @@ from .._records import (
     StateEntry,
     StateVersion,
     TaskInstanceRecord,
+    TaskNode,
 )
 
 # Values are JSON values; they are checked by stateward._values, not by the converter.
@@ -391,13 +393,15 @@ class ListTaskItems:
 
 @attrs.frozen
 class RecordDagRun:
-    """Create or update a run's record (state ``running``, ``success`` or ``failed``)."""
+    """Create or update a run's record (state ``running``, ``success`` or ``failed``),
+    with the Dag's graph when given (``None``: keep the recorded one)."""
 
     dag_id: str
     run_id: str
     state: str
     started_at: float
     ended_at: float | None = None
+    graph: tuple[TaskNode, ...] | None = None
 
 
 @attrs.frozen
@@ -469,6 +473,15 @@ class ListDagRuns:
 
     dag_id: str | None = None
     state: str | None = None
+    limit: int = 100
+
+
+@attrs.frozen
+class ListAssetEvents:
+    """An asset's recorded events (by name, else URI), newest first, at most ``limit``."""
+
+    name: str | None = None
+    uri: str | None = None
     limit: int = 100
 
 
@@ -604,6 +617,13 @@ class DagRunsResult:
 
 
 @attrs.frozen
+class AssetEventsResult:
+    """Events listed by :class:`ListAssetEvents`."""
+
+    events: tuple[AssetEvent, ...]
+
+
+@attrs.frozen
 class DagRunRecordResult:
     """The run asked for by :class:`GetDagRun` (``None``: not recorded)."""
 
@@ -736,6 +756,7 @@ AdminRequest: TypeAlias = (
     | ReleaseTaskLeases
     | ListDagRuns
     | GetDagRun
+    | ListAssetEvents
     | GetTaskInstanceRecord
     | ClearDagRun
     | CleanupDagRuns
@@ -755,6 +776,7 @@ Response: TypeAlias = (
     | CleanupResult
     | DagRunsResult
     | DagRunRecordResult
+    | AssetEventsResult
     | TaskInstanceRecordResult
     | ClearedResult
     | LeaseResult

@@ -24,9 +24,10 @@ from typing import Any, Final
 import attrs
 import trio
 
+from .._dag import Dag
 from .._errors import StaleAttemptError, StatewardError, StoreError
 from .._protocol import messages as m
-from .._records import AttemptRecord, LeaseAnswer
+from .._records import AttemptRecord, LeaseAnswer, TaskNode
 from .client import SupervisorClient
 from .supervisor import Envelope
 
@@ -91,9 +92,17 @@ class Recorder:
             except (StoreError, StaleAttemptError) as exc:
                 logger.warning("could not record %s: %s", type(envelope.request).__name__, exc)
 
-    async def run(self, state: str, started_at: float, ended_at: float | None = None) -> None:
-        """Record the run's state; once it has ended, wait for every record queued."""
-        await self._send(m.RecordDagRun(self.dag_id, self.run_id, state, started_at, ended_at))
+    async def run(
+        self,
+        state: str,
+        started_at: float,
+        ended_at: float | None = None,
+        graph: tuple[TaskNode, ...] | None = None,
+    ) -> None:
+        """Record the run's state (and the Dag's graph, when given: at each start);
+        once it has ended, wait for every record queued."""
+        request = m.RecordDagRun(self.dag_id, self.run_id, state, started_at, ended_at, graph)
+        await self._send(request)
         if ended_at is not None:
             await self.flush()
 
@@ -185,3 +194,12 @@ class Recorder:
         except StoreError as exc:
             logger.warning("could not record the end of an attempt: %s", exc)
         return True
+
+
+def dag_graph(dag: Dag) -> tuple[TaskNode, ...]:
+    """The Dag's tasks in topological order, with their upstream task ids, as a run
+    records them."""
+    return tuple(
+        TaskNode(task.task_id, tuple(sorted(task.upstream_task_ids)), task.is_mapped)
+        for task in dag.topological_order()
+    )

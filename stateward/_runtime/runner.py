@@ -41,7 +41,7 @@ from .client import SupervisorClient
 from .forkserver import ForkServers
 from .isolation import run_isolated
 from .leases import DEFAULT_LEASE_TIMEOUT, Holding, LeaseKeeper
-from .recording import Recorder
+from .recording import Recorder, dag_graph
 from .supervisor import Caller, Supervisor
 
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
@@ -208,7 +208,7 @@ class Runner:
                 dag.dag_id, run_id, DagRunState.SUCCESS, tuple(done_results)
             )
         started_at = self._settings.wall_clock() if earlier is None else earlier.started_at
-        await recorder.run("running", started_at)
+        await recorder.run("running", started_at, graph=dag_graph(dag))
         limit = min(dag.max_active_tasks, self._settings.max_active_tasks or dag.max_active_tasks)
         run.limiter = trio.CapacityLimiter(limit)
         done = {task.task_id: trio.Event() for task in order}
@@ -336,7 +336,7 @@ class Runner:
             before = recorded.get((task.task_id, map_index))
             try_number = 1 if before is None else before.try_number + 1
         started_at = self._settings.wall_clock() if earlier is None else earlier.started_at
-        await recorder.run("running", started_at)
+        await recorder.run("running", started_at, graph=dag_graph(dag))
         results: list[TaskInstanceResult] = []
         first = try_number
 

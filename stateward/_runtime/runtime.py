@@ -20,7 +20,7 @@ from .._errors import RunNotFoundError, RuntimeClosedError, StatewardError
 from .._items import mapped_item
 from .._nursery import raise_sole
 from .._protocol import messages as m
-from .._records import AssetInfo, DagRunRecord, StateEntry, TaskInstanceRecord
+from .._records import AssetEvent, AssetInfo, DagRunRecord, StateEntry, TaskInstanceRecord
 from .._values import DEFAULT_MAX_VALUE_BYTES
 from ..store import open_store
 from ..store.base import DEFAULT_HISTORY, Store, TaskScope
@@ -137,6 +137,28 @@ class StateAdmin:
         return AssetStateAccessor._create(
             client, info, rt.default_asset_retention, rt.wall_clock, by_uri=name is None
         )
+
+    async def asset_events(
+        self,
+        asset: Asset | str | None = None,
+        *,
+        name: str | None = None,
+        uri: str | None = None,
+        limit: int = 100,
+    ) -> list[AssetEvent]:
+        """The events emitted to one asset (``asset_events(ORDERS)``, ``name=`` or
+        ``uri=``), newest first, at most ``limit``, each with the task instance and try
+        that emitted it; an asset the store does not know has none."""
+        if isinstance(asset, Asset):
+            name, uri = asset.name, None
+        elif isinstance(asset, str):
+            name = asset
+        if name is None and uri is None:
+            msg = "rt.state.asset_events() needs an Asset, name= or uri="
+            raise TypeError(msg)
+        self._runtime._check_open()
+        response = await self._runtime.admin.request(m.ListAssetEvents(name, uri, limit))
+        return list(response.events)
 
     async def list(
         self,

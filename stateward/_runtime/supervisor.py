@@ -501,9 +501,9 @@ class Supervisor:
             case m.RecordTaskItem():
                 self._admin(caller, request)
                 return ops.RecordItem(**attrs.asdict(request, recurse=False)), ok
-            case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at):
+            case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at, graph):
                 self._admin(caller, request)
-                return ops.RecordRun(dag_id, run_id, state, started_at, ended_at), ok
+                return ops.RecordRun(dag_id, run_id, state, started_at, ended_at, graph), ok
             case m.RecordTaskInstance():
                 self._admin(caller, request)
                 return ops.RecordInstance(**attrs.asdict(request, recurse=False)), ok
@@ -525,6 +525,9 @@ class Supervisor:
             case m.GetDagRun(dag_id, run_id):
                 self._admin(caller, request)
                 return ops.GetRun(dag_id, run_id), m.DagRunRecordResult
+            case m.ListAssetEvents(name, uri, limit):
+                self._admin(caller, request)
+                return ops.ListAssetEvents(AssetScope(name, uri), limit), m.AssetEventsResult
             case m.GetTaskInstanceRecord(dag_id, run_id, task_id, map_index):
                 self._admin(caller, request)
                 op = ops.GetInstance(dag_id, run_id, task_id, map_index)

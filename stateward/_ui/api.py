@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .._records import (
+    AssetEvent,
     AssetInfo,
     AttemptRecord,
     DagRunRecord,
@@ -185,6 +186,21 @@ async def version_body(request: Request) -> int:
     return version
 
 
+def event_json(event: AssetEvent) -> dict[str, Any]:
+    """One asset event, with the task instance and try that emitted it (``null``s: an
+    event added out of band)."""
+    return {
+        "timestamp": iso(event.timestamp),
+        "extra": event.extra,
+        "alias_name": event.alias_name,
+        "dag_id": event.dag_id,
+        "run_id": event.run_id,
+        "task_id": event.task_id,
+        "map_index": event.map_index,
+        "try_number": event.try_number,
+    }
+
+
 def asset_json(info: AssetInfo) -> dict[str, Any]:
     return {"asset_id": asset_id(info.name), "name": info.name, "uri": info.uri}
 
@@ -212,8 +228,14 @@ def run_json(run: DagRunRecord, *, instances: bool) -> dict[str, Any]:
     document = _times(attrs.asdict(run, recurse=False))
     if instances:
         document["instances"] = [instance_json(ti) for ti in run.instances]
+        # The Dag's graph as the run recorded it ([] for a run recorded before).
+        document["graph"] = [
+            {"task_id": n.task_id, "upstream_task_ids": list(n.upstream_task_ids),
+             "mapped": n.mapped}
+            for n in run.graph
+        ]  # fmt: skip
     else:
-        del document["instances"]
+        del document["instances"], document["graph"]
     return document
 
 
@@ -420,6 +442,14 @@ async def rollback_asset_state(request: Request) -> Response:
     return JSONResponse(history_json(key, await ui.asset_history(info, key)))
 
 
+async def list_asset_events(request: Request) -> Response:
+    """The events emitted to an asset, newest first (``limit``, default 100)."""
+    ui = data(request)
+    info = await ui.asset(request.path_params["asset_id"])
+    events = await ui.asset_events(info, min(int_param(request, "limit", 100, 1), MAX_LIMIT))
+    return JSONResponse({**asset_json(info), "events": [event_json(e) for e in events]})
+
+
 async def get_openapi(request: Request) -> Response:
     """This API's OpenAPI document."""
     return JSONResponse(openapi.document(routes()))
@@ -437,6 +467,7 @@ def routes() -> list[Route]:
             methods=["GET"],
         ),
         Route(f"{OWN}/assets", find_asset, methods=["GET"]),
+        Route(f"{OWN}/assets/{{asset_id:int}}/events", list_asset_events, methods=["GET"]),
         Route(f"{TI_OWN}/{{key:path}}/history", task_state_history, methods=["GET"]),
         Route(f"{TI_OWN}/{{key:path}}/rollback", rollback_task_state, methods=["POST"]),
         Route(f"{ASSET_OWN}/{{key:path}}/history", asset_state_history, methods=["GET"]),

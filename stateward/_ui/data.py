@@ -26,7 +26,14 @@ import trio
 from .._context.accessors import NEVER_EXPIRE, RetentionLike
 from .._errors import StateTypeError, StateValueError
 from .._protocol import messages as m
-from .._records import AssetInfo, DagRunRecord, StateEntry, StateVersion, TaskInstanceRecord
+from .._records import (
+    AssetEvent,
+    AssetInfo,
+    DagRunRecord,
+    StateEntry,
+    StateVersion,
+    TaskInstanceRecord,
+)
 from .._runtime.runtime import Runtime
 from .._values import check_key
 
@@ -332,6 +339,10 @@ class UiData:
     async def clear_asset(self, info: AssetInfo) -> None:
         """Delete every key of the asset."""
         await self.rt.state.asset(name=info.name, uri=info.uri).aclear()
+
+    async def asset_events(self, info: AssetInfo, limit: int = 100) -> list[AssetEvent]:
+        """The events emitted to the asset, newest first, at most ``limit``."""
+        return await self.rt.state.asset_events(name=info.name, limit=limit)
 
     async def asset_names(self) -> list[AssetInfo]:
         """The assets that have state, by name (for search and the grid's asset list)."""

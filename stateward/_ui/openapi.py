@@ -108,6 +108,25 @@ SCHEMAS: Final[dict[str, Any]] = {
             "versions": {"type": "array", "items": {"$ref": "#/components/schemas/StateVersion"}},
         },
     },
+    "AssetEvent": {
+        "type": "object",
+        "required": ["timestamp", "extra"],
+        "properties": {
+            "timestamp": _TIME, "extra": {"type": "object"},
+            "alias_name": {"type": ["string", "null"]},
+            "dag_id": {"type": ["string", "null"]}, "run_id": {"type": ["string", "null"]},
+            "task_id": {"type": ["string", "null"]}, "map_index": {"type": ["integer", "null"]},
+            "try_number": {"type": ["integer", "null"]},
+        },
+    },
+    "AssetEventsResponse": {
+        "type": "object",
+        "required": ["asset_id", "name", "uri", "events"],
+        "properties": {
+            "asset_id": _INT, "name": {"type": "string"}, "uri": {"type": "string"},
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/AssetEvent"}},
+        },
+    },
     "RollbackBody": {
         "type": "object", "required": ["version"], "properties": {"version": _INT},
     },
@@ -129,6 +148,7 @@ QUERY: Final[dict[str, tuple[tuple[str, dict[str, Any]], ...]]] = {
     "get_instance": (("map_index", _INT),),
     "get_log": (("map_index", _INT),),
     "find_asset": (("name", {"type": "string"}), ("uri", {"type": "string"})),
+    "list_asset_events": (("limit", _INT),),
     "task_state_history": (("map_index", _INT),),
     "rollback_task_state": (("map_index", _INT),),
 }
@@ -149,6 +169,7 @@ RESPONSE: Final[dict[str, str | None]] = {
     "get_asset_state": "AssetStateStoreResponse",
     "task_state_history": "KeyHistoryResponse", "rollback_task_state": "KeyHistoryResponse",
     "asset_state_history": "KeyHistoryResponse", "rollback_asset_state": "KeyHistoryResponse",
+    "list_asset_events": "AssetEventsResponse",
     "clear_task_state": None, "set_task_state": None, "delete_task_state": None,
     "clear_asset_state": None, "set_asset_state": None, "delete_asset_state": None,
 }  # fmt: skip

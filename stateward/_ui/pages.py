@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .._records import DagRunRecord, StateWriter, TaskInstanceRecord
+from .._records import AssetEvent, DagRunRecord, StateWriter, TaskInstanceRecord, TaskNode
 from .._values import dump_json, value_from_text
 from . import charts
 from .auth import check_form_csrf, csrf_token
@@ -26,11 +26,13 @@ from .data import InvalidError, UiData, asset_id, iso
 
 #: How many recent runs the grid shows (``?limit=`` up to :data:`GRID_MAX_RUNS`).
 GRID_RUNS: Final = 25
+#: How many of an asset's newest events its page lists.
+EVENTS_SHOWN: Final = 50
 GRID_MAX_RUNS: Final = 100
 #: Instance states after which more is to come: their page refreshes itself.
 UNFINISHED: Final = ("running", "up_for_retry", "queued")
 #: The worst state of a mapped task's instances is the colour of its grid cell.
-SEVERITY: Final = ("failed", "upstream_failed", "up_for_retry", "running", "queued", "success")
+SEVERITY: Final = charts.SEVERITY
 
 
 def environment() -> jinja2.Environment:
@@ -154,9 +156,15 @@ async def run_page(request: Request) -> Response:
     run = await ui.run(p["dag_id"], p["run_id"])
     items = await ui.rt.runs.items(p["dag_id"], p["run_id"])
     now = time.time()
+
+    def node_url(node: TaskNode) -> str:
+        # A mapped task's instances are listed under the chart.
+        return f"#{node.task_id}" if node.mapped else ti_url(run.dag_id, run.run_id, node.task_id)
+
+    order = charts.graph(run, node_url) if run.graph else charts.start_order(run)
     return render(
         request, "run.html", run=run, items=items, live=run.state == "running",
-        order=charts.start_order(run), gantt=charts.gantt(run, now), ti_url=ti_url,
+        order=order, has_graph=bool(run.graph), gantt=charts.gantt(run, now), ti_url=ti_url,
     )  # fmt: skip
 
 
@@ -213,6 +221,14 @@ def writer_url(writer: StateWriter) -> str | None:
         return None
     map_index = -1 if writer.map_index is None else writer.map_index
     return ti_url(dag_id, run_id, task_id, map_index)
+
+
+def event_url(event: AssetEvent) -> str | None:
+    """The page of the task instance that emitted an event (None: added out of band)."""
+    dag_id, run_id, task_id = event.dag_id, event.run_id, event.task_id
+    if dag_id is None or run_id is None or task_id is None:
+        return None
+    return ti_url(dag_id, run_id, task_id, -1 if event.map_index is None else event.map_index)
 
 
 def _version(fields: dict[str, str]) -> int:
@@ -283,10 +299,12 @@ async def asset_page(request: Request, problem: str | None = None) -> Response:
     info = await ui.asset(ident)
     entries = await ui.asset_entries(info)
     histories = await ui.asset_histories(info, [e.key for e in entries])
+    events = await ui.asset_events(info, EVENTS_SHOWN)
     return render(
         request, "asset.html", 422 if problem else 200, asset=info, asset_id=ident,
         entries=entries, histories=histories, writer_url=writer_url, problem=problem,
-        post_url=f"/assets/{ident}/state",
+        post_url=f"/assets/{ident}/state", events=events, events_shown=EVENTS_SHOWN,
+        event_url=event_url,
     )  # fmt: skip
 
 

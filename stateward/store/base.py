@@ -15,6 +15,7 @@ stored value never aliases an object a task still holds.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeAlias
@@ -23,6 +24,7 @@ import attrs
 
 from .._errors import AssetConflictError, StaleAttemptError, StateTypeError, StateValueError
 from .._records import (
+    AssetEvent,
     AssetInfo,
     AttemptRecord,
     Lease,
@@ -30,6 +32,7 @@ from .._records import (
     StateEntry,
     StateVersion,
     StateWriter,
+    TaskNode,
     instance_label,
 )
 
@@ -253,6 +256,15 @@ class AddEvent:
 
 
 @attrs.frozen
+class ListAssetEvents:
+    """Return the events recorded for an asset (a tuple of AssetEvent), newest first,
+    at most ``limit``; an asset the store does not know has none."""
+
+    asset: AssetScope
+    limit: int = 100
+
+
+@attrs.frozen
 class ListEntries:
     """List rows with provenance, filtered like the CLI's ``state list``."""
 
@@ -307,13 +319,17 @@ class ListItems:
 
 @attrs.frozen
 class RecordRun:
-    """Create or update a run's record (keyed by DAG and run id); returns ``None``."""
+    """Create or update a run's record (keyed by DAG and run id); returns ``None``.
+
+    ``graph`` (the Dag's tasks and edges) replaces the recorded one when given and
+    leaves it as it is when ``None``."""
 
     dag_id: str
     run_id: str
     state: str
     started_at: float
     ended_at: float | None = None
+    graph: tuple[TaskNode, ...] | None = None
 
 
 @attrs.frozen
@@ -466,6 +482,7 @@ Op: TypeAlias = (
     | LookupAsset
     | ResolveAlias
     | AddEvent
+    | ListAssetEvents
     | ListEntries
     | Cleanup
     | RecordItem
@@ -486,8 +503,8 @@ Op: TypeAlias = (
 
 #: Operations that never write: a batch of only these needs no write transaction.
 READ_OPS: tuple[type[Any], ...] = (
-    Get, Items, History, LookupAsset, ResolveAlias, ListEntries, ListItems, ListRuns, GetRun,
-    GetInstance,
+    Get, Items, History, LookupAsset, ResolveAlias, ListAssetEvents, ListEntries, ListItems,
+    ListRuns, GetRun, GetInstance,
 )  # fmt: skip
 
 
@@ -703,3 +720,21 @@ def entry_sort_key(entry: StateEntry) -> tuple[Any, ...]:
         entry.asset_name or "",
         entry.key,
     )
+
+
+def writer_columns(writer: Writer | None) -> tuple[Any, ...]:
+    """The provenance columns (dag, run, task, map index, try); all ``None`` out of band."""
+    if writer is None:
+        return (None,) * 5
+    return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
+
+
+def event_of(row: Sequence[Any]) -> AssetEvent:
+    """An event row ``(name, uri, timestamp, extra JSON, alias, dag, run, task, map
+    index, try)`` as the record callers get."""
+    name, uri, timestamp, extra, alias_name, dag_id, run_id, task_id, map_index, tries = row
+    return AssetEvent(
+        asset_name=name, asset_uri=uri, timestamp=timestamp, extra=json.loads(extra),
+        alias_name=alias_name, dag_id=dag_id, run_id=run_id, task_id=task_id,
+        map_index=map_index, try_number=tries,
+    )  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from .._errors import RuntimeClosedError, StateTypeError
+from .._records import AssetEvent as EventRecord
 from .._records import (
     AssetInfo,
     ItemPlace,
@@ -59,6 +60,7 @@ class AssetEvent:
     alias_name: str | None
     writer: base.Writer | None
     timestamp: float
+    asset_id: int = 0
 
 
 @attrs.define
@@ -176,6 +178,18 @@ class MemoryStore:
         # Referenced by one side only: register that side, bind nothing else.
         return self._bind(KnownAsset(len(data.assets) + 1, scope.name, scope.uri))
 
+    def _events(self, scope: base.AssetScope, limit: int) -> tuple[EventRecord, ...]:
+        asset_id = self._asset_id(scope, register=False)
+        known = self._data.assets.get(asset_id) if asset_id is not None else None
+        if known is None:
+            return ()
+        chosen = [e for e in reversed(self._data.events) if e.asset_id == asset_id][:limit]
+        return tuple(
+            base.event_of((known.name, known.uri, e.timestamp, e.extra, e.alias_name,
+                           *base.writer_columns(e.writer)))
+            for e in chosen
+        )  # fmt: skip
+
     def _resolve(self, asset: AssetInfo) -> KnownAsset | None:
         ids = {self._data.by_name.get(asset.name), self._data.by_uri.get(asset.uri)}
         return resolve_declaration(asset, [self._data.assets[i] for i in ids if i is not None])
@@ -283,12 +297,15 @@ class MemoryStore:
                 return tuple(self._data.assets[i].info for i in ids)
             case base.AddEvent(asset, extra, alias_name, writer):
                 asset_id = self._register(asset)
-                self._data.events.append(AssetEvent(asset, extra, alias_name, writer, now))
+                event = AssetEvent(asset, extra, alias_name, writer, now, asset_id)
+                self._data.events.append(event)
                 if alias_name is not None:
                     ids = self._data.aliases.setdefault(alias_name, [])
                     if asset_id not in ids:
                         ids.append(asset_id)
                 return None
+            case base.ListAssetEvents(scope, limit):
+                return self._events(scope, limit)
             case base.ListEntries():
                 return self._list(op, now)
             case base.Cleanup(dry_run, orphans_before):
@@ -396,6 +413,9 @@ class MemoryStore:
                 del self._data.leases[key]
         if isinstance(op, base.RecordRun):
             row = run_rows.run_row(op)
+            before = self._data.runs.get(row[:2])
+            if row[-1] is None and before is not None:
+                row = (*row[:-1], before[-1])  # the graph is kept
             self._data.runs[row[:2]] = row
         elif isinstance(op, base.RecordInstance):
             row = run_rows.instance_row(op)

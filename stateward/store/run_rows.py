@@ -8,17 +8,20 @@ assembling a :class:`~stateward.records.DagRunRecord` is written once, here.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import attrs
 
-from .._records import AttemptRecord, DagRunRecord, TaskInstanceRecord
+from .._records import AttemptRecord, DagRunRecord, TaskInstanceRecord, TaskNode
 from . import base
 
 RUN_KEYS: Final = ("dag_id", "run_id")
-RUN_COLUMNS: Final = (*RUN_KEYS, "state", "started_at", "ended_at")
+RUN_COLUMNS: Final = (*RUN_KEYS, "state", "started_at", "ended_at", "graph")
+#: Columns an update leaves as they are when it gives ``NULL``.
+RUN_KEPT: Final = ("graph",)
 INSTANCE_KEYS: Final = (*RUN_KEYS, "task_id", "map_index")
 INSTANCE_COLUMNS: Final = (*INSTANCE_KEYS, "state", "try_number", "started_at", "ended_at")
 ATTEMPT_KEYS: Final = (*INSTANCE_KEYS, "try_number")
@@ -50,8 +53,27 @@ def to_clear(op: base.ClearRun, instances: Iterable[Sequence[Any]]) -> list[tupl
 
 
 def run_row(op: base.RecordRun) -> tuple[Any, ...]:
-    """The ``dag_run`` row of ``op``, in :data:`RUN_COLUMNS` order."""
-    return (op.dag_id, op.run_id, op.state, op.started_at, op.ended_at)
+    """The ``dag_run`` row of ``op``, in :data:`RUN_COLUMNS` order (the graph as JSON
+    text: ``[{"task_id", "upstream", "mapped"}, ...]``, or ``None``)."""
+    graph = None
+    if op.graph is not None:
+        nodes = [
+            {"task_id": n.task_id, "upstream": list(n.upstream_task_ids), "mapped": n.mapped}
+            for n in op.graph
+        ]
+        graph = json.dumps(nodes, separators=(",", ":"))
+    return (op.dag_id, op.run_id, op.state, op.started_at, op.ended_at, graph)
+
+
+@functools.lru_cache(maxsize=256)
+def graph_from_text(text: str | None) -> tuple[TaskNode, ...]:
+    """The recorded graph (empty: none recorded). Remembered: the runs of one Dag
+    record the same text, and the records are immutable."""
+    if text is None:
+        return ()
+    return tuple(
+        TaskNode(n["task_id"], tuple(n["upstream"]), bool(n["mapped"])) for n in json.loads(text)
+    )
 
 
 def instance_row(op: base.RecordInstance) -> tuple[Any, ...]:
@@ -109,8 +131,8 @@ def acquired_attempt(op: base.AcquireLease, try_number: int) -> base.RecordAttem
 
 def run_from_row(row: Sequence[Any]) -> DagRunRecord:
     """A run record (no instances) from a ``dag_run`` row."""
-    dag_id, run_id, state, started_at, ended_at = row
-    return DagRunRecord(dag_id, run_id, state, started_at, ended_at)
+    dag_id, run_id, state, started_at, ended_at, graph = row
+    return DagRunRecord(dag_id, run_id, state, started_at, ended_at, graph=graph_from_text(graph))
 
 
 def _attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
@@ -146,8 +168,10 @@ def assemble(
         instance_from_rows(row, by_instance.get((row[2], row[3]), []))
         for row in sorted(instances, key=lambda r: (r[2], r[3]))
     ]
-    dag_id, run_id, state, started_at, ended_at = run
-    return DagRunRecord(dag_id, run_id, state, started_at, ended_at, tuple(records))
+    dag_id, run_id, state, started_at, ended_at, graph = run
+    return DagRunRecord(
+        dag_id, run_id, state, started_at, ended_at, tuple(records), graph_from_text(graph)
+    )
 
 
 def run_sort_key(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -155,10 +179,21 @@ def run_sort_key(row: Sequence[Any]) -> tuple[Any, ...]:
     return (-row[3], row[0], row[1])
 
 
-def upsert(table: str, columns: Sequence[str], keys: Sequence[str], marks: Sequence[str]) -> str:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE``: the statement both SQL stores use."""
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+def upsert(
+    table: str,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    marks: Sequence[str],
+    kept: Sequence[str] = (),
+) -> str:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE``: the statement both SQL stores use.
+    A column of ``kept`` keeps its stored value when the new row gives ``NULL``."""
+    updates = ", ".join(
+        f"{c} = COALESCE(excluded.{c}, old.{c})" if c in kept else f"{c} = excluded.{c}"
+        for c in columns
+        if c not in keys
+    )
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
+        f"INSERT INTO {table} AS old ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     )

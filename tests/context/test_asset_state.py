@@ -250,6 +250,31 @@ async def test_alias_events_are_recorded_with_their_emitter() -> None:
     ]
 
 
+async def test_asset_events_are_read_back_out_of_band() -> None:
+    """rt.state.asset_events() lists an asset's events newest first with their emitter,
+    by Asset, name or URI; an unknown asset has none."""
+    clock = iter([100.0, 200.0])
+    async with open_runtime(store=MemoryStore(), wall_clock=lambda: next(clock, 300.0)) as rt:
+        dag = Dag("ev")
+
+        @dag.task(outlets=[ORDERS])
+        def produce(outlet_events: Any, params: Any) -> None:
+            outlet_events[ORDERS].extra["n"] = params["n"]
+
+        await rt.run_dag(dag, run_id="first", params={"n": 1})
+        await rt.run_dag(dag, run_id="second", params={"n": 2})
+        events = await rt.state.asset_events(ORDERS)
+        assert [(e.run_id, e.task_id, e.try_number, e.extra) for e in events] == [
+            ("second", "produce", 1, {"n": 2}),
+            ("first", "produce", 1, {"n": 1}),
+        ]
+        assert events[0].asset_uri == ORDERS.uri
+        assert await rt.state.asset_events(uri=ORDERS.uri, limit=1) == events[:1]
+        assert await rt.state.asset_events("nobody") == []
+        with pytest.raises(TypeError, match="needs an Asset"):
+            await rt.state.asset_events()
+
+
 async def test_outlet_events_misuse_is_clear(rt: Runtime) -> None:
     """add() on an Asset outlet, or an undeclared outlet, say what to do."""
 

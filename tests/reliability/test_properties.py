@@ -34,6 +34,7 @@ from stateward import (
 from stateward._protocol import messages as m
 from stateward._protocol.converter import decode, encode
 from stateward._records import (
+    AssetEvent,
     AssetInfo,
     AttemptRecord,
     DagRunRecord,
@@ -42,6 +43,7 @@ from stateward._records import (
     StateVersion,
     StateWriter,
     TaskInstanceRecord,
+    TaskNode,
 )
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, Store, TaskScope
@@ -401,6 +403,27 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         "tuple[tuple[str, int], ...] | None": st.none()
         | st.lists(st.tuples(st.text(max_size=4), st.integers()), max_size=3).map(tuple),
         "LeaseAnswer": st.builds(LeaseAnswer, st.text(max_size=5), st.integers()),
+        "tuple[AssetEvent, ...]": st.lists(
+            st.builds(
+                AssetEvent,
+                st.none() | st.text(max_size=4),
+                st.none() | st.text(max_size=4),
+                st.just(1.0),
+                st.dictionaries(st.text(max_size=4), json_values, max_size=2),
+                try_number=st.none() | st.integers(),
+            ),
+            max_size=2,
+        ).map(tuple),
+        "tuple[TaskNode, ...] | None": st.none()
+        | st.lists(
+            st.builds(
+                TaskNode,
+                st.text(max_size=4),
+                st.lists(st.text(max_size=4), max_size=2).map(tuple),
+                st.booleans(),
+            ),
+            max_size=3,
+        ).map(tuple),
         "tuple[tuple[str, str, str, int, int], ...]": st.lists(
             st.tuples(*[st.text(max_size=3)] * 3, st.integers(), st.integers()), max_size=2
         ).map(tuple),

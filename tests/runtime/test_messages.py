@@ -13,6 +13,7 @@ from stateward._protocol.converter import decode, decode_frame, encode
 from stateward._protocol.frames import RequestFrame
 from stateward._protocol.wire import pack_request
 from stateward._records import (
+    AssetEvent,
     AssetInfo,
     AttemptRecord,
     DagRunRecord,
@@ -134,6 +135,8 @@ SAMPLES: list[object] = [
     ),
     m.ListDagRuns(dag_id="d", state="failed", limit=5),
     m.GetDagRun("d", "r"),
+    m.ListAssetEvents(name="orders", limit=5),
+    m.AssetEventsResult((AssetEvent("orders", "s3://o", 1.0, {"n": 1}, "daily", "d", "r"),)),
     m.DagRunsResult((DagRunRecord("d", "r", "running", 1.0),)),
     m.DagRunRecordResult(
         DagRunRecord(

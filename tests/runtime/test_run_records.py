@@ -18,6 +18,7 @@ from stateward import (
     ShellOperator,
     StateScopeError,
     StoreError,
+    TaskNode,
     open_runtime,
 )
 from stateward._protocol import messages as m
@@ -45,6 +46,43 @@ def flaky_dag(fail_times: int, retries: int = 2) -> Dag:
 
     extract >> load
     return dag
+
+
+async def test_a_run_records_its_dags_graph(rt: Runtime) -> None:
+    """A run's record holds the Dag's tasks in order with their upstream ids and whether
+    each is mapped; a one-instance run records it too."""
+    dag = Dag("g")
+
+    @dag.task
+    def parts() -> list[int]:
+        return [1, 2]
+
+    @dag.task
+    def each(n: int) -> int:
+        return n
+
+    @dag.task
+    def alone() -> None:
+        return None
+
+    @dag.task
+    def report() -> None:
+        return None
+
+    parts >> each.expand(n=[1, 2]) >> report
+    alone >> report
+    await rt.run_dag(dag, run_id="r1")
+    record = await rt.runs.get("g", "r1")
+    assert record is not None
+    assert sorted(record.graph, key=lambda n: n.task_id) == [
+        TaskNode("alone"), TaskNode("each", ("parts",), mapped=True), TaskNode("parts"),
+        TaskNode("report", ("alone", "each")),
+    ]  # fmt: skip
+    assert record.graph[-1].task_id == "report"  # topological order
+    await rt.run_task(alone, run_id="one")
+    single = await rt.runs.get("g", "one")
+    assert single is not None
+    assert single.graph == record.graph
 
 
 async def test_records_of_a_run_with_a_retry(rt: Runtime, wall_clock: FakeWallClock) -> None:
@@ -146,6 +184,7 @@ async def test_runs_list_filters_and_get_of_unknown(rt: Runtime, wall_clock: Fak
         m.RecordTaskAttempt("d", "r", "t", -1, "success", AttemptRecord(1, "success", 1.0)),
         m.ListDagRuns(),
         m.GetDagRun("d", "r"),
+        m.ListAssetEvents(name="orders"),
     ],
 )
 async def test_task_clients_may_not_send_record_requests(rt: Runtime, request_: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stateward import AssetConflictError, StateTypeError, StateValueError
-from stateward._records import AssetInfo
+from stateward._records import AssetEvent, AssetInfo
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, Store, TaskScope, Writer
 
@@ -241,6 +241,28 @@ async def test_alias_events_record_the_mapping(store: Store) -> None:
     )
     assert await one(store, ops.ResolveAlias("daily")) == (ORDERS, other)
     assert await one(store, ops.ResolveAlias("never")) == ()
+
+
+async def test_asset_events_are_listed_newest_first_with_their_emitter(store: Store) -> None:
+    """ListAssetEvents gives an asset's events newest first, at most ``limit``, with the
+    try that emitted each (none out of band); by name or URI; unknown assets have none."""
+    other = AssetInfo("other", "file:///other")
+    await run(store, ops.AddEvent(ORDERS, '{"n":1}', None, W), now=100.0)
+    await run(store, ops.AddEvent(other, "{}", None, W), now=150.0)
+    await run(store, ops.AddEvent(ORDERS, '{"n":2}', "daily", None), now=200.0)
+    newest, oldest = await one(store, ops.ListAssetEvents(AssetScope(name="orders")))
+    assert newest == AssetEvent(
+        asset_name="orders", asset_uri=ORDERS.uri, timestamp=200.0, extra={"n": 2},
+        alias_name="daily",
+    )  # fmt: skip
+    assert oldest == AssetEvent(
+        asset_name="orders", asset_uri=ORDERS.uri, timestamp=100.0, extra={"n": 1},
+        dag_id="d", run_id="r1", task_id="t", map_index=-1, try_number=2,
+    )  # fmt: skip
+    by_uri = await one(store, ops.ListAssetEvents(AssetScope(uri=ORDERS.uri), limit=1))
+    assert by_uri == (newest,)
+    assert await one(store, ops.ListAssetEvents(AssetScope(name="nobody"))) == ()
+    assert ops.is_write(ops.ListAssetEvents(A)) is False
 
 
 async def test_list_entries_with_provenance_and_filters(store: Store) -> None:

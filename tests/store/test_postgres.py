@@ -35,7 +35,7 @@ from stateward import (
     open_runtime,
 )
 from stateward._errors import StateValueError
-from stateward._records import AssetInfo, AttemptRecord
+from stateward._records import AssetInfo, AttemptRecord, TaskNode
 from stateward._runtime.runtime import default_db
 from stateward.store import base as ops
 from stateward.store import open_store
@@ -665,7 +665,7 @@ async def test_version_3_schema_keeps_its_state_and_gains_run_records(
     assert [(r.dag_id, r.run_id, r.state) for r in results[2]] == [("d", "r", "success")]
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
 
 
 async def test_version_4_schema_keeps_its_state_and_records_and_gains_leases(
@@ -713,5 +713,54 @@ async def test_version_4_schema_keeps_its_state_and_records_and_gains_leases(
     assert [(a.try_number, a.state, a.host) for a in ti.attempts] == [
         (1, "abandoned", "old-host"), (2, "running", None),
     ]  # fmt: skip
+    rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+async def test_version_6_schema_keeps_its_records_and_gains_run_graphs(
+    database: PgDatabase, schema: str
+) -> None:
+    """A schema of the version before run graphs (6) keeps its run records and asset
+    events: an old run has an empty graph, a new record keeps one."""
+
+    async def old() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database.dsn)
+        s = f'"{schema}"'
+        try:
+            await migrate(conn, schema, "test", to_version=6)
+            await conn.execute(f"INSERT INTO {s}.dag_run VALUES ('d', 'r', 'success', 1.0, 2.0)")
+            await conn.execute(
+                f"INSERT INTO {s}.task_instance VALUES ('d', 'r', 't', -1, 'success', 1, 1.0, "
+                "2.0, NULL, NULL, NULL)"
+            )
+            await conn.execute(
+                f"INSERT INTO {s}.asset OVERRIDING SYSTEM VALUE VALUES (3, 'orders', 's3://o', 1.0)"
+            )
+            await conn.execute(
+                f"INSERT INTO {s}.asset_event (asset_id, alias_name, extra, dag_id, run_id, "
+                "task_id, map_index, try_number, timestamp) "
+                """VALUES (3, NULL, '{"n":1}', 'd', 'r', 't', -1, 1, 1.5)"""
+            )
+        finally:
+            await conn.close()
+
+    await trio.to_thread.run_sync(run_async, old())
+    graph = (TaskNode("t"),)
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        old_run, events, _, new = await store.execute(
+            [
+                ops.GetRun("d", "r"),
+                ops.ListAssetEvents(AssetScope(name="orders")),
+                ops.RecordRun("d", "r2", "running", 3.0, graph=graph),
+                ops.GetRun("d", "r2"),
+            ],
+            now=3.0,
+        )
+    assert (old_run.state, old_run.graph) == ("success", ())
+    assert [i.task_id for i in old_run.instances] == ["t"]
+    assert [(e.run_id, e.extra) for e in events] == [("r", {"n": 1})]
+    assert new.graph == graph
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]

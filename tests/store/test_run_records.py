@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import pytest
 
-from stateward._records import AttemptRecord, DagRunRecord, TaskInstanceRecord
+from stateward._records import AttemptRecord, DagRunRecord, TaskInstanceRecord, TaskNode
 from stateward.store import base as ops
 from stateward.store.base import Store
 
@@ -62,6 +62,25 @@ async def test_run_with_instances_and_attempts_reads_back(store: Store) -> None:
             TaskInstanceRecord("t", -1, "success", 2, 12.0, 13.0, (FAILED, OK)),
         ),
     )  # fmt: skip
+
+
+GRAPH = (
+    TaskNode("extract", (), True), TaskNode("load", ("extract",)),
+)  # fmt: skip
+
+
+async def test_a_runs_graph_is_kept_until_a_new_one_is_given(store: Store) -> None:
+    """A run's record keeps the Dag's graph given with it; a record without one leaves
+    it; a new one replaces it; a run recorded without any has an empty graph."""
+    await run(store, ops.RecordRun("d", "r", "running", 1.0, graph=GRAPH))
+    await run(store, ops.RecordRun("d", "r", "success", 1.0, 2.0))
+    await run(store, ops.RecordRun("d", "old", "success", 0.5, 0.6))
+    got, listed = await run(store, ops.GetRun("d", "r"), ops.ListRuns())
+    assert (got.state, got.graph) == ("success", GRAPH)
+    assert [(r.run_id, r.graph) for r in listed] == [("r", GRAPH), ("old", ())]
+    again = (TaskNode("load"),)
+    await run(store, ops.RecordRun("d", "r", "running", 1.0, graph=again))
+    assert (await run(store, ops.GetRun("d", "r")))[0].graph == again
 
 
 async def test_result_that_is_not_json_is_kept_as_text(store: Store) -> None:

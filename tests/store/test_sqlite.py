@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stateward import NotAStatewardDatabaseError, SqliteStore, StoreError, open_runtime
-from stateward._records import AssetInfo, AttemptRecord
+from stateward._records import AssetInfo, AttemptRecord, TaskNode
 from stateward.store import base as ops
 from stateward.store.base import AssetScope, TaskScope
 from stateward.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, current_version, migrate
@@ -358,7 +358,7 @@ async def test_schema_3_file_keeps_its_state_and_gains_run_records(tmp_path: Pat
     )
     conn.close()
     async with SqliteStore(path) as store:
-        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 6
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 7
         results = await store.execute(
             [
                 ops.Get(T, "k"),
@@ -391,7 +391,7 @@ async def test_schema_4_file_keeps_its_state_and_records_and_gains_history_and_l
     conn.close()
     start = AttemptRecord(0, "running", 2.0)
     async with SqliteStore(path) as store:
-        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 6
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 7
         value, acquired, run = await store.execute(
             [
                 ops.Get(T, "k"),
@@ -405,3 +405,37 @@ async def test_schema_4_file_keeps_its_state_and_records_and_gains_history_and_l
     assert [(a.try_number, a.state, a.host) for a in ti.attempts] == [
         (1, "abandoned", "old-host"), (2, "running", None),
     ]  # fmt: skip
+
+
+async def test_schema_6_file_keeps_its_records_and_gains_run_graphs(tmp_path: Path) -> None:
+    """A file of the schema before run graphs (6) keeps its run records and asset events
+    when opened: an old run has an empty graph (the UI draws its waves), a new record
+    keeps one, and the old events read back."""
+    path = tmp_path / "v6.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), to_version=6)
+    conn.execute("INSERT INTO dag_run VALUES ('d', 'r', 'success', 1.0, 2.0)")
+    conn.execute(
+        "INSERT INTO task_instance VALUES ('d', 'r', 't', -1, 'success', 1, 1.0, 2.0, "
+        "NULL, NULL, NULL)"
+    )
+    conn.execute("INSERT INTO asset VALUES (3, 'orders', 's3://o', 1.0)")
+    conn.execute(
+        "INSERT INTO asset_event VALUES (1, 3, NULL, '{\"n\":1}', 'd', 'r', 't', -1, 1, 1.5)"
+    )
+    conn.close()
+    graph = (TaskNode("t"),)
+    async with SqliteStore(path) as store:
+        assert (await store.pragmas())["schema_version"] == SCHEMA_VERSION == 7
+        old, events, _, new = await store.execute(
+            [
+                ops.GetRun("d", "r"),
+                ops.ListAssetEvents(AssetScope(name="orders")),
+                ops.RecordRun("d", "r2", "running", 3.0, graph=graph),
+                ops.GetRun("d", "r2"),
+            ],
+            now=3.0,
+        )
+    assert (old.state, old.graph, [i.task_id for i in old.instances]) == ("success", (), ["t"])
+    assert [(e.run_id, e.extra) for e in events] == [("r", {"n": 1})]
+    assert new.graph == graph

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from stateward import Runtime
+from stateward._protocol import messages as m
 from stateward._ui.auth import COOKIE, csrf_token
 from stateward._ui.data import asset_id
 
@@ -197,6 +198,11 @@ async def test_runs_instances_and_attempts(api: httpx.AsyncClient) -> None:
     runs = (await api.get("/api/v2/stateward/runs")).json()["runs"]
     assert [(r["dag_id"], r["run_id"], r["state"]) for r in runs] == [("etl", "r1", "success")]
     run = (await api.get("/api/v2/stateward/runs/etl/r1")).json()
+    assert run["graph"] == [
+        {"task_id": "extract", "upstream_task_ids": [], "mapped": True},
+        {"task_id": "load", "upstream_task_ids": ["extract"], "mapped": False},
+    ]
+    assert "graph" not in runs[0]
     assert sorted((i["task_id"], i["map_index"]) for i in run["instances"]) == [
         ("extract", 0), ("extract", 1), ("load", -1),
     ]  # fmt: skip
@@ -428,3 +434,29 @@ async def test_the_openapi_document_has_the_history_routes(api: httpx.AsyncClien
         "RollbackBody"
     )
     assert "KeyHistoryResponse" in document["components"]["schemas"]
+
+
+async def test_an_assets_events_are_listed_newest_first(
+    api: httpx.AsyncClient, ran: Runtime
+) -> None:
+    """/api/v2/stateward/assets/{id}/events lists the events with their emitting try."""
+    await ran.admin.request(m.AddAssetEvent("orders", "s3://lake/orders", {"rows": 3}, "daily"))
+    got = (await api.get(f"/api/v2/stateward/assets/{ORDERS_ID}/events")).json()
+    assert (got["asset_id"], got["name"], got["uri"]) == (ORDERS_ID, "orders", "s3://lake/orders")
+    seeded, emitted = got["events"]
+    assert seeded["extra"] == {"rows": 3}
+    assert (seeded["alias_name"], seeded["dag_id"], seeded["try_number"]) == ("daily", None, None)
+    assert emitted == {
+        "timestamp": emitted["timestamp"], "extra": {}, "alias_name": None, "dag_id": "etl",
+        "run_id": "r1", "task_id": "load", "map_index": -1, "try_number": 1,
+    }  # fmt: skip
+    one = await api.get(f"/api/v2/stateward/assets/{ORDERS_ID}/events", params={"limit": 1})
+    assert one.json()["events"] == [seeded]
+    bad = await api.get(f"/api/v2/stateward/assets/{ORDERS_ID}/events", params={"limit": 0})
+    assert bad.status_code == 422
+    assert (await api.get("/api/v2/stateward/assets/12345/events")).status_code == 404
+    document = (await api.get("/api/v2/openapi.json")).json()
+    listed = document["paths"]["/api/v2/stateward/assets/{asset_id}/events"]["get"]
+    assert listed["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "AssetEventsResponse"
+    )

@@ -180,13 +180,17 @@ def test_an_xss_key_shows_as_text(browser: Any, site: str) -> None:
 
 
 def test_run_and_asset_pages(browser: Any, site: str) -> None:
-    """The run page draws its charts; the asset page shows the asset's state."""
+    """The run page draws its task graph and Gantt chart; the asset page shows the
+    asset's state and the events that touched it, linked to the emitting instance."""
     from selenium.webdriver.common.by import By
 
     browser.get(f"{site}/runs/etl/r1")
     charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
     assert len(charts) == 2
-    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart rect")) >= 6
+    nodes = browser.find_elements(By.CSS_SELECTOR, "svg.graph a[data-task]")
+    assert [n.get_attribute("data-task") for n in nodes] == ["extract", "load"]
+    gantt_bars = 'svg.chart[aria-label="Gantt chart of attempts"] rect'
+    assert len(browser.find_elements(By.CSS_SELECTOR, gantt_bars)) >= 3
     shot(browser, "run")
     from selenium.webdriver.common.keys import Keys
 
@@ -201,4 +205,8 @@ def test_run_and_asset_pages(browser: Any, site: str) -> None:
     browser.find_element(By.CSS_SELECTOR, "#asset-state tr.history summary").click()
     who = browser.find_element(By.CSS_SELECTOR, "#asset-state table.versions td.who")
     assert who.text.startswith("etl/r1/load try 1")
+    event = browser.find_element(By.CSS_SELECTOR, "#asset-events td.who")
+    assert event.text == "etl/r1/load try 1"
     shot(browser, "asset")
+    navigate(browser, "#asset-events td.who a")
+    assert browser.current_url.endswith("/runs/etl/r1/tasks/load")

@@ -7,7 +7,8 @@ import functools
 import httpx
 import trio
 
-from stateward import Dag, Runtime
+from stateward import Dag, Runtime, TaskNode
+from stateward._protocol import messages as m
 from stateward._ui.auth import csrf_token
 from stateward._ui.data import asset_id
 
@@ -170,3 +171,66 @@ async def test_mapped_instances_show_their_item(api: httpx.AsyncClient) -> None:
     assert 'extract[0]</a> <span class="item">&#34;a&#34;</span>' in run
     unmapped = (await api.get("/runs/etl/r1/tasks/load")).text
     assert 'class="item"' not in unmapped
+
+
+async def test_the_asset_page_lists_its_events_escaped(
+    api: httpx.AsyncClient, ran: Runtime
+) -> None:
+    """The asset page lists the events that touched it, newest first, each linking to the
+    try that emitted it, with extra values escaped."""
+    url = f"/assets/{asset_id('orders')}"
+    page = (await api.get(url)).text
+    events = page[page.index('id="asset-events"') :]
+    assert '<a href="/runs/etl/r1/tasks/load">etl/r1/load</a> try 1' in events
+    extra = {"note": "<script>alert(1)</script>"}
+    await ran.admin.request(m.AddAssetEvent("orders", "s3://lake/orders", extra, "daily"))
+    events = (await api.get(url)).text
+    events = events[events.index('id="asset-events"') :]
+    assert "<script>alert(1)</script>" not in events
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in events
+    assert events.index("out of band") < events.index("etl/r1/load")  # newest first
+    assert "daily" in events
+
+
+async def test_an_asset_without_events_says_so(rt: Runtime) -> None:
+    """An asset with state but no events says it has none."""
+    await rt.state.asset(name="quiet", uri="file:///quiet").aset("k", 1)
+    async with client_for(rt) as client:
+        page = (await client.get(f"/assets/{asset_id('quiet')}")).text
+    assert "No events have been emitted to this asset." in page
+
+
+async def test_the_run_page_draws_the_dags_graph(api: httpx.AsyncClient) -> None:
+    """A run recorded with its graph shows it: a box per task coloured by state (the
+    mapped extract summarised, linking to its instances), an arrow per edge."""
+    page = (await api.get("/runs/etl/r1")).text
+    assert "Task graph" in page
+    chart = page[page.index('aria-label="task graph"') :]
+    chart = chart[: chart.index("</svg>")]
+    assert '<a href="#extract" data-task="extract" data-state="success">' in chart
+    assert "extract [2/2]" in chart
+    assert '<a href="/runs/etl/r1/tasks/load" data-task="load" data-state="success">' in chart
+    assert chart.count("marker-end=") == 1  # extract >> load
+    assert chart.index('data-task="extract"') < chart.index('data-task="load"')
+
+
+async def test_a_run_recorded_without_its_graph_shows_its_waves(ran: Runtime) -> None:
+    """A run recorded before runs kept their graph shows its tasks in start order."""
+    await ran.admin.request(m.RecordDagRun("old", "r", "success", 1.0, 2.0))
+    await ran.admin.request(m.RecordTaskInstance("old", "r", "t", -1, "success", 1, 1.0, 2.0))
+    async with client_for(ran) as client:
+        page = (await client.get("/runs/old/r")).text
+    assert "Tasks in start order" in page
+    assert "task graph" not in page
+    assert 'aria-label="task instances in start order"' in page
+
+
+async def test_graph_labels_are_escaped_and_unrun_tasks_grey(rt: Runtime) -> None:
+    """Task ids in the graph are escaped; a task with no instance yet has no status."""
+    graph = (TaskNode("<b>a</b>"), TaskNode("later", ("<b>a</b>",)))
+    await rt.admin.request(m.RecordDagRun("x", "r", "running", 1.0, graph=graph))
+    async with client_for(rt) as client:
+        page = (await client.get("/runs/x/r")).text
+    assert "<b>a</b>" not in page
+    assert "&lt;b&gt;a&lt;/b&gt;" in page
+    assert 'data-task="later" data-state="no status"' in page

@@ -18,6 +18,7 @@ from ..run_rows import (
     LEASE_COLUMNS,
     QUEUED,
     RUN_COLUMNS,
+    RUN_KEPT,
     RUN_KEYS,
     acquired_attempt,
     assemble,
@@ -41,7 +42,7 @@ class RunStatements:
 
     def __init__(self, s: str) -> None:
         run = "dag_id = $1 AND run_id = $2"
-        self.run = upsert(f"{s}.dag_run", RUN_COLUMNS, RUN_KEYS, _marks(len(RUN_COLUMNS)))
+        self.run = upsert(f"{s}.dag_run", RUN_COLUMNS, RUN_KEYS, _marks(len(RUN_COLUMNS)), RUN_KEPT)
         self.instance = upsert(
             f"{s}.task_instance", INSTANCE_COLUMNS, INSTANCE_KEYS, _marks(len(INSTANCE_COLUMNS))
         )

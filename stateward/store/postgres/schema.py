@@ -228,6 +228,14 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "WHERE lease_holder IS NOT NULL",
         ),
     ),
+    (
+        7,
+        (
+            # As SQLite's version 7: the run's graph, and events by asset.
+            "ALTER TABLE {s}.dag_run ADD COLUMN graph text",
+            "CREATE INDEX asset_event_asset ON {s}.asset_event (asset_id, id)",
+        ),
+    ),
 )
 
 #: The version this code writes.

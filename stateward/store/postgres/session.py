@@ -682,6 +682,19 @@ class Session:
             case base.AddEvent(asset, extra, alias_name, writer):
                 await self._add_event(asset, extra, alias_name, writer, now)
                 return None
+            case base.ListAssetEvents(scope, limit):
+                asset_id = await self._asset_id(scope, now, register=False)
+                if asset_id is None:
+                    return ()
+                s = self.sql.s
+                rows = await self.conn.fetch(
+                    "SELECT a.name, a.uri, e.timestamp, e.extra, e.alias_name, e.dag_id, "
+                    "e.run_id, e.task_id, e.map_index, e.try_number "
+                    f"FROM {s}.asset_event AS e JOIN {s}.asset AS a ON a.id = e.asset_id "
+                    "WHERE e.asset_id = $1 ORDER BY e.id DESC LIMIT $2",
+                    asset_id, limit,
+                )  # fmt: skip
+                return tuple(base.event_of(tuple(row)) for row in rows)
             case base.ListEntries():
                 return await self._list(op, now)
             case base.Cleanup(dry_run, orphans_before):

@@ -17,6 +17,7 @@ from ..run_rows import (
     INSTANCE_KEYS,
     QUEUED,
     RUN_COLUMNS,
+    RUN_KEPT,
     RUN_KEYS,
     acquired_attempt,
     assemble,
@@ -38,7 +39,7 @@ _OLD_RUNS: Final = (
 )
 _HELD: Final = f"{_INSTANCE} AND lease_holder = ? AND lease_try = ?"
 _SQL: Final = {
-    "run": upsert("dag_run", RUN_COLUMNS, RUN_KEYS, ["?"] * len(RUN_COLUMNS)),
+    "run": upsert("dag_run", RUN_COLUMNS, RUN_KEYS, ["?"] * len(RUN_COLUMNS), RUN_KEPT),
     "instance": upsert(
         "task_instance", INSTANCE_COLUMNS, INSTANCE_KEYS, ["?"] * len(INSTANCE_COLUMNS)
     ),

@@ -233,6 +233,15 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "WHERE lease_holder IS NOT NULL",
         ),
     ),
+    (
+        7,
+        (
+            # The Dag's graph with its run (JSON; NULL for runs recorded before), and
+            # an asset's events read back newest first by asset.
+            "ALTER TABLE dag_run ADD COLUMN graph TEXT",
+            "CREATE INDEX asset_event_asset ON asset_event (asset_id, id)",
+        ),
+    ),
 )
 
 #: The version this code writes.

@@ -65,6 +65,11 @@ _SQL: Final = {
         "expires_at = excluded.expires_at, writer_try = excluded.writer_try"
     ),
     "task_delete": f"DELETE FROM task_state WHERE {_TASK_KEY} AND key = ? RETURNING expires_at",
+    "asset_events": (
+        "SELECT a.name, a.uri, e.timestamp, e.extra, e.alias_name, e.dag_id, e.run_id, "
+        "e.task_id, e.map_index, e.try_number FROM asset_event AS e JOIN asset AS a "
+        "ON a.id = e.asset_id WHERE e.asset_id = ? ORDER BY e.id DESC LIMIT ?"
+    ),
     "item_at": (
         "SELECT item FROM task_item WHERE dag_id = ? AND run_id = ? AND task_id = ? "
         "AND map_index = ? ORDER BY seq DESC LIMIT 1"
@@ -471,6 +476,12 @@ class _Engine:
             case base.AddEvent(asset, extra, alias_name, writer):
                 self._add_event(asset, extra, alias_name, writer, now)
                 return None
+            case base.ListAssetEvents(scope, limit):
+                asset_id = self._asset_id(scope, now, register=False)
+                if asset_id is None:
+                    return ()
+                rows = conn.execute(_SQL["asset_events"], (asset_id, limit))
+                return tuple(base.event_of(row) for row in rows)
             case base.ListEntries():
                 return self._list(op, now)
             case base.Cleanup(dry_run, orphans_before):
