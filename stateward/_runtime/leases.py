@@ -57,6 +57,10 @@ def check_lease_timeout(value: object) -> float:
     return float(seconds)
 
 
+def _is_hex(text: str) -> bool:
+    return len(text) >= 8 and all(c in "0123456789abcdef" for c in text[:8])
+
+
 @attrs.define(eq=False)
 class Holding:
     """One attempt's lease as its runtime holds it."""
@@ -92,6 +96,16 @@ class LeaseKeeper:
     def poll_interval(self) -> float:
         """How often a runtime waiting for another's instance looks at its record."""
         return min(1.0, self.timeout / 4)
+
+    def start_order(self, indices: list[int]) -> list[int]:
+        """``indices`` (one task's map indices) in the order this runtime starts them:
+        rotated by an offset drawn from the runtime's id, so runtimes joining one run
+        start at different places and split its instances instead of all reaching for
+        the same next one (each skips what it finds held)."""
+        if len(indices) < 2:
+            return indices
+        offset = int(self.holder[:8], 16) % len(indices) if _is_hex(self.holder) else 0
+        return indices[offset:] + indices[:offset]
 
     def hold(self, lease: Lease) -> Holding:
         """Register a lease just acquired (replacing the instance's previous try's)."""

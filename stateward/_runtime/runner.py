@@ -258,7 +258,7 @@ class Runner:
                     states.append(result.state)
 
                 async with trio.open_nursery() as nursery:
-                    for index in indices:
+                    for index in self._settings.leases.start_order(indices):
                         nursery.start_soon(run_one, index)
                 outcome[task.task_id] = SUCCESS if all(s == SUCCESS for s in states) else FAILED
             done[task.task_id].set()

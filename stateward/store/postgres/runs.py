@@ -96,6 +96,40 @@ class RunStatements:
             f"VALUES ({marks}, ${n + 1}, 1, {server_now} + ${n + 2}) "
             "ON CONFLICT DO NOTHING RETURNING true"
         )
+        # A first acquisition in one statement: read the instance; if it has no record,
+        # take the acquirers' advisory lock without waiting and insert the instance
+        # (leased, try 1) and its attempt. Parameters: the attempt's row, then the
+        # holder, the timeout and the lock's key.
+        a = len(ATTEMPT_COLUMNS)
+        casts = (
+            "text", "text", "text", "integer", "integer", "text", "double precision",
+            "double precision", "text", "text", "text", "text", "text", "boolean", "text",
+            "integer", "text",
+        )  # fmt: skip
+        typed = [f"${i}::{t}" for i, t in enumerate(casts, start=1)]
+        attempt_updates = ", ".join(
+            f"{c} = excluded.{c}" for c in ATTEMPT_COLUMNS if c not in ATTEMPT_KEYS
+        )
+        by_name = dict(zip(ATTEMPT_COLUMNS, typed, strict=True))
+        instance_values = ", ".join(by_name[c] for c in INSTANCE_COLUMNS)
+        self.acquire_first = (
+            f"WITH cur AS (SELECT lease_holder, lease_expires, "
+            f"{', '.join(INSTANCE_COLUMNS)} FROM {s}.task_instance WHERE dag_id = $1 "
+            "AND run_id = $2 AND task_id = $3 AND map_index = $4), "
+            f"locked AS (SELECT pg_try_advisory_xact_lock(hashtextextended(${a + 3}::text, 0)) "
+            "AS ok WHERE NOT EXISTS (SELECT 1 FROM cur)), "
+            f"ins AS (INSERT INTO {s}.task_instance "
+            f"({', '.join((*INSTANCE_COLUMNS, *LEASE_COLUMNS))}) SELECT {instance_values}, "
+            f"${a + 1}::text, 1, {server_now} + ${a + 2}::double precision FROM locked "
+            "WHERE ok ON CONFLICT DO NOTHING RETURNING 1), "
+            f"att AS (INSERT INTO {s}.task_attempt ({', '.join(ATTEMPT_COLUMNS)}) "
+            f"SELECT {', '.join(typed)} FROM ins ON CONFLICT ({', '.join(ATTEMPT_KEYS)}) "
+            f"DO UPDATE SET {attempt_updates} RETURNING 1) "
+            f"SELECT (SELECT count(*) FROM att), cur.state, cur.try_number, cur.lease_holder, "
+            f"cur.lease_expires, {server_now}, "
+            f"{', '.join(f'cur.{c}' for c in INSTANCE_COLUMNS)} "
+            "FROM (SELECT 1) AS one LEFT JOIN cur ON true"
+        )
         self.last_attempt = (
             f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {s}.task_attempt WHERE {one} "
             "AND try_number = $5"
@@ -131,29 +165,32 @@ class RunStatements:
 
     async def _acquire(self, conn: Any, op: base.AcquireLease) -> LeaseAnswer:
         key = (op.dag_id, op.run_id, op.task_id, op.map_index)
-        # A look without a lock first: most calls find the lease held, or the instance
-        # finished, and need not lock anything.
-        peeked = await conn.fetchrow(self.peek, *key)
-        if peeked is not None:
-            state, try_number, holder, expires, now = peeked[:5]
-            outcome, _ = base.decide_lease(op, (state, try_number, holder, expires), now)
-            if outcome == "held":
-                return base.lease_answer(outcome, try_number, holder, expires)
-            if outcome == "finished":
-                return await self._finished(conn, key, try_number, tuple(peeked[5:]))
-        # Acquirers of one instance are serialised by a transaction-level advisory lock
-        # taken without waiting: one that cannot have it reads "held" and looks again.
-        # Waiting (on the lock, or on a row another runtime's batch is inserting) could
-        # chain into a deadlock between batches, which PostgreSQL detects only after
-        # deadlock_timeout while no lease of either runtime is renewed.
-        if not await conn.fetchval(self.try_lock, "\x1f".join(map(str, key))):
-            return base.lease_answer("held", 0, None, None)
+        # One statement for the common cases: an instance with no record is inserted
+        # leased (under the acquirers' advisory lock, taken without waiting: waiting,
+        # on the lock or on a row another runtime's batch is inserting, could chain
+        # into a deadlock between batches, which PostgreSQL detects only after
+        # deadlock_timeout while no lease of either runtime is renewed); one with a
+        # record is read without a lock, and most of those are held or finished.
         record = acquired_attempt(op, 1)
-        if peeked is None and await conn.fetchval(
-            self.insert_leased, *instance_row_of_attempt(record), op.holder, op.timeout
-        ):
-            await conn.execute(self.attempt, *attempt_row(record))
+        lock_key = "\x1f".join(map(str, key))
+        peeked = await conn.fetchrow(
+            self.acquire_first, *attempt_row(record), op.holder, op.timeout, lock_key
+        )
+        if peeked[0]:
             return base.lease_answer("acquired", 1, None, None)
+        if peeked[1] is None:
+            # No record, and another acquirer holds the lock or just inserted it.
+            return base.lease_answer("held", 0, None, None)
+        state, try_number, holder, expires, now = peeked[1:6]
+        outcome, _ = base.decide_lease(op, (state, try_number, holder, expires), now)
+        if outcome == "held":
+            return base.lease_answer(outcome, try_number, holder, expires)
+        if outcome == "finished":
+            return await self._finished(conn, key, try_number, tuple(peeked[6:]))
+        # A takeover or a next try: serialised by the same lock, then decided again
+        # under the row's lock.
+        if not await conn.fetchval(self.try_lock, lock_key):
+            return base.lease_answer("held", 0, None, None)
         found = await conn.fetchrow(self.current, *key)
         state, try_number, holder, expires, now = found[:5]
         outcome, new_try = base.decide_lease(op, (state, try_number, holder, expires), now)
