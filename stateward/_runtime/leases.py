@@ -81,6 +81,9 @@ class LeaseKeeper:
         self.holder = holder or uuid.uuid4().hex
         self.timeout = timeout
         self._held: dict[tuple[str, str, str, int], Holding] = {}
+        #: Instances waited for (another runtime holds them), each with the try number
+        #: its waiter saw: :meth:`_watch` sets the event once one is no longer held.
+        self._waiting: dict[trio.Event, tuple[str, str, str, int, int]] = {}
         self._renewal = trio.CancelScope()
 
     @property
@@ -106,6 +109,19 @@ class LeaseKeeper:
             return indices
         offset = int(self.holder[:8], 16) % len(indices) if _is_hex(self.holder) else 0
         return indices[offset:] + indices[:offset]
+
+    async def wait_unheld(self, instance: tuple[str, str, str, int], seen_try: int) -> None:
+        """Return once ``instance``, which another runtime held, may be acquired or has
+        finished: the runtime looks at every instance it waits for in one read per
+        :attr:`poll_interval`. Returns after ``timeout`` at the latest whatever was seen
+        (the caller's acquisition decides; this only saves it looking in vain)."""
+        event = trio.Event()
+        self._waiting[event] = (*instance, seen_try)
+        try:
+            with trio.move_on_after(self.timeout):
+                await event.wait()
+        finally:
+            del self._waiting[event]
 
     def hold(self, lease: Lease) -> Holding:
         """Register a lease just acquired (replacing the instance's previous try's)."""
@@ -145,7 +161,26 @@ class LeaseKeeper:
         """Renew this runtime's leases every ``timeout / 3`` seconds, in one write each
         time (none while it holds none); runs until :meth:`stop`."""
         with self._renewal:
-            await self._keep(admin)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, admin)
+                await self._keep(admin)
+
+    async def _watch(self, admin: SupervisorClient) -> None:
+        while True:
+            await trio.sleep(self.poll_interval)
+            if not self._waiting:
+                continue
+            asked = list(self._waiting.items())
+            request = m.FindUnheldInstances(self.holder, tuple(i for _, i in asked))
+            try:
+                answer = await admin.request(request)
+                ready = [asked[i][0] for i in answer.positions]
+            except StatewardError as exc:
+                # The acquisitions themselves will say what is wrong.
+                logger.debug("could not look at the instances waited for: %s", exc)
+                ready = [event for event, _ in asked]
+            for event in ready:
+                event.set()
 
     async def _keep(self, admin: SupervisorClient) -> None:
         while True:

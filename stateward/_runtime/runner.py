@@ -512,7 +512,8 @@ class Runner:
                 run.emit(task.task_id, map_index, done.state, done.try_number)
                 return done
             if answer.outcome == "held":
-                await trio.sleep(keeper.poll_interval)
+                instance = (run.dag.dag_id, run.run_id, task.task_id, map_index)
+                await keeper.wait_unheld(instance, seen_try)
                 continue
             assert ending is not None
             if not await recorder.ended(ending):

@@ -371,6 +371,26 @@ class AcquireLease:
 
 
 @attrs.frozen
+class FindUnheld:
+    """Of ``instances`` (each ``(dag_id, run_id, task_id, map_index, seen_try)``), the
+    positions of those an :class:`AcquireLease` by ``holder`` with that ``seen_try``
+    would not find held now (finished, free, or leased by a holder whose lease
+    expired), in one read; returns a tuple of positions. A runtime waiting for other
+    runtimes' instances asks this once per interval for all of them."""
+
+    holder: str
+    instances: tuple[tuple[str, str, str, int, int], ...]
+
+
+@attrs.frozen
+class LeaseProbe:
+    """Who asks :func:`decide_lease`: a runtime, and the try number it last saw."""
+
+    holder: str
+    seen_try: int
+
+
+@attrs.frozen
 class RenewLeases:
     """Extend every lease of ``holder`` to ``timeout`` seconds from the store's now, in
     one statement; returns the leases extended as ``(dag, run, task, map_index, try)``."""
@@ -474,6 +494,7 @@ Op: TypeAlias = (
     | RecordInstance
     | RecordAttempt
     | AcquireLease
+    | FindUnheld
     | RenewLeases
     | ReleaseLeases
     | Fenced
@@ -565,7 +586,7 @@ def apply_each(
 
 
 def decide_lease(
-    op: AcquireLease,
+    op: AcquireLease | LeaseProbe,
     current: tuple[str, int, str | None, float | None] | None,
     now: float,
 ) -> tuple[str, int]:

@@ -314,6 +314,12 @@ class MemoryStore:
                 return None
             case base.AcquireLease():
                 return self._acquire(op, now)
+            case base.FindUnheld(holder, instances):
+                return tuple(
+                    i
+                    for i, (*key, seen_try) in enumerate(instances)
+                    if self._outcome(base.LeaseProbe(holder, seen_try), tuple(key), now) != "held"
+                )
             case base.RenewLeases(holder, timeout):
                 leases = self._data.leases
                 held = [(k, t) for k, (h, t, _) in leases.items() if h == holder]
@@ -363,6 +369,13 @@ class MemoryStore:
     def _holds(self, lease: Lease) -> bool:
         held = self._data.leases.get(lease.instance)
         return held is not None and held[:2] == (lease.holder, lease.try_number)
+
+    def _outcome(self, probe: base.LeaseProbe, key: tuple[Any, ...], now: float) -> str:
+        row = self._data.instances.get(key)
+        lease = self._data.leases.get(key)
+        holder, expires = (None, None) if lease is None else (lease[0], lease[2])
+        current = None if row is None else (row[4], row[5], holder, expires)
+        return base.decide_lease(probe, current, now)[0]
 
     def _acquire(self, op: base.AcquireLease, now: float) -> LeaseAnswer:
         key = (op.dag_id, op.run_id, op.task_id, op.map_index)

@@ -130,6 +130,13 @@ class RunStatements:
             f"{', '.join(f'cur.{c}' for c in INSTANCE_COLUMNS)} "
             "FROM (SELECT 1) AS one LEFT JOIN cur ON true"
         )
+        self.find_unheld = (
+            "SELECT k.i, t.state, t.try_number, t.lease_holder, t.lease_expires, "
+            f"{server_now} FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[]) "
+            "WITH ORDINALITY AS k(dag_id, run_id, task_id, map_index, i) "
+            f"LEFT JOIN {s}.task_instance AS t ON t.dag_id = k.dag_id "
+            "AND t.run_id = k.run_id AND t.task_id = k.task_id AND t.map_index = k.map_index"
+        )
         self.last_attempt = (
             f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {s}.task_attempt WHERE {one} "
             "AND try_number = $5"
@@ -238,6 +245,16 @@ class RunStatements:
                 await self._ended(conn, op)
             case base.AcquireLease():
                 return await self._acquire(conn, op)
+            case base.FindUnheld(holder, instances):
+                columns = [list(column) for column in zip(*instances, strict=True)]
+                rows = await conn.fetch(self.find_unheld, *columns[:4]) if instances else []
+                unheld = []
+                for i, state, try_number, lease_holder, expires, now in rows:
+                    current = None if state is None else (state, try_number, lease_holder, expires)
+                    probe = base.LeaseProbe(holder, instances[i - 1][4])
+                    if base.decide_lease(probe, current, now)[0] != "held":
+                        unheld.append(i - 1)
+                return tuple(sorted(unheld))
             case base.RenewLeases(holder, timeout):
                 rows = await conn.fetch(self.renew, holder, timeout)
                 return tuple(tuple(row) for row in rows)

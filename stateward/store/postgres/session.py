@@ -721,6 +721,7 @@ class Session:
                 | base.RecordInstance()
                 | base.RecordAttempt()
                 | base.AcquireLease()
+                | base.FindUnheld()
                 | base.RenewLeases()
                 | base.ReleaseLeases()
                 | base.ListRuns()

@@ -138,6 +138,15 @@ def apply_run_op(conn: sqlite3.Connection, op: base.Op, now: float) -> Any:
             _ended(conn, op)
         case base.AcquireLease():
             return _acquire(conn, op, now)
+        case base.FindUnheld(holder, asked):
+            unheld = []
+            for i, (*ident, seen_try) in enumerate(asked):
+                found = conn.execute(_SQL["current"], ident).fetchone()
+                current = None if found is None else found[:4]
+                probe = base.LeaseProbe(holder, seen_try)
+                if base.decide_lease(probe, current, now)[0] != "held":
+                    unheld.append(i)
+            return tuple(unheld)
         case base.RenewLeases(holder, timeout):
             return tuple(conn.execute(_SQL["renew"], (now + timeout, holder)).fetchall())
         case base.ReleaseLeases(holder):
