@@ -23,6 +23,7 @@ from .._construction import NoPublicConstructor
 from .._context.context import OutletEventAccessors
 from .._dag import Dag, Operator
 from .._errors import (
+    RecordedTaskError,
     StatewardError,
     StoreError,
     SupervisorDiedError,
@@ -761,14 +762,18 @@ def _resume_points(
 
 def _recorded_result(dag_id: str, run_id: str, ti: TaskInstanceRecord) -> TaskInstanceResult:
     """The result of an instance that ended in an earlier call, or in another runtime,
-    from its record (succeeded: its result; failed: no error object, see the record)."""
+    from its record (succeeded: its result; failed: a RecordedTaskError with the
+    recorded error's type and message)."""
     last = ti.attempts[-1] if ti.attempts else None
     state = SUCCESS if ti.state == SUCCESS else FAILED
+    error = None
+    if state == FAILED and last is not None and last.error_type is not None:
+        error = RecordedTaskError(last.error_type, last.error_message or "", last.error_traceback)
     return TaskInstanceResult._create(
         dag_id=dag_id, run_id=run_id, task_id=ti.task_id, map_index=ti.map_index,
         state=state, try_number=ti.try_number,
         result=None if last is None or state != SUCCESS else last.result,
-        rendered={} if last is None else dict(last.rendered),
+        rendered={} if last is None else dict(last.rendered), error=error,
     )  # fmt: skip
 
 
