@@ -450,7 +450,9 @@ class ClearRun:
     Selects the run's recorded instances of ``task_ids`` (``None``: all of them),
     with ``failed_only`` only those ``failed`` or ``upstream_failed``; sets each to
     ``cleared`` (its try number kept, so tries continue), deletes its task state unless
-    ``keep_task_state``, and, if any was selected, sets the run's state to ``queued``.
+    ``keep_task_state``, gives up its lease (a running attempt is fenced off: its
+    writes and end record are refused) and records an attempt left ``running``
+    ``abandoned``, and, if any was selected, sets the run's state to ``queued``.
     Returns the ``(task_id, map_index)`` pairs cleared, sorted, or ``None`` when the
     run has no record.
     """

@@ -430,6 +430,12 @@ class MemoryStore:
             key = (op.dag_id, op.run_id, task_id, map_index)
             row = data.instances[key]
             data.instances[key] = (*row[:4], run_rows.CLEARED, *row[5:])
+            # The lease is given up (a running attempt is fenced off) and an attempt
+            # left running is recorded abandoned.
+            data.leases.pop(key, None)
+            for ident, attempt in list(data.attempts.items()):
+                if ident[:4] == key and attempt[run_rows.ATTEMPT_STATE] == "running":
+                    data.attempts[ident] = _with_state(attempt, "abandoned")
             if not op.keep_task_state:  # by item, each key with its tombstone
                 self._clear(base.TaskScope(*key), False, now, base.provenance(None))
         if cleared:

@@ -215,3 +215,21 @@ async def test_find_unheld_answers_for_many_instances_in_one_operation(
     asked = (*(("d", "r", "t", i, 0) for i in range(5)), ("d", "r", "t", 4, 1))
     assert await run(recorded, ops.FindUnheld("B", asked)) == [(1, 2, 3, 4, 5)]
     assert await run(recorded, ops.FindUnheld("B", ())) == [()]
+
+
+async def test_clearing_a_held_instance_gives_its_lease_up_and_fences_its_attempt(
+    recorded: Store,
+) -> None:
+    """Clearing an instance a live runtime holds releases the lease: the running
+    attempt is recorded abandoned, its writes and its end record are refused, and the
+    next acquisition (any runtime's) runs it again as the next try."""
+    await run(recorded, acquire("A"))
+    (cleared,) = await run(recorded, ops.ClearRun("d", "r", None))
+    assert cleared == [("t", 3)]
+    write, end = await run(recorded, put("A", 1, "late"), ended("A", 1))
+    assert isinstance(write, StaleAttemptError)
+    assert isinstance(end, StaleAttemptError)
+    assert await run(recorded, ops.Items(SCOPE)) == [{}]
+    (got,) = await run(recorded, acquire("B"))
+    assert (got.outcome, got.try_number) == ("acquired", 2)
+    assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]

@@ -64,7 +64,15 @@ class RunStatements:
         self.instance_states = (
             f"SELECT task_id, map_index, state FROM {s}.task_instance WHERE {run}"
         )
-        self.clear_instance = f"UPDATE {s}.task_instance SET state = '{CLEARED}' WHERE {one}"
+        # Clearing gives up the instance's lease (its attempt, if one runs, is fenced
+        # off) and records an attempt left running abandoned.
+        self.clear_instance = (
+            f"UPDATE {s}.task_instance SET state = '{CLEARED}', lease_holder = NULL, "
+            f"lease_try = NULL, lease_expires = NULL WHERE {one}"
+        )
+        self.abandon_running = (
+            f"UPDATE {s}.task_attempt SET state = 'abandoned' WHERE {one} AND state = 'running'"
+        )
         self.clear_state = f"DELETE FROM {s}.task_state WHERE {one}"
         self.queue_run = f"UPDATE {s}.dag_run SET state = '{QUEUED}' WHERE {run}"
         ended = ", ".join(f"'{state}'" for state in ENDED_RUN_STATES)
@@ -310,6 +318,7 @@ class RunStatements:
         keys = [(op.dag_id, op.run_id, task_id, map_index) for task_id, map_index in cleared]
         if keys:
             await conn.executemany(self.clear_instance, keys)
+            await conn.executemany(self.abandon_running, keys)
             if not op.keep_task_state:
                 await conn.executemany(self.clear_state, keys)
             await conn.execute(self.queue_run, op.dag_id, op.run_id)
