@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from stateward import Dag, RecordedTaskError, StaleAttemptError, Store, open_runtime
+from stateward._loader import load_dags
 from stateward._protocol import messages as m
 from stateward._records import AttemptRecord
 
@@ -176,3 +178,44 @@ async def test_a_failure_in_another_runtime_is_reported_with_its_recorded_error(
     assert (ti.error.error_type, ti.error.error_message) == ("KeyError", "'gone'")
     assert ti.error.error_traceback == "Traceback ..."
     assert str(ti.error) == "KeyError: 'gone'"
+
+
+async def test_a_process_isolated_attempt_is_fenced_after_a_takeover(
+    make_store: Callable[[], Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt in a task process whose instance another runtime took over: its next
+    write, relayed by the parent, is refused with StaleAttemptError in the child and
+    lands nowhere; the run reports the new holder's outcome."""
+    monkeypatch.setenv("STATEWARD_TEST_FENCE_DIR", str(tmp_path))
+    dag = load_dags(Path(__file__).parents[1] / "isolation_fixtures" / "dags.py")["fenced"]
+    async with open_runtime(store=make_store()) as rt:
+        other = "another-runtime"
+        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
+        result: list[Any] = []
+
+        async def run() -> None:
+            result.append(await rt.run_dag(dag, run_id="r"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            with trio.fail_after(60):  # another process: poll its file
+                while not (tmp_path / "started").exists():  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            expire = rt.admin.submit(m.RenewTaskLeases(rt.leases.holder, -1.0))
+            take = rt.admin.submit(
+                m.AcquireTaskLease("fenced", "r", "late_write", -1, other, 60.0, 0, start)
+            )
+            await rt.admin.response(expire)
+            assert (await rt.admin.response(take)).answer.try_number == 2
+            (tmp_path / "taken").touch()
+            with trio.fail_after(60):
+                while not (tmp_path / "refused").exists():  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            ended = AttemptRecord(2, "success", 1.0, 2.0, result="theirs", host="elsewhere")
+            await rt.admin.request(
+                m.RecordTaskAttempt("fenced", "r", "late_write", -1, "success", ended, other)
+            )
+        state = rt.state.task("fenced", "r", "late_write")
+        assert (await state.aget("before"), await state.aget("after")) == (1, None)
+    (ti,) = result[0].task_instances
+    assert (result[0].state, ti.try_number, ti.result) == ("success", 2, "theirs")
