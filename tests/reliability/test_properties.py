@@ -401,6 +401,7 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         "tuple[tuple[str, int], ...] | None": st.none()
         | st.lists(st.tuples(st.text(max_size=4), st.integers()), max_size=3).map(tuple),
         "LeaseAnswer": st.builds(LeaseAnswer, st.text(max_size=5), st.integers()),
+        "tuple[int, ...]": st.lists(st.integers(), max_size=3).map(tuple),
         "tuple[tuple[str, str, str, int, int], ...]": st.lists(
             st.tuples(*[st.text(max_size=3)] * 3, st.integers(), st.integers()), max_size=2
         ).map(tuple),
