@@ -330,32 +330,3 @@ def beats_after_return(task_state: Any) -> int:
     task_state.set("beat", -1)
     threading.Thread(target=beat, daemon=True).start()
     return len("x" * 4_000_000)  # returned after the thread started
-
-
-# -- fencing of a task process's writes (test_leases.py) ----------------------------------------
-
-fenced = Dag("fenced", default_args={"isolation": "process"})
-
-
-@fenced.task
-def late_write(task_state: Any) -> str:
-    """Writes, says it started (a file), waits until the test took its instance over
-    (another file), writes again: that write must be refused."""
-    from pathlib import Path
-
-    from stateward import StaleAttemptError
-
-    folder = Path(os.environ["STATEWARD_TEST_FENCE_DIR"])
-    task_state.set("before", 1)
-    (folder / "started").touch()
-    deadline = time.monotonic() + 60
-    while not (folder / "taken").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never took the instance over")
-        time.sleep(0.02)
-    try:
-        task_state.set("after", 1)
-    except StaleAttemptError:
-        (folder / "refused").touch()
-        raise
-    return "mine"

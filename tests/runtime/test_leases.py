@@ -187,7 +187,7 @@ async def test_a_process_isolated_attempt_is_fenced_after_a_takeover(
     write, relayed by the parent, is refused with StaleAttemptError in the child and
     lands nowhere; the run reports the new holder's outcome."""
     monkeypatch.setenv("STATEWARD_TEST_FENCE_DIR", str(tmp_path))
-    dag = load_dags(Path(__file__).parents[1] / "isolation_fixtures" / "dags.py")["fenced"]
+    dag = load_dags(Path(__file__).parents[1] / "isolation_fixtures" / "fenced.py")["fenced"]
     async with open_runtime(store=make_store()) as rt:
         other = "another-runtime"
         start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
