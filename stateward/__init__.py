@@ -24,6 +24,7 @@ from ._errors import DagDefinitionError as DagDefinitionError
 from ._errors import ExternalJobFailedError as ExternalJobFailedError
 from ._errors import NotAStatewardDatabaseError as NotAStatewardDatabaseError
 from ._errors import ProtocolError as ProtocolError
+from ._errors import RecordedTaskError as RecordedTaskError
 from ._errors import RunNotFoundError as RunNotFoundError
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import ShellCommandError as ShellCommandError
@@ -94,6 +95,7 @@ __all__ = [
     "NotAStatewardDatabaseError",
     "Operator",
     "ProtocolError",
+    "RecordedTaskError",
     "ResumableJobMixin",
     "ResumableJobOperator",
     "RunNotFoundError",

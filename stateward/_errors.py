@@ -145,6 +145,26 @@ class AttemptEndedError(StaleAttemptError):
         super().__init__(message, task=task, try_number=try_number)
 
 
+class RecordedTaskError(StatewardError):
+    """The failure of a task instance known from its record only: another runtime
+    sharing the run ran it, so there is no exception object here. Its ``str`` is
+    ``"TYPE: MESSAGE"`` as recorded.
+
+    Attributes:
+        error_type: The recorded exception's type name, e.g. ``"ValueError"``.
+        error_message: Its message.
+        error_traceback: Its traceback text as recorded (``None`` if none was).
+    """
+
+    def __init__(
+        self, error_type: str, error_message: str, error_traceback: str | None = None
+    ) -> None:
+        super().__init__(f"{error_type}: {error_message}")
+        self.error_type = error_type
+        self.error_message = error_message
+        self.error_traceback = error_traceback
+
+
 class RunNotFoundError(StatewardError, LookupError):
     """A run the store has no record of (``rt.clear`` of a mistyped run id).
 

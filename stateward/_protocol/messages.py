@@ -453,6 +453,15 @@ class AcquireTaskLease:
 
 
 @attrs.frozen
+class FindUnheldInstances:
+    """Which of ``instances`` (``(dag_id, run_id, task_id, map_index, seen_try)``) an
+    ``AcquireTaskLease`` by ``holder`` would not find held now; one read for all."""
+
+    holder: str
+    instances: tuple[tuple[str, str, str, int, int], ...]
+
+
+@attrs.frozen
 class RenewTaskLeases:
     """Extend every lease ``holder`` holds by ``timeout`` seconds from now."""
 
@@ -653,6 +662,13 @@ class LeaseResult:
 
 
 @attrs.frozen
+class UnheldResult:
+    """The positions, in the request, of the instances no live runtime holds."""
+
+    positions: tuple[int, ...]
+
+
+@attrs.frozen
 class RenewedLeasesResult:
     """The leases a renewal extended: ``(dag_id, run_id, task_id, map_index, try)``."""
 
@@ -752,6 +768,7 @@ AdminRequest: TypeAlias = (
     | RecordTaskInstance
     | RecordTaskAttempt
     | AcquireTaskLease
+    | FindUnheldInstances
     | RenewTaskLeases
     | ReleaseTaskLeases
     | ListDagRuns
@@ -781,6 +798,7 @@ Response: TypeAlias = (
     | ClearedResult
     | LeaseResult
     | RenewedLeasesResult
+    | UnheldResult
     | OkResponse
     | ErrorResponse
 )

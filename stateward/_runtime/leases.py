@@ -57,6 +57,10 @@ def check_lease_timeout(value: object) -> float:
     return float(seconds)
 
 
+def _is_hex(text: str) -> bool:
+    return len(text) >= 8 and all(c in "0123456789abcdef" for c in text[:8])
+
+
 @attrs.define(eq=False)
 class Holding:
     """One attempt's lease as its runtime holds it."""
@@ -77,6 +81,9 @@ class LeaseKeeper:
         self.holder = holder or uuid.uuid4().hex
         self.timeout = timeout
         self._held: dict[tuple[str, str, str, int], Holding] = {}
+        #: Instances waited for (another runtime holds them), each with the try number
+        #: its waiter saw: :meth:`_watch` sets the event once one is no longer held.
+        self._waiting: dict[trio.Event, tuple[str, str, str, int, int]] = {}
         self._renewal = trio.CancelScope()
 
     @property
@@ -92,6 +99,29 @@ class LeaseKeeper:
     def poll_interval(self) -> float:
         """How often a runtime waiting for another's instance looks at its record."""
         return min(1.0, self.timeout / 4)
+
+    def start_order(self, indices: list[int]) -> list[int]:
+        """``indices`` (one task's map indices) in the order this runtime starts them:
+        rotated by an offset drawn from the runtime's id, so runtimes joining one run
+        start at different places and split its instances instead of all reaching for
+        the same next one (each skips what it finds held)."""
+        if len(indices) < 2:
+            return indices
+        offset = int(self.holder[:8], 16) % len(indices) if _is_hex(self.holder) else 0
+        return indices[offset:] + indices[:offset]
+
+    async def wait_unheld(self, instance: tuple[str, str, str, int], seen_try: int) -> None:
+        """Return once ``instance``, which another runtime held, may be acquired or has
+        finished: the runtime looks at every instance it waits for in one read per
+        :attr:`poll_interval`. Returns after ``timeout`` at the latest whatever was seen
+        (the caller's acquisition decides; this only saves it looking in vain)."""
+        event = trio.Event()
+        self._waiting[event] = (*instance, seen_try)
+        try:
+            with trio.move_on_after(self.timeout):
+                await event.wait()
+        finally:
+            del self._waiting[event]
 
     def hold(self, lease: Lease) -> Holding:
         """Register a lease just acquired (replacing the instance's previous try's)."""
@@ -131,7 +161,26 @@ class LeaseKeeper:
         """Renew this runtime's leases every ``timeout / 3`` seconds, in one write each
         time (none while it holds none); runs until :meth:`stop`."""
         with self._renewal:
-            await self._keep(admin)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, admin)
+                await self._keep(admin)
+
+    async def _watch(self, admin: SupervisorClient) -> None:
+        while True:
+            await trio.sleep(self.poll_interval)
+            if not self._waiting:
+                continue
+            asked = list(self._waiting.items())
+            request = m.FindUnheldInstances(self.holder, tuple(i for _, i in asked))
+            try:
+                answer = await admin.request(request)
+                ready = [asked[i][0] for i in answer.positions]
+            except StatewardError as exc:
+                # The acquisitions themselves will say what is wrong.
+                logger.debug("could not look at the instances waited for: %s", exc)
+                ready = [event for event, _ in asked]
+            for event in ready:
+                event.set()
 
     async def _keep(self, admin: SupervisorClient) -> None:
         while True:

@@ -23,6 +23,7 @@ from .._construction import NoPublicConstructor
 from .._context.context import OutletEventAccessors
 from .._dag import Dag, Operator
 from .._errors import (
+    RecordedTaskError,
     StatewardError,
     StoreError,
     SupervisorDiedError,
@@ -258,7 +259,7 @@ class Runner:
                     states.append(result.state)
 
                 async with trio.open_nursery() as nursery:
-                    for index in indices:
+                    for index in self._settings.leases.start_order(indices):
                         nursery.start_soon(run_one, index)
                 outcome[task.task_id] = SUCCESS if all(s == SUCCESS for s in states) else FAILED
             done[task.task_id].set()
@@ -512,7 +513,8 @@ class Runner:
                 run.emit(task.task_id, map_index, done.state, done.try_number)
                 return done
             if answer.outcome == "held":
-                await trio.sleep(keeper.poll_interval)
+                instance = (run.dag.dag_id, run.run_id, task.task_id, map_index)
+                await keeper.wait_unheld(instance, seen_try)
                 continue
             assert ending is not None
             if not await recorder.ended(ending):
@@ -760,14 +762,18 @@ def _resume_points(
 
 def _recorded_result(dag_id: str, run_id: str, ti: TaskInstanceRecord) -> TaskInstanceResult:
     """The result of an instance that ended in an earlier call, or in another runtime,
-    from its record (succeeded: its result; failed: no error object, see the record)."""
+    from its record (succeeded: its result; failed: a RecordedTaskError with the
+    recorded error's type and message)."""
     last = ti.attempts[-1] if ti.attempts else None
     state = SUCCESS if ti.state == SUCCESS else FAILED
+    error = None
+    if state == FAILED and last is not None and last.error_type is not None:
+        error = RecordedTaskError(last.error_type, last.error_message or "", last.error_traceback)
     return TaskInstanceResult._create(
         dag_id=dag_id, run_id=run_id, task_id=ti.task_id, map_index=ti.map_index,
         state=state, try_number=ti.try_number,
         result=None if last is None or state != SUCCESS else last.result,
-        rendered={} if last is None else dict(last.rendered),
+        rendered={} if last is None else dict(last.rendered), error=error,
     )  # fmt: skip
 
 

@@ -513,6 +513,9 @@ class Supervisor:
             case m.AcquireTaskLease():
                 self._admin(caller, request)
                 return ops.AcquireLease(**attrs.asdict(request, recurse=False)), m.LeaseResult
+            case m.FindUnheldInstances(holder, instances):
+                self._admin(caller, request)
+                return ops.FindUnheld(holder, instances), m.UnheldResult
             case m.RenewTaskLeases(holder, timeout):
                 self._admin(caller, request)
                 return ops.RenewLeases(holder, timeout), m.RenewedLeasesResult

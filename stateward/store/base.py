@@ -387,6 +387,26 @@ class AcquireLease:
 
 
 @attrs.frozen
+class FindUnheld:
+    """Of ``instances`` (each ``(dag_id, run_id, task_id, map_index, seen_try)``), the
+    positions of those an :class:`AcquireLease` by ``holder`` with that ``seen_try``
+    would not find held now (finished, free, or leased by a holder whose lease
+    expired), in one read; returns a tuple of positions. A runtime waiting for other
+    runtimes' instances asks this once per interval for all of them."""
+
+    holder: str
+    instances: tuple[tuple[str, str, str, int, int], ...]
+
+
+@attrs.frozen
+class LeaseProbe:
+    """Who asks :func:`decide_lease`: a runtime, and the try number it last saw."""
+
+    holder: str
+    seen_try: int
+
+
+@attrs.frozen
 class RenewLeases:
     """Extend every lease of ``holder`` to ``timeout`` seconds from the store's now, in
     one statement; returns the leases extended as ``(dag, run, task, map_index, try)``."""
@@ -446,7 +466,9 @@ class ClearRun:
     Selects the run's recorded instances of ``task_ids`` (``None``: all of them),
     with ``failed_only`` only those ``failed`` or ``upstream_failed``; sets each to
     ``cleared`` (its try number kept, so tries continue), deletes its task state unless
-    ``keep_task_state``, and, if any was selected, sets the run's state to ``queued``.
+    ``keep_task_state``, gives up its lease (a running attempt is fenced off: its
+    writes and end record are refused) and records an attempt left ``running``
+    ``abandoned``, and, if any was selected, sets the run's state to ``queued``.
     Returns the ``(task_id, map_index)`` pairs cleared, sorted, or ``None`` when the
     run has no record.
     """
@@ -491,6 +513,7 @@ Op: TypeAlias = (
     | RecordInstance
     | RecordAttempt
     | AcquireLease
+    | FindUnheld
     | RenewLeases
     | ReleaseLeases
     | Fenced
@@ -582,7 +605,7 @@ def apply_each(
 
 
 def decide_lease(
-    op: AcquireLease,
+    op: AcquireLease | LeaseProbe,
     current: tuple[str, int, str | None, float | None] | None,
     now: float,
 ) -> tuple[str, int]:

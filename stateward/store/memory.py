@@ -331,6 +331,12 @@ class MemoryStore:
                 return None
             case base.AcquireLease():
                 return self._acquire(op, now)
+            case base.FindUnheld(holder, instances):
+                return tuple(
+                    i
+                    for i, (*key, seen_try) in enumerate(instances)
+                    if self._outcome(base.LeaseProbe(holder, seen_try), tuple(key), now) != "held"
+                )
             case base.RenewLeases(holder, timeout):
                 leases = self._data.leases
                 held = [(k, t) for k, (h, t, _) in leases.items() if h == holder]
@@ -380,6 +386,13 @@ class MemoryStore:
     def _holds(self, lease: Lease) -> bool:
         held = self._data.leases.get(lease.instance)
         return held is not None and held[:2] == (lease.holder, lease.try_number)
+
+    def _outcome(self, probe: base.LeaseProbe, key: tuple[Any, ...], now: float) -> str:
+        row = self._data.instances.get(key)
+        lease = self._data.leases.get(key)
+        holder, expires = (None, None) if lease is None else (lease[0], lease[2])
+        current = None if row is None else (row[4], row[5], holder, expires)
+        return base.decide_lease(probe, current, now)[0]
 
     def _acquire(self, op: base.AcquireLease, now: float) -> LeaseAnswer:
         key = (op.dag_id, op.run_id, op.task_id, op.map_index)
@@ -437,6 +450,12 @@ class MemoryStore:
             key = (op.dag_id, op.run_id, task_id, map_index)
             row = data.instances[key]
             data.instances[key] = (*row[:4], run_rows.CLEARED, *row[5:])
+            # The lease is given up (a running attempt is fenced off) and an attempt
+            # left running is recorded abandoned.
+            data.leases.pop(key, None)
+            for ident, attempt in list(data.attempts.items()):
+                if ident[:4] == key and attempt[run_rows.ATTEMPT_STATE] == "running":
+                    data.attempts[ident] = _with_state(attempt, "abandoned")
             if not op.keep_task_state:  # by item, each key with its tombstone
                 self._clear(base.TaskScope(*key), False, now, base.provenance(None))
         if cleared:

@@ -106,6 +106,24 @@ def test_runtimes_on_one_run_id_split_it_and_run_each_instance_once(
     assert all(try_number == 1 for _, try_number, _ in tries)
 
 
+@pytest.mark.long
+def test_stress_three_runtimes_with_one_second_leases_run_each_instance_once(
+    target: str, spawn: Callable[..., Child], tmp_path: Path
+) -> None:
+    """The split above under stress: three runtimes, 600 instances, 1 s leases (renewed
+    every third of a second, so acquisitions, renewals, waits and fenced end records
+    all interleave): still every instance exactly once, all on try 1."""
+    children = [spawn(target, "split", 600) for _ in range(3)]
+    for child in children:
+        child.send("go")
+    assert [finish(child) for child in children] == ["result success"] * 3
+    tries = ran(tmp_path)
+    per_instance = Counter(instance for instance, _, _ in tries)
+    assert per_instance == Counter([str(i) for i in range(600)] + ["after"]), tries
+    assert all(try_number == 1 for _, try_number, _ in tries)
+    assert len({pid for _, _, pid in tries}) > 1, "the runtimes did not split the run"
+
+
 def test_a_killed_runtimes_instance_is_taken_over_as_the_next_try(
     target: str, spawn: Callable[..., Child], tmp_path: Path
 ) -> None:

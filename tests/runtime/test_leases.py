@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from stateward import Dag, StaleAttemptError, Store, open_runtime
+from stateward import Dag, RecordedTaskError, StaleAttemptError, Store, open_runtime
+from stateward._loader import load_dags
 from stateward._protocol import messages as m
 from stateward._records import AttemptRecord
 
@@ -129,3 +131,91 @@ async def test_an_attempt_whose_instance_was_taken_over_cannot_write(
     assert [(a.try_number, a.state) for a in record.instances[0].attempts] == [
         (1, "abandoned"), (2, "success"),
     ]  # fmt: skip
+
+
+async def test_a_failure_in_another_runtime_is_reported_with_its_recorded_error(
+    make_store: Callable[[], Store],
+) -> None:
+    """An instance another runtime took over and failed is this run's failure too: its
+    result carries a RecordedTaskError with the recorded error's type and message."""
+    dag = Dag("taken")
+    started, taken = trio.Event(), trio.Event()
+
+    @dag.task
+    async def work() -> str:
+        started.set()
+        await taken.wait()
+        return "mine"
+
+    async with open_runtime(store=make_store()) as rt:
+        other = "another-runtime"
+        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
+        result: list[Any] = []
+
+        async def run() -> None:
+            result.append(await rt.run_dag(dag, run_id="r"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await started.wait()
+            expire = rt.admin.submit(m.RenewTaskLeases(rt.leases.holder, -1.0))
+            take = rt.admin.submit(
+                m.AcquireTaskLease("taken", "r", "work", -1, other, 60.0, 0, start)
+            )
+            await rt.admin.response(expire)
+            assert (await rt.admin.response(take)).answer.try_number == 2
+            taken.set()
+            failed = AttemptRecord(
+                2, "failed", 1.0, 2.0, host="elsewhere", error_type="KeyError",
+                error_message="'gone'", error_traceback="Traceback ...",
+            )  # fmt: skip
+            await rt.admin.request(
+                m.RecordTaskAttempt("taken", "r", "work", -1, "failed", failed, other)
+            )
+    (ti,) = result[0].task_instances
+    assert (result[0].state, ti.state, ti.try_number) == ("failed", "failed", 2)
+    assert isinstance(ti.error, RecordedTaskError)
+    assert (ti.error.error_type, ti.error.error_message) == ("KeyError", "'gone'")
+    assert ti.error.error_traceback == "Traceback ..."
+    assert str(ti.error) == "KeyError: 'gone'"
+
+
+async def test_a_process_isolated_attempt_is_fenced_after_a_takeover(
+    make_store: Callable[[], Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt in a task process whose instance another runtime took over: its next
+    write, relayed by the parent, is refused with StaleAttemptError in the child and
+    lands nowhere; the run reports the new holder's outcome."""
+    monkeypatch.setenv("STATEWARD_TEST_FENCE_DIR", str(tmp_path))
+    dag = load_dags(Path(__file__).parents[1] / "isolation_fixtures" / "fenced.py")["fenced"]
+    async with open_runtime(store=make_store()) as rt:
+        other = "another-runtime"
+        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
+        result: list[Any] = []
+
+        async def run() -> None:
+            result.append(await rt.run_dag(dag, run_id="r"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            with trio.fail_after(60):  # another process: poll its file
+                while not (tmp_path / "started").exists():  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            expire = rt.admin.submit(m.RenewTaskLeases(rt.leases.holder, -1.0))
+            take = rt.admin.submit(
+                m.AcquireTaskLease("fenced", "r", "late_write", -1, other, 60.0, 0, start)
+            )
+            await rt.admin.response(expire)
+            assert (await rt.admin.response(take)).answer.try_number == 2
+            (tmp_path / "taken").touch()
+            with trio.fail_after(60):
+                while not (tmp_path / "refused").exists():  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            ended = AttemptRecord(2, "success", 1.0, 2.0, result="theirs", host="elsewhere")
+            await rt.admin.request(
+                m.RecordTaskAttempt("fenced", "r", "late_write", -1, "success", ended, other)
+            )
+        state = rt.state.task("fenced", "r", "late_write")
+        assert (await state.aget("before"), await state.aget("after")) == (1, None)
+    (ti,) = result[0].task_instances
+    assert (result[0].state, ti.try_number, ti.result) == ("success", 2, "theirs")

@@ -173,12 +173,14 @@ SAMPLES: list[object] = [
     m.ClearedResult(None),
     m.AcquireTaskLease("d", "r", "t", 2, "rt-1", 1.5, 1, AttemptRecord(0, "running", 1.0)),
     m.RenewTaskLeases("rt-1", 30.0),
+    m.FindUnheldInstances("rt-1", (("d", "r", "t", 2, 1),)),
     m.ReleaseTaskLeases("rt-1"),
     m.LeaseResult(LeaseAnswer("held", 2, "rt-2", 99.5)),
     m.LeaseResult(
         LeaseAnswer("finished", 2, instance=TaskInstanceRecord("t", 2, "success", 2, 1.0, 2.0))
     ),
     m.RenewedLeasesResult((("d", "r", "t", 2, 3),)),
+    m.UnheldResult((0, 2)),
     m.OkResponse(),
     m.ErrorResponse(m.ErrorType.SCOPE_DENIED, "no", key="k"),
 ]

@@ -194,3 +194,42 @@ async def test_a_fence_is_checked_again_after_a_lease_changes_in_the_batch(
     assert (first, end) == (None, None)
     assert isinstance(late, StaleAttemptError)
     assert await run(recorded, ops.Items(SCOPE)) == [{"a": 1}]
+
+
+async def test_find_unheld_answers_for_many_instances_in_one_operation(
+    recorded: Store,
+) -> None:
+    """FindUnheld tells, for each instance asked, whether an acquisition by the asker
+    would find it held: a live lease of another runtime is held; no record, an expired
+    lease, a success and a failure past the asker's seen try (finished), or at it (to run again) are not."""
+
+    def at(index: int, holder: str, timeout: float = 60.0) -> ops.AcquireLease:
+        return ops.AcquireLease("d", "r", "t", index, holder, timeout, 0, START)
+
+    await run(recorded, at(0, "A"), at(1, "A", timeout=-1.0), at(2, "A"), at(4, "A"))
+    await run(
+        recorded,
+        ops.RecordAttempt("d", "r", "t", 2, "success", AttemptRecord(1, "success", 1.0, 2.0), "A"),
+        ops.RecordAttempt("d", "r", "t", 4, "failed", AttemptRecord(1, "failed", 1.0, 2.0), "A"),
+    )
+    asked = (*(("d", "r", "t", i, 0) for i in range(5)), ("d", "r", "t", 4, 1))
+    assert await run(recorded, ops.FindUnheld("B", asked)) == [(1, 2, 3, 4, 5)]
+    assert await run(recorded, ops.FindUnheld("B", ())) == [()]
+
+
+async def test_clearing_a_held_instance_gives_its_lease_up_and_fences_its_attempt(
+    recorded: Store,
+) -> None:
+    """Clearing an instance a live runtime holds releases the lease: the running
+    attempt is recorded abandoned, its writes and its end record are refused, and the
+    next acquisition (any runtime's) runs it again as the next try."""
+    await run(recorded, acquire("A"))
+    (cleared,) = await run(recorded, ops.ClearRun("d", "r", None))
+    assert cleared == [("t", 3)]
+    write, end = await run(recorded, put("A", 1, "late"), ended("A", 1))
+    assert isinstance(write, StaleAttemptError)
+    assert isinstance(end, StaleAttemptError)
+    assert await run(recorded, ops.Items(SCOPE)) == [{}]
+    (got,) = await run(recorded, acquire("B"))
+    assert (got.outcome, got.try_number) == ("acquired", 2)
+    assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]

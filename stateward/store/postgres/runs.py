@@ -65,7 +65,15 @@ class RunStatements:
         self.instance_states = (
             f"SELECT task_id, map_index, state FROM {s}.task_instance WHERE {run}"
         )
-        self.clear_instance = f"UPDATE {s}.task_instance SET state = '{CLEARED}' WHERE {one}"
+        # Clearing gives up the instance's lease (its attempt, if one runs, is fenced
+        # off) and records an attempt left running abandoned.
+        self.clear_instance = (
+            f"UPDATE {s}.task_instance SET state = '{CLEARED}', lease_holder = NULL, "
+            f"lease_try = NULL, lease_expires = NULL WHERE {one}"
+        )
+        self.abandon_running = (
+            f"UPDATE {s}.task_attempt SET state = 'abandoned' WHERE {one} AND state = 'running'"
+        )
         self.clear_state = f"DELETE FROM {s}.task_state WHERE {one}"
         self.queue_run = f"UPDATE {s}.dag_run SET state = '{QUEUED}' WHERE {run}"
         ended = ", ".join(f"'{state}'" for state in ENDED_RUN_STATES)
@@ -96,6 +104,47 @@ class RunStatements:
             f"INSERT INTO {s}.task_instance ({', '.join((*INSTANCE_COLUMNS, *LEASE_COLUMNS))}) "
             f"VALUES ({marks}, ${n + 1}, 1, {server_now} + ${n + 2}) "
             "ON CONFLICT DO NOTHING RETURNING true"
+        )
+        # A first acquisition in one statement: read the instance; if it has no record,
+        # take the acquirers' advisory lock without waiting and insert the instance
+        # (leased, try 1) and its attempt. Parameters: the attempt's row, then the
+        # holder, the timeout and the lock's key.
+        a = len(ATTEMPT_COLUMNS)
+        casts = (
+            "text", "text", "text", "integer", "integer", "text", "double precision",
+            "double precision", "text", "text", "text", "text", "text", "boolean", "text",
+            "integer", "text",
+        )  # fmt: skip
+        typed = [f"${i}::{t}" for i, t in enumerate(casts, start=1)]
+        attempt_updates = ", ".join(
+            f"{c} = excluded.{c}" for c in ATTEMPT_COLUMNS if c not in ATTEMPT_KEYS
+        )
+        by_name = dict(zip(ATTEMPT_COLUMNS, typed, strict=True))
+        instance_values = ", ".join(by_name[c] for c in INSTANCE_COLUMNS)
+        self.acquire_first = (
+            f"WITH cur AS (SELECT lease_holder, lease_expires, "
+            f"{', '.join(INSTANCE_COLUMNS)} FROM {s}.task_instance WHERE dag_id = $1 "
+            "AND run_id = $2 AND task_id = $3 AND map_index = $4), "
+            f"locked AS (SELECT pg_try_advisory_xact_lock(hashtextextended(${a + 3}::text, 0)) "
+            "AS ok WHERE NOT EXISTS (SELECT 1 FROM cur)), "
+            f"ins AS (INSERT INTO {s}.task_instance "
+            f"({', '.join((*INSTANCE_COLUMNS, *LEASE_COLUMNS))}) SELECT {instance_values}, "
+            f"${a + 1}::text, 1, {server_now} + ${a + 2}::double precision FROM locked "
+            "WHERE ok ON CONFLICT DO NOTHING RETURNING 1), "
+            f"att AS (INSERT INTO {s}.task_attempt ({', '.join(ATTEMPT_COLUMNS)}) "
+            f"SELECT {', '.join(typed)} FROM ins ON CONFLICT ({', '.join(ATTEMPT_KEYS)}) "
+            f"DO UPDATE SET {attempt_updates} RETURNING 1) "
+            f"SELECT (SELECT count(*) FROM att), cur.state, cur.try_number, cur.lease_holder, "
+            f"cur.lease_expires, {server_now}, "
+            f"{', '.join(f'cur.{c}' for c in INSTANCE_COLUMNS)} "
+            "FROM (SELECT 1) AS one LEFT JOIN cur ON true"
+        )
+        self.find_unheld = (
+            "SELECT k.i, t.state, t.try_number, t.lease_holder, t.lease_expires, "
+            f"{server_now} FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[]) "
+            "WITH ORDINALITY AS k(dag_id, run_id, task_id, map_index, i) "
+            f"LEFT JOIN {s}.task_instance AS t ON t.dag_id = k.dag_id "
+            "AND t.run_id = k.run_id AND t.task_id = k.task_id AND t.map_index = k.map_index"
         )
         self.last_attempt = (
             f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {s}.task_attempt WHERE {one} "
@@ -132,29 +181,32 @@ class RunStatements:
 
     async def _acquire(self, conn: Any, op: base.AcquireLease) -> LeaseAnswer:
         key = (op.dag_id, op.run_id, op.task_id, op.map_index)
-        # A look without a lock first: most calls find the lease held, or the instance
-        # finished, and need not lock anything.
-        peeked = await conn.fetchrow(self.peek, *key)
-        if peeked is not None:
-            state, try_number, holder, expires, now = peeked[:5]
-            outcome, _ = base.decide_lease(op, (state, try_number, holder, expires), now)
-            if outcome == "held":
-                return base.lease_answer(outcome, try_number, holder, expires)
-            if outcome == "finished":
-                return await self._finished(conn, key, try_number, tuple(peeked[5:]))
-        # Acquirers of one instance are serialised by a transaction-level advisory lock
-        # taken without waiting: one that cannot have it reads "held" and looks again.
-        # Waiting (on the lock, or on a row another runtime's batch is inserting) could
-        # chain into a deadlock between batches, which PostgreSQL detects only after
-        # deadlock_timeout while no lease of either runtime is renewed.
-        if not await conn.fetchval(self.try_lock, "\x1f".join(map(str, key))):
-            return base.lease_answer("held", 0, None, None)
+        # One statement for the common cases: an instance with no record is inserted
+        # leased (under the acquirers' advisory lock, taken without waiting: waiting,
+        # on the lock or on a row another runtime's batch is inserting, could chain
+        # into a deadlock between batches, which PostgreSQL detects only after
+        # deadlock_timeout while no lease of either runtime is renewed); one with a
+        # record is read without a lock, and most of those are held or finished.
         record = acquired_attempt(op, 1)
-        if peeked is None and await conn.fetchval(
-            self.insert_leased, *instance_row_of_attempt(record), op.holder, op.timeout
-        ):
-            await conn.execute(self.attempt, *attempt_row(record))
+        lock_key = "\x1f".join(map(str, key))
+        peeked = await conn.fetchrow(
+            self.acquire_first, *attempt_row(record), op.holder, op.timeout, lock_key
+        )
+        if peeked[0]:
             return base.lease_answer("acquired", 1, None, None)
+        if peeked[1] is None:
+            # No record, and another acquirer holds the lock or just inserted it.
+            return base.lease_answer("held", 0, None, None)
+        state, try_number, holder, expires, now = peeked[1:6]
+        outcome, _ = base.decide_lease(op, (state, try_number, holder, expires), now)
+        if outcome == "held":
+            return base.lease_answer(outcome, try_number, holder, expires)
+        if outcome == "finished":
+            return await self._finished(conn, key, try_number, tuple(peeked[6:]))
+        # A takeover or a next try: serialised by the same lock, then decided again
+        # under the row's lock.
+        if not await conn.fetchval(self.try_lock, lock_key):
+            return base.lease_answer("held", 0, None, None)
         found = await conn.fetchrow(self.current, *key)
         state, try_number, holder, expires, now = found[:5]
         outcome, new_try = base.decide_lease(op, (state, try_number, holder, expires), now)
@@ -202,6 +254,16 @@ class RunStatements:
                 await self._ended(conn, op)
             case base.AcquireLease():
                 return await self._acquire(conn, op)
+            case base.FindUnheld(holder, instances):
+                columns = [list(column) for column in zip(*instances, strict=True)]
+                rows = await conn.fetch(self.find_unheld, *columns[:4]) if instances else []
+                unheld = []
+                for i, state, try_number, lease_holder, expires, now in rows:
+                    current = None if state is None else (state, try_number, lease_holder, expires)
+                    probe = base.LeaseProbe(holder, instances[i - 1][4])
+                    if base.decide_lease(probe, current, now)[0] != "held":
+                        unheld.append(i - 1)
+                return tuple(sorted(unheld))
             case base.RenewLeases(holder, timeout):
                 rows = await conn.fetch(self.renew, holder, timeout)
                 return tuple(tuple(row) for row in rows)
@@ -257,6 +319,7 @@ class RunStatements:
         keys = [(op.dag_id, op.run_id, task_id, map_index) for task_id, map_index in cleared]
         if keys:
             await conn.executemany(self.clear_instance, keys)
+            await conn.executemany(self.abandon_running, keys)
             if not op.keep_task_state:
                 await conn.executemany(self.clear_state, keys)
             await conn.execute(self.queue_run, op.dag_id, op.run_id)

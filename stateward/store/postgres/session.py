@@ -734,6 +734,7 @@ class Session:
                 | base.RecordInstance()
                 | base.RecordAttempt()
                 | base.AcquireLease()
+                | base.FindUnheld()
                 | base.RenewLeases()
                 | base.ReleaseLeases()
                 | base.ListRuns()

@@ -51,7 +51,12 @@ _SQL: Final = {
     "get_instance_attempts": (
         f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM task_attempt WHERE {_INSTANCE}"
     ),
-    "clear_instance": f"UPDATE task_instance SET state = '{CLEARED}' WHERE {_INSTANCE}",
+    # Clearing gives up the instance's lease (its attempt, if one runs, is fenced off)
+    # and records an attempt left running abandoned.
+    "clear_instance": f"UPDATE task_instance SET state = '{CLEARED}', lease_holder = NULL, "
+    f"lease_try = NULL, lease_expires = NULL WHERE {_INSTANCE}",
+    "abandon_running": f"UPDATE task_attempt SET state = 'abandoned' WHERE {_INSTANCE} "
+    "AND state = 'running'",
     "clear_state": f"DELETE FROM task_state WHERE {_INSTANCE}",
     "queue_run": f"UPDATE dag_run SET state = '{QUEUED}' WHERE {_RUN}",
     "holds": f"SELECT 1 FROM task_instance WHERE {_HELD}",
@@ -139,6 +144,15 @@ def apply_run_op(conn: sqlite3.Connection, op: base.Op, now: float) -> Any:
             _ended(conn, op)
         case base.AcquireLease():
             return _acquire(conn, op, now)
+        case base.FindUnheld(holder, asked):
+            unheld = []
+            for i, (*ident, seen_try) in enumerate(asked):
+                found = conn.execute(_SQL["current"], ident).fetchone()
+                current = None if found is None else found[:4]
+                probe = base.LeaseProbe(holder, seen_try)
+                if base.decide_lease(probe, current, now)[0] != "held":
+                    unheld.append(i)
+            return tuple(unheld)
         case base.RenewLeases(holder, timeout):
             return tuple(conn.execute(_SQL["renew"], (now + timeout, holder)).fetchall())
         case base.ReleaseLeases(holder):
@@ -196,6 +210,7 @@ def _clear_run(conn: sqlite3.Connection, op: base.ClearRun) -> list[tuple[str, i
     cleared = to_clear(op, rows)
     keys = [(*run, task_id, map_index) for task_id, map_index in cleared]
     conn.executemany(_SQL["clear_instance"], keys)
+    conn.executemany(_SQL["abandon_running"], keys)
     if not op.keep_task_state:
         conn.executemany(_SQL["clear_state"], keys)
     if cleared:

@@ -522,6 +522,7 @@ class _Engine:
                 | base.RecordInstance()
                 | base.RecordAttempt()
                 | base.AcquireLease()
+                | base.FindUnheld()
                 | base.RenewLeases()
                 | base.ReleaseLeases()
                 | base.ListRuns()
