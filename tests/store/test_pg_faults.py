@@ -166,6 +166,37 @@ async def test_a_connection_closed_while_trio_was_busy_is_replaced_before_sendin
         assert await one(store, ops.Get(T, "k")) == attempt + 2
 
 
+def _fatal_message(sqlstate: str, text: str) -> bytes:
+    """A PostgreSQL ErrorResponse of severity FATAL, as a server sends before closing."""
+    fields = b"".join(
+        code + value.encode() + b"\0"
+        for code, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", text))
+    )
+    body = fields + b"\0"
+    return b"E" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize("history", [0, 3])
+async def test_a_server_goodbye_read_before_its_close_is_replaced_before_sending(
+    database: PgDatabase, schema: str, history: int
+) -> None:
+    """A terminated backend sends FATAL, then closes its socket a moment later. If the
+    store's loop has read the FATAL but not yet the close, the connection looks open and
+    its socket idle, while asyncpg refuses any new statement ('another operation is in
+    progress'). The batch, refused before anything was sent, connects again and runs."""
+    async with PostgresStore(database.dsn, schema=schema, history=history) as store:
+        await one(store, put(T, "k", "1"))
+        for attempt in range(2):
+            session = store._session
+            assert session is not None
+            # What the loop reads from the socket between batches, before the close.
+            goodbye = _fatal_message("57P01", "terminating connection due to administrator command")
+            session.conn._protocol.data_received(goodbye)
+            await one(store, put(T, "k", str(attempt + 2)))
+            assert await one(store, ops.Get(T, "k")) == attempt + 2
+        assert store.connect_attempts == 3
+
+
 # -- connections refused for a while (issue 18 item 6) ---------------------------------------------
 
 

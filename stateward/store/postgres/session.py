@@ -174,6 +174,24 @@ def breaks_connection(exc: BaseException) -> bool:
     return isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 
+#: What asyncpg raises, before writing anything, when asked for a statement while its
+#: protocol is not idle.
+_PROTOCOL_BUSY: Final = re.compile(r"cannot switch to state \d+; another operation \(\d+\)")
+
+
+def refused_before_sending(exc: BaseException) -> bool:
+    """Whether asyncpg refused to start a statement because its protocol was busy.
+
+    Every statement of a batch is awaited before the next starts, so the protocol is
+    busy only if the server sent something unasked: a FATAL as it terminates the
+    backend, which the loop read while its socket's close was still on the way (so the
+    connection looked open and idle). The refused statement was not sent, and no
+    statement before it in the batch committed (one that commits, alone or COMMIT, is
+    always a batch's last), so the batch can run again on a new connection.
+    """
+    return isinstance(exc, asyncpg.InternalClientError) and bool(_PROTOCOL_BUSY.match(str(exc)))
+
+
 class Session:
     """One asyncpg connection (opened again if lost) and the store's operations on it.
 
@@ -286,6 +304,7 @@ class Session:
         await self._ensure_connected()
         writes = any(base.is_write(op) for op in ops)
         attempt = 1
+        reconnected = False
         while True:
             try:
                 results = await self._run_once(ops, float(now), writes)
@@ -293,7 +312,14 @@ class Session:
                 self._new_ids.clear()
                 if breaks_connection(exc):
                     self.terminate()  # the next batch connects again
-                    raise
+                    if reconnected or not refused_before_sending(exc):
+                        raise
+                    # The server said goodbye before this batch (see
+                    # refused_before_sending): nothing of it committed. Once more, on a
+                    # new connection (NotConnected if none can be had).
+                    reconnected = True
+                    await self._ensure_connected()
+                    continue
                 if getattr(exc, "sqlstate", None) not in _TRANSIENT or attempt == _ATTEMPTS:
                     raise
                 attempt += 1
