@@ -60,6 +60,8 @@ HISTORY_MIGRATION: Final = (
         PRIMARY KEY (dag_id, run_id, task_id, item)
     )""",
     "CREATE INDEX task_item_position ON {s}.task_item (dag_id, run_id, task_id, map_index, seq)",
+    # The next seq of a task (MAX over its items) without visiting every item.
+    "CREATE INDEX task_item_seq ON {s}.task_item (dag_id, run_id, task_id, seq)",
     """CREATE TABLE {s}.task_state_history (
         dag_id text COLLATE "C" NOT NULL,
         run_id text COLLATE "C" NOT NULL,
