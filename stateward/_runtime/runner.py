@@ -173,6 +173,13 @@ class RunSettings:
     leases: LeaseKeeper = attrs.Factory(lambda: LeaseKeeper(DEFAULT_LEASE_TIMEOUT))
 
 
+def _state_after(attempt: Attempt, try_number: int, max_tries: int) -> str:
+    """The instance's state once try ``try_number`` of ``max_tries`` ended as ``attempt``."""
+    if attempt.error is None:
+        return SUCCESS
+    return FAILED if try_number >= max_tries else TaskInstanceState.UP_FOR_RETRY
+
+
 class Runner:
     """Runs Dags and task instances against one supervisor."""
 
@@ -493,11 +500,7 @@ class Runner:
                         )
                     finally:
                         run.live.discard(live)
-                    after = (
-                        SUCCESS if attempt.error is None
-                        else FAILED if try_number >= max_tries
-                        else TaskInstanceState.UP_FOR_RETRY
-                    )  # fmt: skip
+                    after = _state_after(attempt, try_number, max_tries)
                     holding.ending = True
                     ending = await recorder.attempt_ended(
                         task.task_id, map_index, after, try_number, started_at,
@@ -585,11 +588,7 @@ class Runner:
                     if recorder is not None:
                         run.live.discard(live)
                 if recorder is not None:
-                    after = (
-                        SUCCESS if attempt.error is None
-                        else FAILED if try_number >= max_tries
-                        else TaskInstanceState.UP_FOR_RETRY
-                    )  # fmt: skip
+                    after = _state_after(attempt, try_number, max_tries)
                     await recorder.attempt_ended(
                         task.task_id, map_index, after, try_number, started_at,
                         attempt.rendered, attempt.error, result, attempt.log,
@@ -605,22 +604,7 @@ class Runner:
             run.emit(task.task_id, map_index, TaskInstanceState.UP_FOR_RETRY, try_number)
             await trio.sleep(task.retry_delay)
             try_number += 1
-        last = attempts[-1]
-        state = SUCCESS if last.error is None else FAILED
-        if last.error is not None:
-            logger.error(
-                "%s failed after %d %s", run.label(task.task_id, map_index), try_number,
-                "try" if try_number == 1 else "tries", exc_info=last.error,
-            )  # fmt: skip
-        else:
-            logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)
-        run.emit(task.task_id, map_index, state, try_number)
-        return TaskInstanceResult._create(
-            dag_id=run.dag.dag_id, run_id=run.run_id, task_id=task.task_id,
-            map_index=map_index, state=state, try_number=try_number,
-            result=result if state == SUCCESS else None, error=last.error,
-            rendered=last.rendered, attempts=tuple(attempts),
-        )  # fmt: skip
+        return self._finished(run, task, map_index, attempts, result)
 
     async def _attempt(
         self, run: _Run, task: Operator, map_index: int, try_number: int, max_tries: int,

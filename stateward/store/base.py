@@ -531,6 +531,14 @@ READ_OPS: tuple[type[Any], ...] = (
 )  # fmt: skip
 
 
+#: The run-record and lease operations a SQL store hands to its run-record module
+#: (``store/sqlite/runs.py``, ``store/postgres/runs.py``) as they are.
+RUN_RECORD_OPS: tuple[type[Any], ...] = (
+    RecordRun, RecordInstance, RecordAttempt, AcquireLease, FindUnheld, RenewLeases,
+    ReleaseLeases, ListRuns, GetRun, GetInstance, CleanupRuns,
+)  # fmt: skip
+
+
 def is_write(op: Op) -> bool:
     """Whether ``op`` may write (and so needs the write transaction)."""
     return not isinstance(op, READ_OPS) and not (

@@ -755,19 +755,7 @@ class Session:
                             item, dag_id, run_id, task_id, position,
                         )  # fmt: skip
                 return None
-            case (
-                base.RecordRun()
-                | base.RecordInstance()
-                | base.RecordAttempt()
-                | base.AcquireLease()
-                | base.FindUnheld()
-                | base.RenewLeases()
-                | base.ReleaseLeases()
-                | base.ListRuns()
-                | base.GetRun()
-                | base.GetInstance()
-                | base.CleanupRuns()
-            ):
+            case _ if isinstance(op, base.RUN_RECORD_OPS):
                 return await self.run_sql.apply(self.conn, op)
             case base.ClearRun():
                 # The records here; the state by item, each key with its tombstone.

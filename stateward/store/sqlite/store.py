@@ -517,19 +517,7 @@ class _Engine:
                             ),
                         )
                 return None
-            case (
-                base.RecordRun()
-                | base.RecordInstance()
-                | base.RecordAttempt()
-                | base.AcquireLease()
-                | base.FindUnheld()
-                | base.RenewLeases()
-                | base.ReleaseLeases()
-                | base.ListRuns()
-                | base.GetRun()
-                | base.GetInstance()
-                | base.CleanupRuns()
-            ):
+            case _ if isinstance(op, base.RUN_RECORD_OPS):
                 return apply_run_op(conn, op, now)
             case base.ClearRun():
                 # The records here; the state by item, each key with its tombstone.
