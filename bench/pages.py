@@ -199,8 +199,63 @@ The raw JSON lines are in `bench/results.jsonl`; `python bench/run_all.py --docs
 rewrites this page (and the figures quoted in docs/isolation.md and docs/scaling.md)
 from them without measuring. Run one script alone with `python bench/NAME.py --help`
 for its options.
-{postgres_note}
+{postgres_note}{against_release(results)}
 {AIRFLOW}"""
+
+
+#: (label, figure name in against_release, whether higher is better, bound)
+RELEASE_FIGURES = [
+    ("sync `set` (SQLite)", "sqlite_state_ops_sync_set_ms", False, "within noise"),
+    ("sync `get` (SQLite)", "sqlite_state_ops_sync_get_ms", False, "within noise"),
+    ("async `aset` (SQLite)", "sqlite_state_ops_async_aset_ms", False, "within noise"),
+    ("async `aget` (SQLite)", "sqlite_state_ops_async_aget_ms", False, "within noise"),
+    ("64 concurrent writers, writes/s (SQLite)",
+     "sqlite_concurrent_writers_stateward_writes_per_s", True, ""),
+    ("10,000 mapped instances, run (s)", "sqlite_mapped_run_seconds", False, "≤ 1.3×"),
+    ("10,000 mapped instances, peak RSS (MB)", "sqlite_mapped_peak_rss_mb", False, "≤ 1.3×"),
+    ("one-task `stateward run`, wall (s)", "sqlite_cli_run_stateward_run_seconds", False,
+     "≤ 1.3×"),
+    ("one-task `stateward run`, peak RSS (MB)", "sqlite_cli_run_stateward_peak_rss_mb",
+     False, "≤ 1.3×"),
+    ("sync `set` (PostgreSQL)", "postgres_state_ops_sync_set_ms", False, "within noise"),
+    ("sync `get` (PostgreSQL)", "postgres_state_ops_sync_get_ms", False, "within noise"),
+    ("async `aset` (PostgreSQL)", "postgres_state_ops_async_aset_ms", False, "within noise"),
+    ("async `aget` (PostgreSQL)", "postgres_state_ops_async_aget_ms", False, "within noise"),
+    ("64 concurrent writers, writes/s (PostgreSQL)",
+     "postgres_concurrent_writers_stateward_writes_per_s", True, ""),
+]  # fmt: skip
+
+
+def against_release(results: Results) -> str:
+    """performance.md's side-by-side table against the release before durable runs."""
+    line = results.get("against_release")
+    if line is None:
+        return ""
+    rows = []
+    for label, name, higher_is_better, bound in RELEASE_FIGURES:
+        if f"{name}_ratio" not in line:
+            continue
+        spread = line[f"{name}_current_spread"]
+        rows.append(
+            f"| {label} | {line[f'{name}_release']:g} | {line[f'{name}_current']:g} "
+            f"| {line[f'{name}_ratio']}×{' (higher is better)' if higher_is_better else ''} "
+            f"| ±{spread * 50:.0f}% | {bound} |"
+        )
+    table = "\n".join(rows)
+    return f"""
+## Against the release before durable runs
+
+`bench/against_release.py` installs release `{line["release"]}` (the last commit
+before run records, leases, fencing and history) in a virtualenv of its own and runs
+both sides' own benchmark scripts in {line["rounds"]} alternating rounds on the same
+machine, so the two columns compare even when the machine's speed moves between days.
+Each cell is the median over the rounds; "spread" is half the range of this
+checkout's rounds, relative to its median: a ratio within it is within noise.
+
+| figure | release | this checkout | ratio | spread | bound |
+|---|---|---|---|---|---|
+{table}
+"""
 
 
 def isolation_costs(results: Results) -> str:

@@ -35,6 +35,7 @@ SCRIPTS = [
     "isolation.py",
     "ui_pages.py",
     "history.py",
+    "against_release.py",
 ]
 #: Scripts that need something stateward does not install, run only when the variable
 #: names it; otherwise their last line in the results file is kept.
