@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
 import trio
@@ -39,11 +39,12 @@ from .arguments import bind_upstream, has_references, maps_at_run_time
 from .attempt import AttemptSpec, event_messages, run_attempt
 from .capture import AttemptLog, capturing
 from .client import SupervisorClient
-from .forkserver import ForkServers
-from .isolation import run_isolated
 from .leases import DEFAULT_LEASE_TIMEOUT, Holding, LeaseKeeper
 from .recording import Recorder, dag_graph
 from .supervisor import Caller, Supervisor
+
+if TYPE_CHECKING:
+    from .forkserver import ForkServers
 
 #: Retries and failures of task instances are logged here (WARNING and ERROR).
 logger = logging.getLogger("stateward.runner")
@@ -642,6 +643,10 @@ class Runner:
         try:
             with capturing(log):
                 if (task.isolation or settings.isolation) == "process":
+                    # Imported here: an in-process run never loads the task-process
+                    # machinery (the wire converter, the fork servers).
+                    from .isolation import run_isolated
+
                     result, outlet_events = await run_isolated(
                         spec, task_client, rendered.update, forks=settings.forks
                     )
