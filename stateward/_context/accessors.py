@@ -13,7 +13,6 @@ rendering, so a template reads state without a round trip per key and cannot wri
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -143,6 +142,8 @@ class _StateAccessor(metaclass=NoPublicConstructor):
         # thread: it reaches the runtime through the sync bridge, in a thread of
         # asyncio's so that the loop keeps running while it waits.
         if sniffio.current_async_library() == "asyncio":
+            import asyncio  # loaded already: the caller runs on it
+
             return await asyncio.to_thread(self._sync, request, method)
         return await self._client.request(request)
 

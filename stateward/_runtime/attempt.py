@@ -18,7 +18,6 @@ returns. In a task process the parent applies the limit instead, to the whole pr
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import math
 from collections.abc import Callable, Mapping
@@ -179,6 +178,8 @@ async def call_execute(instance: Operator, context: Mapping[str, Any]) -> Any:
 def _on_asyncio(execute: Callable[[Mapping[str, Any]], Any], context: Mapping[str, Any]) -> Any:
     async def main() -> Any:
         return await execute(context)
+
+    import asyncio  # here: in-process runs of trio and sync tasks never load it
 
     # A plain selector loop, whatever event loop policy is installed: trio-asyncio's
     # (installed once the PostgreSQL store is imported) would run this loop inside a
