@@ -47,7 +47,7 @@ from .._dag import Operator, PythonTask
 from .._errors import TaskTimeoutError
 from .._protocol import messages as m
 from .._records import AssetInfo, instance_label
-from .._templates import get_environment, needs_rendering, render_fields, warn_unrendered_braces
+from .._templates import markers, needs_rendering, warn_unrendered_braces
 
 
 class AttemptClient(StateClient, Protocol):
@@ -286,18 +286,21 @@ async def _render(
     if not fields:
         return {}
     dag = instance.dag
+    values = {name: getattr(instance, name) for name in fields}
+    if dag.template_syntax == "stateward":
+        warn_unrendered_braces(values, task=instance_label(dag.dag_id, instance.task_id))
+    opening = markers(dag.template_syntax)
+    if not any(needs_rendering(v, instance.template_ext, markers=opening) for v in values.values()):
+        return values
+    # jinja is loaded by the first attempt that renders, not by every run.
+    from .._templates.environment import get_environment
+    from .._templates.render import render_fields
+
     env = get_environment(
         native=dag.render_template_as_native_obj,
         searchpath=dag.template_searchpath,
         syntax=dag.template_syntax,
     )
-    values = {name: getattr(instance, name) for name in fields}
-    if env.syntax == "stateward":
-        warn_unrendered_braces(values, task=instance_label(dag.dag_id, instance.task_id))
-    if not any(
-        needs_rendering(v, instance.template_ext, markers=env.markers) for v in values.values()
-    ):
-        return values
     # Templates read a snapshot taken now: one request per scope they may read,
     # instead of one per key, and no way to write.
     template_context = Context._create(context)

@@ -1,19 +1,15 @@
-"""Sandboxed jinja templating of task fields, with read-only access to state."""
+"""Sandboxed jinja templating of task fields, with read-only access to state.
+
+The package itself loads no jinja: :mod:`.fields` decides whether a field needs
+rendering; :mod:`.environment` (the sandbox) and :mod:`.render` are imported by the
+attempts that render.
+"""
 
 from __future__ import annotations
 
-from .environment import NativeStateSandbox as NativeStateSandbox
-from .environment import StateSandbox as StateSandbox
-from .environment import get_environment as get_environment
-from .render import needs_rendering as needs_rendering
-from .render import render_fields as render_fields
-from .render import warn_unrendered_braces as warn_unrendered_braces
+from .fields import SYNTAXES as SYNTAXES
+from .fields import markers as markers
+from .fields import needs_rendering as needs_rendering
+from .fields import warn_unrendered_braces as warn_unrendered_braces
 
-__all__ = [
-    "NativeStateSandbox",
-    "StateSandbox",
-    "get_environment",
-    "needs_rendering",
-    "render_fields",
-    "warn_unrendered_braces",
-]
+__all__ = ["SYNTAXES", "markers", "needs_rendering", "warn_unrendered_braces"]

@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, NoReturn
 
 import jinja2
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -26,6 +26,7 @@ from jinja2.sandbox import (
 from jinja2.utils import internalcode
 
 from stateward._errors import TemplateWriteError, UndeclaredAssetError
+from stateward._templates.fields import SYNTAXES
 
 __all__ = [
     "SYNTAXES",
@@ -35,14 +36,6 @@ __all__ = [
     "StateUndefined",
     "get_environment",
 ]
-
-#: Template delimiters (value, statement, comment; each start and end) by the name a
-#: Dag's ``template_syntax`` gives: stateward's own, which leave ``{{ }}`` to shells and
-#: SQL, and Airflow's, for Dag files written for Airflow.
-SYNTAXES: Final = {
-    "stateward": ("<<", ">>", "<%", "%>", "<#", "#>"),
-    "airflow": ("{{", "}}", "{%", "%}", "{#", "#}"),
-}
 
 # Environments are few (one per searchpath and mode) and each costs milliseconds to
 # build, while rendering happens on every task attempt.

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import logging
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -19,17 +17,14 @@ from jinja2.exceptions import (
 
 from stateward._errors import TemplateError, TemplateKeyError, TemplateWriteError
 from stateward._templates.environment import StateKeyUndefinedError, StateSandbox
+from stateward._templates.fields import is_template
 from stateward._values import MAX_DEPTH
 
-__all__ = ["needs_rendering", "render_fields", "warn_unrendered_braces"]
-
-logger = logging.getLogger("stateward.templates")
+__all__ = ["render_fields"]
 
 # Bounded so that templates built from changing values (ids, dates) cannot grow the
 # cache without limit; the size is ample for the fields of a large Dag.
 _TEMPLATE_CACHE_SIZE = 1024
-
-_MARKERS = ("<<", "<%", "<#")
 
 _SYNTAX_HINT = (
     "templates write values as << name >>, statements as <% if ... %> and comments "
@@ -45,74 +40,6 @@ _AIRFLOW_SYNTAX_HINT = (
 @functools.lru_cache(maxsize=_TEMPLATE_CACHE_SIZE)
 def _compile(env: StateSandbox, source: str) -> jinja2.Template:
     return env.from_string(source)
-
-
-def _is_template(source: str, markers: Sequence[str] = _MARKERS) -> bool:
-    return any(marker in source for marker in markers)
-
-
-def _strings(value: Any) -> Iterator[str]:
-    # The strings render_fields would look at, walking containers as it does.
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            yield from _strings(item)
-
-
-def warn_unrendered_braces(values: Mapping[str, Any], *, task: str) -> None:
-    """Warn, once per task and field, about Airflow's ``{{ ... }}`` in a template field
-    that has no ``<< >>``-style template: stateward passes it through unrendered.
-
-    Args:
-        values: Field name to the field's raw value.
-        task: The task's label, named in the warning.
-    """
-    for field, value in values.items():
-        strings = list(_strings(value))
-        if any(_AIRFLOW_VALUE.search(text) for text in strings) and not any(
-            _is_template(text) for text in strings
-        ):
-            _warn_once(task, field)
-
-
-_AIRFLOW_VALUE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
-
-
-@functools.lru_cache(maxsize=_TEMPLATE_CACHE_SIZE)
-def _warn_once(task: str, field: str) -> None:
-    # Cached: a field warns once per process, not on every attempt and run.
-    logger.warning(
-        "template field %r of task %r holds {{ ... }}, which stateward passes through "
-        "unrendered: its templates write values as << name >> and statements as "
-        "<%% ... %%> (ignore this if the braces are meant for the command itself)",
-        field,
-        task,
-    )
-
-
-def needs_rendering(
-    value: Any, template_ext: Sequence[str] = (), *, markers: Sequence[str] = _MARKERS
-) -> bool:
-    """Whether :func:`render_fields` could change ``value``.
-
-    True when a string in it (walking lists, tuples, sets and dict values) holds a
-    template marker (``markers``: stateward's ``<<``, ``<%``, ``<#`` unless the
-    environment's :attr:`~StateSandbox.markers` are given) or names a ``template_ext``
-    file. Lets callers skip preparing a template context for fields that hold no template.
-    """
-    if isinstance(value, str):
-        return _is_template(value, markers) or (
-            bool(template_ext) and value.endswith(tuple(template_ext))
-        )
-    if isinstance(value, dict):
-        return any(needs_rendering(v, template_ext, markers=markers) for v in value.values())
-    if isinstance(value, list | tuple | set | frozenset):
-        return any(needs_rendering(v, template_ext, markers=markers) for v in value)
-    return False
 
 
 def render_fields(
@@ -197,7 +124,7 @@ class _Renderer:
 
     def render_string(self, source: str, field: str, path: tuple[Any, ...]) -> Any:
         is_file = bool(self.template_ext) and source.endswith(self.template_ext)
-        if not is_file and not _is_template(source, self.env.markers):
+        if not is_file and not is_template(source, self.env.markers):
             return source
         if is_file and self.env.loader is None:
             msg = (

@@ -9,8 +9,13 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment, unsafe
 
 from stateward._errors import TemplateWriteError
-from stateward._templates import NativeStateSandbox, StateSandbox, get_environment
-from stateward._templates.environment import StateKeyUndefinedError, StateUndefined
+from stateward._templates.environment import (
+    NativeStateSandbox,
+    StateKeyUndefinedError,
+    StateSandbox,
+    StateUndefined,
+    get_environment,
+)
 
 
 class Keyed:

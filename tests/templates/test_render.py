@@ -13,8 +13,8 @@ from stateward._errors import (
     TemplateKeyError,
     TemplateWriteError,
 )
-from stateward._templates import get_environment, render_fields
-from stateward._templates.environment import StateKeyUndefinedError
+from stateward._templates.environment import StateKeyUndefinedError, get_environment
+from stateward._templates.render import render_fields
 
 
 class FakeStateView:
