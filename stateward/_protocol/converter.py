@@ -10,15 +10,18 @@ accepted for a ``float`` field.
 
 from __future__ import annotations
 
-from typing import Any, Final
+import functools
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import cattrs
-from cattrs.strategies import configure_tagged_union
 
+from .. import _records
 from .._errors import ProtocolError
 from .frames import FRAME_KINDS, KIND_OF, Frame, RequestFrame, ResponseFrame
 from .messages import MESSAGE_TYPES, ErrorType, JsonValue, Message, Request, Response
+
+if TYPE_CHECKING:
+    import cattrs
 
 _REQUEST_TYPES: Final = Request.__args__
 _RESPONSE_TYPES: Final = Response.__args__
@@ -26,7 +29,7 @@ _RESPONSE_TYPES: Final = Response.__args__
 
 def encode(message: Message) -> dict[str, Any]:
     """Return the wire form of ``message``: a JSON-ready dict with a ``type`` tag."""
-    data: dict[str, Any] = _converter.unstructure(message, Message)
+    data: dict[str, Any] = _converter().unstructure(message, Message)
     return data
 
 
@@ -46,7 +49,7 @@ def decode(data: object) -> Message:
         msg = f"unknown message type {tag!r}; known types: {known}"
         raise ProtocolError(msg)
     try:
-        message: Message = _converter.structure(data, Message)  # type: ignore[arg-type]
+        message: Message = _converter().structure(data, Message)  # type: ignore[arg-type]
     except Exception as exc:
         msg = f"bad {tag} message: {_problems(exc, tag)}"
         raise ProtocolError(msg) from exc
@@ -55,7 +58,7 @@ def decode(data: object) -> Message:
 
 def encode_frame(frame: Frame) -> dict[str, Any]:
     """Return the wire form of ``frame``: a JSON-ready dict with a ``kind`` tag."""
-    data: dict[str, Any] = _converter.unstructure(frame, Frame)
+    data: dict[str, Any] = _converter().unstructure(frame, Frame)
     return data
 
 
@@ -96,7 +99,7 @@ def decode_frame(data: object) -> Frame:
         framed: Frame = cls(data["id"], member(data["msg"], None))
         return framed
     try:
-        frame: Frame = _converter.structure(data, Frame)  # type: ignore[arg-type]
+        frame: Frame = _converter().structure(data, Frame)  # type: ignore[arg-type]
     except Exception as exc:
         inner = _find_protocol_error(exc)
         if inner is not None:
@@ -107,6 +110,8 @@ def decode_frame(data: object) -> Frame:
 
 
 def _problems(exc: Exception, path: str) -> str:
+    import cattrs
+
     try:
         return "; ".join(cattrs.transform_error(exc, path=path)) or repr(exc)
     except Exception:  # cattrs cannot word it (it sorts and joins non-str keys)
@@ -160,7 +165,22 @@ _MEMBERS: Final = {
 }
 
 
-def _make_converter() -> cattrs.Converter:
+def generate_hooks() -> None:
+    """Build the converter and every message's and frame's hooks now, not on first use
+    (a fork server's template, so that its task processes inherit them)."""
+    for cls in (*MESSAGE_TYPES.values(), *FRAME_KINDS.values()):
+        _converter().get_structure_hook(cls)
+        _converter().get_unstructure_hook(cls)
+
+
+@functools.cache
+def _converter() -> cattrs.Converter:
+    """The converter, built on first use (an in-process runtime never uses it: building
+    its hooks is most of what importing cattrs and this module would cost)."""
+    import cattrs
+    from cattrs.strategies import configure_tagged_union
+
+    _resolve_record_types()
     converter = cattrs.Converter(forbid_extra_keys=True)
     for kind in (str, int, float, bool):
         converter.register_structure_hook(kind, _strict(kind))
@@ -177,4 +197,11 @@ def _make_converter() -> cattrs.Converter:
     return converter
 
 
-_converter: Final = _make_converter()
+def _resolve_record_types() -> None:
+    # cattrs reads the records' annotations (strings, from __future__) in the namespace
+    # of their __module__, which ``import stateward`` sets to "stateward" for the public
+    # ones: resolve them in the module that wrote them, where `Any` and the rest exist.
+    namespace = vars(_records)
+    for value in list(namespace.values()):
+        if isinstance(value, type) and attrs.has(value):
+            attrs.resolve_types(value, globalns=namespace)

@@ -61,8 +61,8 @@ from .._dag import Dag
 from .._errors import TaskLoadError
 from .._loader import load_dags
 from .._protocol import converter
-from .._protocol.frames import FRAME_KINDS, StartFrame
-from .._protocol.messages import MESSAGE_TYPES, GetTaskState
+from .._protocol.frames import StartFrame
+from .._protocol.messages import GetTaskState
 from .._records import AssetInfo
 from . import child
 from .descendants import become_subreaper, children, kill_descendants, kill_tree
@@ -80,9 +80,7 @@ def warm_up() -> None:
     """Build the converter's lazily generated hooks here, once: otherwise every task
     process would generate and compile them again (measured: ~40% of a forked
     attempt's CPU time)."""
-    for cls in (*MESSAGE_TYPES.values(), *FRAME_KINDS.values()):
-        converter._converter.get_structure_hook(cls)
-        converter._converter.get_unstructure_hook(cls)
+    converter.generate_hooks()
     start = StartFrame(
         dag_file="/",
         dag_id="d",
