@@ -25,16 +25,17 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Final
 
-from . import sdk
-
 __all__ = ["MODULES", "airflow_names"]
 
 _EXECUTION_CONTEXT: Final = ("NEVER_EXPIRE", "get_current_context", "Context")
+#: ``airflow.sdk`` itself holds every name of :mod:`.sdk`.
+_EVERY_NAME: Final = ("*",)
 #: The modules served, each with the names of :mod:`.sdk` it holds (``None``: a package
-#: holding only its submodules).
+#: holding only its submodules). :mod:`.sdk` is imported by the first module served, so
+#: a Dag file that imports nothing of Airflow never loads it.
 MODULES: Final[dict[str, tuple[str, ...] | None]] = {
     "airflow": None,
-    "airflow.sdk": tuple(sdk.__all__),
+    "airflow.sdk": _EVERY_NAME,
     "airflow.sdk.execution_time": None,
     "airflow.sdk.execution_time.context": _EXECUTION_CONTEXT,
     "airflow.sdk.definitions": None,
@@ -80,7 +81,10 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             f"stateward's stand-in for {module.__name__} (Airflow is not installed); "
             "see docs/airflow.md"
         )
-        for name in MODULES[module.__name__] or ():
+        from . import sdk
+
+        names = MODULES[module.__name__] or ()
+        for name in sdk.__all__ if names is _EVERY_NAME else names:
             setattr(module, name, getattr(sdk, name))
 
 
