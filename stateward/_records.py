@@ -8,13 +8,15 @@ from typing import Any
 
 import attrs
 
+from ._frozen import frozen
+
 
 def instance_label(dag_id: str, task_id: str, map_index: int = -1) -> str:
     """How messages name a task instance: ``dag.task``, or ``dag.task[2]`` when mapped."""
     return f"{dag_id}.{task_id}[{map_index}]" if map_index >= 0 else f"{dag_id}.{task_id}"
 
 
-@attrs.frozen
+@frozen
 class AssetInfo:
     """A concrete asset as the store knows it."""
 
@@ -24,7 +26,7 @@ class AssetInfo:
     uri: str
 
 
-@attrs.frozen
+@frozen
 class StateEntry:
     """One stored key with its provenance, as listed for the CLI and admin tools."""
 
@@ -51,7 +53,7 @@ class StateEntry:
     item: str | None = None
 
 
-@attrs.frozen
+@frozen
 class AttemptRecord:
     """One try of a task instance, as the store recorded it."""
 
@@ -82,7 +84,7 @@ class AttemptRecord:
     log: str | None = None
 
 
-@attrs.frozen
+@frozen
 class TaskInstanceRecord:
     """One task instance of a run, with its attempts (oldest first)."""
 
@@ -98,7 +100,7 @@ class TaskInstanceRecord:
     attempts: tuple[AttemptRecord, ...] = ()
 
 
-@attrs.frozen
+@frozen
 class TaskNode:
     """One task of a Dag as a run recorded its graph: its upstream tasks, and whether it
     is mapped (its instances are ``task_id[0]``, ``[1]``...)."""
@@ -108,7 +110,7 @@ class TaskNode:
     mapped: bool = False
 
 
-@attrs.frozen
+@frozen
 class DagRunRecord:
     """One run of a DAG as the store recorded it; instances by task id and map index."""
 
@@ -127,7 +129,7 @@ class DagRunRecord:
     graph: tuple[TaskNode, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@frozen(kw_only=True)
 class StateWriter:
     """Who made one version of a state key: its provenance in the key's history.
 
@@ -185,7 +187,7 @@ class StateWriter:
         return cls(**{name: value for name, value in data.items() if name in known})
 
 
-@attrs.frozen
+@frozen
 class ItemPlace:
     """Which mapped item stands at a task's map index in a run's latest expansion."""
 
@@ -202,7 +204,7 @@ def writer_json(writer: StateWriter) -> str:
     return writer.to_json()
 
 
-@attrs.frozen
+@frozen
 class StateVersion:
     """One version in a state key's history (``acc.history(key)``, newest first)."""
 
@@ -218,7 +220,7 @@ class StateVersion:
     updated_by: StateWriter
 
 
-@attrs.frozen
+@frozen
 class Lease:
     """An attempt's claim on its task instance: which runtime holds it, for which try.
 
@@ -240,7 +242,7 @@ class Lease:
         return (self.dag_id, self.run_id, self.task_id, self.map_index)
 
 
-@attrs.frozen
+@frozen
 class LeaseAnswer:
     """What an attempt to take an instance's lease found (internal).
 
@@ -258,7 +260,7 @@ class LeaseAnswer:
     instance: TaskInstanceRecord | None = None
 
 
-@attrs.frozen
+@frozen
 class AssetEvent:
     """One event emitted to an asset, as the store recorded it (newest first when
     listed by ``rt.state.asset_events()``)."""
@@ -279,3 +281,13 @@ class AssetEvent:
     task_id: str | None = None
     map_index: int | None = None
     try_number: int | None = None
+
+
+def resolve_record_types() -> None:
+    """Resolve the string annotations (``from __future__``) of the records here, in this
+    module's namespace, for what reads them (cattrs): ``import stateward`` sets the public
+    records' ``__module__`` to ``"stateward"``, where ``Any`` and the rest are not."""
+    namespace = globals()
+    for value in list(namespace.values()):
+        if isinstance(value, type) and attrs.has(value):
+            attrs.resolve_types(value, globalns=namespace)

@@ -21,6 +21,7 @@ BOTTOM = {
     "_states",
     "_nursery",
     "_construction",
+    "_frozen",
     "_context_keys",
 }
 ALLOWED = {

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from .. import _records
 from .._errors import ProtocolError
+from .._records import resolve_record_types
 from .frames import FRAME_KINDS, KIND_OF, Frame, RequestFrame, ResponseFrame
 from .messages import MESSAGE_TYPES, ErrorType, JsonValue, Message, Request, Response
 
@@ -180,7 +180,7 @@ def _converter() -> cattrs.Converter:
     import cattrs
     from cattrs.strategies import configure_tagged_union
 
-    _resolve_record_types()
+    resolve_record_types()
     converter = cattrs.Converter(forbid_extra_keys=True)
     for kind in (str, int, float, bool):
         converter.register_structure_hook(kind, _strict(kind))
@@ -195,13 +195,3 @@ def _converter() -> cattrs.Converter:
         converter.register_unstructure_hook(union, encode)
     configure_tagged_union(Frame, converter, tag_generator=KIND_OF.__getitem__, tag_name="kind")
     return converter
-
-
-def _resolve_record_types() -> None:
-    # cattrs reads the records' annotations (strings, from __future__) in the namespace
-    # of their __module__, which ``import stateward`` sets to "stateward" for the public
-    # ones: resolve them in the module that wrote them, where `Any` and the rest exist.
-    namespace = vars(_records)
-    for value in list(namespace.values()):
-        if isinstance(value, type) and attrs.has(value):
-            attrs.resolve_types(value, globalns=namespace)

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from typing import Any, Final, TypeAlias
 
-import attrs
-
+from .._frozen import frozen
 from .._records import AssetInfo
 from .messages import AddAssetEvent, JsonValue, Request, Response
 
 
-@attrs.frozen(kw_only=True)
+@frozen(kw_only=True)
 class StartFrame:
     """The first frame: which task instance and try the child runs, and its settings."""
 
@@ -51,7 +50,7 @@ class StartFrame:
     clock_offset: float
 
 
-@attrs.frozen
+@frozen
 class RequestFrame:
     """A request of the task, to be served as the task instance the parent bound."""
 
@@ -60,7 +59,7 @@ class RequestFrame:
     msg: Request
 
 
-@attrs.frozen
+@frozen
 class ResponseFrame:
     """The answer to the request frame with the same ``id``."""
 
@@ -68,14 +67,14 @@ class ResponseFrame:
     msg: Response
 
 
-@attrs.frozen
+@frozen
 class RenderedFrame:
     """The rendered template fields (as JSON), sent just before ``execute``."""
 
     fields: dict[str, JsonValue]
 
 
-@attrs.frozen
+@frozen
 class ResultFrame:
     """The attempt succeeded: what ``execute`` returned, and the outlet events."""
 
@@ -83,7 +82,7 @@ class ResultFrame:
     events: tuple[AddAssetEvent, ...]
 
 
-@attrs.frozen
+@frozen
 class ErrorFrame:
     """The task raised: the exception's qualified type name, text and traceback."""
 
@@ -92,7 +91,7 @@ class ErrorFrame:
     traceback: str
 
 
-@attrs.frozen
+@frozen
 class LoadErrorFrame:
     """The task could not be loaded from its Dag file."""
 

@@ -31,6 +31,7 @@ from .._errors import (
     SupervisorDiedError,
     UndeclaredAssetError,
 )
+from .._frozen import frozen
 from .._records import (
     AssetEvent,
     AssetInfo,
@@ -79,14 +80,14 @@ def _value_fields(cls: type[Any]) -> tuple[attrs.Attribute[Any], ...]:
 # -- task state requests ----------------------------------------------------------------
 
 
-@attrs.frozen
+@frozen
 class GetTaskState:
     """Read one key of the caller's task state."""
 
     key: str
 
 
-@attrs.frozen
+@frozen
 class SetTaskState:
     """Write one key of the caller's task state."""
 
@@ -96,14 +97,14 @@ class SetTaskState:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class DeleteTaskState:
     """Delete one key of the caller's task state (absent keys are fine)."""
 
     key: str
 
 
-@attrs.frozen
+@frozen
 class ClearTaskState:
     """Delete every key of the caller's task state."""
 
@@ -111,7 +112,7 @@ class ClearTaskState:
     all_map_indices: bool = False
 
 
-@attrs.frozen
+@frozen
 class IncrementTaskState:
     """Add ``by`` to an integer key (absent counts as 0) and return the new value."""
 
@@ -120,7 +121,7 @@ class IncrementTaskState:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class CompareAndSetTaskState:
     """Set ``key`` to ``new`` only if it now holds ``expected`` (``None``: absent)."""
 
@@ -130,19 +131,19 @@ class CompareAndSetTaskState:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class ListTaskState:
     """Read every live key of the caller's task state."""
 
 
-@attrs.frozen
+@frozen
 class GetTaskStateHistory:
     """Read the kept versions of one key of the caller's task state, newest first."""
 
     key: str
 
 
-@attrs.frozen
+@frozen
 class RollbackTaskState:
     """Write a kept version of a task-state key again (out-of-band clients only)."""
 
@@ -154,7 +155,7 @@ class RollbackTaskState:
 # -- asset state requests ---------------------------------------------------------------
 
 
-@attrs.frozen
+@frozen
 class GetAssetStateByName:
     """Read one key of a declared asset's state, the asset named by its name."""
 
@@ -162,7 +163,7 @@ class GetAssetStateByName:
     key: str
 
 
-@attrs.frozen
+@frozen
 class GetAssetStateByUri:
     """Read one key of a declared asset's state, the asset named by its URI."""
 
@@ -170,7 +171,7 @@ class GetAssetStateByUri:
     key: str
 
 
-@attrs.frozen
+@frozen
 class SetAssetStateByName:
     """Write one key of a declared asset's state."""
 
@@ -180,7 +181,7 @@ class SetAssetStateByName:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class SetAssetStateByUri:
     """Write one key of a declared asset's state."""
 
@@ -190,7 +191,7 @@ class SetAssetStateByUri:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class DeleteAssetStateByName:
     """Delete one key of a declared asset's state."""
 
@@ -198,7 +199,7 @@ class DeleteAssetStateByName:
     key: str
 
 
-@attrs.frozen
+@frozen
 class DeleteAssetStateByUri:
     """Delete one key of a declared asset's state."""
 
@@ -206,21 +207,21 @@ class DeleteAssetStateByUri:
     key: str
 
 
-@attrs.frozen
+@frozen
 class ClearAssetStateByName:
     """Delete every key of a declared asset's state."""
 
     name: str
 
 
-@attrs.frozen
+@frozen
 class ClearAssetStateByUri:
     """Delete every key of a declared asset's state."""
 
     uri: str
 
 
-@attrs.frozen
+@frozen
 class IncrementAssetStateByName:
     """Add ``by`` to an integer key of an asset's state and return the new value."""
 
@@ -230,7 +231,7 @@ class IncrementAssetStateByName:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class IncrementAssetStateByUri:
     """Add ``by`` to an integer key of an asset's state and return the new value."""
 
@@ -240,7 +241,7 @@ class IncrementAssetStateByUri:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class CompareAndSetAssetStateByName:
     """Set a key of an asset's state only if it holds ``expected`` (``None``: absent)."""
 
@@ -251,7 +252,7 @@ class CompareAndSetAssetStateByName:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class CompareAndSetAssetStateByUri:
     """Set a key of an asset's state only if it holds ``expected`` (``None``: absent)."""
 
@@ -262,21 +263,21 @@ class CompareAndSetAssetStateByUri:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class ListAssetStateByName:
     """Read every live key of an asset's state."""
 
     name: str
 
 
-@attrs.frozen
+@frozen
 class ListAssetStateByUri:
     """Read every live key of an asset's state."""
 
     uri: str
 
 
-@attrs.frozen
+@frozen
 class GetAssetStateHistoryByName:
     """Read the kept versions of one key of an asset's state, newest first."""
 
@@ -284,7 +285,7 @@ class GetAssetStateHistoryByName:
     key: str
 
 
-@attrs.frozen
+@frozen
 class GetAssetStateHistoryByUri:
     """Read the kept versions of one key of an asset's state, newest first."""
 
@@ -292,7 +293,7 @@ class GetAssetStateHistoryByUri:
     key: str
 
 
-@attrs.frozen
+@frozen
 class RollbackAssetStateByName:
     """Write a kept version of an asset-state key again (out-of-band clients only)."""
 
@@ -302,7 +303,7 @@ class RollbackAssetStateByName:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class RollbackAssetStateByUri:
     """Write a kept version of an asset-state key again (out-of-band clients only)."""
 
@@ -312,14 +313,14 @@ class RollbackAssetStateByUri:
     expires_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class GetAssetsByAlias:
     """Resolve an alias the caller declared as an inlet to its concrete assets."""
 
     alias_name: str
 
 
-@attrs.frozen
+@frozen
 class AddAssetEvent:
     """Record that the caller produced ``(name, uri)``, through ``alias_name`` if given."""
 
@@ -332,7 +333,7 @@ class AddAssetEvent:
 # -- administrative requests (out-of-band clients only) -----------------------------------
 
 
-@attrs.frozen
+@frozen
 class ListState:
     """List state rows with their provenance; every filter is optional."""
 
@@ -345,14 +346,14 @@ class ListState:
     include_expired: bool = False
 
 
-@attrs.frozen
+@frozen
 class DeclareAssets:
     """Register the assets a Dag declares; a clash with a known asset is refused."""
 
     assets: tuple[AssetInfo, ...]
 
 
-@attrs.frozen
+@frozen
 class GetAssetByRef:
     """Look up a registered asset by name or by URI (exactly one is given)."""
 
@@ -360,7 +361,7 @@ class GetAssetByRef:
     uri: str | None = None
 
 
-@attrs.frozen
+@frozen
 class CleanupExpired:
     """Delete the expired rows (or, with ``dry_run``, count them)."""
 
@@ -370,7 +371,7 @@ class CleanupExpired:
     orphans_before: float | None = None
 
 
-@attrs.frozen
+@frozen
 class RecordTaskItem:
     """Record that a mapped instance's item stands at ``map_index`` (the runner's
     expansion), so out-of-band access by map index reaches that item's state."""
@@ -383,7 +384,7 @@ class RecordTaskItem:
     label: str | None = None
 
 
-@attrs.frozen
+@frozen
 class ListTaskItems:
     """Where each mapped item of a run stands in its latest expansion."""
 
@@ -391,7 +392,7 @@ class ListTaskItems:
     run_id: str
 
 
-@attrs.frozen
+@frozen
 class RecordDagRun:
     """Create or update a run's record (state ``running``, ``success`` or ``failed``),
     with the Dag's graph when given (``None``: keep the recorded one)."""
@@ -404,7 +405,7 @@ class RecordDagRun:
     graph: tuple[TaskNode, ...] | None = None
 
 
-@attrs.frozen
+@frozen
 class RecordTaskInstance:
     """Create or update a task instance's record (one that has no attempt to record)."""
 
@@ -418,7 +419,7 @@ class RecordTaskInstance:
     ended_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class RecordTaskAttempt:
     """Create or update an attempt's record, and set its instance's to it."""
 
@@ -434,7 +435,7 @@ class RecordTaskAttempt:
     holder: str | None = None
 
 
-@attrs.frozen
+@frozen
 class AcquireTaskLease:
     """Take the lease on a task instance for its next try, recording that try
     ``running`` (``attempt`` gives its start, host and pid); see ``LeaseAnswer``."""
@@ -452,7 +453,7 @@ class AcquireTaskLease:
     attempt: AttemptRecord
 
 
-@attrs.frozen
+@frozen
 class FindUnheldInstances:
     """Which of ``instances`` (``(dag_id, run_id, task_id, map_index, seen_try)``) an
     ``AcquireTaskLease`` by ``holder`` would not find held now; one read for all."""
@@ -461,7 +462,7 @@ class FindUnheldInstances:
     instances: tuple[tuple[str, str, str, int, int], ...]
 
 
-@attrs.frozen
+@frozen
 class RenewTaskLeases:
     """Extend every lease ``holder`` holds by ``timeout`` seconds from now."""
 
@@ -469,14 +470,14 @@ class RenewTaskLeases:
     timeout: float
 
 
-@attrs.frozen
+@frozen
 class ReleaseTaskLeases:
     """Give up every lease ``holder`` holds (its runtime is closing)."""
 
     holder: str
 
 
-@attrs.frozen
+@frozen
 class ListDagRuns:
     """List run records (without instances), newest first."""
 
@@ -485,7 +486,7 @@ class ListDagRuns:
     limit: int = 100
 
 
-@attrs.frozen
+@frozen
 class ListAssetEvents:
     """An asset's recorded events (by name, else URI), newest first, at most ``limit``."""
 
@@ -494,7 +495,7 @@ class ListAssetEvents:
     limit: int = 100
 
 
-@attrs.frozen
+@frozen
 class GetDagRun:
     """One run's record with its instances and attempts."""
 
@@ -502,7 +503,7 @@ class GetDagRun:
     run_id: str
 
 
-@attrs.frozen
+@frozen
 class GetTaskInstanceRecord:
     """One task instance's record with its attempts (``stateward logs`` polls it)."""
 
@@ -512,7 +513,7 @@ class GetTaskInstanceRecord:
     map_index: int = -1
 
 
-@attrs.frozen
+@frozen
 class ClearDagRun:
     """Mark a run's recorded instances to run again on its next resume (see
     :class:`stateward.store.base.ClearRun`)."""
@@ -524,7 +525,7 @@ class ClearDagRun:
     keep_task_state: bool = False
 
 
-@attrs.frozen
+@frozen
 class CleanupDagRuns:
     """Delete the records of runs that ended before ``ended_before`` (Unix seconds), or,
     with ``dry_run``, count them."""
@@ -536,7 +537,7 @@ class CleanupDagRuns:
 # -- responses --------------------------------------------------------------------------
 
 
-@attrs.frozen
+@frozen
 class TaskStateResult:
     """The value of a task-state key (``None``: absent)."""
 
@@ -544,7 +545,7 @@ class TaskStateResult:
     value: JsonValue
 
 
-@attrs.frozen
+@frozen
 class AssetStateResult:
     """The value of an asset-state key (``None``: absent)."""
 
@@ -552,7 +553,7 @@ class AssetStateResult:
     value: JsonValue
 
 
-@attrs.frozen
+@frozen
 class IncrementResult:
     """The value of a key after an increment."""
 
@@ -560,7 +561,7 @@ class IncrementResult:
     value: int
 
 
-@attrs.frozen
+@frozen
 class CompareAndSetResult:
     """Whether a compare-and-set wrote its new value."""
 
@@ -568,14 +569,14 @@ class CompareAndSetResult:
     swapped: bool
 
 
-@attrs.frozen
+@frozen
 class StateItemsResult:
     """Every live key of one scope and its value."""
 
     items: dict[str, JsonValue]
 
 
-@attrs.frozen
+@frozen
 class StateHistoryResult:
     """The kept versions of one key, newest first."""
 
@@ -583,70 +584,70 @@ class StateHistoryResult:
     versions: tuple[StateVersion, ...]
 
 
-@attrs.frozen
+@frozen
 class TaskItemsResult:
     """The items listed by :class:`ListTaskItems`, by task id and map index."""
 
     items: tuple[ItemPlace, ...]
 
 
-@attrs.frozen
+@frozen
 class AssetsByAliasResult:
     """The concrete assets an alias resolves to (possibly none)."""
 
     assets: tuple[AssetInfo, ...]
 
 
-@attrs.frozen
+@frozen
 class AssetResult:
     """A registered asset (``None``: not registered)."""
 
     asset: AssetInfo | None
 
 
-@attrs.frozen
+@frozen
 class StateEntriesResult:
     """Rows listed by :class:`ListState`."""
 
     entries: tuple[StateEntry, ...]
 
 
-@attrs.frozen
+@frozen
 class CleanupResult:
     """How many expired rows were deleted (or would be, on a dry run)."""
 
     deleted: int
 
 
-@attrs.frozen
+@frozen
 class DagRunsResult:
     """Runs listed by :class:`ListDagRuns`."""
 
     runs: tuple[DagRunRecord, ...]
 
 
-@attrs.frozen
+@frozen
 class AssetEventsResult:
     """Events listed by :class:`ListAssetEvents`."""
 
     events: tuple[AssetEvent, ...]
 
 
-@attrs.frozen
+@frozen
 class DagRunRecordResult:
     """The run asked for by :class:`GetDagRun` (``None``: not recorded)."""
 
     run: DagRunRecord | None
 
 
-@attrs.frozen
+@frozen
 class TaskInstanceRecordResult:
     """The instance asked for by :class:`GetTaskInstanceRecord` (``None``: not recorded)."""
 
     instance: TaskInstanceRecord | None
 
 
-@attrs.frozen
+@frozen
 class ClearedResult:
     """The ``(task_id, map_index)`` of each instance :class:`ClearDagRun` cleared;
     ``None`` when the run has no record."""
@@ -654,28 +655,28 @@ class ClearedResult:
     cleared: tuple[tuple[str, int], ...] | None
 
 
-@attrs.frozen
+@frozen
 class LeaseResult:
     """The answer to :class:`AcquireTaskLease`."""
 
     answer: LeaseAnswer
 
 
-@attrs.frozen
+@frozen
 class UnheldResult:
     """The positions, in the request, of the instances no live runtime holds."""
 
     positions: tuple[int, ...]
 
 
-@attrs.frozen
+@frozen
 class RenewedLeasesResult:
     """The leases a renewal extended: ``(dag_id, run_id, task_id, map_index, try)``."""
 
     held: tuple[tuple[str, str, str, int, int], ...]
 
 
-@attrs.frozen
+@frozen
 class OkResponse:
     """A request that has nothing to return succeeded."""
 
@@ -712,7 +713,7 @@ ERROR_EXCEPTIONS: Final[tuple[tuple[ErrorType, type[StatewardError]], ...]] = (
 )
 
 
-@attrs.frozen
+@frozen
 class ErrorResponse:
     """A request failed; nothing it asked for was written."""
 

@@ -20,9 +20,8 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeAlias
 
-import attrs
-
 from .._errors import AssetConflictError, StaleAttemptError, StateTypeError, StateValueError
+from .._frozen import frozen
 from .._records import (
     AssetEvent,
     AssetInfo,
@@ -37,7 +36,7 @@ from .._records import (
 )
 
 
-@attrs.frozen
+@frozen
 class TaskScope:
     """One task instance's namespace: shared by its retries, not by other runs.
 
@@ -59,7 +58,7 @@ class TaskScope:
         return f"{instance_label(self.dag_id, self.task_id, self.map_index)} (run {self.run_id!r})"
 
 
-@attrs.frozen
+@frozen
 class AssetScope:
     """One asset's namespace, by its name or its URI (at least one is given).
 
@@ -83,7 +82,7 @@ def position_item(map_index: int) -> str:
     return "" if map_index < 0 else f"#{map_index}"
 
 
-@attrs.frozen
+@frozen
 class Writer:
     """The task instance that wrote a row (provenance)."""
 
@@ -130,7 +129,7 @@ def provenance(who: StateWriter | None, writer: Writer | None = None) -> StateWr
 # -- operations -------------------------------------------------------------------------
 
 
-@attrs.frozen
+@frozen
 class Get:
     """Return the live value of ``key`` (decoded), or ``None``."""
 
@@ -138,14 +137,14 @@ class Get:
     key: str
 
 
-@attrs.frozen
+@frozen
 class Items:
     """Return every live key of the scope as a dict of decoded values."""
 
     scope: Scope
 
 
-@attrs.frozen
+@frozen
 class Put:
     """Write ``key``; returns ``None``."""
 
@@ -158,7 +157,7 @@ class Put:
     who: StateWriter | None = None
 
 
-@attrs.frozen
+@frozen
 class Delete:
     """Delete ``key``; returns whether a live key was there."""
 
@@ -167,7 +166,7 @@ class Delete:
     who: StateWriter | None = None
 
 
-@attrs.frozen
+@frozen
 class Clear:
     """Delete every key of the scope (for a task, optionally all its map indices)."""
 
@@ -176,7 +175,7 @@ class Clear:
     who: StateWriter | None = None
 
 
-@attrs.frozen
+@frozen
 class Increment:
     """Add ``by`` to an integer key (absent or expired: 0); returns the new int."""
 
@@ -188,7 +187,7 @@ class Increment:
     who: StateWriter | None = None
 
 
-@attrs.frozen
+@frozen
 class CompareAndSet:
     """Write ``new`` if the key holds ``expected`` (``None``: absent); returns bool."""
 
@@ -201,7 +200,7 @@ class CompareAndSet:
     who: StateWriter | None = None
 
 
-@attrs.frozen
+@frozen
 class History:
     """Return the key's kept versions, newest first (a tuple of StateVersion)."""
 
@@ -209,7 +208,7 @@ class History:
     key: str
 
 
-@attrs.frozen
+@frozen
 class Rollback:
     """Write version ``version`` of ``key`` again (remove the key, for a tombstone),
     as a new version whose provenance is ``who`` marked as a rollback to it; returns
@@ -223,14 +222,14 @@ class Rollback:
     who: StateWriter | None = None
 
 
-@attrs.frozen
+@frozen
 class RegisterAssets:
     """Make each asset known; a name or URI already bound elsewhere is a conflict."""
 
     assets: tuple[AssetInfo, ...]
 
 
-@attrs.frozen
+@frozen
 class LookupAsset:
     """Return the registered asset with this name or URI, or ``None``."""
 
@@ -238,14 +237,14 @@ class LookupAsset:
     uri: str | None = None
 
 
-@attrs.frozen
+@frozen
 class ResolveAlias:
     """Return the assets an alias has been emitted through, oldest first."""
 
     alias_name: str
 
 
-@attrs.frozen
+@frozen
 class AddEvent:
     """Record an asset event (and register the asset, and the alias mapping)."""
 
@@ -255,7 +254,7 @@ class AddEvent:
     writer: Writer | None
 
 
-@attrs.frozen
+@frozen
 class ListAssetEvents:
     """Return the events recorded for an asset (a tuple of AssetEvent), newest first,
     at most ``limit``; an asset the store does not know has none."""
@@ -264,7 +263,7 @@ class ListAssetEvents:
     limit: int = 100
 
 
-@attrs.frozen
+@frozen
 class ListEntries:
     """List rows with provenance, filtered like the CLI's ``state list``."""
 
@@ -277,7 +276,7 @@ class ListEntries:
     include_expired: bool = False
 
 
-@attrs.frozen
+@frozen
 class Cleanup:
     """Delete expired rows (or count them, on a dry run); returns the count.
 
@@ -290,7 +289,7 @@ class Cleanup:
     orphans_before: float | None = None
 
 
-@attrs.frozen
+@frozen
 class RecordItem:
     """Record that ``item`` (labelled ``label``) stands at ``map_index`` of the task in
     the run, as its latest expansion placed it; returns ``None``.
@@ -308,7 +307,7 @@ class RecordItem:
     label: str | None = None
 
 
-@attrs.frozen
+@frozen
 class ListItems:
     """Return where each mapped item of a run stands (a tuple of ItemPlace, by task id
     and map index): the latest item recorded at each index."""
@@ -317,7 +316,7 @@ class ListItems:
     run_id: str
 
 
-@attrs.frozen
+@frozen
 class RecordRun:
     """Create or update a run's record (keyed by DAG and run id); returns ``None``.
 
@@ -332,7 +331,7 @@ class RecordRun:
     graph: tuple[TaskNode, ...] | None = None
 
 
-@attrs.frozen
+@frozen
 class RecordInstance:
     """Create or update a task instance's record; returns ``None``."""
 
@@ -346,7 +345,7 @@ class RecordInstance:
     ended_at: float | None = None
 
 
-@attrs.frozen
+@frozen
 class RecordAttempt:
     """Create or update one attempt's record (keyed by its try number), and set its
     instance's record to it: ``instance_state``, the attempt's try number, start and
@@ -365,7 +364,7 @@ class RecordAttempt:
     holder: str | None = None
 
 
-@attrs.frozen
+@frozen
 class AcquireLease:
     """Take an instance's lease for its next try, in one transaction; returns a
     :class:`~stateward._records.LeaseAnswer` (decided by :func:`decide_lease`).
@@ -386,7 +385,7 @@ class AcquireLease:
     attempt: AttemptRecord
 
 
-@attrs.frozen
+@frozen
 class FindUnheld:
     """Of ``instances`` (each ``(dag_id, run_id, task_id, map_index, seen_try)``), the
     positions of those an :class:`AcquireLease` by ``holder`` with that ``seen_try``
@@ -398,7 +397,7 @@ class FindUnheld:
     instances: tuple[tuple[str, str, str, int, int], ...]
 
 
-@attrs.frozen
+@frozen
 class LeaseProbe:
     """Who asks :func:`decide_lease`: a runtime, and the try number it last saw."""
 
@@ -406,7 +405,7 @@ class LeaseProbe:
     seen_try: int
 
 
-@attrs.frozen
+@frozen
 class RenewLeases:
     """Extend every lease of ``holder`` to ``timeout`` seconds from the store's now, in
     one statement; returns the leases extended as ``(dag, run, task, map_index, try)``."""
@@ -415,14 +414,14 @@ class RenewLeases:
     timeout: float
 
 
-@attrs.frozen
+@frozen
 class ReleaseLeases:
     """Give up every lease of ``holder`` (its runtime closes); returns how many."""
 
     holder: str
 
 
-@attrs.frozen
+@frozen
 class Fenced:
     """``op``, sent by the attempt that holds ``lease``: applied only if the instance's
     lease is still exactly that one, else refused with StaleAttemptError (nothing
@@ -432,7 +431,7 @@ class Fenced:
     op: Op
 
 
-@attrs.frozen
+@frozen
 class ListRuns:
     """Return run records (without instances), newest start first, at most ``limit``."""
 
@@ -441,7 +440,7 @@ class ListRuns:
     limit: int = 100
 
 
-@attrs.frozen
+@frozen
 class GetRun:
     """Return one run's record with its instances and attempts, or ``None``."""
 
@@ -449,7 +448,7 @@ class GetRun:
     run_id: str
 
 
-@attrs.frozen
+@frozen
 class GetInstance:
     """Return one task instance's record with its attempts, or ``None``."""
 
@@ -459,7 +458,7 @@ class GetInstance:
     map_index: int = -1
 
 
-@attrs.frozen
+@frozen
 class ClearRun:
     """Mark recorded task instances of a run to run again on its next resume.
 
@@ -480,7 +479,7 @@ class ClearRun:
     keep_task_state: bool = False
 
 
-@attrs.frozen
+@frozen
 class CleanupRuns:
     """Delete the records (runs, instances, attempts and their logs) of runs in state
     ``success`` or ``failed`` that ended before ``ended_before`` (Unix seconds), or
