@@ -9,20 +9,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -44,6 +35,9 @@ from .app import (
     stdout_console,
     with_runtime,
 )
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 # -- run ----------------------------------------------------------------------------------
 
@@ -269,12 +263,22 @@ class RunDisplay:
         self._live = self._console.is_interactive
         self._running: dict[str, None] = {}
         self._progress: Progress | None = None
-        self._bar = TaskID(0)
+        self._bar: TaskID | None = None
         self._total = 1 if one else _instance_count(dag)
         self._finished = 0
 
     def __enter__(self) -> RunDisplay:
         if self._live:
+            # Here: only a terminal shows the bar, and rich.progress is slow to import.
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
@@ -295,7 +299,7 @@ class RunDisplay:
     def on_event(self, event: TaskInstanceEvent) -> None:
         """Show one event (called by the runner, in trio's thread)."""
         label = task_label(event.task_id, event.map_index)
-        if self._progress is None:
+        if self._progress is None or self._bar is None:
             click.echo(f"{label}: {event.state} (try {event.try_number})", err=True)
             return
         if event.state == TaskInstanceState.RUNNING:
