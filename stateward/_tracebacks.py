@@ -7,8 +7,8 @@ user's first frame is put first, and the import system's frames are left out any
 
 from __future__ import annotations
 
+import functools
 import os
-import sysconfig
 from types import TracebackType
 from typing import Final
 
@@ -16,14 +16,21 @@ from typing import Final
 MACHINERY: Final = ("stateward", "trio", "outcome")
 #: Python's import system, whose frames sit between a module and what it imports.
 _IMPORT_SYSTEM: Final = ("importlib", "_frozen_importlib", "_frozen_importlib_external")
-#: Where the standard library and installed packages live.
-_LIBRARY_PATHS: Final = tuple(
-    {
-        os.path.normcase(os.path.realpath(path)) + os.sep
-        for key in ("stdlib", "platstdlib", "purelib", "platlib")
-        if (path := sysconfig.get_paths().get(key))
-    }
-)
+
+
+@functools.cache
+def _library_paths() -> tuple[str, ...]:
+    """Where the standard library and installed packages live (asked when a traceback
+    is first trimmed: ``sysconfig`` is not otherwise imported)."""
+    import sysconfig
+
+    return tuple(
+        {
+            os.path.normcase(os.path.realpath(path)) + os.sep
+            for key in ("stdlib", "platstdlib", "purelib", "platlib")
+            if (path := sysconfig.get_paths().get(key))
+        }
+    )
 
 
 def _package(tb: TracebackType) -> str:
@@ -65,7 +72,7 @@ def raised_at(error: BaseException) -> tuple[str, int] | None:
         filename = tb.tb_frame.f_code.co_filename
         package = _package(tb)
         own = package not in MACHINERY and package not in _IMPORT_SYSTEM
-        if own and not os.path.normcase(os.path.realpath(filename)).startswith(_LIBRARY_PATHS):
+        if own and not os.path.normcase(os.path.realpath(filename)).startswith(_library_paths()):
             place = (filename, tb.tb_lineno)
         tb = tb.tb_next
     return place

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import difflib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -165,6 +164,8 @@ class Context(dict[str, Any], metaclass=NoPublicConstructor):
         elif key in AIRFLOW_ONLY_KEYS:
             hint = f" (an Airflow context key: {AIRFLOW_ONLY_KEYS[key]})"
         elif isinstance(key, str):
+            import difflib  # only for this message
+
             close = difflib.get_close_matches(key, list(self), n=1)
             if close:
                 hint = f"; did you mean {close[0]!r}?"
