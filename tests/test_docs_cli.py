@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -23,6 +24,11 @@ _OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z-]*)")
 _HELP_LINE = re.compile(r"^  (-\w)?(?:, )?(--[a-z][a-z-]*)?")
 
 
+def _command(name: str) -> click.Command | None:
+    # Through the group: some commands' modules are imported when first asked for.
+    return cli.get_command(click.Context(cli), name)
+
+
 def synopsis() -> dict[str, set[str]]:
     """Each command of the synopsis block (``state list``, ``run``, ``""`` for the group)."""
     block = PAGE.split("```text\n", 1)[1].split("```", 1)[0]
@@ -32,7 +38,7 @@ def synopsis() -> dict[str, set[str]]:
     for line in block.splitlines():
         words = line.split()
         assert words[0] == "stateward", line
-        group = getattr(cli.commands.get(words[1]) if len(words) > 1 else None, "commands", None)
+        group = getattr(_command(words[1]) if len(words) > 1 else None, "commands", None)
         name = words[1:3] if group else words[1:2]
         command = " ".join(name) if not name[0].startswith(("-", "[")) else ""
         options = set(_OPTION.findall(line.split(" ", 1)[1]))
@@ -67,8 +73,8 @@ def help_options(command: str) -> set[str]:
 def commands() -> list[str]:
     """Every command of the real CLI, ``""`` being the group itself."""
     names = [""]
-    for name, command in sorted(cli.commands.items()):
-        sub = getattr(command, "commands", None)
+    for name in sorted(cli.list_commands(click.Context(cli))):
+        sub = getattr(_command(name), "commands", None)
         names += [f"{name} {s}" for s in sorted(sub)] if sub else [name]
     return names
 

@@ -15,10 +15,10 @@ import click
 from .._errors import StatewardError
 from .._nursery import sole_exception
 from . import run as run
-from . import runs as runs
-from . import state as state
-from . import ui as ui
 from .app import EXIT_FAILURE, JSON_FIELDS, cli, one_line, print_error
+
+# The state, runs and ui commands are imported when used (app.LAZY_COMMANDS): ``stateward
+# run`` does not load them.
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import re
@@ -144,17 +145,40 @@ def cell_json(value: Any) -> str:
 # -- the command group ----------------------------------------------------------------------
 
 
+#: The modules of ``stateward._cli`` that define commands ``stateward run`` does not
+#: need, by command: imported when the command is asked for (or all are listed).
+LAZY_COMMANDS: Final = {
+    "cleanup": "state",
+    "logs": "runs",
+    "runs": "runs",
+    "state": "state",
+    "ui": "ui",
+}
+
+
 class _Group(click.Group):
-    """Points ``stateward get|set|delete|clear|list`` at the ``state`` command of that name."""
+    """Imports the modules of :data:`LAZY_COMMANDS` when their command is used, and
+    points ``stateward get|set|delete|clear|list`` at the ``state`` command of that name."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            importlib.import_module(f"{__package__}.{LAZY_COMMANDS[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for name in LAZY_COMMANDS:
+            self.get_command(ctx, name)
+        return super().list_commands(ctx)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
-        state = self.commands.get("state")
-        if name not in self.commands and isinstance(state, click.Group) and name in state.commands:
-            msg = f"no command {name!r}; did you mean 'stateward state {name}'?"
-            raise click.UsageError(msg, ctx)
+        if name and self.get_command(ctx, name) is None:
+            state = self.get_command(ctx, "state")
+            if isinstance(state, click.Group) and name in state.commands:
+                msg = f"no command {name!r}; did you mean 'stateward state {name}'?"
+                raise click.UsageError(msg, ctx)
         return super().resolve_command(ctx, args)
 
 
