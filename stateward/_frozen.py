@@ -1,7 +1,7 @@
 """``frozen``: :func:`attrs.frozen` with one shared ``__repr__``.
 
 attrs generates and compiles each class's methods when the class is made; the
-``__repr__`` is the largest part of that source. The protocol, the records and the
+``__repr__`` is the largest part of that source. The messages, the records and the
 store's operations are over a hundred frozen classes, all made by ``import stateward``:
 one ``__repr__`` written once here, reading the same as attrs' own
 (``Name(field=value, ...)``, without the fields declared ``repr=False``), makes

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from typing import Any, Final, TypeAlias
 
-from .._frozen import frozen
+import attrs
+
 from .._records import AssetInfo
 from .messages import AddAssetEvent, JsonValue, Request, Response
 
 
-@frozen(kw_only=True)
+@attrs.frozen(kw_only=True)
 class StartFrame:
     """The first frame: which task instance and try the child runs, and its settings."""
 
@@ -50,7 +51,7 @@ class StartFrame:
     clock_offset: float
 
 
-@frozen
+@attrs.frozen
 class RequestFrame:
     """A request of the task, to be served as the task instance the parent bound."""
 
@@ -59,7 +60,7 @@ class RequestFrame:
     msg: Request
 
 
-@frozen
+@attrs.frozen
 class ResponseFrame:
     """The answer to the request frame with the same ``id``."""
 
@@ -67,14 +68,14 @@ class ResponseFrame:
     msg: Response
 
 
-@frozen
+@attrs.frozen
 class RenderedFrame:
     """The rendered template fields (as JSON), sent just before ``execute``."""
 
     fields: dict[str, JsonValue]
 
 
-@frozen
+@attrs.frozen
 class ResultFrame:
     """The attempt succeeded: what ``execute`` returned, and the outlet events."""
 
@@ -82,7 +83,7 @@ class ResultFrame:
     events: tuple[AddAssetEvent, ...]
 
 
-@frozen
+@attrs.frozen
 class ErrorFrame:
     """The task raised: the exception's qualified type name, text and traceback."""
 
@@ -91,7 +92,7 @@ class ErrorFrame:
     traceback: str
 
 
-@frozen
+@attrs.frozen
 class LoadErrorFrame:
     """The task could not be loaded from its Dag file."""
 
