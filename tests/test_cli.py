@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -816,3 +817,13 @@ def test_run_resumes_and_runs_list_and_show_read_the_records(tmp_path: Path):
     assert "no runs match" in stateward("runs", "list", "--state", "success", db=db).stdout
     missing = stateward("runs", "show", "flaky", "nope", db=db)
     assert_user_error(missing, 1, "no run 'nope' of Dag 'flaky' is recorded", "runs list")
+
+
+@pytest.mark.parametrize("tracebacks", [False, True])
+def test_cli_log_format_leaves_the_record_to_other_handlers(tracebacks: bool) -> None:
+    """The CLI's 'warning: ...' lines do not rename the level other handlers print."""
+    from stateward._cli.app import _LogFormatter
+
+    record = logging.LogRecord("stateward.runner", logging.WARNING, __file__, 1, "slow", None, None)
+    assert _LogFormatter(tracebacks).format(record) == "warning: slow"
+    assert logging.Formatter("%(levelname)s %(message)s").format(record) == "WARNING slow"

@@ -203,14 +203,15 @@ class _LogFormatter(logging.Formatter):
     """``warning: message``, one line; tracebacks only when asked for."""
 
     def __init__(self, tracebacks: bool) -> None:
-        super().__init__("%(levelname)s: %(message)s")
+        super().__init__("%(message)s")
         self.tracebacks = tracebacks
 
     def format(self, record: logging.LogRecord) -> str:
-        record.levelname = record.levelname.lower()
+        # The record is shared with every other handler: its fields are not changed.
+        level = record.levelname.lower()
         if self.tracebacks:
-            return super().format(record)
-        return f"{record.levelname}: {record.getMessage()}"
+            return f"{level}: {super().format(record)}"
+        return f"{level}: {record.getMessage()}"
 
 
 class _ConsoleHandler(logging.Handler):
