@@ -87,6 +87,12 @@ class Caller:
     #: The lease the caller's attempt holds: its writes are fenced with it, and once it
     #: is lost every request is refused. ``None``: not fenced (a lone ``run_task``).
     lease: Holding | None = None
+    #: A task's try as history names it (made once: every write of the try names it).
+    _try_writer: StateWriter | None = attrs.field(init=False, default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.writer is not None:  # fields are frozen once made: set it past the hook
+            object.__setattr__(self, "_try_writer", self.writer.history_writer(HOST))
 
     @property
     def label(self) -> str:
@@ -275,19 +281,29 @@ class Supervisor:
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         planned: list[tuple[Envelope, ops.Op, Callable[[Any], Any]]] = []
+        writes = False
         for envelope in batch:
             try:
                 op, finish = self.plan(envelope.request, envelope.caller)
+                write = ops.is_write(op)
                 holding = envelope.caller.lease
                 if holding is not None:
-                    op = _fenced(holding, op)
+                    # A leased attempt's request: refused at once if its lease was lost;
+                    # a write is checked against the lease in the store, in its
+                    # transaction (reads are not: they change nothing, and the
+                    # attempt's next write is refused).
+                    if holding.lost:
+                        raise ops.stale_error(holding.lease)
+                    if write:
+                        op = ops.Fenced(holding.lease, op)
             except Exception as exc:  # a refusal, or a bug: answer it, keep serving
                 envelope.answer(error_response(exc))
             else:
+                writes = writes or write
                 planned.append((envelope, op, finish))
         if not planned:
             return
-        if any(ops.is_write(op) for _, op, _ in planned):
+        if writes:
             self.stats.write_batches += 1
         await self._execute(planned, isolate=len(planned) > 1)
 
@@ -554,9 +570,7 @@ class Supervisor:
 
     def _who(self, caller: Caller) -> StateWriter:
         """Who ``caller``'s changes name in the history."""
-        if caller.writer is not None:
-            return caller.writer.history_writer(HOST)
-        return caller.who or self.out_of_band
+        return caller._try_writer or caller.who or self.out_of_band
 
     def _cas(
         self, scope: ops.Scope, key: str, expected: object, new: object,
@@ -613,15 +627,6 @@ _OK: Final = m.OkResponse()
 
 def _ok(_: object) -> m.OkResponse:
     return _OK  # frozen: one instance serves every answer
-
-
-def _fenced(holding: Holding, op: ops.Op) -> ops.Op:
-    """A leased attempt's operation: refused at once if its lease was lost; a write is
-    checked against the lease in the store, in its transaction (reads are not: they
-    change nothing, and the attempt's next write is refused)."""
-    if holding.lost:
-        raise ops.stale_error(holding.lease)
-    return ops.Fenced(holding.lease, op) if ops.is_write(op) else op
 
 
 def _check_expires(expires: object, key: object) -> None:

@@ -567,41 +567,64 @@ def stale_error(lease: Lease, what: str = "its request") -> StaleAttemptError:
     return StaleAttemptError(msg, task=label, try_number=lease.try_number)
 
 
+#: Operations that write no lease column: a fence checked before one of them still
+#: holds after it.
+KEEPS_LEASES: Final = (
+    *READ_OPS, Put, Delete, Clear, Increment, CompareAndSet, Rollback, RegisterAssets, AddEvent,
+    Cleanup, RecordItem, RecordRun, RecordInstance, FindUnheld,
+)  # fmt: skip
+
+
 class FenceCheck:
-    """Checks the fences of one batch: each distinct lease once, again only after an
-    operation that changed leases (``holds`` asks the store, in the batch's
-    transaction)."""
+    """Checks fenced operations' leases: each distinct lease once, again only after an
+    operation that may have changed it (``holds`` asks the store, in the transaction).
+
+    A store whose batches run one after another on one connection may keep one
+    ``FenceCheck`` across batches, as long as it calls :meth:`forget` whenever the lease
+    rows may have changed without it (another connection committed, a batch rolled
+    back): a lease row no operation touched is still what it was when checked.
+    """
 
     __slots__ = ("_checked", "_holds")
 
     def __init__(self, holds: Callable[[Lease], bool]) -> None:
         self._holds = holds
-        self._checked: dict[Lease, bool] = {}
+        #: The verdicts by instance: the lease checked and whether it held.
+        self._checked: dict[tuple[str, str, str, int], tuple[Lease, bool]] = {}
+
+    def forget(self) -> None:
+        """Check every lease again from now on."""
+        self._checked.clear()
 
     def unwrap(self, op: Op) -> Op:
         """The operation to apply for ``op``; raise StaleAttemptError if fenced out."""
         if isinstance(op, Fenced):
-            held = self._checked.get(op.lease)
-            if held is None:
-                held = self._checked[op.lease] = self._holds(op.lease)
+            lease = op.lease
+            found = self._checked.get(lease.instance)
+            if found is not None and (found[0] is lease or found[0] == lease):
+                held = found[1]
+            else:
+                held = self._holds(lease)
+                self._checked[lease.instance] = (lease, held)
             if not held:
-                raise stale_error(op.lease)
+                raise stale_error(lease)
             return op.op
-        if isinstance(op, LEASE_OPS):
-            self._checked.clear()
+        if not isinstance(op, KEEPS_LEASES):
+            if isinstance(op, AcquireLease | RecordAttempt):
+                # Changes the lease of its own instance only.
+                self._checked.pop((op.dag_id, op.run_id, op.task_id, op.map_index), None)
+            else:
+                self._checked.clear()
         return op
 
 
-def apply_each(
-    ops: Sequence[Op], apply: Callable[[Op], Any], holds: Callable[[Lease], bool]
-) -> list[Any]:
+def apply_each(ops: Sequence[Op], apply: Callable[[Op], Any], fences: FenceCheck) -> list[Any]:
     """Apply each operation in order; a refused one yields its exception as its result.
 
     The batch loop of a store whose operations run synchronously (in one thread);
-    any other exception fails the whole batch. ``holds`` checks a fenced operation's
+    any other exception fails the whole batch. ``fences`` checks a fenced operation's
     lease (see :class:`FenceCheck`).
     """
-    fences = FenceCheck(holds)
     results: list[Any] = []
     for op in ops:
         try:

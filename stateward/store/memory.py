@@ -129,7 +129,9 @@ class MemoryStore:
         if not self._open:
             msg = "the MemoryStore is closed; open a runtime on it first"
             raise RuntimeClosedError(msg)
-        results = base.apply_each(ops, functools.partial(self._apply, now=now), self._holds)
+        results = base.apply_each(
+            ops, functools.partial(self._apply, now=now), base.FenceCheck(self._holds)
+        )
         if any(base.is_write(op) for op in ops):
             self._write_transactions += 1
         return results

@@ -233,3 +233,34 @@ async def test_clearing_a_held_instance_gives_its_lease_up_and_fences_its_attemp
     (got,) = await run(recorded, acquire("B"))
     assert (got.outcome, got.try_number) == ("acquired", 2)
     assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]
+
+
+async def test_a_stale_write_in_a_batch_of_fresh_ones_writes_nothing_of_its_own(
+    recorded: Store,
+) -> None:
+    """Only the stale attempt's write of a batch is refused: its key keeps the holder's
+    value and its history gains no version; the holder's writes around it land."""
+    await run(recorded, acquire("A"))
+    await run(recorded, put("A", 1, "k", "1"))
+    fresh, stale, other = await run(
+        recorded, put("A", 1, "k", "2"), put("B", 1, "k", "99"), put("A", 1, "j", "3")
+    )
+    assert (fresh, other) == (None, None)
+    assert isinstance(stale, StaleAttemptError)
+    items, history = await run(recorded, ops.Items(SCOPE), ops.History(SCOPE, "k"))
+    assert items == {"k": 2, "j": 3}
+    assert [(v.version, v.value) for v in history] == [(2, 2), (1, 1)]
+
+
+async def test_a_fence_that_held_in_one_batch_is_checked_again_after_a_takeover(
+    recorded: Store,
+) -> None:
+    """A verdict on a lease does not outlive a change of the lease in a later batch:
+    an attempt whose writes passed is refused once another runtime took over."""
+    await run(recorded, acquire("A", timeout=-1.0))
+    assert await run(recorded, put("A", 1, "a")) == [None]
+    (got,) = await run(recorded, acquire("B"))
+    assert got.outcome == "acquired"
+    (late,) = await run(recorded, put("A", 1, "b"))
+    assert isinstance(late, StaleAttemptError)
+    assert await run(recorded, ops.Items(SCOPE)) == [{"a": 1}]

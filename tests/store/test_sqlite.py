@@ -439,3 +439,60 @@ async def test_schema_6_file_keeps_its_records_and_gains_run_graphs(tmp_path: Pa
     assert (old.state, old.graph, [i.task_id for i in old.instances]) == ("success", (), ["t"])
     assert [(e.run_id, e.extra) for e in events] == [("r", {"n": 1})]
     assert new.graph == graph
+
+
+async def test_a_takeover_by_another_connection_fences_the_next_write(tmp_path: Path) -> None:
+    """The writer remembers a lease it found held only while no other connection
+    commits: a takeover committed by another store on the file refuses the next write."""
+    from stateward import StaleAttemptError
+    from stateward._records import Lease
+
+    path = tmp_path / "s.db"
+    scope = TaskScope("d", "r", "t", -1)
+    start = AttemptRecord(0, "running", 1.0)
+
+    def acquire(holder: str, timeout: float) -> ops.AcquireLease:
+        return ops.AcquireLease("d", "r", "t", -1, holder, timeout, 0, start)
+
+    def put(key: str) -> ops.Fenced:
+        return ops.Fenced(Lease("d", "r", "t", -1, "A", 1), ops.Put(scope, key, "1", None, None))
+
+    async with SqliteStore(path) as mine, SqliteStore(path) as theirs:
+        await mine.execute([acquire("A", -1.0)], now=1.0)
+        assert await mine.execute([put("a")], now=1.0) == [None]
+        (got,) = await theirs.execute([acquire("B", 60.0)], now=2.0)
+        assert (got.outcome, got.try_number) == ("acquired", 2)
+        (late,) = await mine.execute([put("b")], now=3.0)
+        assert isinstance(late, StaleAttemptError)
+        assert await mine.execute([ops.Items(scope)], now=3.0) == [{"a": 1}]
+
+
+async def test_versions_stay_consecutive_when_another_connection_writes_the_key(
+    tmp_path: Path,
+) -> None:
+    """Two stores on one file writing one key in turn: every change is the next
+    version, the newest ``history`` are kept, each with the value it wrote."""
+    path = tmp_path / "s.db"
+    async with SqliteStore(path, history=3) as one, SqliteStore(path, history=3) as two:
+        for n in range(1, 9):
+            store = one if n % 3 else two
+            await store.execute([ops.Put(T, "k", str(n), None, None)], now=float(n))
+        for store in (one, two):
+            (history,) = await store.execute([ops.History(T, "k")], now=9.0)
+            assert [(v.version, v.value) for v in history] == [(8, 8), (7, 7), (6, 6)]
+
+
+async def test_a_batch_rolled_back_leaves_no_version_behind(tmp_path: Path) -> None:
+    """A version written by a batch that failed is forgotten with it: the next change
+    is that version again, and the history has no gap."""
+    path = tmp_path / "s.db"
+    async with SqliteStore(path, history=3) as store:
+        for n in (1, 2):
+            await store.execute([ops.Put(T, "k", str(n), None, None)], now=float(n))
+        # An asset with neither name nor URI breaks a constraint: SQLite fails the batch.
+        nameless = ops.Put(AssetScope(None, None), "k", "1", None, None)
+        with pytest.raises(StoreError, match="CHECK constraint failed"):
+            await store.execute([ops.Put(T, "k", "lost", None, None), nameless], now=3.0)
+        await store.execute([ops.Put(T, "k", "3", None, None)], now=4.0)
+        (history,) = await store.execute([ops.History(T, "k")], now=5.0)
+        assert [(v.version, v.value) for v in history] == [(3, 3), (2, 2), (1, 1)]

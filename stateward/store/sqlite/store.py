@@ -97,21 +97,36 @@ _SQL: Final = {
 }
 
 
-def _history_statements(table: str, columns: str) -> tuple[str, str, str, str]:
-    """A key's next version number, writing a version into a slot (returning a row if
-    it did), cutting a key's oldest, listing them."""
+@attrs.frozen
+class _HistorySql:
+    """The statements of one history table."""
+
+    #: A key's versions where they sit: ``(slot, version)`` rows.
+    slots: str
+    #: Write a version into a slot, replacing what it held.
+    into_slot: str
+    #: Cut a key's versions up to a number.
+    cut: str
+    #: A key's versions, newest first.
+    versions: str
+
+
+def _history_statements(table: str, columns: str) -> _HistorySql:
     where = " AND ".join(f"{c} = ?" for c in columns.split(", "))
     holes = ", ".join("?" for _ in columns.split(", "))
-    return (
-        f"SELECT COALESCE(MAX(version), 0) + 1 FROM {table} WHERE {where} AND key = ?",
-        f"INSERT INTO {table} ({columns}, key, slot, version, value, updated_at, updated_by) "
-        f"VALUES ({holes}, ?, ?, ?, ?, ?, ?) ON CONFLICT ({columns}, key, slot) DO UPDATE SET "
-        "version = excluded.version, value = excluded.value, "
-        "updated_at = excluded.updated_at, updated_by = excluded.updated_by "
-        f"WHERE {table}.version <= excluded.version - ? RETURNING 1",
-        f"DELETE FROM {table} WHERE {where} AND key = ? AND version <= ?",
-        f"SELECT version, value, updated_at, updated_by FROM {table} "
-        f"WHERE {where} AND key = ? ORDER BY version DESC",
+    return _HistorySql(
+        slots=f"SELECT slot, version FROM {table} WHERE {where} AND key = ?",
+        into_slot=(
+            f"INSERT INTO {table} ({columns}, key, slot, version, value, updated_at, "
+            f"updated_by) VALUES ({holes}, ?, ?, ?, ?, ?, ?) ON CONFLICT ({columns}, key, slot) "
+            "DO UPDATE SET version = excluded.version, value = excluded.value, "
+            "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+        ),
+        cut=f"DELETE FROM {table} WHERE {where} AND key = ? AND version <= ?",
+        versions=(
+            f"SELECT version, value, updated_at, updated_by FROM {table} "
+            f"WHERE {where} AND key = ? ORDER BY version DESC"
+        ),
     )
 
 
@@ -121,6 +136,15 @@ _HISTORY_SQL: Final = {
     ),
     "asset_state_history": _history_statements("asset_state_history", "asset_id"),
 }
+
+#: Operations that move or cut no history row except through ``_Engine._version``: the
+#: rings the engine knows stay as it knows them across them.
+_KEEPS_RINGS: Final = (
+    base.Put, *base.READ_OPS, base.Delete, base.Clear, base.Increment, base.CompareAndSet,
+    base.Rollback, base.RegisterAssets, base.AddEvent, *base.RUN_RECORD_OPS,
+)  # fmt: skip
+#: The most keys whose ring the engine remembers (then it starts over).
+_RINGS_KEPT: Final = 65536
 
 
 class _Engine:
@@ -143,6 +167,15 @@ class _Engine:
         self.write_transactions = 0
         #: How many versions of each key to keep (the store sets it before each batch).
         self.history = base.DEFAULT_HISTORY
+        #: Fences checked, kept across batches while no other connection commits.
+        self.fences = base.FenceCheck(functools.partial(holds, conn))
+        #: Keys whose versions sit each in the slot of its number, none to cut (their
+        #: ring is in order for ``_rings_history``), with their newest version number.
+        self._rings: dict[tuple[Any, ...], int] = {}
+        self._rings_history = self.history
+        #: ``PRAGMA data_version`` when this connection last looked: it changes when
+        #: another connection commits, and then what the engine remembers is forgotten.
+        self._data_version = -1
 
     def run(
         self,
@@ -157,16 +190,19 @@ class _Engine:
         if writes:
             self._check_file()
         try:
-            if writes or len(ops) > 1:
-                conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
-            results = base.apply_each(
-                ops, functools.partial(self._apply, now=now), functools.partial(holds, conn)
-            )
+            if writes:
+                conn.execute("BEGIN IMMEDIATE")
+                self._check_unchanged()
+            elif len(ops) > 1:
+                conn.execute("BEGIN")
+            results = base.apply_each(ops, functools.partial(self._apply, now=now), self.fences)
             if conn.in_transaction:
                 conn.execute("COMMIT")
         except BaseException as exc:
-            # Whatever went wrong, leave no transaction (and no write lock) behind.
+            # Whatever went wrong, leave no transaction (and no write lock) behind, and
+            # forget what was learnt from it.
             self._new_ids.clear()
+            self._forget()
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -183,6 +219,19 @@ class _Engine:
             if self.write_transactions % WAL_CHECK_EVERY == 0:
                 self._trim_wal()
         return results
+
+    def _check_unchanged(self) -> None:
+        """In a write transaction: forget the fences and rings learnt before if another
+        connection committed since (or the history setting changed)."""
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        if version != self._data_version or self.history != self._rings_history:
+            self._forget()
+            self._data_version = version
+            self._rings_history = self.history
+
+    def _forget(self) -> None:
+        self.fences.forget()
+        self._rings.clear()
 
     def _trim_wal(self) -> None:
         """Empty a -wal file that grew past the limit (an outside reader held an old
@@ -324,30 +373,53 @@ class _Engine:
     def _version(
         self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
     ) -> None:
-        """Add a version of ``key`` (``value`` None: a tombstone); cut to ``history``."""
-        if self.history <= 0:
+        """Add a version of ``key`` (``value`` None: a tombstone); cut to ``history``.
+
+        A key's versions are a ring: version ``n`` goes into slot ``n % history``, which
+        held version ``n - history``, cut now (one row rewritten in place). A key whose
+        ring the engine knows to be in order (every version in its own slot) takes its
+        next version in that one statement; otherwise its slots are read first: a slot
+        still holding a version to keep (the setting was raised) is left alone and the
+        version takes slot ``-n``, and versions past the bound (the setting was lowered)
+        are cut.
+        """
+        history = self.history
+        if history <= 0:
             return
         found = self._history_where(scope, now)
         assert found is not None, "a scope written to is known"
         table, _, params = found
-        next_version, into_slot, cut, _ = _HISTORY_SQL[table]
-        (number,) = self.conn.execute(next_version, (*params, key)).fetchone()
-        # The ring's slot: it holds the version ``history`` back, which goes now, so the
-        # commit rewrites one row in place. A slot still holding a version to keep (the
-        # setting was raised) is left alone, and the version gets a slot of its own.
-        row = (number, value, now, writer_json(who), self.history)
-        wrote = self.conn.execute(into_slot, (*params, key, number % self.history, *row))
-        if wrote.fetchone() is None:
-            self.conn.execute(into_slot, (*params, key, -number, *row))
-        if number > self.history:  # after the setting was lowered; else nothing to cut
-            self.conn.execute(cut, (*params, key, number - self.history))
+        sql = _HISTORY_SQL[table]
+        ring = (table, *params, key)
+        row = (value, now, writer_json(who))
+        newest = self._rings.get(ring)
+        if newest is not None:
+            number = newest + 1
+            self.conn.execute(sql.into_slot, (*params, key, number % history, number, *row))
+            self._rings[ring] = number
+            return
+        kept = self.conn.execute(sql.slots, (*params, key)).fetchall()
+        number = 1 + max((version for _, version in kept), default=0)
+        cut_at = number - history
+        slot = number % history
+        if dict(kept).get(slot, cut_at) > cut_at:  # holds a version to keep
+            slot = -number
+        self.conn.execute(sql.into_slot, (*params, key, slot, number, *row))
+        left = [(s, v) for s, v in kept if s != slot]
+        if any(v <= cut_at for _, v in left):
+            self.conn.execute(sql.cut, (*params, key, cut_at))
+        in_order = slot >= 0 and all(s == v % history for s, v in left if v > cut_at)
+        if in_order and len(self._rings) < _RINGS_KEPT:
+            self._rings[ring] = number
+        else:
+            self._rings.pop(ring, None)
 
     def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
         found = self._history_where(scope, now)
         if found is None:
             return []
         table, _, params = found
-        return self.conn.execute(_HISTORY_SQL[table][3], (*params, key)).fetchall()
+        return self.conn.execute(_HISTORY_SQL[table].versions, (*params, key)).fetchall()
 
     def _rollback(self, op: base.Rollback, now: float) -> None:
         kept = self._versions(op.scope, op.key, now)
@@ -407,6 +479,8 @@ class _Engine:
 
     def _apply(self, op: base.Op, now: float) -> Any:
         conn = self.conn
+        if not isinstance(op, _KEEPS_RINGS):
+            self._rings.clear()
         match op:
             case base.Get(scope, key):
                 return self._get(scope, key, now)
