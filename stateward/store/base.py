@@ -569,7 +569,7 @@ def stale_error(lease: Lease, what: str = "its request") -> StaleAttemptError:
 
 #: Operations that write no lease column: a fence checked before one of them still
 #: holds after it.
-KEEPS_LEASES: Final = (
+KEEPS_LEASES: Final[tuple[type[Any], ...]] = (
     *READ_OPS, Put, Delete, Clear, Increment, CompareAndSet, Rollback, RegisterAssets, AddEvent,
     Cleanup, RecordItem, RecordRun, RecordInstance, FindUnheld,
 )  # fmt: skip

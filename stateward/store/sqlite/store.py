@@ -139,7 +139,7 @@ _HISTORY_SQL: Final = {
 
 #: Operations that move or cut no history row except through ``_Engine._version``: the
 #: rings the engine knows stay as it knows them across them.
-_KEEPS_RINGS: Final = (
+_KEEPS_RINGS: Final[tuple[type[Any], ...]] = (
     base.Put, *base.READ_OPS, base.Delete, base.Clear, base.Increment, base.CompareAndSet,
     base.Rollback, base.RegisterAssets, base.AddEvent, *base.RUN_RECORD_OPS,
 )  # fmt: skip
@@ -176,6 +176,8 @@ class _Engine:
         #: ``PRAGMA data_version`` when this connection last looked: it changes when
         #: another connection commits, and then what the engine remembers is forgotten.
         self._data_version = -1
+        #: Rows of a run of puts not written yet, by statement (see ``_apply_all``).
+        self._pending: dict[str, list[tuple[Any, ...]]] = {}
 
     def run(
         self,
@@ -195,7 +197,7 @@ class _Engine:
                 self._check_unchanged()
             elif len(ops) > 1:
                 conn.execute("BEGIN")
-            results = base.apply_each(ops, functools.partial(self._apply, now=now), self.fences)
+            results = self._apply_all(ops, now, writes)
             if conn.in_transaction:
                 conn.execute("COMMIT")
         except BaseException as exc:
@@ -219,6 +221,78 @@ class _Engine:
             if self.write_transactions % WAL_CHECK_EVERY == 0:
                 self._trim_wal()
         return results
+
+    def _apply_all(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
+        """Apply each operation in order (see :func:`stateward.store.base.apply_each`).
+
+        A run of puts whose keys' rings are known is written as a run: the rows of each
+        statement in one ``executemany``, before the next operation of another kind
+        (or a put that must read its key's slots first) is applied.
+        """
+        results: list[Any] = []
+        if not writes:
+            for op in ops:
+                try:
+                    results.append(self._apply(op, now))
+                except base.REFUSALS as exc:
+                    results.append(exc)
+            return results
+        try:
+            for op in ops:
+                try:
+                    op = self.fences.unwrap(op)
+                    if type(op) is base.Put and self._queue_put(op, now):
+                        results.append(None)
+                        continue
+                    self._flush()
+                    if not isinstance(op, _KEEPS_RINGS):
+                        self._rings.clear()
+                    results.append(self._apply(op, now))
+                except base.REFUSALS as exc:
+                    results.append(exc)
+            self._flush()
+        finally:
+            self._pending.clear()
+        return results
+
+    def _queue_put(self, op: base.Put, now: float) -> bool:
+        """Queue the rows of a put whose key's ring is known (or history off); return
+        whether it was queued (else it is applied on its own)."""
+        scope, key, value, expires_at, writer = op.scope, op.key, op.value, op.expires_at, op.writer
+        params: tuple[Any, ...]
+        if isinstance(scope, base.TaskScope):
+            table, statement = "task_state_history", "task_put"
+            params = self._task_params(scope)
+            try_number = None if writer is None else writer.try_number
+            row = (*params, key, scope.map_index, value, now, expires_at, try_number)
+        else:
+            asset_id = self._asset_id(scope, now, register=True)
+            table, statement, params = "asset_state_history", "asset_put", (asset_id,)
+            row = (asset_id, key, value, now, expires_at, *_writer_columns(writer))
+        history = self.history
+        if history > 0:
+            ring = (table, *params, key)
+            newest = self._rings.get(ring)
+            if newest is None:
+                return False
+            number = self._rings[ring] = newest + 1
+            who = writer_json(base.provenance(op.who, writer))
+            version = (*params, key, number % history, number, value, now, who)
+            self._pending.setdefault(table, []).append(version)
+        self._pending.setdefault(statement, []).append(row)
+        return True
+
+    def _flush(self) -> None:
+        """Write the queued rows of a run of puts."""
+        if not self._pending:
+            return
+        for name, rows in self._pending.items():
+            sql = _HISTORY_SQL[name].into_slot if name in _HISTORY_SQL else _SQL[name]
+            if len(rows) == 1:
+                self.conn.execute(sql, rows[0])
+            else:
+                self.conn.executemany(sql, rows)
+        self._pending.clear()
 
     def _check_unchanged(self) -> None:
         """In a write transaction: forget the fences and rings learnt before if another
@@ -479,8 +553,6 @@ class _Engine:
 
     def _apply(self, op: base.Op, now: float) -> Any:
         conn = self.conn
-        if not isinstance(op, _KEEPS_RINGS):
-            self._rings.clear()
         match op:
             case base.Get(scope, key):
                 return self._get(scope, key, now)
@@ -951,7 +1023,7 @@ class SqliteStore:
         if writer is None or reader is None:
             msg = f"{self!r} is not open; use it with 'async with' (open_runtime does)"
             raise RuntimeClosedError(msg)
-        writes = any(base.is_write(op) for op in ops)
+        writes = any(map(base.is_write, ops))
         if not writes:
             try:
                 return reader.run(ops, now, False)
