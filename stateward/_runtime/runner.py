@@ -275,6 +275,7 @@ class Runner:
                             nursery.start_soon(run_one, index, nursery, False)
                             return
                         result = found
+                        run.items.pop((task.task_id, index), None)  # its tries are over
                     run.results.append(result)
                     states.append(result.state)
 
