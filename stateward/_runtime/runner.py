@@ -382,20 +382,20 @@ class Runner:
 
         await self._watched(start, run.flush_logs)
         result = results[0]
-        # The run succeeded only if every instance of the Dag has; otherwise the next
-        # run of this run id resumes it ("queued"), unless this instance failed. The
-        # read is served after the records queued so far, so it sees this instance's.
-        after = (await self._admin.request(request)).run
-        # None: the store refused to record the run (records never fail a run).
-        finished = () if after is None else after.instances
-        done = {(ti.task_id, ti.map_index) for ti in finished if ti.state == SUCCESS}
-        recorded = {(ti.task_id, ti.map_index): ti for ti in finished}
-        every = {(t.task_id, i) for t in dag.tasks.values() for i in _known_indices(t, recorded)}
-        state = (
-            DagRunState.FAILED if result.state != SUCCESS
-            else DagRunState.SUCCESS if every <= done
-            else "queued"
-        )  # fmt: skip
+        state: str = DagRunState.FAILED
+        if result.state == SUCCESS:
+            # The run succeeded only if every instance of the Dag has; otherwise the
+            # next run of this run id resumes it ("queued"). The read is served after
+            # the records queued so far, so it sees this instance's.
+            after = (await self._admin.request(request)).run
+            # None: the store refused to record the run (records never fail a run).
+            finished = () if after is None else after.instances
+            done = {(ti.task_id, ti.map_index) for ti in finished if ti.state == SUCCESS}
+            recorded = {(ti.task_id, ti.map_index): ti for ti in finished}
+            every = {
+                (t.task_id, i) for t in dag.tasks.values() for i in _known_indices(t, recorded)
+            }
+            state = DagRunState.SUCCESS if every <= done else "queued"
         await recorder.run(state, started_at, self._settings.wall_clock())
         return result
 

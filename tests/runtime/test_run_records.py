@@ -249,3 +249,18 @@ async def test_run_task_reads_the_run_without_its_attempts() -> None:
     assert record is not None
     assert [ti.try_number for ti in record.instances if ti.task_id == "extract"] == [3]
     assert record.state == "queued"  # the Dag's other task has not run
+
+
+async def test_a_failed_run_task_ends_the_run_failed_after_one_read() -> None:
+    """A failed instance fails its one-instance run whatever else the run holds: the
+    run is read once (before the attempt), not again to decide."""
+    dag = flaky_dag(fail_times=1, retries=0)
+    store = SeenOps()
+    async with open_runtime(store=store) as rt:
+        result = await rt.run_task(dag.tasks["extract"], run_id="r")
+        reads = [op for op in store.seen if isinstance(op, ops.GetRun)]
+        record = await rt.runs.get("flaky", "r")
+    assert result.state == "failed"
+    assert len(reads) == 1
+    assert record is not None
+    assert record.state == "failed"
