@@ -385,6 +385,17 @@ class RecordTaskItem:
 
 
 @frozen
+class RecordTaskItems:
+    """Record where each item of a mapped task's expansion stands: ``places`` holds
+    ``(map_index, item, label)`` in map-index order (the runner's expansion)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    places: tuple[tuple[int, str, str | None], ...]
+
+
+@frozen
 class ListTaskItems:
     """Where each mapped item of a run stands in its latest expansion."""
 
@@ -497,10 +508,12 @@ class ListAssetEvents:
 
 @frozen
 class GetDagRun:
-    """One run's record with its instances and attempts."""
+    """One run's record with its instances and attempts (``attempts`` false: the
+    instances without their attempts, a read that does not grow with the tries)."""
 
     dag_id: str
     run_id: str
+    attempts: bool = True
 
 
 @frozen
@@ -764,6 +777,7 @@ AdminRequest: TypeAlias = (
     | DeclareAssets
     | GetAssetByRef
     | RecordTaskItem
+    | RecordTaskItems
     | ListTaskItems
     | RecordDagRun
     | RecordTaskInstance

@@ -35,6 +35,9 @@ from .supervisor import Envelope
 RESULT_LIMIT: Final = 64 * 1024
 
 _HOST: Final = socket.gethostname()
+#: A str result shorter than this is within RESULT_LIMIT as JSON however it escapes
+#: (at most 6 characters each, and the quotes): kept as it is, without a round trip.
+_PLAIN_STR: Final = RESULT_LIMIT // 6 - 1
 
 #: A record the store failed to write is logged here (WARNING) and the run goes on.
 logger = logging.getLogger("stateward.runner")
@@ -43,8 +46,10 @@ logger = logging.getLogger("stateward.runner")
 def result_for_record(value: Any) -> tuple[Any, bool]:
     """``(value, True)`` for a JSON result within :data:`RESULT_LIMIT`, else
     ``(its repr, cut to the limit, False)``."""
-    if value is None:
-        return None, True
+    if value is None or type(value) is bool or (type(value) is int and abs(value) < 2**63):
+        return value, True
+    if type(value) is str and len(value) < _PLAIN_STR:
+        return value, True
     try:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
@@ -66,6 +71,8 @@ class Recorder:
     dag_id: str
     run_id: str
     _pending: list[Envelope] = attrs.Factory(list)
+    #: This process's id, as each attempt's record names it.
+    _pid: int = attrs.Factory(os.getpid)
 
     async def _send(self, request: Any) -> None:
         """Queue one record (see the module's doc)."""
@@ -106,6 +113,11 @@ class Recorder:
         if ended_at is not None:
             await self.flush()
 
+    async def items(self, task_id: str, places: tuple[tuple[int, str, str | None], ...]) -> None:
+        """Record where the items of a mapped task's instances stand (``(map_index,
+        item, label)``), before those instances start."""
+        await self._send(m.RecordTaskItems(self.dag_id, self.run_id, task_id, places))
+
     async def not_run(self, task_id: str, map_index: int, state: str) -> None:
         """Record an instance that runs no attempt (``upstream_failed``)."""
         await self._send(
@@ -115,7 +127,7 @@ class Recorder:
     async def attempt_started(self, task_id: str, map_index: int, try_number: int) -> float:
         """Record a try as ``running``; return its start (wall-clock) time."""
         started_at = self.wall_clock()
-        attempt = AttemptRecord(try_number, "running", started_at, host=_HOST, pid=os.getpid())
+        attempt = AttemptRecord(try_number, "running", started_at, host=_HOST, pid=self._pid)
         await self._send(
             m.RecordTaskAttempt(self.dag_id, self.run_id, task_id, map_index, "running", attempt)
         )
@@ -128,7 +140,7 @@ class Recorder:
         """Take the instance's lease for its next try, which is recorded ``running``
         from ``started_at`` (waits for the commit: the attempt must not start without
         it)."""
-        attempt = AttemptRecord(0, "running", started_at, host=_HOST, pid=os.getpid())
+        attempt = AttemptRecord(0, "running", started_at, host=_HOST, pid=self._pid)
         request = m.AcquireTaskLease(
             self.dag_id, self.run_id, task_id, map_index, holder, lease_timeout, seen_try, attempt
         )
@@ -145,7 +157,7 @@ class Recorder:
         try is still running knows this record goes before the try's end record.
         """
         attempt = AttemptRecord(
-            try_number, "running", started_at, host=_HOST, pid=os.getpid(), log=log
+            try_number, "running", started_at, host=_HOST, pid=self._pid, log=log
         )
         await self._send(
             m.RecordTaskAttempt(
@@ -173,7 +185,7 @@ class Recorder:
         attempt = AttemptRecord(
             try_number, "success" if error is None else "failed", started_at,
             self.wall_clock(), rendered=dict(rendered), result=value, result_is_json=is_json,
-            host=_HOST, pid=os.getpid(), log=log, **failure,
+            host=_HOST, pid=self._pid, log=log, **failure,
         )  # fmt: skip
         request = m.RecordTaskAttempt(
             self.dag_id, self.run_id, task_id, map_index, instance_state, attempt, holder

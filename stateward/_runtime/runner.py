@@ -30,7 +30,7 @@ from .._errors import (
     UndeclaredAssetError,
     UpstreamResultError,
 )
-from .._items import instance_item
+from .._items import MappedItem, instance_item
 from .._protocol import messages as m
 from .._records import AssetInfo, DagRunRecord, Lease, LeaseAnswer, TaskInstanceRecord
 from .._states import DagRunState, TaskInstanceState
@@ -52,6 +52,9 @@ logger = logging.getLogger("stateward.runner")
 #: Seconds between records of a running attempt's output (only of attempts that wrote
 #: something since the last), so ``stateward logs --follow`` sees it as it comes.
 LOG_FLUSH_INTERVAL: Final = 1.0
+
+#: The most items of an expansion one record carries (a bigger one is split).
+ITEMS_PER_RECORD: Final = 1024
 
 SUCCESS = TaskInstanceState.SUCCESS
 FAILED = TaskInstanceState.FAILED
@@ -255,20 +258,38 @@ class Runner:
                     return
                 indices = _map_indices(task)
                 states: list[TaskInstanceState] = []
+                if task.is_mapped:
+                    to_run = [i for i in indices if (task.task_id, i) not in succeeded]
+                    await run.record_items(task, to_run)
 
-                async def run_one(index: int) -> None:
+                async def run_one(index: int, nursery: trio.Nursery, defer: bool) -> None:
                     before = succeeded.get((task.task_id, index))
                     if before is not None:
                         result = _recorded_result(dag.dag_id, run_id, before)
                     else:
                         seen_try = seen.get((task.task_id, index), 0)
-                        result = await self._run_leased(run, task, index, seen_try)
+                        found = await self._run_leased(run, task, index, seen_try, defer)
+                        if found is None:
+                            # Another runtime holds it: waited for in a task of its own,
+                            # so this worker goes on with the next instance.
+                            nursery.start_soon(run_one, index, nursery, False)
+                            return
+                        result = found
+                        run.items.pop((task.task_id, index), None)  # its tries are over
                     run.results.append(result)
                     states.append(result.state)
 
+                # As many workers as the run has slots take the instances in turn
+                # (rather than a task per instance, all waiting for a slot at once).
+                pending = iter(self._settings.leases.start_order(indices))
+
+                async def worker(nursery: trio.Nursery) -> None:
+                    for index in pending:
+                        await run_one(index, nursery, True)
+
                 async with trio.open_nursery() as nursery:
-                    for index in self._settings.leases.start_order(indices):
-                        nursery.start_soon(run_one, index)
+                    for _ in range(min(len(indices), limit)):
+                        nursery.start_soon(worker, nursery)
                 outcome[task.task_id] = SUCCESS if all(s == SUCCESS for s in states) else FAILED
             done[task.task_id].set()
 
@@ -337,7 +358,10 @@ class Runner:
         run.limiter = trio.CapacityLimiter(1)
         recorder = Recorder(self._admin, self._settings.wall_clock, dag.dag_id, run_id)
         run.recorder = recorder
-        earlier = (await self._admin.request(m.GetDagRun(dag.dag_id, run_id))).run
+        # The run's instances without their attempts: what this needs, at a cost that
+        # does not grow with the tries made in the run.
+        request = m.GetDagRun(dag.dag_id, run_id, attempts=False)
+        earlier = (await self._admin.request(request)).run
         if try_number is None:
             recorded = (
                 {(ti.task_id, ti.map_index): ti for ti in earlier.instances} if earlier else {}
@@ -358,20 +382,20 @@ class Runner:
 
         await self._watched(start, run.flush_logs)
         result = results[0]
-        await recorder.flush()
-        # The run succeeded only if every instance of the Dag has; otherwise the next
-        # run of this run id resumes it ("queued"), unless this instance failed.
-        after = (await self._admin.request(m.GetDagRun(dag.dag_id, run_id))).run
-        # None: the store refused to record the run (records never fail a run).
-        finished = () if after is None else after.instances
-        done = {(ti.task_id, ti.map_index) for ti in finished if ti.state == SUCCESS}
-        recorded = {(ti.task_id, ti.map_index): ti for ti in finished}
-        every = {(t.task_id, i) for t in dag.tasks.values() for i in _known_indices(t, recorded)}
-        state = (
-            DagRunState.FAILED if result.state != SUCCESS
-            else DagRunState.SUCCESS if every <= done
-            else "queued"
-        )  # fmt: skip
+        state: str = DagRunState.FAILED
+        if result.state == SUCCESS:
+            # The run succeeded only if every instance of the Dag has; otherwise the
+            # next run of this run id resumes it ("queued"). The read is served after
+            # the records queued so far, so it sees this instance's.
+            after = (await self._admin.request(request)).run
+            # None: the store refused to record the run (records never fail a run).
+            finished = () if after is None else after.instances
+            done = {(ti.task_id, ti.map_index) for ti in finished if ti.state == SUCCESS}
+            recorded = {(ti.task_id, ti.map_index): ti for ti in finished}
+            every = {
+                (t.task_id, i) for t in dag.tasks.values() for i in _known_indices(t, recorded)
+            }
+            state = DagRunState.SUCCESS if every <= done else "queued"
         await recorder.run(state, started_at, self._settings.wall_clock())
         return result
 
@@ -442,9 +466,11 @@ class Runner:
     # -- one task instance ------------------------------------------------------------------
 
     async def _run_leased(
-        self, run: _Run, task: Operator, map_index: int, seen_try: int
-    ) -> TaskInstanceResult:
-        """Run a recorded instance's tries while this runtime holds its lease.
+        self, run: _Run, task: Operator, map_index: int, seen_try: int, defer: bool = False
+    ) -> TaskInstanceResult | None:
+        """Run a recorded instance's tries while this runtime holds its lease; with
+        ``defer``, return ``None`` at once if its first acquisition finds another
+        runtime holding it (the caller then waits for it elsewhere).
 
         Each try starts by taking the lease (with a slot): the store gives the try
         number, continuing the record's, with a fresh budget of ``retries`` retries. An
@@ -517,6 +543,8 @@ class Runner:
                 run.emit(task.task_id, map_index, done.state, done.try_number)
                 return done
             if answer.outcome == "held":
+                if defer and not attempts:
+                    return None
                 instance = (run.dag.dag_id, run.run_id, task.task_id, map_index)
                 await keeper.wait_unheld(instance, seen_try)
                 continue
@@ -614,13 +642,15 @@ class Runner:
         dag = run.dag
         settings = self._settings
         declared = _declared_assets(task, run.assets)
-        item = instance_item(task, map_index)
-        if map_index >= 0:  # where the item stands now, for access by map index
-            record = m.RecordTaskItem(
-                dag.dag_id, run.run_id, task.task_id, map_index, item.key, item.label
-            )
-            with contextlib.suppress(StatewardError):  # a closing runtime: the attempt says
-                self._admin.submit(record)
+        item = run.items.get((task.task_id, map_index))
+        if item is None:
+            item = instance_item(task, map_index)
+            if map_index >= 0:  # where the item stands now, for access by map index
+                record = m.RecordTaskItem(
+                    dag.dag_id, run.run_id, task.task_id, map_index, item.key, item.label
+                )
+                with contextlib.suppress(StatewardError):  # a closing runtime: the attempt says
+                    self._admin.submit(record)
         caller = Caller(
             task=TaskScope(dag.dag_id, run.run_id, task.task_id, map_index, item.key),
             writer=Writer(dag.dag_id, run.run_id, task.task_id, map_index, try_number),
@@ -703,6 +733,21 @@ class _Run:
     results: list[TaskInstanceResult] = attrs.Factory(list)
     #: The attempts running now, whose output :meth:`flush_logs` records.
     live: set[_LiveLog] = attrs.Factory(set)
+    #: The items of mapped instances whose expansion :meth:`record_items` recorded.
+    items: dict[tuple[str, int], MappedItem] = attrs.Factory(dict)
+
+    async def record_items(self, task: Operator, indices: list[int]) -> None:
+        """Record where the items of ``task``'s instances ``indices`` stand (queued, in
+        chunks of :data:`ITEMS_PER_RECORD`): the instances' attempts then need not."""
+        recorder = self.recorder
+        assert recorder is not None
+        task_id = task.task_id
+        places = []
+        for index in indices:
+            item = self.items[(task_id, index)] = instance_item(task, index)
+            places.append((index, item.key, item.label))
+        for start in range(0, len(places), ITEMS_PER_RECORD):
+            await recorder.items(task_id, tuple(places[start : start + ITEMS_PER_RECORD]))
 
     async def flush_logs(self) -> None:
         """Every :data:`LOG_FLUSH_INTERVAL`, record the output of each running attempt

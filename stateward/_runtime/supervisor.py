@@ -517,18 +517,22 @@ class Supervisor:
             case m.RecordTaskItem():
                 self._admin(caller, request)
                 return ops.RecordItem(**attrs.asdict(request, recurse=False)), ok
+            case m.RecordTaskItems(dag_id, run_id, task_id, places):
+                self._admin(caller, request)
+                return ops.RecordItems(dag_id, run_id, task_id, places), ok
             case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at, graph):
                 self._admin(caller, request)
                 return ops.RecordRun(dag_id, run_id, state, started_at, ended_at, graph), ok
             case m.RecordTaskInstance():
                 self._admin(caller, request)
                 return ops.RecordInstance(**attrs.asdict(request, recurse=False)), ok
-            case m.RecordTaskAttempt():
+            case m.RecordTaskAttempt(d, r, t, i, state, attempt, holder):
                 self._admin(caller, request)
-                return ops.RecordAttempt(**attrs.asdict(request, recurse=False)), ok
-            case m.AcquireTaskLease():
+                return ops.RecordAttempt(d, r, t, i, state, attempt, holder), ok
+            case m.AcquireTaskLease(d, r, t, i, holder, timeout, seen_try, attempt):
                 self._admin(caller, request)
-                return ops.AcquireLease(**attrs.asdict(request, recurse=False)), m.LeaseResult
+                op = ops.AcquireLease(d, r, t, i, holder, timeout, seen_try, attempt)
+                return op, m.LeaseResult
             case m.FindUnheldInstances(holder, instances):
                 self._admin(caller, request)
                 return ops.FindUnheld(holder, instances), m.UnheldResult
@@ -541,9 +545,9 @@ class Supervisor:
             case m.ListDagRuns(dag_id, state, limit):
                 self._admin(caller, request)
                 return ops.ListRuns(dag_id, state, limit), m.DagRunsResult
-            case m.GetDagRun(dag_id, run_id):
+            case m.GetDagRun(dag_id, run_id, attempts):
                 self._admin(caller, request)
-                return ops.GetRun(dag_id, run_id), m.DagRunRecordResult
+                return ops.GetRun(dag_id, run_id, attempts), m.DagRunRecordResult
             case m.ListAssetEvents(name, uri, limit):
                 self._admin(caller, request)
                 return ops.ListAssetEvents(AssetScope(name, uri), limit), m.AssetEventsResult

@@ -308,6 +308,19 @@ class RecordItem:
 
 
 @frozen
+class RecordItems:
+    """Record where each item of one expansion of a mapped task stands, as
+    :class:`RecordItem` does for each of ``places`` (``(map_index, item, label)``, in
+    map-index order) in turn, in one operation; returns ``None``. The runner records
+    a task's expansion with it before the task's instances start."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    places: tuple[tuple[int, str, str | None], ...]
+
+
+@frozen
 class ListItems:
     """Return where each mapped item of a run stands (a tuple of ItemPlace, by task id
     and map index): the latest item recorded at each index."""
@@ -442,10 +455,14 @@ class ListRuns:
 
 @frozen
 class GetRun:
-    """Return one run's record with its instances and attempts, or ``None``."""
+    """Return one run's record with its instances and attempts, or ``None``.
+
+    With ``attempts`` false, the instances come without their attempts (their
+    ``attempts`` empty): a read whose cost does not grow with the tries made."""
 
     dag_id: str
     run_id: str
+    attempts: bool = True
 
 
 @frozen
@@ -507,6 +524,7 @@ Op: TypeAlias = (
     | ListEntries
     | Cleanup
     | RecordItem
+    | RecordItems
     | ListItems
     | RecordRun
     | RecordInstance
@@ -533,7 +551,7 @@ READ_OPS: tuple[type[Any], ...] = (
 #: The run-record and lease operations a SQL store hands to its run-record module
 #: (``store/sqlite/runs.py``, ``store/postgres/runs.py``) as they are.
 RUN_RECORD_OPS: tuple[type[Any], ...] = (
-    RecordRun, RecordInstance, RecordAttempt, AcquireLease, FindUnheld, RenewLeases,
+    RecordItems, RecordRun, RecordInstance, RecordAttempt, AcquireLease, FindUnheld, RenewLeases,
     ReleaseLeases, ListRuns, GetRun, GetInstance, CleanupRuns,
 )  # fmt: skip
 

@@ -313,14 +313,10 @@ class MemoryStore:
             case base.Cleanup(dry_run, orphans_before):
                 return self._cleanup(now, dry_run, orphans_before)
             case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
-                run = (dag_id, run_id, task_id)
-                seq = max((v[2] for k, v in self._data.items.items() if k[:3] == run), default=0)
-                self._data.items[(*run, item)] = (map_index, label, seq + 1)
-                position = base.position_item(map_index)
-                if item != position:
-                    self._adopt(
-                        base.TaskScope(*run, item=position), base.TaskScope(*run, item=item)
-                    )
+                self._record_items(dag_id, run_id, task_id, ((map_index, item, label),))
+                return None
+            case base.RecordItems(dag_id, run_id, task_id, places):
+                self._record_items(dag_id, run_id, task_id, places)
                 return None
             case base.ListItems(dag_id, run_id):
                 latest: dict[tuple[str, int], tuple[int, str | None]] = {}
@@ -358,8 +354,8 @@ class MemoryStore:
                 ]
                 runs.sort(key=run_rows.run_sort_key)
                 return tuple(run_rows.run_from_row(row) for row in runs[:limit])
-            case base.GetRun(dag_id, run_id):
-                return self._get_run(dag_id, run_id)
+            case base.GetRun(dag_id, run_id, with_attempts):
+                return self._get_run(dag_id, run_id, with_attempts)
             case base.GetInstance(dag_id, run_id, task_id, map_index):
                 ident = (dag_id, run_id, task_id, map_index)
                 record = self._data.instances.get(ident)
@@ -384,6 +380,19 @@ class MemoryStore:
             case _:
                 msg = f"MemoryStore cannot execute {type(op).__name__}: {op!r}"
                 raise TypeError(msg)
+
+    def _record_items(
+        self, dag_id: str, run_id: str, task_id: str,
+        places: Sequence[tuple[int, str, str | None]],
+    ) -> None:  # fmt: skip
+        run = (dag_id, run_id, task_id)
+        seq = max((v[2] for k, v in self._data.items.items() if k[:3] == run), default=0)
+        for map_index, item, label in places:
+            seq += 1
+            self._data.items[(*run, item)] = (map_index, label, seq)
+            position = base.position_item(map_index)
+            if item != position:
+                self._adopt(base.TaskScope(*run, item=position), base.TaskScope(*run, item=item))
 
     def _holds(self, lease: Lease) -> bool:
         held = self._data.leases.get(lease.instance)
@@ -464,12 +473,16 @@ class MemoryStore:
             data.runs[run[:2]] = (*run[:2], run_rows.QUEUED, *run[3:])
         return cleared
 
-    def _get_run(self, dag_id: str, run_id: str) -> Any:
+    def _get_run(self, dag_id: str, run_id: str, with_attempts: bool = True) -> Any:
         run = self._data.runs.get((dag_id, run_id))
         if run is None:
             return None
         instances = [r for k, r in self._data.instances.items() if k[:2] == (dag_id, run_id)]
-        attempts = [r for k, r in self._data.attempts.items() if k[:2] == (dag_id, run_id)]
+        attempts = (
+            [r for k, r in self._data.attempts.items() if k[:2] == (dag_id, run_id)]
+            if with_attempts
+            else []
+        )
         return run_rows.assemble(run, instances, attempts)
 
     def _clear(self, scope: base.Scope, all_map_indices: bool, now: float, who: StateWriter) -> int:

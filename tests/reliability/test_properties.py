@@ -428,6 +428,10 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         "tuple[tuple[str, str, str, int, int], ...]": st.lists(
             st.tuples(*[st.text(max_size=3)] * 3, st.integers(), st.integers()), max_size=2
         ).map(tuple),
+        "tuple[tuple[int, str, str | None], ...]": st.lists(
+            st.tuples(st.integers(), st.text(max_size=3), st.none() | st.text(max_size=3)),
+            max_size=2,
+        ).map(tuple),
     }
     return table[text]
 

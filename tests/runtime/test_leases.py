@@ -219,3 +219,48 @@ async def test_a_process_isolated_attempt_is_fenced_after_a_takeover(
         assert (await state.aget("before"), await state.aget("after")) == (1, None)
     (ti,) = result[0].task_instances
     assert (result[0].state, ti.try_number, ti.result) == ("success", 2, "theirs")
+
+
+async def test_an_instance_another_runtime_holds_does_not_hold_up_the_others(
+    make_store: Callable[[], Store],
+) -> None:
+    """With one slot, the instances after one another runtime holds run while it is held
+    (the runtime waits for it aside); its holder's recorded result is this run's."""
+    dag = Dag("held", max_active_tasks=1)
+    ran: list[int] = []
+    others_ran = trio.Event()
+
+    @dag.task
+    def shard(i: int) -> int:
+        ran.append(i)
+        if len(ran) == 2:
+            trio.from_thread.run_sync(others_ran.set)
+        return i
+
+    shard.expand(i=[0, 1, 2])
+    async with open_runtime(store=make_store(), lease_timeout=2.0) as rt:
+        other = "another-runtime"
+        first = rt.leases.start_order([0, 1, 2])[0]
+        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
+        taken = await rt.admin.request(
+            m.AcquireTaskLease("held", "r", "shard", first, other, 60.0, 0, start)
+        )
+        assert taken.answer.outcome == "acquired"
+        result: list[Any] = []
+
+        async def run() -> None:
+            result.append(await rt.run_dag(dag, run_id="r"))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                await others_ran.wait()
+                done = AttemptRecord(1, "success", 1.0, 2.0, result=100 + first, host="elsewhere")
+                await rt.admin.request(
+                    m.RecordTaskAttempt("held", "r", "shard", first, "success", done, other)
+                )
+    assert sorted(ran) == sorted({0, 1, 2} - {first})
+    assert result[0].state == "success"
+    assert [ti.result for ti in result[0].task_instances] == [
+        100 + i if i == first else i for i in range(3)
+    ]

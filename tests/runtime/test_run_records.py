@@ -219,3 +219,48 @@ async def test_a_record_the_store_fails_is_logged_and_the_run_goes_on(
     assert record.state == "success"
     assert {ti.state for ti in record.instances} == {"running"}
     assert "could not record the end of an attempt: disk full (simulated)" in caplog.text
+
+
+class SeenOps(MemoryStore):
+    """A MemoryStore that keeps every operation it executes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[ops.Op] = []
+
+    async def execute(self, batch: Sequence[ops.Op], *, now: float) -> list[Any]:
+        self.seen.extend(batch)
+        return await super().execute(batch, now=now)
+
+
+async def test_run_task_reads_the_run_without_its_attempts() -> None:
+    """rt.run_task reads the run's instances, not their attempts (so its cost does not
+    grow with the tries made in the run), and still ends the run by its instances."""
+    dag = flaky_dag(fail_times=0)
+    store = SeenOps()
+    async with open_runtime(store=store) as rt:
+        for _ in range(3):
+            result = await rt.run_task(dag.tasks["extract"], run_id="r")
+        reads = [op for op in store.seen if isinstance(op, ops.GetRun)]
+        record = await rt.runs.get("flaky", "r")
+    assert len(reads) == 6
+    assert not any(op.attempts for op in reads)
+    assert (result.state, result.try_number) == ("success", 3)
+    assert record is not None
+    assert [ti.try_number for ti in record.instances if ti.task_id == "extract"] == [3]
+    assert record.state == "queued"  # the Dag's other task has not run
+
+
+async def test_a_failed_run_task_ends_the_run_failed_after_one_read() -> None:
+    """A failed instance fails its one-instance run whatever else the run holds: the
+    run is read once (before the attempt), not again to decide."""
+    dag = flaky_dag(fail_times=1, retries=0)
+    store = SeenOps()
+    async with open_runtime(store=store) as rt:
+        result = await rt.run_task(dag.tasks["extract"], run_id="r")
+        reads = [op for op in store.seen if isinstance(op, ops.GetRun)]
+        record = await rt.runs.get("flaky", "r")
+    assert result.state == "failed"
+    assert len(reads) == 1
+    assert record is not None
+    assert record.state == "failed"

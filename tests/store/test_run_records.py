@@ -8,9 +8,15 @@ from typing import Any
 import attrs
 import pytest
 
-from stateward._records import AttemptRecord, DagRunRecord, TaskInstanceRecord, TaskNode
+from stateward._records import (
+    AttemptRecord,
+    DagRunRecord,
+    ItemPlace,
+    TaskInstanceRecord,
+    TaskNode,
+)
 from stateward.store import base as ops
-from stateward.store.base import Store
+from stateward.store.base import Store, TaskScope
 
 FAILED = AttemptRecord(
     1, "failed", 10.0, 11.0, "ValueError", "bad row 3", "Traceback ...\nValueError: bad row 3",
@@ -245,3 +251,57 @@ async def test_cleanup_runs_removes_ended_runs_before_the_cutoff(store: Store) -
     assert len(got[3].instances) == 1
     assert await _keys(store, "r", "u", 0) == {"k": 1}
     assert await run(store, ops.CleanupRuns(30.0)) == [0]
+
+
+async def test_record_items_places_an_expansion_and_a_later_one_moves_them(store: Store) -> None:
+    """RecordItems places each item at its index in one operation; a later expansion
+    (or a single RecordItem) moves an item and wins at the indices it names, listed
+    with the latest item's label."""
+    places = ((0, "j:a", "a"), (1, "j:b", "b"), (2, "#2", None))
+    await run(store, ops.RecordItems("d", "r", "t", places))
+    (first,) = await run(store, ops.ListItems("d", "r"))
+    assert first == (ItemPlace("t", 0, "a"), ItemPlace("t", 1, "b"), ItemPlace("t", 2, None))
+    await run(store, ops.RecordItems("d", "r", "t", ((0, "j:b", "b"), (1, "j:c", "c"))))
+    await run(store, ops.RecordItem("d", "r", "t", 1, "j:d", "d"))
+    (later,) = await run(store, ops.ListItems("d", "r"))
+    assert later == (ItemPlace("t", 0, "b"), ItemPlace("t", 1, "d"), ItemPlace("t", 2, None))
+    # An item listed twice in one expansion stands where it is last.
+    await run(store, ops.RecordItems("d", "r", "u", ((0, "j:x", "x"), (1, "j:x", "x"))))
+    (twice,) = await run(store, ops.ListItems("d", "r"))
+    assert [p for p in twice if p.task_id == "u"] == [ItemPlace("u", 1, "x")]
+
+
+async def test_record_items_adopts_state_kept_by_position(store: Store) -> None:
+    """State written by position before the expansion was recorded is adopted, with
+    its history, by the item placed there, unless that item holds state already."""
+
+    def at(item: str) -> TaskScope:
+        return TaskScope("d", "r", "t", item=item)
+
+    await run(
+        store,
+        ops.Put(at("#0"), "k", '"seeded"', None, None),
+        ops.Put(at("#1"), "k", '"by position"', None, None),
+        ops.Put(at("j:b"), "k", '"own"', None, None),
+    )
+    places = ((0, "j:a", "a"), (1, "j:b", "b"), (2, "j:c", "c"))
+    await run(store, ops.RecordItems("d", "r", "t", places))
+    got = await run(
+        store,
+        *(ops.Get(at(item), "k") for item in ("j:a", "j:b", "j:c", "#0", "#1")),
+        ops.History(at("j:a"), "k"),
+    )
+    assert got[:5] == ["seeded", "own", None, None, "by position"]
+    assert [v.value for v in got[5]] == ["seeded"]
+
+
+async def test_get_run_without_attempts(store: Store) -> None:
+    """GetRun with attempts=False gives the run and its instances (state, try number)
+    without their attempts."""
+    await _seed_run(store)
+    full, bare = await run(store, ops.GetRun("d", "r"), ops.GetRun("d", "r", attempts=False))
+    assert bare == attrs.evolve(
+        full, instances=tuple(attrs.evolve(ti, attempts=()) for ti in full.instances)
+    )
+    assert any(ti.attempts for ti in full.instances)
+    assert await run(store, ops.GetRun("d", "nope", attempts=False)) == [None]

@@ -169,6 +169,26 @@ class RunStatements:
             f"UPDATE {s}.task_instance SET lease_expires = {server_now} + $2 "
             "WHERE lease_holder = $1 RETURNING dag_id, run_id, task_id, map_index, lease_try"
         )
+        task = "dag_id = $1 AND run_id = $2 AND task_id = $3"
+        # An expansion's items, each with the task's next seq (n: its place in the
+        # list; an item listed twice is given once, where it is last).
+        self.items = (
+            f"INSERT INTO {s}.task_item (dag_id, run_id, task_id, item, map_index, label, seq) "
+            f"SELECT $1, $2, $3, u.item, u.map_index, u.label, (SELECT COALESCE(MAX(seq), 0) "
+            f"FROM {s}.task_item WHERE {task}) + u.n FROM unnest($4::integer[], $5::text[], "
+            "$6::text[], $7::integer[]) AS u(map_index, item, label, n) "
+            "ON CONFLICT (dag_id, run_id, task_id, item) DO UPDATE SET "
+            "map_index = excluded.map_index, label = excluded.label, seq = excluded.seq"
+        )
+        self.positional = " UNION ALL ".join(
+            f"(SELECT 1 FROM {s}.{table} WHERE {task} AND item LIKE '#%' LIMIT 1)"
+            for table in ("task_state", "task_state_history")
+        )
+        self.adopt = [
+            f"UPDATE {s}.{table} SET item = $4 WHERE {task} AND item = $5 AND NOT EXISTS "
+            f"(SELECT 1 FROM {s}.{table} WHERE {task} AND item = $4)"
+            for table in ("task_state", "task_state_history")
+        ]
         self.release = (
             f"UPDATE {s}.task_instance SET lease_holder = NULL, lease_try = NULL, "
             "lease_expires = NULL WHERE lease_holder = $1"
@@ -240,9 +260,25 @@ class RunStatements:
             raise base.stale_error(lease, "the record of its end")
         await conn.execute(self.attempt, *attempt_row(op))
 
+    async def _record_items(self, conn: Any, op: base.RecordItems) -> None:
+        task = (op.dag_id, op.run_id, op.task_id)
+        last = {item: (i, label, n) for n, (i, item, label) in enumerate(op.places, 1)}
+        if last:
+            rows = [(i, item, label, n) for item, (i, label, n) in last.items()]
+            await conn.execute(self.items, *task, *(list(c) for c in zip(*rows, strict=True)))
+        if await conn.fetchval(self.positional, *task) is None:
+            return
+        for map_index, item, _ in op.places:
+            position = base.position_item(map_index)
+            if item != position:
+                for sql in self.adopt:
+                    await conn.execute(sql, *task, item, position)
+
     async def apply(self, conn: Any, op: base.Op) -> Any:
         """Execute one run-record or lease operation (see :mod:`stateward.store.base`)."""
         match op:
+            case base.RecordItems():
+                await self._record_items(conn, op)
             case base.RecordRun():
                 await conn.execute(self.run, *run_row(op))
             case base.RecordInstance():
@@ -279,12 +315,14 @@ class RunStatements:
                     limit,
                 )
                 return tuple(run_from_row(tuple(row)) for row in rows)
-            case base.GetRun(dag_id, run_id):
+            case base.GetRun(dag_id, run_id, with_attempts):
                 run = await conn.fetchrow(self.get_run, dag_id, run_id)
                 if run is None:
                     return None
                 instances = await conn.fetch(self.get_instances, dag_id, run_id)
-                attempts = await conn.fetch(self.get_attempts, dag_id, run_id)
+                attempts = (
+                    await conn.fetch(self.get_attempts, dag_id, run_id) if with_attempts else []
+                )
                 return assemble(
                     tuple(run), [tuple(r) for r in instances], [tuple(r) for r in attempts]
                 )

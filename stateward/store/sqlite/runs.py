@@ -15,6 +15,7 @@ from ..run_rows import (
     ENDED_RUN_STATES,
     INSTANCE_COLUMNS,
     INSTANCE_KEYS,
+    LEASE_COLUMNS,
     QUEUED,
     RUN_COLUMNS,
     RUN_KEPT,
@@ -38,6 +39,14 @@ _OLD_RUNS: Final = (
     f"SELECT dag_id, run_id FROM dag_run WHERE state IN {ENDED_RUN_STATES!r} AND ended_at < ?"
 )
 _HELD: Final = f"{_INSTANCE} AND lease_holder = ? AND lease_try = ?"
+#: A recorded item adopting the state (and history) its position kept, unless it
+#: holds some already.
+_ADOPT: Final = tuple(
+    f"UPDATE {table} SET item = ? WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+    f"AND item = ? AND NOT EXISTS (SELECT 1 FROM {table} WHERE dag_id = ? "
+    "AND run_id = ? AND task_id = ? AND item = ?)"
+    for table in ("task_state", "task_state_history")
+)
 _SQL: Final = {
     "run": upsert("dag_run", RUN_COLUMNS, RUN_KEYS, ["?"] * len(RUN_COLUMNS), RUN_KEPT),
     "instance": upsert(
@@ -68,8 +77,30 @@ _SQL: Final = {
     "AND try_number = ?",
     "abandon": f"UPDATE task_attempt SET state = 'abandoned' WHERE {_INSTANCE} "
     "AND try_number = ? AND state = 'running'",
-    "take": "UPDATE task_instance SET lease_holder = ?, lease_try = ?, lease_expires = ? "
-    f"WHERE {_INSTANCE}",
+    # An acquisition: the instance at its new try, running, with the lease, in one
+    # upsert; a first one (no record yet) inserts it or finds it there.
+    "leased": upsert(
+        "task_instance",
+        (*INSTANCE_COLUMNS, *LEASE_COLUMNS),
+        INSTANCE_KEYS,
+        ["?"] * (len(INSTANCE_COLUMNS) + len(LEASE_COLUMNS)),
+    ),
+    "first": (
+        f"INSERT INTO task_instance ({', '.join((*INSTANCE_COLUMNS, *LEASE_COLUMNS))}) "
+        f"VALUES ({', '.join('?' * (len(INSTANCE_COLUMNS) + len(LEASE_COLUMNS)))}) "
+        "ON CONFLICT DO NOTHING"
+    ),
+    "item_seq": "SELECT COALESCE(MAX(seq), 0) FROM task_item WHERE dag_id = ? AND run_id = ? "
+    "AND task_id = ?",
+    "item": "INSERT INTO task_item (dag_id, run_id, task_id, map_index, item, label, seq) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dag_id, run_id, task_id, item) DO UPDATE SET "
+    "map_index = excluded.map_index, label = excluded.label, seq = excluded.seq",
+    # Whether the task holds state kept by position ('#i'), which a recorded item adopts.
+    "positional": " UNION ALL ".join(
+        f"SELECT 1 FROM (SELECT 1 FROM {table} WHERE dag_id = ? AND run_id = ? "
+        "AND task_id = ? AND item >= '#' AND item < '$' LIMIT 1)"
+        for table in ("task_state", "task_state_history")
+    ),
     # The end of a leased attempt: written only while its lease holds; a final state
     # gives the lease up in the same statement.
     "ended": (
@@ -96,6 +127,14 @@ def holds(conn: sqlite3.Connection, lease: Lease) -> bool:
 
 def _acquire(conn: sqlite3.Connection, op: base.AcquireLease, now: float) -> LeaseAnswer:
     key = (op.dag_id, op.run_id, op.task_id, op.map_index)
+    expires = now + op.timeout
+    first = acquired_attempt(op, 1)
+    # Most acquisitions are an instance's first: its record inserted leased, in one
+    # statement (the batch holds the write lock: no other writer comes in between).
+    leased_row = (*instance_row_of_attempt(first), op.holder, 1, expires)
+    if conn.execute(_SQL["first"], leased_row).rowcount:
+        conn.execute(_SQL["attempt"], attempt_row(first))
+        return base.lease_answer("acquired", 1, None, None)
     found = conn.execute(_SQL["current"], key).fetchone()
     current = None if found is None else found[:4]
     outcome, try_number = base.decide_lease(op, current, now)
@@ -110,9 +149,27 @@ def _acquire(conn: sqlite3.Connection, op: base.AcquireLease, now: float) -> Lea
         conn.execute(_SQL["abandon"], (*key, found[1]))
     record = acquired_attempt(op, try_number)
     conn.execute(_SQL["attempt"], attempt_row(record))
-    conn.execute(_SQL["instance"], instance_row_of_attempt(record))
-    conn.execute(_SQL["take"], (op.holder, try_number, now + op.timeout, *key))
+    leased_row = (*instance_row_of_attempt(record), op.holder, try_number, expires)
+    conn.execute(_SQL["leased"], leased_row)
     return base.lease_answer(outcome, try_number, None, None)
+
+
+def _record_items(conn: sqlite3.Connection, op: base.RecordItems) -> None:
+    """Record an expansion's items in order, each with the task's next ``seq``; state
+    kept by position is adopted only if the task holds any (one read says)."""
+    task = (op.dag_id, op.run_id, op.task_id)
+    seq = conn.execute(_SQL["item_seq"], task).fetchone()[0]
+    conn.executemany(
+        _SQL["item"],
+        [(*task, i, item, label, seq + n) for n, (i, item, label) in enumerate(op.places, 1)],
+    )
+    if conn.execute(_SQL["positional"], task * 2).fetchone() is None:
+        return
+    for map_index, item, _ in op.places:
+        position = base.position_item(map_index)
+        if item != position:
+            for sql in _ADOPT:
+                conn.execute(sql, (item, *task, position, *task, item))
 
 
 def _ended(conn: sqlite3.Connection, op: base.RecordAttempt) -> None:
@@ -133,6 +190,8 @@ def _ended(conn: sqlite3.Connection, op: base.RecordAttempt) -> None:
 def apply_run_op(conn: sqlite3.Connection, op: base.Op, now: float) -> Any:
     """Execute one run-record or lease operation (see :mod:`stateward.store.base`)."""
     match op:
+        case base.RecordItems():
+            _record_items(conn, op)
         case base.RecordRun():
             conn.execute(_SQL["run"], run_row(op))
         case base.RecordInstance():
@@ -166,12 +225,16 @@ def apply_run_op(conn: sqlite3.Connection, op: base.Op, now: float) -> Any:
                 (*(v for v in (dag_id, state) if v), limit),
             )
             return tuple(run_from_row(row) for row in rows)
-        case base.GetRun(dag_id, run_id):
+        case base.GetRun(dag_id, run_id, with_attempts):
             run = conn.execute(_SQL["get_run"], (dag_id, run_id)).fetchone()
             if run is None:
                 return None
             instances = conn.execute(_SQL["get_instances"], (dag_id, run_id)).fetchall()
-            attempts = conn.execute(_SQL["get_attempts"], (dag_id, run_id)).fetchall()
+            attempts = (
+                conn.execute(_SQL["get_attempts"], (dag_id, run_id)).fetchall()
+                if with_attempts
+                else []
+            )
             return assemble(run, instances, attempts)
         case base.GetInstance(dag_id, run_id, task_id, map_index):
             key = (dag_id, run_id, task_id, map_index)
