@@ -329,28 +329,58 @@ async def migrate(conn: Any, schema: str, where: str, to_version: int = SCHEMA_V
 # -- the store's statements -----------------------------------------------------------
 
 
+def lease_held(s: str, first: int) -> str:
+    """The read of a task instance's row that finds it only while its lease is the
+    fenced one, parameters numbered from ``first``: the instance's four keys, the
+    holder and the try. ``FOR SHARE``: a takeover (which updates the row) waits until
+    the fenced write's transaction has committed, so no write of an attempt lands after
+    its successor started; fenced writes do not wait for each other."""
+    q = [f"${first + i}" for i in range(6)]
+    return (
+        f"SELECT 1 FROM {s}.task_instance WHERE dag_id = {q[0]} AND run_id = {q[1]} "
+        f"AND task_id = {q[2]} AND map_index = {q[3]} AND lease_holder = {q[4]} "
+        f"AND lease_try = {q[5]} FOR SHARE"
+    )
+
+
 def scoped_statements(
-    table: str, keys: tuple[str, ...], writer: tuple[str, ...], history: str
+    s: str, table: str, keys: dict[str, str], writer: dict[str, str], history: str
 ) -> dict[str, str]:
     """The single statements on one state table, numbered for its key columns.
 
-    Parameters, in order: the key columns (the scope's, then ``key``), then for writes
-    the value, its digest, now, expires_at and the writer columns; reads end with now.
-    ``put_versioned`` (a put with history on, ``history`` the history table) adds the
-    writer's provenance and how many versions to keep.
+    ``keys`` and ``writer`` map the key columns (the scope's, then ``key``) and the
+    writer columns to their types. Parameters, in order: the key columns, then for
+    writes the value, its digest, now, expires_at and the writer columns; reads end
+    with now. ``put_versioned`` (a put with history on, ``history`` the history table)
+    adds the writer's provenance and how many versions to keep. The ``_fenced`` forms
+    add a lease (see :func:`lease_held`) after all those.
     """
-    n = len(keys)
-    p = [f"${i}" for i in range(1, n + len(writer) + 7)]
-    pk = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(keys))
-    scope = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(keys[:-1]))
+    n, w = len(keys), len(writer)
+    p = [f"${i}" for i in range(1, n + w + 7)]
+    key_names = tuple(keys)
+    pk = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(key_names))
+    scope = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(key_names[:-1]))
     columns = ", ".join((*keys, "value", "value_digest", "updated_at", "expires_at", *writer))
-    values = ", ".join(p[: n + 4 + len(writer)])
+    values = ", ".join(p[: n + 4 + w])
+    # The same values typed, for an INSERT ... SELECT (which does not type them by the
+    # columns they go to).
+    types = (*keys.values(), "text", "bytea", "double precision", "double precision",
+             *writer.values())  # fmt: skip
+    typed = ", ".join(f"{mark}::{t}" for mark, t in zip(p[: len(types)], types, strict=True))
     now, by = p[n + 2], p[n]
     rest = ", ".join(f"{c} = excluded.{c}" for c in ("updated_at", "expires_at", *writer))
-    upsert = (
-        f"INSERT INTO {table} AS t ({columns}) VALUES ({values}) "
+    conflict = (
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = excluded.value, "
         f"value_digest = excluded.value_digest, {rest}"
+    )
+    upsert = f"INSERT INTO {table} AS t ({columns}) VALUES ({values}) {conflict}"
+    # A fenced put alone in a batch, in one statement (one transaction): the lease's row
+    # is read and locked first, and the row is written only if it was found. The
+    # answer is whether it was.
+    fence = f"l AS MATERIALIZED ({lease_held(s, n + w + 5)})"
+    put_fenced = (
+        f"WITH {fence}, w AS (INSERT INTO {table} AS t ({columns}) SELECT {typed} "
+        f"WHERE EXISTS (SELECT 1 FROM l) {conflict}) SELECT EXISTS (SELECT 1 FROM l)"
     )
     # An increment: $by is the amount; the row is added to while live and an int whose
     # sum keeps within MAX_INT_DIGITS digits, replaced when expired, and left alone
@@ -363,32 +393,48 @@ def scoped_statements(
     )
     inc_values = ", ".join(
         (*p[:n], f"{by}::numeric::text", f"sha256(convert_to({by}::numeric::text, 'UTF8'))",
-         *p[n + 1 : n + 3 + len(writer)])
+         *p[n + 1 : n + 3 + w])
     )  # fmt: skip
     # A put with history on, in one statement: the row, its version, the cut. The
     # version is the newest kept plus one, read from this statement's snapshot, so the
-    # row is changed only if it is still the version that snapshot saw (its xmin, read
-    # again on the newest row once its lock is had): a row written by another
-    # transaction since, deleted since, or not there yet changes nothing, and the
-    # caller runs the put as a transaction of statements (see Session._put_versioned).
-    w = len(writer)
-    by_p, keep_p = p[n + 4 + w], p[n + 5 + w]
+    # row is written only if the snapshot still holds: an existing row is changed only
+    # if it is still the version that snapshot saw (its xmin, read again on the newest
+    # row once its lock is had), and a row the snapshot did not see is inserted only
+    # if no other transaction has inserted it since (ON CONFLICT DO NOTHING waits for
+    # one inserting it). A row written by another transaction since, or deleted since,
+    # changes nothing, and the caller runs the put as a transaction of statements (see
+    # Session._put_versioned).
+    who_p, keep_p = p[n + 4 + w], p[n + 5 + w]
     history_columns = ", ".join((*keys, "version", "value", "updated_at", "updated_by"))
-    put_versioned = (
-        f"WITH w AS (UPDATE {table} AS t SET value = {p[n]}, value_digest = {p[n + 1]}, "
-        f"updated_at = {now}, expires_at = {p[n + 3]}, "
-        + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
-        + f" WHERE {pk} AND t.xmin = (SELECT xmin FROM {table} WHERE {pk}) RETURNING 1), "
-        f"h AS (INSERT INTO {history} ({history_columns}) SELECT "
-        + ", ".join(p[:n])
-        + f", x.m + 1, {p[n]}, {now}, {by_p} FROM (SELECT COALESCE(MAX(version), 0) AS m "
-        f"FROM {history} WHERE {pk}) AS x WHERE EXISTS (SELECT 1 FROM w) RETURNING version), "
-        f"d AS (DELETE FROM {history} WHERE {pk} "
-        f"AND version <= (SELECT version FROM h) - {keep_p}::integer) "
-        "SELECT count(*) FROM h"
+
+    def versioned(gate: str) -> str:
+        return (
+            f"w AS (UPDATE {table} AS t SET value = {p[n]}, value_digest = {p[n + 1]}, "
+            f"updated_at = {now}, expires_at = {p[n + 3]}, "
+            + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
+            + f" WHERE {pk} AND t.xmin = (SELECT xmin FROM {table} WHERE {pk}){gate} "
+            f"RETURNING 1), i AS (INSERT INTO {table} ({columns}) SELECT {typed} WHERE NOT "
+            f"EXISTS (SELECT 1 FROM {table} WHERE {pk}){gate} ON CONFLICT DO NOTHING "
+            f"RETURNING 1), h AS (INSERT INTO {history} ({history_columns}) SELECT "
+            + ", ".join(p[:n])
+            + f", x.m + 1, {p[n]}, {now}, {who_p} FROM (SELECT COALESCE(MAX(version), 0) AS m "
+            f"FROM {history} WHERE {pk}) AS x WHERE EXISTS (SELECT 1 FROM w) "
+            f"OR EXISTS (SELECT 1 FROM i) RETURNING version), "
+            f"d AS (DELETE FROM {history} WHERE {pk} "
+            f"AND version <= (SELECT version FROM h) - {keep_p}::integer) "
+        )
+
+    put_versioned = f"WITH {versioned('')}SELECT count(*) FROM h"
+    # Fenced: the lease's row first (see put_fenced); answers (done, lease held).
+    fence_versioned = f"l AS MATERIALIZED ({lease_held(s, n + w + 7)})"
+    put_versioned_fenced = (
+        f"WITH {fence_versioned}, {versioned(' AND EXISTS (SELECT 1 FROM l)')}"
+        "SELECT (SELECT count(*) FROM h), EXISTS (SELECT 1 FROM l)"
     )
     return {
         "put_versioned": put_versioned,
+        "put_versioned_fenced": put_versioned_fenced,
+        "put_fenced": put_fenced,
         "get": f"SELECT value FROM {table} WHERE {pk} AND {_LIVE.format(now=p[n])}",
         "items": (
             f"SELECT key, value FROM {table} WHERE {scope} AND {_LIVE.format(now=p[n - 1])} "
@@ -402,7 +448,7 @@ def scoped_statements(
             f"UPDATE {table} SET value = {p[n]}, value_digest = {p[n + 1]}, updated_at = {now}, "
             f"expires_at = {p[n + 3]}, "
             + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
-            + f" WHERE {pk} AND value_digest = {p[n + 4 + len(writer)]} "
+            + f" WHERE {pk} AND value_digest = {p[n + 4 + w]} "
             f"AND {_LIVE.format(now=now)} RETURNING true"
         ),
         "increment": (
@@ -428,16 +474,19 @@ class Statements:
     def for_schema(cls, schema: str) -> Statements:
         s = quoted(schema)
         # Task state is keyed by the item; the writer's map index is written with it.
-        task_keys = ("dag_id", "run_id", "task_id", "item", "key")
+        task_keys = dict.fromkeys(("dag_id", "run_id", "task_id", "item", "key"), "text")
         task = scoped_statements(
-            f"{s}.task_state", task_keys, ("map_index", "writer_try"), f"{s}.task_state_history"
-        )
-        writer = (
-            "writer_dag_id", "writer_run_id", "writer_task_id", "writer_map_index", "writer_try",
+            s, f"{s}.task_state", task_keys, {"map_index": "integer", "writer_try": "integer"},
+            f"{s}.task_state_history",
         )  # fmt: skip
+        writer = {
+            "writer_dag_id": "text", "writer_run_id": "text", "writer_task_id": "text",
+            "writer_map_index": "integer", "writer_try": "integer",
+        }  # fmt: skip
         asset = scoped_statements(
-            f"{s}.asset_state", ("asset_id", "key"), writer, f"{s}.asset_state_history"
-        )
+            s, f"{s}.asset_state", {"asset_id": "bigint", "key": "text"}, writer,
+            f"{s}.asset_state_history",
+        )  # fmt: skip
         return cls(task, asset, s)
 
 

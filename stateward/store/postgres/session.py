@@ -374,14 +374,17 @@ class Session:
 
     async def _run_once(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
         # With history on, a write is two statements (the row, its version), except a
-        # put of a key already there, which is one (see _put_versioned).
-        if (
-            len(ops) == 1
-            and isinstance(ops[0], _ONE_STATEMENT)
-            and not (self.history > 0 and base.is_write(ops[0]) and type(ops[0]) is not base.Put)
-        ):
+        # put, which is one (see _put_versioned); a fenced put is one too, its lease
+        # checked in it (see _put_fenced).
+        if len(ops) == 1:
+            op = ops[0]
             try:
-                return [await self._apply_or_refuse(ops[0], now)]
+                if isinstance(op, base.Fenced) and type(op.op) is base.Put:
+                    return [await self._put_fenced(op, op.op, now)]
+                if isinstance(op, _ONE_STATEMENT) and not (
+                    self.history > 0 and base.is_write(op) and type(op) is not base.Put
+                ):
+                    return [await self._apply_or_refuse(op, now)]
             except _NeedsTransaction:
                 pass  # nothing was written: run it again in a transaction
         if writes:
@@ -399,7 +402,8 @@ class Session:
         # Consecutive puts (what group commit gathers) go as one pipelined executemany
         # per statement: a round trip or two for the run, not one per put. Their order
         # among themselves is kept; nothing reads between them. A fenced operation's
-        # lease is checked once per batch (again after an operation changing leases).
+        # lease is checked once per batch (again after an operation changing leases),
+        # all the leases up to such an operation in one statement.
         checked: dict[Lease, bool] = {}
         results: list[Any] = []
         start = 0
@@ -410,8 +414,8 @@ class Session:
             if end - start > 1:
                 allowed: list[base.Op] = []
                 slots: list[Any] = []
-                for op in ops[start:end]:
-                    inner = await self._unfence(op, checked)
+                for index in range(start, end):
+                    inner = await self._unfence(ops, index, checked)
                     slots.append(inner if isinstance(inner, Exception) else None)
                     if not isinstance(inner, Exception):
                         allowed.append(inner)
@@ -420,7 +424,7 @@ class Session:
                 start = end
             else:
                 op = ops[start]
-                inner = await self._unfence(op, checked)
+                inner = await self._unfence(ops, start, checked)
                 if isinstance(inner, Exception):
                     results.append(inner)
                 else:
@@ -430,15 +434,27 @@ class Session:
                 start += 1
         return results
 
-    async def _unfence(self, op: base.Op, checked: dict[Lease, bool]) -> Any:
-        """``op`` itself, its inner operation if fenced and its lease holds, or the
-        StaleAttemptError that refuses it."""
+    async def _unfence(self, ops: Sequence[base.Op], index: int, checked: dict[Lease, bool]) -> Any:
+        """``ops[index]`` itself, its inner operation if fenced and its lease holds, or
+        the StaleAttemptError that refuses it.
+
+        A lease not checked yet is checked with every other one not checked yet of the
+        fenced operations up to the next operation changing leases, in one statement:
+        a batch of puts from many attempts checks their leases in one round trip.
+        """
+        op = ops[index]
         if not isinstance(op, base.Fenced):
             return op
-        held = checked.get(op.lease)
-        if held is None:
-            held = checked[op.lease] = await self.run_sql.holds_lease(self.conn, op.lease)
-        return op.op if held else base.stale_error(op.lease)
+        if op.lease not in checked:
+            asked: dict[Lease, None] = {}
+            for later in ops[index:]:
+                if isinstance(later, base.LEASE_OPS):
+                    break
+                if isinstance(later, base.Fenced) and later.lease not in checked:
+                    asked[later.lease] = None
+            held = await self.run_sql.held_leases(self.conn, list(asked))
+            checked.update((lease, lease in held) for lease in asked)
+        return op.op if checked[op.lease] else base.stale_error(op.lease)
 
     async def _put_many(self, puts: Sequence[base.Op], now: float) -> list[Any]:
         results: list[Any] = []
@@ -449,11 +465,11 @@ class Session:
             refusal: Exception | None = _nul_refusal(op)
             if refusal is None:
                 try:
-                    statement, params = await self._put_params(op, now)
+                    sql, params = await self._put_params(op, now)
                 except AssetConflictError as exc:
                     refusal = exc
                 else:
-                    rows.setdefault(statement, []).append(params)
+                    rows.setdefault(sql["put"], []).append(params)
                     if self.history > 0:
                         who = base.provenance(op.who, op.writer)
                         add, *numbered = await self._version_statement(
@@ -469,23 +485,50 @@ class Session:
             await self.conn.executemany(statement, params_list)
         return results
 
-    async def _put_params(self, op: base.Put, now: float) -> tuple[str, tuple[Any, ...]]:
+    async def _put_params(self, op: base.Put, now: float) -> tuple[dict[str, str], tuple[Any, ...]]:
+        """The statements of the put's scope, and the parameters of ``put``."""
         sql, where = await self._where_to_write(op.scope, now)
         params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
-        return sql["put"], params + self._writer_params(op.scope, op.writer)
+        return sql, params + self._writer_params(op.scope, op.writer)
 
     async def _put_versioned(self, op: base.Put, now: float) -> bool:
         """A put with history on as one statement (alone in a batch: without
-        BEGIN/COMMIT): whether it was done. It is not (nothing written) when the key's
-        row is not there or another transaction changed it after this statement's
-        snapshot, whose newest version would then be stale; the put is then made as two
+        BEGIN/COMMIT): whether it was done. It is not (nothing written) when another
+        transaction changed or inserted the key's row after this statement's snapshot,
+        whose newest version would then be stale; the put is then made as two
         statements in a transaction (the row, then its version)."""
-        sql, where = await self._where_to_write(op.scope, now)
-        params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
-        params += self._writer_params(op.scope, op.writer)
+        sql, params = await self._put_params(op, now)
         who = writer_json(base.provenance(op.who, op.writer))
         done = await self.conn.fetchval(sql["put_versioned"], *params, who, self.history)
         return bool(done)
+
+    async def _put_fenced(self, op: base.Fenced, put: base.Put, now: float) -> Any:
+        """A fenced put alone in a batch as one statement, without BEGIN/COMMIT: the
+        lease's row read and locked (as in a batch's transaction), then the put, its
+        version and the cut, all only if the lease holds. None, or the StaleAttemptError
+        that refused it (nothing written).
+
+        Raises:
+            _NeedsTransaction: the put was not made, nothing was written (as
+                _put_versioned's; or it needs what one statement cannot do: register its
+                asset, refuse a NUL after checking the lease).
+        """
+        if _nul_refusal(put) is not None:
+            raise _NeedsTransaction
+        sql, params = await self._put_params(put, now)
+        lease = attrs.astuple(op.lease)
+        if self.history <= 0:
+            held = await self.conn.fetchval(sql["put_fenced"], *params, *lease)
+            return None if held else base.stale_error(op.lease)
+        who = writer_json(base.provenance(put.who, put.writer))
+        done, held = await self.conn.fetchrow(
+            sql["put_versioned_fenced"], *params, who, self.history, *lease
+        )
+        if not held:
+            return base.stale_error(op.lease)
+        if not done:
+            raise _NeedsTransaction
+        return None
 
     async def _apply_or_refuse(self, op: base.Op, now: float) -> Any:
         refusal = _nul_refusal(op)
@@ -650,8 +693,8 @@ class Session:
                     return None
                 if self.history > 0 and not self._in_tx:
                     raise _NeedsTransaction  # nothing was written
-                statement, params = await self._put_params(op, now)
-                await conn.execute(statement, *params)
+                sql, params = await self._put_params(op, now)
+                await conn.execute(sql["put"], *params)
                 await self._version(scope, key, value, now, base.provenance(who, writer))
                 return None
             case base.Delete(scope, key, who):
@@ -840,8 +883,8 @@ class Session:
         marked = base.provenance(op.who, op.writer).rolled_back_to(op.version)
         if old is not None:
             put = base.Put(op.scope, op.key, old, op.expires_at, op.writer)
-            statement, params = await self._put_params(put, now)
-            await self.conn.execute(statement, *params)
+            sql, params = await self._put_params(put, now)
+            await self.conn.execute(sql["put"], *params)
         else:
             await self._delete(op.scope, op.key, now)
         await self._version(op.scope, op.key, old, now, marked)
