@@ -233,3 +233,77 @@ async def test_clearing_a_held_instance_gives_its_lease_up_and_fences_its_attemp
     (got,) = await run(recorded, acquire("B"))
     assert (got.outcome, got.try_number) == ("acquired", 2)
     assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]
+
+
+def lease_at(index: int, holder: str, try_number: int) -> Lease:
+    return Lease("d", "r", "t", index, holder, try_number)
+
+
+def put_at(fence: Lease, key: str, value: str) -> ops.Fenced:
+    """A fenced put of the attempt ``fence`` into its own instance's state."""
+    scope = TaskScope("d", "r", "t", fence.map_index)
+    writer = Writer("d", "r", "t", fence.map_index, fence.try_number)
+    return ops.Fenced(fence, ops.Put(scope, key, value, None, writer))
+
+
+async def written(store: Store, index: int, key: str) -> tuple[Any, list[Any]]:
+    """The key's value in instance ``index`` and its versions' values, newest first."""
+    scope = TaskScope("d", "r", "t", index)
+    value, history = await run(store, ops.Get(scope, key), ops.History(scope, key))
+    return value, [v.value for v in history]
+
+
+@pytest.mark.parametrize("history", [0, 10])
+@pytest.mark.parametrize("existing", [False, True], ids=["new-key", "existing-key"])
+async def test_a_lone_fenced_put_is_applied_or_refused_whole(
+    make_store: Callable[[], Store], history: int, existing: bool
+) -> None:
+    """A fenced put alone in a batch (PostgreSQL: one statement) is applied with its
+    version when its lease holds; a stale one, of another try or runtime, writes neither
+    the key nor a version, whether the key existed or not."""
+    made = make_store()
+    made.history = history  # type: ignore[attr-defined]
+    async with made as store:
+        await run(store, ops.RecordRun("d", "r", "running", 1.0), acquire("A"))
+        before: list[Any] = []
+        if existing:
+            assert await run(store, put("A", 1, "k", "1")) == [None]
+            before = [1] if history else []
+        for stale in (put("A", 2, "k", "9"), put("B", 1, "k", "9")):
+            (refused,) = await run(store, stale)
+            assert isinstance(refused, StaleAttemptError)
+            assert await written(store, 3, "k") == (1 if existing else None, before)
+        assert await run(store, put("A", 1, "k", "2")) == [None]
+        assert await written(store, 3, "k") == (2, [2, *before] if history else [])
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-key", "existing-key"])
+async def test_a_stale_put_in_a_batch_of_fresh_ones_is_refused_alone(
+    store: Store, existing: bool
+) -> None:
+    """A batch of fenced puts from several attempts (what group commit gathers), one of
+    them stale: only that one is refused, and nothing of it is written (its key and
+    history as they were); the others are applied, each with its version."""
+    await run(store, ops.RecordRun("d", "r", "running", 1.0))
+    for index in range(4):
+        await run(store, ops.AcquireLease("d", "r", "t", index, "A", 60.0, 0, START))
+    fresh = [lease_at(index, "A", 1) for index in range(4)]
+    if existing:
+        await run(store, put_at(fresh[2], "k", "1"))
+    stale = lease_at(2, "A", 2)
+    results = await run(
+        store,
+        put_at(fresh[0], "k", "10"),
+        put_at(fresh[1], "k", "11"),
+        put_at(stale, "k", "99"),
+        put_at(fresh[3], "k", "13"),
+        put_at(fresh[1], "j", "21"),
+    )
+    assert [type(r).__name__ for r in results] == [
+        "NoneType", "NoneType", "StaleAttemptError", "NoneType", "NoneType",
+    ]  # fmt: skip
+    assert results[2].try_number == 2
+    assert await written(store, 2, "k") == ((1, [1]) if existing else (None, []))
+    for index in (0, 1, 3):
+        assert await written(store, index, "k") == (10 + index, [10 + index])
+    assert await written(store, 1, "j") == (21, [21])

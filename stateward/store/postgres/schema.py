@@ -425,16 +425,56 @@ def scoped_statements(
         )
 
     put_versioned = f"WITH {versioned('')}SELECT count(*) FROM h"
+    # A version of a key added after its write, then the cut: a statement of its own
+    # (parameters: the key columns, the value, now, the provenance, how many to keep),
+    # which reads the newest version committed when it starts, the write before it
+    # holding the key's row lock.
+    v = [f"${i}" for i in range(n + 1, n + 5)]
+    version = (
+        f"WITH v AS (INSERT INTO {history} ({history_columns}) SELECT "
+        + ", ".join(f"{mark}::{t}" for mark, t in zip(p[:n], keys.values(), strict=True))
+        + f", COALESCE(MAX(version), 0) + 1, {v[0]}::text, {v[1]}::double precision, "
+        f"{v[2]}::text FROM {history} WHERE {pk} RETURNING version) "
+        f"DELETE FROM {history} WHERE {pk} AND version <= (SELECT version FROM v) - "
+        f"{v[3]}::integer"
+    )
     # Fenced: the lease's row first (see put_fenced); answers (done, lease held).
     fence_versioned = f"l AS MATERIALIZED ({lease_held(s, n + w + 7)})"
     put_versioned_fenced = (
         f"WITH {fence_versioned}, {versioned(' AND EXISTS (SELECT 1 FROM l)')}"
         "SELECT (SELECT count(*) FROM h), EXISTS (SELECT 1 FROM l)"
     )
+    # A run of puts in a batch's transaction, in one statement over arrays of the put
+    # parameters (one row per key: the caller keeps the last put of each).
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
+    put_set = f"INSERT INTO {table} AS t ({columns}) SELECT * FROM unnest({arrays}) {conflict}"
+    # Their versions, in one statement after it (so, as "version", seeing each key's
+    # newest version): parameters are arrays of the key columns, the values and the
+    # provenances, in the puts' order, then now and how many to keep. The puts of one
+    # key are numbered on from its newest version in their order; those the cut would
+    # drop at once are not inserted, and the cut sees this statement's snapshot.
+    names = ", ".join(keys)
+    key_arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(keys.values(), start=1))
+    same = " AND ".join(f"h.{c} = k.{c}" for c in keys)
+    same_n = " AND ".join(f"h.{c} = n.{c}" for c in keys)
+    version_set = (
+        f"WITH k AS (SELECT * FROM unnest({key_arrays}, ${n + 1}::text[], ${n + 2}::text[]) "
+        f"WITH ORDINALITY AS k({names}, value, updated_by, o)), "
+        f"n AS (SELECT k.*, row_number() OVER (PARTITION BY {names} ORDER BY o) AS rn, "
+        f"count(*) OVER (PARTITION BY {names}) AS cnt, (SELECT COALESCE(MAX(h.version), 0) "
+        f"FROM {history} AS h WHERE {same}) AS top FROM k), "
+        f"v AS (INSERT INTO {history} ({history_columns}) SELECT {names}, top + rn, value, "
+        f"${n + 3}::double precision, updated_by FROM n WHERE rn > cnt - ${n + 4}::integer) "
+        f"DELETE FROM {history} AS h USING n WHERE n.rn = n.cnt AND {same_n} "
+        f"AND h.version <= n.top + n.cnt - ${n + 4}::integer"
+    )
     return {
+        "put_set": put_set,
+        "version_set": version_set,
         "put_versioned": put_versioned,
         "put_versioned_fenced": put_versioned_fenced,
         "put_fenced": put_fenced,
+        "version": version,
         "get": f"SELECT value FROM {table} WHERE {pk} AND {_LIVE.format(now=p[n])}",
         "items": (
             f"SELECT key, value FROM {table} WHERE {scope} AND {_LIVE.format(now=p[n - 1])} "

@@ -18,6 +18,7 @@ server rolled back for a deadlock or a serialization failure runs again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -111,19 +112,40 @@ class _NeedsTransaction(Exception):
     """Raised by an operation run without BEGIN that turns out to need a transaction."""
 
 
-def _find_nul(value: Any) -> str | None:
+@functools.cache
+def _looked_into(cls: type) -> tuple[str, ...]:
+    # The fields of an attrs class that may hold a name or key; a decoded value
+    # (CompareAndSet.expected) is compared by digest, never stored.
+    return tuple(field.name for field in attrs.fields(cls) if field.name != "expected")
+
+
+#: Parts that recur from operation to operation (a task's scope, its writer, its lease):
+#: each looked into once (see _part_nul).
+_PARTS: Final = (base.TaskScope, base.AssetScope, base.Writer, StateWriter, Lease)
+
+
+def _find_nul(value: Any, *, whole: bool = False) -> str | None:
     # The first str field of an operation (its scope, writer, assets included) holding
-    # a NUL; decoded values (CompareAndSet.expected) are not looked into.
+    # a NUL; ``whole``: look into a part even if it is one of _PARTS.
     if isinstance(value, str):
         return value if "\x00" in value else None
+    if type(value) is base.Fenced:
+        return _part_nul(value.lease) or _find_nul(value.op)
+    if type(value) is base.Put:  # the most frequent, looked into without walking
+        for text in (value.key, value.value):
+            if "\x00" in text:
+                return text
+        for part in (value.scope, value.writer, value.who):
+            found = None if part is None else _part_nul(part)
+            if found is not None:
+                return found
+        return None
     if isinstance(value, tuple):
         items: Any = value
-    elif attrs.has(type(value)):
-        items = (
-            getattr(value, field.name)
-            for field in attrs.fields(type(value))
-            if field.name != "expected"  # a decoded value, compared by digest, never stored
-        )
+    elif not whole and isinstance(value, _PARTS):
+        return _part_nul(value)
+    elif attrs.has(cls := type(value)):
+        items = (getattr(value, name) for name in _looked_into(cls))
     else:
         return None
     for item in items:
@@ -131,6 +153,11 @@ def _find_nul(value: Any) -> str | None:
         if found is not None:
             return found
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _part_nul(part: Any) -> str | None:
+    return _find_nul(part, whole=True)
 
 
 def _nul_refusal(op: base.Op) -> StateValueError | None:
@@ -155,6 +182,11 @@ def _who(writer: base.Writer | None) -> tuple[Any, ...]:
     if writer is None:
         return (None,) * 5
     return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
+
+
+def _key_count(sql: dict[str, str], statements: Statements) -> int:
+    # How many of a put's parameters are its row's key (the scope's columns and key).
+    return 5 if sql is statements.task else 2
 
 
 def _unfenced(op: base.Op) -> base.Op:
@@ -457,8 +489,12 @@ class Session:
         return op.op if checked[op.lease] else base.stale_error(op.lease)
 
     async def _put_many(self, puts: Sequence[base.Op], now: float) -> list[Any]:
+        # One statement for the rows of each table, over arrays: the last put of a key
+        # wins (nothing reads between them, and they commit together), and rows are
+        # written in key order, so two runtimes' batches lock shared rows in one order.
+        # Then one statement for their versions, in the puts' order.
         results: list[Any] = []
-        rows: dict[str, list[tuple[Any, ...]]] = {}
+        rows: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
         versions: dict[str, list[tuple[Any, ...]]] = {}
         for op in puts:
             assert isinstance(op, base.Put)
@@ -469,20 +505,19 @@ class Session:
                 except AssetConflictError as exc:
                     refusal = exc
                 else:
-                    rows.setdefault(sql["put"], []).append(params)
+                    keys = params[: _key_count(sql, self.sql)]
+                    rows.setdefault(sql["put_set"], {})[keys] = params
                     if self.history > 0:
-                        who = base.provenance(op.who, op.writer)
-                        add, *numbered = await self._version_statement(
-                            op.scope, op.key, op.value, now, who
-                        )
-                        versions.setdefault(add, []).append(tuple(numbered))
+                        who = writer_json(base.provenance(op.who, op.writer))
+                        versions.setdefault(sql["version_set"], []).append((*keys, op.value, who))
             results.append(refusal)
-        for statement, params_list in rows.items():
-            await self.conn.executemany(statement, params_list)
-        # Then the versions, in the puts' order: the rows are locked by this
-        # transaction now, so each statement reads the key's newest version.
-        for statement, params_list in versions.items():
-            await self.conn.executemany(statement, params_list)
+        for statement, by_key in rows.items():
+            ordered = [by_key[keys] for keys in sorted(by_key)]
+            await self.conn.execute(statement, *zip(*ordered, strict=True))
+        # Then the versions: the rows are locked by this transaction now, so the
+        # statement, reading a snapshot taken after, sees each key's newest version.
+        for statement, added in versions.items():
+            await self.conn.execute(statement, *zip(*added, strict=True), now, self.history)
         return results
 
     async def _put_params(self, op: base.Put, now: float) -> tuple[dict[str, str], tuple[Any, ...]]:
@@ -843,23 +878,10 @@ class Session:
         self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
     ) -> tuple[Any, ...]:
         """The statement adding a version, then its parameters."""
-        found = await self._history_where(scope, now)
+        found = await self._where(scope, now)
         assert found is not None, "a scope written to is known"
-        table, columns, params = found
-        n = len(params)
-        types = ["bigint" if c == "asset_id" else "text" for c in columns]
-        holes = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(types))
-        where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(columns))
-        k = n + 1
-        return (
-            f"WITH v AS (INSERT INTO {table} ({', '.join(columns)}, key, version, value, "
-            f"updated_at, updated_by) SELECT {holes}, ${k}::text, COALESCE(MAX(version), 0) + 1,"
-            f" ${k + 1}::text, ${k + 2}::double precision, ${k + 3}::text FROM {table} "
-            f"WHERE {where} AND key = ${k} RETURNING version) "
-            f"DELETE FROM {table} WHERE {where} AND key = ${k} "
-            f"AND version <= (SELECT version FROM v) - ${k + 4}::integer",
-            *params, key, value, now, writer_json(who), self.history,
-        )  # fmt: skip
+        sql, where = found
+        return (sql["version"], *where, key, value, now, writer_json(who), self.history)
 
     async def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
         found = await self._history_where(scope, now)
