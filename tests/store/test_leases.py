@@ -253,28 +253,43 @@ async def written(store: Store, index: int, key: str) -> tuple[Any, list[Any]]:
     return value, [v.value for v in history]
 
 
+ASSET = ops.AssetScope("a", "s3://a")
+
+
 @pytest.mark.parametrize("history", [0, 10])
 @pytest.mark.parametrize("existing", [False, True], ids=["new-key", "existing-key"])
+@pytest.mark.parametrize("scope", [SCOPE, ASSET], ids=["task", "asset"])
 async def test_a_lone_fenced_put_is_applied_or_refused_whole(
-    make_store: Callable[[], Store], history: int, existing: bool
+    make_store: Callable[[], Store], history: int, existing: bool, scope: ops.Scope
 ) -> None:
     """A fenced put alone in a batch (PostgreSQL: one statement) is applied with its
     version when its lease holds; a stale one, of another try or runtime, writes neither
-    the key nor a version, whether the key existed or not."""
+    the key nor a version (nor registers its asset), whether the key existed or not."""
+
+    def fenced(holder: str, try_number: int, value: str) -> ops.Fenced:
+        writer = Writer("d", "r", "t", 3, try_number)
+        return ops.Fenced(lease(holder, try_number), ops.Put(scope, "k", value, None, writer))
+
+    async def key() -> tuple[Any, list[Any]]:
+        value, history = await run(store, ops.Get(scope, "k"), ops.History(scope, "k"))
+        return value, [v.value for v in history]
+
     made = make_store()
     made.history = history  # type: ignore[attr-defined]
     async with made as store:
         await run(store, ops.RecordRun("d", "r", "running", 1.0), acquire("A"))
         before: list[Any] = []
         if existing:
-            assert await run(store, put("A", 1, "k", "1")) == [None]
+            assert await run(store, fenced("A", 1, "1")) == [None]
             before = [1] if history else []
-        for stale in (put("A", 2, "k", "9"), put("B", 1, "k", "9")):
+        for stale in (fenced("A", 2, "9"), fenced("B", 1, "9")):
             (refused,) = await run(store, stale)
             assert isinstance(refused, StaleAttemptError)
-            assert await written(store, 3, "k") == (1 if existing else None, before)
-        assert await run(store, put("A", 1, "k", "2")) == [None]
-        assert await written(store, 3, "k") == (2, [2, *before] if history else [])
+            assert await key() == (1 if existing else None, before)
+        if scope == ASSET and not existing:
+            assert await run(store, ops.LookupAsset(name="a")) == [None]
+        assert await run(store, fenced("A", 1, "2")) == [None]
+        assert await key() == (2, [2, *before] if history else [])
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-key", "existing-key"])
