@@ -10,8 +10,11 @@ that is not an int), a compare-and-set one conditional statement, and expiry is
 compared in SQL. A batch that writes is one transaction (READ COMMITTED: each
 statement sees the rows committed before it and waits for rows another transaction
 is writing); a batch of one single-statement operation runs without BEGIN/COMMIT,
-which is the same one transaction in a third of the round trips, and consecutive puts
-in a batch (what group commit gathers) are sent pipelined. A batch that only reads and
+which is the same one transaction in a third of the round trips. A fenced put alone is
+one statement too, its lease checked (and its row locked) in it. In a batch, the
+leases of its fenced operations are read in one statement, and consecutive puts (what
+group commit gathers) are one statement for their rows and one for their versions,
+over arrays. A batch that only reads and
 has several operations reads one snapshot (REPEATABLE READ, READ ONLY). A batch the
 server rolled back for a deadlock or a serialization failure runs again.
 """
