@@ -502,6 +502,11 @@ def scoped_statements(
     }
 
 
+#: The key columns of task and asset state, and their types: a put's first parameters.
+TASK_KEYS: Final = dict.fromkeys(("dag_id", "run_id", "task_id", "item", "key"), "text")
+ASSET_KEYS: Final = {"asset_id": "bigint", "key": "text"}
+
+
 @attrs.frozen
 class Statements:
     """Every statement of the store, for one schema."""
@@ -514,9 +519,8 @@ class Statements:
     def for_schema(cls, schema: str) -> Statements:
         s = quoted(schema)
         # Task state is keyed by the item; the writer's map index is written with it.
-        task_keys = dict.fromkeys(("dag_id", "run_id", "task_id", "item", "key"), "text")
         task = scoped_statements(
-            s, f"{s}.task_state", task_keys, {"map_index": "integer", "writer_try": "integer"},
+            s, f"{s}.task_state", TASK_KEYS, {"map_index": "integer", "writer_try": "integer"},
             f"{s}.task_state_history",
         )  # fmt: skip
         writer = {
@@ -524,9 +528,8 @@ class Statements:
             "writer_map_index": "integer", "writer_try": "integer",
         }  # fmt: skip
         asset = scoped_statements(
-            s, f"{s}.asset_state", {"asset_id": "bigint", "key": "text"}, writer,
-            f"{s}.asset_state_history",
-        )  # fmt: skip
+            s, f"{s}.asset_state", ASSET_KEYS, writer, f"{s}.asset_state_history"
+        )
         return cls(task, asset, s)
 
 

@@ -45,7 +45,15 @@ from ..._values import (
 from .. import base
 from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
 from .runs import RunStatements
-from .schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
+from .schema import (
+    ASSET_KEYS,
+    SCHEMA_VERSION,
+    TASK_KEYS,
+    Statements,
+    current_version,
+    filters,
+    migrate,
+)
 
 #: SQLSTATEs after which the server has rolled the batch back whole: safe to run again.
 _TRANSIENT: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
@@ -185,11 +193,6 @@ def _who(writer: base.Writer | None) -> tuple[Any, ...]:
     if writer is None:
         return (None,) * 5
     return (writer.dag_id, writer.run_id, writer.task_id, writer.map_index, writer.try_number)
-
-
-def _key_count(sql: dict[str, str], statements: Statements) -> int:
-    # How many of a put's parameters are its row's key (the scope's columns and key).
-    return 5 if sql is statements.task else 2
 
 
 def _unfenced(op: base.Op) -> base.Op:
@@ -508,7 +511,7 @@ class Session:
                 except AssetConflictError as exc:
                     refusal = exc
                 else:
-                    keys = params[: _key_count(sql, self.sql)]
+                    keys = params[: len(TASK_KEYS if sql is self.sql.task else ASSET_KEYS)]
                     rows.setdefault(sql["put_set"], {})[keys] = params
                     if self.history > 0:
                         who = writer_json(base.provenance(op.who, op.writer))
