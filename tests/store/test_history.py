@@ -64,6 +64,29 @@ async def test_every_change_adds_a_version_newest_first(store: Store, scope: ops
     assert history[-1].updated_by == TRY2
 
 
+@pytest.mark.parametrize("scope", [T1, A], ids=["task", "asset"])
+async def test_puts_of_one_key_in_one_batch_are_a_version_each(
+    store: Store, scope: ops.Scope
+) -> None:
+    """Several puts of one key in one batch (group commit), among puts of other keys:
+    each is a version, numbered in the batch's order, the last is the value, and the
+    key keeps ``history`` versions."""
+
+    def put(key: str, n: int) -> ops.Put:
+        return ops.Put(scope, key, str(n), None, None, CLI)
+
+    await store.execute([put("k", 1), put("j", 1), put("k", 2), put("k", 3)], now=1)
+    assert [(v.version, v.value) for v in await one(store, ops.History(scope, "k"))] == [
+        (3, 3), (2, 2), (1, 1),
+    ]  # fmt: skip
+    await store.execute([put("k", n) for n in range(4, 9)] + [put("j", 2)], now=2)
+    assert [(v.version, v.value) for v in await one(store, ops.History(scope, "k"))] == [
+        (8, 8), (7, 7), (6, 6),
+    ]  # fmt: skip
+    assert [v.version for v in await one(store, ops.History(scope, "j"))] == [2, 1]
+    assert await store.execute([ops.Get(scope, "k"), ops.Get(scope, "j")], now=3) == [8, 2]
+
+
 async def test_clear_adds_a_tombstone_per_key(store: Store) -> None:
     """Clearing a scope (or every map index) gives each key it removed a tombstone."""
     for scope in (M0, M1):

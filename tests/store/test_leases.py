@@ -264,3 +264,92 @@ async def test_a_fence_that_held_in_one_batch_is_checked_again_after_a_takeover(
     (late,) = await run(recorded, put("A", 1, "b"))
     assert isinstance(late, StaleAttemptError)
     assert await run(recorded, ops.Items(SCOPE)) == [{"a": 1}]
+
+
+def lease_at(index: int, holder: str, try_number: int) -> Lease:
+    return Lease("d", "r", "t", index, holder, try_number)
+
+
+def put_at(fence: Lease, key: str, value: str) -> ops.Fenced:
+    """A fenced put of the attempt ``fence`` into its own instance's state."""
+    scope = TaskScope("d", "r", "t", fence.map_index)
+    writer = Writer("d", "r", "t", fence.map_index, fence.try_number)
+    return ops.Fenced(fence, ops.Put(scope, key, value, None, writer))
+
+
+async def written(store: Store, index: int, key: str) -> tuple[Any, list[Any]]:
+    """The key's value in instance ``index`` and its versions' values, newest first."""
+    scope = TaskScope("d", "r", "t", index)
+    value, history = await run(store, ops.Get(scope, key), ops.History(scope, key))
+    return value, [v.value for v in history]
+
+
+ASSET = ops.AssetScope("a", "s3://a")
+
+
+@pytest.mark.parametrize("history", [0, 10])
+@pytest.mark.parametrize("existing", [False, True], ids=["new-key", "existing-key"])
+@pytest.mark.parametrize("scope", [SCOPE, ASSET], ids=["task", "asset"])
+async def test_a_lone_fenced_put_is_applied_or_refused_whole(
+    make_store: Callable[[], Store], history: int, existing: bool, scope: ops.Scope
+) -> None:
+    """A fenced put alone in a batch (PostgreSQL: one statement) is applied with its
+    version when its lease holds; a stale one, of another try or runtime, writes neither
+    the key nor a version (nor registers its asset), whether the key existed or not."""
+
+    def fenced(holder: str, try_number: int, value: str) -> ops.Fenced:
+        writer = Writer("d", "r", "t", 3, try_number)
+        return ops.Fenced(lease(holder, try_number), ops.Put(scope, "k", value, None, writer))
+
+    async def key() -> tuple[Any, list[Any]]:
+        value, history = await run(store, ops.Get(scope, "k"), ops.History(scope, "k"))
+        return value, [v.value for v in history]
+
+    made = make_store()
+    made.history = history  # type: ignore[attr-defined]
+    async with made as store:
+        await run(store, ops.RecordRun("d", "r", "running", 1.0), acquire("A"))
+        before: list[Any] = []
+        if existing:
+            assert await run(store, fenced("A", 1, "1")) == [None]
+            before = [1] if history else []
+        for stale in (fenced("A", 2, "9"), fenced("B", 1, "9")):
+            (refused,) = await run(store, stale)
+            assert isinstance(refused, StaleAttemptError)
+            assert await key() == (1 if existing else None, before)
+        if scope == ASSET and not existing:
+            assert await run(store, ops.LookupAsset(name="a")) == [None]
+        assert await run(store, fenced("A", 1, "2")) == [None]
+        assert await key() == (2, [2, *before] if history else [])
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-key", "existing-key"])
+async def test_a_stale_put_in_a_batch_of_fresh_ones_is_refused_alone(
+    store: Store, existing: bool
+) -> None:
+    """A batch of fenced puts from several attempts (what group commit gathers), one of
+    them stale: only that one is refused, and nothing of it is written (its key and
+    history as they were); the others are applied, each with its version."""
+    await run(store, ops.RecordRun("d", "r", "running", 1.0))
+    for index in range(4):
+        await run(store, ops.AcquireLease("d", "r", "t", index, "A", 60.0, 0, START))
+    fresh = [lease_at(index, "A", 1) for index in range(4)]
+    if existing:
+        await run(store, put_at(fresh[2], "k", "1"))
+    stale = lease_at(2, "A", 2)
+    results = await run(
+        store,
+        put_at(fresh[0], "k", "10"),
+        put_at(fresh[1], "k", "11"),
+        put_at(stale, "k", "99"),
+        put_at(fresh[3], "k", "13"),
+        put_at(fresh[1], "j", "21"),
+    )
+    assert [type(r).__name__ for r in results] == [
+        "NoneType", "NoneType", "StaleAttemptError", "NoneType", "NoneType",
+    ]  # fmt: skip
+    assert results[2].try_number == 2
+    assert await written(store, 2, "k") == ((1, [1]) if existing else (None, []))
+    for index in (0, 1, 3):
+        assert await written(store, index, "k") == (10 + index, [10 + index])
+    assert await written(store, 1, "j") == (21, [21])

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -30,12 +31,14 @@ from stateward import (
     Asset,
     Dag,
     NotAStatewardDatabaseError,
+    StaleAttemptError,
     StateTypeError,
+    StateWriter,
     StoreError,
     open_runtime,
 )
 from stateward._errors import StateValueError
-from stateward._records import AssetInfo, AttemptRecord, TaskNode
+from stateward._records import AssetInfo, AttemptRecord, Lease, TaskNode
 from stateward._runtime.runtime import default_db
 from stateward.store import base as ops
 from stateward.store import open_store
@@ -159,6 +162,44 @@ async def test_nul_in_a_key_refuses_that_operation_only(store: PostgresStore) ->
     assert "NUL character" in str(results[0])
     assert results[1] is None
     assert await one(store, ops.Items(T)) == {"ok": 1}
+
+
+NUL_PUTS = {
+    "key": put(T, "k\x00", "1"),
+    "scope": put(TaskScope("d", "r\x00", "t", -1), "k", "1"),
+    "writer": ops.Put(T, "k", "1", None, ops.Writer("d", "r", "t\x00", -1, 1)),
+    "who": ops.Put(T, "k", "1", None, None, StateWriter(kind="cli", user="a\x00")),
+}
+
+
+@pytest.mark.parametrize("where", list(NUL_PUTS))
+@pytest.mark.parametrize("fenced", [False, True], ids=["unfenced", "fenced"])
+async def test_nul_anywhere_in_a_put_refuses_it_alone_or_in_a_run(
+    store: PostgresStore, where: str, fenced: bool
+) -> None:
+    """A put with a NUL in any of its names is refused, alone or in a run of puts, fenced
+    or not (a fenced one once its lease is found held; a stale one is refused as stale)."""
+    await store.execute([ops.RecordRun("d", "r", "running", 1.0), _acquire("A")], now=1.0)
+    bad = NUL_PUTS[where]
+    lease = Lease("d", "r", "t", -1, "A", 1)
+    if fenced:
+        bad = ops.Fenced(lease, bad)
+    alone = await one(store, bad)
+    in_run = await store.execute([bad, put(T, "ok", "1")], now=1.0)
+    assert isinstance(alone, StateValueError)
+    assert isinstance(in_run[0], StateValueError)
+    assert "NUL character" in str(alone)
+    assert in_run[1] is None
+    if fenced:
+        stale = ops.Fenced(attrs.evolve(lease, try_number=2), NUL_PUTS[where])
+        assert isinstance(await one(store, stale), StaleAttemptError)
+    assert await one(store, ops.Items(T)) == {"ok": 1}
+
+
+def _acquire(holder: str) -> ops.AcquireLease:
+    return ops.AcquireLease(
+        "d", "r", "t", -1, holder, 60.0, 0, AttemptRecord(0, "running", 1.0, host="h", pid=1)
+    )
 
 
 async def test_a_run_of_puts_keeps_its_order_and_refuses_one_by_one(store: PostgresStore) -> None:
@@ -547,6 +588,132 @@ async def test_a_put_waiting_for_another_version_is_numbered_after_it(
         history = await one(store, ops.History(T, "k"))
         assert [(v.version, v.value) for v in history][:3] == [(4, 4), (3, value), (2, 2)]
         assert await one(store, ops.Get(T, "k")) == 4
+
+
+async def test_a_put_of_a_new_key_waiting_for_another_insert_is_numbered_after_it(
+    database: PgDatabase, schema: str
+) -> None:
+    """A put of a key with no row is one statement too (an insert that does nothing on a
+    conflict); when another transaction inserts the key, with a version, while the put
+    waits for it, the put still comes after that version, numbered next."""
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        await one(store, put(T, "k", "1"))
+        await one(store, ops.Delete(T, "k"))  # version 2, a tombstone; no row
+        s = f'"{schema}"'
+        insert = (
+            f"INSERT INTO {s}.task_state (dag_id, run_id, task_id, item, key, value, "
+            "value_digest, updated_at, map_index) VALUES ('d', 'r', 't', '', 'k', '3', "
+            f"sha256('3'), 1, -1); INSERT INTO {s}.task_state_history (dag_id, run_id, "
+            "task_id, item, key, version, value, updated_at, updated_by) VALUES "
+            "('d', 'r', 't', '', 'k', 3, '3', 1, '{\"kind\":\"test\"}')"
+        )
+        async with trio.open_nursery() as nursery:
+            with row_locked(database.dsn, insert):
+                nursery.start_soon(one, store, put(T, "k", "4"))
+                await _until_a_statement_waits_for_a_lock(database.dsn)
+        history = await one(store, ops.History(T, "k"))
+        assert [(v.version, v.value) for v in history] == [(4, 4), (3, 3), (2, None), (1, 1)]
+        assert await one(store, ops.Get(T, "k")) == 4
+
+
+FENCED_T = TaskScope("d", "r", "t", 3)
+
+
+async def _leased(store: PostgresStore) -> Lease:
+    """Instance ``d.t[3]`` of run ``r``, leased by runtime ``A``: its lease."""
+    start = AttemptRecord(0, "running", 1.0, host="h", pid=1)
+    await store.execute(
+        [
+            ops.RecordRun("d", "r", "running", 1.0),
+            ops.AcquireLease("d", "r", "t", 3, "A", 60.0, 0, start),
+        ],
+        now=1.0,
+    )
+    return Lease("d", "r", "t", 3, "A", 1)
+
+
+def _fenced_put(lease: Lease, value: str, key: str = "k") -> ops.Fenced:
+    writer = ops.Writer("d", "r", "t", 3, lease.try_number)
+    return ops.Fenced(lease, ops.Put(FENCED_T, key, value, None, writer))
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-key", "existing-key"])
+@pytest.mark.parametrize("puts", [1, 3], ids=["alone", "in-a-batch"])
+async def test_fenced_puts_waiting_for_a_takeover_are_refused(
+    database: PgDatabase, schema: str, existing: bool, puts: int
+) -> None:
+    """Fenced puts that meet a takeover in progress, alone in a batch (one statement) or
+    several (their leases read in one statement), wait for it, then find the lease
+    gone: refused, nothing written."""
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        lease = await _leased(store)
+        if existing:
+            assert await one(store, _fenced_put(lease, "1")) is None
+        takeover = (
+            f"UPDATE \"{schema}\".task_instance SET lease_holder = 'B', lease_try = 2 "
+            "WHERE dag_id = 'd' AND run_id = 'r' AND task_id = 't' AND map_index = 3"
+        )
+        answers: list[Any] = []
+
+        async def late_puts() -> None:
+            batch = [_fenced_put(lease, str(n), "kjl"[n]) for n in range(puts)]
+            answers.extend(await store.execute(batch, now=100.0))
+
+        async with trio.open_nursery() as nursery:
+            with row_locked(database.dsn, takeover):
+                nursery.start_soon(late_puts)
+                await _until_a_statement_waits_for_a_lock(database.dsn)
+        assert [type(a) for a in answers] == [StaleAttemptError] * puts
+        history = await one(store, ops.History(FENCED_T, "k"))
+        assert [(v.version, v.value) for v in history] == ([(1, 1)] if existing else [])
+        items = await one(store, ops.Items(FENCED_T))
+        assert items == ({"k": 1} if existing else {})
+
+
+async def test_a_takeover_waits_for_a_lone_fenced_put_in_flight(
+    database: PgDatabase, schema: str
+) -> None:
+    """A fenced put alone in a batch holds its lease's row from its check to its commit:
+    a takeover meanwhile cannot change the row (here it gives up at lock_timeout) until
+    the put has committed."""
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        lease = await _leased(store)
+        assert await one(store, _fenced_put(lease, "1")) is None
+        s = f'"{schema}"'
+        hold_row = f"SELECT 1 FROM {s}.task_state WHERE key = 'k' FOR UPDATE"
+        takeover = (
+            f"UPDATE {s}.task_instance SET lease_holder = 'B', lease_try = 2 "
+            "WHERE dag_id = 'd' AND run_id = 'r' AND task_id = 't' AND map_index = 3"
+        )
+
+        async def try_takeover() -> str:
+            async def go() -> str:
+                import asyncpg
+
+                conn = await asyncpg.connect(database.dsn, server_settings={"lock_timeout": "300"})
+                try:
+                    return str(await conn.execute(takeover))
+                except asyncpg.LockNotAvailableError:
+                    return "lock not available"
+                finally:
+                    await conn.close()
+
+            return await trio.to_thread.run_sync(run_async, go())
+
+        answers: list[Any] = []
+
+        async def put_held_up() -> None:
+            answers.append(await one(store, _fenced_put(lease, "2")))
+
+        async with trio.open_nursery() as nursery:
+            with row_locked(database.dsn, hold_row):
+                nursery.start_soon(put_held_up)
+                await _until_a_statement_waits_for_a_lock(database.dsn)
+                assert await try_takeover() == "lock not available"
+        assert answers == [None]
+        assert await one(store, ops.Get(FENCED_T, "k")) == 2
+        assert await try_takeover() == "UPDATE 1"
+        assert isinstance(await one(store, _fenced_put(lease, "3")), StaleAttemptError)
 
 
 async def test_concurrent_puts_of_one_key_number_every_version_once(

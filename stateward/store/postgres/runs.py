@@ -4,7 +4,10 @@ sharing the database need not agree on the time."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import attrs
 
 from ..._records import Lease, LeaseAnswer
 from .. import base
@@ -31,6 +34,7 @@ from ..run_rows import (
     to_clear,
     upsert,
 )
+from .schema import lease_held
 
 
 def _marks(n: int) -> list[str]:
@@ -85,10 +89,18 @@ class RunStatements:
         ]
         held = f"{one} AND lease_holder = $5 AND lease_try = $6"
         server_now = "extract(epoch FROM clock_timestamp())::double precision"
-        # FOR SHARE: a takeover (which updates the row) waits until the fenced write's
-        # transaction has committed, so no write of an attempt lands after its successor
-        # started.
-        self.holds = f"SELECT 1 FROM {s}.task_instance WHERE {held} FOR SHARE"
+        self.holds = lease_held(s, 1)
+        # Many leases in one read, each row locked as lease_held does (in one order, so
+        # two such reads never wait for each other crosswise): the leases found held.
+        self.holds_many = (
+            "SELECT i.dag_id, i.run_id, i.task_id, i.map_index, i.lease_holder, i.lease_try "
+            f"FROM {s}.task_instance AS i JOIN unnest($1::text[], $2::text[], $3::text[], "
+            "$4::integer[], $5::text[], $6::integer[]) AS k(dag_id, run_id, task_id, "
+            "map_index, holder, try) ON i.dag_id = k.dag_id AND i.run_id = k.run_id AND "
+            "i.task_id = k.task_id AND i.map_index = k.map_index AND "
+            "i.lease_holder = k.holder AND i.lease_try = k.try "
+            "ORDER BY i.dag_id, i.run_id, i.task_id, i.map_index FOR SHARE OF i"
+        )
         self.peek = (
             f"SELECT state, try_number, lease_holder, lease_expires, {server_now}, "
             f"{', '.join(INSTANCE_COLUMNS)} FROM {s}.task_instance WHERE {one}"
@@ -198,6 +210,15 @@ class RunStatements:
         """Whether the instance's lease is ``lease``; locks the row until commit."""
         found = await conn.fetchval(self.holds, *lease.instance, lease.holder, lease.try_number)
         return found is not None
+
+    async def held_leases(self, conn: Any, leases: Sequence[Lease]) -> set[Lease]:
+        """Which of ``leases`` their instances hold, in one statement (round trip);
+        locks the rows of those until commit."""
+        if len(leases) == 1:
+            return set(leases) if await self.holds_lease(conn, leases[0]) else set()
+        columns = list(zip(*(attrs.astuple(lease) for lease in leases), strict=True))
+        rows = await conn.fetch(self.holds_many, *columns)
+        return {Lease(*row) for row in rows}
 
     async def _acquire(self, conn: Any, op: base.AcquireLease) -> LeaseAnswer:
         key = (op.dag_id, op.run_id, op.task_id, op.map_index)

@@ -329,28 +329,58 @@ async def migrate(conn: Any, schema: str, where: str, to_version: int = SCHEMA_V
 # -- the store's statements -----------------------------------------------------------
 
 
+def lease_held(s: str, first: int) -> str:
+    """The read of a task instance's row that finds it only while its lease is the
+    fenced one, parameters numbered from ``first``: the instance's four keys, the
+    holder and the try. ``FOR SHARE``: a takeover (which updates the row) waits until
+    the fenced write's transaction has committed, so no write of an attempt lands after
+    its successor started; fenced writes do not wait for each other."""
+    q = [f"${first + i}" for i in range(6)]
+    return (
+        f"SELECT 1 FROM {s}.task_instance WHERE dag_id = {q[0]} AND run_id = {q[1]} "
+        f"AND task_id = {q[2]} AND map_index = {q[3]} AND lease_holder = {q[4]} "
+        f"AND lease_try = {q[5]} FOR SHARE"
+    )
+
+
 def scoped_statements(
-    table: str, keys: tuple[str, ...], writer: tuple[str, ...], history: str
+    s: str, table: str, keys: dict[str, str], writer: dict[str, str], history: str
 ) -> dict[str, str]:
     """The single statements on one state table, numbered for its key columns.
 
-    Parameters, in order: the key columns (the scope's, then ``key``), then for writes
-    the value, its digest, now, expires_at and the writer columns; reads end with now.
-    ``put_versioned`` (a put with history on, ``history`` the history table) adds the
-    writer's provenance and how many versions to keep.
+    ``keys`` and ``writer`` map the key columns (the scope's, then ``key``) and the
+    writer columns to their types. Parameters, in order: the key columns, then for
+    writes the value, its digest, now, expires_at and the writer columns; reads end
+    with now. ``put_versioned`` (a put with history on, ``history`` the history table)
+    adds the writer's provenance and how many versions to keep. The ``_fenced`` forms
+    add a lease (see :func:`lease_held`) after all those.
     """
-    n = len(keys)
-    p = [f"${i}" for i in range(1, n + len(writer) + 7)]
-    pk = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(keys))
-    scope = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(keys[:-1]))
+    n, w = len(keys), len(writer)
+    p = [f"${i}" for i in range(1, n + w + 7)]
+    key_names = tuple(keys)
+    pk = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(key_names))
+    scope = " AND ".join(f"{c} = {p[i]}" for i, c in enumerate(key_names[:-1]))
     columns = ", ".join((*keys, "value", "value_digest", "updated_at", "expires_at", *writer))
-    values = ", ".join(p[: n + 4 + len(writer)])
+    values = ", ".join(p[: n + 4 + w])
+    # The same values typed, for an INSERT ... SELECT (which does not type them by the
+    # columns they go to).
+    types = (*keys.values(), "text", "bytea", "double precision", "double precision",
+             *writer.values())  # fmt: skip
+    typed = ", ".join(f"{mark}::{t}" for mark, t in zip(p[: len(types)], types, strict=True))
     now, by = p[n + 2], p[n]
     rest = ", ".join(f"{c} = excluded.{c}" for c in ("updated_at", "expires_at", *writer))
-    upsert = (
-        f"INSERT INTO {table} AS t ({columns}) VALUES ({values}) "
+    conflict = (
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = excluded.value, "
         f"value_digest = excluded.value_digest, {rest}"
+    )
+    upsert = f"INSERT INTO {table} AS t ({columns}) VALUES ({values}) {conflict}"
+    # A fenced put alone in a batch, in one statement (one transaction): the lease's row
+    # is read and locked first, and the row is written only if it was found. The
+    # answer is whether it was.
+    fence = f"l AS MATERIALIZED ({lease_held(s, n + w + 5)})"
+    put_fenced = (
+        f"WITH {fence}, w AS (INSERT INTO {table} AS t ({columns}) SELECT {typed} "
+        f"WHERE EXISTS (SELECT 1 FROM l) {conflict}) SELECT EXISTS (SELECT 1 FROM l)"
     )
     # An increment: $by is the amount; the row is added to while live and an int whose
     # sum keeps within MAX_INT_DIGITS digits, replaced when expired, and left alone
@@ -363,32 +393,88 @@ def scoped_statements(
     )
     inc_values = ", ".join(
         (*p[:n], f"{by}::numeric::text", f"sha256(convert_to({by}::numeric::text, 'UTF8'))",
-         *p[n + 1 : n + 3 + len(writer)])
+         *p[n + 1 : n + 3 + w])
     )  # fmt: skip
     # A put with history on, in one statement: the row, its version, the cut. The
     # version is the newest kept plus one, read from this statement's snapshot, so the
-    # row is changed only if it is still the version that snapshot saw (its xmin, read
-    # again on the newest row once its lock is had): a row written by another
-    # transaction since, deleted since, or not there yet changes nothing, and the
-    # caller runs the put as a transaction of statements (see Session._put_versioned).
-    w = len(writer)
-    by_p, keep_p = p[n + 4 + w], p[n + 5 + w]
+    # row is written only if the snapshot still holds: an existing row is changed only
+    # if it is still the version that snapshot saw (its xmin, read again on the newest
+    # row once its lock is had), and a row the snapshot did not see is inserted only
+    # if no other transaction has inserted it since (ON CONFLICT DO NOTHING waits for
+    # one inserting it). A row written by another transaction since, or deleted since,
+    # changes nothing, and the caller runs the put as a transaction of statements (see
+    # Session._put_versioned).
+    who_p, keep_p = p[n + 4 + w], p[n + 5 + w]
     history_columns = ", ".join((*keys, "version", "value", "updated_at", "updated_by"))
-    put_versioned = (
-        f"WITH w AS (UPDATE {table} AS t SET value = {p[n]}, value_digest = {p[n + 1]}, "
-        f"updated_at = {now}, expires_at = {p[n + 3]}, "
-        + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
-        + f" WHERE {pk} AND t.xmin = (SELECT xmin FROM {table} WHERE {pk}) RETURNING 1), "
-        f"h AS (INSERT INTO {history} ({history_columns}) SELECT "
-        + ", ".join(p[:n])
-        + f", x.m + 1, {p[n]}, {now}, {by_p} FROM (SELECT COALESCE(MAX(version), 0) AS m "
-        f"FROM {history} WHERE {pk}) AS x WHERE EXISTS (SELECT 1 FROM w) RETURNING version), "
-        f"d AS (DELETE FROM {history} WHERE {pk} "
-        f"AND version <= (SELECT version FROM h) - {keep_p}::integer) "
-        "SELECT count(*) FROM h"
+
+    def versioned(gate: str) -> str:
+        return (
+            f"w AS (UPDATE {table} AS t SET value = {p[n]}, value_digest = {p[n + 1]}, "
+            f"updated_at = {now}, expires_at = {p[n + 3]}, "
+            + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
+            + f" WHERE {pk} AND t.xmin = (SELECT xmin FROM {table} WHERE {pk}){gate} "
+            f"RETURNING 1), i AS (INSERT INTO {table} ({columns}) SELECT {typed} WHERE NOT "
+            f"EXISTS (SELECT 1 FROM {table} WHERE {pk}){gate} ON CONFLICT DO NOTHING "
+            f"RETURNING 1), h AS (INSERT INTO {history} ({history_columns}) SELECT "
+            + ", ".join(p[:n])
+            + f", x.m + 1, {p[n]}, {now}, {who_p} FROM (SELECT COALESCE(MAX(version), 0) AS m "
+            f"FROM {history} WHERE {pk}) AS x WHERE EXISTS (SELECT 1 FROM w) "
+            f"OR EXISTS (SELECT 1 FROM i) RETURNING version), "
+            f"d AS (DELETE FROM {history} WHERE {pk} "
+            f"AND version <= (SELECT version FROM h) - {keep_p}::integer) "
+        )
+
+    put_versioned = f"WITH {versioned('')}SELECT count(*) FROM h"
+    # A version of a key added after its write, then the cut: a statement of its own
+    # (parameters: the key columns, the value, now, the provenance, how many to keep),
+    # which reads the newest version committed when it starts, the write before it
+    # holding the key's row lock.
+    v = [f"${i}" for i in range(n + 1, n + 5)]
+    version = (
+        f"WITH v AS (INSERT INTO {history} ({history_columns}) SELECT "
+        + ", ".join(f"{mark}::{t}" for mark, t in zip(p[:n], keys.values(), strict=True))
+        + f", COALESCE(MAX(version), 0) + 1, {v[0]}::text, {v[1]}::double precision, "
+        f"{v[2]}::text FROM {history} WHERE {pk} RETURNING version) "
+        f"DELETE FROM {history} WHERE {pk} AND version <= (SELECT version FROM v) - "
+        f"{v[3]}::integer"
+    )
+    # Fenced: the lease's row first (see put_fenced); answers (done, lease held).
+    fence_versioned = f"l AS MATERIALIZED ({lease_held(s, n + w + 7)})"
+    put_versioned_fenced = (
+        f"WITH {fence_versioned}, {versioned(' AND EXISTS (SELECT 1 FROM l)')}"
+        "SELECT (SELECT count(*) FROM h), EXISTS (SELECT 1 FROM l)"
+    )
+    # A run of puts in a batch's transaction, in one statement over arrays of the put
+    # parameters (one row per key: the caller keeps the last put of each).
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
+    put_set = f"INSERT INTO {table} AS t ({columns}) SELECT * FROM unnest({arrays}) {conflict}"
+    # Their versions, in one statement after it (so, as "version", seeing each key's
+    # newest version): parameters are arrays of the key columns, the values and the
+    # provenances, in the puts' order, then now and how many to keep. The puts of one
+    # key are numbered on from its newest version in their order; those the cut would
+    # drop at once are not inserted, and the cut sees this statement's snapshot.
+    names = ", ".join(keys)
+    key_arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(keys.values(), start=1))
+    same = " AND ".join(f"h.{c} = k.{c}" for c in keys)
+    same_n = " AND ".join(f"h.{c} = n.{c}" for c in keys)
+    version_set = (
+        f"WITH k AS (SELECT * FROM unnest({key_arrays}, ${n + 1}::text[], ${n + 2}::text[]) "
+        f"WITH ORDINALITY AS k({names}, value, updated_by, o)), "
+        f"n AS (SELECT k.*, row_number() OVER (PARTITION BY {names} ORDER BY o) AS rn, "
+        f"count(*) OVER (PARTITION BY {names}) AS cnt, (SELECT COALESCE(MAX(h.version), 0) "
+        f"FROM {history} AS h WHERE {same}) AS top FROM k), "
+        f"v AS (INSERT INTO {history} ({history_columns}) SELECT {names}, top + rn, value, "
+        f"${n + 3}::double precision, updated_by FROM n WHERE rn > cnt - ${n + 4}::integer) "
+        f"DELETE FROM {history} AS h USING n WHERE n.rn = n.cnt AND {same_n} "
+        f"AND h.version <= n.top + n.cnt - ${n + 4}::integer"
     )
     return {
+        "put_set": put_set,
+        "version_set": version_set,
         "put_versioned": put_versioned,
+        "put_versioned_fenced": put_versioned_fenced,
+        "put_fenced": put_fenced,
+        "version": version,
         "get": f"SELECT value FROM {table} WHERE {pk} AND {_LIVE.format(now=p[n])}",
         "items": (
             f"SELECT key, value FROM {table} WHERE {scope} AND {_LIVE.format(now=p[n - 1])} "
@@ -402,7 +488,7 @@ def scoped_statements(
             f"UPDATE {table} SET value = {p[n]}, value_digest = {p[n + 1]}, updated_at = {now}, "
             f"expires_at = {p[n + 3]}, "
             + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
-            + f" WHERE {pk} AND value_digest = {p[n + 4 + len(writer)]} "
+            + f" WHERE {pk} AND value_digest = {p[n + 4 + w]} "
             f"AND {_LIVE.format(now=now)} RETURNING true"
         ),
         "increment": (
@@ -414,6 +500,11 @@ def scoped_statements(
             "RETURNING value"
         ),
     }
+
+
+#: The key columns of task and asset state, and their types: a put's first parameters.
+TASK_KEYS: Final = dict.fromkeys(("dag_id", "run_id", "task_id", "item", "key"), "text")
+ASSET_KEYS: Final = {"asset_id": "bigint", "key": "text"}
 
 
 @attrs.frozen
@@ -428,15 +519,16 @@ class Statements:
     def for_schema(cls, schema: str) -> Statements:
         s = quoted(schema)
         # Task state is keyed by the item; the writer's map index is written with it.
-        task_keys = ("dag_id", "run_id", "task_id", "item", "key")
         task = scoped_statements(
-            f"{s}.task_state", task_keys, ("map_index", "writer_try"), f"{s}.task_state_history"
-        )
-        writer = (
-            "writer_dag_id", "writer_run_id", "writer_task_id", "writer_map_index", "writer_try",
+            s, f"{s}.task_state", TASK_KEYS, {"map_index": "integer", "writer_try": "integer"},
+            f"{s}.task_state_history",
         )  # fmt: skip
+        writer = {
+            "writer_dag_id": "text", "writer_run_id": "text", "writer_task_id": "text",
+            "writer_map_index": "integer", "writer_try": "integer",
+        }  # fmt: skip
         asset = scoped_statements(
-            f"{s}.asset_state", ("asset_id", "key"), writer, f"{s}.asset_state_history"
+            s, f"{s}.asset_state", ASSET_KEYS, writer, f"{s}.asset_state_history"
         )
         return cls(task, asset, s)
 

@@ -10,14 +10,18 @@ that is not an int), a compare-and-set one conditional statement, and expiry is
 compared in SQL. A batch that writes is one transaction (READ COMMITTED: each
 statement sees the rows committed before it and waits for rows another transaction
 is writing); a batch of one single-statement operation runs without BEGIN/COMMIT,
-which is the same one transaction in a third of the round trips, and consecutive puts
-in a batch (what group commit gathers) are sent pipelined. A batch that only reads and
+which is the same one transaction in a third of the round trips. A fenced put alone is
+one statement too, its lease checked (and its row locked) in it. In a batch, the
+leases of its fenced operations are read in one statement, and consecutive puts (what
+group commit gathers) are one statement for their rows and one for their versions,
+over arrays. A batch that only reads and
 has several operations reads one snapshot (REPEATABLE READ, READ ONLY). A batch the
 server rolled back for a deadlock or a serialization failure runs again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -41,7 +45,15 @@ from ..._values import (
 from .. import base
 from ..conflicts import KnownAsset, increment_type_message, resolve_declaration
 from .runs import RunStatements
-from .schema import SCHEMA_VERSION, Statements, current_version, filters, migrate
+from .schema import (
+    ASSET_KEYS,
+    SCHEMA_VERSION,
+    TASK_KEYS,
+    Statements,
+    current_version,
+    filters,
+    migrate,
+)
 
 #: SQLSTATEs after which the server has rolled the batch back whole: safe to run again.
 _TRANSIENT: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
@@ -111,19 +123,40 @@ class _NeedsTransaction(Exception):
     """Raised by an operation run without BEGIN that turns out to need a transaction."""
 
 
-def _find_nul(value: Any) -> str | None:
+@functools.cache
+def _looked_into(cls: type) -> tuple[str, ...]:
+    # The fields of an attrs class that may hold a name or key; a decoded value
+    # (CompareAndSet.expected) is compared by digest, never stored.
+    return tuple(field.name for field in attrs.fields(cls) if field.name != "expected")
+
+
+#: Parts that recur from operation to operation (a task's scope, its writer, its lease):
+#: each looked into once (see _part_nul).
+_PARTS: Final = (base.TaskScope, base.AssetScope, base.Writer, StateWriter, Lease)
+
+
+def _find_nul(value: Any, *, whole: bool = False) -> str | None:
     # The first str field of an operation (its scope, writer, assets included) holding
-    # a NUL; decoded values (CompareAndSet.expected) are not looked into.
+    # a NUL; ``whole``: look into a part even if it is one of _PARTS.
     if isinstance(value, str):
         return value if "\x00" in value else None
+    if type(value) is base.Fenced:
+        return _part_nul(value.lease) or _find_nul(value.op)
+    if type(value) is base.Put:  # the most frequent, looked into without walking
+        for text in (value.key, value.value):
+            if "\x00" in text:
+                return text
+        for part in (value.scope, value.writer, value.who):
+            found = None if part is None else _part_nul(part)
+            if found is not None:
+                return found
+        return None
     if isinstance(value, tuple):
         items: Any = value
-    elif attrs.has(type(value)):
-        items = (
-            getattr(value, field.name)
-            for field in attrs.fields(type(value))
-            if field.name != "expected"  # a decoded value, compared by digest, never stored
-        )
+    elif not whole and isinstance(value, _PARTS):
+        return _part_nul(value)
+    elif attrs.has(cls := type(value)):
+        items = (getattr(value, name) for name in _looked_into(cls))
     else:
         return None
     for item in items:
@@ -131,6 +164,11 @@ def _find_nul(value: Any) -> str | None:
         if found is not None:
             return found
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _part_nul(part: Any) -> str | None:
+    return _find_nul(part, whole=True)
 
 
 def _nul_refusal(op: base.Op) -> StateValueError | None:
@@ -374,14 +412,17 @@ class Session:
 
     async def _run_once(self, ops: Sequence[base.Op], now: float, writes: bool) -> list[Any]:
         # With history on, a write is two statements (the row, its version), except a
-        # put of a key already there, which is one (see _put_versioned).
-        if (
-            len(ops) == 1
-            and isinstance(ops[0], _ONE_STATEMENT)
-            and not (self.history > 0 and base.is_write(ops[0]) and type(ops[0]) is not base.Put)
-        ):
+        # put, which is one (see _put_versioned); a fenced put is one too, its lease
+        # checked in it (see _put_fenced).
+        if len(ops) == 1:
+            op = ops[0]
             try:
-                return [await self._apply_or_refuse(ops[0], now)]
+                if isinstance(op, base.Fenced) and type(op.op) is base.Put:
+                    return [await self._put_fenced(op, op.op, now)]
+                if isinstance(op, _ONE_STATEMENT) and not (
+                    self.history > 0 and base.is_write(op) and type(op) is not base.Put
+                ):
+                    return [await self._apply_or_refuse(op, now)]
             except _NeedsTransaction:
                 pass  # nothing was written: run it again in a transaction
         if writes:
@@ -399,7 +440,8 @@ class Session:
         # Consecutive puts (what group commit gathers) go as one pipelined executemany
         # per statement: a round trip or two for the run, not one per put. Their order
         # among themselves is kept; nothing reads between them. A fenced operation's
-        # lease is checked once per batch (again after an operation changing leases).
+        # lease is checked once per batch (again after an operation changing leases),
+        # all the leases up to such an operation in one statement.
         checked: dict[Lease, bool] = {}
         results: list[Any] = []
         start = 0
@@ -410,8 +452,8 @@ class Session:
             if end - start > 1:
                 allowed: list[base.Op] = []
                 slots: list[Any] = []
-                for op in ops[start:end]:
-                    inner = await self._unfence(op, checked)
+                for index in range(start, end):
+                    inner = await self._unfence(ops, index, checked)
                     slots.append(inner if isinstance(inner, Exception) else None)
                     if not isinstance(inner, Exception):
                         allowed.append(inner)
@@ -420,7 +462,7 @@ class Session:
                 start = end
             else:
                 op = ops[start]
-                inner = await self._unfence(op, checked)
+                inner = await self._unfence(ops, start, checked)
                 if isinstance(inner, Exception):
                     results.append(inner)
                 else:
@@ -430,62 +472,104 @@ class Session:
                 start += 1
         return results
 
-    async def _unfence(self, op: base.Op, checked: dict[Lease, bool]) -> Any:
-        """``op`` itself, its inner operation if fenced and its lease holds, or the
-        StaleAttemptError that refuses it."""
+    async def _unfence(self, ops: Sequence[base.Op], index: int, checked: dict[Lease, bool]) -> Any:
+        """``ops[index]`` itself, its inner operation if fenced and its lease holds, or
+        the StaleAttemptError that refuses it.
+
+        A lease not checked yet is checked with every other one not checked yet of the
+        fenced operations up to the next operation changing leases, in one statement:
+        a batch of puts from many attempts checks their leases in one round trip.
+        """
+        op = ops[index]
         if not isinstance(op, base.Fenced):
             return op
-        held = checked.get(op.lease)
-        if held is None:
-            held = checked[op.lease] = await self.run_sql.holds_lease(self.conn, op.lease)
-        return op.op if held else base.stale_error(op.lease)
+        if op.lease not in checked:
+            asked: dict[Lease, None] = {}
+            for later in ops[index:]:
+                if isinstance(later, base.LEASE_OPS):
+                    break
+                if isinstance(later, base.Fenced) and later.lease not in checked:
+                    asked[later.lease] = None
+            held = await self.run_sql.held_leases(self.conn, list(asked))
+            checked.update((lease, lease in held) for lease in asked)
+        return op.op if checked[op.lease] else base.stale_error(op.lease)
 
     async def _put_many(self, puts: Sequence[base.Op], now: float) -> list[Any]:
+        # One statement for the rows of each table, over arrays: the last put of a key
+        # wins (nothing reads between them, and they commit together), and rows are
+        # written in key order, so two runtimes' batches lock shared rows in one order.
+        # Then one statement for their versions, in the puts' order.
         results: list[Any] = []
-        rows: dict[str, list[tuple[Any, ...]]] = {}
+        rows: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
         versions: dict[str, list[tuple[Any, ...]]] = {}
         for op in puts:
             assert isinstance(op, base.Put)
             refusal: Exception | None = _nul_refusal(op)
             if refusal is None:
                 try:
-                    statement, params = await self._put_params(op, now)
+                    sql, params = await self._put_params(op, now)
                 except AssetConflictError as exc:
                     refusal = exc
                 else:
-                    rows.setdefault(statement, []).append(params)
+                    keys = params[: len(TASK_KEYS if sql is self.sql.task else ASSET_KEYS)]
+                    rows.setdefault(sql["put_set"], {})[keys] = params
                     if self.history > 0:
-                        who = base.provenance(op.who, op.writer)
-                        add, *numbered = await self._version_statement(
-                            op.scope, op.key, op.value, now, who
-                        )
-                        versions.setdefault(add, []).append(tuple(numbered))
+                        who = writer_json(base.provenance(op.who, op.writer))
+                        versions.setdefault(sql["version_set"], []).append((*keys, op.value, who))
             results.append(refusal)
-        for statement, params_list in rows.items():
-            await self.conn.executemany(statement, params_list)
-        # Then the versions, in the puts' order: the rows are locked by this
-        # transaction now, so each statement reads the key's newest version.
-        for statement, params_list in versions.items():
-            await self.conn.executemany(statement, params_list)
+        for statement, by_key in rows.items():
+            ordered = [by_key[keys] for keys in sorted(by_key)]
+            await self.conn.execute(statement, *zip(*ordered, strict=True))
+        # Then the versions: the rows are locked by this transaction now, so the
+        # statement, reading a snapshot taken after, sees each key's newest version.
+        for statement, added in versions.items():
+            await self.conn.execute(statement, *zip(*added, strict=True), now, self.history)
         return results
 
-    async def _put_params(self, op: base.Put, now: float) -> tuple[str, tuple[Any, ...]]:
+    async def _put_params(self, op: base.Put, now: float) -> tuple[dict[str, str], tuple[Any, ...]]:
+        """The statements of the put's scope, and the parameters of ``put``."""
         sql, where = await self._where_to_write(op.scope, now)
         params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
-        return sql["put"], params + self._writer_params(op.scope, op.writer)
+        return sql, params + self._writer_params(op.scope, op.writer)
 
     async def _put_versioned(self, op: base.Put, now: float) -> bool:
         """A put with history on as one statement (alone in a batch: without
-        BEGIN/COMMIT): whether it was done. It is not (nothing written) when the key's
-        row is not there or another transaction changed it after this statement's
-        snapshot, whose newest version would then be stale; the put is then made as two
+        BEGIN/COMMIT): whether it was done. It is not (nothing written) when another
+        transaction changed or inserted the key's row after this statement's snapshot,
+        whose newest version would then be stale; the put is then made as two
         statements in a transaction (the row, then its version)."""
-        sql, where = await self._where_to_write(op.scope, now)
-        params = (*where, op.key, op.value, text_digest(op.value), now, op.expires_at)
-        params += self._writer_params(op.scope, op.writer)
+        sql, params = await self._put_params(op, now)
         who = writer_json(base.provenance(op.who, op.writer))
         done = await self.conn.fetchval(sql["put_versioned"], *params, who, self.history)
         return bool(done)
+
+    async def _put_fenced(self, op: base.Fenced, put: base.Put, now: float) -> Any:
+        """A fenced put alone in a batch as one statement, without BEGIN/COMMIT: the
+        lease's row read and locked (as in a batch's transaction), then the put, its
+        version and the cut, all only if the lease holds. None, or the StaleAttemptError
+        that refused it (nothing written).
+
+        Raises:
+            _NeedsTransaction: the put was not made, nothing was written (as
+                _put_versioned's; or it needs what one statement cannot do: register its
+                asset, refuse a NUL after checking the lease).
+        """
+        if _nul_refusal(put) is not None:
+            raise _NeedsTransaction
+        sql, params = await self._put_params(put, now)
+        lease = attrs.astuple(op.lease)
+        if self.history <= 0:
+            held = await self.conn.fetchval(sql["put_fenced"], *params, *lease)
+            return None if held else base.stale_error(op.lease)
+        who = writer_json(base.provenance(put.who, put.writer))
+        done, held = await self.conn.fetchrow(
+            sql["put_versioned_fenced"], *params, who, self.history, *lease
+        )
+        if not held:
+            return base.stale_error(op.lease)
+        if not done:
+            raise _NeedsTransaction
+        return None
 
     async def _apply_or_refuse(self, op: base.Op, now: float) -> Any:
         refusal = _nul_refusal(op)
@@ -650,8 +734,8 @@ class Session:
                     return None
                 if self.history > 0 and not self._in_tx:
                     raise _NeedsTransaction  # nothing was written
-                statement, params = await self._put_params(op, now)
-                await conn.execute(statement, *params)
+                sql, params = await self._put_params(op, now)
+                await conn.execute(sql["put"], *params)
                 await self._version(scope, key, value, now, base.provenance(who, writer))
                 return None
             case base.Delete(scope, key, who):
@@ -800,23 +884,10 @@ class Session:
         self, scope: base.Scope, key: str, value: str | None, now: float, who: StateWriter
     ) -> tuple[Any, ...]:
         """The statement adding a version, then its parameters."""
-        found = await self._history_where(scope, now)
+        found = await self._where(scope, now)
         assert found is not None, "a scope written to is known"
-        table, columns, params = found
-        n = len(params)
-        types = ["bigint" if c == "asset_id" else "text" for c in columns]
-        holes = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(types))
-        where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(columns))
-        k = n + 1
-        return (
-            f"WITH v AS (INSERT INTO {table} ({', '.join(columns)}, key, version, value, "
-            f"updated_at, updated_by) SELECT {holes}, ${k}::text, COALESCE(MAX(version), 0) + 1,"
-            f" ${k + 1}::text, ${k + 2}::double precision, ${k + 3}::text FROM {table} "
-            f"WHERE {where} AND key = ${k} RETURNING version) "
-            f"DELETE FROM {table} WHERE {where} AND key = ${k} "
-            f"AND version <= (SELECT version FROM v) - ${k + 4}::integer",
-            *params, key, value, now, writer_json(who), self.history,
-        )  # fmt: skip
+        sql, where = found
+        return (sql["version"], *where, key, value, now, writer_json(who), self.history)
 
     async def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
         found = await self._history_where(scope, now)
@@ -840,8 +911,8 @@ class Session:
         marked = base.provenance(op.who, op.writer).rolled_back_to(op.version)
         if old is not None:
             put = base.Put(op.scope, op.key, old, op.expires_at, op.writer)
-            statement, params = await self._put_params(put, now)
-            await self.conn.execute(statement, *params)
+            sql, params = await self._put_params(put, now)
+            await self.conn.execute(sql["put"], *params)
         else:
             await self._delete(op.scope, op.key, now)
         await self._version(op.scope, op.key, old, now, marked)
