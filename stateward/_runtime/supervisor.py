@@ -192,6 +192,9 @@ class Supervisor:
         )
         self._send, self._receive = trio.open_memory_channel[Envelope](math.inf)
         self._stopped = trio.Event()
+        self._closed = False
+        # Set while read_now() serves a batch in its caller's task.
+        self._direct: trio.Event | None = None
         self._in_flight: list[Envelope] = []
         #: Why the supervisor stopped, if it died rather than being closed.
         self.failure: BaseException | None = None
@@ -218,6 +221,29 @@ class Supervisor:
             raise AsyncContextError(msg) from exc
         self.stats.requests += 1
 
+    async def read_now(self, envelope: Envelope) -> None:
+        """Serve ``envelope``'s read in the calling task, as a batch of its own, when
+        the supervisor is idle (nothing queued, no batch running); else queue it as
+        :meth:`submit` does. A task process's relay does this for a get: it saves the
+        hop to the supervisor's task. Its answer arrives as a queued one's does.
+
+        A caller with earlier requests still in flight must :meth:`submit` instead, to
+        read what they write. The serve loop starts no batch while this one runs.
+        """
+        queued = self._receive.statistics().current_buffer_used
+        busy = self._in_flight or self._direct is not None or queued
+        if busy or self._closed or self._stopped.is_set():
+            self.submit(envelope)
+            return
+        self.stats.requests += 1
+        self._direct = done = trio.Event()
+        try:
+            with trio.CancelScope(shield=True):  # as the serve loop runs a batch
+                await self._serve_batch([envelope])
+        finally:
+            self._direct = None
+            done.set()
+
     def died_error(self) -> SupervisorDiedError:
         """The error clients see once the supervisor has died."""
         reason = f"{type(self.failure).__name__}: {self.failure}" if self.failure else "stopped"
@@ -231,6 +257,7 @@ class Supervisor:
 
     def close(self) -> None:
         """Accept no new requests; the serve loop answers the queued ones and ends."""
+        self._closed = True
         self._send.close()
 
     # -- the serve loop --------------------------------------------------------------------
@@ -246,9 +273,11 @@ class Supervisor:
                         batch.append(self._receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                self._in_flight = batch
+                if self._direct is not None:  # a read served in its caller's task
+                    await self._direct.wait()
                 # A batch, once started, runs to its end and is answered, even if the
                 # runtime is being cancelled: a write is applied whole or not at all.
-                self._in_flight = batch
                 with trio.CancelScope(shield=True):
                     await self._serve_batch(batch)
                 self._in_flight = []
