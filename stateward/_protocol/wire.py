@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import select
 import socket
 import struct
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -22,8 +25,9 @@ import trio
 
 from .._errors import ProtocolError
 from .._values import depth_problem, find_non_json, shorten
+from . import messages as m
 from .converter import encode, encode_frame
-from .frames import Frame
+from .frames import Frame, RequestFrame, ResponseFrame
 from .messages import Request, Response
 
 #: The largest frame either side sends or accepts: 16 MiB of JSON.
@@ -73,6 +77,9 @@ def pack_request(
     Raises:
         ProtocolError: the frame is over :data:`MAX_FRAME_BYTES`.
     """
+    text = _hot_request(request_id, request, values)
+    if text is not None:
+        return pack_text(text, "request")
     if values:
         blanks: dict[str, Any] = dict.fromkeys((name for name, _ in values), None)
         request = attrs.evolve(request, **blanks)
@@ -96,12 +103,113 @@ def pack_response(request_id: int, response: Response) -> bytes:
         ProtocolError: the response is not JSON, or the frame is over
             :data:`MAX_FRAME_BYTES`.
     """
+    hot = _hot_response(request_id, response)
+    if hot is not None:
+        return pack_text(hot, "response")
     try:
         text = _ENCODER.encode(encode(response))
     except (TypeError, ValueError) as exc:
         msg = f"a response frame must hold JSON only: {exc}"
         raise ProtocolError(msg) from exc
     return pack_text(f'{{"kind":"response","id":{request_id},"msg":{text}}}', "response")
+
+
+# -- the hot frames ------------------------------------------------------------------------
+# A state call's request and response, packed and read without the converter: the same
+# bytes and the same objects as the general path (tests compare the two), for the few
+# frames every get and set sends. Anything else, including every frame these functions
+# are not sure of, takes the general path, with its strictness and its error messages.
+
+_string: Final = json.encoder.encode_basestring  # what _ENCODER does with a str
+
+
+def _hot_request(
+    request_id: int, request: Request, values: Sequence[tuple[str, str]]
+) -> str | None:
+    """A get's or a set's request frame as JSON text; ``None``: not one of those."""
+    if type(request) is m.GetTaskState:
+        if type(request.key) is not str or values:
+            return None
+        key = _string(request.key)
+        return f'{{"kind":"request","id":{request_id},"msg":{{"key":{key},"type":"GetTaskState"}}}}'
+    if type(request) is m.SetTaskState:
+        expires = request.expires_at
+        if (
+            type(request.key) is not str
+            or len(values) != 1
+            or values[0][0] != "value"
+            or not (expires is None or (type(expires) is float and math.isfinite(expires)))
+        ):
+            return None
+        key, value = _string(request.key), values[0][1]
+        after = "null" if expires is None else float.__repr__(expires)
+        return (
+            f'{{"kind":"request","id":{request_id},"msg":{{"key":{key},"expires_at":{after},'
+            f'"type":"SetTaskState","value":{value}}}}}'
+        )
+    return None
+
+
+def _hot_response(request_id: int, response: Response) -> str | None:
+    """An answer to a get or a set as a response frame's JSON text; ``None``: not one of
+    those, or not sure (its value is then refused or encoded by the general path)."""
+    if type(response) is m.OkResponse:
+        return f'{{"kind":"response","id":{request_id},"msg":{{"type":"OkResponse"}}}}'
+    if type(response) is m.TaskStateResult and type(response.key) is str:
+        value = _json_text(response.value)
+        if value is None:
+            return None
+        key = _string(response.key)
+        return (
+            f'{{"kind":"response","id":{request_id},"msg":{{"key":{key},"value":{value},'
+            '"type":"TaskStateResult"}}'
+        )
+    return None
+
+
+def _json_text(value: object) -> str | None:
+    """``_ENCODER.encode(value)``, cheaper for a scalar; ``None`` if it is not JSON."""
+    try:
+        if type(value) is int:
+            return int.__repr__(value)
+        if type(value) is str:
+            return _string(value)
+        return "null" if value is None else _ENCODER.encode(value)
+    except (TypeError, ValueError):  # not JSON, or an int over the digits limit
+        return None
+
+
+def decode_hot(data: dict[str, Any]) -> RequestFrame | ResponseFrame | None:
+    """The frame ``data`` is, if it is a get's or a set's request or the answer to one
+    and is exactly as :func:`~stateward._protocol.converter.decode_frame` accepts it;
+    else ``None``: decode it with ``decode_frame`` (which says what is wrong with it).
+
+    Returns the same object ``decode_frame`` returns for it.
+    """
+    msg = data.get("msg")
+    request_id = data.get("id")
+    if len(data) != 3 or type(msg) is not dict or type(request_id) is not int:
+        return None
+    kind, tag, key = data.get("kind"), msg.get("type"), msg.get("key")
+    if kind == "request":
+        if tag == "GetTaskState" and len(msg) == 2 and type(key) is str:
+            return RequestFrame(request_id, m.GetTaskState(key))
+        if tag == "SetTaskState" and type(key) is str and "value" in msg:
+            expires = msg.get("expires_at")
+            # An int (a hand-written frame) takes the general path, which converts it.
+            if len(msg) == 3 + ("expires_at" in msg) and (
+                expires is None or type(expires) is float
+            ):
+                return RequestFrame(request_id, m.SetTaskState(key, msg["value"], expires))
+    elif kind == "response":
+        if tag == "OkResponse" and len(msg) == 1:
+            return ResponseFrame(request_id, _OK)
+        if tag == "TaskStateResult" and len(msg) == 3 and type(key) is str and "value" in msg:
+            return ResponseFrame(request_id, m.TaskStateResult(key, msg["value"]))
+    return None
+
+
+_OK: Final = m.OkResponse()
 
 
 def pack_text(text: str, kind: str) -> bytes:
@@ -130,13 +238,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(msg)
 
 
+# One decoder for every frame (json.loads with an argument builds one per call).
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+
 #: Frames a :class:`FrameReader` returns without waiting before it lets other tasks run
 #: (a peer that sends without pause must not starve them).
 _FRAMES_PER_CHECKPOINT: Final = 16
 
 
 class FrameReader:
-    """Reads frames from a byte stream (one reader per stream).
+    """Reads frames from a byte stream (one reader at a time per stream).
 
     Args:
         stream: Where frames come from.
@@ -144,16 +255,25 @@ class FrameReader:
             yield to the scheduler (a trio stream's does, which costs a scheduling
             round per frame). Either way one frame in :data:`_FRAMES_PER_CHECKPOINT`
             returned without waiting yields.
+
+    :meth:`receive` reads and waits in trio; :meth:`receive_some` (in trio) or
+    :meth:`receive_some_blocking` (in a worker thread) and :meth:`next_frame` let a
+    caller read when it wants and take the frames out of what was read, as
+    :meth:`receive` does.
     """
 
-    __slots__ = ("_buffer", "_socket", "_stream", "_unyielded", "size")
+    __slots__ = ("_buffer", "_drained", "_socket", "_stream", "_unyielded", "size")
 
     def __init__(self, stream: trio.abc.ReceiveStream, sock: socket.socket | None = None) -> None:
         self._stream = stream
         self._socket = sock
         self._buffer = bytearray()
         self._unyielded = 0
-        #: The size in bytes of the frame :meth:`receive` returned last.
+        # The last read had less than it asked for: the socket is most likely empty now,
+        # so the next read waits before it tries (a read that finds nothing costs a
+        # system call and an exception, once per frame of a request-response exchange).
+        self._drained = False
+        #: The size in bytes of the frame returned last.
         self.size = 0
 
     async def receive(self) -> dict[str, Any] | None:
@@ -172,55 +292,105 @@ class FrameReader:
         if self._unyielded >= _FRAMES_PER_CHECKPOINT:
             self._unyielded = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
-        header = await self._read_exactly(_HEADER.size)
-        if header is None:
+        while (frame := self.next_frame()) is None:
+            if not await self.receive_some():
+                return None
+        return frame
+
+    async def receive_some(self) -> bool:
+        """Read what the stream has (waiting for something) into the buffer; False at
+        its end."""
+        try:
+            if self._socket is None:
+                chunk = await self._stream.receive_some(self.wanted())
+            else:
+                chunk = await self._receive_direct(self.wanted())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            chunk = b""
+        self._buffer += chunk
+        return bool(chunk)
+
+    def wanted(self) -> int:
+        """How many bytes to ask the stream for: at least the rest of the next frame."""
+        buffered = len(self._buffer)
+        if buffered < _HEADER.size:
+            return _READ_BYTES
+        size: int = _HEADER.unpack_from(self._buffer)[0]
+        return max(_READ_BYTES, _HEADER.size + min(size, MAX_FRAME_BYTES) - buffered)
+
+    def receive_some_blocking(self) -> bool:
+        """:meth:`receive_some` from a worker thread, on the socket (blocking, however
+        long it takes: the caller has nothing else to do)."""
+        sock = self._socket
+        assert sock is not None
+        size = self.wanted()
+        poller = None
+        while True:
+            if self._drained:
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(sock, select.POLLIN)
+                poller.poll()
+            try:
+                chunk = sock.recv(size)
+            except BlockingIOError:
+                self._drained = True
+                continue
+            except OSError:  # closed here, or reset by the peer
+                chunk = b""
+            self._drained = len(chunk) < size
+            self._buffer += chunk
+            return bool(chunk)
+
+    def next_frame(self) -> dict[str, Any] | None:
+        """Take the next whole frame out of what is buffered; ``None``: not all there yet.
+
+        Raises:
+            ProtocolError: as :meth:`receive`.
+        """
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
             return None
-        (size,) = _HEADER.unpack(header)
+        (size,) = _HEADER.unpack_from(buffer)
         if size > MAX_FRAME_BYTES:
             msg = f"a frame announced {size} bytes, over the limit of {MAX_FRAME_BYTES} (16 MiB)"
             raise ProtocolError(msg)
-        body = await self._read_exactly(size)
-        if body is None:
+        end = _HEADER.size + size
+        if len(buffer) < end:
             return None
-        self.size = _HEADER.size + size
+        body = bytes(buffer[_HEADER.size : end])
+        del buffer[:end]
+        self.size = end
         try:
-            frame = json.loads(body.decode(), parse_constant=_refuse_constant)
+            frame = _DECODER.decode(body.decode())
         except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
-            msg = f"a frame is not UTF-8 JSON ({type(exc).__name__}: {exc}): {bytes(body[:60])!r}"
+            msg = f"a frame is not UTF-8 JSON ({type(exc).__name__}: {exc}): {body[:60]!r}"
             raise ProtocolError(msg) from exc
         if not isinstance(frame, dict):
             msg = f"a frame must be a JSON object, got {type(frame).__name__} {frame!r:.60}"
             raise ProtocolError(msg)
         return frame
 
-    async def _read_exactly(self, size: int) -> bytes | None:
-        while len(self._buffer) < size:
-            wanted = max(65536, size - len(self._buffer))
-            try:
-                if self._socket is None:
-                    chunk = await self._stream.receive_some(wanted)
-                else:
-                    chunk = await self._receive_direct(wanted)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                chunk = b""
-            if not chunk:
-                return None
-            self._buffer += chunk
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
     async def _receive_direct(self, size: int) -> bytes:
         sock = self._socket
         assert sock is not None
         while True:
-            try:
-                return sock.recv(size)
-            except BlockingIOError:
+            if self._drained:
                 self._unyielded = 0
                 await trio.lowlevel.wait_readable(sock)
+            try:
+                chunk = sock.recv(size)
+            except BlockingIOError:
+                self._drained = True
+                continue
             except OSError as exc:  # closed here (EBADF), or reset by the peer
                 raise trio.BrokenResourceError(str(exc)) from exc
+            self._drained = len(chunk) < size
+            return chunk
+
+
+#: How much a read asks for at least.
+_READ_BYTES: Final = 65536
 
 
 class ByteBudget:
@@ -233,7 +403,7 @@ class ByteBudget:
         limit: The most bytes held at once (but for one larger item).
     """
 
-    __slots__ = ("_changed", "held", "limit", "peak")
+    __slots__ = ("_changed", "_waiting", "held", "limit", "peak")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -242,26 +412,37 @@ class ByteBudget:
         #: The most bytes held at once so far.
         self.peak = 0
         self._changed = trio.Event()
+        self._waiting = 0
+
+    def fits(self, size: int) -> bool:
+        """Whether :meth:`acquire` of ``size`` would hold them without waiting."""
+        return not self.held or self.held + size <= self.limit
 
     async def acquire(self, size: int) -> None:
         """Wait until ``size`` more bytes fit under the limit (or nothing is held); hold them."""
-        while self.held and self.held + size > self.limit:
+        while not self.fits(size):
             changed = self._changed
-            await changed.wait()
+            self._waiting += 1
+            try:
+                await changed.wait()
+            finally:
+                self._waiting -= 1
         self.add(size)
 
     def add(self, size: int) -> None:
         """Hold ``size`` more bytes without waiting (what was held is now known to be more)."""
         self.held += size
-        self.peak = max(self.peak, self.held)
+        if self.held > self.peak:
+            self.peak = self.held
 
     def release(self, size: int) -> None:
         """Stop holding ``size`` bytes; wake whoever waits for room."""
         if not size:
             return
         self.held -= size
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._waiting:  # a new Event only when someone waits on this one
+            self._changed.set()
+            self._changed = trio.Event()
 
 
 class FrameWriter:
@@ -272,13 +453,22 @@ class FrameWriter:
     :meth:`run`, the one writer task, so frames never interleave. :attr:`budget` counts
     the bytes queued, and the room held by :meth:`reserve` for frames not yet posted.
 
+    A worker thread may also write (:meth:`post_from_thread`, a task process's plain-function
+    task): it sends its frame itself when nobody else is sending and nothing is queued.
+    Whoever sends holds the socket's send side (``_sending``) without holding the lock,
+    so a thread that waits for the peer to read never holds back trio's thread, whose
+    frames are queued behind it meanwhile.
+
     Args:
         stream: Where frames go.
         sock: The stream's socket, for the direct writes; ``None``: always queue.
         limit: The most bytes queued and reserved before :meth:`reserve` waits.
     """
 
-    __slots__ = ("_closed", "_inbox", "_outbox", "_queued", "_socket", "_stream", "budget")
+    __slots__ = (
+        "_closed", "_lock", "_queue", "_sending", "_socket", "_stream", "_token", "_wake",
+        "budget",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -288,9 +478,14 @@ class FrameWriter:
     ) -> None:
         self._stream = stream
         self._socket = sock
-        self._outbox, self._inbox = trio.open_memory_channel[bytes](math.inf)
-        # Frames handed to the writer task and not yet sent: direct writes wait for them.
-        self._queued = 0
+        # Guards _queue, _sending and _closed (held only for a few instructions, never
+        # while sending).
+        self._lock = threading.Lock()
+        self._queue: deque[bytes] = deque()
+        # Someone sends now: a poster, a worker thread, or run().
+        self._sending = False
+        self._wake = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
         #: The bytes queued for the peer and reserved for frames being built.
         self.budget = ByteBudget(limit)
         self._closed = False
@@ -322,27 +517,70 @@ class FrameWriter:
             trio.ClosedResourceError: :meth:`close` was called.
         """
         self.budget.release(reserved)
-        if self._closed:
-            msg = "the frame writer is closed"
-            raise trio.ClosedResourceError(msg)
-        if not self._queued and self._socket is not None:
+        with self._lock:
+            if self._closed:
+                msg = "the frame writer is closed"
+                raise trio.ClosedResourceError(msg)
+            direct = not self._sending and not self._queue and self._socket is not None
+            if direct:
+                self._sending = True
+        if direct:
+            assert self._socket is not None
             try:
                 sent = self._socket.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
+                with self._lock:
+                    self._sending = False
                 raise trio.BrokenResourceError(str(exc)) from exc
-            if sent == len(data):
-                return
             data = data[sent:]
-        self._queued += 1
-        self.budget.add(len(data))
-        self._outbox.send_nowait(data)
+        with self._lock:
+            if data:
+                # The rest of a frame goes first: nothing was queued before it.
+                (self._queue.appendleft if direct else self._queue.append)(data)
+                self.budget.add(len(data))
+            if direct:
+                self._sending = False
+            wake = bool(self._queue) and not self._sending
+        if wake:
+            self._wake.set()
+
+    def post_from_thread(self, data: bytes) -> bool:
+        """Send ``data`` from a worker thread, blocking until the socket took it all, if
+        nothing is being sent or queued; else send nothing and return False (post it
+        through trio's thread then, where it is queued in turn).
+
+        Raises:
+            trio.BrokenResourceError: the other side is gone.
+            trio.ClosedResourceError: :meth:`close` was called.
+        """
+        sock = self._socket
+        with self._lock:
+            if self._closed:
+                msg = "the frame writer is closed"
+                raise trio.ClosedResourceError(msg)
+            if self._sending or self._queue or sock is None or self._token is None:
+                return False
+            self._sending = True
+        try:
+            _send_blocking(sock, data)
+        finally:
+            with self._lock:
+                self._sending = False
+                wake = bool(self._queue) or self._closed
+            if wake:  # trio's thread queued frames behind this one meanwhile
+                self._token.run_sync_soon(self._poke)
+        return True
+
+    def _poke(self) -> None:
+        self._wake.set()
 
     def close(self) -> None:
         """Take no more frames; :meth:`run` returns once the queued ones are sent."""
-        self._closed = True
-        self._outbox.close()
+        with self._lock:
+            self._closed = True
+        self._wake.set()
 
     async def run(self) -> None:
         """Send queued frames, several at once when they pile up, until closed.
@@ -350,17 +588,40 @@ class FrameWriter:
         Raises:
             trio.BrokenResourceError: the other side is gone.
         """
-        async with self._inbox:
-            async for data in self._inbox:
-                batch = [data]
-                while True:
-                    try:
-                        batch.append(self._inbox.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await self._stream.send_all(b"".join(batch))
-                self._queued -= len(batch)
-                self.budget.release(sum(len(data) for data in batch))
+        self._token = trio.lowlevel.current_trio_token()
+        while True:
+            with self._lock:
+                batch = b"" if self._sending else b"".join(self._queue)
+                if batch:
+                    self._queue.clear()
+                    self._sending = True
+                elif self._closed and not self._sending and not self._queue:
+                    return
+                wake = self._wake = trio.Event()
+            if not batch:
+                await wake.wait()
+                continue
+            try:
+                await self._stream.send_all(batch)
+            finally:
+                with self._lock:
+                    self._sending = False
+            self.budget.release(len(batch))
+
+
+def _send_blocking(sock: socket.socket, data: bytes) -> None:
+    """Send all of ``data`` on the non-blocking ``sock`` from a worker thread, waiting for
+    room as long as it takes (the peer reads, or goes away)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            poller.poll()
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
 
 
 def check_json(value: object, where: str) -> None:

@@ -51,13 +51,23 @@ from .._protocol.frames import (
     ResultFrame,
     StartFrame,
 )
-from .._protocol.wire import FrameReader, FrameWriter, check_json, pack_frame, pack_request
+from .._protocol.wire import (
+    FrameReader,
+    FrameWriter,
+    check_json,
+    decode_hot,
+    pack_frame,
+    pack_request,
+)
 from .._records import instance_label
 from .._values import check_key, encode_value
 from .attempt import AttemptSpec, event_messages, run_attempt
 from .client import attempt_ended_error, raise_error, refuse_in_trio_thread
 from .descendants import become_subreaper, die_with_parent, kill_descendants
 
+#: The most calls of an async task in a row that wait for their answer in the socket
+#: (not yielding to trio's scheduler) when nothing else could run.
+_CALLS_PER_YIELD: Final = 16
 #: Exit status when the parent went away before the outcome could be reported.
 EXIT_PARENT_GONE: Final = 75
 #: Where a pidfd is not available: how often the parent's pid is checked.
@@ -70,39 +80,66 @@ _MACHINERY: Final = frozenset({"__main__", "stateward", "trio", "outcome"})
 class _Slot:
     """A request waiting for its response (from trio code, or from a worker thread)."""
 
-    __slots__ = ("done", "response", "waiter")
+    __slots__ = ("abandoned", "done", "response", "waiter")
 
     def __init__(self, waiter: threading.Event | None = None) -> None:
         self.done = trio.Event() if waiter is None else None
         self.waiter = waiter
         self.response: Any = None
+        #: Its caller stopped waiting (cancelled): it is not handed the reading.
+        self.abandoned = False
 
-    def answer(self, response: Any) -> None:
-        self.response = response
+    def wake(self) -> None:
+        """Wake the caller (trio's thread for an async caller): it has its answer, or
+        it is to read the socket."""
         if self.done is not None:
             self.done.set()
         if self.waiter is not None:
             self.waiter.set()
 
+    def answer(self, response: Any) -> None:
+        self.response = response
+        self.wake()
+
 
 class ChildConnection:
-    """The child's end of the socket: requests and the outcome out, responses in."""
+    """The child's end of the socket: requests and the outcome out, responses in.
+
+    No task reads the socket on its own. A caller waiting for a response reads it
+    itself if nobody else is reading (it *leads*): an async caller in trio, a worker
+    thread with a blocking read. The leader hands each response it reads to the request
+    it answers, and when it has its own, hands the reading over to another caller still
+    waiting. One call in flight (the common case) therefore costs no task switch and,
+    from a worker thread, no hop through trio's thread: the thread writes its request
+    and reads its response itself.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self._stream = stream
         self._reader = FrameReader(stream, sock)
         self._writer = FrameWriter(stream, sock)
+        # Guards _pending and _reading, which worker threads share with trio's thread.
+        self._lock = threading.Lock()
         self._pending: dict[int, _Slot] = {}
+        # The request whose caller reads the socket now (None: nobody does).
+        self._reading: _Slot | None = None
+        self._broken: m.ErrorResponse | None = None
         self._ids = itertools.count(1)
         self._finished = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        # What trio waits for, and the threads, when nothing else runs (note_idle).
+        self._idle: tuple[int, int, int] | None = None
+        # Calls answered in a row without yielding to trio's scheduler.
+        self._unyielded = 0
 
     async def receive_start(self) -> StartFrame:
-        """Read the start frame (before the loops run).
+        """Read the start frame (before anything else).
 
         Raises:
             ProtocolError: the first frame is missing or is not a start frame.
         """
+        self._token = trio.lowlevel.current_trio_token()
         raw = await self._reader.receive()
         if raw is None:
             msg = "the parent closed the connection before sending the start frame"
@@ -143,16 +180,51 @@ class ChildConnection:
         request_id = next(self._ids)
         return request_id, pack_request(request_id, request, texts)
 
-    def submit(self, request_id: int, data: bytes, slot: _Slot) -> None:
-        """Send a packed request; ``slot`` gets the response (trio's thread; never raises)."""
+    def _refusal(self) -> m.ErrorResponse | None:
         if self._finished:
             # A thread the task left running calls after the outcome was reported: refuse
             # it; the outcome must still reach the parent whole.
             detail = "the task already reported its outcome; state can no longer be reached"
-            slot.answer(m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, detail))
+            return m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, detail)
+        return self._broken
+
+    def submit(self, request_id: int, data: bytes, slot: _Slot) -> None:
+        """Send a packed request; ``slot`` gets the response (trio's thread; never raises)."""
+        refusal = self._refusal()
+        if refusal is not None:
+            slot.answer(refusal)
+            return
+        with self._lock:  # before it is sent: a thread may read the response at once
+            self._pending[request_id] = slot
+        self.post(data)
+
+    def submit_from_thread(self, request_id: int, data: bytes, slot: _Slot) -> None:
+        """:meth:`submit` from a worker thread: the thread sends the frame itself when
+        nothing else is being sent, else trio's thread sends it after what is queued."""
+        refusal = self._refusal()
+        if refusal is not None:
+            slot.answer(refusal)
+            return
+        with self._lock:
+            self._pending[request_id] = slot
+        try:
+            sent = self._writer.post_from_thread(data)
+        except trio.BrokenResourceError:
+            _parent_gone()
+        except trio.ClosedResourceError:  # the outcome went out meanwhile
+            sent = False
+        if not sent:
+            assert self._token is not None
+            self._token.run_sync_soon(self._submit_soon, request_id, data, slot)
+
+    def _submit_soon(self, request_id: int, data: bytes, slot: _Slot) -> None:
+        refusal = self._refusal()
+        if refusal is not None:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            slot.answer(refusal)
             return
         self.post(data)
-        self._pending[request_id] = slot
 
     async def exchange_frame(self, fields: dict[str, Any]) -> Any:
         """Send a request frame holding ``fields`` as given; return the decoded response.
@@ -162,11 +234,184 @@ class ChildConnection:
         """
         request_id = next(self._ids)
         slot = _Slot()
-        self._pending[request_id] = slot
-        self.post(pack_frame({"kind": "request", "id": request_id, **fields}))
-        assert slot.done is not None
-        await slot.done.wait()
+        self.submit(request_id, pack_frame({"kind": "request", "id": request_id, **fields}), slot)
+        return await self.wait(slot)
+
+    async def wait(self, slot: _Slot) -> Any:
+        """Wait in trio for the response ``slot`` gets, reading the socket while nobody
+        else does; return it."""
+        try:
+            while slot.response is None:
+                with self._lock:
+                    lead = self._reading is None
+                    if lead:
+                        self._reading = slot
+                if not lead:
+                    slot.done = trio.Event()  # set by its answer, or to hand it the reading
+                    await slot.done.wait()
+                    continue
+                try:
+                    await self._lead(slot)
+                finally:
+                    self._hand_over(in_trio=True)
+        except BaseException:
+            slot.abandoned = True  # cancelled: its answer is dropped when it comes
+            self._hand_over(in_trio=True, only_if_idle=True)
+            raise
         return slot.response
+
+    def wait_blocking(self, slot: _Slot) -> Any:
+        """:meth:`wait` in a worker thread: reads the socket itself (blocking) while
+        nobody else does."""
+        waiter = slot.waiter
+        assert waiter is not None
+        while True:
+            waiter.clear()  # before looking: an answer after this sets it again
+            with self._lock:
+                if slot.response is not None:
+                    return slot.response
+                lead = self._reading is None
+                if lead:
+                    self._reading = slot
+            if not lead:
+                waiter.wait()  # if the parent goes away, the process exits
+                continue
+            try:
+                self._lead_blocking(slot)
+            finally:
+                self._hand_over(in_trio=False)
+
+    async def _lead(self, slot: _Slot) -> None:
+        reader = self._reader
+        while slot.response is None:
+            raw = self._next_frame(in_trio=True)
+            if raw is None:
+                if self._broken is not None:
+                    return
+                if self._unyielded < _CALLS_PER_YIELD and self._alone():
+                    # Nothing else can run until this task yields: wait in the socket
+                    # itself instead of a round of trio's scheduler. Every so many calls
+                    # it yields all the same (below): tasks scheduled in the batch trio
+                    # is running are not counted as runnable, and must not starve.
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    self._unyielded += 1
+                    received = reader.receive_some_blocking()
+                else:
+                    self._unyielded = 0
+                    received = await reader.receive_some()
+                if not received:
+                    self._ended(in_trio=True)
+                continue
+            self._dispatch(raw, in_trio=True)
+
+    def _alone(self) -> bool:
+        """Whether nothing but this socket can give trio anything to do: no other task
+        is runnable or waits for a deadline or for I/O, and no thread was started."""
+        idle = self._idle
+        if idle is None:
+            return False
+        stats = trio.lowlevel.current_statistics()
+        io = stats.io_statistics
+        return (
+            stats.tasks_runnable == 0
+            and stats.run_sync_soon_queue_size == 0
+            and stats.seconds_to_next_deadline == math.inf
+            and (getattr(io, "tasks_waiting_read", None), getattr(io, "tasks_waiting_write", None))
+            == idle[:2]
+            and threading.active_count() == idle[2]
+        )
+
+    async def note_idle(self) -> None:
+        """Remember what trio waits for and the threads there are while nothing runs
+        but this process's own machinery (before the task starts)."""
+        await trio.lowlevel.checkpoint()  # trio's own tasks settle into their waits
+        io = trio.lowlevel.current_statistics().io_statistics
+        reading = getattr(io, "tasks_waiting_read", None)
+        writing = getattr(io, "tasks_waiting_write", None)
+        if reading is not None and writing is not None:
+            self._idle = (reading, writing, threading.active_count())
+
+    def _lead_blocking(self, slot: _Slot) -> None:
+        reader = self._reader
+        while slot.response is None:
+            raw = self._next_frame(in_trio=False)
+            if raw is None:
+                if self._broken is not None:
+                    return
+                if not reader.receive_some_blocking():
+                    self._ended(in_trio=False)
+                continue
+            self._dispatch(raw, in_trio=False)
+
+    def _next_frame(self, *, in_trio: bool) -> dict[str, Any] | None:
+        try:
+            return self._reader.next_frame()
+        except ProtocolError as exc:
+            self._break(exc, in_trio=in_trio)
+            return None
+
+    def _dispatch(self, raw: dict[str, Any], *, in_trio: bool) -> None:
+        """Hand the frame ``raw`` to the request it answers."""
+        try:
+            frame = decode_hot(raw) or decode_frame(raw)
+            slot = None
+            if isinstance(frame, ResponseFrame):
+                with self._lock:
+                    slot = self._pending.pop(frame.id, None)
+            if slot is None:
+                msg = f"the parent sent an unexpected frame: {raw!r:.200}"
+                raise ProtocolError(msg)
+        except ProtocolError as exc:
+            self._break(exc, in_trio=in_trio)
+            return
+        assert isinstance(frame, ResponseFrame)
+        self._deliver(slot, frame.msg, in_trio=in_trio)
+
+    def _deliver(self, slot: _Slot, response: Any, *, in_trio: bool) -> None:
+        if in_trio or slot.done is None:
+            slot.answer(response)
+        else:
+            assert self._token is not None
+            self._token.run_sync_soon(slot.answer, response)
+
+    def _break(self, exc: ProtocolError, *, in_trio: bool) -> None:
+        """The runtime sent what is not a response to a request: every request in
+        flight, and every later one, fails with a protocol error naming it."""
+        detail = f"the runtime's connection to this task process broke: {exc}"
+        self._broken = m.ErrorResponse(m.ErrorType.PROTOCOL, detail)
+        self._fail_pending(self._broken, in_trio=in_trio)
+
+    def _fail_pending(self, response: m.ErrorResponse, *, in_trio: bool) -> None:
+        with self._lock:
+            slots = list(self._pending.values())
+            self._pending.clear()
+        for slot in slots:
+            self._deliver(slot, response, in_trio=in_trio)
+
+    def _ended(self, *, in_trio: bool) -> None:
+        """The stream ended: exit, unless the outcome is out (a thread the task left
+        running is then refused)."""
+        if not self._finished:
+            _parent_gone()
+        refusal = self._refusal()
+        assert refusal is not None
+        self._fail_pending(refusal, in_trio=in_trio)
+
+    def _hand_over(self, *, in_trio: bool, only_if_idle: bool = False) -> None:
+        """Stop reading (``only_if_idle``: if nobody reads), and wake a caller still
+        waiting to read in its turn."""
+        with self._lock:
+            if only_if_idle and self._reading is not None:
+                return
+            self._reading = None
+            successor = next((s for s in self._pending.values() if not s.abandoned), None)
+        if successor is None:
+            return
+        if in_trio or successor.done is None:
+            successor.wake()
+        else:
+            assert self._token is not None
+            self._token.run_sync_soon(successor.wake)
 
     def finish(self, data: bytes) -> None:
         """Send the packed final frame; :meth:`write_loop` returns once it is out."""
@@ -180,22 +425,6 @@ class ChildConnection:
             await self._writer.run()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             _parent_gone()
-
-    async def read_loop(self) -> None:
-        """Hand each response to its waiting request; exit the process if the parent goes."""
-        while True:
-            raw = await self._reader.receive()
-            if raw is None:
-                if self._finished:
-                    return
-                _parent_gone()
-            frame = decode_frame(raw)
-            slot = self._pending.pop(frame.id, None) if isinstance(frame, ResponseFrame) else None
-            if slot is None:
-                msg = f"the parent sent an unexpected frame: {raw!r:.200}"
-                raise ProtocolError(msg)
-            assert isinstance(frame, ResponseFrame)
-            slot.answer(frame.msg)
 
 
 def _parent_gone() -> NoReturn:
@@ -246,9 +475,7 @@ class ChildClient:
         request_id, data = self._connection.pack_request(request)
         slot = _Slot()
         self._connection.submit(request_id, data, slot)
-        assert slot.done is not None
-        await slot.done.wait()
-        return _unwrap(slot.response, request)
+        return _unwrap(await self._connection.wait(slot), request)
 
     def request_sync(self, request: m.Request, what: str = "state access") -> Any:
         """Send ``request`` from a worker thread and wait for its response.
@@ -262,10 +489,8 @@ class ChildClient:
             raise attempt_ended_error(self._label, self._try_number)
         request_id, data = self._connection.pack_request(request)
         slot = _Slot(threading.Event())
-        self._token.run_sync_soon(self._connection.submit, request_id, data, slot)
-        assert slot.waiter is not None
-        slot.waiter.wait()  # if the parent goes away, the process exits
-        return _unwrap(slot.response, request)
+        self._connection.submit_from_thread(request_id, data, slot)
+        return _unwrap(self._connection.wait_blocking(slot), request)
 
 
 def _unwrap(response: Any, request: m.Request) -> Any:
@@ -424,12 +649,15 @@ async def serve(
         dags: The Dag file's Dags as already loaded (``None``: load the file).
         end: Called with the exit code as soon as the final frame is sent, from
             inside trio (a task process passes :func:`end_process`: nothing is left to
-            run, so trio's teardown is skipped).
+            run, so trio's teardown is skipped). Given, this trio run is the task
+            process's own, and an async caller alone in it may wait for its answer in
+            the socket itself.
     """
     connection = ChildConnection(sock)
     start = await connection.receive_start()
+    if end is not None:
+        await connection.note_idle()  # nothing of the task runs yet
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(connection.read_loop)
         writer_done = trio.Event()
 
         async def write() -> None:
@@ -448,7 +676,7 @@ async def serve(
 
 def _die_with_parent() -> None:
     # The child exits at once when the runtime's process dies, even while trio's thread
-    # is blocked (the socket's EOF is seen only by a running read loop): a daemon thread
+    # is blocked (the socket's EOF is seen only by a caller reading it): a daemon thread
     # waits on a pidfd of the parent process, which the kernel makes readable when that
     # whole process has exited. PR_SET_PDEATHSIG is not used: it fires when the *thread*
     # that started the child exits, and trio starts processes from cached worker threads

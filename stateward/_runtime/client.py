@@ -184,6 +184,20 @@ class SupervisorClient:
         self._supervisor.submit(envelope)
         return envelope
 
+    async def read_now(self, request: Any, on_answer: Callable[[Envelope], None]) -> None:
+        """Serve the read ``request`` at once (:meth:`Supervisor.read_now`); ``on_answer``
+        is called with its envelope when it is answered, as :meth:`submit` calls it.
+
+        For a caller with no other request in flight, whose writes are therefore all
+        answered: a read queued behind other callers' batches would see the same.
+
+        Raises:
+            AttemptEndedError: the client's attempt has ended.
+        """
+        if self._ended:
+            raise self._ended_error()
+        await self._supervisor.read_now(_Notifying(request, self._caller, on_answer=on_answer))
+
     async def response(self, envelope: Envelope) -> Any:
         """Wait for the answer to a request :meth:`submit` queued; raise its error."""
         assert envelope.done is not None

@@ -60,6 +60,7 @@ from .._protocol.wire import (
     FrameReader,
     FrameWriter,
     check_json,
+    decode_hot,
     pack_frame,
     pack_response,
 )
@@ -80,6 +81,8 @@ MAX_REQUEST_BYTES: Final = 32 * 1024 * 1024
 MAX_RESPONSE_BYTES: Final = MAX_QUEUED_BYTES
 #: The requests whose response can be as large as a frame (every key of a scope).
 _LISTINGS: Final = (m.ListTaskState, m.ListAssetStateByName, m.ListAssetStateByUri, m.ListState)
+#: The reads the relay serves at once when the child has nothing else in flight.
+_READS: Final = frozenset({m.GetTaskState, m.GetAssetStateByName, m.GetAssetStateByUri})
 #: Seconds a child has to exit after SIGTERM (on a timeout) or after reporting its
 #: outcome, before it is killed with SIGKILL.
 KILL_GRACE_SECONDS: Final = 5.0
@@ -176,7 +179,9 @@ async def serve_child(
         stream: The parent's end of the connection (the start frame already sent).
         client: The client bound to the task instance: every request is served as it.
             A :class:`SupervisorClient` is handed each request as it is read and
-            calls back with the answer, which is sent at once: no task per request.
+            calls back with the answer, which is sent at once: no task per request
+            (a get with nothing else of the child's in flight is served in this task,
+            :meth:`SupervisorClient.read_now`).
             Any other object with an async ``request`` (tests stand one in) is awaited
             in a task per request.
         on_rendered: Called with the rendered template fields when they arrive.
@@ -226,14 +231,25 @@ async def serve_child(
     async def serve(frame: RequestFrame, nursery: trio.Nursery) -> None:
         size = reader.size
         room = MAX_FRAME_BYTES if isinstance(frame.msg, _LISTINGS) else 0
-        await in_flight.acquire(1)
-        await requests.acquire(size)
-        await writer.reserve(room)
+        if in_flight.fits(1) and requests.fits(size) and writer.budget.fits(room):
+            in_flight.add(1)  # the common case, without three awaits
+            requests.add(size)
+            writer.budget.add(room)
+        else:
+            await in_flight.acquire(1)
+            await requests.acquire(size)
+            await writer.reserve(room)
         if isinstance(frame.msg, m.AddAssetEvent):
             reply(frame.id, _EVENTS_REFUSED, size, room)
         elif direct:
             try:
-                client.submit(frame.msg, answered(frame.id, size, room))
+                if type(frame.msg) in _READS and in_flight.held == 1:
+                    # Nothing else of the child's in flight: its writes are all answered,
+                    # so a read served now, without a hop to the supervisor's task and a
+                    # batch of its own, sees them as a queued one would.
+                    await client.read_now(frame.msg, answered(frame.id, size, room))
+                else:
+                    client.submit(frame.msg, answered(frame.id, size, room))
             except StatewardError as exc:  # the attempt ended, the runtime is closing
                 reply(frame.id, _refusal(exc), size, room)
         else:
@@ -246,7 +262,7 @@ async def serve_child(
             if raw is None:
                 return None
             try:
-                frame = decode_frame(raw)
+                frame = decode_hot(raw) or decode_frame(raw)
             except ProtocolError as exc:
                 refusal = _pack_response(_read_request_error(raw, exc), error_response(exc))
                 await writer.reserve(len(refusal))
