@@ -40,7 +40,8 @@ __all__ = ["ShellCommandError", "ShellOperator"]
 STDERR_TAIL_LINES: Final = 20
 STDERR_TAIL_CHARS: Final = 2000
 #: How much of stdout the result keeps: all of it up to this many bytes, else its
-#: last bytes up to this many, from the start of a line (a record keeps no more).
+#: last bytes up to this many, from the start of a line where they hold one (a record
+#: keeps no more).
 RESULT_BYTES: Final = 64 * 1024
 #: Seconds a cancelled command has between SIGTERM and SIGKILL.
 CANCEL_GRACE_PERIOD: Final = 5.0
@@ -120,7 +121,8 @@ class ShellOperator(Operator):
 
         Returns:
             The command's stdout, decoded as UTF-8, without its final newline; past
-            :data:`RESULT_BYTES`, its last bytes up to that many, from a line's start.
+            :data:`RESULT_BYTES`, its last bytes up to that many, from a line's start
+            where they hold one.
 
         Raises:
             ShellCommandError: The command exited with a non-zero code, was killed by
