@@ -12,6 +12,8 @@ attempt's context, so a command can read state::
 
 from __future__ import annotations
 
+import codecs
+import functools
 import logging
 import os
 import shlex
@@ -37,10 +39,19 @@ __all__ = ["ShellCommandError", "ShellOperator"]
 #: this many characters.
 STDERR_TAIL_LINES: Final = 20
 STDERR_TAIL_CHARS: Final = 2000
+#: How much of stdout the result keeps: all of it up to this many bytes, else its
+#: last bytes up to this many, from the start of a line where they hold one (a record
+#: keeps no more).
+RESULT_BYTES: Final = 64 * 1024
 #: Seconds a cancelled command has between SIGTERM and SIGKILL.
 CANCEL_GRACE_PERIOD: Final = 5.0
 # Commands shown in error messages are cut to this many characters.
 _SHOWN_COMMAND_CHARS: Final = 200
+# The end of stderr kept for the error (its tail is cut from it): a few times the tail's
+# characters, as UTF-8 bytes.
+_STDERR_KEPT_BYTES: Final = 16 * 1024
+# A line longer than this goes to the log in pieces (memory stays bounded).
+_LINE_LIMIT: Final = 64 * 1024
 
 
 class ShellOperator(Operator):
@@ -98,16 +109,20 @@ class ShellOperator(Operator):
     async def execute(self, context: Mapping[str, Any]) -> str:
         """Run the rendered command and return its stdout.
 
-        The command's stdout and stderr are kept in the attempt's log. On success, each
-        line it wrote to stderr is also logged at INFO on the ``stateward.operators``
-        logger (``stateward run`` shows them); on failure its end is in the
-        :class:`ShellCommandError`.
+        The command's stdout and stderr are read as they come, each line kept in the
+        attempt's log when it arrives (lines of the two pipes in the order they are
+        read). Each line it writes to stderr is also logged at INFO on the
+        ``stateward.operators`` logger (``stateward run`` shows them); on failure its
+        end is in the :class:`ShellCommandError`. Only the ends of the pipes are held
+        in memory.
 
         Args:
             context: The attempt's context.
 
         Returns:
-            The command's stdout, decoded as UTF-8, without its final newline.
+            The command's stdout, decoded as UTF-8, without its final newline; past
+            :data:`RESULT_BYTES`, its last bytes up to that many, from a line's start
+            where they hold one.
 
         Raises:
             ShellCommandError: The command exited with a non-zero code, was killed by
@@ -117,30 +132,34 @@ class ShellOperator(Operator):
         command = _rendered_command(task, self.command)
         argv = [_shell(), "-c", command] if isinstance(command, str) else command
         env = self._environment(task, command, context)
+        stdout, stderr = _Output(RESULT_BYTES), _Output(_STDERR_KEPT_BYTES, task)
+        run = functools.partial(
+            trio.run_process,
+            argv,
+            stdin=b"",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+            env=env,
+            cwd=self.cwd,
+            deliver_cancel=_terminate_group,
+            start_new_session=True,
+        )
         try:
-            completed = await trio.run_process(
-                argv,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                env=env,
-                cwd=self.cwd,
-                deliver_cancel=_terminate_group,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise _start_failure(task, command, self.cwd, exc) from exc
-        stdout = completed.stdout.decode("utf-8", errors="replace")
-        stderr = completed.stderr.decode("utf-8", errors="replace")
-        # The attempt's log keeps the command's output as it was; the records below
-        # echo its stderr live, and are not kept a second time.
-        write_output(stdout + stderr)
-        if completed.returncode != 0:
-            raise _exit_failure(task, command, completed)
-        with not_captured():
-            for line in stderr.splitlines():
-                logger.info("%s stderr: %s", task, line)
-        return stdout.removesuffix("\n")
+            async with trio.open_nursery() as nursery:
+                process: trio.Process = await nursery.start(run)
+                nursery.start_soon(stdout.read, process.stdout)
+                nursery.start_soon(stderr.read, process.stderr)
+        except BaseExceptionGroup as group:
+            # A command that cannot start: run_process's OSError, alone in the group.
+            sole = group.exceptions[0] if len(group.exceptions) == 1 else None
+            if isinstance(sole, OSError):
+                raise _start_failure(task, command, self.cwd, sole) from sole
+            raise
+        code = process.returncode  # set: run_process has waited for the command
+        if code:
+            raise _exit_failure(task, command, code, _tail(stderr.kept()))
+        return _result(stdout)
 
     def _environment(
         self, task: str, command: str | list[str], context: Mapping[str, Any]
@@ -254,6 +273,73 @@ def _shell() -> str:
     return shutil.which("bash") or "sh"
 
 
+class _Output:
+    """One of a command's pipes, read as it comes.
+
+    Each whole line goes to the attempt's log as it arrives (so the two pipes' lines
+    interleave in the order they are read, and ``stateward logs --follow`` shows them
+    while the command runs); a stderr line is also logged at INFO for ``task``. Only the
+    pipe's last ``keep`` bytes stay in memory.
+    """
+
+    def __init__(self, keep: int, task: str | None = None) -> None:
+        self._keep = keep
+        #: Set for stderr: its lines are logged on behalf of this task.
+        self._task = task
+        self._end = bytearray()
+        #: Whether bytes before :attr:`_end` were dropped.
+        self.cut = False
+
+    async def read(self, pipe: trio.abc.ReceiveStream | None) -> None:
+        if pipe is None:
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        async with pipe:
+            while chunk := await pipe.receive_some():
+                self._remember(chunk)
+                pending += decoder.decode(chunk)
+                if len(pending) > _LINE_LIMIT:
+                    self._write(pending)
+                    pending = ""
+                    continue
+                lines, newline, pending = pending.rpartition("\n")
+                self._write(lines + newline)
+        self._write(pending + decoder.decode(b"", final=True))
+
+    def kept(self) -> str:
+        """The pipe's output, or its last ``keep`` bytes where it wrote more."""
+        return self._end[-self._keep :].decode("utf-8", errors="replace")
+
+    def _remember(self, chunk: bytes | bytearray) -> None:
+        self._end += chunk
+        # Trimmed at twice its bound: a stream of small reads costs O(1) each.
+        excess = len(self._end) - self._keep
+        if excess > self._keep:
+            del self._end[:excess]
+        if excess > 0:
+            self.cut = True
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return
+        write_output(text)
+        if self._task is not None:
+            # Kept above already: the records only show the lines as they come.
+            with not_captured():
+                for line in text.splitlines():
+                    logger.info("%s stderr: %s", self._task, line)
+
+
+def _result(stdout: _Output) -> str:
+    text = stdout.kept()
+    if stdout.cut:
+        # Cut from the start of a line (a record keeps no more than this).
+        _, newline, rest = text.partition("\n")
+        text = rest if newline and rest else text
+    return text.removesuffix("\n")
+
+
 async def _terminate_group(process: trio.Process) -> None:
     # The command runs in a process group of its own, so a shell's children are
     # stopped with it instead of being left running.
@@ -272,18 +358,15 @@ def _shown(command: str | list[str]) -> str:
     return repr(text)
 
 
-def _tail(stderr: bytes) -> str:
-    text = stderr.decode("utf-8", errors="replace").rstrip()
+def _tail(text: str) -> str:
+    text = text.rstrip()
     tail = "\n".join(text.splitlines()[-STDERR_TAIL_LINES:])
     if len(tail) > STDERR_TAIL_CHARS:
         tail = "..." + tail[-(STDERR_TAIL_CHARS - 3) :]
     return tail
 
 
-def _exit_failure(
-    task: str, command: str | list[str], completed: subprocess.CompletedProcess[bytes]
-) -> ShellCommandError:
-    code = completed.returncode
+def _exit_failure(task: str, command: str | list[str], code: int, tail: str) -> ShellCommandError:
     if code < 0:
         try:
             how = f"was killed by {signal.Signals(-code).name} (exit code {code})"
@@ -291,7 +374,6 @@ def _exit_failure(
             how = f"was killed by signal {-code} (exit code {code})"
     else:
         how = f"exited with code {code}"
-    tail = _tail(completed.stderr)
     if tail:
         shown = "\n".join(f"  {line}" for line in tail.splitlines())
         end = f"; the end of its stderr:\n{shown}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -23,7 +24,7 @@ from stateward import (
     TemplateKeyError,
 )
 from stateward._loader import load_dags
-from stateward._operators import ShellCommandError, ShellOperator
+from stateward._operators import RESULT_BYTES, ShellCommandError, ShellOperator
 
 DAG_ID = "etl"
 RUN_ID = "run-1"
@@ -46,6 +47,28 @@ async def test_stdout_is_the_result(sw_runtime):
     """The command's stdout, less one final newline, is the task's result."""
     ti = await run(sw_runtime, shell("printf 'a b\\n\\n'; echo ignored >&2"))
     assert (ti.state, ti.result) == ("success", "a b\n")
+
+
+async def test_a_long_stdout_gives_its_last_64_kib_from_a_line_start(sw_runtime):
+    """Past 64 KiB (what a record keeps), the result is the end of stdout, whole lines."""
+    ti = await run(sw_runtime, shell("for i in $(seq 1 20000); do echo line$i; done"))
+    lines = ti.result.split("\n")
+    assert lines[-1] == "line20000"
+    assert len(ti.result.encode()) <= RESULT_BYTES
+    assert len(ti.result.encode()) > RESULT_BYTES - 20
+    first = int(lines[0].removeprefix("line"))
+    assert lines == [f"line{i}" for i in range(first, 20001)]
+
+
+async def test_stderr_lines_are_logged_as_they_come(sw_runtime, caplog):
+    """Each stderr line is an INFO record on stateward.operators, a failing command's
+    too (its end is also in the error)."""
+    caplog.set_level(logging.INFO, logger="stateward.operators")
+    ti = await run(sw_runtime, shell("echo out; echo 'first' >&2; echo 'second' >&2; exit 1"))
+    assert ti.state == "failed"
+    shown = [r.getMessage() for r in caplog.records if r.name == "stateward.operators"]
+    assert shown == ["etl.sh stderr: first", "etl.sh stderr: second"]
+    assert ti.error.stderr_tail == "first\nsecond"
 
 
 async def test_a_str_command_runs_in_the_shell(sw_runtime):
@@ -185,6 +208,16 @@ async def test_stderr_tail_keeps_at_most_2000_characters(sw_runtime):
     assert len(tail) == 2000
     assert tail.startswith("...x")
     assert tail.endswith("xEND")
+
+
+async def test_stderr_tail_of_a_megabyte_of_stderr(sw_runtime):
+    """The tail comes from the end of stderr however much the command wrote."""
+    ti = await run(
+        sw_runtime,
+        shell("head -c 1000000 /dev/zero | tr '\\0' y >&2; echo >&2; echo END >&2; false"),
+    )
+    assert ti.error.stderr_tail.endswith("yyy\nEND")
+    assert len(ti.error.stderr_tail) == 2000
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -18,11 +18,13 @@ returns. In a task process the parent applies the limit instead, to the whole pr
 
 from __future__ import annotations
 
+import contextvars
 import copy
+import functools
 import math
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 import trio
@@ -48,6 +50,11 @@ from .._errors import TaskTimeoutError
 from .._protocol import messages as m
 from .._records import AssetInfo, instance_label
 from .._templates import markers, needs_rendering, warn_unrendered_braces
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+_T = TypeVar("_T")
 
 
 class AttemptClient(StateClient, Protocol):
@@ -185,7 +192,26 @@ def _on_asyncio(execute: Callable[[Mapping[str, Any]], Any], context: Mapping[st
     # (installed once the PostgreSQL store is imported) would run this loop inside a
     # trio run of its own, where the task's sync state calls are refused.
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        # run_in_executor(None, f) then runs f in a copy of the caller's context, as
+        # asyncio.to_thread does: its output lands in the attempt's log.
+        runner.get_loop().set_default_executor(_context_copying_executor()())
         return runner.run(main())
+
+
+@functools.cache
+def _context_copying_executor() -> type[concurrent.futures.ThreadPoolExecutor]:
+    # Built on first use: in-process runs of trio and sync tasks never load the module.
+    from concurrent.futures import ThreadPoolExecutor
+
+    class ContextCopyingExecutor(ThreadPoolExecutor):
+        """Runs each call in a copy of the context it was submitted from."""
+
+        def submit(
+            self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+        ) -> concurrent.futures.Future[_T]:
+            return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+    return ContextCopyingExecutor
 
 
 def _is_asyncio_on_trio(exc: BaseException) -> bool:

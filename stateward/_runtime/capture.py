@@ -44,7 +44,8 @@ class AttemptLog:
     """
 
     __slots__ = (
-        "_dropped", "_head", "_head_limit", "_lock", "_tail", "_tail_limit", "_written",
+        "_dropped", "_head", "_head_limit", "_lock", "_midline", "_tail", "_tail_limit",
+        "_written",
     )  # fmt: skip
 
     def __init__(
@@ -62,31 +63,51 @@ class AttemptLog:
         self._tail = bytearray()
         self._dropped = 0
         self._written = 0
+        #: Whether the last write ended without a newline.
+        self._midline = False
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
         """Append ``text``: to the head while it has room, then to the bounded tail."""
         data = text.encode("utf-8", errors="replace")
         with self._lock:
+            self._append(data)
+
+    def write_line(self, line: str) -> None:
+        """Append ``line`` and a newline, on a line of its own: after a partial line
+        (a ``print(..., end="")``), a newline first."""
+        data = (line + "\n").encode("utf-8", errors="replace")
+        with self._lock:
+            self._append(b"\n" + data if self._midline else data)
+
+    def _append(self, data: bytes) -> None:
+        if data:
+            self._midline = not data.endswith(b"\n")
             self._written += len(data)
-            room = self._head_limit - len(self._head)
-            if room > 0:
-                self._head += data[:room]
-                data = data[room:]
-            if not data:
-                return
-            self._tail += data
-            # Trimmed once the tail holds twice its limit, so a long stream of small
-            # writes costs amortised O(1) each, not a move of the whole tail per write.
-            excess = len(self._tail) - self._tail_limit
-            if excess > self._tail_limit:
-                del self._tail[:excess]
-                self._dropped += excess
+        room = self._head_limit - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            data = data[room:]
+        if not data:
+            return
+        self._tail += data
+        # Trimmed once the tail holds twice its limit, so a long stream of small
+        # writes costs amortised O(1) each, not a move of the whole tail per write.
+        excess = len(self._tail) - self._tail_limit
+        if excess > self._tail_limit:
+            del self._tail[:excess]
+            self._dropped += excess
 
     @property
     def written(self) -> int:
         """How many bytes were written in all (kept or not): it changes with every write."""
         return self._written
+
+    @property
+    def kept(self) -> int:
+        """How many bytes :meth:`text` holds (less its marker line)."""
+        with self._lock:
+            return len(self._head) + min(len(self._tail), self._tail_limit)
 
     @property
     def dropped(self) -> int:
@@ -206,7 +227,7 @@ def _record_factory(previous: _Factory) -> _Factory:
                     f"{record.levelname} {record.name}: {record.msg!r} % {record.args!r} "
                     f"could not be formatted ({type(exc).__name__}: {exc})"
                 )
-            log.write(text + "\n")
+            log.write_line(text)
         return record
 
     return make

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -52,6 +53,10 @@ logger = logging.getLogger("stateward.runner")
 #: Seconds between records of a running attempt's output (only of attempts that wrote
 #: something since the last), so ``stateward logs --follow`` sees it as it comes.
 LOG_FLUSH_INTERVAL: Final = 1.0
+#: How many bytes a second a running attempt's progress records may cost at most: each
+#: carries the whole log so far, so a larger log is recorded less often (a full 1 MiB
+#: log every 4 s), however often it grows.
+LIVE_LOG_BYTES_PER_SECOND: Final = 256 * 1024
 
 #: The most items of an expansion one record carries (a bigger one is split).
 ITEMS_PER_RECORD: Final = 1024
@@ -718,6 +723,14 @@ class _LiveLog:
     holder: str | None = None
     #: ``log.written`` when its output was last recorded.
     recorded: int = 0
+    #: When its output was last recorded (trio's clock).
+    recorded_at: float = -math.inf
+
+    def due(self, now: float) -> bool:
+        """Whether the log wrote something since its last record, and that record is
+        old enough for the log's size (see :data:`LIVE_LOG_BYTES_PER_SECOND`)."""
+        interval = max(LOG_FLUSH_INTERVAL, self.log.kept / LIVE_LOG_BYTES_PER_SECOND)
+        return self.log.written != self.recorded and now >= self.recorded_at + interval
 
 
 @attrs.define(eq=False)
@@ -751,7 +764,8 @@ class _Run:
 
     async def flush_logs(self) -> None:
         """Every :data:`LOG_FLUSH_INTERVAL`, record the output of each running attempt
-        that wrote since the last time (one record per such attempt, none otherwise)."""
+        that wrote since the last time (one record per such attempt, none otherwise),
+        a large log less often (:meth:`_LiveLog.due`)."""
         recorder = self.recorder
         if recorder is None:
             return
@@ -761,10 +775,10 @@ class _Run:
             await recorder.flush()
             # From here to the last submit nothing checkpoints, so an attempt found
             # running has not sent its end record yet: this record goes before it.
+            now = trio.current_time()
             for live in list(self.live):
-                written = live.log.written
-                if written != live.recorded:
-                    live.recorded = written
+                if live.due(now):
+                    live.recorded, live.recorded_at = live.log.written, now
                     await recorder.attempt_output(
                         live.task_id, live.map_index, live.try_number, live.started_at,
                         live.log.text(), live.holder,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import sys
 import textwrap
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from stateward import Dag, MemoryStore, ShellOperator, open_runtime
 from stateward._loader import load_dags
 from stateward._runtime import forkserver
 from stateward._runtime.capture import DEFAULT_HEAD_BYTES, DEFAULT_TAIL_BYTES, AttemptLog
+from stateward._runtime.recording import Recorder
 
 LINES = 20
 INSTANCES = 25  # of each kind: 50 in all
@@ -239,6 +243,74 @@ async def test_records_outside_attempts_are_not_kept(task_logger: logging.Logger
     assert [a.log for a in ti.attempts] == ["", ""]
 
 
+async def test_a_record_after_a_partial_line_starts_a_line_of_its_own(
+    task_logger: logging.Logger,
+) -> None:
+    """A print without a newline, then a logging record: two lines, not one."""
+    dag = Dag("partial")
+
+    @dag.task
+    def halfway() -> None:
+        print("progress: 50%", end="")
+        task_logger.warning("halfway")
+        print("done")
+
+    async with open_runtime(store=MemoryStore()) as rt:
+        ti = await rt.run_task(halfway, run_id="r")
+    lines = ti.log.splitlines()
+    assert lines[0] == "progress: 50%"
+    assert lines[1].endswith("WARNING tests.task: halfway")
+    assert lines[2:] == ["done"]
+
+
+def test_write_line_after_a_newline_adds_none() -> None:
+    """A line written after whole lines (or first) gets no extra newline."""
+    log = AttemptLog()
+    log.write_line("first")
+    log.write("whole\n")
+    log.write_line("second")
+    log.write("part")
+    log.write_line("third")
+    assert log.text() == "first\nwhole\nsecond\npart\nthird\n"
+
+
+EXECUTOR_DAG = textwrap.dedent(
+    """
+    import asyncio
+    import logging
+
+    from airflow.sdk import DAG, task
+
+
+    def blocking():
+        print("printed in the executor")
+        logging.getLogger("tests.task").warning("logged in the executor")
+
+
+    with DAG(dag_id="executor"):
+
+        @task
+        async def offloads():
+            await asyncio.get_running_loop().run_in_executor(None, blocking)
+
+        offloads()
+    """
+)
+
+
+async def test_an_asyncio_tasks_run_in_executor_output_is_kept(tmp_path: Path) -> None:
+    """An Airflow-style async task's run_in_executor(None, f) runs f in the attempt's
+    context: what f prints and logs is in the attempt's log."""
+    path = tmp_path / "executor.py"
+    path.write_text(EXECUTOR_DAG)
+    dag = load_dags(path)["executor"]
+    async with open_runtime(store=MemoryStore()) as rt:
+        result = await rt.run_dag(dag, run_id="r")
+    log = result.ti("offloads").log
+    assert "printed in the executor\n" in log
+    assert "WARNING tests.task: logged in the executor" in log
+
+
 # -- ShellOperator ------------------------------------------------------------------------------
 
 
@@ -249,9 +321,72 @@ async def test_a_commands_output_is_kept() -> None:
     ShellOperator(task_id="bad", dag=dag, command="echo partial; echo broken >&2; exit 3")
     async with open_runtime(store=MemoryStore()) as rt:
         result = await rt.run_dag(dag, run_id="r")
-    assert result.ti("ok").log == "out\nerr\n"
+    # Two pipes: lines written at one instant may be read in either order.
+    assert sorted(result.ti("ok").log.splitlines()) == ["err", "out"]
     assert result.ti("bad").state == "failed"
-    assert result.ti("bad").log == "partial\nbroken\n"
+    assert sorted(result.ti("bad").log.splitlines()) == ["broken", "partial"]
+
+
+async def test_a_commands_lines_are_logged_in_the_order_they_come() -> None:
+    """stdout and stderr lines interleave in the log as the command writes them."""
+    dag = Dag("shell_order")
+    command = "echo one; sleep 0.2; echo two >&2; sleep 0.2; echo three"
+    task = ShellOperator(task_id="sh", dag=dag, command=command)
+    async with open_runtime(store=MemoryStore()) as rt:
+        ti = await rt.run_task(task, run_id="r")
+    assert ti.log == "one\ntwo\nthree\n"
+
+
+async def test_a_commands_output_is_in_the_live_log_while_it_runs(tmp_path: Path) -> None:
+    """What a command wrote is recorded while it still runs (``logs --follow``)."""
+    flag = tmp_path / "go-on"
+    dag = Dag("shell_live")
+    command = f"echo started; while [ ! -e {flag} ]; do sleep 0.05; done; echo done"
+    task = ShellOperator(task_id="sh", dag=dag, command=command)
+    async with open_runtime(store=MemoryStore()) as rt:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(rt.run_task, task, run_id="r"))
+            with trio.fail_after(30):  # a generous bound, not a timing check
+                while True:
+                    record = await rt.runs.get_instance("shell_live", "r", "sh")
+                    if record is not None and record.attempts[-1].log == "started\n":
+                        break
+                    await trio.sleep(0.1)
+            assert record.attempts[-1].state == "running"
+            flag.touch()
+        record = await rt.runs.get_instance("shell_live", "r", "sh")
+    assert record is not None
+    assert (record.state, record.attempts[-1].log) == ("success", "started\ndone\n")
+
+
+async def test_a_command_printing_a_lot_keeps_memory_bounded() -> None:
+    """A command writing 20 MB is read as it comes: memory stays bounded, the log keeps
+    1 MiB and the result its last 64 KiB."""
+    dag = Dag("shell_loud")
+    command = "head -c 20000000 /dev/zero | tr '\\0' x; echo; echo last"
+    task = ShellOperator(task_id="sh", dag=dag, command=command)
+    tracemalloc.start()
+    try:
+        async with open_runtime(store=MemoryStore()) as rt:
+            ti = await rt.run_task(task, run_id="r")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ti.state == "success"
+    assert len(ti.log.encode()) < 1024 * 1024 + 200
+    assert ti.log.endswith("x\nlast\n")
+    assert ti.result == "last"  # the end of stdout, from a line's start
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+
+
+async def test_a_commands_undecodable_output_is_kept_replaced() -> None:
+    """Bytes that are not UTF-8 are kept as U+FFFD; a last line without newline too."""
+    dag = Dag("shell_bytes")
+    command = "printf 'a\\377\\376b\\n'; printf 'no newline'"
+    task = ShellOperator(task_id="sh", dag=dag, command=command)
+    async with open_runtime(store=MemoryStore()) as rt:
+        ti = await rt.run_task(task, run_id="r")
+    assert (ti.state, ti.log) == ("success", "a\ufffd\ufffdb\nno newline")
 
 
 async def test_a_commands_stderr_logged_at_info_is_kept_once() -> None:
@@ -317,6 +452,39 @@ async def test_a_task_printing_megabytes_keeps_1_mib() -> None:
     assert ti.log.endswith(line + "last line\n")
     assert "bytes of output dropped here" in ti.log
     assert len(ti.log.encode()) < 1024 * 1024 + 200
+
+
+async def test_a_large_running_log_is_recorded_less_often(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each progress record carries the log so far: once it holds 1 MiB, a line a
+    second is recorded every 4 s (256 KiB a second at most), not every second."""
+    sent: list[tuple[float, int]] = []
+    record = Recorder.attempt_output
+
+    async def spy(self: Recorder, *args: Any) -> None:
+        sent.append((trio.current_time(), len(args[4])))
+        await record(self, *args)
+
+    monkeypatch.setattr(Recorder, "attempt_output", spy)
+    dag = Dag("ticking")
+
+    @dag.task
+    async def ticks() -> None:
+        for _ in range(1024):
+            print("x" * 1023)
+        for n in range(12):
+            await trio.sleep(1)
+            print("tick", n)
+
+    async with open_runtime(store=MemoryStore()) as rt:
+        ti = await rt.run_task(ticks, run_id="r")
+    assert ti.state == "success"
+    sizes = [size for _, size in sent]
+    assert 2 <= len(sizes) <= 4, sent  # every 4 s of the ~12 s run, not every second
+    assert all(size > 1024 * 1024 for size in sizes)
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(sent)]
+    assert all(gap >= 4 for gap in gaps), sent
 
 
 # -- isolated attempts ----------------------------------------------------------------------------
