@@ -155,12 +155,29 @@ def not_captured() -> Iterator[None]:
         _current.reset(token)
 
 
+class _TaskProcess:
+    """Whether this process is a task process, whose runtime keeps its stdout as the
+    attempt's log (set once, by :func:`forward_output_to_stdout`)."""
+
+    forwards = False
+
+
+def forward_output_to_stdout() -> None:
+    """In a task process: :func:`write_output` writes to stdout, which the runtime
+    reads into the attempt's log (the task process has no log of its own)."""
+    _TaskProcess.forwards = True
+
+
 def write_output(text: str) -> None:
     """Write ``text`` to the current attempt's log only (not echoed); outside an attempt,
-    do nothing. For output that reached the process otherwise (a command's pipes)."""
+    do nothing. For output that reached the process otherwise (a command's pipes). In a
+    task process, to its stdout: its runtime keeps that as the attempt's log."""
     log = _current.get()
     if log is not None:
         log.write(text)
+    elif _TaskProcess.forwards:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 # -- the process-wide proxy ------------------------------------------------------------------

@@ -62,6 +62,7 @@ from .._protocol.wire import (
 from .._records import instance_label
 from .._values import check_key, encode_value
 from .attempt import AttemptSpec, event_messages, run_attempt
+from .capture import forward_output_to_stdout
 from .client import attempt_ended_error, raise_error, refuse_in_trio_thread
 from .descendants import become_subreaper, die_with_parent, kill_descendants
 
@@ -656,6 +657,7 @@ async def serve(
     connection = ChildConnection(sock)
     start = await connection.receive_start()
     if end is not None:
+        forward_output_to_stdout()
         await connection.note_idle()  # nothing of the task runs yet
     async with trio.open_nursery() as nursery:
         writer_done = trio.Event()

@@ -540,3 +540,25 @@ async def test_an_isolated_attempts_output_is_kept(
     dies = result.ti("dies")
     assert dies.state == "failed"
     assert dies.log == "last words\n"
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "fresh_interpreter"])
+async def test_an_isolated_commands_output_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forked: bool
+) -> None:
+    """A ShellOperator in a task process: its command's stdout and stderr lines are the
+    attempt's log, as in process, and its stdout is still the result."""
+    monkeypatch.setattr(forkserver, "ENABLED", forked)
+    path = tmp_path / "isolated_shell.py"
+    path.write_text(
+        "from stateward import Dag, ShellOperator\n"
+        "dag = Dag('isolated_shell')\n"
+        "ShellOperator(task_id='sh', dag=dag, isolation='process',\n"
+        "              command='echo out-line; echo err-line >&2')\n"
+    )
+    dag = load_dags(path)["isolated_shell"]
+    async with open_runtime(store=MemoryStore()) as rt:
+        result = await rt.run_dag(dag, run_id="r")
+    ti = result.ti("sh")
+    assert (ti.state, ti.result) == ("success", "out-line")
+    assert sorted(ti.log.splitlines()) == ["err-line", "out-line"]
