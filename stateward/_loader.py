@@ -5,8 +5,9 @@ twice gives two independent sets of Dags), with its folder on ``sys.path`` while
 runs so that it can import helper modules next to it. Every :class:`~stateward.Dag`
 made while it runs is collected, whatever name it is bound to (or none: a
 ``with DAG(...):`` block, a ``@dag`` function's Dag), as are the Dags among its
-globals. A file written for Airflow imports ``airflow.sdk``: while it loads, and if
-Airflow is not installed, those imports are served by stateward (see
+globals. A file written for Airflow imports ``airflow.sdk``: if Airflow is not
+installed, those imports (the file's own, when it loads and when its tasks run, and
+those of modules it imports while it loads) are served by stateward (see
 :mod:`stateward._airflow` and docs/airflow.md).
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final
 
-from ._airflow import airflow_names
+from ._airflow import airflow_names, is_stand_in
 from ._dag import Dag, collecting_dags
 from ._errors import TaskLoadError
 from ._tracebacks import raised_at
@@ -71,7 +72,7 @@ def load_dags(path: str | os.PathLike[str]) -> dict[str, Dag]:
             raise TaskLoadError(msg, path=shown)
         dags[value.dag_id] = value
     if not dags:
-        if any(type(v).__module__.startswith("airflow.") for v in vars(module).values()):
+        if _uses_real_airflow(module):
             msg = (
                 f"Dag file {shown!r} defines Airflow's own Dags: Airflow is installed "
                 "here, so its airflow.sdk was imported and stateward converts nothing; "
@@ -84,6 +85,19 @@ def load_dags(path: str | os.PathLike[str]) -> dict[str, Dag]:
         )
         raise TaskLoadError(msg, path=shown)
     return dags
+
+
+def _uses_real_airflow(module: ModuleType) -> bool:
+    """Whether a file that made no Dag used Airflow's own modules (Airflow is installed).
+
+    Its globals may hold an Airflow object, or only a function (a ``@dag`` wrapper) or
+    an alias (``import airflow.sdk as af``) while its Dags were never bound: then the
+    ``airflow`` in ``sys.modules`` tells, when it is not stateward's stand-in.
+    """
+    if any(type(v).__module__.startswith("airflow.") for v in vars(module).values()):
+        return True
+    real = sys.modules.get("airflow")
+    return real is not None and not is_stand_in(real)
 
 
 def pick_dag(dags: Mapping[str, Dag], dag_id: str | None, *, source: str = "the file") -> Dag:
@@ -126,7 +140,7 @@ def _execute(file: Path, shown: str) -> ModuleType:
     # typing.get_type_hints look the module up by name).
     sys.modules[name] = module
     try:
-        with _on_sys_path(str(file.parent)), airflow_names():
+        with _on_sys_path(str(file.parent)), airflow_names(module):
             spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)

@@ -16,6 +16,8 @@ from typing import Final
 MACHINERY: Final = ("stateward", "trio", "outcome")
 #: Python's import system, whose frames sit between a module and what it imports.
 _IMPORT_SYSTEM: Final = ("importlib", "_frozen_importlib", "_frozen_importlib_external")
+#: A Dag file's own ``__import__`` (serving ``airflow.sdk``), part of the import system too.
+_DAG_FILE_IMPORT: Final = "stateward._airflow"
 
 
 @functools.cache
@@ -42,14 +44,17 @@ def trim_to_user_code(error: BaseException) -> BaseException:
     """``error`` with its traceback starting at the first frame of the user's code.
 
     Frames of :data:`MACHINERY` before it are dropped, and the import system's frames
-    wherever they are. An error with no frame outside them (say, a template that fails
-    to render) keeps its whole traceback.
+    (a Dag file's own ``__import__`` among them) wherever they are. An error with no
+    frame outside them (say, a template that fails to render) keeps its whole traceback.
     """
     frames: list[TracebackType] = []
     tb = error.__traceback__
     while tb is not None:
         package = _package(tb)
-        if package not in _IMPORT_SYSTEM and (frames or package not in MACHINERY):
+        importing = (
+            package in _IMPORT_SYSTEM or tb.tb_frame.f_globals.get("__name__") == _DAG_FILE_IMPORT
+        )
+        if not importing and (frames or package not in MACHINERY):
             frames.append(tb)
         tb = tb.tb_next
     if not frames:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from stateward import (
     Asset,
     Dag,
     DagDefinitionError,
+    MemoryStore,
     Operator,
     ShellOperator,
     TaskLoadError,
@@ -21,7 +25,7 @@ from stateward import (
     load_dags,
     open_runtime,
 )
-from stateward._airflow import airflow_names
+from stateward._airflow import _FINDER, airflow_names
 from stateward.testing import StateHarness
 
 
@@ -65,11 +69,240 @@ def test_the_hook_serves_airflow_only_while_loading(tmp_path: Path) -> None:
     assert list(dags) == ["hooked"]
 
 
-def test_an_unserved_name_fails_the_load_with_pythons_error(tmp_path: Path) -> None:
-    """A name the stand-in lacks is Python's ImportError, at the Dag file's line."""
-    path = dag_file(tmp_path, "from airflow.sdk import TaskGroup\n")
-    with pytest.raises(TaskLoadError, match=r"line 1: ImportError: cannot import name 'TaskGroup'"):
+def test_an_unserved_name_fails_the_load_saying_what_to_do(tmp_path: Path) -> None:
+    """A name the stand-in lacks is an ImportError naming it and the alternative."""
+    path = dag_file(tmp_path, "from airflow.sdk import DAG, TaskGroup\n")
+    with pytest.raises(
+        TaskLoadError,
+        match=r"line 1: ImportError: airflow.sdk.TaskGroup is not supported by stateward: "
+        r"task groups are not there; put the tasks in the Dag itself \(see 'What does not "
+        r"run, and why' in docs/airflow.md\)",
+    ):
         load_dags(path)
+
+
+def test_an_unserved_module_fails_the_load_saying_what_to_do(tmp_path: Path) -> None:
+    """Providers and other modules of Airflow are refused with what to use instead."""
+    path = dag_file(
+        tmp_path, "from airflow.providers.postgres.hooks.postgres import PostgresHook\n"
+    )
+    with pytest.raises(
+        TaskLoadError,
+        match=r"ModuleNotFoundError: module 'airflow.providers.postgres.hooks.postgres' is "
+        r"not supported by stateward .*call the library itself in a @task .*ShellOperator",
+    ):
+        load_dags(path)
+    path = dag_file(tmp_path, "import airflow.operators.bash\n")
+    with pytest.raises(TaskLoadError, match=r"use stateward.ShellOperator for a command"):
+        load_dags(path)
+
+
+def test_probes_and_star_imports_of_served_modules(tmp_path: Path) -> None:
+    """hasattr answers False for a missing name; `import *` gives the names served."""
+    path = dag_file(
+        tmp_path,
+        """
+        import airflow.sdk
+        from airflow.sdk.execution_time.context import *
+
+        try:
+            airflow.sdk.Variable
+        except AttributeError as exc:
+            missing = str(exc)
+        with airflow.sdk.DAG("probed", params={
+            "probed": [hasattr(airflow.sdk, "TaskGroup"), hasattr(airflow.sdk, "task")],
+            "star": sorted(n for n in globals() if n.isupper() or n[0].islower() and n in (
+                "get_current_context",
+            )),
+            "missing": missing,
+        }):
+            pass
+        """,
+    )
+    params = load_dags(path)["probed"].params
+    assert params["probed"] == [False, True]
+    assert params["star"] == ["NEVER_EXPIRE", "get_current_context"]
+    assert params["missing"].startswith(
+        "airflow.sdk.Variable is not supported by stateward: Airflow's Connections and Variables"
+    )
+
+
+async def test_a_task_body_imports_airflow_when_it_runs(tmp_path: Path) -> None:
+    """`from airflow.sdk import ...` inside a task function is served at run time too."""
+    path = dag_file(
+        tmp_path,
+        """
+        from airflow.sdk import DAG, task
+
+        with DAG(dag_id="inner"):
+            @task
+            def plain():
+                from airflow.sdk import get_current_context
+                return get_current_context()["run_id"]
+
+            @task
+            async def on_asyncio():
+                import airflow.sdk.execution_time.context as c
+                return c.get_current_context()["ti"].task_id
+
+            plain() >> on_asyncio()
+        """,
+    )
+    dag = load_dags(path)["inner"]
+    assert "airflow" not in sys.modules
+    async with open_runtime(store=MemoryStore()) as rt:
+        result = await rt.run_dag(dag, run_id="r")
+    assert [result.ti("plain").result, result.ti("on_asyncio").result] == ["r", "on_asyncio"]
+    assert "airflow" not in sys.modules
+
+
+async def test_task_bodies_import_airflow_in_several_threads_at_once(tmp_path: Path) -> None:
+    """Mapped instances importing at once each get the whole served module tree."""
+    path = dag_file(
+        tmp_path,
+        """
+        from airflow.sdk import DAG, task
+
+        with DAG(dag_id="many", max_active_tasks=8):
+            @task
+            def each(n):
+                import airflow.sdk.definitions.context
+                from airflow.sdk.execution_time import context
+                return [n, airflow.sdk.definitions.context.get_current_context is
+                        context.get_current_context]
+
+            each.expand(n=list(range(16)))
+        """,
+    )
+    dag = load_dags(path)["many"]
+    async with open_runtime(store=MemoryStore()) as rt:
+        result = await rt.run_dag(dag, run_id="r")
+    assert [result.ti("each", i).result for i in range(16)] == [[i, True] for i in range(16)]
+
+
+async def test_a_module_next_to_the_file_is_served_as_the_file_is(tmp_path: Path) -> None:
+    """A helper next to the Dag file imports airflow.sdk, at load and run time, privately."""
+    (tmp_path / "af_helper.py").write_text(
+        textwrap.dedent(
+            """
+            from airflow.sdk import BaseOperator
+
+            class Hello(BaseOperator):
+                def execute(self, context):
+                    from airflow.sdk import get_current_context
+                    return get_current_context()["run_id"]
+            """
+        )
+    )
+    path = dag_file(
+        tmp_path,
+        """
+        import sys
+        from airflow.sdk import DAG
+        from af_helper import Hello
+
+        assert not [n for n in sys.modules if n.split(".")[0] == "airflow"]
+        with DAG("helped"):
+            Hello(task_id="hello")
+        """,
+    )
+    try:
+        dag = load_dags(path)["helped"]
+        async with open_runtime(store=MemoryStore()) as rt:
+            result = await rt.run_dag(dag, run_id="r")
+        assert result.ti("hello").result == "r"
+    finally:
+        sys.modules.pop("af_helper", None)
+    assert not [n for n in sys.modules if n.split(".")[0] == "airflow"]
+    assert _FINDER not in sys.meta_path
+
+
+def test_a_failed_load_leaves_nothing_served(tmp_path: Path) -> None:
+    """After a load that raised, neither the finder nor a served module remains."""
+    path = dag_file(
+        tmp_path,
+        """
+        import importlib
+        importlib.import_module("airflow.sdk.bases.operator")
+        raise RuntimeError("boom")
+        """,
+    )
+    with pytest.raises(TaskLoadError, match="RuntimeError: boom"):
+        load_dags(path)
+    assert _FINDER not in sys.meta_path
+    assert not [n for n in sys.modules if n.split(".")[0] == "airflow"]
+    with pytest.raises(ModuleNotFoundError):
+        __import__("airflow.sdk")
+
+
+def test_another_thread_is_not_served_during_a_load(tmp_path: Path) -> None:
+    """While a thread loads a Dag file, another thread's `import airflow` finds nothing.
+
+    (The file's own imports never reach sys.modules; the finder serves only the loading
+    context.)
+    """
+    started, release = threading.Event(), threading.Event()
+    events = ModuleType("_sw_test_events")
+    events.started, events.release = started, release  # type: ignore[attr-defined]
+    sys.modules[events.__name__] = events
+    path = dag_file(
+        tmp_path,
+        """
+        import _sw_test_events
+        from airflow.sdk import DAG
+        _sw_test_events.started.set()
+        _sw_test_events.release.wait(10)
+        with DAG(dag_id="slow"):
+            pass
+        """,
+    )
+    loader = threading.Thread(target=load_dags, args=(path,))
+    loader.start()
+    try:
+        assert started.wait(10)
+        with pytest.raises(ModuleNotFoundError):
+            __import__("airflow")
+        assert importlib.util.find_spec("airflow") is None
+    finally:
+        release.set()
+        loader.join()
+        del sys.modules[events.__name__]
+
+
+def test_concurrent_loads_in_threads(tmp_path: Path) -> None:
+    """Loads in 4 threads at once each get the stand-in; the finder leaves at the end."""
+    path = dag_file(
+        tmp_path,
+        """
+        import importlib
+        import time
+        from airflow.sdk import DAG, task
+        time.sleep(0.002)
+        context = importlib.import_module("airflow.sdk.execution_time.context")
+        with DAG(dag_id="etl"):
+            @task
+            def t():
+                return context.NEVER_EXPIRE
+            t()
+        """,
+    )
+    errors: list[Exception] = []
+
+    def load() -> None:
+        for _ in range(30):
+            try:
+                assert list(load_dags(path)) == ["etl"]
+            except Exception as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert _FINDER not in sys.meta_path
+    assert not [n for n in sys.modules if n.split(".")[0] == "airflow"]
 
 
 def test_airflow_arguments_are_ignored_with_one_debug_line_or_refused(
@@ -437,6 +670,28 @@ def test_with_airflow_importable_nothing_is_served(tmp_path: Path) -> None:
         "class DAG:\n    def __init__(self, dag_id):\n        pass\n"
     )
     path = dag_file(tmp_path, "from airflow.sdk import DAG\nDAG('real')\nd = DAG('bound')\n")
+    try:
+        with pytest.raises(
+            TaskLoadError, match=r"defines Airflow's own Dags: Airflow is installed"
+        ):
+            load_dags(path)
+    finally:
+        for name in [n for n in sys.modules if n == "airflow" or n.startswith("airflow.")]:
+            del sys.modules[name]
+
+
+def test_with_airflow_importable_an_unbound_dag_says_why(tmp_path: Path) -> None:
+    """`import airflow.sdk as af` and an `@af.dag` called unbound: the message says Airflow."""
+    (tmp_path / "airflow" / "sdk").mkdir(parents=True)
+    (tmp_path / "airflow" / "__init__.py").write_text("")
+    (tmp_path / "airflow" / "sdk" / "__init__.py").write_text(
+        "import functools\n\n"
+        "def dag(f):\n    @functools.wraps(f)\n    def build():\n        return f()\n"
+        "    return build\n"
+    )
+    path = dag_file(
+        tmp_path, "import airflow.sdk as af\n\n@af.dag\ndef etl():\n    pass\n\netl()\n"
+    )
     try:
         with pytest.raises(
             TaskLoadError, match=r"defines Airflow's own Dags: Airflow is installed"

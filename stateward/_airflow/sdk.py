@@ -1,9 +1,9 @@
 """The names of Airflow 3.3's ``airflow.sdk`` a Dag file uses, made of stateward's objects.
 
 A Dag file written for Airflow imports ``DAG``, ``dag``, ``task``, ``Asset``,
-``BaseOperator``, ... from ``airflow.sdk``; while stateward loads such a file (and only
-when Airflow itself is not installed), :mod:`stateward._airflow` resolves those imports
-to this module. What it builds is an ordinary stateward :class:`~stateward.Dag`:
+``BaseOperator``, ... from ``airflow.sdk``; in a file stateward loads (and only when
+Airflow itself is not installed), :mod:`stateward._airflow` resolves those imports to
+this module's names. What it builds is an ordinary stateward :class:`~stateward.Dag`:
 
 - ``DAG(...)`` / ``@dag`` take Airflow's arguments. Those that schedule or describe
   runs in Airflow's UI (``schedule``, ``start_date``, ``catchup``, ``tags``, ...) are
