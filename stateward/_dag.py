@@ -595,15 +595,23 @@ class Operator:
         The order is that of ``itertools.product`` over the expanded lists (the last
         argument varies fastest), computed directly rather than by listing them all.
         """
-        if self.expand_kwargs is None or not 0 <= map_index < self.map_count():
-            msg = f"{self!r} has no map_index {map_index} (it has {self.map_count()})"
-            raise IndexError(msg)
         arguments: dict[str, Any] = {}
         rest = map_index
-        for name, values in reversed(self.expand_kwargs.items()):
-            rest, position = divmod(rest, len(values))
-            arguments[name] = values[position]
-        return dict(reversed(arguments.items()))
+        if self.expand_kwargs is not None and map_index >= 0:
+            # No map_count() first: it walks every list again, once per instance of a
+            # large expansion. map_index is in range when nothing is left over.
+            for name, values in reversed(self.expand_kwargs.items()):
+                if isinstance(values, TaskOutput):
+                    self.map_count()  # raises: the length is known only at run time
+                if not values:
+                    break
+                rest, position = divmod(rest, len(values))
+                arguments[name] = values[position]
+            else:
+                if rest == 0:
+                    return dict(reversed(arguments.items()))
+        msg = f"{self!r} has no map_index {map_index} (it has {self.map_count()})"
+        raise IndexError(msg)
 
 
 class PythonTask(Operator):

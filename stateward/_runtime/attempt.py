@@ -22,7 +22,7 @@ import contextvars
 import copy
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -237,17 +237,37 @@ def event_messages(outlet_events: OutletEventAccessors) -> list[m.AddAssetEvent]
 _SHARED_ATTRIBUTES = frozenset({"upstream_task_ids", "downstream_task_ids", "expand_kwargs"})
 
 
+_CONTAINERS = (list, dict, set)
+# Values a copy of a container may share: nothing in them can be changed in place.
+_ATOMS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _members(container: list[Any] | dict[Any, Any] | set[Any]) -> Iterator[Any]:
+    if type(container) is dict:
+        yield from container
+        yield from container.values()
+    else:
+        yield from container
+
+
 def _instance(task: Operator, map_index: int) -> Operator:
     """The attempt's own copy of ``task``, holding its mapped element.
 
     Lists, dicts and sets the operator holds are copied deeply (the Dag and its tasks
-    inside them stay shared), so what one attempt appends is not seen by the next:
+    inside them stay shared; an empty one, or one holding only strings and numbers, is
+    copied without ``copy.deepcopy``), so what one attempt appends is not seen by the next:
     in-memory state must not look durable. Other objects (clients, hooks) are shared.
     """
     instance = copy.copy(task)
     memo: dict[int, Any] | None = None
     for name, value in vars(task).items():
-        if type(value) not in (list, dict, set) or name in _SHARED_ATTRIBUTES:
+        if type(value) not in _CONTAINERS or name in _SHARED_ATTRIBUTES:
+            continue
+        if not value:
+            setattr(instance, name, type(value)())
+            continue
+        if all(type(item) in _ATOMS for item in _members(value)):
+            setattr(instance, name, value.copy())
             continue
         if memo is None:
             memo = {id(other): other for other in task.dag.tasks.values()}

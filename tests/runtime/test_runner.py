@@ -427,6 +427,42 @@ async def test_operator_expand_sets_the_attribute(rt: Runtime) -> None:
     assert echo.word == ""
 
 
+async def test_an_attempts_changes_to_its_operator_do_not_reach_another_attempt(
+    rt: Runtime,
+) -> None:
+    """Each attempt changes its own copy of the operator's lists, dicts and sets: empty
+    ones, ones of plain values, and ones holding other containers."""
+    dag = Dag("keep")
+
+    class Keeper(Operator):
+        def __init__(self, *, word: str = "", **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.word = word
+            self.empty: list[str] = []
+            self.plain: dict[str, int] = {"seen": 0}
+            self.nested: dict[str, list[str]] = {"words": []}
+            self.tags: set[str] = {"start"}
+
+        def execute(self, context: Any) -> Any:
+            seen = [list(self.empty), dict(self.plain), list(self.nested["words"]), set(self.tags)]
+            self.empty.append(self.word)
+            self.plain["seen"] += 1
+            self.nested["words"].append(self.word)
+            self.tags.add(self.word)
+            return json.loads(json.dumps(seen, default=sorted))
+
+    keeper = Keeper(task_id="keeper", dag=dag).expand(word=["a", "b", "c"])
+    result = await rt.run_dag(dag, run_id="r")
+    fresh = [[], {"seen": 0}, [], ["start"]]
+    assert [ti.result for ti in result.task_instances] == [fresh] * 3
+    assert (keeper.empty, keeper.plain, keeper.nested, keeper.tags) == (
+        [],
+        {"seen": 0},
+        {"words": []},
+        {"start"},
+    )
+
+
 async def test_run_task_with_chosen_try_number_and_map_index(rt: Runtime) -> None:
     """run_task runs one instance from a chosen try, ignoring upstream tasks."""
     dag = Dag("one")
@@ -606,8 +642,12 @@ def test_map_arguments_follow_product_order() -> None:
     ]
     assert t.map_count() == 12
     assert [t.map_arguments(i) for i in range(12)] == expected
-    with pytest.raises(IndexError, match=r"has no map_index 12 \(it has 12\)"):
-        t.map_arguments(12)
+    for outside in (12, 13, 24, 100, -1):
+        with pytest.raises(IndexError, match=rf"has no map_index {outside} \(it has 12\)"):
+            t.map_arguments(outside)
+    t.expand(a=[1, 2], b=[], c=[True])
+    with pytest.raises(IndexError, match=r"has no map_index 0 \(it has 0\)"):
+        t.map_arguments(0)
 
 
 async def test_retries_and_failures_are_logged(
