@@ -417,6 +417,20 @@ class RecordDagRun:
 
 
 @frozen
+class EndDagRun:
+    """Record the end of a run none of whose instances failed: ``success`` when every
+    instance of ``instances`` (``(task_id, map_index)``: all the run has) reads
+    ``success``, after the records sent before this one; ``queued`` otherwise (the next
+    run of the run id resumes it). Answered with the state recorded."""
+
+    dag_id: str
+    run_id: str
+    started_at: float
+    ended_at: float
+    instances: tuple[tuple[str, int], ...]
+
+
+@frozen
 class RecordTaskInstance:
     """Create or update a task instance's record (one that has no attempt to record)."""
 
@@ -690,6 +704,13 @@ class RenewedLeasesResult:
 
 
 @frozen
+class DagRunEndedResult:
+    """The state :class:`EndDagRun` recorded."""
+
+    state: str
+
+
+@frozen
 class OkResponse:
     """A request that has nothing to return succeeded."""
 
@@ -780,6 +801,7 @@ AdminRequest: TypeAlias = (
     | RecordTaskItems
     | ListTaskItems
     | RecordDagRun
+    | EndDagRun
     | RecordTaskInstance
     | RecordTaskAttempt
     | AcquireTaskLease
@@ -808,6 +830,7 @@ Response: TypeAlias = (
     | CleanupResult
     | DagRunsResult
     | DagRunRecordResult
+    | DagRunEndedResult
     | AssetEventsResult
     | TaskInstanceRecordResult
     | ClearedResult

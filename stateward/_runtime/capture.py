@@ -230,8 +230,12 @@ _Factory = Callable[..., logging.LogRecord]
 _installed: tuple[_StreamProxy, _StreamProxy, _Factory, _Factory] | None = None
 
 
+#: How a log record is written to an attempt's log (made once: it does not change).
+_formatter = logging.Formatter(LOG_FORMAT)
+
+
 def _record_factory(previous: _Factory) -> _Factory:
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = _formatter
 
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)

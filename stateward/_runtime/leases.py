@@ -11,9 +11,11 @@ a lease the renewal no longer finds was taken over, and its holding is marked lo
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -85,14 +87,28 @@ class LeaseKeeper:
         #: its waiter saw: :meth:`_watch` sets the event once one is no longer held.
         self._waiting: dict[trio.Event, tuple[str, str, str, int, int]] = {}
         self._renewal = trio.CancelScope()
+        #: Starts :meth:`keep`, until it is started (see :meth:`keep_when_needed`).
+        self._start_keeping: Callable[[], None] | None = None
 
     @property
     def holding(self) -> bool:
         """Whether the runtime holds any lease."""
         return bool(self._held)
 
+    def keep_when_needed(self, nursery: trio.Nursery, admin: SupervisorClient) -> None:
+        """Run :meth:`keep` in ``nursery`` from the first time the runtime holds or
+        waits for a lease: a runtime that never does (``run_task``, a test) starts no
+        task for it."""
+        self._start_keeping = functools.partial(nursery.start_soon, self.keep, admin)
+
+    def _keeping(self) -> None:
+        start, self._start_keeping = self._start_keeping, None
+        if start is not None:
+            start()
+
     def stop(self) -> None:
         """End :meth:`keep` (the runtime is closing)."""
+        self._start_keeping = None
         self._renewal.cancel()
 
     @property
@@ -115,6 +131,7 @@ class LeaseKeeper:
         finished: the runtime looks at every instance it waits for in one read per
         :attr:`poll_interval`. Returns after ``timeout`` at the latest whatever was seen
         (the caller's acquisition decides; this only saves it looking in vain)."""
+        self._keeping()
         event = trio.Event()
         self._waiting[event] = (*instance, seen_try)
         try:
@@ -125,6 +142,7 @@ class LeaseKeeper:
 
     def hold(self, lease: Lease) -> Holding:
         """Register a lease just acquired (replacing the instance's previous try's)."""
+        self._keeping()
         holding = Holding(lease)
         self._held[lease.instance] = holding
         return holding

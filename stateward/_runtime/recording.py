@@ -113,6 +113,23 @@ class Recorder:
         if ended_at is not None:
             await self.flush()
 
+    async def ended_run(
+        self, started_at: float, instances: tuple[tuple[str, int], ...]
+    ) -> str | None:
+        """Record the end of a run none of whose ``instances`` (all it has) failed:
+        ``success`` once each reads ``success``, else ``queued``, decided in the store
+        after the records queued so far; wait for every record queued. Returns the
+        state recorded, ``None`` if the store refused the record (logged)."""
+        request = m.EndDagRun(self.dag_id, self.run_id, started_at, self.wall_clock(), instances)
+        envelope = await self._submit(request)
+        await self.flush()
+        try:
+            state: str = (await self.client.response(envelope)).state
+        except StoreError as exc:
+            logger.warning("could not record the end of the run: %s", exc)
+            return None
+        return state
+
     async def items(self, task_id: str, places: tuple[tuple[int, str, str | None], ...]) -> None:
         """Record where the items of a mapped task's instances stand (``(map_index,
         item, label)``), before those instances start."""

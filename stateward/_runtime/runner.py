@@ -388,6 +388,12 @@ class Runner:
         await self._watched(start, run.flush_logs)
         result = results[0]
         state: str = DagRunState.FAILED
+        if result.state == SUCCESS and not any(maps_at_run_time(t) for t in dag.tasks.values()):
+            # Every instance of the Dag is known here: the store decides the run's state
+            # from their records, in the transaction that records it.
+            instances = tuple((t.task_id, i) for t in dag.tasks.values() for i in _map_indices(t))
+            await recorder.ended_run(started_at, instances)
+            return result
         if result.state == SUCCESS:
             # The run succeeded only if every instance of the Dag has; otherwise the
             # next run of this run id resumes it ("queued"). The read is served after

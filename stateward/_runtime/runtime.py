@@ -541,7 +541,7 @@ async def open_runtime(
                 await nursery.start(_serve_quietly, runtime.supervisor)
                 forks = ForkServers(nursery)
                 runtime._start(forks)
-                nursery.start_soon(runtime.leases.keep, runtime.admin)
+                runtime.leases.keep_when_needed(nursery, runtime.admin)
                 try:
                     yield runtime
                 finally:

@@ -187,9 +187,9 @@ class Supervisor:
         self.wall_clock = wall_clock
         self.stats = SupervisorStats()
         # A subclass that overrides execute() without on_commit keeps the plain path.
-        self._answers_on_commit = getattr(store, "answers_on_commit", False) is True and (
-            "on_commit" in inspect.signature(store.execute).parameters
-        )
+        self._answers_on_commit = getattr(
+            store, "answers_on_commit", False
+        ) is True and _takes_on_commit(store.execute)
         self._send, self._receive = trio.open_memory_channel[Envelope](math.inf)
         self._stopped = trio.Event()
         self._closed = False
@@ -552,6 +552,10 @@ class Supervisor:
             case m.RecordDagRun(dag_id, run_id, state, started_at, ended_at, graph):
                 self._admin(caller, request)
                 return ops.RecordRun(dag_id, run_id, state, started_at, ended_at, graph), ok
+            case m.EndDagRun(dag_id, run_id, started_at, ended_at, instances):
+                self._admin(caller, request)
+                op = ops.EndRun(dag_id, run_id, started_at, ended_at, instances)
+                return op, m.DagRunEndedResult
             case m.RecordTaskInstance():
                 self._admin(caller, request)
                 return ops.RecordInstance(**attrs.asdict(request, recurse=False)), ok
@@ -677,11 +681,29 @@ def _check_expires(expires: object, key: object) -> None:
 
 def local_writer(kind: str) -> StateWriter:
     """An out-of-band writer of this process: ``kind`` with the OS user and host."""
+    return StateWriter(kind=kind, user=_os_user(), host=HOST)
+
+
+@functools.cache
+def _os_user() -> str | None:
+    """The OS user running this process, looked up once (it does not change)."""
     try:
-        user: str | None = getpass.getuser()
+        return getpass.getuser()
     except (KeyError, OSError):  # no name for the uid (a container)
-        user = None
-    return StateWriter(kind=kind, user=user, host=HOST)
+        return None
+
+
+def _takes_on_commit(execute: Callable[..., Any]) -> bool:
+    """Whether a store's ``execute`` takes ``on_commit``; one look per class's method."""
+    function = getattr(execute, "__func__", None)
+    if function is None:  # not a plain method: look each time
+        return "on_commit" in inspect.signature(execute).parameters
+    return _function_takes_on_commit(function)
+
+
+@functools.cache
+def _function_takes_on_commit(function: Callable[..., Any]) -> bool:
+    return "on_commit" in inspect.signature(function).parameters
 
 
 def _history_result(key: str) -> Callable[[Any], m.StateHistoryResult]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeAlias
 
@@ -345,6 +345,31 @@ class RecordRun:
 
 
 @frozen
+class EndRun:
+    """Record the end of a run whose every instance is one of ``instances`` (``(task_id,
+    map_index)``): ``success`` when each of them reads ``success`` in the store (the
+    operations before it in the batch included), ``queued`` otherwise (the next run of
+    the run id resumes it); returns the state recorded. The recorded graph is kept."""
+
+    dag_id: str
+    run_id: str
+    started_at: float
+    ended_at: float
+    instances: tuple[tuple[str, int], ...]
+
+    def state(self, states: Mapping[tuple[str, int], str]) -> str:
+        """The run's state, given its instances' recorded ``states``."""
+        done = all(states.get(instance) == "success" for instance in self.instances)
+        return "success" if done else "queued"
+
+    def record(self, states: Mapping[tuple[str, int], str]) -> RecordRun:
+        """The run's record, given its instances' recorded ``states``."""
+        return RecordRun(
+            self.dag_id, self.run_id, self.state(states), self.started_at, self.ended_at
+        )
+
+
+@frozen
 class RecordInstance:
     """Create or update a task instance's record; returns ``None``."""
 
@@ -527,6 +552,7 @@ Op: TypeAlias = (
     | RecordItems
     | ListItems
     | RecordRun
+    | EndRun
     | RecordInstance
     | RecordAttempt
     | AcquireLease
@@ -551,8 +577,8 @@ READ_OPS: tuple[type[Any], ...] = (
 #: The run-record and lease operations a SQL store hands to its run-record module
 #: (``store/sqlite/runs.py``, ``store/postgres/runs.py``) as they are.
 RUN_RECORD_OPS: tuple[type[Any], ...] = (
-    RecordItems, RecordRun, RecordInstance, RecordAttempt, AcquireLease, FindUnheld, RenewLeases,
-    ReleaseLeases, ListRuns, GetRun, GetInstance, CleanupRuns,
+    RecordItems, RecordRun, EndRun, RecordInstance, RecordAttempt, AcquireLease, FindUnheld,
+    RenewLeases, ReleaseLeases, ListRuns, GetRun, GetInstance, CleanupRuns,
 )  # fmt: skip
 
 
@@ -589,7 +615,7 @@ def stale_error(lease: Lease, what: str = "its request") -> StaleAttemptError:
 #: holds after it.
 KEEPS_LEASES: Final[tuple[type[Any], ...]] = (
     *READ_OPS, Put, Delete, Clear, Increment, CompareAndSet, Rollback, RegisterAssets, AddEvent,
-    Cleanup, RecordItem, RecordRun, RecordInstance, FindUnheld,
+    Cleanup, RecordItem, RecordRun, EndRun, RecordInstance, FindUnheld,
 )  # fmt: skip
 
 

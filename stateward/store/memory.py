@@ -327,6 +327,16 @@ class MemoryStore:
             case base.RecordRun() | base.RecordInstance() | base.RecordAttempt():
                 self._record(op)
                 return None
+            case base.EndRun(dag_id, run_id):
+                instances = self._data.instances
+                states = {
+                    (t, i): instances[(dag_id, run_id, t, i)][4]
+                    for t, i in op.instances
+                    if (dag_id, run_id, t, i) in instances
+                }
+                ended = op.record(states)
+                self._record(ended)
+                return ended.state
             case base.AcquireLease():
                 return self._acquire(op, now)
             case base.FindUnheld(holder, instances):

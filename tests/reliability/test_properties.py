@@ -425,6 +425,9 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
             max_size=3,
         ).map(tuple),
         "tuple[int, ...]": st.lists(st.integers(), max_size=3).map(tuple),
+        "tuple[tuple[str, int], ...]": st.lists(
+            st.tuples(st.text(max_size=3), st.integers()), max_size=2
+        ).map(tuple),
         "tuple[tuple[str, str, str, int, int], ...]": st.lists(
             st.tuples(*[st.text(max_size=3)] * 3, st.integers(), st.integers()), max_size=2
         ).map(tuple),

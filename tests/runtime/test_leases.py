@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from stateward import Dag, RecordedTaskError, StaleAttemptError, Store, open_runtime
+from stateward import Dag, MemoryStore, RecordedTaskError, StaleAttemptError, Store, open_runtime
 from stateward._loader import load_dags
 from stateward._protocol import messages as m
 from stateward._records import AttemptRecord
@@ -264,3 +264,22 @@ async def test_an_instance_another_runtime_holds_does_not_hold_up_the_others(
     assert [ti.result for ti in result[0].task_instances] == [
         100 + i if i == first else i for i in range(3)
     ]
+
+
+async def test_the_lease_keeper_starts_with_the_first_lease() -> None:
+    """A runtime that holds no lease (rt.run_task, a test) starts no renewal task; the
+    first lease it takes (a Dag run's) starts it."""
+    dag = Dag("keeper")
+
+    @dag.task
+    def work() -> int:
+        return 1
+
+    async with open_runtime(store=MemoryStore()) as rt:
+        await rt.run_task(work, run_id="r")
+        idle = rt.leases._start_keeping is not None
+        result = await rt.run_dag(dag, run_id="s")
+        started = rt.leases._start_keeping is None
+    assert result.state == "success"
+    assert idle
+    assert started

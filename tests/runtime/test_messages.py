@@ -112,6 +112,8 @@ SAMPLES: list[object] = [
     ),
     m.CleanupResult(4),
     m.RecordDagRun("d", "r", "success", 1.5, 2.5),
+    m.EndDagRun("d", "r", 1.5, 2.5, (("t", -1), ("u", 0))),
+    m.DagRunEndedResult("queued"),
     m.RecordTaskInstance("d", "r", "t", 3, "upstream_failed", 0),
     m.RecordTaskAttempt(
         "d",

@@ -180,6 +180,7 @@ async def test_runs_list_filters_and_get_of_unknown(rt: Runtime, wall_clock: Fak
     "request_",
     [
         m.RecordDagRun("d", "r", "success", 1.0),
+        m.EndDagRun("d", "r", 1.0, 2.0, (("t", -1),)),
         m.RecordTaskInstance("d", "r", "t", -1, "success", 1),
         m.RecordTaskAttempt("d", "r", "t", -1, "success", AttemptRecord(1, "success", 1.0)),
         m.ListDagRuns(),
@@ -235,16 +236,19 @@ class SeenOps(MemoryStore):
 
 async def test_run_task_reads_the_run_without_its_attempts() -> None:
     """rt.run_task reads the run's instances, not their attempts (so its cost does not
-    grow with the tries made in the run), and still ends the run by its instances."""
+    grow with the tries made in the run), once, before the attempt; the store ends the
+    run by its instances in the write that records its end."""
     dag = flaky_dag(fail_times=0)
     store = SeenOps()
     async with open_runtime(store=store) as rt:
         for _ in range(3):
             result = await rt.run_task(dag.tasks["extract"], run_id="r")
         reads = [op for op in store.seen if isinstance(op, ops.GetRun)]
+        ends = [op for op in store.seen if isinstance(op, ops.EndRun)]
         record = await rt.runs.get("flaky", "r")
-    assert len(reads) == 6
+    assert len(reads) == 3
     assert not any(op.attempts for op in reads)
+    assert [op.instances for op in ends] == [(("extract", -1), ("load", -1))] * 3
     assert (result.state, result.try_number) == ("success", 3)
     assert record is not None
     assert [ti.try_number for ti in record.instances if ti.task_id == "extract"] == [3]
@@ -264,3 +268,36 @@ async def test_a_failed_run_task_ends_the_run_failed_after_one_read() -> None:
     assert len(reads) == 1
     assert record is not None
     assert record.state == "failed"
+
+
+async def test_run_task_ends_a_run_success_once_every_instance_has(rt: Runtime) -> None:
+    """Each rt.run_task ends the run in the store: ``queued`` while an instance of the
+    Dag has not succeeded, ``success`` once every one has (docs/runs.md)."""
+    dag = flaky_dag(fail_times=0)
+    await rt.run_task(dag.tasks["load"], run_id="r")
+    first = await rt.runs.get("flaky", "r")
+    await rt.run_task(dag.tasks["extract"], run_id="r")
+    second = await rt.runs.get("flaky", "r")
+    assert first is not None
+    assert second is not None
+    assert (first.state, second.state) == ("queued", "success")
+    assert second.ended_at is not None
+    assert [n.task_id for n in second.graph] == ["extract", "load"]  # the graph is kept
+
+
+async def test_end_run_decides_by_the_records_before_it_in_its_batch(rt: Runtime) -> None:
+    """EndRun sees the instance records written before it in the same batch."""
+    attempt = AttemptRecord(1, "success", 1.0, 2.0)
+    answers = await rt.store.execute(  # type: ignore[attr-defined]
+        [
+            ops.RecordRun("d", "r", "running", 1.0),
+            ops.RecordAttempt("d", "r", "t", -1, "success", attempt),
+            ops.EndRun("d", "r", 1.0, 3.0, (("t", -1),)),
+            ops.EndRun("d", "r", 1.0, 3.0, (("t", -1), ("u", -1))),
+        ],
+        now=3.0,
+    )
+    assert answers[2:] == ["success", "queued"]
+    record = await rt.runs.get("d", "r")
+    assert record is not None
+    assert (record.state, record.ended_at) == ("queued", 3.0)

@@ -302,6 +302,11 @@ class RunStatements:
                 await self._record_items(conn, op)
             case base.RecordRun():
                 await conn.execute(self.run, *run_row(op))
+            case base.EndRun(dag_id, run_id):
+                rows = await conn.fetch(self.instance_states, dag_id, run_id)
+                record = op.record({(task_id, i): state for task_id, i, state in rows})
+                await conn.execute(self.run, *run_row(record))
+                return record.state
             case base.RecordInstance():
                 await conn.execute(self.instance, *instance_row(op))
             case base.RecordAttempt(holder=None):

@@ -55,6 +55,7 @@ _SQL: Final = {
     "attempt": upsert("task_attempt", ATTEMPT_COLUMNS, ATTEMPT_KEYS, ["?"] * len(ATTEMPT_COLUMNS)),
     "get_run": f"SELECT {', '.join(RUN_COLUMNS)} FROM dag_run WHERE {_RUN}",
     "get_instances": f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM task_instance WHERE {_RUN}",
+    "instance_states": f"SELECT task_id, map_index, state FROM task_instance WHERE {_RUN}",
     "get_attempts": f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM task_attempt WHERE {_RUN}",
     "get_instance": f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM task_instance WHERE {_INSTANCE}",
     "get_instance_attempts": (
@@ -194,6 +195,11 @@ def apply_run_op(conn: sqlite3.Connection, op: base.Op, now: float) -> Any:
             _record_items(conn, op)
         case base.RecordRun():
             conn.execute(_SQL["run"], run_row(op))
+        case base.EndRun(dag_id, run_id):
+            rows = conn.execute(_SQL["instance_states"], (dag_id, run_id))
+            record = op.record({(task_id, i): state for task_id, i, state in rows})
+            conn.execute(_SQL["run"], run_row(record))
+            return record.state
         case base.RecordInstance():
             conn.execute(_SQL["instance"], instance_row(op))
         case base.RecordAttempt(holder=None):
