@@ -344,6 +344,17 @@ class ListState:
     map_index: int | None = None
     asset_name: str | None = None
     include_expired: bool = False
+    key: str | None = None  # only this key
+    #: A page: at most ``limit`` rows after skipping ``offset`` (needs ``scope``).
+    limit: int | None = None
+    offset: int = 0
+
+
+@frozen
+class CountState:
+    """How many rows :class:`ListState` with these filters lists (its page ignored)."""
+
+    filters: ListState
 
 
 @frozen
@@ -640,6 +651,13 @@ class StateEntriesResult:
 
 
 @frozen
+class CountResult:
+    """How many rows :class:`CountState` counted."""
+
+    count: int
+
+
+@frozen
 class CleanupResult:
     """How many expired rows were deleted (or would be, on a dry run)."""
 
@@ -794,6 +812,7 @@ AssetStateRequest: TypeAlias = (
 )
 AdminRequest: TypeAlias = (
     ListState
+    | CountState
     | CleanupExpired
     | DeclareAssets
     | GetAssetByRef
@@ -827,6 +846,7 @@ Response: TypeAlias = (
     | AssetsByAliasResult
     | AssetResult
     | StateEntriesResult
+    | CountResult
     | CleanupResult
     | DagRunsResult
     | DagRunRecordResult

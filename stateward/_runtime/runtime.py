@@ -170,13 +170,45 @@ class StateAdmin:
         map_index: int | None = None,
         asset_name: str | None = None,
         include_expired: bool = False,
+        key: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[StateEntry]:
-        """Every stored key matching the filters, with its provenance."""
+        """Every stored key matching the filters, with its provenance.
+
+        ``key``: only that key. ``limit``/``offset``: one page of the listing (by
+        instance, then key; by asset, then key), read as a page from the store; a page
+        needs ``scope`` (``"task"`` or ``"asset"``).
+        """
+        if (limit is not None or offset) and scope not in ("task", "asset"):
+            msg = 'a page (limit=, offset=) is of one scope: give scope="task" or "asset"'
+            raise TypeError(msg)
+        request = m.ListState(
+            scope, dag_id, run_id, task_id, map_index, asset_name, include_expired,
+            key, limit, offset,
+        )  # fmt: skip
+        response = await self._runtime.admin.request(request)
+        return list(response.entries)
+
+    async def count(
+        self,
+        *,
+        scope: str | None = None,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        task_id: str | None = None,
+        map_index: int | None = None,
+        asset_name: str | None = None,
+        include_expired: bool = False,
+    ) -> int:
+        """How many stored keys :meth:`list` with these filters lists (counted by the
+        store, not read)."""
         request = m.ListState(
             scope, dag_id, run_id, task_id, map_index, asset_name, include_expired
         )
-        response = await self._runtime.admin.request(request)
-        return list(response.entries)
+        response = await self._runtime.admin.request(m.CountState(request))
+        count: int = response.count
+        return count
 
 
 class RunsAdmin:

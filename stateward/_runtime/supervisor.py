@@ -528,6 +528,10 @@ class Supervisor:
                 self._admin(caller, request)
                 fields = attrs.asdict(request, recurse=False)
                 return ops.ListEntries(**fields), m.StateEntriesResult
+            case m.CountState(filters):
+                self._admin(caller, request)
+                fields = attrs.asdict(filters, recurse=False)
+                return ops.CountEntries(ops.ListEntries(**fields)), m.CountResult
             case m.DeclareAssets(assets):
                 self._admin(caller, request)
                 return ops.RegisterAssets(tuple(assets)), ok

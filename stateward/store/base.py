@@ -274,6 +274,24 @@ class ListEntries:
     map_index: int | None = None
     asset_name: str | None = None
     include_expired: bool = False
+    #: Only this key.
+    key: str | None = None
+    #: At most ``limit`` rows (None: all), after skipping ``offset``, in the listing's
+    #: order; a page needs ``scope`` (``task`` or ``asset``).
+    limit: int | None = None
+    offset: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if (self.limit is not None or self.offset) and self.scope not in ("task", "asset"):
+            msg = "a page of state entries (limit, offset) needs scope 'task' or 'asset'"
+            raise ValueError(msg)
+
+
+@frozen
+class CountEntries:
+    """Return how many rows ``filters`` lists (its ``limit`` and ``offset`` ignored)."""
+
+    filters: ListEntries
 
 
 @frozen
@@ -547,6 +565,7 @@ Op: TypeAlias = (
     | AddEvent
     | ListAssetEvents
     | ListEntries
+    | CountEntries
     | Cleanup
     | RecordItem
     | RecordItems
@@ -569,8 +588,8 @@ Op: TypeAlias = (
 
 #: Operations that never write: a batch of only these needs no write transaction.
 READ_OPS: tuple[type[Any], ...] = (
-    Get, Items, History, LookupAsset, ResolveAlias, ListAssetEvents, ListEntries, ListItems,
-    ListRuns, GetRun, GetInstance,
+    Get, Items, History, LookupAsset, ResolveAlias, ListAssetEvents, ListEntries, CountEntries,
+    ListItems, ListRuns, GetRun, GetInstance,
 )  # fmt: skip
 
 

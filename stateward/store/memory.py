@@ -310,6 +310,8 @@ class MemoryStore:
                 return self._events(scope, limit)
             case base.ListEntries():
                 return self._list(op, now)
+            case base.CountEntries(filters):
+                return len(self._list(attrs.evolve(filters, limit=None, offset=0), now))
             case base.Cleanup(dry_run, orphans_before):
                 return self._cleanup(now, dry_run, orphans_before)
             case base.RecordItem(dag_id, run_id, task_id, map_index, item, label):
@@ -574,6 +576,8 @@ class MemoryStore:
                     continue
                 stands = self._data.items.get((s.dag_id, s.run_id, s.task_id, s.item or ""))
                 for key, row in rows.items():
+                    if f.key is not None and key != f.key:
+                        continue
                     map_index = row.map_index if stands is None else stands[0]
                     if f.map_index is not None and map_index != f.map_index:
                         continue
@@ -592,6 +596,8 @@ class MemoryStore:
                 if f.asset_name is not None and asset.name != f.asset_name:
                     continue
                 for key, row in rows.items():
+                    if f.key is not None and key != f.key:
+                        continue
                     if f.include_expired or row.live(now):
                         entries.append(
                             StateEntry(
@@ -600,7 +606,9 @@ class MemoryStore:
                                 writer=None if row.writer is None else row.writer.label,
                             )
                         )  # fmt: skip
-        return tuple(sorted(entries, key=base.entry_sort_key))
+        entries.sort(key=base.entry_sort_key)
+        end = None if f.limit is None else f.offset + f.limit
+        return tuple(entries[f.offset : end])
 
     def _cleanup(self, now: float, dry_run: bool, orphans_before: float | None) -> int:
         count = 0

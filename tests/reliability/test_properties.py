@@ -428,6 +428,12 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         "tuple[tuple[str, int], ...]": st.lists(
             st.tuples(st.text(max_size=3), st.integers()), max_size=2
         ).map(tuple),
+        "ListState": st.builds(
+            m.ListState,
+            dag_id=st.none() | st.text(max_size=4),
+            map_index=st.none() | st.integers(),
+            limit=st.none() | st.integers(),
+        ),
         "tuple[tuple[str, str, str, int, int], ...]": st.lists(
             st.tuples(*[st.text(max_size=3)] * 3, st.integers(), st.integers()), max_size=2
         ).map(tuple),

@@ -109,6 +109,7 @@ FORBIDDEN: list[tuple[Any, type[Exception], str]] = [
     ),
     (m.ListState(), StateScopeError, "may not send ListState"),
     (m.ListState(scope="asset", asset_name="secret"), StateScopeError, "may not send ListState"),
+    (m.CountState(m.ListState()), StateScopeError, "may not send CountState"),
     (m.CleanupExpired(), StateScopeError, "may not send CleanupExpired"),
     (
         m.DeclareAssets((AssetInfo("secret", "s3://other"),)),

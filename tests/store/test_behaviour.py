@@ -293,6 +293,52 @@ async def test_list_entries_with_provenance_and_filters(store: Store) -> None:
     assert await one(store, ops.ListEntries(scope="asset", dag_id="d")) == ()
 
 
+async def test_list_entries_reads_one_key_or_one_page_and_counts(store: Store) -> None:
+    """ListEntries with ``key`` lists that key only; ``limit``/``offset`` one page in the
+    listing's order (an item's rows where the item stands now); CountEntries counts
+    what the filters list, live rows only unless asked."""
+    keys = [f"k{i:02}" for i in range(12)]
+    await run(
+        store,
+        *(put(T1, k, str(i)) for i, k in enumerate(keys)),
+        put(T1, "gone", "0", expires=50.0),
+        put(M0, "m0", "1"),
+        put(M1, "m1", "1"),
+        ops.RegisterAssets((ORDERS,)),
+        *(put(A, k, "1") for k in keys[:5]),
+    )
+    task = {"scope": "task", "dag_id": "d", "run_id": "r1", "task_id": "t", "map_index": -1}
+    (entry,) = await one(store, ops.ListEntries(**task, key="k03"))
+    assert (entry.key, entry.value, entry.updated_at) == ("k03", 3, 100.0)
+    assert await one(store, ops.ListEntries(**task, key="gone")) == ()
+    assert len(await one(store, ops.ListEntries(**task, key="gone", include_expired=True))) == 1
+    page = await one(store, ops.ListEntries(**task, limit=5, offset=10))
+    assert [e.key for e in page] == ["k10", "k11"]
+    page = await one(store, ops.ListEntries(**task, limit=3, offset=2))
+    assert [e.key for e in page] == ["k02", "k03", "k04"]
+    assert await one(store, ops.CountEntries(ops.ListEntries(**task, limit=1))) == 12
+    expired = ops.ListEntries(**task, include_expired=True)
+    assert await one(store, ops.CountEntries(expired)) == 13
+    # M1's item moves to index 0 (M0's to 1): map index filters follow the items.
+    await run(
+        store,
+        ops.RecordItem("d", "r1", "m", 0, "#1", "b"),
+        ops.RecordItem("d", "r1", "m", 1, "#0", "a"),
+    )
+    mapped = {"scope": "task", "dag_id": "d", "run_id": "r1", "task_id": "m"}
+    assert [e.key for e in await one(store, ops.ListEntries(**mapped, map_index=0))] == ["m1"]
+    assert await one(store, ops.ListEntries(**mapped, map_index=1, key="m1")) == ()
+    assert await one(store, ops.CountEntries(ops.ListEntries(**mapped, map_index=1))) == 1
+    assets = {"scope": "asset", "asset_name": ORDERS.name}
+    page = await one(store, ops.ListEntries(**assets, limit=2, offset=3))
+    assert [e.key for e in page] == ["k03", "k04"]
+    assert [e.key for e in await one(store, ops.ListEntries(**assets, key="k01"))] == ["k01"]
+    assert await one(store, ops.CountEntries(ops.ListEntries(**assets))) == 5
+    assert ops.is_write(ops.CountEntries(ops.ListEntries())) is False
+    with pytest.raises(ValueError, match="needs scope"):
+        ops.ListEntries(limit=1)
+
+
 async def test_cleanup_counts_and_deletes_expired_rows(store: Store) -> None:
     """Cleanup deletes expired rows; a dry run only counts them."""
     await run(

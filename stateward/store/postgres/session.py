@@ -807,6 +807,8 @@ class Session:
                 return tuple(base.event_of(tuple(row)) for row in rows)
             case base.ListEntries():
                 return await self._list(op, now)
+            case base.CountEntries(filters):
+                return await self._count(filters, now)
             case base.Cleanup(dry_run, orphans_before):
                 return await self._cleanup(now, dry_run, orphans_before)
             case base.ListItems(dag_id, run_id):
@@ -993,50 +995,44 @@ class Session:
             )  # fmt: skip
 
     async def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
-        s = self.sql.s
         entries: list[StateEntry] = []
         if f.scope in (None, "task") and f.asset_name is None:
-            where, params = filters(
-                {"s.dag_id": f.dag_id, "s.run_id": f.run_id, "s.task_id": f.task_id},
-                now, f.include_expired, "s.",
-            )  # fmt: skip
             # Where each item stood in the latest expansion, else where it last wrote.
+            where, params = self._task_filters(f, now)
+            page, paged = _page(f, len(params))
             rows = await self.conn.fetch(
                 "SELECT s.dag_id, s.run_id, s.task_id, s.map_index, i.map_index, i.label,"
                 " s.key, s.value, s.updated_at, s.expires_at, s.writer_try"
-                f" FROM {s}.task_state AS s LEFT JOIN {s}.task_item AS i"
-                " ON i.dag_id = s.dag_id AND i.run_id = s.run_id AND i.task_id = s.task_id"
-                f" AND i.item = s.item WHERE {where}",
-                *params,
-            )
-            found: list[StateEntry] = []
+                f" FROM {self._task_listed} WHERE {where} ORDER BY s.dag_id COLLATE \"C\","
+                ' s.run_id COLLATE "C", s.task_id COLLATE "C", COALESCE(i.map_index, s.map_index),'
+                f' COALESCE(i.label, \'\') COLLATE "C", s.key COLLATE "C"{page}',
+                *params, *paged,
+            )  # fmt: skip
             for dag_id, run_id, task_id, wrote_at, stands_at, label, *row in rows:
                 key, value, updated, expires, tn = row
                 map_index = wrote_at if stands_at is None else stands_at
-                if f.map_index is not None and map_index != f.map_index:
-                    continue
                 writer = None if tn is None else base.Writer(dag_id, run_id, task_id, wrote_at, tn)
-                found.append(
+                entries.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
                         dag_id, run_id, task_id, map_index,
                         writer=None if writer is None else writer.label, item=label,
                     )
                 )  # fmt: skip
-            entries += sorted(found, key=base.entry_sort_key)
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
             # An asset known by one side only reads as Airflow's rule says.
             named = "COALESCE(a.name, a.uri)"
-            where, params = filters({named: f.asset_name}, now, f.include_expired, "s.")
+            where, params = self._asset_filters(f, now)
+            page, paged = _page(f, len(params))
             rows = await self.conn.fetch(
                 f"SELECT {named}, COALESCE(a.uri, a.name), s.key, s.value, s.updated_at,"
                 " s.expires_at,"
                 " s.writer_dag_id, s.writer_run_id, s.writer_task_id, s.writer_map_index,"
-                f" s.writer_try FROM {s}.asset_state AS s JOIN {s}.asset AS a"
-                f" ON a.id = s.asset_id WHERE {where} ORDER BY 1, s.key",
-                *params,
-            )
+                f" s.writer_try FROM {self._asset_listed} WHERE {where}"
+                f' ORDER BY {named} COLLATE "C", s.key COLLATE "C"{page}',
+                *params, *paged,
+            )  # fmt: skip
             for name, uri, key, value, updated, expires, *who in rows:
                 label = None if who[0] is None else base.Writer(*who).label
                 entries.append(
@@ -1046,6 +1042,49 @@ class Session:
                     )
                 )  # fmt: skip
         return tuple(entries)
+
+    async def _count(self, f: base.ListEntries, now: float) -> int:
+        count = 0
+        if f.scope in (None, "task") and f.asset_name is None:
+            where, params = self._task_filters(f, now)
+            sql = f"SELECT count(*) FROM {self._task_listed} WHERE {where}"
+            count += int(await self.conn.fetchval(sql, *params))
+        no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
+        if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
+            where, params = self._asset_filters(f, now)
+            sql = f"SELECT count(*) FROM {self._asset_listed} WHERE {where}"
+            count += int(await self.conn.fetchval(sql, *params))
+        return count
+
+    @property
+    def _task_listed(self) -> str:
+        s = self.sql.s
+        return (
+            f"{s}.task_state AS s LEFT JOIN {s}.task_item AS i"
+            " ON i.dag_id = s.dag_id AND i.run_id = s.run_id AND i.task_id = s.task_id"
+            " AND i.item = s.item"
+        )
+
+    @property
+    def _asset_listed(self) -> str:
+        s = self.sql.s
+        return f"{s}.asset_state AS s JOIN {s}.asset AS a ON a.id = s.asset_id"
+
+    @staticmethod
+    def _task_filters(f: base.ListEntries, now: float) -> tuple[str, tuple[object, ...]]:
+        # An unmapped instance keeps its state under item '' (a prefix of the key).
+        unmapped = base.position_item(-1) if f.map_index == -1 else None
+        columns: dict[str, object] = {
+            "s.dag_id": f.dag_id, "s.run_id": f.run_id, "s.task_id": f.task_id,
+            "s.item": unmapped, "s.key": f.key,
+            "COALESCE(i.map_index, s.map_index)": f.map_index,
+        }  # fmt: skip
+        return filters(columns, now, f.include_expired, "s.")
+
+    @staticmethod
+    def _asset_filters(f: base.ListEntries, now: float) -> tuple[str, tuple[object, ...]]:
+        columns: dict[str, object] = {"COALESCE(a.name, a.uri)": f.asset_name, "s.key": f.key}
+        return filters(columns, now, f.include_expired, "s.")
 
     async def _cleanup(self, now: float, dry_run: bool, orphans_before: float | None) -> int:
         s = self.sql.s
@@ -1106,3 +1145,10 @@ class Session:
             f"GROUP BY {task_scope} HAVING MAX(updated_at) <= $1)",
             orphans_before,
         )
+
+
+def _page(f: base.ListEntries, given: int) -> tuple[str, tuple[int, ...]]:
+    """The LIMIT and OFFSET of a page of ``f`` after ``given`` parameters."""
+    if f.limit is None:
+        return "", ()
+    return f" LIMIT ${given + 1} OFFSET ${given + 2}", (f.limit, f.offset)

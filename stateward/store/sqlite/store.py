@@ -51,6 +51,12 @@ JOURNAL_SIZE_LIMIT: Final = 8 * 1024 * 1024
 WAL_CHECK_EVERY: Final = 64
 
 _LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
+#: What a listing of task state reads: each row, and where its item stands.
+_TASK_LISTED: Final = (
+    "task_state AS s LEFT JOIN task_item AS i ON i.dag_id = s.dag_id AND i.run_id = s.run_id"
+    " AND i.task_id = s.task_id AND i.item = s.item"
+)
+_ASSET_LISTED: Final = "asset_state AS s JOIN asset AS a ON a.id = s.asset_id"
 _TASK_KEY: Final = "dag_id = ? AND run_id = ? AND task_id = ? AND item = ?"
 
 _SQL: Final = {
@@ -630,6 +636,8 @@ class _Engine:
                 return tuple(base.event_of(row) for row in rows)
             case base.ListEntries():
                 return self._list(op, now)
+            case base.CountEntries(filters):
+                return self._count(filters, now)
             case base.Cleanup(dry_run, orphans_before):
                 return self._cleanup(now, dry_run, orphans_before)
             case base.ListItems(dag_id, run_id):
@@ -696,46 +704,40 @@ class _Engine:
 
     def _list(self, f: base.ListEntries, now: float) -> tuple[StateEntry, ...]:
         entries: list[StateEntry] = []
-        live = "" if f.include_expired else f" AND {_LIVE}"
+        page = "" if f.limit is None else " LIMIT ? OFFSET ?"
+        paged = () if f.limit is None else (f.limit, f.offset)
         if f.scope in (None, "task") and f.asset_name is None:
-            where, params = _filters(
-                **{"s.dag_id": f.dag_id, "s.run_id": f.run_id, "s.task_id": f.task_id}
-            )
             # Where each item stood in the latest expansion, else where it last wrote.
+            where, params = self._task_filters(f, now)
             rows = self.conn.execute(
                 "SELECT s.dag_id, s.run_id, s.task_id, s.map_index, i.map_index, i.label,"
-                " s.key, s.value, s.updated_at, s.expires_at, s.writer_try FROM task_state AS s"
-                " LEFT JOIN task_item AS i ON i.dag_id = s.dag_id AND i.run_id = s.run_id"
-                f" AND i.task_id = s.task_id AND i.item = s.item WHERE {where}{live}",
-                (*params, now) if live else params,
+                " s.key, s.value, s.updated_at, s.expires_at, s.writer_try"
+                f" FROM {_TASK_LISTED} WHERE {where} ORDER BY s.dag_id, s.run_id, s.task_id,"
+                f" COALESCE(i.map_index, s.map_index), COALESCE(i.label, ''), s.key{page}",
+                (*params, *paged),
             )
-            found: list[StateEntry] = []
             for dag_id, run_id, task_id, wrote_at, stands_at, label, *row in rows:
                 key, value, updated, expires, tn = row
                 map_index = wrote_at if stands_at is None else stands_at
-                if f.map_index is not None and map_index != f.map_index:
-                    continue
                 writer = None
                 if tn is not None:
                     writer = base.Writer(dag_id, run_id, task_id, wrote_at, tn).label
-                found.append(
+                entries.append(
                     StateEntry(
                         "task", key, decode_listed(value), updated, expires,
                         dag_id, run_id, task_id, map_index, writer=writer, item=label,
                     )
                 )  # fmt: skip
-            entries += sorted(found, key=base.entry_sort_key)
         no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
         if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
             # An asset known by one side only reads as Airflow's rule says.
-            where, params = _filters(**{"COALESCE(a.name, a.uri)": f.asset_name})
+            where, params = self._asset_filters(f, now)
             rows = self.conn.execute(
                 "SELECT COALESCE(a.name, a.uri), COALESCE(a.uri, a.name), s.key, s.value,"
                 " s.updated_at, s.expires_at,"
                 " s.writer_dag_id, s.writer_run_id, s.writer_task_id, s.writer_map_index,"
-                " s.writer_try FROM asset_state AS s JOIN asset AS a ON a.id = s.asset_id"
-                f" WHERE {where}{live} ORDER BY 1, s.key",
-                (*params, now) if live else params,
+                f" s.writer_try FROM {_ASSET_LISTED} WHERE {where} ORDER BY 1, s.key{page}",
+                (*params, *paged),
             )
             for name, uri, key, value, updated, expires, *who in rows:
                 writer = None if who[0] is None else base.Writer(*who).label
@@ -746,6 +748,39 @@ class _Engine:
                     )
                 )  # fmt: skip
         return tuple(entries)
+
+    def _count(self, f: base.ListEntries, now: float) -> int:
+        count = 0
+        if f.scope in (None, "task") and f.asset_name is None:
+            where, params = self._task_filters(f, now)
+            sql = f"SELECT COUNT(*) FROM {_TASK_LISTED} WHERE {where}"
+            count += self.conn.execute(sql, params).fetchone()[0]
+        no_task_filter = f.dag_id is None and f.run_id is None and f.task_id is None
+        if f.scope in (None, "asset") and no_task_filter and f.map_index is None:
+            where, params = self._asset_filters(f, now)
+            sql = f"SELECT COUNT(*) FROM {_ASSET_LISTED} WHERE {where}"
+            count += self.conn.execute(sql, params).fetchone()[0]
+        return int(count)
+
+    @staticmethod
+    def _task_filters(f: base.ListEntries, now: float) -> tuple[str, tuple[object, ...]]:
+        # An unmapped instance keeps its state under item '' (a prefix of the key).
+        unmapped = base.position_item(-1) if f.map_index == -1 else None
+        where, params = _filters(
+            **{"s.dag_id": f.dag_id, "s.run_id": f.run_id, "s.task_id": f.task_id,
+               "s.item": unmapped, "s.key": f.key,
+               "COALESCE(i.map_index, s.map_index)": f.map_index}
+        )  # fmt: skip
+        if f.include_expired:
+            return where, params
+        return f"{where} AND {_LIVE}", (*params, now)
+
+    @staticmethod
+    def _asset_filters(f: base.ListEntries, now: float) -> tuple[str, tuple[object, ...]]:
+        where, params = _filters(**{"COALESCE(a.name, a.uri)": f.asset_name, "s.key": f.key})
+        if f.include_expired:
+            return where, params
+        return f"{where} AND {_LIVE}", (*params, now)
 
     def _cleanup(self, now: float, dry_run: bool, orphans_before: float | None) -> int:
         if dry_run:
