@@ -429,6 +429,17 @@ def ui_costs(results: Results) -> str:
             f"| the same grid, its runs recorded without their Dag's graph "
             f"| {_ms(ui['grid_without_graph_ms'])} ms | {_ms(ui['raw_grid_ms'])} ms | {ratio}× |"
         ]
+    wide = []
+    if "one_key_ms" in ui:
+        n = f"{ui['wide_keys']:,}"
+        wide = [
+            f"| one key of an instance of {n} keys (`GET .../state-store/KEY`) "
+            f"| {_ms(ui['one_key_ms'])} ms | {_ms(ui['raw_one_key_ms'])} ms "
+            f"| {ui['ratio_one_key_vs_raw']}× |",
+            f"| the last page of 100 of those {n} keys, with `total_entries` "
+            f"| {_ms(ui['wide_page_ms'])} ms | {_ms(ui['raw_wide_page_ms'])} ms "
+            f"| {ui['ratio_wide_page_vs_raw']}× |",
+        ]
     return "\n".join([
         "| request (server side, SQLite) | `stateward ui` | raw SQL, same rows | ratio |",
         "|---|---|---|---|",
@@ -438,6 +449,7 @@ def ui_costs(results: Results) -> str:
         f"| one page of 100 keys from a store of {keys} keys "
         f"| {_ms(ui['keys_page_ms'])} ms | {_ms(ui['raw_keys_page_ms'])} ms "
         f"| {ui['ratio_keys_page_vs_raw']}× |",
+        *wide,
     ])  # fmt: skip
 
 

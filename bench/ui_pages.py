@@ -5,6 +5,10 @@
 2. One page of 100 keys of a task instance (``GET .../state-store?limit=100``) from a
    store of 1,000,000 task-state keys (10,000 instances of 100 keys), against raw
    sqlite3 reading those 100 rows by primary key with ``LIMIT 100``.
+3. One key (``GET .../state-store/KEY``) of a task instance that holds 10,000 keys,
+   against raw sqlite3 reading that row by primary key; and the last page of 100 of
+   those keys (``?offset=9900``, with ``total_entries``), against raw sqlite3 reading
+   them with ``LIMIT 100 OFFSET 9900`` and counting the instance's rows.
 
 Each run records its Dag's graph (a 50-task chain), as runs do since schema 7; the grid
 is timed again with the graphs removed (``grid_without_graph_ms``, runs recorded
@@ -32,6 +36,8 @@ from stateward._ui.app import make_app
 
 RUNS, TASKS = 100, 50
 INSTANCES, KEYS = 10_000, 100
+#: The keys of the one wide instance (``wide/run0/task``) whose single key is read.
+WIDE_KEYS = 10_000
 TOKEN = "bench"
 
 
@@ -82,6 +88,21 @@ def create(path: Path) -> None:
             " updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
             rows,
         )
+        conn.execute(
+            "INSERT INTO dag_run (dag_id, run_id, state, started_at, ended_at) "
+            "VALUES ('wide', 'run0', 'success', ?, ?)",
+            (start - 3600, start - 3599),  # older than the grid's runs
+        )
+        conn.execute(
+            "INSERT INTO task_instance (dag_id, run_id, task_id, map_index, state, try_number,"
+            " started_at, ended_at) VALUES ('wide', 'run0', 'task', -1, 'success', 1, ?, ?)",
+            (start, start + 1),
+        )
+        conn.executemany(
+            "INSERT INTO task_state (dag_id, run_id, task_id, item, map_index, key, value,"
+            " updated_at, expires_at) VALUES ('wide', 'run0', 'task', '', -1, ?, ?, ?, NULL)",
+            ((f"key{k:05}", json.dumps({"n": k}), start) for k in range(WIDE_KEYS)),
+        )
     conn.close()
 
 
@@ -113,6 +134,29 @@ def raw_page(conn: sqlite3.Connection) -> int:
     return len(rows)
 
 
+def raw_one_key(conn: sqlite3.Connection) -> int:
+    (row,) = conn.execute(
+        "SELECT key, value, updated_at, expires_at FROM task_state WHERE dag_id = ? "
+        "AND run_id = ? AND task_id = ? AND item = '' AND key = ?",
+        ("wide", "run0", "task", f"key{WIDE_KEYS // 2:05}"),
+    ).fetchall()
+    return int(json.loads(row[1])["n"])
+
+
+def raw_wide_page(conn: sqlite3.Connection) -> int:
+    where = "dag_id = 'wide' AND run_id = 'run0' AND task_id = 'task' AND item = ''"
+    rows = conn.execute(
+        f"SELECT key, value, updated_at, expires_at FROM task_state WHERE {where} "
+        "ORDER BY key LIMIT 100 OFFSET ?",
+        (WIDE_KEYS - 100,),
+    ).fetchall()
+    for row in rows:
+        json.loads(row[1])
+    (total,) = conn.execute(f"SELECT COUNT(*) FROM task_state WHERE {where}").fetchone()
+    assert total == WIDE_KEYS
+    return len(rows)
+
+
 def time_ms(repeat: int, fn: object) -> float:
     times = []
     for _ in range(repeat):
@@ -132,11 +176,22 @@ async def measure(path: Path, repeat: int) -> dict[str, float]:
             transport=transport, base_url="http://ui", headers=headers
         ) as client:
             page = "/api/v2/dags/keys/dagRuns/run050/taskInstances/task50/state-store"
-            for name, url in (("grid_ms", "/?limit=100"), ("keys_page_ms", f"{page}?limit=100")):
+            wide = "/api/v2/dags/wide/dagRuns/run0/taskInstances/task/state-store"
+            for name, url in (
+                ("grid_ms", "/?limit=100"),
+                ("keys_page_ms", f"{page}?limit=100"),
+                ("one_key_ms", f"{wide}/key{WIDE_KEYS // 2:05}"),
+                ("wide_page_ms", f"{wide}?limit=100&offset={WIDE_KEYS - 100}"),
+            ):
                 response = await client.get(url)  # warm-up, and a check of the answer
                 assert response.status_code == 200, response.text[:200]
                 if name == "keys_page_ms":
                     assert len(response.json()["task_state_store"]) == KEYS
+                elif name == "one_key_ms":
+                    assert response.json()["value"] == {"n": WIDE_KEYS // 2}
+                elif name == "wide_page_ms":
+                    assert len(response.json()["task_state_store"]) == 100
+                    assert response.json()["total_entries"] == WIDE_KEYS
                 else:
                     assert response.text.count('data-state="success"') == RUNS * TASKS
                 times = []
@@ -157,8 +212,12 @@ def main() -> None:
     conn = sqlite3.connect(path)
     assert raw_page(conn) == KEYS
     assert raw_grid(conn) == RUNS * TASKS
+    assert raw_one_key(conn) == WIDE_KEYS // 2
+    assert raw_wide_page(conn) == 100
     raw_grid_ms = time_ms(args.repeat, lambda: raw_grid(conn))
     raw_page_ms = time_ms(args.repeat, lambda: raw_page(conn))
+    raw_one_key_ms = time_ms(args.repeat, lambda: raw_one_key(conn))
+    raw_wide_page_ms = time_ms(args.repeat, lambda: raw_wide_page(conn))
     conn.close()
     ours = trio.run(measure, path, args.repeat)
     conn = sqlite3.connect(path)
@@ -180,6 +239,13 @@ def main() -> None:
         keys_page_ms=round(ours["keys_page_ms"], 2),
         raw_keys_page_ms=round(raw_page_ms, 3),
         ratio_keys_page_vs_raw=round(ours["keys_page_ms"] / raw_page_ms, 1),
+        wide_keys=WIDE_KEYS,
+        one_key_ms=round(ours["one_key_ms"], 2),
+        raw_one_key_ms=round(raw_one_key_ms, 3),
+        ratio_one_key_vs_raw=round(ours["one_key_ms"] / raw_one_key_ms, 1),
+        wide_page_ms=round(ours["wide_page_ms"], 2),
+        raw_wide_page_ms=round(raw_wide_page_ms, 3),
+        ratio_wide_page_vs_raw=round(ours["wide_page_ms"] / raw_wide_page_ms, 1),
         **machine(),
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import click
 
 from .._runtime.runtime import Runtime
@@ -32,7 +34,7 @@ def ui(db: str | None, host: str, port: int, token: str | None, read_only: bool)
 
     def ready(binds: list[str]) -> None:
         for url in binds:
-            click.echo(f"stateward ui: {url}/?token={secret}", err=False)
+            click.echo(f"stateward ui: {url}/?{urlencode({'token': secret})}", err=False)
         click.echo("Ctrl-C stops it.")
 
     async def work(rt: Runtime) -> None:

@@ -34,12 +34,16 @@ from .data import parse_writer as _parse_writer
 #: Airflow's default page size of a listing, and the largest page served.
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 1000
+#: The largest integer a query parameter may be (a map index, an offset): the stores'
+#: 32-bit columns hold it.
+MAX_INT: Final = 2**31 - 1
 
-TI_STATE = "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/state-store"
+# Run ids may hold "/": their segment is a path (each link quotes it, see pages.url).
+TI_STATE = "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id:path}/taskInstances/{task_id}/state-store"
 ASSET_STATE = "/api/v2/assets/{asset_id:int}/state-store"
 OWN = "/api/v2/stateward"
 #: Where stateward's own routes for a key live: its history, and rolling it back.
-TI_OWN = OWN + "/runs/{dag_id}/{run_id}/tasks/{task_id}/state"
+TI_OWN = OWN + "/runs/{dag_id}/{run_id:path}/tasks/{task_id}/state"
 ASSET_OWN = OWN + "/assets/{asset_id:int}/state"
 
 
@@ -51,8 +55,11 @@ def data(request: Request) -> UiData:
 # -- parameters and bodies -------------------------------------------------------------------
 
 
-def int_param(request: Request, name: str, default: int, minimum: int) -> int:
-    """A query parameter that is an integer at least ``minimum`` (422 otherwise)."""
+def int_param(
+    request: Request, name: str, default: int, minimum: int, maximum: int = MAX_INT
+) -> int:
+    """A query parameter that is an integer from ``minimum`` to ``maximum`` (422
+    otherwise, as FastAPI words it)."""
     text = request.query_params.get(name)
     if text is None:
         return default
@@ -63,6 +70,9 @@ def int_param(request: Request, name: str, default: int, minimum: int) -> int:
         raise InvalidError(msg, ("query", name)) from None
     if number < minimum:
         msg = f"Input should be greater than or equal to {minimum}"
+        raise InvalidError(msg, ("query", name))
+    if number > maximum:
+        msg = f"Input should be less than or equal to {maximum}"
         raise InvalidError(msg, ("query", name))
     return number
 
@@ -243,15 +253,15 @@ def run_json(run: DagRunRecord, *, instances: bool) -> dict[str, Any]:
 
 
 async def list_task_state(request: Request) -> Response:
-    """List the task state of a task instance (``limit``/``offset``, ``map_index``)."""
+    """List the task state of a task instance (``limit``/``offset``, ``map_index``): the
+    store reads that page and counts the rest."""
     dag_id, run_id, task_id, map_index = ti_address(request)
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 0), MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     ui = data(request)
-    entries = await ui.known_entries(dag_id, run_id, task_id, map_index)
-    page = entries[offset : offset + limit]
+    page, total = await ui.task_page(dag_id, run_id, task_id, map_index, limit, offset)
     return JSONResponse(
-        {"task_state_store": [task_entry_json(e) for e in page], "total_entries": len(entries)}
+        {"task_state_store": [task_entry_json(e) for e in page], "total_entries": total}
     )
 
 
@@ -308,10 +318,10 @@ async def list_asset_state(request: Request) -> Response:
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 0), MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     ui = data(request)
-    entries = await ui.asset_entries(await ui.asset(request.path_params["asset_id"]))
-    page = entries[offset : offset + limit]
+    info = await ui.asset(request.path_params["asset_id"])
+    page, total = await ui.asset_page(info, limit, offset)
     return JSONResponse(
-        {"asset_state_store": [asset_entry_json(e) for e in page], "total_entries": len(entries)}
+        {"asset_state_store": [asset_entry_json(e) for e in page], "total_entries": total}
     )
 
 
@@ -352,7 +362,7 @@ async def delete_asset_state(request: Request) -> Response:
 async def list_runs(request: Request) -> Response:
     """Recorded runs, newest first (``dag_id``, ``state``, ``limit``)."""
     q = request.query_params
-    limit = int_param(request, "limit", 100, 1)
+    limit = min(int_param(request, "limit", 100, 1), MAX_LIMIT)
     runs = await data(request).runs(q.get("dag_id"), q.get("state"), limit)
     return JSONResponse({"runs": [run_json(r, instances=False) for r in runs]})
 
@@ -457,21 +467,20 @@ async def get_openapi(request: Request) -> Response:
 
 def routes() -> list[Route]:
     """The API's routing table."""
+    run = f"{OWN}/runs/{{dag_id}}/{{run_id:path}}"
+    # A run id may hold "/": its segment is a path, so a route whose path holds a run's
+    # comes before the shorter routes that would match it.
     own = [
         Route(f"{OWN}/runs", list_runs, methods=["GET"]),
-        Route(f"{OWN}/runs/{{dag_id}}/{{run_id}}", get_run, methods=["GET"]),
-        Route(f"{OWN}/runs/{{dag_id}}/{{run_id}}/tasks/{{task_id}}", get_instance, methods=["GET"]),
-        Route(
-            f"{OWN}/runs/{{dag_id}}/{{run_id}}/tasks/{{task_id}}/tries/{{try_number:int}}/log",
-            get_log,
-            methods=["GET"],
-        ),
         Route(f"{OWN}/assets", find_asset, methods=["GET"]),
         Route(f"{OWN}/assets/{{asset_id:int}}/events", list_asset_events, methods=["GET"]),
         Route(f"{TI_OWN}/{{key:path}}/history", task_state_history, methods=["GET"]),
         Route(f"{TI_OWN}/{{key:path}}/rollback", rollback_task_state, methods=["POST"]),
         Route(f"{ASSET_OWN}/{{key:path}}/history", asset_state_history, methods=["GET"]),
         Route(f"{ASSET_OWN}/{{key:path}}/rollback", rollback_asset_state, methods=["POST"]),
+        Route(f"{run}/tasks/{{task_id}}/tries/{{try_number:int}}/log", get_log, methods=["GET"]),
+        Route(f"{run}/tasks/{{task_id}}", get_instance, methods=["GET"]),
+        Route(run, get_run, methods=["GET"]),
     ]
     return [
         Route(TI_STATE, list_task_state, methods=["GET"]),

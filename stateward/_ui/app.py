@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -13,14 +14,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._runtime.runtime import Runtime
 from . import api, pages
 from .auth import TokenAuth
 from .data import InvalidError, UiData, UiError
+
+_log = logging.getLogger("stateward.ui")
 
 
 def new_token() -> str:
@@ -46,6 +50,53 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
 
+class Guard:
+    """ASGI middleware, outermost: refuse a NUL in the path or the query (422: no store
+    keeps one, PostgreSQL refuses it), answer an unexpected error with a 500 that
+    holds no traceback (logged here), and send ``X-Content-Type-Options: nosniff``
+    with every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_guarded(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [
+                    *message.get("headers", []), (b"x-content-type-options", b"nosniff")
+                ]  # fmt: skip
+            await send(message)
+
+        api = str(scope["path"]).startswith("/api/")
+        query = bytes(scope.get("query_string", b"")).lower()
+        if "\0" in scope["path"] or b"%00" in query:
+            where = "path" if "\0" in scope["path"] else "query"
+            text = "a NUL character (%00) cannot be part of an id, a key or a parameter"
+            detail = [{"type": "value_error", "loc": [where], "msg": text}]
+            refusal = JSONResponse({"detail": detail}, status_code=422)
+            await refusal(scope, receive, send_guarded)
+            return
+        try:
+            await self.app(scope, receive, send_guarded)
+        except Exception:
+            _log.exception("stateward ui: %s %s failed", scope.get("method"), scope["path"])
+            if started:
+                raise
+            failed: Response = (
+                JSONResponse({"detail": "internal error"}, status_code=500)
+                if api
+                else PlainTextResponse("Internal error: the server's log says what failed.", 500)
+            )
+            await failed(scope, receive, send_guarded)
+
+
 def make_app(rt: Runtime, *, token: str, read_only: bool = False) -> Starlette:
     """The UI's ASGI application over an open runtime.
 
@@ -62,7 +113,10 @@ def make_app(rt: Runtime, *, token: str, read_only: bool = False) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(TokenAuth, token=token, read_only=read_only)],
+        middleware=[
+            Middleware(Guard),
+            Middleware(TokenAuth, token=token, read_only=read_only),
+        ],
         exception_handlers={UiError: _ui_error, HTTPException: _http_error},
     )
     app.state.data = UiData(rt)

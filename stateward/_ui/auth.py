@@ -1,9 +1,11 @@
 """Who may use the UI: the token, its cookie, CSRF tokens, and read-only mode.
 
 Every request carries the token, one of three ways: ``Authorization: Bearer TOKEN``
-(API clients), the ``stateward_token`` cookie (a browser), or ``?token=TOKEN`` once (the
-URL printed at start): a page request with it gets the cookie and is redirected to
-the same URL without it, so the token does not stay in the address bar or history.
+(API clients), the ``stateward_token_PORT`` cookie (a browser; a cookie belongs to a
+host, not a port, so the name holds the port the request was sent to: two servers on
+one host keep a cookie each), or ``?token=TOKEN`` once (the URL printed at start): a
+page request with it gets the cookie and is redirected to the same URL without it, so
+the token does not stay in the address bar or history.
 
 A state-changing request authenticated by the cookie must also carry the CSRF token
 (a form field ``csrf`` or the ``X-CSRF-Token`` header): a bearer token is never sent
@@ -31,6 +33,13 @@ WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def csrf_token(token: str) -> str:
     """The CSRF token of a session: derived from the secret, never the secret itself."""
     return hmac.new(token.encode(), b"stateward-ui-csrf", hashlib.sha256).hexdigest()
+
+
+def cookie_name(request: Request) -> str:
+    """The token cookie's name for the port the request was sent to (no port in the
+    URL: ``stateward_token``)."""
+    port = request.url.port
+    return COOKIE if port is None else f"{COOKIE}_{port}"
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -67,7 +76,8 @@ class TokenAuth:
         header = request.headers.get("authorization", "")
         scheme, _, credentials = header.partition(" ")
         by_bearer = scheme.lower() == "bearer" and _same(credentials.strip(), self.token)
-        by_cookie = _same(request.cookies.get(COOKIE), self.token)
+        cookie = cookie_name(request)
+        by_cookie = _same(request.cookies.get(cookie), self.token)
         by_query = _same(request.query_params.get("token"), self.token)
         api = request.url.path.startswith("/api/")
         if not (by_bearer or by_cookie or by_query):
@@ -89,7 +99,7 @@ class TokenAuth:
             params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
             target = URL(path=request.url.path, query=urlencode(params))
             redirect = RedirectResponse(str(target), status_code=303)
-            redirect.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+            redirect.set_cookie(cookie, self.token, httponly=True, samesite="strict")
             return redirect
         return None
 

@@ -172,30 +172,23 @@ class UiData:
     ) -> None:
         """Raise 404 unless the task instance is recorded or has state (seeded, say).
 
-        ``map_index`` None: any map index of the task.
+        ``map_index`` None: any map index of the task. One keyed read of the instance's
+        record (of the run's, for any map index), and when there is none a read of at
+        most one of its keys (expired keys count: it existed).
         """
-        await self.known_entries(dag_id, run_id, task_id, map_index)
-
-    async def known_entries(
-        self, dag_id: str, run_id: str, task_id: str, map_index: int | None
-    ) -> list[StateEntry]:
-        """The instance's live keys, by key; 404 unless it is recorded or holds state.
-
-        One request when the instance holds state (expired keys count: it existed),
-        a second for its run's record when it holds none.
-        """
-        every = await self.task_entries(dag_id, run_id, task_id, map_index, include_expired=True)
-        now = self.rt.wall_clock()
-        live = [e for e in every if e.expires_at is None or e.expires_at > now]
-        if every:
-            return live
         if map_index is not None:
             if await self.instance(dag_id, run_id, task_id, map_index) is not None:
-                return live
+                return
         else:
             found = await self.rt.runs.get(dag_id, run_id)
             if any(ti.task_id == task_id for ti in (found.instances if found else ())):
-                return live
+                return
+        held = await self.rt.state.list(
+            scope="task", dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
+            include_expired=True, limit=1,
+        )  # fmt: skip
+        if held:
+            return
         index = "" if map_index is None or map_index < 0 else f" map index {map_index}"
         msg = (
             f"no task instance {task_id!r}{index} in run {run_id!r} of Dag {dag_id!r}: "
@@ -205,29 +198,34 @@ class UiData:
 
     # -- task state ---------------------------------------------------------------------
 
-    async def task_entries(
-        self,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        map_index: int | None,
-        *,
-        include_expired: bool = False,
-    ) -> list[StateEntry]:
-        """The instance's keys (every map index when ``map_index`` is None), by key."""
-        entries = await self.rt.state.list(
+    async def task_page(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, limit: int, offset: int
+    ) -> tuple[list[StateEntry], int]:
+        """A page of the instance's live keys, by key, and how many it holds in all
+        (404 unless the instance is recorded or holds state). The store reads the page
+        and counts; it does not read every key."""
+        await self.require_instance(dag_id, run_id, task_id, map_index)
+        state = self.rt.state
+        page = await state.list(
             scope="task", dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
-            include_expired=include_expired,
+            limit=limit, offset=offset,
         )  # fmt: skip
-        return sorted(entries, key=lambda e: (e.key, e.map_index or 0))
+        total = await state.count(
+            scope="task", dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index
+        )
+        return page, total
 
     async def task_entry(
         self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str
     ) -> StateEntry:
-        """One live key of the instance, with its metadata."""
-        for entry in await self.known_entries(dag_id, run_id, task_id, map_index):
-            if entry.key == key:
-                return entry
+        """One live key of the instance, with its metadata (one keyed read)."""
+        found = await self.rt.state.list(
+            scope="task", dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
+            key=key,
+        )  # fmt: skip
+        if found:
+            return found[0]
+        await self.require_instance(dag_id, run_id, task_id, map_index)
         msg = f"no key {key!r} in the task state of {dag_id}/{run_id}/{task_id}"
         raise NotFoundError(msg)
 
@@ -309,16 +307,21 @@ class UiData:
         # The name is the asset's identity; re-read it in case it was deleted or renamed.
         return await self.asset_by_ref(name=self._assets[ident].name)
 
-    async def asset_entries(self, info: AssetInfo) -> list[StateEntry]:
-        """The asset's live keys, by key."""
-        entries = await self.rt.state.list(scope="asset", asset_name=info.name)
-        return sorted((e for e in entries if e.asset_uri in (None, info.uri)), key=lambda e: e.key)
+    async def asset_page(
+        self, info: AssetInfo, limit: int, offset: int
+    ) -> tuple[list[StateEntry], int]:
+        """A page of the asset's live keys, by key, and how many it holds in all."""
+        page = await self.rt.state.list(
+            scope="asset", asset_name=info.name, limit=limit, offset=offset
+        )
+        total = await self.rt.state.count(scope="asset", asset_name=info.name)
+        return page, total
 
     async def asset_entry(self, info: AssetInfo, key: str) -> StateEntry:
-        """One live key of the asset."""
-        for entry in await self.asset_entries(info):
-            if entry.key == key:
-                return entry
+        """One live key of the asset (one keyed read)."""
+        found = await self.rt.state.list(scope="asset", asset_name=info.name, key=key)
+        if found:
+            return found[0]
         msg = f"no key {key!r} in the state of asset {info.name!r}"
         raise NotFoundError(msg)
 

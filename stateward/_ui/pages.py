@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
 from starlette.requests import Request
@@ -21,6 +21,7 @@ from starlette.routing import Route
 from .._records import AssetEvent, DagRunRecord, StateWriter, TaskInstanceRecord, TaskNode
 from .._values import dump_json, value_from_text
 from . import charts
+from .api import MAX_INT
 from .auth import check_form_csrf, csrf_token
 from .data import InvalidError, UiData, asset_id, iso
 
@@ -29,6 +30,8 @@ GRID_RUNS: Final = 25
 #: How many of an asset's newest events its page lists.
 EVENTS_SHOWN: Final = 50
 GRID_MAX_RUNS: Final = 100
+#: How many keys a task instance's or an asset's page shows (``?offset=`` pages on).
+KEYS_SHOWN: Final = 25
 #: Instance states after which more is to come: their page refreshes itself.
 UNFINISHED: Final = ("running", "up_for_retry", "queued")
 #: The worst state of a mapped task's instances is the colour of its grid cell.
@@ -45,6 +48,7 @@ def environment() -> jinja2.Environment:
     env.filters["iso"] = iso
     env.filters["json"] = lambda value: dump_json(value, indent=2)
     env.filters["colour"] = charts.colour
+    env.globals["run_url"] = run_url
     return env
 
 
@@ -69,9 +73,45 @@ async def error_page(request: Request, status: int, detail: str) -> Response:
     return render(request, "error.html", status, code=status, detail=detail)
 
 
-def ti_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+def url(*parts: str) -> str:
+    """A path of these segments, each quoted whole (a ``/``, ``#``, ``?`` or ``%`` in a
+    run id stays part of it: the routes take a run id as a path)."""
+    return "".join("/" + _segment(part) for part in parts)
+
+
+def _segment(part: str) -> str:
+    # A segment "." or ".." is one a browser would resolve away: its dots are quoted too.
+    return quote(part, safe="") if part.strip(".") else part.replace(".", "%2E")
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    return url("runs", dag_id, run_id)
+
+
+def ti_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1, suffix: str = "") -> str:
+    """The page of a task instance (``suffix``: a path under it, such as ``/state``)."""
     query = f"?{urlencode({'map_index': map_index})}" if map_index >= 0 else ""
-    return f"/runs/{dag_id}/{run_id}/tasks/{task_id}{query}"
+    return f"{run_url(dag_id, run_id)}{url('tasks', task_id)}{suffix}{query}"
+
+
+def pager(request: Request, page_url: str, shown: int, total: int) -> dict[str, Any]:
+    """The links of a page of keys: which rows it shows, and the previous and next
+    pages' URLs (None: none). ``page_url``: the page's own, built from its ids (not
+    from the request's path, whose ``/``, ``..`` and ``%`` a browser would read anew)."""
+    offset = _int_query(request, "offset", 0)
+
+    def at(start: int) -> str:
+        if not start:
+            return page_url
+        return page_url + ("&" if "?" in page_url else "?") + urlencode({"offset": start})
+
+    return {
+        "first": offset + 1 if shown else 0,
+        "last": offset + shown,
+        "total": total,
+        "previous": at(max(offset - KEYS_SHOWN, 0)) if offset > 0 else None,
+        "next": at(offset + KEYS_SHOWN) if offset + shown < total else None,
+    }
 
 
 # -- grid -------------------------------------------------------------------------------------
@@ -123,7 +163,7 @@ def grid(runs: list[DagRunRecord]) -> list[dict[str, Any]]:
                 if cell is not None:
                     index = -1 if cell["mapped"] else members[0].map_index
                     cell["url"] = (
-                        f"/runs/{run.dag_id}/{run.run_id}#{task_id}"
+                        f"{run_url(run.dag_id, run.run_id)}#{quote(task_id)}"
                         if cell["mapped"]
                         else ti_url(run.dag_id, run.run_id, task_id, index)
                     )
@@ -159,7 +199,9 @@ async def run_page(request: Request) -> Response:
 
     def node_url(node: TaskNode) -> str:
         # A mapped task's instances are listed under the chart.
-        return f"#{node.task_id}" if node.mapped else ti_url(run.dag_id, run.run_id, node.task_id)
+        if node.mapped:
+            return f"#{quote(node.task_id)}"
+        return ti_url(run.dag_id, run.run_id, node.task_id)
 
     order = charts.graph(run, node_url) if run.graph else charts.start_order(run)
     return render(
@@ -174,8 +216,10 @@ async def instance_page(request: Request, problem: str | None = None) -> Respons
     dag_id, run_id, task_id = p["dag_id"], p["run_id"], p["task_id"]
     map_index = _map_index(request)
     ui = data(request)
-    entries = await ui.known_entries(dag_id, run_id, task_id, map_index)
+    offset = _int_query(request, "offset", 0)
+    entries, total = await ui.task_page(dag_id, run_id, task_id, map_index, KEYS_SHOWN, offset)
     keys = [e.key for e in entries]
+    # Only the keys shown: a page reads its own keys' histories, no others.
     histories = await ui.task_histories(dag_id, run_id, task_id, map_index, keys)
     ti = await ui.instance(dag_id, run_id, task_id, map_index)
     item = (await ui.rt.runs.items(dag_id, run_id)).get((task_id, map_index))
@@ -184,17 +228,27 @@ async def instance_page(request: Request, problem: str | None = None) -> Respons
         dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, ti=ti, item=item,
         entries=entries, histories=histories, writer_url=writer_url, problem=problem,
         live=ti is not None and ti.state in UNFINISHED,
-        post_url=f"/runs/{dag_id}/{run_id}/tasks/{task_id}/state",
+        pages=pager(request, ti_url(dag_id, run_id, task_id, map_index), len(entries), total),
+        post_url=ti_url(dag_id, run_id, task_id, map_index, "/state"),
     )  # fmt: skip
 
 
 def _map_index(request: Request) -> int:
-    text = request.query_params.get("map_index", "-1")
+    return max(_int_query(request, "map_index", -1), -1)
+
+
+def _int_query(request: Request, name: str, default: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
     try:
-        return max(int(text), -1)
+        number = int(text)
     except ValueError:
-        msg = f"map_index must be an integer, got {text!r}"
-        raise InvalidError(msg, ("query", "map_index")) from None
+        number = None
+    if number is None or number > MAX_INT:
+        msg = f"{name} must be an integer up to {MAX_INT}, got {text!r}"
+        raise InvalidError(msg, ("query", name)) from None
+    return max(number, 0) if name == "offset" else number
 
 
 async def _form(request: Request) -> tuple[dict[str, str], Response | None]:
@@ -205,11 +259,11 @@ async def _form(request: Request) -> tuple[dict[str, str], Response | None]:
     return fields, check_form_csrf(fields.get("csrf"), request.app.state.token)
 
 
-def _confirm(request: Request, fields: dict[str, str], what: str) -> Response:
+def _confirm(request: Request, fields: dict[str, str], what: str, action: str) -> Response:
     hidden = {k: v for k, v in fields.items() if k != "confirmed"}
     return render(
         request, "confirm.html", what=what, fields=hidden,
-        action=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        action=action,
         back=request.headers.get("referer", "/"),
     )  # fmt: skip
 
@@ -265,7 +319,9 @@ async def instance_post(request: Request) -> Response:
         version = _version(fields) if action == "rollback" else 0
         if fields.get("confirmed") != "1":
             what = _describe(action, key, where, fields.get("version", ""))
-            return _confirm(request, fields, what)
+            return _confirm(
+                request, fields, what, ti_url(dag_id, run_id, task_id, map_index, "/state")
+            )
         if action == "set":
             await ui.set_task(dag_id, run_id, task_id, map_index, key, value)
         elif action == "rollback":
@@ -297,14 +353,15 @@ async def asset_page(request: Request, problem: str | None = None) -> Response:
     ui = data(request)
     ident = request.path_params["asset_id"]
     info = await ui.asset(ident)
-    entries = await ui.asset_entries(info)
+    offset = _int_query(request, "offset", 0)
+    entries, total = await ui.asset_page(info, KEYS_SHOWN, offset)
     histories = await ui.asset_histories(info, [e.key for e in entries])
     events = await ui.asset_events(info, EVENTS_SHOWN)
     return render(
         request, "asset.html", 422 if problem else 200, asset=info, asset_id=ident,
         entries=entries, histories=histories, writer_url=writer_url, problem=problem,
         post_url=f"/assets/{ident}/state", events=events, events_shown=EVENTS_SHOWN,
-        event_url=event_url,
+        event_url=event_url, pages=pager(request, f"/assets/{ident}", len(entries), total),
     )  # fmt: skip
 
 
@@ -322,7 +379,7 @@ async def asset_post(request: Request) -> Response:
         version = _version(fields) if action == "rollback" else 0
         if fields.get("confirmed") != "1":
             what = _describe(action, key, f"asset {info.name!r}", fields.get("version", ""))
-            return _confirm(request, fields, what)
+            return _confirm(request, fields, what, f"/assets/{ident}/state")
         if action == "set":
             await ui.set_asset(info, key, value)
         elif action == "rollback":
@@ -351,9 +408,9 @@ async def search_page(request: Request) -> Response:
         needle = q.lower()
         runs = await ui.runs(limit=500)
         dags = sorted({r.dag_id for r in runs})
-        found["Dags"] = [(d, f"/?dag_id={d}") for d in dags if needle in d.lower()]
+        found["Dags"] = [(d, f"/?{urlencode({'dag_id': d})}") for d in dags if needle in d.lower()]
         found["Runs"] = [
-            (f"{r.dag_id} / {r.run_id}", f"/runs/{r.dag_id}/{r.run_id}")
+            (f"{r.dag_id} / {r.run_id}", run_url(r.dag_id, r.run_id))
             for r in runs
             if needle in r.run_id.lower()
         ]
@@ -362,7 +419,7 @@ async def search_page(request: Request) -> Response:
             for ti in r.instances:
                 if needle in ti.task_id.lower():
                     name = f"{r.dag_id}.{ti.task_id}"
-                    tasks.setdefault(name, f"/runs/{r.dag_id}/{r.run_id}#{ti.task_id}")
+                    tasks.setdefault(name, f"{run_url(r.dag_id, r.run_id)}#{quote(ti.task_id)}")
         found["Tasks"] = sorted(tasks.items())
         found["Assets"] = [
             (a.name, f"/assets/{asset_id(a.name)}")
@@ -381,13 +438,15 @@ async def asset_lookup(request: Request) -> Response:
 
 def routes() -> list[Route]:
     """The pages' routing table."""
-    ti = "/runs/{dag_id}/{run_id}/tasks/{task_id}"
+    # A run id may hold "/" (each link quotes it whole, see url()): its segment is a
+    # path, so the instance's routes come before the run's, which would match them.
+    ti = "/runs/{dag_id}/{run_id:path}/tasks/{task_id}"
     return [
         Route("/", grid_page, methods=["GET"]),
         Route("/search", search_page, methods=["GET"]),
-        Route("/runs/{dag_id}/{run_id}", run_page, methods=["GET"]),
         Route(ti, instance_page, methods=["GET"]),
         Route(ti + "/state", instance_post, methods=["POST"]),
+        Route("/runs/{dag_id}/{run_id:path}", run_page, methods=["GET"]),
         Route("/assets", asset_lookup, methods=["GET"]),
         Route("/assets/{asset_id:int}", asset_page, methods=["GET"]),
         Route("/assets/{asset_id:int}/state", asset_post, methods=["POST"]),

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 from .conftest import FIXTURES
 
@@ -63,8 +64,9 @@ def running_ui(db: Path, token: str | None, *extra: str) -> Iterator[str]:
         if token is None:
             yield url
         else:
-            assert url.endswith(f"/?token={token}")
-            yield url.removesuffix(f"/?token={token}")
+            query = "/?" + urlencode({"token": token})
+            assert url.endswith(query), url
+            yield url.removesuffix(query)
     finally:
         process.terminate()
         try:

@@ -46,6 +46,17 @@ def test_a_random_token_is_printed_and_read_only_refuses_writes(tmp_path: Path) 
         assert "read-only" in json.loads(text)["detail"]
 
 
+def test_a_token_with_url_characters_is_quoted_in_the_printed_url(tmp_path: Path) -> None:
+    """``--token 'a&b c%'``: the printed URL still carries the whole token."""
+    db = tmp_path / "state.db"
+    seed(db)
+    with running_ui(db, None, "--token", "a&b c%") as printed:
+        parts = urlsplit(printed)
+        assert parse_qs(parts.query)["token"] == ["a&b c%"]
+        base = f"{parts.scheme}://{parts.netloc}"
+        assert request(f"{base}/api/v2/stateward/runs", "a&b c%")[0] == 200
+
+
 def test_a_missing_database_is_an_error(tmp_path: Path) -> None:
     """`stateward ui` on no database says so and exits 1, creating nothing."""
     missing = tmp_path / "missing.db"
