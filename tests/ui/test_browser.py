@@ -89,11 +89,21 @@ def navigate(driver: Any, css: str) -> None:
 def loaded(driver: Any, page: Any) -> None:
     """Wait (10 s at most) until ``page`` (the old <html>) is gone and the next page has
     loaded completely, so that what the test finds next belongs to it."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
+    def gone(_: Any) -> bool:
+        try:
+            return bool(expected_conditions.staleness_of(page)(driver))
+        except WebDriverException as exc:
+            # chromedriver may say so instead of "stale" while the old page is unloading.
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+
     wait = WebDriverWait(driver, 10)
-    wait.until(expected_conditions.staleness_of(page))
+    wait.until(gone)
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
