@@ -612,9 +612,6 @@ def is_write(op: Op) -> bool:
 #: operation's result, and the rest of the batch goes on.
 REFUSALS: Final = (StateTypeError, StateValueError, AssetConflictError, StaleAttemptError)
 
-#: Operations that change leases: a batch checks a fence again after one of them.
-LEASE_OPS: Final = (AcquireLease, RenewLeases, ReleaseLeases, RecordAttempt)
-
 #: The lease's own instance states: a final one ends the lease.
 FINAL_STATES: Final = frozenset({"success", "failed"})
 
@@ -636,6 +633,13 @@ KEEPS_LEASES: Final[tuple[type[Any], ...]] = (
     *READ_OPS, Put, Delete, Clear, Increment, CompareAndSet, Rollback, RegisterAssets, AddEvent,
     Cleanup, RecordItem, RecordRun, EndRun, RecordInstance, FindUnheld,
 )  # fmt: skip
+
+
+def changes_leases(op: Op) -> bool:
+    """Whether ``op`` may write a lease column (of any instance): a fence checked before
+    it must be checked again after it. A fenced operation is judged by its inner one."""
+    inner = op.op if isinstance(op, Fenced) else op
+    return not isinstance(inner, KEEPS_LEASES)
 
 
 class FenceCheck:

@@ -353,3 +353,25 @@ async def test_a_stale_put_in_a_batch_of_fresh_ones_is_refused_alone(
     for index in (0, 1, 3):
         assert await written(store, index, "k") == (10 + index, [10 + index])
     assert await written(store, 1, "j") == (21, [21])
+
+
+async def test_a_clear_in_a_batch_fences_the_writes_after_it(recorded: Store) -> None:
+    """A run cleared in the middle of a batch gives up its instances' leases there: a
+    write of the cleared attempt after it in the same batch is refused, written nowhere,
+    whether its lease was checked before the clear or not (PostgreSQL checks a batch's
+    leases ahead, in one statement)."""
+    for index in (3, 4):
+        await run(recorded, ops.AcquireLease("d", "r", "t", index, "A", 60.0, 0, START))
+    early, cleared, late_same, late_other = await run(
+        recorded,
+        put("A", 1, "early"),
+        ops.ClearRun("d", "r", None),
+        put("A", 1, "late"),
+        put_at(lease_at(4, "A", 1), "late", "2"),
+    )
+    assert early is None
+    assert sorted(cleared) == [("t", 3), ("t", 4)]
+    assert isinstance(late_same, StaleAttemptError)
+    assert isinstance(late_other, StaleAttemptError)
+    assert await written(recorded, 3, "late") == (None, [])
+    assert await written(recorded, 4, "late") == (None, [])

@@ -496,3 +496,24 @@ async def test_a_batch_rolled_back_leaves_no_version_behind(tmp_path: Path) -> N
         await store.execute([ops.Put(T, "k", "3", None, None)], now=4.0)
         (history,) = await store.execute([ops.History(T, "k")], now=5.0)
         assert [(v.version, v.value) for v in history] == [(3, 3), (2, 2), (1, 1)]
+
+
+async def test_an_item_adopting_a_positions_versions_restarts_that_positions_ring(
+    tmp_path: Path,
+) -> None:
+    """An expansion whose item adopts the state its position kept moves the position's
+    versions: a later write keyed by that position numbers its key from 1 again, as a
+    store opened afresh would, not after the versions the writer remembered."""
+    by_index = TaskScope("d", "r", "t", 3)  # the item standing at index 3: its position
+    position = TaskScope("d", "r", "t", 3, item="#3")
+    adopter = TaskScope("d", "r", "t", 3, item="x")
+    async with SqliteStore(tmp_path / "s.db") as store:
+        for value in ("1", "2"):
+            await store.execute([ops.Put(by_index, "k", value, None, None)], now=1.0)
+        await store.execute([ops.RecordItems("d", "r", "t", ((3, "x", None),))], now=3.0)
+        await store.execute([ops.Put(position, "k", "3", None, None)], now=4.0)
+        versions, adopted = await store.execute(
+            [ops.History(position, "k"), ops.History(adopter, "k")], now=5.0
+        )
+    assert [(v.version, v.value) for v in versions] == [(1, 3)]
+    assert [(v.version, v.value) for v in adopted] == [(2, 2), (1, 1)]

@@ -467,7 +467,7 @@ class Session:
                     results.append(inner)
                 else:
                     results.append(await self._apply_or_refuse(inner, now))
-                if isinstance(op, base.LEASE_OPS):
+                if base.changes_leases(op):
                     checked.clear()
                 start += 1
         return results
@@ -486,7 +486,7 @@ class Session:
         if op.lease not in checked:
             asked: dict[Lease, None] = {}
             for later in ops[index:]:
-                if isinstance(later, base.LEASE_OPS):
+                if base.changes_leases(later):
                     break
                 if isinstance(later, base.Fenced) and later.lease not in checked:
                     asked[later.lease] = None

@@ -144,10 +144,12 @@ _HISTORY_SQL: Final = {
 }
 
 #: Operations that move or cut no history row except through ``_Engine._version``: the
-#: rings the engine knows stay as it knows them across them.
+#: rings the engine knows stay as it knows them across them. Not ``RecordItems``: an
+#: item adopting the state its position kept moves that position's versions.
 _KEEPS_RINGS: Final[tuple[type[Any], ...]] = (
     base.Put, *base.READ_OPS, base.Delete, base.Clear, base.Increment, base.CompareAndSet,
-    base.Rollback, base.RegisterAssets, base.AddEvent, *base.RUN_RECORD_OPS,
+    base.Rollback, base.RegisterAssets, base.AddEvent,
+    *(op for op in base.RUN_RECORD_OPS if op is not base.RecordItems),
 )  # fmt: skip
 #: The most keys whose ring the engine remembers (then it starts over).
 _RINGS_KEPT: Final = 65536
