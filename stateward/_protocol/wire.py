@@ -504,6 +504,11 @@ class FrameWriter:
         """Give back room :meth:`reserve` held for a frame that will not be posted."""
         self.budget.release(size)
 
+    def idle(self) -> bool:
+        """Whether nothing is being sent or waits to be (from any thread)."""
+        with self._lock:
+            return not self._sending and not self._queue
+
     def post(self, data: bytes, *, reserved: int = 0) -> None:
         """Send ``data`` (packed frames) now or after what is queued (trio's thread only).
 

@@ -307,9 +307,12 @@ class ChildConnection:
 
     def _alone(self) -> bool:
         """Whether nothing but this socket can give trio anything to do: no other task
-        is runnable or waits for a deadline or for I/O, and no thread was started."""
+        is runnable or waits for a deadline or for I/O, no thread was started, and the
+        writer has sent everything (a request it still holds is answered only once it
+        is sent, and its task may be woken in the batch trio is running, which the
+        statistics do not count)."""
         idle = self._idle
-        if idle is None:
+        if idle is None or not self._writer.idle():
             return False
         stats = trio.lowlevel.current_statistics()
         io = stats.io_statistics
