@@ -12,7 +12,6 @@ attempt's context, so a command can read state::
 
 from __future__ import annotations
 
-import codecs
 import functools
 import logging
 import os
@@ -28,7 +27,7 @@ import trio
 from ._dag import Operator
 from ._errors import DagDefinitionError, ShellCommandError
 from ._records import instance_label
-from ._runtime.capture import not_captured, write_output
+from ._runtime.capture import LineSplitter, not_captured, write_output
 
 #: A succeeding command's stderr is logged here, a line per record (INFO).
 logger = logging.getLogger("stateward.operators")
@@ -50,8 +49,6 @@ _SHOWN_COMMAND_CHARS: Final = 200
 # The end of stderr kept for the error (its tail is cut from it): a few times the tail's
 # characters, as UTF-8 bytes.
 _STDERR_KEPT_BYTES: Final = 16 * 1024
-# A line longer than this goes to the log in pieces (memory stays bounded).
-_LINE_LIMIT: Final = 64 * 1024
 
 
 class ShellOperator(Operator):
@@ -293,19 +290,12 @@ class _Output:
     async def read(self, pipe: trio.abc.ReceiveStream | None) -> None:
         if pipe is None:
             return
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
+        lines = LineSplitter()
         async with pipe:
             while chunk := await pipe.receive_some():
                 self._remember(chunk)
-                pending += decoder.decode(chunk)
-                if len(pending) > _LINE_LIMIT:
-                    self._write(pending)
-                    pending = ""
-                    continue
-                lines, newline, pending = pending.rpartition("\n")
-                self._write(lines + newline)
-        self._write(pending + decoder.decode(b"", final=True))
+                self._write(lines.feed(chunk))
+        self._write(lines.end())
 
     def kept(self) -> str:
         """The pipe's output, or its last ``keep`` bytes where it wrote more."""

@@ -20,6 +20,7 @@ captured.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 import sys
@@ -129,6 +130,36 @@ class AttemptLog:
                 f"log keeps its first {self._head_limit} and last {self._tail_limit} bytes]\n"
             )
         return text + tail.decode("utf-8", errors="replace")
+
+
+#: Characters of a line without its end that a :class:`LineSplitter` holds back.
+LINE_LIMIT: Final = 64 * 1024
+
+
+class LineSplitter:
+    """Decodes a pipe's bytes as UTF-8 (bad bytes replaced) into whole lines: the other
+    pipe's lines, written to the same log, must not split one. A line longer than
+    :data:`LINE_LIMIT` goes out in pieces, so memory stays bounded."""
+
+    __slots__ = ("_decoder", "_pending")
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, chunk: bytes | bytearray) -> str:
+        """The whole lines ``chunk`` completes (``""``: none yet)."""
+        pending = self._pending + self._decoder.decode(chunk)
+        if len(pending) > LINE_LIMIT:
+            self._pending = ""
+            return pending
+        lines, newline, self._pending = pending.rpartition("\n")
+        return lines + newline
+
+    def end(self) -> str:
+        """What is left once the pipe is closed: a last line without its end."""
+        rest, self._pending = self._pending + self._decoder.decode(b"", final=True), ""
+        return rest
 
 
 _current: ContextVar[AttemptLog | None] = ContextVar("stateward_attempt_log", default=None)

@@ -18,7 +18,6 @@ The frames are described in :mod:`stateward._protocol.frames`, their wire in
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import os
 import signal
@@ -65,6 +64,7 @@ from .._protocol.wire import (
     pack_response,
 )
 from .attempt import AttemptSpec
+from .capture import LineSplitter
 from .client import SupervisorClient
 from .forkserver import ForkedProcess, ForkServers, child_env, fork_server_available
 from .supervisor import Envelope, error_response
@@ -382,10 +382,6 @@ async def _serve_until_exit(
     return final
 
 
-#: Characters of a line without its end that a task process's pipe holds back.
-_ECHO_LINE_LIMIT: Final = 64 * 1024
-
-
 def _stdout() -> TextIO:
     return sys.stdout
 
@@ -408,22 +404,14 @@ class _Echo:
         self._stream = stream
 
     async def run(self) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        # Whole lines only (a print is two writes): the other pipe's lines land in the
-        # same log and must not split one. A line longer than this goes out in pieces.
-        pending = ""
+        # Whole lines only (a print is two writes): see LineSplitter.
+        lines = LineSplitter()
         try:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 while chunk := await self.pipe.receive_some():
-                    pending += decoder.decode(chunk)
-                    if len(pending) > _ECHO_LINE_LIMIT:
-                        self._write(pending)
-                        pending = ""
-                        continue
-                    lines, newline, pending = pending.rpartition("\n")
-                    self._write(lines + newline)
+                    self._write(lines.feed(chunk))
         finally:
-            self._write(pending + decoder.decode(b"", final=True))
+            self._write(lines.end())
             self.done.set()
 
     def _write(self, text: str) -> None:
