@@ -815,6 +815,18 @@ def unknown_version(scope: Scope, key: str, version: int, kept: Sequence[int]) -
     return StateValueError(msg, key=key)
 
 
+def rollback_to(
+    op: Rollback, kept: Sequence[tuple[int, str | None]]
+) -> tuple[str | None, StateWriter]:
+    """What a rollback writes, given the key's kept ``(version, encoded value)`` pairs:
+    the old value (``None``: a tombstone, the key is removed) and the provenance of the
+    version it adds; refused when ``op.version`` is not kept."""
+    found = [value for version, value in kept if version == op.version]
+    if not found:
+        raise unknown_version(op.scope, op.key, op.version, [version for version, _ in kept])
+    return found[0], provenance(op.who, op.writer).rolled_back_to(op.version)
+
+
 def version_of(row: Sequence[Any], decode: Callable[[str], Any]) -> StateVersion:
     """A history row ``(version, value, updated_at, updated_by JSON)`` as the record
     callers get (``value`` None: a tombstone)."""

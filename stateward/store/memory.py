@@ -241,13 +241,9 @@ class MemoryStore:
                 return self._clear(scope, all_map_indices, now, base.provenance(who))
             case base.History(scope, key):
                 return self._history(scope, key)
-            case base.Rollback(scope, key, version, expires_at, writer, who):
-                chosen = [v for v in self._versions(scope, key) if v.version == version]
-                if not chosen:
-                    kept = [v.version for v in self._versions(scope, key)]
-                    raise base.unknown_version(scope, key, version, kept)
-                marked = base.provenance(who, writer).rolled_back_to(version)
-                restored = chosen[0].value
+            case base.Rollback(scope, key, _, expires_at, writer):
+                kept = [(v.version, v.value) for v in self._versions(scope, key)]
+                restored, marked = base.rollback_to(op, kept)
                 if restored is None:
                     self._rows(scope).pop(key, None)
                 else:

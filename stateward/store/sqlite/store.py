@@ -505,11 +505,7 @@ class _Engine:
 
     def _rollback(self, op: base.Rollback, now: float) -> None:
         kept = self._versions(op.scope, op.key, now)
-        found = [row for row in kept if row[0] == op.version]
-        if not found:
-            raise base.unknown_version(op.scope, op.key, op.version, [row[0] for row in kept])
-        old: str | None = found[0][1]
-        marked = base.provenance(op.who, op.writer).rolled_back_to(op.version)
+        old, marked = base.rollback_to(op, [(row[0], row[1]) for row in kept])
         if old is not None:
             self._put(op.scope, op.key, old, op.expires_at, op.writer, now, marked)
             return
