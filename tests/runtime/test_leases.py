@@ -15,10 +15,41 @@ from typing import Any
 import pytest
 import trio
 
-from stateward import Dag, MemoryStore, RecordedTaskError, StaleAttemptError, Store, open_runtime
+from stateward import (
+    Dag,
+    MemoryStore,
+    RecordedTaskError,
+    Runtime,
+    StaleAttemptError,
+    Store,
+    open_runtime,
+)
 from stateward._loader import load_dags
 from stateward._protocol import messages as m
 from stateward._records import AttemptRecord
+
+#: The runtime that takes instances over in these tests (its acquisition is sent by hand).
+OTHER = "another-runtime"
+OTHER_START = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
+
+
+async def take_over(rt: Runtime, dag_id: str, task_id: str) -> None:
+    """Expire ``rt``'s leases and take the unmapped instance over as another runtime's
+    try 2: both queued together (no checkpoint between), so this runtime's lease expires
+    on the store's clock just before the other runtime's acquisition finds it so."""
+    expire = rt.admin.submit(m.RenewTaskLeases(rt.leases.holder, -1.0))
+    take = rt.admin.submit(
+        m.AcquireTaskLease(dag_id, "r", task_id, -1, OTHER, 60.0, 0, OTHER_START)
+    )
+    await rt.admin.response(expire)
+    assert (await rt.admin.response(take)).answer.try_number == 2
+
+
+async def end_as_other(rt: Runtime, dag_id: str, task_id: str, attempt: AttemptRecord) -> None:
+    """Record the other runtime's try ending as ``attempt`` says."""
+    await rt.admin.request(
+        m.RecordTaskAttempt(dag_id, "r", task_id, -1, attempt.state, attempt, OTHER)
+    )
 
 
 @pytest.mark.parametrize("value", [0, -1.5, float("inf"), float("nan"), timedelta(0)])
@@ -97,8 +128,6 @@ async def test_an_attempt_whose_instance_was_taken_over_cannot_write(
         return "mine"
 
     async with open_runtime(store=make_store()) as rt:
-        other = "another-runtime"
-        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
         result: list[Any] = []
 
         async def run() -> None:
@@ -107,19 +136,10 @@ async def test_an_attempt_whose_instance_was_taken_over_cannot_write(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run)
             await started.wait()
-            # Queued together (no checkpoint between): this runtime's lease expires on
-            # the store's clock, and the other runtime takes the instance as try 2.
-            expire = rt.admin.submit(m.RenewTaskLeases(rt.leases.holder, -1.0))
-            take = rt.admin.submit(
-                m.AcquireTaskLease("taken", "r", "work", -1, other, 60.0, 0, start)
-            )
-            await rt.admin.response(expire)
-            assert (await rt.admin.response(take)).answer.try_number == 2
+            await take_over(rt, "taken", "work")
             taken.set()
             ended = AttemptRecord(2, "success", 1.0, 2.0, result="theirs", host="elsewhere")
-            await rt.admin.request(
-                m.RecordTaskAttempt("taken", "r", "work", -1, "success", ended, other)
-            )
+            await end_as_other(rt, "taken", "work", ended)
         state = rt.state.task("taken", "r", "work")
         assert (await state.aget("before"), await state.aget("after")) == (1, None)
         record = await rt.runs.get("taken", "r")
@@ -148,8 +168,6 @@ async def test_a_failure_in_another_runtime_is_reported_with_its_recorded_error(
         return "mine"
 
     async with open_runtime(store=make_store()) as rt:
-        other = "another-runtime"
-        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
         result: list[Any] = []
 
         async def run() -> None:
@@ -158,20 +176,13 @@ async def test_a_failure_in_another_runtime_is_reported_with_its_recorded_error(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run)
             await started.wait()
-            expire = rt.admin.submit(m.RenewTaskLeases(rt.leases.holder, -1.0))
-            take = rt.admin.submit(
-                m.AcquireTaskLease("taken", "r", "work", -1, other, 60.0, 0, start)
-            )
-            await rt.admin.response(expire)
-            assert (await rt.admin.response(take)).answer.try_number == 2
+            await take_over(rt, "taken", "work")
             taken.set()
             failed = AttemptRecord(
                 2, "failed", 1.0, 2.0, host="elsewhere", error_type="KeyError",
                 error_message="'gone'", error_traceback="Traceback ...",
             )  # fmt: skip
-            await rt.admin.request(
-                m.RecordTaskAttempt("taken", "r", "work", -1, "failed", failed, other)
-            )
+            await end_as_other(rt, "taken", "work", failed)
     (ti,) = result[0].task_instances
     assert (result[0].state, ti.state, ti.try_number) == ("failed", "failed", 2)
     assert isinstance(ti.error, RecordedTaskError)
@@ -189,8 +200,6 @@ async def test_a_process_isolated_attempt_is_fenced_after_a_takeover(
     monkeypatch.setenv("STATEWARD_TEST_FENCE_DIR", str(tmp_path))
     dag = load_dags(Path(__file__).parents[1] / "isolation_fixtures" / "fenced.py")["fenced"]
     async with open_runtime(store=make_store()) as rt:
-        other = "another-runtime"
-        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
         result: list[Any] = []
 
         async def run() -> None:
@@ -201,20 +210,13 @@ async def test_a_process_isolated_attempt_is_fenced_after_a_takeover(
             with trio.fail_after(60):  # another process: poll its file
                 while not (tmp_path / "started").exists():  # noqa: ASYNC110
                     await trio.sleep(0.02)
-            expire = rt.admin.submit(m.RenewTaskLeases(rt.leases.holder, -1.0))
-            take = rt.admin.submit(
-                m.AcquireTaskLease("fenced", "r", "late_write", -1, other, 60.0, 0, start)
-            )
-            await rt.admin.response(expire)
-            assert (await rt.admin.response(take)).answer.try_number == 2
+            await take_over(rt, "fenced", "late_write")
             (tmp_path / "taken").touch()
             with trio.fail_after(60):
                 while not (tmp_path / "refused").exists():  # noqa: ASYNC110
                     await trio.sleep(0.02)
             ended = AttemptRecord(2, "success", 1.0, 2.0, result="theirs", host="elsewhere")
-            await rt.admin.request(
-                m.RecordTaskAttempt("fenced", "r", "late_write", -1, "success", ended, other)
-            )
+            await end_as_other(rt, "fenced", "late_write", ended)
         state = rt.state.task("fenced", "r", "late_write")
         assert (await state.aget("before"), await state.aget("after")) == (1, None)
     (ti,) = result[0].task_instances
@@ -239,11 +241,9 @@ async def test_an_instance_another_runtime_holds_does_not_hold_up_the_others(
 
     shard.expand(i=[0, 1, 2])
     async with open_runtime(store=make_store(), lease_timeout=2.0) as rt:
-        other = "another-runtime"
         first = rt.leases.start_order([0, 1, 2])[0]
-        start = AttemptRecord(0, "running", 1.0, host="elsewhere", pid=1)
         taken = await rt.admin.request(
-            m.AcquireTaskLease("held", "r", "shard", first, other, 60.0, 0, start)
+            m.AcquireTaskLease("held", "r", "shard", first, OTHER, 60.0, 0, OTHER_START)
         )
         assert taken.answer.outcome == "acquired"
         result: list[Any] = []
@@ -257,7 +257,7 @@ async def test_an_instance_another_runtime_holds_does_not_hold_up_the_others(
                 await others_ran.wait()
                 done = AttemptRecord(1, "success", 1.0, 2.0, result=100 + first, host="elsewhere")
                 await rt.admin.request(
-                    m.RecordTaskAttempt("held", "r", "shard", first, "success", done, other)
+                    m.RecordTaskAttempt("held", "r", "shard", first, "success", done, OTHER)
                 )
     assert sorted(ran) == sorted({0, 1, 2} - {first})
     assert result[0].state == "success"
