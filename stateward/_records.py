@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -291,3 +292,24 @@ def resolve_record_types() -> None:
     for value in list(namespace.values()):
         if isinstance(value, type) and attrs.has(value):
             attrs.resolve_types(value, globalns=namespace)
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """A Unix time as an ISO-8601 UTC string (None stays None)."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def version_json(version: StateVersion) -> dict[str, Any]:
+    """One version of a key's history as JSON (``state history --json``, the UI's API),
+    with who made it (``label``: in words)."""
+    by = attrs.asdict(version.updated_by)
+    by["label"] = version.updated_by.label
+    return {
+        "version": version.version,
+        "value": version.value,
+        "deleted": version.deleted,
+        "updated_at": iso_time(version.updated_at),
+        "updated_by": by,
+    }

@@ -126,13 +126,6 @@ def with_runtime(
     return trio.run(go)
 
 
-def iso_time(timestamp: float | None) -> str | None:
-    """A Unix time as an ISO-8601 UTC string (None stays None)."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
-
-
 def table_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M")
 

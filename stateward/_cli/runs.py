@@ -12,10 +12,10 @@ import trio
 from rich import box
 from rich.table import Table
 
-from .._records import AttemptRecord, DagRunRecord, TaskInstanceRecord
+from .._records import AttemptRecord, DagRunRecord, TaskInstanceRecord, iso_time
 from .._runtime.runtime import Runtime
 from .._values import dump_json
-from .app import CliError, cli, db_option, iso_time, stdout_console, table_time, with_runtime
+from .app import CliError, cli, db_option, stdout_console, table_time, with_runtime
 
 RUN_STATES = ("running", "queued", "success", "failed")
 #: Seconds between two reads of a followed attempt's record (``logs --follow``).

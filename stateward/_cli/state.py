@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._context.accessors import NEVER_EXPIRE, AssetStateAccessor, RetentionLike, TaskStateAccessor
-from .._records import AssetEvent, StateEntry, StateVersion
+from .._records import AssetEvent, StateEntry, StateVersion, iso_time, version_json
 from .._runtime.runtime import Runtime
 from .._values import dump_json, value_from_text
 from .app import (
@@ -29,7 +29,6 @@ from .app import (
     cell_json,
     cli,
     db_option,
-    iso_time,
     stdout_console,
     table_time,
     with_runtime,
@@ -537,19 +536,6 @@ def history_state(key: str, db: str | None, as_json: bool, **selectors: Any) -> 
         )  # fmt: skip
     console.print(Text(f"{key} in the {target.label}", style="bold"))
     console.print(Padding(table, (0, 0, 0, 2)))
-
-
-def version_json(version: StateVersion) -> dict[str, Any]:
-    """One version as the ``state history --json`` object."""
-    writer = attrs.asdict(version.updated_by)
-    writer["label"] = version.updated_by.label
-    return {
-        "version": version.version,
-        "value": version.value,
-        "deleted": version.deleted,
-        "updated_at": iso_time(version.updated_at),
-        "updated_by": writer,
-    }
 
 
 @state.command("events")

@@ -25,10 +25,12 @@ from .._records import (
     StateEntry,
     StateVersion,
     TaskInstanceRecord,
+    version_json,
 )
+from .._records import iso_time as iso
 from .._values import OutOfRangeError, parse_json
 from . import openapi
-from .data import DEFAULT_EXPIRY, Expiry, InvalidError, NotFoundError, UiData, asset_id, iso
+from .data import DEFAULT_EXPIRY, Expiry, InvalidError, NotFoundError, UiData, asset_id
 from .data import parse_writer as _parse_writer
 
 #: Airflow's default page size of a listing, and the largest page served.
@@ -159,19 +161,6 @@ def asset_entry_json(entry: StateEntry) -> dict[str, Any]:
         "value": entry.value,
         "updated_at": iso(entry.updated_at),
         "last_updated_by": by,
-    }
-
-
-def version_json(version: StateVersion) -> dict[str, Any]:
-    """One version of a key's history, with who made it (``label``: in words)."""
-    by = attrs.asdict(version.updated_by)
-    by["label"] = version.updated_by.label
-    return {
-        "version": version.version,
-        "value": version.value,
-        "deleted": version.deleted,
-        "updated_at": iso(version.updated_at),
-        "updated_by": by,
     }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import attrs
@@ -34,6 +33,7 @@ from .._records import (
     StateVersion,
     TaskInstanceRecord,
 )
+from .._records import iso_time as iso
 from .._runtime.runtime import Runtime
 from .._values import check_key
 
@@ -72,13 +72,6 @@ class InvalidError(UiError):
 def asset_id(name: str) -> int:
     """The integer id the API gives the asset named ``name`` (stable, from the name)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:6], "big")
-
-
-def iso(timestamp: float | None) -> str | None:
-    """A Unix time as ISO-8601 UTC text (None stays None)."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 @attrs.frozen

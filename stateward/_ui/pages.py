@@ -19,11 +19,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .._records import AssetEvent, DagRunRecord, StateWriter, TaskInstanceRecord, TaskNode
+from .._records import iso_time as iso
 from .._values import dump_json, value_from_text
 from . import charts
 from .api import MAX_INT
 from .auth import check_form_csrf, csrf_token
-from .data import InvalidError, UiData, asset_id, iso
+from .data import InvalidError, UiData, asset_id
 
 #: How many recent runs the grid shows (``?limit=`` up to :data:`GRID_MAX_RUNS`).
 GRID_RUNS: Final = 25
