@@ -148,6 +148,32 @@ def drop_schema(dsn: str, schema: str) -> None:
     _run_asyncio(go())
 
 
+def backends_cpu_s(dsn: str, since: float) -> float | None:
+    """The CPU time so far of the server processes serving the connections stateward
+    opened to ``dsn`` after ``since`` (epoch seconds), read from ``/proc`` (a server on
+    this machine, Linux); None when they cannot be read."""
+
+    async def go() -> list[int]:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'stateward' "
+                "AND datname = current_database() AND backend_start >= to_timestamp($1)",
+                since,
+            )
+        finally:
+            await conn.close()
+        return [row[0] for row in rows]
+
+    try:
+        pids = _run_asyncio(go())
+        return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) for pid in pids) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
 def postgres_answers(dsn: str) -> bool:
     """Whether a PostgreSQL server answers at ``dsn`` (and asyncpg is installed)."""
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from _common import bench_runtime, emit, machine, tmp_db
+from _common import backends_cpu_s, bench_runtime, emit, machine, tmp_db
 from stateward import Dag, open_runtime
 from stateward.store.sqlite.store import SqliteStore
 
@@ -42,23 +42,31 @@ KEYS_PER_TASK = 1000
 COUNTED = 200
 
 
-async def write_ms(n: int, history: int, db: str | None = None) -> float:
-    """One run of ``n`` durable ``aset`` from an async task: ms per write."""
+async def write_ms(n: int, history: int, db: str | None = None) -> dict[str, float]:
+    """One run of ``n`` durable ``aset`` from an async task: ms per write (``ms``), and
+    on PostgreSQL the CPU µs per write of this process (``cpu_us``) and of the server
+    processes serving it (``server_us``, when this machine's /proc shows them)."""
     figures: dict[str, float] = {}
     dag = Dag("bench")
+    opened = time.time()
 
     @dag.task
     async def writes(task_state: Any) -> None:
-        start = time.perf_counter()
+        await task_state.aset("k0", -1)  # the connection is open, its statements known
+        server = None if db is None else backends_cpu_s(db, opened)
+        cpu, start = time.process_time(), time.perf_counter()
         for i in range(n):
             await task_state.aset(f"k{i % 10}", i)
         figures["ms"] = (time.perf_counter() - start) / n * 1000
+        figures["cpu_us"] = (time.process_time() - cpu) / n * 1e6
+        if server is not None and (after := backends_cpu_s(str(db), opened)) is not None:
+            figures["server_us"] = (after - server) / n * 1e6
 
     async with bench_runtime(db, "history.db", history=history) as rt:
         result = await rt.run_task(writes, run_id="bench")
         if result.error is not None:
             raise result.error
-    return figures["ms"]
+    return figures
 
 
 async def pages_per_write(history: int) -> float:
@@ -92,17 +100,25 @@ async def pages_per_write(history: int) -> float:
 
 
 def on_off(n: int, rounds: int, db: str | None) -> dict[str, Any]:
-    """Alternating rounds with history off and on: each side's median, their ratio."""
-    off: list[float] = []
-    on: list[float] = []
+    """Alternating rounds with history off and on: each side's median, their ratio. On
+    PostgreSQL also the CPU per write, this process's and the server's: their sum's
+    ratio is what history costs whatever the load (the time waits for the server's
+    WAL syncs, which other work on the machine slows)."""
+    off: list[dict[str, float]] = []
+    on: list[dict[str, float]] = []
     for _ in range(rounds):
         off.append(trio.run(write_ms, n, 0, db))
         on.append(trio.run(write_ms, n, VERSIONS, db))
-    figures: dict[str, Any] = {
-        "history_off_set_ms": statistics.median(off),
-        "history_on_set_ms": statistics.median(on),
-    }
+    figures: dict[str, Any] = {}
+    names = ("ms", "cpu_us", "server_us") if db is not None and "server_us" in off[0] else ("ms",)
+    for name in names:
+        for side, runs in (("off", off), ("on", on)):
+            figures[f"history_{side}_set_{name}"] = statistics.median(r[name] for r in runs)
     figures["history_write_ratio"] = figures["history_on_set_ms"] / figures["history_off_set_ms"]
+    if "server_us" in names:
+        cpu = {side: statistics.median(r["cpu_us"] + r["server_us"] for r in runs)
+               for side, runs in (("off", off), ("on", on))}  # fmt: skip
+        figures["history_cpu_ratio"] = cpu["on"] / cpu["off"]
     return figures
 
 

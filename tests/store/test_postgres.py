@@ -561,17 +561,21 @@ async def _until_a_statement_waits_for_a_lock(dsn: str) -> None:
 @pytest.mark.parametrize(
     ("change", "value"),
     [
-        ("UPDATE {s}.task_state SET value = '3' WHERE key = 'k'", 3),
+        # As a writer that leaves the row's version unknown (an increment, say) ...
+        ("UPDATE {s}.task_state SET value = '3', version = NULL WHERE key = 'k'", 3),
+        # ... or as a put that keeps it (the row counted).
+        ("UPDATE {s}.task_state SET value = '3', version = 3 WHERE key = 'k'", 3),
         ("DELETE FROM {s}.task_state WHERE key = 'k'", None),
     ],
-    ids=["updated", "deleted"],
+    ids=["updated", "updated-counted", "deleted"],
 )
 async def test_a_put_waiting_for_another_version_is_numbered_after_it(
     database: PgDatabase, schema: str, change: str, value: int | None
 ) -> None:
-    """A put of a key with history on is one statement that reads the newest version from
-    its snapshot; when another transaction writes a version of the key while the put
-    waits for its row, the put still comes after that version, numbered next."""
+    """A put of a key with history on is one statement that numbers its version from the
+    row, or from its snapshot's history; when another transaction writes a version of
+    the key while the put waits for its row, the put still comes after that version,
+    numbered next."""
     async with PostgresStore(database.dsn, schema=schema) as store:
         await one(store, put(T, "k", "1"))
         await one(store, put(T, "k", "2"))
@@ -716,6 +720,58 @@ async def test_a_takeover_waits_for_a_lone_fenced_put_in_flight(
         assert isinstance(await one(store, _fenced_put(lease, "3")), StaleAttemptError)
 
 
+async def test_lone_puts_among_every_other_write_number_each_version_once(
+    database: PgDatabase, schema: str
+) -> None:
+    """A lone put numbers its version from the key's row when the row carries it; every
+    other write of the key by another store (an increment, a compare-and-set, puts in a
+    batch, a delete, a rollback, a put) leaves the row so that the first store's next
+    lone put is still numbered right after it."""
+    writes: list[ops.Op | list[ops.Op]] = [
+        ops.Increment(T, "k", 1, None, None),
+        ops.CompareAndSet(T, "k", 1, "7", None, None),
+        [put(T, "k", "8"), put(T, "j", "0"), put(T, "k", "9")],
+        ops.Delete(T, "k"),
+        ops.Rollback(T, "k", 2, None, None),
+        put(T, "k", "5"),
+    ]
+    async with (
+        PostgresStore(database.dsn, schema=schema, history=50) as store,
+        PostgresStore(database.dsn, schema=schema, history=50) as other,
+    ):
+        await one(store, put(T, "k", "1"))
+        for write in writes:
+            await one(store, put(T, "k", "1"))
+            await other.execute(write if isinstance(write, list) else [write], now=2.0)
+            await one(store, put(T, "k", "2"))
+        history = await one(store, ops.History(T, "k"))
+    assert [v.version for v in history] == list(range(20, 0, -1))
+    assert [v.value for v in history[:3]] == [2, 5, 1]
+
+
+async def test_a_put_of_a_key_an_item_adopted_is_numbered_after_the_items_history(
+    database: PgDatabase, schema: str
+) -> None:
+    """State kept by position that an item adopts while the item's own history stays
+    (it has some) is numbered on from the item's history, not the position's, also by
+    a store that put the item's key before."""
+    item = TaskScope("d", "r", "m", 0, item="k:1")
+    async with (
+        PostgresStore(database.dsn, schema=schema) as store,
+        PostgresStore(database.dsn, schema=schema) as other,
+    ):
+        for text in ("1", "2", "3"):
+            await one(store, put(item, "k", text))
+        await one(other, ops.Delete(item, "k"))  # the item keeps history, no state
+        await one(other, put(TaskScope("d", "r", "m", 0, item="#0"), "k", "9"))
+        await one(other, ops.RecordItem("d", "r", "m", 0, "k:1"))
+        await one(store, put(item, "k", "10"))
+        history = await one(store, ops.History(item, "k"))
+    assert [(v.version, v.value) for v in history] == [
+        (5, 10), (4, None), (3, 3), (2, 2), (1, 1),
+    ]  # fmt: skip
+
+
 async def test_concurrent_puts_of_one_key_number_every_version_once(
     database: PgDatabase, schema: str
 ) -> None:
@@ -832,7 +888,7 @@ async def test_version_3_schema_keeps_its_state_and_gains_run_records(
     assert [(r.dag_id, r.run_id, r.state) for r in results[2]] == [("d", "r", "success")]
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION == 8
 
 
 async def test_version_4_schema_keeps_its_state_and_records_and_gains_leases(
@@ -929,5 +985,67 @@ async def test_version_6_schema_keeps_its_records_and_gains_run_graphs(
     assert [i.task_id for i in old_run.instances] == ["t"]
     assert [(e.run_id, e.extra) for e in events] == [("r", {"n": 1})]
     assert new.graph == graph
+    rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+async def test_version_7_schema_keeps_its_history_and_numbers_on_from_it(
+    database: PgDatabase, schema: str
+) -> None:
+    """A schema of the version before state rows carry their version (7), with task and
+    asset state and their history as that version wrote them, keeps both when opened,
+    and each key's next versions (a lone put, a put in a batch) are numbered on from
+    its newest, the oldest cut at the bound."""
+    by = '{"kind":"test"}'
+
+    async def old() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database.dsn)
+        s = f'"{schema}"'
+        try:
+            await migrate(conn, schema, "test", to_version=7)
+            await conn.execute(
+                f"INSERT INTO {s}.task_state VALUES ('d', 'r', 't', -1, 'k', '3', "
+                "sha256('3'), 3.0, NULL, 1, '')"
+            )
+            await conn.execute(
+                f"INSERT INTO {s}.asset OVERRIDING SYSTEM VALUE VALUES (3, 'orders', 's3://o', 1.0)"
+            )
+            await conn.execute(
+                f"INSERT INTO {s}.asset_state (asset_id, key, value, value_digest, updated_at) "
+                "VALUES (3, 'k', '2', sha256('2'), 2.0)"
+            )
+            for version in (1, 2, 3):
+                await conn.execute(
+                    f"INSERT INTO {s}.task_state_history VALUES ('d', 'r', 't', '', 'k', $1, "
+                    "$1::integer::text, $1::integer::float8, $2)",
+                    version, by,
+                )  # fmt: skip
+            for version in (1, 2):
+                await conn.execute(
+                    f"INSERT INTO {s}.asset_state_history VALUES (3, 'k', $1, $1::integer::text, "
+                    "$1::integer::float8, $2)",
+                    version, by,
+                )  # fmt: skip
+        finally:
+            await conn.close()
+
+    await trio.to_thread.run_sync(run_async, old())
+    orders = AssetScope(name="orders")
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        store.history = 3
+        before = await store.execute([ops.History(T, "k"), ops.History(orders, "k")], now=4.0)
+        await one(store, put(T, "k", "4"))
+        await one(store, ops.Put(orders, "k", "3", None, None))
+        await store.execute([put(T, "k", "5"), put(T, "j", "1")], now=5.0)
+        await one(store, put(T, "k", "6"))
+        after = await store.execute([ops.History(T, "k"), ops.History(orders, "k")], now=6.0)
+    assert [(v.version, v.value, v.updated_by.kind) for v in before[0]] == [
+        (3, 3, "test"), (2, 2, "test"), (1, 1, "test"),
+    ]  # fmt: skip
+    assert [(v.version, v.value) for v in before[1]] == [(2, 2), (1, 1)]
+    assert [(v.version, v.value) for v in after[0]] == [(6, 6), (5, 5), (4, 4)]
+    assert [(v.version, v.value) for v in after[1]] == [(3, 3), (2, 2), (1, 1)]
     rows = await sql(database.dsn, f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]

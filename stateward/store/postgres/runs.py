@@ -196,10 +196,12 @@ class RunStatements:
             f"(SELECT 1 FROM {s}.{table} WHERE {task} AND item LIKE '#%' LIMIT 1)"
             for table in ("task_state", "task_state_history")
         )
+        # A state row adopted by another item is not counted (see schema.scoped_statements):
+        # that item's history may stay where it is.
         self.adopt = [
-            f"UPDATE {s}.{table} SET item = $4 WHERE {task} AND item = $5 AND NOT EXISTS "
+            f"UPDATE {s}.{table} SET item = $4{more} WHERE {task} AND item = $5 AND NOT EXISTS "
             f"(SELECT 1 FROM {s}.{table} WHERE {task} AND item = $4)"
-            for table in ("task_state", "task_state_history")
+            for table, more in (("task_state", ", version = NULL"), ("task_state_history", ""))
         ]
         self.release = (
             f"UPDATE {s}.task_instance SET lease_holder = NULL, lease_try = NULL, "

@@ -7,10 +7,12 @@ tables but no ``schema_version`` belongs to someone else and is never modified.
 
 Version numbers mean the same logical schema as the SQLite store's
 (:mod:`stateward.store.sqlite.schema`): 1 is task state, 2 adds provenance, assets, aliases
-and events. The PostgreSQL tables differ in two ways: text columns that identify rows
-use the ``"C"`` collation (byte order, as SQLite and Python sort), and each value has a
-``value_digest``, the SHA-256 of its canonical JSON, so compare-and-set is one
-conditional statement (see :func:`stateward.store.postgres.value_digest`).
+and events (up to 7; a later step may change one store's layout only). The PostgreSQL
+tables differ in three ways: text columns that identify rows use the ``"C"`` collation
+(byte order, as SQLite and Python sort), each value has a ``value_digest``, the SHA-256
+of its canonical JSON, so compare-and-set is one conditional statement (see
+:func:`stateward.store.postgres.value_digest`), and each state row may carry the number
+of its newest version (8, see :func:`scoped_statements`).
 
 Migrations run in one transaction holding an advisory lock keyed by the schema's name,
 and re-read the version under it, so runtimes opening one new database at once migrate
@@ -238,6 +240,17 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX asset_event_asset ON {s}.asset_event (asset_id, id)",
         ),
     ),
+    (
+        8,
+        (
+            # A state row carries the number of the version it is, while every writer
+            # since it was set has kept it (NULL: not known, read the history): a put
+            # numbers its version from the row it updates, reading nothing. Layout only:
+            # the logical schema is SQLite's version 7.
+            "ALTER TABLE {s}.task_state ADD COLUMN version integer",
+            "ALTER TABLE {s}.asset_state ADD COLUMN version integer",
+        ),
+    ),
 )
 
 #: The version this code writes.
@@ -351,9 +364,9 @@ def scoped_statements(
     ``keys`` and ``writer`` map the key columns (the scope's, then ``key``) and the
     writer columns to their types. Parameters, in order: the key columns, then for
     writes the value, its digest, now, expires_at and the writer columns; reads end
-    with now. ``put_versioned`` (a put with history on, ``history`` the history table)
-    adds the writer's provenance and how many versions to keep. The ``_fenced`` forms
-    add a lease (see :func:`lease_held`) after all those.
+    with now. ``put_versioned`` and ``put_counted`` (a put with history on, ``history``
+    the history table) add the writer's provenance and how many versions to keep. The
+    ``_fenced`` forms add a lease (see :func:`lease_held`) after all those.
     """
     n, w = len(keys), len(writer)
     p = [f"${i}" for i in range(1, n + w + 7)]
@@ -368,7 +381,9 @@ def scoped_statements(
              *writer.values())  # fmt: skip
     typed = ", ".join(f"{mark}::{t}" for mark, t in zip(p[: len(types)], types, strict=True))
     now, by = p[n + 2], p[n]
+    # Every write but a counted put leaves the row's version unknown (see "versioned").
     rest = ", ".join(f"{c} = excluded.{c}" for c in ("updated_at", "expires_at", *writer))
+    rest += ", version = NULL"
     conflict = (
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = excluded.value, "
         f"value_digest = excluded.value_digest, {rest}"
@@ -395,36 +410,62 @@ def scoped_statements(
         (*p[:n], f"{by}::numeric::text", f"sha256(convert_to({by}::numeric::text, 'UTF8'))",
          *p[n + 1 : n + 3 + w])
     )  # fmt: skip
-    # A put with history on, in one statement: the row, its version, the cut. The
-    # version is the newest kept plus one, read from this statement's snapshot, so the
-    # row is written only if the snapshot still holds: an existing row is changed only
-    # if it is still the version that snapshot saw (its xmin, read again on the newest
-    # row once its lock is had), and a row the snapshot did not see is inserted only
-    # if no other transaction has inserted it since (ON CONFLICT DO NOTHING waits for
-    # one inserting it). A row written by another transaction since, or deleted since,
-    # changes nothing, and the caller runs the put as a transaction of statements (see
-    # Session._put_versioned).
+    # A put with history on, in one statement: the row, its version, the cut.
+    #
+    # Counted (the row carries its version): the UPDATE numbers the version from the
+    # row itself, version + 1, and under READ COMMITTED an UPDATE that waited for the
+    # row's lock evaluates that on the newest row, so the number is right whatever
+    # committed meanwhile; nothing is read but the row. A row whose version is not
+    # known (NULL: the last writer was not a counted put), or no row, changes nothing.
+    #
+    # Versioned (any row, or none): the version is the newest kept plus one, read from
+    # this statement's snapshot, so the row is written only if the snapshot still
+    # holds: an existing row is changed only if it is still the version that snapshot
+    # saw (its xmin, read again on the newest row once its lock is had), and a row the
+    # snapshot did not see is inserted only if no other transaction has inserted it
+    # since (ON CONFLICT DO NOTHING waits for one inserting it). A row another
+    # transaction changed, deleted or inserted since changes nothing, and the caller
+    # runs the put as a transaction of statements (see Session._put_versioned). Either
+    # way the row is left counted.
     who_p, keep_p = p[n + 4 + w], p[n + 5 + w]
     history_columns = ", ".join((*keys, "version", "value", "updated_at", "updated_by"))
+    set_row = (
+        f"value = {p[n]}, value_digest = {p[n + 1]}, updated_at = {now}, "
+        f"expires_at = {p[n + 3]}, "
+        + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
+    )
+    key_params = ", ".join(p[:n])
+    # The version, then the cut of those past the bound, once the row is written.
+    add_version = (
+        f"h AS (INSERT INTO {history} ({history_columns}) SELECT {key_params}, {{number}}, "
+        f"{p[n]}, {now}, {who_p} FROM {{source}} RETURNING version), "
+        f"d AS (DELETE FROM {history} WHERE {pk} "
+        f"AND version <= (SELECT version FROM h) - {keep_p}::integer) "
+    )
+
+    def counted(gate: str) -> str:
+        return (
+            f"w AS (UPDATE {table} AS t SET {set_row}, version = t.version + 1 WHERE {pk} "
+            f"AND t.version IS NOT NULL{gate} RETURNING t.version), "
+            + add_version.format(number="w.version", source="w")
+        )
 
     def versioned(gate: str) -> str:
         return (
-            f"w AS (UPDATE {table} AS t SET value = {p[n]}, value_digest = {p[n + 1]}, "
-            f"updated_at = {now}, expires_at = {p[n + 3]}, "
-            + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
-            + f" WHERE {pk} AND t.xmin = (SELECT xmin FROM {table} WHERE {pk}){gate} "
-            f"RETURNING 1), i AS (INSERT INTO {table} ({columns}) SELECT {typed} WHERE NOT "
-            f"EXISTS (SELECT 1 FROM {table} WHERE {pk}){gate} ON CONFLICT DO NOTHING "
-            f"RETURNING 1), h AS (INSERT INTO {history} ({history_columns}) SELECT "
-            + ", ".join(p[:n])
-            + f", x.m + 1, {p[n]}, {now}, {who_p} FROM (SELECT COALESCE(MAX(version), 0) AS m "
-            f"FROM {history} WHERE {pk}) AS x WHERE EXISTS (SELECT 1 FROM w) "
-            f"OR EXISTS (SELECT 1 FROM i) RETURNING version), "
-            f"d AS (DELETE FROM {history} WHERE {pk} "
-            f"AND version <= (SELECT version FROM h) - {keep_p}::integer) "
+            f"m AS (SELECT COALESCE(MAX(version), 0) + 1 AS v FROM {history} WHERE {pk}), "
+            f"w AS (UPDATE {table} AS t SET {set_row}, version = (SELECT v FROM m) "
+            f"WHERE {pk} AND t.xmin = (SELECT xmin FROM {table} WHERE {pk}){gate} "
+            f"RETURNING 1), i AS (INSERT INTO {table} ({columns}, version) SELECT {typed}, "
+            f"(SELECT v FROM m) WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {pk}){gate} "
+            "ON CONFLICT DO NOTHING RETURNING 1), "
+            + add_version.format(
+                number="m.v",
+                source="m WHERE EXISTS (SELECT 1 FROM w) OR EXISTS (SELECT 1 FROM i)",
+            )
         )
 
     put_versioned = f"WITH {versioned('')}SELECT count(*) FROM h"
+    put_counted = f"WITH {counted('')}SELECT count(*) FROM h"
     # A version of a key added after its write, then the cut: a statement of its own
     # (parameters: the key columns, the value, now, the provenance, how many to keep),
     # which reads the newest version committed when it starts, the write before it
@@ -440,10 +481,10 @@ def scoped_statements(
     )
     # Fenced: the lease's row first (see put_fenced); answers (done, lease held).
     fence_versioned = f"l AS MATERIALIZED ({lease_held(s, n + w + 7)})"
-    put_versioned_fenced = (
-        f"WITH {fence_versioned}, {versioned(' AND EXISTS (SELECT 1 FROM l)')}"
-        "SELECT (SELECT count(*) FROM h), EXISTS (SELECT 1 FROM l)"
-    )
+    gate = " AND EXISTS (SELECT 1 FROM l)"
+    answer = "SELECT (SELECT count(*) FROM h), EXISTS (SELECT 1 FROM l)"
+    put_versioned_fenced = f"WITH {fence_versioned}, {versioned(gate)}{answer}"
+    put_counted_fenced = f"WITH {fence_versioned}, {counted(gate)}{answer}"
     # A run of puts in a batch's transaction, in one statement over arrays of the put
     # parameters (one row per key: the caller keeps the last put of each).
     arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
@@ -473,6 +514,8 @@ def scoped_statements(
         "version_set": version_set,
         "put_versioned": put_versioned,
         "put_versioned_fenced": put_versioned_fenced,
+        "put_counted": put_counted,
+        "put_counted_fenced": put_counted_fenced,
         "put_fenced": put_fenced,
         "version": version,
         "get": f"SELECT value FROM {table} WHERE {pk} AND {_LIVE.format(now=p[n])}",
@@ -486,7 +529,7 @@ def scoped_statements(
         "cas_absent": (f"{upsert} WHERE NOT {t_live.format(now=now)} RETURNING true"),
         "cas": (
             f"UPDATE {table} SET value = {p[n]}, value_digest = {p[n + 1]}, updated_at = {now}, "
-            f"expires_at = {p[n + 3]}, "
+            f"expires_at = {p[n + 3]}, version = NULL, "
             + ", ".join(f"{c} = {p[n + 4 + i]}" for i, c in enumerate(writer))
             + f" WHERE {pk} AND value_digest = {p[n + 4 + w]} "
             f"AND {_LIVE.format(now=now)} RETURNING true"

@@ -75,6 +75,8 @@ _ONE_STATEMENT: Final = (
 #: failure up to _MAX_BACKOFF; a batch that comes meanwhile waits until then.
 _FIRST_BACKOFF: Final = 0.1
 _MAX_BACKOFF: Final = 1.0
+#: At most this many keys are remembered as counted (see Session._put_versioned).
+_COUNTED_KEYS: Final = 65_536
 
 
 def value_digest(value: Any) -> bytes:
@@ -263,6 +265,10 @@ class Session:
         self.asset_ids: dict[str, int] = {}
         self._new_ids: dict[str, int] = {}
         self._in_tx = False
+        #: The keys (a put's key parameters: five for task state, two for an asset's)
+        #: whose rows this session last left counted: a hint, never trusted for a
+        #: version number.
+        self._counted: dict[tuple[Any, ...], None] = {}
         self.write_transactions = 0
         #: How many versions of each key to keep (the store sets it before each batch).
         self.history = base.DEFAULT_HISTORY
@@ -513,6 +519,7 @@ class Session:
                 else:
                     keys = params[: len(TASK_KEYS if sql is self.sql.task else ASSET_KEYS)]
                     rows.setdefault(sql["put_set"], {})[keys] = params
+                    self._not_counted(keys)
                     if self.history > 0:
                         who = writer_json(base.provenance(op.who, op.writer))
                         versions.setdefault(sql["version_set"], []).append((*keys, op.value, who))
@@ -537,11 +544,48 @@ class Session:
         BEGIN/COMMIT): whether it was done. It is not (nothing written) when another
         transaction changed or inserted the key's row after this statement's snapshot,
         whose newest version would then be stale; the put is then made as two
-        statements in a transaction (the row, then its version)."""
+        statements in a transaction (the row, then its version).
+
+        A key this session last left counted is put by ``put_counted``, which reads
+        nothing; if the row is not counted after all (another writer since), by
+        ``put_versioned`` after it, which counts it."""
         sql, params = await self._put_params(op, now)
-        who = writer_json(base.provenance(op.who, op.writer))
-        done = await self.conn.fetchval(sql["put_versioned"], *params, who, self.history)
-        return bool(done)
+        args = (*params, writer_json(base.provenance(op.who, op.writer)), self.history)
+        done, _ = await self._put_statement(sql, params, args)
+        return done
+
+    async def _put_statement(
+        self, sql: dict[str, str], params: tuple[Any, ...], args: tuple[Any, ...],
+        lease: tuple[Any, ...] = (),
+    ) -> tuple[bool, bool]:  # fmt: skip
+        """Run a put with history on as one statement: (done, lease held). The counted
+        form if the key is known counted, else (or if that did nothing while the lease
+        held) the versioned form. ``params`` are the put's, ``args`` the statement's but
+        the ``lease`` (none: the unfenced forms)."""
+        key = params[: len(TASK_KEYS if sql is self.sql.task else ASSET_KEYS)]
+
+        async def run(form: str) -> tuple[bool, bool]:
+            if lease:
+                done, held = await self.conn.fetchrow(sql[f"put_{form}_fenced"], *args, *lease)
+                return bool(done), bool(held)
+            return bool(await self.conn.fetchval(sql[f"put_{form}"], *args)), True
+
+        if key in self._counted:
+            done, held = await run("counted")
+            if done or not held:
+                return done, held
+            del self._counted[key]
+        done, held = await run("versioned")
+        if done:
+            if len(self._counted) >= _COUNTED_KEYS:
+                self._counted.clear()
+            self._counted[key] = None
+        return done, held
+
+    def _not_counted(self, key: tuple[Any, ...]) -> None:
+        """Forget ``key`` as counted: a statement that leaves its row's version unknown
+        was run."""
+        self._counted.pop(key, None)
 
     async def _put_fenced(self, op: base.Fenced, put: base.Put, now: float) -> Any:
         """A fenced put alone in a batch as one statement, without BEGIN/COMMIT: the
@@ -562,9 +606,7 @@ class Session:
             held = await self.conn.fetchval(sql["put_fenced"], *params, *lease)
             return None if held else base.stale_error(op.lease)
         who = writer_json(base.provenance(put.who, put.writer))
-        done, held = await self.conn.fetchrow(
-            sql["put_versioned_fenced"], *params, who, self.history, *lease
-        )
+        done, held = await self._put_statement(sql, params, (*params, who, self.history), lease)
         if not held:
             return base.stale_error(op.lease)
         if not done:
@@ -834,10 +876,13 @@ class Session:
                 position = base.position_item(map_index)
                 if item != position:
                     key = "dag_id = $2 AND run_id = $3 AND task_id = $4 AND item"
-                    for table in ("task_state", "task_state_history"):
+                    # A row moved to another item is not counted: that item's history
+                    # may stay where it is.
+                    for table, more in (("task_state", ", version = NULL"),
+                                        ("task_state_history", "")):  # fmt: skip
                         await conn.execute(
-                            f"UPDATE {self.sql.s}.{table} SET item = $1 WHERE {key} = $5 AND "
-                            f"NOT EXISTS (SELECT 1 FROM {self.sql.s}.{table} WHERE {key} = $1)",
+                            f"UPDATE {self.sql.s}.{table} SET item = $1{more} WHERE {key} = $5 "
+                            f"AND NOT EXISTS (SELECT 1 FROM {self.sql.s}.{table} WHERE {key} = $1)",
                             item, dag_id, run_id, task_id, position,
                         )  # fmt: skip
                 return None
@@ -889,6 +934,7 @@ class Session:
         found = await self._where(scope, now)
         assert found is not None, "a scope written to is known"
         sql, where = found
+        self._not_counted((*where, key))  # the write before it left the row not counted
         return (sql["version"], *where, key, value, now, writer_json(who), self.history)
 
     async def _versions(self, scope: base.Scope, key: str, now: float) -> list[tuple[Any, ...]]:
