@@ -72,9 +72,15 @@ def state_values(message: object) -> list[tuple[str, Any]]:
 
 
 def _value_fields(cls: type[Any]) -> tuple[attrs.Attribute[Any], ...]:
-    if not attrs.has(cls):
-        return ()
-    return tuple(f for f in attrs.fields(cls) if _STATE_VALUE in f.metadata)
+    found = _VALUE_FIELDS.get(cls)
+    if found is None:  # a handful of classes; a task process asks once per request
+        has = attrs.has(cls)
+        found = tuple(f for f in attrs.fields(cls) if _STATE_VALUE in f.metadata) if has else ()
+        _VALUE_FIELDS[cls] = found
+    return found
+
+
+_VALUE_FIELDS: Final[dict[type[Any], tuple[attrs.Attribute[Any], ...]]] = {}
 
 
 # -- task state requests ----------------------------------------------------------------

@@ -28,6 +28,7 @@ from .._values import depth_problem, find_non_json, shorten
 from . import messages as m
 from .converter import encode, encode_frame
 from .frames import Frame, RequestFrame, ResponseFrame
+from .lone import LoneWait
 from .messages import Request, Response
 
 #: The largest frame either side sends or accepts: 16 MiB of JSON.
@@ -262,7 +263,7 @@ class FrameReader:
     :meth:`receive` does.
     """
 
-    __slots__ = ("_buffer", "_drained", "_socket", "_stream", "_unyielded", "size")
+    __slots__ = ("_buffer", "_drained", "_socket", "_stream", "_unyielded", "lone", "size")
 
     def __init__(self, stream: trio.abc.ReceiveStream, sock: socket.socket | None = None) -> None:
         self._stream = stream
@@ -275,6 +276,9 @@ class FrameReader:
         self._drained = False
         #: The size in bytes of the frame returned last.
         self.size = 0
+        #: Set by the owner: wait for the socket in ``poll`` while trio has nothing else
+        #: to do (:mod:`stateward._protocol.lone`).
+        self.lone: LoneWait | None = None
 
     async def receive(self) -> dict[str, Any] | None:
         """Return the next frame, or ``None`` once the stream has ended.
@@ -292,6 +296,8 @@ class FrameReader:
         if self._unyielded >= _FRAMES_PER_CHECKPOINT:
             self._unyielded = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
+            if self.lone is not None:
+                self.lone.yielded()
         while (frame := self.next_frame()) is None:
             if not await self.receive_some():
                 return None
@@ -376,8 +382,16 @@ class FrameReader:
         assert sock is not None
         while True:
             if self._drained:
-                self._unyielded = 0
-                await trio.lowlevel.wait_readable(sock)
+                lone = self.lone
+                if lone is None:
+                    self._unyielded = 0
+                    await trio.lowlevel.wait_readable(sock)
+                else:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    if not lone.wait():
+                        self._unyielded = 0
+                        await trio.lowlevel.wait_readable(sock)
+                        lone.yielded()
             try:
                 chunk = sock.recv(size)
             except BlockingIOError:

@@ -51,6 +51,7 @@ from .._protocol.frames import (
     ResultFrame,
     StartFrame,
 )
+from .._protocol.lone import lone_wait
 from .._protocol.wire import (
     FrameReader,
     FrameWriter,
@@ -66,9 +67,6 @@ from .capture import forward_output_to_stdout
 from .client import attempt_ended_error, raise_error, refuse_in_trio_thread
 from .descendants import become_subreaper, die_with_parent, kill_descendants
 
-#: The most calls of an async task in a row that wait for their answer in the socket
-#: (not yielding to trio's scheduler) when nothing else could run.
-_CALLS_PER_YIELD: Final = 16
 #: Exit status when the parent went away before the outcome could be reported.
 EXIT_PARENT_GONE: Final = 75
 #: Where a pidfd is not available: how often the parent's pid is checked.
@@ -118,6 +116,7 @@ class ChildConnection:
     def __init__(self, sock: socket.socket) -> None:
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self._stream = stream
+        self._socket = sock
         self._reader = FrameReader(stream, sock)
         self._writer = FrameWriter(stream, sock)
         # Guards _pending and _reading, which worker threads share with trio's thread.
@@ -129,10 +128,6 @@ class ChildConnection:
         self._ids = itertools.count(1)
         self._finished = False
         self._token: trio.lowlevel.TrioToken | None = None
-        # What trio waits for, and the threads, when nothing else runs (note_idle).
-        self._idle: tuple[int, int, int] | None = None
-        # Calls answered in a row without yielding to trio's scheduler.
-        self._unyielded = 0
 
     async def receive_start(self) -> StartFrame:
         """Read the start frame (before anything else).
@@ -289,51 +284,19 @@ class ChildConnection:
             if raw is None:
                 if self._broken is not None:
                     return
-                if self._unyielded < _CALLS_PER_YIELD and self._alone():
-                    # Nothing else can run until this task yields: wait in the socket
-                    # itself instead of a round of trio's scheduler. Every so many calls
-                    # it yields all the same (below): tasks scheduled in the batch trio
-                    # is running are not counted as runnable, and must not starve.
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                    self._unyielded += 1
-                    received = reader.receive_some_blocking()
-                else:
-                    self._unyielded = 0
-                    received = await reader.receive_some()
-                if not received:
+                # In the task process's own trio run, the reader waits for the answer
+                # in the socket itself while nothing else could run (wait_alone).
+                if not await reader.receive_some():
                     self._ended(in_trio=True)
                 continue
             self._dispatch(raw, in_trio=True)
 
-    def _alone(self) -> bool:
-        """Whether nothing but this socket can give trio anything to do: no other task
-        is runnable or waits for a deadline or for I/O, no thread was started, and the
-        writer has sent everything (a request it still holds is answered only once it
-        is sent, and its task may be woken in the batch trio is running, which the
-        statistics do not count)."""
-        idle = self._idle
-        if idle is None or not self._writer.idle():
-            return False
-        stats = trio.lowlevel.current_statistics()
-        io = stats.io_statistics
-        return (
-            stats.tasks_runnable == 0
-            and stats.run_sync_soon_queue_size == 0
-            and stats.seconds_to_next_deadline == math.inf
-            and (getattr(io, "tasks_waiting_read", None), getattr(io, "tasks_waiting_write", None))
-            == idle[:2]
-            and threading.active_count() == idle[2]
-        )
-
-    async def note_idle(self) -> None:
-        """Remember what trio waits for and the threads there are while nothing runs
-        but this process's own machinery (before the task starts)."""
-        await trio.lowlevel.checkpoint()  # trio's own tasks settle into their waits
-        io = trio.lowlevel.current_statistics().io_statistics
-        reading = getattr(io, "tasks_waiting_read", None)
-        writing = getattr(io, "tasks_waiting_write", None)
-        if reading is not None and writing is not None:
-            self._idle = (reading, writing, threading.active_count())
+    def wait_alone(self) -> None:
+        """Let a caller wait for its answer in the socket itself (``poll``) while trio
+        has nothing else to do (:mod:`stateward._protocol.lone`): for the task
+        process's own trio run, where nothing but the task needs trio's thread."""
+        # Bounded by count alone: each wait is for an answer the runtime is preparing.
+        self._reader.lone = lone_wait(self._socket, self._writer.idle, math.inf)
 
     def _lead_blocking(self, slot: _Slot) -> None:
         reader = self._reader
@@ -661,7 +624,7 @@ async def serve(
     start = await connection.receive_start()
     if end is not None:
         forward_output_to_stdout()
-        await connection.note_idle()  # nothing of the task runs yet
+        connection.wait_alone()
     async with trio.open_nursery() as nursery:
         writer_done = trio.Event()
 

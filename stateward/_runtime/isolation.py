@@ -52,6 +52,7 @@ from .._protocol.frames import (
     ResultFrame,
     StartFrame,
 )
+from .._protocol.lone import lone_wait
 from .._protocol.wire import (
     MAX_FRAME_BYTES,
     MAX_QUEUED_BYTES,
@@ -83,6 +84,9 @@ MAX_RESPONSE_BYTES: Final = MAX_QUEUED_BYTES
 _LISTINGS: Final = (m.ListTaskState, m.ListAssetStateByName, m.ListAssetStateByUri, m.ListState)
 #: The reads the relay serves at once when the child has nothing else in flight.
 _READS: Final = frozenset({m.GetTaskState, m.GetAssetStateByName, m.GetAssetStateByUri})
+#: The most seconds the relay waits for a child's next request in ``poll`` (not in
+#: trio's scheduler) before it waits in trio (:mod:`stateward._protocol.lone`).
+LONE_WAIT_SECONDS: Final = 0.002
 #: Seconds a child has to exit after SIGTERM (on a timeout) or after reporting its
 #: outcome, before it is killed with SIGKILL.
 KILL_GRACE_SECONDS: Final = 5.0
@@ -197,6 +201,11 @@ async def serve_child(
     """
     reader = FrameReader(stream, sock)
     writer = FrameWriter(stream, sock, MAX_RESPONSE_BYTES)
+    if sock is not None:
+        # Between requests, wait for the next one in the socket itself while trio has
+        # nothing else to do (no scheduling round per request); a child that takes
+        # long to ask again is waited for in trio.
+        reader.lone = lone_wait(sock, writer.idle, LONE_WAIT_SECONDS)
     # What the parent holds for the child is bounded whatever the child does: requests
     # in flight by count and by bytes (past either, its requests are not read), and
     # responses by bytes (room is reserved before a request is served, so a child that

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -123,6 +123,10 @@ class MemoryStore:
     ) -> None:
         """Close the store; its data stays for the next opening."""
         self._open = False
+
+    #: :meth:`execute` never awaits, so a cancellation cannot leave a batch half done
+    #: (the supervisor's ``read_now`` needs no shield).
+    reads_cancel_safe: Final = True
 
     async def execute(self, ops: Sequence[base.Op], *, now: float) -> list[Any]:
         """Run ``ops`` in order; see :meth:`stateward.store.base.Store.execute`."""

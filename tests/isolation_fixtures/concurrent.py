@@ -115,3 +115,16 @@ async def calls_in_a_loop(task_state: Any) -> dict[str, int]:
                 await task_state.aget("k")
                 calls["before_cancelled"] += 1
     return calls
+
+
+@overlap.task
+async def reads_its_writes(task_state: Any) -> int:
+    """Each read, served by the runtime's relay at once (no write of the process in
+    flight), sees the write the process made just before it."""
+    for i in range(300):
+        await task_state.aset(f"k{i % 3}", i)
+        got = await task_state.aget(f"k{i % 3}")
+        if got != i:
+            msg = f"read {got!r} after writing {i!r}"
+            raise AssertionError(msg)
+    return i

@@ -40,6 +40,7 @@ from stateward._protocol.frames import (
     ResultFrame,
     StartFrame,
 )
+from stateward._protocol.lone import WAITS_PER_YIELD
 from stateward._protocol.wire import (
     FrameReader,
     decode_hot,
@@ -342,6 +343,27 @@ async def test_a_read_served_now_never_overlaps_a_batch() -> None:
     assert len(answers) == 80
 
 
+async def test_a_read_served_now_is_shielded_unless_its_store_need_not_be() -> None:
+    """A store whose execute may await and did not say its reads are cancel-safe (a
+    subclass overriding MemoryStore's execute) has its read served whole even if its
+    caller is cancelled meanwhile, as a queued batch is; MemoryStore's own never awaits."""
+    for store in (Overlaps(), MemoryStore()):
+        async with store, trio.open_nursery() as nursery:
+            supervisor = Supervisor(store, wall_clock=lambda: 100.0)
+            await nursery.start(supervisor.serve)
+            client = SupervisorClient(
+                supervisor,
+                Caller(task=TaskScope("d", "r", "t", -1), writer=Writer("d", "r", "t", -1, 1)),
+                trio.lowlevel.current_trio_token(),
+            )
+            answered: list[Any] = []
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await client.read_now(m.GetTaskState("k"), answered.append)
+            assert [client.result(one) for one in answered] == [m.TaskStateResult("k", None)]
+            supervisor.close()
+
+
 async def test_a_read_served_now_is_judged_as_a_queued_one() -> None:
     """Out of scope, a bad key, or after close: refused as submit would refuse it."""
     store = MemoryStore()
@@ -370,6 +392,13 @@ async def test_a_read_served_now_is_judged_as_a_queued_one() -> None:
             await client.read_now(m.GetTaskState("k"), answered.append)
 
 
+def test_a_task_process_reads_its_own_writes_between_waits_in_poll() -> None:
+    """Calls in a row, each waited for in the socket on both sides: every read sees
+    the process's write just before it."""
+    ti = run_overlap("reads_its_writes")
+    assert (ti.error, ti.result) == (None, 299)
+
+
 def test_a_task_calling_in_a_loop_lets_its_own_tasks_run() -> None:
     """An async task alone in its process reads its answers in the socket without
     yielding, but not forever: a task it started runs, and cancels it, within a few
@@ -377,6 +406,6 @@ def test_a_task_calling_in_a_loop_lets_its_own_tasks_run() -> None:
     ti = run_overlap("calls_in_a_loop")
     assert ti.error is None, ti.error
     # The sibling may be hidden in the batch trio runs (not counted as runnable): one
-    # call that yields, then at most _CALLS_PER_YIELD that do not, then one that does.
-    assert 1 <= ti.result["before_sibling_ran"] <= child._CALLS_PER_YIELD + 2
-    assert ti.result["before_cancelled"] <= child._CALLS_PER_YIELD + 2
+    # call that yields, then at most WAITS_PER_YIELD that do not, then one that does.
+    assert 1 <= ti.result["before_sibling_ran"] <= WAITS_PER_YIELD + 2
+    assert ti.result["before_cancelled"] <= WAITS_PER_YIELD + 2

@@ -1037,6 +1037,11 @@ class SqliteStore:
         result: dict[str, Any] = await self._in_writer(read)
         return result
 
+    #: A cancellation cannot leave a batch of reads half done: it runs inline, without
+    #: a checkpoint, or (the database busy) in the writer thread, waited for shielded.
+    #: The supervisor's ``read_now`` then needs no shield of its own.
+    reads_cancel_safe: Final = True
+
     #: :meth:`execute` takes ``on_commit`` (see :class:`~stateward.store.base.AnswersOnCommit`).
     answers_on_commit: Final = True
 
