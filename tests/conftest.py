@@ -6,10 +6,18 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from stateward import MemoryStore, Runtime, SqliteStore, open_runtime
 from stateward.store.base import Store
 from tests.pg import PgDatabase, session_database
+
+
+# No per-example deadline: Hypothesis's default (200 ms) is a timed assertion, and on a
+# loaded machine the first example of a test (which builds a converter, imports a module)
+# can take longer. The examples' count still bounds each test's time.
+settings.register_profile("stateward", deadline=None)
+settings.load_profile("stateward")
 
 
 class FakeWallClock:
