@@ -12,7 +12,6 @@ from stateward import MemoryStore, Runtime, SqliteStore, open_runtime
 from stateward.store.base import Store
 from tests.pg import PgDatabase, session_database
 
-
 # No per-example deadline: Hypothesis's default (200 ms) is a timed assertion, and on a
 # loaded machine the first example of a test (which builds a converter, imports a module)
 # can take longer. The examples' count still bounds each test's time.
