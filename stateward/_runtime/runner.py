@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -538,7 +538,7 @@ class Runner:
         max_tries: int | None = None
         unleased = False
         while True:
-            async with _slot(run.limiter):
+            async with _Slot(run.limiter):
                 started_at = self._settings.wall_clock()
                 try:
                     answer = await recorder.acquire(
@@ -811,21 +811,26 @@ class _Ending:
         self.then(await self.recorder.ended(self.envelope))
 
 
-@contextlib.asynccontextmanager
-async def _slot(limiter: trio.CapacityLimiter) -> AsyncIterator[None]:
-    """Hold one of ``limiter``'s slots; taken without a checkpoint when one is free and
+class _Slot:
+    """Holds one of ``limiter``'s slots; taken without a checkpoint when one is free and
     nobody waits, so a worker's end record and its next acquisition go to the
     supervisor back to back (a checkpoint between them could let it take the record
     alone into a batch). A cancelled caller stops here, as at ``limiter.acquire()``."""
-    await trio.lowlevel.checkpoint_if_cancelled()
-    try:
-        limiter.acquire_nowait()
-    except trio.WouldBlock:
-        await limiter.acquire()
-    try:
-        yield
-    finally:
-        limiter.release()
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self._limiter.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.release()
 
 
 @attrs.define(eq=False)
