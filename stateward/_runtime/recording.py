@@ -213,11 +213,18 @@ class Recorder:
         return await self._submit(request)
 
     async def ended(self, envelope: Envelope) -> bool:
-        """Wait for a leased attempt's end record; ``False`` if it was refused because
-        the attempt no longer held its instance (another runtime took it over). A store
-        failure is logged and counts as recorded (see :meth:`flush`)."""
+        """Wait for a leased attempt's end record; :meth:`recorded` says what it means."""
+        assert envelope.done is not None
+        if not envelope.done.is_set():
+            await envelope.done.wait()
+        return self.recorded(envelope)
+
+    def recorded(self, envelope: Envelope) -> bool:
+        """Whether a leased attempt's end record, answered, holds: ``False`` if it was
+        refused because the attempt no longer held its instance (another runtime took
+        it over). A store failure is logged and counts as recorded (see :meth:`flush`)."""
         try:
-            await self.client.response(envelope)
+            self.client.result(envelope)
         except StaleAttemptError:
             return False
         except StoreError as exc:

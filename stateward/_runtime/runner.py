@@ -9,6 +9,7 @@ a run at once; a task starts when all its upstream tasks succeeded, and is
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -42,7 +43,7 @@ from .capture import AttemptLog, capturing
 from .client import SupervisorClient
 from .leases import DEFAULT_LEASE_TIMEOUT, Holding, LeaseKeeper
 from .recording import Recorder, dag_graph
-from .supervisor import Caller, Supervisor
+from .supervisor import Caller, Envelope, Supervisor
 
 if TYPE_CHECKING:
     from .forkserver import ForkServers
@@ -267,30 +268,61 @@ class Runner:
                     to_run = [i for i in indices if (task.task_id, i) not in succeeded]
                     await run.record_items(task, to_run)
 
-                async def run_one(index: int, nursery: trio.Nursery, defer: bool) -> None:
-                    before = succeeded.get((task.task_id, index))
-                    if before is not None:
-                        result = _recorded_result(dag.dag_id, run_id, before)
-                    else:
-                        seen_try = seen.get((task.task_id, index), 0)
-                        found = await self._run_leased(run, task, index, seen_try, defer)
-                        if found is None:
-                            # Another runtime holds it: waited for in a task of its own,
-                            # so this worker goes on with the next instance.
-                            nursery.start_soon(run_one, index, nursery, False)
-                            return
-                        result = found
-                        run.items.pop((task.task_id, index), None)  # its tries are over
+                def finish(result: TaskInstanceResult) -> None:
+                    run.items.pop((task.task_id, result.map_index), None)  # tries over
                     run.results.append(result)
                     states.append(result.state)
+
+                async def run_one(
+                    index: int, nursery: trio.Nursery, previous: _Ending | None
+                ) -> _Ending | None:
+                    """Run instance ``index`` for a worker, which settles ``previous``
+                    (its last instance's end record) on the way; return this one's
+                    last end record if it is still on its way."""
+                    before = succeeded.get((task.task_id, index))
+                    if before is not None:
+                        if previous is not None:
+                            await previous.settle()
+                        finish(_recorded_result(dag.dag_id, run_id, before))
+                        return None
+                    seen_try = seen.get((task.task_id, index), 0)
+                    found = await self._run_leased(run, task, index, seen_try, previous)
+                    if found is None:
+                        # Another runtime holds it: waited for in a task of its own,
+                        # so this worker goes on with the next instance.
+                        nursery.start_soon(wait_for, index, ())
+                        return None
+                    if isinstance(found, _Ending):
+                        found.then = functools.partial(settled, found, nursery)
+                        return found
+                    finish(found)
+                    return None
+
+                async def wait_for(index: int, tried: tuple[Attempt, ...]) -> None:
+                    """Run instance ``index`` in a task of its own, waiting for another
+                    runtime's attempt at it to end first (``tried``: this call's)."""
+                    seen_try = seen.get((task.task_id, index), 0)
+                    found = await self._run_leased(run, task, index, seen_try, tried=tried)
+                    assert isinstance(found, TaskInstanceResult)
+                    finish(found)
+
+                def settled(ending: _Ending, nursery: trio.Nursery, recorded: bool) -> None:
+                    result = self._settled(run, task, ending, recorded)
+                    if result is not None:
+                        finish(result)
+                    else:  # the try lost its instance: waited for like a held one
+                        nursery.start_soon(wait_for, ending.map_index, ending.attempts[:-1])
 
                 # As many workers as the run has slots take the instances in turn
                 # (rather than a task per instance, all waiting for a slot at once).
                 pending = iter(self._settings.leases.start_order(indices))
 
                 async def worker(nursery: trio.Nursery) -> None:
+                    ending = None
                     for index in pending:
-                        await run_one(index, nursery, True)
+                        ending = await run_one(index, nursery, ending)
+                    if ending is not None:
+                        await ending.settle()
 
                 async with trio.open_nursery() as nursery:
                     for _ in range(min(len(indices), limit)):
@@ -477,11 +509,10 @@ class Runner:
     # -- one task instance ------------------------------------------------------------------
 
     async def _run_leased(
-        self, run: _Run, task: Operator, map_index: int, seen_try: int, defer: bool = False
-    ) -> TaskInstanceResult | None:
-        """Run a recorded instance's tries while this runtime holds its lease; with
-        ``defer``, return ``None`` at once if its first acquisition finds another
-        runtime holding it (the caller then waits for it elsewhere).
+        self, run: _Run, task: Operator, map_index: int, seen_try: int,
+        previous: _Ending | None = None, tried: tuple[Attempt, ...] | None = None,
+    ) -> TaskInstanceResult | _Ending | None:  # fmt: skip
+        """Run a recorded instance's tries while this runtime holds its lease.
 
         Each try starts by taking the lease (with a slot): the store gives the try
         number, continuing the record's, with a fresh budget of ``retries`` retries. An
@@ -489,17 +520,25 @@ class Runner:
         finishes (its recorded result is this call's) or its holder's lease expires (it
         is taken over). A try whose end is refused lost the instance to another runtime,
         and is waited for likewise.
+
+        For a worker (``tried`` None) this returns ``None`` at once if the first
+        acquisition finds another runtime holding the instance, and the last try's
+        end record still on its way (an :class:`_Ending`); ``previous``, the worker's
+        last one, is settled once this instance's first acquisition is answered. For
+        a task waiting for the instance (``tried``: the tries made so far), it
+        returns the instance's result.
         """
         recorder = run.recorder
         assert recorder is not None
         keeper = self._settings.leases
         label = run.label(task.task_id, map_index)
-        attempts: list[Attempt] = []
+        defer = tried is None
+        attempts = list(tried or ())
         result: Any = None
         max_tries: int | None = None
         unleased = False
         while True:
-            async with run.limiter:
+            async with _Slot(run.limiter):
                 started_at = self._settings.wall_clock()
                 try:
                     answer = await recorder.acquire(
@@ -518,6 +557,10 @@ class Runner:
                         # verdict on the instance; look again.
                         logger.warning("%s could not take its lease yet: %s", label, exc)
                     answer = LeaseAnswer("held", 0)
+                if previous is not None:
+                    # Its record was queued before this acquisition: answered by now.
+                    await previous.settle()
+                    previous = None
                 if answer.outcome == "acquired":
                     try_number = answer.try_number
                     if max_tries is None:
@@ -560,17 +603,18 @@ class Runner:
                 await keeper.wait_unheld(instance, seen_try)
                 continue
             assert ending is not None
+            assert max_tries is not None
+            attempts.append(attempt)
+            final = attempt.error is None or try_number >= max_tries
+            if final and defer:
+                # The worker goes on; the next acquisition brings the verdict.
+                return _Ending(recorder, ending, holding, tuple(attempts), result)
             if not await recorder.ended(ending):
-                keeper.drop(holding)
-                logger.warning(
-                    "%s try %d lost its lease to another runtime, which runs the instance "
-                    "now; waiting for it to finish", label, try_number,
-                )  # fmt: skip
+                self._lost(holding, label)
+                attempts.pop()
                 max_tries = None
                 continue
-            attempts.append(attempt)
-            assert max_tries is not None
-            if attempt.error is None or try_number >= max_tries:
+            if final:
                 keeper.drop(holding)
                 break
             logger.warning(
@@ -581,6 +625,25 @@ class Runner:
             run.emit(task.task_id, map_index, TaskInstanceState.UP_FOR_RETRY, try_number)
             await trio.sleep(task.retry_delay)
         return self._finished(run, task, map_index, attempts, result)
+
+    def _settled(
+        self, run: _Run, task: Operator, ending: _Ending, recorded: bool
+    ) -> TaskInstanceResult | None:
+        """The result of an instance whose last try's end record (``ending``) was
+        answered; ``None`` if it was refused: the try lost the instance."""
+        if not recorded:
+            self._lost(ending.holding, run.label(task.task_id, ending.map_index))
+            return None
+        self._settings.leases.drop(ending.holding)
+        return self._finished(run, task, ending.map_index, list(ending.attempts), ending.result)
+
+    def _lost(self, holding: Holding, label: str) -> None:
+        """Forget the lease of a try whose end record was refused (stale)."""
+        self._settings.leases.drop(holding)
+        logger.warning(
+            "%s try %d lost its lease to another runtime, which runs the instance "
+            "now; waiting for it to finish", label, holding.lease.try_number,
+        )  # fmt: skip
 
     def _finished(
         self, run: _Run, task: Operator, map_index: int, attempts: list[Attempt], result: Any
@@ -594,7 +657,7 @@ class Runner:
                 "%s failed after %d %s", run.label(task.task_id, map_index), try_number,
                 "try" if try_number == 1 else "tries", exc_info=last.error,
             )  # fmt: skip
-        else:
+        elif logger.isEnabledFor(logging.DEBUG):  # the label is not made for nothing
             logger.debug("%s succeeded on try %d", run.label(task.task_id, map_index), try_number)
         run.emit(task.task_id, map_index, state, try_number)
         return TaskInstanceResult._create(
@@ -714,6 +777,60 @@ class Runner:
             clear = self._settings.clear_state_on_success
         if clear:
             await client.request(m.ClearTaskState())
+
+
+@attrs.define(eq=False)
+class _Ending:
+    """An instance's last try, ended, whose end record is on its way to the store.
+
+    A worker does not wait for the record's commit before it takes its next instance:
+    that instance's acquisition follows the record to the supervisor (most often into
+    its batch), and requests are served in order, so once the acquisition is answered
+    the record's verdict is in (:meth:`settle`).
+    """
+
+    recorder: Recorder
+    #: The end record (``RecordTaskAttempt`` with the lease's holder).
+    envelope: Envelope
+    holding: Holding
+    #: The instance's tries in this call, this one last.
+    attempts: tuple[Attempt, ...]
+    #: What the last try returned.
+    result: Any
+    #: Takes the verdict in: whether the record held (``False``: the try lost its
+    #: instance to another runtime). Set by the worker.
+    then: Callable[[bool], None] | None = None
+
+    @property
+    def map_index(self) -> int:
+        return self.holding.lease.map_index
+
+    async def settle(self) -> None:
+        """Hand the record's verdict to :attr:`then` (waiting for it if need be)."""
+        assert self.then is not None
+        self.then(await self.recorder.ended(self.envelope))
+
+
+class _Slot:
+    """Holds one of ``limiter``'s slots; taken without a checkpoint when one is free and
+    nobody waits, so a worker's end record and its next acquisition go to the
+    supervisor back to back (a checkpoint between them could let it take the record
+    alone into a batch). A cancelled caller stops here, as at ``limiter.acquire()``."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self._limiter.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.release()
 
 
 @attrs.define(eq=False)
