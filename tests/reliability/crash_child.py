@@ -5,7 +5,8 @@ runtime, then, for every write of every lane, ``begin <lane> <i>`` before it and
 all of iteration ``i``'s writes were acknowledged, ``ack <lane> <i> <count>`` (``count``
 is what the asset increment returned). Each line is flushed at once, so what the parent
 has read was acknowledged before the kill. Lanes: three mapped ``async`` instances and
-one plain-function task in a worker thread; each resumes from its stored ``n``.
+one plain-function task in a worker thread; each resumes after its stored ``n``
+(or redoes iteration ``n`` if its blob is missing).
 """
 
 from __future__ import annotations
@@ -37,12 +38,20 @@ def blob(i: int) -> dict[str, Any]:
     return {"i": i, "pad": str(i % 10) * PAD}
 
 
+def resume_from(n: int, stored: dict[str, Any] | None) -> int:
+    """The iteration to start at: the one after the stored ``n``, or ``n`` itself when
+    its blob was never written (a kill between the two writes). Skipping it would leave
+    the blob two behind ``n`` after the next such kill, which the parent's checks (the
+    blob is ``n`` or ``n - 1``) would take for a lost write."""
+    return n if n >= 0 and (stored is None or stored["i"] < n) else n + 1
+
+
 def build() -> Dag:
     dag = Dag("crash")
 
     @dag.task(outlets=[COUNTER])
     async def fleet(task_state: Any, asset_state: Any, lane: int) -> None:
-        i = await task_state.aget("n", -1) + 1
+        i = resume_from(await task_state.aget("n", -1), await task_state.aget("blob"))
         while i < ITERATIONS:
             emit(f"begin {lane} {i}")
             await task_state.aset("n", i)
@@ -55,7 +64,7 @@ def build() -> Dag:
 
     @dag.task(outlets=[COUNTER])
     def threaded(task_state: Any, asset_state: Any) -> None:
-        i = task_state.get("n", -1) + 1
+        i = resume_from(task_state.get("n", -1), task_state.get("blob"))
         while i < ITERATIONS:
             emit(f"begin s {i}")
             task_state.set("n", i)

@@ -115,7 +115,8 @@ def crash_repeatedly(
             n, value = lanes[lane]
             # What is known durable: the last acknowledgement, and what the previous
             # reopening read (the next writer resumes after the stored n, so an
-            # iteration written but not acknowledged is not redone).
+            # iteration written but not acknowledged is not redone, unless its blob is
+            # missing: then it redoes it, see crash_child.resume_from).
             known = [
                 v
                 for v in (acks.last.get(lane), stored_before.get(lane, (None,))[0])
