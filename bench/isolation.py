@@ -2,7 +2,8 @@
 in process vs isolated, side by side in one run.
 
 Prints one JSON line. Per-operation latency of set/get from a sync task and aset/aget
-from an async task, each measured in process and in a task process (ms per op); the
+from an async task, each measured in process and in a task process (ms per op: each
+side's median of ``--rounds`` rounds, the two sides alternating); the
 median wall time of running a trivial task (ms: forking the task process from its
 template, running it and reaping it, against a thread hop), the isolated overhead (the
 difference of the medians), and the first run, which starts the template
@@ -20,13 +21,15 @@ during the mapped task, and the most task processes seen at once; one task proce
 resident and private memory; the load average before and after; and the ratios
 isolated / in process. Usage::
 
-    python bench/isolation.py [--n 2000] [--runs 20] [--store sqlite|memory] [--no-fork-server]
+    python bench/isolation.py [--n 1000] [--rounds 7] [--runs 20] [--store sqlite|memory]
+        [--no-fork-server]
 
 The task processes load this file by path, as they load any Dag file."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -194,19 +197,46 @@ def _tree_cpu_s() -> float:
     return total
 
 
+async def ops_rounds(n: int, rounds: int, store: str) -> dict[str, dict[str, float]]:
+    """Per-operation latency in process and isolated, in ``rounds`` alternating rounds
+    of ``n`` operations of each kind (two runtimes open side by side): each side's
+    median per operation. A single loop of each moved by 20-30% between runs on a quiet
+    machine; alternating rounds meet the same load on both sides."""
+    seen: dict[str, dict[str, list[float]]] = {"none": {}, "process": {}}
+    async with contextlib.AsyncExitStack() as stack:
+        runtimes = {}
+        for isolation in seen:
+            where = (
+                {"store": MemoryStore()}
+                if store == "memory"
+                else {"db": tmp_db(f"ops-{isolation}.db")}
+            )
+            runtimes[isolation] = await stack.enter_async_context(
+                open_runtime(**where, isolation=isolation)
+            )
+        for i in range(rounds):
+            for isolation, rt in runtimes.items():
+                for task in (sync_ops, async_ops):
+                    ti = await rt.run_task(task, run_id=f"ops-{i}", params={"n": n})
+                    if ti.error is not None:
+                        raise ti.error
+                    for name, value in ti.result.items():
+                        seen[isolation].setdefault(name, []).append(value)
+    return {
+        isolation: {name: statistics.median(values) for name, values in figures.items()}
+        for isolation, figures in seen.items()
+    }
+
+
 async def measure(isolation: str, n: int, runs: int, store: str) -> dict[str, float]:
-    """Every figure for one isolation mode, in a runtime of its own."""
+    """Every figure for one isolation mode but the per-operation ones (:func:`ops_rounds`),
+    in a runtime of its own."""
     where = {"store": MemoryStore()} if store == "memory" else {"db": tmp_db(f"{isolation}.db")}
     figures: dict[str, float] = {}
     async with open_runtime(**where, isolation=isolation) as rt:
         start = time.perf_counter()
         await rt.run_task(noop, run_id="first")
         figures["first_run_ms"] = (time.perf_counter() - start) * 1000
-        for task in (sync_ops, async_ops):
-            ti = await rt.run_task(task, run_id="ops", params={"n": n})
-            if ti.error is not None:
-                raise ti.error
-            figures.update(ti.result)
         await rt.run_task(noop, run_id="warm-up")
         times = []
         cpu, faults = _tree_cpu_s(), _template_faults()
@@ -248,7 +278,8 @@ async def measure(isolation: str, n: int, runs: int, store: str) -> dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000, help="operations of each kind")
+    parser.add_argument("--n", type=int, default=1000, help="operations of each kind per round")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of operations")
     parser.add_argument("--runs", type=int, default=20, help="one-task runs to time")
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
     parser.add_argument(
@@ -257,8 +288,9 @@ def main() -> None:
     args = parser.parse_args()
     forkserver.ENABLED = not args.no_fork_server
     load = os.getloadavg()[0]
-    inline = trio.run(measure, "none", args.n, args.runs, args.store)
-    isolated = trio.run(measure, "process", args.n, args.runs, args.store)
+    ops = trio.run(ops_rounds, args.n, args.rounds, args.store)
+    inline = {**trio.run(measure, "none", args.n, args.runs, args.store), **ops["none"]}
+    isolated = {**trio.run(measure, "process", args.n, args.runs, args.store), **ops["process"]}
     names = (
         "set_ms", "get_ms", "aset_ms", "aget_ms", "one_task_run_ms", "one_task_run_cpu_ms",
         "fanout_s", "fanout_cpu_s",
@@ -267,6 +299,7 @@ def main() -> None:
     emit(
         "isolation",
         n=args.n,
+        rounds=args.rounds,
         runs=args.runs,
         fanout=FANOUT,
         store=args.store,

@@ -211,14 +211,14 @@ wake-ups per write, about 0.05 ms each on this machine). stateward's sync `set` 
 more (the task's worker thread to trio and back), which is why it stays above 1.5× the
 in-thread raw commit.
 
-The isolated `aget` of the table is one 2,000-call loop, which the machine's load
-moves by a third from run to run. `python bench/isolated_calls.py` (not part of
-`make bench`) measures that call alone: 15 rounds of 1,000 per mode, alternating in and
-out of process, with the CPU per call of the task process and of the runtime. On
-2026-11-29 at load 3.5–3.9: isolated `aget` fastest round 0.059–0.071 ms against
-0.028–0.031 ms in process (2.08–2.43×; median rounds 2.06–2.99×); CPU per call
-0.023–0.025 ms in the task process and 0.043–0.047 ms in the runtime (the whole
-in-process call: 0.033 ms).
+The isolated per-op figures of the table are each side's median of 7 rounds of 1,000
+calls, the two sides alternating in one run (a single 2,000-call loop per side, as
+before, moved by a third from run to run: 2.68–3.27× for `aget` on one quiet
+afternoon). `python bench/isolated_calls.py` (not part of `make bench`) measures that
+call alone: 15 rounds of 1,000 per mode, alternating in and out of process, with the
+CPU per call of the task process and of the runtime. On 2026-11-29 at load 1.0: median
+round 0.081 ms isolated against 0.028 ms in process (2.87×); CPU per call 0.026 ms in
+the task process and 0.054 ms in the runtime (the whole in-process call: 0.032 ms).
 
 The raw JSON lines are in `bench/results.jsonl`; `python bench/run_all.py --docs-only`
 rewrites this page (and the figures quoted in docs/isolation.md and docs/scaling.md)
