@@ -307,6 +307,15 @@ class Overlaps(MemoryStore):
             self.running -= 1
 
 
+def task_client(supervisor: Supervisor, task_id: str = "t") -> SupervisorClient:
+    """A client of ``supervisor`` bound to try 1 of the unmapped task ``task_id``."""
+    return SupervisorClient(
+        supervisor,
+        Caller(task=TaskScope("d", "r", task_id, -1), writer=Writer("d", "r", task_id, -1, 1)),
+        trio.lowlevel.current_trio_token(),
+    )
+
+
 async def test_a_read_served_now_never_overlaps_a_batch() -> None:
     """read_now serves a read in its caller's task only while the supervisor is idle,
     and the serve loop starts no batch until it is done: one store call at a time."""
@@ -314,17 +323,7 @@ async def test_a_read_served_now_never_overlaps_a_batch() -> None:
     async with store, trio.open_nursery() as nursery:
         supervisor = Supervisor(store, wall_clock=lambda: 100.0)
         await nursery.start(supervisor.serve)
-        token = trio.lowlevel.current_trio_token()
-        clients = [
-            SupervisorClient(
-                supervisor,
-                Caller(
-                    task=TaskScope("d", "r", f"t{n}", -1), writer=Writer("d", "r", f"t{n}", -1, 1)
-                ),
-                token,
-            )
-            for n in range(4)
-        ]
+        clients = [task_client(supervisor, f"t{n}") for n in range(4)]
         answers: list[Any] = []
 
         async def read(client: SupervisorClient, key: str) -> None:
@@ -351,11 +350,7 @@ async def test_a_read_served_now_is_shielded_unless_its_store_need_not_be() -> N
         async with store, trio.open_nursery() as nursery:
             supervisor = Supervisor(store, wall_clock=lambda: 100.0)
             await nursery.start(supervisor.serve)
-            client = SupervisorClient(
-                supervisor,
-                Caller(task=TaskScope("d", "r", "t", -1), writer=Writer("d", "r", "t", -1, 1)),
-                trio.lowlevel.current_trio_token(),
-            )
+            client = task_client(supervisor)
             answered: list[Any] = []
             with trio.CancelScope() as scope:
                 scope.cancel()
@@ -370,11 +365,7 @@ async def test_a_read_served_now_is_judged_as_a_queued_one() -> None:
     async with store, trio.open_nursery() as nursery:
         supervisor = Supervisor(store, wall_clock=lambda: 100.0)
         await nursery.start(supervisor.serve)
-        client = SupervisorClient(
-            supervisor,
-            Caller(task=TaskScope("d", "r", "t", -1), writer=Writer("d", "r", "t", -1, 1)),
-            trio.lowlevel.current_trio_token(),
-        )
+        client = task_client(supervisor)
         answered: list[Any] = []
         await client.read_now(m.GetTaskState(""), answered.append)
         await client.request(m.SetTaskState("k", 1))
