@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -82,15 +84,24 @@ async def test_it_wakes_for_trio_io_while_blocked(
     """Blocked with an empty socket, it returns when anything trio waits for is ready
     (a thread's callback here), not only when the socket is."""
     ours, _ = pair
-    lone = make(ours)
+    lone = make(ours, budget=60.0)  # bounds the test, should the wait not wake
     token = trio.lowlevel.current_trio_token()
     ran = trio.Event()
-    await trio.to_thread.run_sync(lambda: None)  # trio's worker thread exists
-    async with trio.open_nursery() as nursery:
-        # A thread queues a callback while this task blocks in poll.
-        nursery.start_soon(trio.to_thread.run_sync, token.run_sync_soon, ran.set)
-        await trio.testing.wait_all_tasks_blocked()
-        assert not lone.wait()
+
+    def later() -> None:
+        # Most often this task is blocked in poll by then; queued just before the wait
+        # instead, the callback makes the wait refuse at once: either way it must not
+        # block. (No checkpoint between the thread's start and the wait, so trio cannot
+        # run the callback first and leave nothing to wake the poll.)
+        time.sleep(0.01)
+        token.run_sync_soon(ran.set)
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    start = time.monotonic()
+    assert not lone.wait()
+    assert time.monotonic() - start < 30  # woken, not ended by the budget
+    thread.join()
     await ran.wait()
 
 

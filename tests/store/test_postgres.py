@@ -749,6 +749,46 @@ async def test_lone_puts_among_every_other_write_number_each_version_once(
     assert [v.value for v in history[:3]] == [2, 5, 1]
 
 
+async def test_a_counted_row_behind_its_history_is_put_by_the_versioned_form(
+    database: PgDatabase, schema: str
+) -> None:
+    """A version added by a writer that does not keep the row's number (a runtime older
+    than schema 8, still connected when another migrated the database) makes the
+    counted form collide; the put is then numbered from the history, and so are the
+    next ones."""
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        await one(store, put(T, "k", "1"))
+        await one(store, put(T, "k", "2"))  # counted: the session knows the row's number
+        await sql(
+            database.dsn,
+            f'INSERT INTO "{schema}".task_state_history (dag_id, run_id, task_id, item, key, '
+            "version, value, updated_at, updated_by) VALUES ('d', 'r', 't', '', 'k', 3, '3', "
+            "1, '{\"kind\":\"test\"}')",
+        )
+        await one(store, put(T, "k", "4"))
+        await one(store, put(T, "k", "5"))
+        history = await one(store, ops.History(T, "k"))
+    assert [(v.version, v.value) for v in history] == [(5, 5), (4, 4), (3, 3), (2, 2), (1, 1)]
+
+
+async def test_cleanup_keeping_no_history_leaves_no_row_counted(
+    database: PgDatabase, schema: str
+) -> None:
+    """A cleanup by a store keeping no history cuts every version, and with them what
+    the rows' numbers stood for: the next versions count from the (empty) history."""
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        for text in ("1", "2", "3"):
+            await one(store, put(T, "k", text))
+    async with PostgresStore(database.dsn, schema=schema, history=0) as keeps_none:
+        await one(keeps_none, ops.Cleanup())
+    rows = await sql(database.dsn, f'SELECT version FROM "{schema}".task_state')
+    assert rows == [(None,)]
+    async with PostgresStore(database.dsn, schema=schema) as store:
+        await one(store, put(T, "k", "4"))
+        history = await one(store, ops.History(T, "k"))
+    assert [(v.version, v.value) for v in history] == [(1, 4)]
+
+
 async def test_a_put_of_a_key_an_item_adopted_is_numbered_after_the_items_history(
     database: PgDatabase, schema: str
 ) -> None:

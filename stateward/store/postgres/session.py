@@ -571,7 +571,15 @@ class Session:
             return bool(await self.conn.fetchval(sql[f"put_{form}"], *args)), True
 
         if key in self._counted:
-            done, held = await run("counted")
+            try:
+                done, held = await run("counted")
+            except asyncpg.UniqueViolationError:
+                # The row's version is behind its history: a writer that does not keep
+                # it (a runtime older than schema 8, still connected when this one
+                # migrated) added versions. The statement wrote nothing (it is alone,
+                # no transaction); the versioned form numbers from the history and
+                # sets the row right.
+                done, held = False, True
             if done or not held:
                 return done, held
             del self._counted[key]
@@ -1170,6 +1178,15 @@ class Session:
                 f"(SELECT MAX(n.version) FROM {s}.{table} AS n WHERE {same}) - $1",
                 max(self.history, 0),
             )
+        if self.history <= 0:
+            # Every version was cut: no row's number is its newest version any more
+            # (a counted put would number from it, and an item adopting a history
+            # could meet it), so each row counts afresh from its (empty) history.
+            for table in ("task_state", "asset_state"):
+                await self.conn.execute(
+                    f"UPDATE {s}.{table} SET version = NULL WHERE version IS NOT NULL"
+                )
+            self._counted.clear()
         # A run's record of where its items stood goes when the task holds nothing.
         run = " AND ".join(f"x.{c} = i.{c}" for c in ("dag_id", "run_id", "task_id"))
         await self.conn.execute(
