@@ -763,7 +763,7 @@ async def test_a_counted_row_behind_its_history_is_put_by_the_versioned_form(
             database.dsn,
             f'INSERT INTO "{schema}".task_state_history (dag_id, run_id, task_id, item, key, '
             "version, value, updated_at, updated_by) VALUES ('d', 'r', 't', '', 'k', 3, '3', "
-            "1, '{\"kind\":\"test\"}')",
+            '1, \'{"kind":"test"}\')',
         )
         await one(store, put(T, "k", "4"))
         await one(store, put(T, "k", "5"))
