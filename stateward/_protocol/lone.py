@@ -103,11 +103,10 @@ def lone_wait(sock: socket.socket, may_wait: Callable[[], bool], budget: float) 
         from trio._core._run import GLOBAL_RUN_CONTEXT
 
         runner = GLOBAL_RUN_CONTEXT.runner
-        checks = (
-            runner.runq.__len__, runner.entry_queue.size, runner.deadlines.next_deadline,
-            runner.current_time,
-        )  # fmt: skip
-        if not isinstance(runner.io_manager._epoll, select.epoll) or not all(checks):
+        # What LoneWait reads, looked up once: an AttributeError says trio changed.
+        _ = (runner.runq, runner.entry_queue.size, runner.deadlines.next_deadline,
+             runner.current_time)  # fmt: skip
+        if not isinstance(runner.io_manager._epoll, select.epoll):
             return None
         return LoneWait(sock, may_wait, budget, runner)
     except (ImportError, AttributeError, ValueError, OSError):

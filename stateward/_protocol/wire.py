@@ -383,14 +383,12 @@ class FrameReader:
         while True:
             if self._drained:
                 lone = self.lone
-                if lone is None:
+                if lone is not None:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                if lone is None or not lone.wait():
                     self._unyielded = 0
                     await trio.lowlevel.wait_readable(sock)
-                else:
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                    if not lone.wait():
-                        self._unyielded = 0
-                        await trio.lowlevel.wait_readable(sock)
+                    if lone is not None:
                         lone.yielded()
             try:
                 chunk = sock.recv(size)

@@ -6,8 +6,9 @@ process would send); the multi-process versions are in tests/reliability/test_le
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import trio
 
 from stateward import (
     Dag,
+    DagRunResult,
     MemoryStore,
     RecordedTaskError,
     Runtime,
@@ -52,6 +54,20 @@ async def end_as_other(
     await rt.admin.request(
         m.RecordTaskAttempt(dag_id, "r", task_id, map_index, attempt.state, attempt, OTHER)
     )
+
+
+@contextlib.asynccontextmanager
+async def running(rt: Runtime, dag: Dag) -> AsyncIterator[list[DagRunResult]]:
+    """Run ``dag`` as run ``r`` in the background while the block plays the other
+    runtime; when the block ends the run has ended too, and the list holds its result."""
+    result: list[DagRunResult] = []
+
+    async def run() -> None:
+        result.append(await rt.run_dag(dag, run_id="r"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        yield result
 
 
 @pytest.mark.parametrize("value", [0, -1.5, float("inf"), float("nan"), timedelta(0)])
@@ -130,13 +146,7 @@ async def test_an_attempt_whose_instance_was_taken_over_cannot_write(
         return "mine"
 
     async with open_runtime(store=make_store()) as rt:
-        result: list[Any] = []
-
-        async def run() -> None:
-            result.append(await rt.run_dag(dag, run_id="r"))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
+        async with running(rt, dag) as result:
             await started.wait()
             await take_over(rt, "taken", "work")
             taken.set()
@@ -169,22 +179,15 @@ async def test_a_failure_in_another_runtime_is_reported_with_its_recorded_error(
         await taken.wait()
         return "mine"
 
-    async with open_runtime(store=make_store()) as rt:
-        result: list[Any] = []
-
-        async def run() -> None:
-            result.append(await rt.run_dag(dag, run_id="r"))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            await started.wait()
-            await take_over(rt, "taken", "work")
-            taken.set()
-            failed = AttemptRecord(
-                2, "failed", 1.0, 2.0, host="elsewhere", error_type="KeyError",
-                error_message="'gone'", error_traceback="Traceback ...",
-            )  # fmt: skip
-            await end_as_other(rt, "taken", "work", failed)
+    async with open_runtime(store=make_store()) as rt, running(rt, dag) as result:
+        await started.wait()
+        await take_over(rt, "taken", "work")
+        taken.set()
+        failed = AttemptRecord(
+            2, "failed", 1.0, 2.0, host="elsewhere", error_type="KeyError",
+            error_message="'gone'", error_traceback="Traceback ...",
+        )  # fmt: skip
+        await end_as_other(rt, "taken", "work", failed)
     (ti,) = result[0].task_instances
     assert (result[0].state, ti.state, ti.try_number) == ("failed", "failed", 2)
     assert isinstance(ti.error, RecordedTaskError)
@@ -202,13 +205,7 @@ async def test_a_process_isolated_attempt_is_fenced_after_a_takeover(
     monkeypatch.setenv("STATEWARD_TEST_FENCE_DIR", str(tmp_path))
     dag = load_dags(Path(__file__).parents[1] / "isolation_fixtures" / "fenced.py")["fenced"]
     async with open_runtime(store=make_store()) as rt:
-        result: list[Any] = []
-
-        async def run() -> None:
-            result.append(await rt.run_dag(dag, run_id="r"))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
+        async with running(rt, dag) as result:
             with trio.fail_after(60):  # another process: poll its file
                 while not (tmp_path / "started").exists():  # noqa: ASYNC110
                     await trio.sleep(0.02)
@@ -248,14 +245,8 @@ async def test_an_instance_another_runtime_holds_does_not_hold_up_the_others(
             m.AcquireTaskLease("held", "r", "shard", first, OTHER, 60.0, 0, OTHER_START)
         )
         assert taken.answer.outcome == "acquired"
-        result: list[Any] = []
-
-        async def run() -> None:
-            result.append(await rt.run_dag(dag, run_id="r"))
-
         with trio.fail_after(20):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run)
+            async with running(rt, dag) as result:
                 await others_ran.wait()
                 done = AttemptRecord(1, "success", 1.0, 2.0, result=100 + first, host="elsewhere")
                 await rt.admin.request(
@@ -319,14 +310,8 @@ async def test_an_instance_whose_end_is_refused_is_waited_for_while_the_worker_g
     shard.expand(i=[0, 1, 2])
     async with open_runtime(store=make_store()) as rt:
         first = rt.leases.start_order([0, 1, 2])[0]
-        result: list[Any] = []
-
-        async def run() -> None:
-            result.append(await rt.run_dag(dag, run_id="r"))
-
         with trio.fail_after(20):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run)
+            async with running(rt, dag) as result:
                 await started.wait()
                 await take_over(rt, "lost", "shard", first)
                 taken.set()

@@ -517,7 +517,7 @@ class Session:
                 except AssetConflictError as exc:
                     refusal = exc
                 else:
-                    keys = params[: len(TASK_KEYS if sql is self.sql.task else ASSET_KEYS)]
+                    keys = self._key_of(sql, params)
                     rows.setdefault(sql["put_set"], {})[keys] = params
                     self._not_counted(keys)
                     if self.history > 0:
@@ -562,7 +562,7 @@ class Session:
         form if the key is known counted, else (or if that did nothing while the lease
         held) the versioned form. ``params`` are the put's, ``args`` the statement's but
         the ``lease`` (none: the unfenced forms)."""
-        key = params[: len(TASK_KEYS if sql is self.sql.task else ASSET_KEYS)]
+        key = self._key_of(sql, params)
 
         async def run(form: str) -> tuple[bool, bool]:
             if lease:
@@ -589,6 +589,11 @@ class Session:
                 self._counted.clear()
             self._counted[key] = None
         return done, held
+
+    def _key_of(self, sql: dict[str, str], params: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The key columns' values among a put's ``params`` (task state's or an asset's,
+        by ``sql``)."""
+        return params[: len(TASK_KEYS if sql is self.sql.task else ASSET_KEYS)]
 
     def _not_counted(self, key: tuple[Any, ...]) -> None:
         """Forget ``key`` as counted: a statement that leaves its row's version unknown
