@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
-import math
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -49,7 +48,7 @@ from .._dag import Operator, PythonTask
 from .._errors import TaskTimeoutError
 from .._protocol import messages as m
 from .._records import AssetInfo, instance_label
-from .._templates import markers, needs_rendering, warn_unrendered_braces
+from .._templates import holds_strings, markers, needs_rendering, warn_unrendered_braces
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -333,6 +332,8 @@ async def _render(
         return {}
     dag = instance.dag
     values = {name: getattr(instance, name) for name in fields}
+    if not holds_strings(values.values()):  # most often: empty, or numbers
+        return values
     if dag.template_syntax == "stateward":
         warn_unrendered_braces(values, task=instance_label(dag.dag_id, instance.task_id))
     opening = markers(dag.template_syntax)
@@ -394,11 +395,12 @@ async def execute_in_process(
         TaskTimeoutError: the attempt ran past ``instance.execution_timeout``.
     """
     timeout = instance.execution_timeout
-    with trio.move_on_after(math.inf if timeout is None else timeout) as limit:
+    if timeout is None:  # no cancel scope to enter: a tenth of a short attempt's cost
+        return await call_execute(instance, context)
+    with trio.move_on_after(timeout) as limit:
         result = await call_execute(instance, context)
     if not limit.cancel_called:
         return result
-    assert timeout is not None
     what = f"{label} try {try_number} ran past its execution_timeout of {timeout:g} s"
     if instance.is_async and instance.async_library == "trio":
         msg = f"{what} and was cancelled"

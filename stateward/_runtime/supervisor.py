@@ -91,8 +91,15 @@ class Caller:
     _try_writer: StateWriter | None = attrs.field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.writer is not None:  # fields are frozen once made: set it past the hook
-            object.__setattr__(self, "_try_writer", self.writer.history_writer(HOST))
+        writer = self.writer
+        if writer is not None:  # fields are frozen once made: set it past the hook
+            # Made here, not through Writer.history_writer's cache: a caller is one try.
+            who = StateWriter(
+                kind="task", dag_id=writer.dag_id, run_id=writer.run_id,
+                task_id=writer.task_id, map_index=writer.map_index,
+                try_number=writer.try_number, host=HOST,
+            )  # fmt: skip
+            object.__setattr__(self, "_try_writer", who)
 
     @property
     def label(self) -> str:
@@ -429,6 +436,14 @@ class Supervisor:
                 scope = self._task(caller)
                 op = ops.Put(scope, key, encode(key, value), expires_at, caller.writer, who)
                 return op, ok
+            # A run records each attempt twice: these come before the rarer requests.
+            case m.RecordTaskAttempt(d, r, t, i, state, attempt, holder):
+                self._admin(caller, request)
+                return ops.RecordAttempt(d, r, t, i, state, attempt, holder), ok
+            case m.AcquireTaskLease(d, r, t, i, holder, timeout, seen_try, attempt):
+                self._admin(caller, request)
+                op = ops.AcquireLease(d, r, t, i, holder, timeout, seen_try, attempt)
+                return op, m.LeaseResult
             case m.DeleteTaskState(key):
                 return ops.Delete(self._task(caller), check_key(key), who), ok
             case m.ClearTaskState(all_map_indices):
@@ -570,13 +585,6 @@ class Supervisor:
             case m.RecordTaskInstance():
                 self._admin(caller, request)
                 return ops.RecordInstance(**attrs.asdict(request, recurse=False)), ok
-            case m.RecordTaskAttempt(d, r, t, i, state, attempt, holder):
-                self._admin(caller, request)
-                return ops.RecordAttempt(d, r, t, i, state, attempt, holder), ok
-            case m.AcquireTaskLease(d, r, t, i, holder, timeout, seen_try, attempt):
-                self._admin(caller, request)
-                op = ops.AcquireLease(d, r, t, i, holder, timeout, seen_try, attempt)
-                return op, m.LeaseResult
             case m.FindUnheldInstances(holder, instances):
                 self._admin(caller, request)
                 return ops.FindUnheld(holder, instances), m.UnheldResult

@@ -8,8 +8,9 @@ attempts that render.
 from __future__ import annotations
 
 from .fields import SYNTAXES as SYNTAXES
+from .fields import holds_strings as holds_strings
 from .fields import markers as markers
 from .fields import needs_rendering as needs_rendering
 from .fields import warn_unrendered_braces as warn_unrendered_braces
 
-__all__ = ["SYNTAXES", "markers", "needs_rendering", "warn_unrendered_braces"]
+__all__ = ["SYNTAXES", "holds_strings", "markers", "needs_rendering", "warn_unrendered_braces"]

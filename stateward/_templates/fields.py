@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 __all__ = ["SYNTAXES", "is_template", "markers", "needs_rendering", "warn_unrendered_braces"]
@@ -52,6 +52,12 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
             yield from _strings(item)
+
+
+def holds_strings(values: Iterable[Any]) -> bool:
+    """Whether any of ``values`` is or holds a string (walking as rendering does): if
+    none does, there is nothing to render and nothing to warn about."""
+    return any(True for value in values for _ in _strings(value))
 
 
 def warn_unrendered_braces(values: Mapping[str, Any], *, task: str) -> None:
