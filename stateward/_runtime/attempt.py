@@ -23,7 +23,7 @@ import copy
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import attrs
 import trio
@@ -145,7 +145,7 @@ async def _run(
         setattr(instance, name, value)
     token = set_current_context(context)
     try:
-        if enforce_timeout:
+        if enforce_timeout and instance.execution_timeout is not None:
             result = await execute_in_process(
                 instance, context, label=spec.label, try_number=spec.try_number
             )
@@ -165,9 +165,15 @@ async def call_execute(instance: Operator, context: Mapping[str, Any]) -> Any:
     note saying how to run it.
     """
     if not instance.is_async:
-        return await trio.to_thread.run_sync(instance.execute, context)
+        # The thread is named after the task (trio's default name is made per call).
+        return await trio.to_thread.run_sync(
+            instance.execute, context, thread_name=instance.task_id, limiter=_threads()
+        )
     if instance.async_library == "asyncio":
-        return await trio.to_thread.run_sync(_on_asyncio, instance.execute, context)
+        return await trio.to_thread.run_sync(
+            _on_asyncio, instance.execute, context, thread_name=instance.task_id,
+            limiter=_threads(),
+        )  # fmt: skip
     try:
         return await instance.execute(context)
     except (RuntimeError, TypeError) as exc:
@@ -179,6 +185,45 @@ async def call_execute(instance: Operator, context: Mapping[str, Any]) -> Any:
                 "written for Airflow, through airflow.sdk, run on asyncio already)"
             )
         raise
+
+
+#: Worker threads attempts may hold at once in a trio run (trio's default for its own).
+ATTEMPT_THREADS: Final = 40
+_ATTEMPT_THREADS: trio.lowlevel.RunVar[_ThreadSlots] = trio.lowlevel.RunVar("stateward_threads")
+
+
+class _ThreadSlots:
+    """Limits the worker threads of attempts as trio's default limiter would, at a
+    fraction of a ``CapacityLimiter``'s cost: a free slot is taken without a schedule
+    point (``to_thread.run_sync`` then waits for the thread anyway), and a slot given
+    back goes straight to the longest waiter."""
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._waiting = trio.lowlevel.ParkingLot()
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        if self._free and not self._waiting:
+            self._free -= 1
+            return
+        await self._waiting.park()  # woken holding the slot its releaser gave up
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        if self._waiting:
+            self._waiting.unpark()
+        else:
+            self._free += 1
+
+
+def _threads() -> Any:
+    # Any: trio types the limiter as a CapacityLimiter, and takes any object with
+    # these two methods (see trio.to_thread.run_sync).
+    try:
+        return _ATTEMPT_THREADS.get()
+    except LookupError:
+        slots = _ThreadSlots(ATTEMPT_THREADS)
+        _ATTEMPT_THREADS.set(slots)
+        return slots
 
 
 def _on_asyncio(execute: Callable[[Mapping[str, Any]], Any], context: Mapping[str, Any]) -> Any:

@@ -531,7 +531,7 @@ class Runner:
         recorder = run.recorder
         assert recorder is not None
         keeper = self._settings.leases
-        label = run.label(task.task_id, map_index)
+        label = functools.partial(run.label, task.task_id, map_index)  # made when logged
         defer = tried is None
         attempts = list(tried or ())
         result: Any = None
@@ -550,12 +550,12 @@ class Runner:
                         # The store refuses writes (a read-only file): no runtime can
                         # hold a lease or record anything, so the instance runs as it
                         # did before records existed (its reads may still work).
-                        logger.warning("%s runs without a lease: %s", label, exc)
+                        logger.warning("%s runs without a lease: %s", label(), exc)
                         unleased = True
                     else:
                         # Another process held the store's lock past the timeout: not a
                         # verdict on the instance; look again.
-                        logger.warning("%s could not take its lease yet: %s", label, exc)
+                        logger.warning("%s could not take its lease yet: %s", label(), exc)
                     answer = LeaseAnswer("held", 0)
                 if previous is not None:
                     # Its record was queued before this acquisition: answered by now.
@@ -592,7 +592,7 @@ class Runner:
                 return await self._run_instance(run, task, map_index, first, first + task.retries)
             if answer.outcome == "finished":
                 assert answer.instance is not None
-                logger.debug("%s was finished by another runtime", label)
+                logger.debug("%s was finished by another runtime", label())
                 done = _recorded_result(run.dag.dag_id, run.run_id, answer.instance)
                 run.emit(task.task_id, map_index, done.state, done.try_number)
                 return done
@@ -610,7 +610,7 @@ class Runner:
                 # The worker goes on; the next acquisition brings the verdict.
                 return _Ending(recorder, ending, holding, tuple(attempts), result)
             if not await recorder.ended(ending):
-                self._lost(holding, label)
+                self._lost(holding, label())
                 attempts.pop()
                 max_tries = None
                 continue
@@ -619,7 +619,7 @@ class Runner:
                 break
             logger.warning(
                 "%s try %d of %d failed, retrying in %gs: %s: %s",
-                label, try_number, max_tries, task.retry_delay,
+                label(), try_number, max_tries, task.retry_delay,
                 type(attempt.error).__name__, attempt.error,
             )  # fmt: skip
             run.emit(task.task_id, map_index, TaskInstanceState.UP_FOR_RETRY, try_number)

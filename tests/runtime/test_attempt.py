@@ -104,3 +104,40 @@ async def test_an_accessor_kept_past_its_async_task_is_refused() -> None:
 def test_attempt_ended_is_not_a_scope_error() -> None:
     """A late call is a lifecycle error, not a refusal of scope."""
     assert not issubclass(AttemptEndedError, StateScopeError)
+
+
+async def test_attempt_threads_are_limited_as_trios_default_limiter_limits_them() -> None:
+    """Two slots: a third borrower waits for a slot given back, and one cancelled while it
+    waits takes none away from the next."""
+    from stateward._runtime.attempt import _ThreadSlots
+
+    slots = _ThreadSlots(2)
+    held: list[str] = []
+
+    async def borrow(name: str) -> None:
+        await slots.acquire_on_behalf_of(name)
+        held.append(name)
+
+    async with trio.open_nursery() as nursery:
+        await borrow("a")
+        await borrow("b")
+        cancelled = trio.CancelScope()
+
+        async def cancelled_while_waiting() -> None:
+            with cancelled:
+                await borrow("cancelled")
+
+        nursery.start_soon(cancelled_while_waiting)
+        await trio.testing.wait_all_tasks_blocked()
+        cancelled.cancel()
+        nursery.start_soon(borrow, "c")
+        await trio.testing.wait_all_tasks_blocked()
+        assert held == ["a", "b"]  # c waits for a slot
+        slots.release_on_behalf_of("a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert held == ["a", "b", "c"]
+    slots.release_on_behalf_of("b")
+    slots.release_on_behalf_of("c")
+    await borrow("d")  # both slots are free again: taken at once
+    await borrow("e")
+    assert held[-2:] == ["d", "e"]
