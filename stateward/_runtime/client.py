@@ -30,7 +30,7 @@ from .._errors import (
 )
 from .._protocol import messages as m
 from .._records import instance_label
-from .supervisor import Caller, Envelope, Supervisor, error_response
+from .supervisor import Caller, Envelope, Supervisor
 
 #: How often a waiting worker thread checks that the runtime is still there.
 _POLL_SECONDS: Final = 0.5
@@ -112,6 +112,20 @@ class _Notifying(Envelope):
         if self.response is None:
             super().answer(response)
             self.on_answer(self)
+
+
+@attrs.define(eq=False, slots=True)
+class _FromThread(Envelope):
+    """A worker thread's request: refused when the serve loop takes it in if its client's
+    attempt ended while it was on its way."""
+
+    client: SupervisorClient = attrs.field(kw_only=True)
+
+    def admitted(self) -> bool:
+        if self.client._ended:
+            self.answer(_ENDED)
+            return False
+        return True
 
 
 class SupervisorClient:
@@ -217,16 +231,6 @@ class SupervisorClient:
             raise_error(response, request)
         return response
 
-    def _submit_soon(self, envelope: Envelope) -> None:
-        # Runs in trio's thread (run_sync_soon): it must never raise.
-        if self._ended:  # the attempt ended while the request was on its way
-            envelope.answer(_ENDED)
-            return
-        try:
-            self._supervisor.submit(envelope)
-        except Exception as exc:
-            envelope.answer(error_response(exc))
-
     def request_sync(self, request: Any, what: str = "state access") -> Any:
         """Send ``request`` from a worker thread and wait for its response.
 
@@ -243,12 +247,14 @@ class SupervisorClient:
         if self._ended:
             raise self._ended_error()
         _check_cancelled()
-        # Cheaper than trio.from_thread.run: queue the request into trio's thread and
+        # Cheaper than trio.from_thread.run: queue the request for the supervisor's next
+        # batch (waking it through trio's thread only if it waits for requests) and
         # wait on a thread event that the supervisor sets when it answers.
         waiter = threading.Event()
-        envelope = Envelope(request, self._caller, done=None, waiter=waiter)
+        envelope = _FromThread(request, self._caller, done=None, waiter=waiter, client=self)
         try:
-            self._token.run_sync_soon(self._submit_soon, envelope)
+            if self._supervisor.submit_from_thread(envelope):
+                self._token.run_sync_soon(self._supervisor.wake)
         except trio.RunFinishedError:
             msg = "the runtime has finished; state can no longer be reached from this thread"
             raise RuntimeClosedError(msg) from None

@@ -15,6 +15,8 @@ its own so that one bad write cannot fail its neighbours.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import getpass
 import inspect
@@ -125,6 +127,12 @@ class Envelope:
     waiter: threading.Event | None = None
     response: Any = None
 
+    def admitted(self) -> bool:
+        """Whether the request may still be served, asked in trio's thread when the
+        serve loop takes it from a worker thread (:meth:`Supervisor.submit_from_thread`);
+        one that may not is answered here."""
+        return True
+
     def answer(self, response: Any) -> None:
         """Deliver ``response``; the first answer wins.
 
@@ -201,7 +209,13 @@ class Supervisor:
         # cannot be left half done (a shielded cancel scope costs about a fifth of a
         # task process's relayed get).
         self._shield_reads = not _declares_on_execute(store, "reads_cancel_safe")
-        self._send, self._receive = trio.open_memory_channel[Envelope](math.inf)
+        # None in the channel only wakes the serve loop for requests of worker threads.
+        self._send, self._receive = trio.open_memory_channel[Envelope | None](math.inf)
+        #: Requests of worker threads, taken into the next batch (no hop through trio's
+        #: thread): see submit_from_thread().
+        self._from_threads: collections.deque[Envelope] = collections.deque()
+        #: Set while the serve loop waits for a request: a worker thread's must wake it.
+        self._waiting = False
         self._stopped = trio.Event()
         self._closed = False
         # Set while read_now() serves a batch in its caller's task.
@@ -232,6 +246,34 @@ class Supervisor:
             raise AsyncContextError(msg) from exc
         self.stats.requests += 1
 
+    def submit_from_thread(self, envelope: Envelope) -> bool:
+        """Queue ``envelope`` from a worker thread. The serve loop takes it into its
+        next batch without a hop through trio's thread, and asks it :meth:`Envelope.admitted`
+        then; returns whether the loop waits for requests, and so must be woken with
+        :meth:`wake` (from trio's thread).
+
+        Raises:
+            SupervisorDiedError: the supervisor died.
+            RuntimeClosedError: the runtime is closed.
+        """
+        if self.failure is not None:
+            raise self.died_error() from self.failure
+        if self._closed or self._stopped.is_set():
+            msg = "the runtime is closed; open a new one to reach state"
+            raise RuntimeClosedError(msg)
+        self._from_threads.append(envelope)
+        # The loop sets _waiting before it looks at the queue a last time, and this
+        # reads it after appending: one of the two sees the other's step.
+        if self._waiting:
+            self._waiting = False
+            return True
+        return False
+
+    def wake(self) -> None:
+        """Wake the serve loop waiting for requests (in trio's thread; never raises)."""
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._send.send_nowait(None)
+
     async def read_now(self, envelope: Envelope) -> None:
         """Serve ``envelope``'s read in the calling task, as a batch of its own, when
         the supervisor is idle (nothing queued, no batch running); else queue it as
@@ -242,7 +284,7 @@ class Supervisor:
         read what they write. The serve loop starts no batch while this one runs.
         """
         queued = self._receive.statistics().current_buffer_used
-        busy = self._in_flight or self._direct is not None or queued
+        busy = self._in_flight or self._direct is not None or queued or self._from_threads
         if busy or self._closed or self._stopped.is_set():
             self.submit(envelope)
             return
@@ -280,13 +322,17 @@ class Supervisor:
         """Serve until :meth:`close` (then drain) or cancellation (then fail the rest)."""
         task_status.started()
         try:
-            async for first in self._receive:
-                batch = [first]
-                while len(batch) < self.max_batch:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+            while True:
+                # Cancelled: what is still queued is failed, not served (below).
+                await trio.lowlevel.checkpoint_if_cancelled()
+                batch = self._take()
+                if not batch:
+                    waited = await self._wait_for_requests()
+                    if waited is None:
+                        break  # closed, and everything queued was served
+                    if not waited:
+                        continue  # a wake-up for a request taken since, or not admitted
+                    batch = waited
                 self._in_flight = batch
                 if self._direct is not None:  # a read served in its caller's task
                     await self._direct.wait()
@@ -306,19 +352,58 @@ class Supervisor:
             self._receive.close()
             self._stopped.set()
 
+    def _take(self, first: Envelope | None = None) -> list[Envelope]:
+        """The next batch: ``first``, then what trio's thread queued, then what worker
+        threads did (those still admitted), up to ``max_batch``."""
+        batch = [] if first is None else [first]
+        receive = self._receive
+        while len(batch) < self.max_batch:
+            try:
+                received = receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if received is not None:
+                batch.append(received)
+        threads = self._from_threads
+        while threads and len(batch) < self.max_batch:
+            envelope = threads.popleft()
+            self.stats.requests += 1
+            if envelope.admitted():
+                batch.append(envelope)
+        return batch
+
+    async def _wait_for_requests(self) -> list[Envelope] | None:
+        """The next batch, once a request is queued; ``None`` once the channel is closed
+        and everything queued has been taken."""
+        self._waiting = True
+        try:
+            first = None
+            if not self._from_threads:
+                try:
+                    first = await self._receive.receive()
+                except trio.EndOfChannel:
+                    return None
+        finally:
+            self._waiting = False
+        return self._take(first)
+
     def _fail_queued(self) -> None:
         # No request may be left hanging: whatever is in flight or queued gets an answer
         # (answer() keeps the first answer, so served requests are not touched).
         reason = self.died_error() if self.failure else RuntimeClosedError("runtime closing")
+        refusal = m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, str(reason))
         for envelope in self._in_flight:
-            envelope.answer(m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, str(reason)))
+            envelope.answer(refusal)
         self._in_flight = []
+        while self._from_threads:
+            self._from_threads.popleft().answer(refusal)
         while True:
             try:
-                envelope = self._receive.receive_nowait()
+                received = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
-            envelope.answer(m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, str(reason)))
+            if received is not None:
+                received.answer(refusal)
 
     async def _serve_batch(self, batch: list[Envelope]) -> None:
         self.stats.batches += 1

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from stateward import (
+    AttemptEndedError,
     ProtocolError,
     RuntimeClosedError,
     StateScopeError,
@@ -456,3 +457,123 @@ async def test_an_answer_from_the_store_thread_is_given_once() -> None:
         await trio.to_thread.run_sync(envelope.waiter.wait)
     assert async_response == m.OkResponse()
     assert envelope.calls == [m.OkResponse()]  # type: ignore[attr-defined]
+
+
+class NotingSupervisor(Supervisor):
+    """Releases ``queued`` once per request a worker thread has queued."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__(store, wall_clock=lambda: 100.0)
+        self.queued = threading.Semaphore(0)
+
+    def submit_from_thread(self, envelope: Envelope) -> bool:
+        wake = super().submit_from_thread(envelope)
+        self.queued.release()
+        return wake
+
+
+async def test_worker_threads_requests_join_the_next_batch_without_waking_the_loop() -> None:
+    """Requests of worker threads queued while a batch runs are served in the next batch
+    (one transaction), and nothing wakes the busy serve loop for them."""
+    store = GatedStore()
+    async with store, trio.open_nursery() as nursery:
+        supervisor = NotingSupervisor(store)
+        await nursery.start(supervisor.serve)
+        token = trio.lowlevel.current_trio_token()
+        client = SupervisorClient(supervisor, Caller(task=T, writer=None), token)
+        nursery.start_soon(client.request, m.SetTaskState("first", 0))
+        await trio.testing.wait_all_tasks_blocked()  # its batch waits at the gate
+        wakes: list[bool] = []
+        woken = supervisor.wake
+
+        def counting_wake() -> None:
+            wakes.append(True)
+            woken()
+
+        supervisor.wake = counting_wake  # type: ignore[method-assign]
+        for i in range(3):
+            nursery.start_soon(
+                trio.to_thread.run_sync, client.request_sync, m.SetTaskState(f"k{i}", i)
+            )
+        for _ in range(3):
+            await trio.to_thread.run_sync(supervisor.queued.acquire)
+        store.gate.set()
+        while len(store.batches) < 2:  # the threads' batch, served once the gate opens
+            await trio.testing.wait_all_tasks_blocked()
+        items = (await client.request(m.ListTaskState())).items
+        supervisor.close()
+    assert store.batches[:2] == [1, 3]
+    assert wakes == []
+    assert items == {"first": 0, "k0": 0, "k1": 1, "k2": 2}
+
+
+async def test_a_worker_threads_request_queued_as_its_attempt_ends_is_refused() -> None:
+    """A thread's write queued before its attempt ended, and taken in after, is refused
+    with AttemptEndedError; nothing is written."""
+    store = GatedStore()
+    async with store, trio.open_nursery() as nursery:
+        supervisor = NotingSupervisor(store)
+        await nursery.start(supervisor.serve)
+        token = trio.lowlevel.current_trio_token()
+        writer = Writer("d", "r", "t", -1, 1)
+        attempt = SupervisorClient(supervisor, Caller(task=T, writer=writer), token)
+        other = SupervisorClient(supervisor, Caller(task=T, writer=None), token)
+        nursery.start_soon(other.request, m.SetTaskState("first", 1))
+        await trio.testing.wait_all_tasks_blocked()  # its batch waits at the gate
+        met: list[BaseException | None] = []
+
+        def late() -> None:
+            try:
+                attempt.request_sync(m.SetTaskState("late", 2), "task_state.set")
+            except AttemptEndedError as exc:
+                met.append(exc)
+            else:
+                met.append(None)
+
+        async with trio.open_nursery() as threads:
+            threads.start_soon(trio.to_thread.run_sync, late)
+            await trio.to_thread.run_sync(supervisor.queued.acquire)
+            attempt.end()
+            store.gate.set()
+        assert (await other.request(m.GetTaskState("late"))).value is None
+        supervisor.close()
+    assert len(met) == 1
+    assert isinstance(met[0], AttemptEndedError)
+
+
+@pytest.mark.parametrize("threads", [2, 8])
+async def test_worker_threads_requests_are_all_served_as_the_loop_idles_between_them(
+    threads: int,
+) -> None:
+    """Many threads, each waiting for its answer before its next request, so the serve
+    loop keeps going idle and being woken: no request is left unanswered (a lost wake-up
+    would hang here)."""
+    await _requests_from_threads(threads, 200)
+
+
+@pytest.mark.long
+async def test_worker_threads_requests_stress() -> None:
+    """The stress version of the test above."""
+    for _ in range(5):
+        await _requests_from_threads(16, 2000)
+
+
+async def _requests_from_threads(threads: int, each: int) -> None:
+    async with serving(MemoryStore()) as h:
+        client = h.client()
+
+        def run(n: int) -> int:
+            for i in range(each):
+                client.request_sync(m.SetTaskState(f"t{n}", i))
+            return int(client.request_sync(m.GetTaskState(f"t{n}")).value)
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                done: list[int] = []
+
+                async def one(n: int) -> None:
+                    done.append(await trio.to_thread.run_sync(run, n))
+
+                for n in range(threads):
+                    nursery.start_soon(one, n)
+        assert done == [each - 1] * threads
