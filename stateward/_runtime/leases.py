@@ -87,13 +87,16 @@ class LeaseKeeper:
         #: its waiter saw: :meth:`_watch` sets the event once one is no longer held.
         self._waiting: dict[trio.Event, tuple[str, str, str, int, int]] = {}
         self._renewal = trio.CancelScope()
+        #: Acquisitions asked for ahead whose answers are not taken in yet (each may
+        #: hold a lease no holding names yet).
+        self.ahead = 0
         #: Starts :meth:`keep`, until it is started (see :meth:`keep_when_needed`).
         self._start_keeping: Callable[[], None] | None = None
 
     @property
     def holding(self) -> bool:
-        """Whether the runtime holds any lease."""
-        return bool(self._held)
+        """Whether the runtime holds any lease (or may: an acquisition asked ahead)."""
+        return bool(self._held) or self.ahead > 0
 
     def keep_when_needed(self, nursery: trio.Nursery, admin: SupervisorClient) -> None:
         """Run :meth:`keep` in ``nursery`` from the first time the runtime holds or

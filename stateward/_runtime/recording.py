@@ -157,11 +157,26 @@ class Recorder:
         """Take the instance's lease for its next try, which is recorded ``running``
         from ``started_at`` (waits for the commit: the attempt must not start without
         it)."""
+        envelope = self.submit_acquire(
+            task_id, map_index, holder, lease_timeout, seen_try, started_at
+        )
+        return await self.acquired(envelope)
+
+    def submit_acquire(
+        self, task_id: str, map_index: int, holder: str, lease_timeout: float, seen_try: int,
+        started_at: float,
+    ) -> Envelope:  # fmt: skip
+        """Queue :meth:`acquire`'s request without waiting (no checkpoint);
+        :meth:`acquired` waits for its answer."""
         attempt = AttemptRecord(0, "running", started_at, host=_HOST, pid=self._pid)
         request = m.AcquireTaskLease(
             self.dag_id, self.run_id, task_id, map_index, holder, lease_timeout, seen_try, attempt
         )
-        answer: LeaseAnswer = (await self.client.request(request)).answer
+        return self.client.submit(request)
+
+    async def acquired(self, envelope: Envelope) -> LeaseAnswer:
+        """The answer to an acquisition :meth:`submit_acquire` queued."""
+        answer: LeaseAnswer = (await self.client.response(envelope)).answer
         return answer
 
     async def attempt_output(

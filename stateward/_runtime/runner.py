@@ -61,6 +61,12 @@ LIVE_LOG_BYTES_PER_SECOND: Final = 256 * 1024
 
 #: The most items of an expansion one record carries (a bigger one is split).
 ITEMS_PER_RECORD: Final = 1024
+#: A worker whose last instance's attempt took less than this (seconds) asks for its
+#: next instance's lease while the current one runs, instead of after it: for such
+#: tasks the acquisition's commit is a third of the instance's time. The next
+#: instance's lease is then held, and its attempt recorded running, up to this long
+#: before its code starts (its end record gives the time it started).
+AHEAD_BELOW: Final = 0.05
 
 SUCCESS = TaskInstanceState.SUCCESS
 FAILED = TaskInstanceState.FAILED
@@ -274,11 +280,14 @@ class Runner:
                     states.append(result.state)
 
                 async def run_one(
-                    index: int, nursery: trio.Nursery, previous: _Ending | None
-                ) -> _Ending | None:
-                    """Run instance ``index`` for a worker, which settles ``previous``
-                    (its last instance's end record) on the way; return this one's
-                    last end record if it is still on its way."""
+                    index: int, nursery: trio.Nursery, previous: _Ending | None,
+                    lane: _Lane | None = None, ahead: _Ahead | None = None,
+                ) -> _Ending | None:  # fmt: skip
+                    """Run instance ``index`` for a worker (``lane``: its next instance,
+                    asked for ahead), which settles ``previous`` (its last instance's
+                    end record) on the way; return this one's last end record if it is
+                    still on its way. ``ahead``: this instance's acquisition, asked for
+                    while the worker's last one ran."""
                     before = succeeded.get((task.task_id, index))
                     if before is not None:
                         if previous is not None:
@@ -286,7 +295,11 @@ class Runner:
                         finish(_recorded_result(dag.dag_id, run_id, before))
                         return None
                     seen_try = seen.get((task.task_id, index), 0)
-                    found = await self._run_leased(run, task, index, seen_try, previous)
+                    found = await self._run_leased(
+                        run, task, index, seen_try, previous, ahead=ahead, lane=lane
+                    )
+                    if isinstance(found, TaskInstanceResult | _Ending) and found.attempts:
+                        pace.last = found.attempts[-1].duration
                     if found is None:
                         # Another runtime holds it: waited for in a task of its own,
                         # so this worker goes on with the next instance.
@@ -317,12 +330,53 @@ class Runner:
                 # (rather than a task per instance, all waiting for a slot at once).
                 pending = iter(self._settings.leases.start_order(indices))
 
-                async def worker(nursery: trio.Nursery) -> None:
-                    ending = None
-                    for index in pending:
-                        ending = await run_one(index, nursery, ending)
+                pace = _Pace()
+
+                def take_ahead() -> _Ahead | None:
+                    """The worker's next instance, its acquisition queued now (while
+                    the current one runs), if this task's attempts are quick."""
+                    if pace.last >= AHEAD_BELOW:
+                        return None
+                    index = next(pending, None)
+                    if index is None:
+                        return None
+                    if (task.task_id, index) in succeeded:
+                        return _Ahead(index, None)  # nothing to acquire
+                    keeper = self._settings.leases
+                    try:
+                        envelope = recorder.submit_acquire(
+                            task.task_id, index, keeper.holder, keeper.timeout,
+                            seen.get((task.task_id, index), 0), self._settings.wall_clock(),
+                        )  # fmt: skip
+                    except StatewardError:
+                        envelope = None  # closing: acquired in turn, which will say so
+                    else:
+                        keeper.ahead += 1
+                    return _Ahead(index, envelope)
+
+                async def alone(ahead: _Ahead, nursery: trio.Nursery) -> None:
+                    """Run an instance a worker asked for ahead, in a task of its own
+                    (the worker waits to retry its current one)."""
+                    ending = await run_one(ahead.index, nursery, None, None, ahead)
                     if ending is not None:
                         await ending.settle()
+
+                async def worker(nursery: trio.Nursery) -> None:
+                    ending = None
+                    lane = _Lane(take_ahead, functools.partial(hand_off, nursery=nursery))
+                    while True:
+                        ahead, lane.ahead = lane.ahead, None
+                        index = next(pending, None) if ahead is None else ahead.index
+                        if index is None:
+                            break
+                        ending = await run_one(index, nursery, ending, lane, ahead)
+                    if ending is not None:
+                        await ending.settle()
+
+                def hand_off(lane: _Lane, nursery: trio.Nursery) -> None:
+                    if lane.ahead is not None:
+                        ahead, lane.ahead = lane.ahead, None
+                        nursery.start_soon(alone, ahead, nursery)
 
                 async with trio.open_nursery() as nursery:
                     for _ in range(min(len(indices), limit)):
@@ -511,6 +565,7 @@ class Runner:
     async def _run_leased(
         self, run: _Run, task: Operator, map_index: int, seen_try: int,
         previous: _Ending | None = None, tried: tuple[Attempt, ...] | None = None,
+        *, ahead: _Ahead | None = None, lane: _Lane | None = None,
     ) -> TaskInstanceResult | _Ending | None:  # fmt: skip
         """Run a recorded instance's tries while this runtime holds its lease.
 
@@ -524,9 +579,13 @@ class Runner:
         For a worker (``tried`` None) this returns ``None`` at once if the first
         acquisition finds another runtime holding the instance, and the last try's
         end record still on its way (an :class:`_Ending`); ``previous``, the worker's
-        last one, is settled once this instance's first acquisition is answered. For
-        a task waiting for the instance (``tried``: the tries made so far), it
-        returns the instance's result.
+        last one, is settled once this instance's first acquisition is answered (or,
+        if that acquisition was asked for ahead, of its record, once this try's end is
+        queued). ``ahead`` is this instance's first acquisition, asked for while the
+        worker's last instance ran; the worker's ``lane`` asks for its next one
+        once this one's is taken, and hands it off to a task of its own if this
+        instance is to wait (a retry, another runtime). For a task waiting for the
+        instance (``tried``: the tries made so far), it returns the instance's result.
         """
         recorder = run.recorder
         assert recorder is not None
@@ -541,10 +600,17 @@ class Runner:
             async with _Slot(run.limiter):
                 started_at = self._settings.wall_clock()
                 try:
-                    answer = await recorder.acquire(
-                        task.task_id, map_index, keeper.holder, keeper.timeout, seen_try,
-                        started_at,
-                    )  # fmt: skip
+                    if ahead is not None and ahead.envelope is not None:
+                        envelope, ahead = ahead.envelope, None
+                        try:
+                            answer = await recorder.acquired(envelope)
+                        finally:
+                            keeper.ahead -= 1
+                    else:
+                        answer = await recorder.acquire(
+                            task.task_id, map_index, keeper.holder, keeper.timeout,
+                            seen_try, started_at,
+                        )  # fmt: skip
                 except StoreError as exc:
                     if not exc.affects_all:
                         # The store refuses writes (a read-only file): no runtime can
@@ -557,8 +623,11 @@ class Runner:
                         # verdict on the instance; look again.
                         logger.warning("%s could not take its lease yet: %s", label(), exc)
                     answer = LeaseAnswer("held", 0)
-                if previous is not None:
-                    # Its record was queued before this acquisition: answered by now.
+                if previous is not None and (
+                    answer.outcome != "acquired" or previous.envelope.response is not None
+                ):
+                    # Its record was queued before this acquisition (unless that was
+                    # asked for ahead): answered by now.
                     await previous.settle()
                     previous = None
                 if answer.outcome == "acquired":
@@ -570,6 +639,8 @@ class Runner:
                               keeper.holder, try_number)
                     )  # fmt: skip
                     run.emit(task.task_id, map_index, TaskInstanceState.RUNNING, try_number)
+                    if lane is not None and lane.ahead is None:
+                        lane.ahead = lane.take()  # its commit overlaps this attempt
                     log = AttemptLog()
                     live = _LiveLog(
                         task.task_id, map_index, try_number, started_at, log, keeper.holder
@@ -587,6 +658,9 @@ class Runner:
                         task.task_id, map_index, after, try_number, started_at,
                         attempt.rendered, attempt.error, result, attempt.log, keeper.holder,
                     )  # fmt: skip
+                    if previous is not None:  # queued before this try's requests
+                        await previous.settle()
+                        previous = None
             if unleased:
                 first = seen_try + 1
                 return await self._run_instance(run, task, map_index, first, first + task.retries)
@@ -599,6 +673,8 @@ class Runner:
             if answer.outcome == "held":
                 if defer and not attempts:
                     return None
+                if lane is not None:
+                    lane.hand_off(lane)
                 instance = (run.dag.dag_id, run.run_id, task.task_id, map_index)
                 await keeper.wait_unheld(instance, seen_try)
                 continue
@@ -623,6 +699,8 @@ class Runner:
                 type(attempt.error).__name__, attempt.error,
             )  # fmt: skip
             run.emit(task.task_id, map_index, TaskInstanceState.UP_FOR_RETRY, try_number)
+            if lane is not None:
+                lane.hand_off(lane)
             await trio.sleep(task.retry_delay)
         return self._finished(run, task, map_index, attempts, result)
 
@@ -809,6 +887,33 @@ class _Ending:
         """Hand the record's verdict to :attr:`then` (waiting for it if need be)."""
         assert self.then is not None
         self.then(await self.recorder.ended(self.envelope))
+
+
+@attrs.define(eq=False)
+class _Ahead:
+    """A worker's next instance, whose acquisition it queued while its current one ran
+    (``None``: it succeeded in an earlier call, nothing to acquire)."""
+
+    index: int
+    envelope: Envelope | None
+
+
+@attrs.define(eq=False)
+class _Lane:
+    """A worker's way to its next instance: asked for ahead by :attr:`take` once the
+    current one's lease is taken, and handed off to a task of its own by
+    :attr:`hand_off` if the current one is to wait (a retry, another runtime)."""
+
+    take: Callable[[], _Ahead | None]
+    hand_off: Callable[[_Lane], None]
+    ahead: _Ahead | None = None
+
+
+@attrs.define(eq=False)
+class _Pace:
+    """How long the last attempt of a task's instance took (seconds), in a run."""
+
+    last: float = math.inf
 
 
 class _Slot:

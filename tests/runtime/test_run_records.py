@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import socket
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -301,3 +303,58 @@ async def test_end_run_decides_by_the_records_before_it_in_its_batch(rt: Runtime
     record = await rt.runs.get("d", "r")
     assert record is not None
     assert (record.state, record.ended_at) == ("queued", 3.0)
+
+
+async def test_quick_instances_take_the_next_lease_ahead_and_record_when_they_started(
+    rt: Runtime, wall_clock: FakeWallClock
+) -> None:
+    """A worker of quick instances holds its next instance's lease while the current one
+    runs (recorded running); each attempt's record gives the time its code started."""
+    dag = Dag("ahead", max_active_tasks=1)
+    running: list[int] = []
+
+    @dag.task
+    def quick(i: int) -> None:
+        wall_clock.advance(1.0)
+        record = trio.from_thread.run(rt.runs.get, "ahead", "r")
+        running.append(sum(1 for ti in record.instances if ti.state == "running"))
+
+    quick.expand(i=[0, 1, 2, 3])
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.state == "success"
+    assert running[0] == 1  # nothing known of the task's pace yet
+    assert max(running) == 2  # this instance, and the next taken ahead
+    record = await rt.runs.get("ahead", "r")
+    assert record is not None
+    spans = sorted((ti.attempts[0].started_at, ti.attempts[0].ended_at) for ti in record.instances)
+    for (_, ended), (started, _) in itertools.pairwise(spans):
+        assert started >= ended  # not from when its lease was taken
+
+
+async def test_an_instance_taken_ahead_runs_while_the_workers_instance_waits_to_retry(
+    rt: Runtime,
+) -> None:
+    """The instance a worker took ahead is handed to a task of its own when the worker's
+    current instance fails and waits to retry: it does not wait behind the retry."""
+    dag = Dag("handoff", max_active_tasks=1, default_args={"retries": 1, "retry_delay": 0.2})
+    started: list[int] = []
+    lock = threading.Lock()
+    third_ran = threading.Event()
+
+    @dag.task
+    def step(i: int) -> None:
+        with lock:
+            first_try = i not in started
+            started.append(i)
+            place = len(set(started))
+        if first_try and place == 2:
+            raise ValueError("fails once")
+        if first_try and place == 3:
+            third_ran.set()
+        if not first_try:
+            assert third_ran.wait(30), "the instance taken ahead waited behind the retry"
+
+    step.expand(i=[0, 1, 2])
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.state == "success"
+    assert sorted(ti.try_number for ti in result.task_instances) == [1, 1, 2]
