@@ -12,7 +12,6 @@ a client refuses every request with :class:`~stateward.AttemptEndedError`.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
@@ -30,7 +29,7 @@ from .._errors import (
 )
 from .._protocol import messages as m
 from .._records import instance_label
-from .supervisor import Caller, Envelope, Supervisor
+from .supervisor import Caller, Envelope, Supervisor, ThreadWaiter
 
 #: How often a waiting worker thread checks that the runtime is still there.
 _POLL_SECONDS: Final = 0.5
@@ -250,7 +249,7 @@ class SupervisorClient:
         # Cheaper than trio.from_thread.run: queue the request for the supervisor's next
         # batch (waking it through trio's thread only if it waits for requests) and
         # wait on a thread event that the supervisor sets when it answers.
-        waiter = threading.Event()
+        waiter = ThreadWaiter()
         envelope = _FromThread(request, self._caller, done=None, waiter=waiter, client=self)
         try:
             if self._supervisor.submit_from_thread(envelope):

@@ -115,6 +115,25 @@ class Caller:
         self.assets[asset.name] = asset
 
 
+class ThreadWaiter:
+    """What a worker thread waits on for its answer: a lock held from the start and
+    released by the answer (one call on each side, where a ``threading.Event`` takes a
+    condition and its lock). :meth:`set` may be called once."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the answer came within ``timeout`` seconds."""
+        return self._lock.acquire(timeout=timeout)
+
+
 @attrs.define(eq=False, slots=True)
 class Envelope:
     """A request in flight, with where to put its response (a one-shot reply)."""
@@ -124,7 +143,7 @@ class Envelope:
     #: Set when the response is in; what async callers wait on.
     done: trio.Event | None = attrs.Factory(trio.Event)
     #: For callers in worker threads instead of ``done``: set when the response is in.
-    waiter: threading.Event | None = None
+    waiter: ThreadWaiter | None = None
     response: Any = None
 
     def admitted(self) -> bool:

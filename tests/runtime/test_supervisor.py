@@ -24,7 +24,7 @@ from stateward import (
 from stateward._protocol import messages as m
 from stateward._records import AssetInfo
 from stateward._runtime.client import SupervisorClient
-from stateward._runtime.supervisor import Caller, Envelope, Supervisor
+from stateward._runtime.supervisor import Caller, Envelope, Supervisor, ThreadWaiter
 from stateward.store import base as ops
 from stateward.store.base import TaskScope, Writer
 from stateward.store.memory import MemoryStore
@@ -451,10 +451,10 @@ async def test_an_answer_from_the_store_thread_is_given_once() -> None:
         client = h.client()
         envelope = CountingEnvelope(m.SetTaskState("k", 1), client.caller, done=None)
         envelope.calls = []  # type: ignore[attr-defined]
-        envelope.waiter = threading.Event()
+        envelope.waiter = waiter = ThreadWaiter()
         h.supervisor.submit(envelope)
         async_response = await client.request(m.SetTaskState("j", 2))
-        await trio.to_thread.run_sync(envelope.waiter.wait)
+        assert await trio.to_thread.run_sync(waiter.wait, 30.0)
     assert async_response == m.OkResponse()
     assert envelope.calls == [m.OkResponse()]  # type: ignore[attr-defined]
 
@@ -577,3 +577,15 @@ async def _requests_from_threads(threads: int, each: int) -> None:
                 for n in range(threads):
                     nursery.start_soon(one, n)
         assert done == [each - 1] * threads
+
+
+def test_a_thread_waiter_is_released_by_its_answer_given_before_or_while_it_waits() -> None:
+    """An answer given before the wait ends it at once; none: the wait times out."""
+    early = ThreadWaiter()
+    early.set()
+    assert early.wait(0)
+    none = ThreadWaiter()
+    assert not none.wait(0)
+    late = ThreadWaiter()
+    threading.Timer(0.01, late.set).start()
+    assert late.wait(30)
