@@ -57,7 +57,13 @@ def _strings(value: Any) -> Iterator[str]:
 def holds_strings(values: Iterable[Any]) -> bool:
     """Whether any of ``values`` is or holds a string (walking as rendering does): if
     none does, there is nothing to render and nothing to warn about."""
-    return any(True for value in values for _ in _strings(value))
+    for value in values:
+        if isinstance(value, str):
+            return True
+        if isinstance(value, dict | list | tuple | set | frozenset) and value:
+            for _ in _strings(value):
+                return True
+    return False
 
 
 def warn_unrendered_braces(values: Mapping[str, Any], *, task: str) -> None:

@@ -389,3 +389,21 @@ def test_single_template_ext_string_is_one_ending(tmp_path: Path):
     (tmp_path / "q.sql").write_text("SELECT << task_state.attempts >>")
     assert render_one("q.sql", searchpath=str(tmp_path), template_ext=".sql") == "SELECT 2"
     assert render_one("notes.txt", searchpath=str(tmp_path), template_ext=".sql") == "notes.txt"
+
+
+@pytest.mark.parametrize(
+    ("values", "held"),
+    [
+        ([{}, [], ()], False),
+        ([{"a": 1}, 2, None, [1.5, (True,)]], False),
+        ([{"a": "x"}], True),
+        (["<< ds >>"], True),
+        ([[1, [2, ("deep",)]]], True),
+        ([{"k": {"k": ["s"]}}], True),
+    ],
+)
+def test_holds_strings_walks_containers_as_rendering_does(values: list[Any], held: bool) -> None:
+    """Fields holding no string at any depth skip the template checks of an attempt."""
+    from stateward._templates import holds_strings
+
+    assert holds_strings(values) is held
