@@ -260,6 +260,8 @@ class SupervisorClient:
         while not waiter.wait(_POLL_SECONDS):
             if self._supervisor.stopped.is_set() and envelope.response is None:
                 # Stopped without taking the request in: nobody will answer it.
+                if self._supervisor.failure is not None:
+                    raise self._supervisor.died_error() from self._supervisor.failure
                 msg = "the runtime closed before this request was served"
                 raise RuntimeClosedError(msg)
         return self._unwrap(envelope.response, envelope.request)

@@ -87,16 +87,17 @@ class LeaseKeeper:
         #: its waiter saw: :meth:`_watch` sets the event once one is no longer held.
         self._waiting: dict[trio.Event, tuple[str, str, str, int, int]] = {}
         self._renewal = trio.CancelScope()
-        #: Acquisitions asked for ahead whose answers are not taken in yet (each may
-        #: hold a lease no holding names yet).
-        self.ahead = 0
+        #: Set once the runner asked for an instance's lease ahead (see
+        #: runner.AHEAD_BELOW): such a lease may be held with no holding naming it
+        #: yet (or ever, if the run was cancelled first), so closing releases leases.
+        self.took_ahead = False
         #: Starts :meth:`keep`, until it is started (see :meth:`keep_when_needed`).
         self._start_keeping: Callable[[], None] | None = None
 
     @property
     def holding(self) -> bool:
         """Whether the runtime holds any lease (or may: an acquisition asked ahead)."""
-        return bool(self._held) or self.ahead > 0
+        return bool(self._held) or self.took_ahead
 
     def keep_when_needed(self, nursery: trio.Nursery, admin: SupervisorClient) -> None:
         """Run :meth:`keep` in ``nursery`` from the first time the runtime holds or

@@ -351,7 +351,7 @@ class Runner:
                     except StatewardError:
                         envelope = None  # closing: acquired in turn, which will say so
                     else:
-                        keeper.ahead += 1
+                        keeper.took_ahead = True
                     return _Ahead(index, envelope)
 
                 async def alone(ahead: _Ahead, nursery: trio.Nursery) -> None:
@@ -361,26 +361,49 @@ class Runner:
                     if ending is not None:
                         await ending.settle()
 
+                lanes: set[_Lane] = set()
+                watching = trio.CancelScope()
+
                 async def worker(nursery: trio.Nursery) -> None:
                     ending = None
                     lane = _Lane(take_ahead, functools.partial(hand_off, nursery=nursery))
-                    while True:
-                        ahead, lane.ahead = lane.ahead, None
-                        index = next(pending, None) if ahead is None else ahead.index
-                        if index is None:
-                            break
-                        ending = await run_one(index, nursery, ending, lane, ahead)
-                    if ending is not None:
-                        await ending.settle()
+                    lanes.add(lane)
+                    try:
+                        while True:
+                            ahead, lane.ahead = lane.ahead, None
+                            index = next(pending, None) if ahead is None else ahead.index
+                            if index is None:
+                                break
+                            ending = await run_one(index, nursery, ending, lane, ahead)
+                        if ending is not None:
+                            await ending.settle()
+                    finally:
+                        lanes.discard(lane)
+                        if not lanes:
+                            watching.cancel()
 
                 def hand_off(lane: _Lane, nursery: trio.Nursery) -> None:
                     if lane.ahead is not None:
                         ahead, lane.ahead = lane.ahead, None
                         nursery.start_soon(alone, ahead, nursery)
 
+                async def watch_lanes() -> None:
+                    """Every half of AHEAD_BELOW: hand off the instance a worker took
+                    ahead if its current attempt has run longer than that (it was
+                    not quick after all), and settle end records answered meanwhile
+                    that a worker left to settle after its attempt."""
+                    with watching:
+                        while True:
+                            await trio.sleep(AHEAD_BELOW / 2)
+                            now = trio.current_time()
+                            for lane in list(lanes):
+                                lane.watch(now)
+
                 async with trio.open_nursery() as nursery:
                     for _ in range(min(len(indices), limit)):
                         nursery.start_soon(worker, nursery)
+                    if len(indices) > 1:
+                        nursery.start_soon(watch_lanes)
                 outcome[task.task_id] = SUCCESS if all(s == SUCCESS for s in states) else FAILED
             done[task.task_id].set()
 
@@ -602,10 +625,7 @@ class Runner:
                 try:
                     if ahead is not None and ahead.envelope is not None:
                         envelope, ahead = ahead.envelope, None
-                        try:
-                            answer = await recorder.acquired(envelope)
-                        finally:
-                            keeper.ahead -= 1
+                        answer = await recorder.acquired(envelope)
                     else:
                         answer = await recorder.acquire(
                             task.task_id, map_index, keeper.holder, keeper.timeout,
@@ -623,12 +643,14 @@ class Runner:
                         # verdict on the instance; look again.
                         logger.warning("%s could not take its lease yet: %s", label(), exc)
                     answer = LeaseAnswer("held", 0)
-                if previous is not None and (
-                    answer.outcome != "acquired" or previous.envelope.response is not None
-                ):
-                    # Its record was queued before this acquisition (unless that was
-                    # asked for ahead): answered by now.
-                    await previous.settle()
+                if previous is not None:
+                    if answer.outcome != "acquired" or previous.envelope.response is not None:
+                        # Its record was queued before this acquisition (unless that
+                        # was asked for ahead): answered by now.
+                        await previous.settle()
+                    else:  # settled when answered (watched), or after this try
+                        assert lane is not None
+                        lane.previous = previous
                     previous = None
                 if answer.outcome == "acquired":
                     try_number = answer.try_number
@@ -641,6 +663,7 @@ class Runner:
                     run.emit(task.task_id, map_index, TaskInstanceState.RUNNING, try_number)
                     if lane is not None and lane.ahead is None:
                         lane.ahead = lane.take()  # its commit overlaps this attempt
+                        lane.since = trio.current_time()
                     log = AttemptLog()
                     live = _LiveLog(
                         task.task_id, map_index, try_number, started_at, log, keeper.holder
@@ -658,9 +681,11 @@ class Runner:
                         task.task_id, map_index, after, try_number, started_at,
                         attempt.rendered, attempt.error, result, attempt.log, keeper.holder,
                     )  # fmt: skip
-                    if previous is not None:  # queued before this try's requests
-                        await previous.settle()
-                        previous = None
+                    if lane is not None:
+                        lane.since = None
+                        if lane.previous is not None:  # queued before this try's requests
+                            left, lane.previous = lane.previous, None
+                            await left.settle()
             if unleased:
                 first = seen_try + 1
                 return await self._run_instance(run, task, map_index, first, first + task.retries)
@@ -888,6 +913,11 @@ class _Ending:
         assert self.then is not None
         self.then(await self.recorder.ended(self.envelope))
 
+    def settle_now(self) -> None:
+        """:meth:`settle`, for a record already answered."""
+        assert self.then is not None
+        self.then(self.recorder.recorded(self.envelope))
+
 
 @attrs.define(eq=False)
 class _Ahead:
@@ -902,11 +932,27 @@ class _Ahead:
 class _Lane:
     """A worker's way to its next instance: asked for ahead by :attr:`take` once the
     current one's lease is taken, and handed off to a task of its own by
-    :attr:`hand_off` if the current one is to wait (a retry, another runtime)."""
+    :attr:`hand_off` if the current one is to wait (a retry, another runtime) or runs
+    longer than :data:`AHEAD_BELOW` (:meth:`watch`)."""
 
     take: Callable[[], _Ahead | None]
     hand_off: Callable[[_Lane], None]
     ahead: _Ahead | None = None
+    #: When the current attempt, which took :attr:`ahead`, started (trio's clock).
+    since: float | None = None
+    #: The previous instance's end record, queued after the current one's
+    #: acquisition: settled once answered (by :meth:`watch`, or after the attempt).
+    previous: _Ending | None = None
+
+    def watch(self, now: float) -> None:
+        """Hand :attr:`ahead` off if the current attempt has run :data:`AHEAD_BELOW`,
+        and settle :attr:`previous` if it is answered."""
+        if self.ahead is not None and self.since is not None and now - self.since >= AHEAD_BELOW:
+            self.hand_off(self)
+        ending = self.previous
+        if ending is not None and ending.envelope.response is not None:
+            self.previous = None
+            ending.settle_now()
 
 
 @attrs.define(eq=False)

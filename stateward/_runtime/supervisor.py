@@ -281,6 +281,10 @@ class Supervisor:
             msg = "the runtime is closed; open a new one to reach state"
             raise RuntimeClosedError(msg)
         self._from_threads.append(envelope)
+        if self._stopped.is_set():
+            # Stopped since the look above: its last drain may have missed this one.
+            envelope.answer(self._refusal())
+            return False
         # The loop sets _waiting before it looks at the queue a last time, and this
         # reads it after appending: one of the two sees the other's step.
         if self._waiting:
@@ -406,11 +410,15 @@ class Supervisor:
             self._waiting = False
         return self._take(first)
 
+    def _refusal(self) -> m.ErrorResponse:
+        """The answer to a request the supervisor will not serve (closing or dead)."""
+        reason = self.died_error() if self.failure else RuntimeClosedError("runtime closing")
+        return m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, str(reason))
+
     def _fail_queued(self) -> None:
         # No request may be left hanging: whatever is in flight or queued gets an answer
         # (answer() keeps the first answer, so served requests are not touched).
-        reason = self.died_error() if self.failure else RuntimeClosedError("runtime closing")
-        refusal = m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, str(reason))
+        refusal = self._refusal()
         for envelope in self._in_flight:
             envelope.answer(refusal)
         self._in_flight = []

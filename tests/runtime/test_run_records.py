@@ -358,3 +358,27 @@ async def test_an_instance_taken_ahead_runs_while_the_workers_instance_waits_to_
     result = await rt.run_dag(dag, run_id="r")
     assert result.state == "success"
     assert sorted(ti.try_number for ti in result.task_instances) == [1, 1, 2]
+
+
+async def test_an_instance_taken_ahead_does_not_wait_behind_one_that_turns_out_slow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two slots: the instance a worker took ahead while its current one was expected to
+    be quick starts on its own once that one has run past the bound, instead of waiting
+    for it (and so holding its lease) while the other slot has nothing left to do."""
+    seen: list[float] = []
+    dag = Dag("slow", max_active_tasks=2)
+
+    @dag.task
+    async def step(i: int) -> None:
+        seen.append(trio.current_time())
+        if len(seen) == 4:
+            await trio.sleep(10)
+
+    step.expand(i=list(range(6)))
+    async with open_runtime(store=MemoryStore()) as rt:
+        start = trio.current_time()
+        result = await rt.run_dag(dag, run_id="r")
+    assert result.state == "success"
+    assert len(seen) == 6
+    assert max(seen) - start < 1  # none waited behind the slow one
