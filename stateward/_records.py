@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -176,8 +176,12 @@ class StateWriter:
 
     def to_json(self) -> str:
         """The compact JSON the stores keep (fields that are ``None`` left out)."""
-        fields = attrs.asdict(self, filter=lambda _, value: value is not None)
-        return json.dumps(fields, separators=(",", ":"), sort_keys=True)
+        # The fields are str or int: a plain dict of them, not asdict's recursion (a
+        # store encodes one per try that writes, in the thread that holds its batch).
+        fields = {
+            name: value for name in _WRITER_FIELDS if (value := getattr(self, name)) is not None
+        }
+        return _COMPACT_JSON.encode(fields)
 
     @classmethod
     def from_json(cls, text: str) -> StateWriter:
@@ -186,6 +190,13 @@ class StateWriter:
         data = json.loads(text)
         known = {field.name for field in attrs.fields(cls)}
         return cls(**{name: value for name, value in data.items() if name in known})
+
+
+#: The fields of :class:`StateWriter`, in the order its JSON lists them.
+_WRITER_FIELDS: Final = tuple(sorted(field.name for field in attrs.fields(StateWriter)))
+#: ``json.dumps(..., separators=(",", ":"), sort_keys=True)``, without making an
+#: encoder per call.
+_COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 @frozen

@@ -436,7 +436,9 @@ class MemoryStore:
             if left is not None and left[run_rows.ATTEMPT_STATE] == "running":
                 self._data.attempts[left[:5]] = _with_state(left, "abandoned")
         self._data.leases[key] = (op.holder, try_number, now + op.timeout)
-        self._record(attrs.evolve(run_rows.acquired_attempt(op, try_number), holder=None))
+        instance, attempt = run_rows.acquired_rows(op, try_number)
+        self._data.attempts[attempt[:5]] = attempt
+        self._data.instances[instance[:4]] = instance
         return base.lease_answer(outcome, try_number, None, None)
 
     def _record(self, op: base.RecordRun | base.RecordInstance | base.RecordAttempt) -> None:

@@ -13,8 +13,6 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-import attrs
-
 from .._records import AttemptRecord, DagRunRecord, TaskInstanceRecord, TaskNode
 from . import base
 
@@ -100,7 +98,19 @@ def attempt_row(op: base.RecordAttempt) -> tuple[Any, ...]:
     the result is JSON text when ``result_is_json``, else the repr text as given.
     """
     a = op.attempt
-    rendered = json.dumps(a.rendered, default=repr, sort_keys=True)
+    return _attempt_row(op.dag_id, op.run_id, op.task_id, op.map_index, a, a.try_number, a.state)
+
+
+#: ``json.dumps(..., default=repr, sort_keys=True)``, without making an encoder per call.
+_RENDERED_JSON: Final = json.JSONEncoder(default=repr, sort_keys=True)
+
+
+def _attempt_row(
+    dag_id: str, run_id: str, task_id: str, map_index: int, a: AttemptRecord,
+    try_number: int, state: str,
+) -> tuple[Any, ...]:  # fmt: skip
+    """The ``task_attempt`` row of ``a`` at ``try_number`` in ``state``."""
+    rendered = "{}" if a.rendered == {} else _RENDERED_JSON.encode(a.rendered)
     if a.result is None:
         result = None
     elif a.result_is_json:
@@ -108,9 +118,9 @@ def attempt_row(op: base.RecordAttempt) -> tuple[Any, ...]:
     else:
         result = str(a.result)
     return (
-        op.dag_id, op.run_id, op.task_id, op.map_index, a.try_number, a.state,
-        a.started_at, a.ended_at, a.error_type, a.error_message, a.error_traceback,
-        rendered, result, a.result_is_json, a.host, a.pid, a.log,
+        dag_id, run_id, task_id, map_index, try_number, state, a.started_at, a.ended_at,
+        a.error_type, a.error_message, a.error_traceback, rendered, result, a.result_is_json,
+        a.host, a.pid, a.log,
     )  # fmt: skip
 
 
@@ -121,12 +131,16 @@ LEASE_COLUMNS: Final = ("lease_holder", "lease_try", "lease_expires")
 ATTEMPT_STATE: Final = ATTEMPT_COLUMNS.index("state")
 
 
-def acquired_attempt(op: base.AcquireLease, try_number: int) -> base.RecordAttempt:
-    """The record an acquisition writes: the new try, ``running``, and its instance."""
-    attempt = attrs.evolve(op.attempt, try_number=try_number, state="running")
-    return base.RecordAttempt(
-        op.dag_id, op.run_id, op.task_id, op.map_index, "running", attempt, op.holder
-    )
+def acquired_rows(
+    op: base.AcquireLease, try_number: int
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The rows an acquisition writes, in :data:`INSTANCE_COLUMNS` and
+    :data:`ATTEMPT_COLUMNS` order: the instance ``running`` at the new try, and
+    ``op.attempt`` as that try, ``running``."""
+    a = op.attempt
+    key = (op.dag_id, op.run_id, op.task_id, op.map_index)
+    instance = (*key, "running", try_number, a.started_at, a.ended_at)
+    return instance, _attempt_row(*key, a, try_number, "running")
 
 
 def run_from_row(row: Sequence[Any]) -> DagRunRecord:

@@ -23,7 +23,7 @@ from ..run_rows import (
     RUN_COLUMNS,
     RUN_KEPT,
     RUN_KEYS,
-    acquired_attempt,
+    acquired_rows,
     assemble,
     attempt_row,
     instance_from_rows,
@@ -230,11 +230,9 @@ class RunStatements:
         # into a deadlock between batches, which PostgreSQL detects only after
         # deadlock_timeout while no lease of either runtime is renewed); one with a
         # record is read without a lock, and most of those are held or finished.
-        record = acquired_attempt(op, 1)
+        _, attempt = acquired_rows(op, 1)
         lock_key = "\x1f".join(map(str, key))
-        peeked = await conn.fetchrow(
-            self.acquire_first, *attempt_row(record), op.holder, op.timeout, lock_key
-        )
+        peeked = await conn.fetchrow(self.acquire_first, *attempt, op.holder, op.timeout, lock_key)
         if peeked[0]:
             return base.lease_answer("acquired", 1, None, None)
         if peeked[1] is None:
@@ -259,9 +257,9 @@ class RunStatements:
             return base.lease_answer(outcome, new_try, holder, expires)
         if state == "running":
             await conn.execute(self.abandon, *key, try_number)
-        record = acquired_attempt(op, new_try)
-        await conn.execute(self.attempt, *attempt_row(record))
-        await conn.execute(self.instance, *instance_row_of_attempt(record))
+        instance, attempt = acquired_rows(op, new_try)
+        await conn.execute(self.attempt, *attempt)
+        await conn.execute(self.instance, *instance)
         await conn.execute(self.take, *key, op.holder, new_try, op.timeout)
         return base.lease_answer(outcome, new_try, None, None)
 

@@ -20,7 +20,7 @@ from ..run_rows import (
     RUN_COLUMNS,
     RUN_KEPT,
     RUN_KEYS,
-    acquired_attempt,
+    acquired_rows,
     assemble,
     attempt_row,
     instance_from_rows,
@@ -39,6 +39,8 @@ _OLD_RUNS: Final = (
     f"SELECT dag_id, run_id FROM dag_run WHERE state IN {ENDED_RUN_STATES!r} AND ended_at < ?"
 )
 _HELD: Final = f"{_INSTANCE} AND lease_holder = ? AND lease_try = ?"
+#: What most acquisitions answer (an instance's first try); the answers are values.
+_ACQUIRED_FIRST: Final = base.lease_answer("acquired", 1, None, None)
 #: A recorded item adopting the state (and history) its position kept, unless it
 #: holds some already.
 _ADOPT: Final = tuple(
@@ -129,13 +131,12 @@ def holds(conn: sqlite3.Connection, lease: Lease) -> bool:
 def _acquire(conn: sqlite3.Connection, op: base.AcquireLease, now: float) -> LeaseAnswer:
     key = (op.dag_id, op.run_id, op.task_id, op.map_index)
     expires = now + op.timeout
-    first = acquired_attempt(op, 1)
+    instance, attempt = acquired_rows(op, 1)
     # Most acquisitions are an instance's first: its record inserted leased, in one
     # statement (the batch holds the write lock: no other writer comes in between).
-    leased_row = (*instance_row_of_attempt(first), op.holder, 1, expires)
-    if conn.execute(_SQL["first"], leased_row).rowcount:
-        conn.execute(_SQL["attempt"], attempt_row(first))
-        return base.lease_answer("acquired", 1, None, None)
+    if conn.execute(_SQL["first"], (*instance, op.holder, 1, expires)).rowcount:
+        conn.execute(_SQL["attempt"], attempt)
+        return _ACQUIRED_FIRST
     found = conn.execute(_SQL["current"], key).fetchone()
     current = None if found is None else found[:4]
     outcome, try_number = base.decide_lease(op, current, now)
@@ -148,10 +149,9 @@ def _acquire(conn: sqlite3.Connection, op: base.AcquireLease, now: float) -> Lea
         return base.lease_answer(outcome, try_number, found[2], found[3])
     if found is not None and found[0] == "running":
         conn.execute(_SQL["abandon"], (*key, found[1]))
-    record = acquired_attempt(op, try_number)
-    conn.execute(_SQL["attempt"], attempt_row(record))
-    leased_row = (*instance_row_of_attempt(record), op.holder, try_number, expires)
-    conn.execute(_SQL["leased"], leased_row)
+    instance, attempt = acquired_rows(op, try_number)
+    conn.execute(_SQL["attempt"], attempt)
+    conn.execute(_SQL["leased"], (*instance, op.holder, try_number, expires))
     return base.lease_answer(outcome, try_number, None, None)
 
 
@@ -177,13 +177,14 @@ def _ended(conn: sqlite3.Connection, op: base.RecordAttempt) -> None:
     """Record a leased attempt's end, if its lease still holds."""
     a = op.attempt
     final = op.instance_state in base.FINAL_STATES
-    lease = Lease(op.dag_id, op.run_id, op.task_id, op.map_index, op.holder or "", a.try_number)
+    holder = op.holder or ""
     written = conn.execute(
         _SQL["ended"],
         (op.instance_state, a.try_number, a.started_at, a.ended_at, final, final, final,
-         *lease.instance, lease.holder, lease.try_number),
+         op.dag_id, op.run_id, op.task_id, op.map_index, holder, a.try_number),
     ).rowcount  # fmt: skip
     if not written:
+        lease = Lease(op.dag_id, op.run_id, op.task_id, op.map_index, holder, a.try_number)
         raise base.stale_error(lease, "the record of its end")
     conn.execute(_SQL["attempt"], attempt_row(op))
 
