@@ -635,6 +635,10 @@ KEEPS_LEASES: Final[tuple[type[Any], ...]] = (
 )  # fmt: skip
 
 
+#: Operations that write the lease of their own instance only.
+_OWN_LEASE_OPS: Final = (AcquireLease, RecordAttempt)
+
+
 def changes_leases(op: Op) -> bool:
     """Whether ``op`` may write a lease column (of any instance): a fence checked before
     it must be checked again after it. A fenced operation is judged by its inner one."""
@@ -676,13 +680,22 @@ class FenceCheck:
             if not held:
                 raise stale_error(lease)
             return op.op
-        if not isinstance(op, KEEPS_LEASES):
-            if isinstance(op, AcquireLease | RecordAttempt):
-                # Changes the lease of its own instance only.
-                self._checked.pop((op.dag_id, op.run_id, op.task_id, op.map_index), None)
-            else:
-                self._checked.clear()
+        if isinstance(op, _OWN_LEASE_OPS):
+            # Changes the lease of its own instance only.
+            self._checked.pop((op.dag_id, op.run_id, op.task_id, op.map_index), None)
+        elif not isinstance(op, KEEPS_LEASES):
+            self._checked.clear()
         return op
+
+    def acquired(self, op: AcquireLease, answer: LeaseAnswer) -> None:
+        """Note what ``op`` wrote, answered ``answer``: acquired, the instance's lease
+        is now ``op.holder``'s for the new try (the store applied it in the
+        transaction), so a fenced operation of that try needs no check."""
+        if answer.outcome == "acquired":
+            lease = Lease(
+                op.dag_id, op.run_id, op.task_id, op.map_index, op.holder, answer.try_number
+            )
+            self._checked[lease.instance] = (lease, True)
 
 
 def apply_each(ops: Sequence[Op], apply: Callable[[Op], Any], fences: FenceCheck) -> list[Any]:

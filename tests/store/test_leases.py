@@ -196,6 +196,24 @@ async def test_a_fence_is_checked_again_after_a_lease_changes_in_the_batch(
     assert await run(recorded, ops.Items(SCOPE)) == [{"a": 1}]
 
 
+async def test_a_fence_right_after_an_acquisition_in_the_batch_is_its_lease(
+    recorded: Store,
+) -> None:
+    """Within one batch, the writes of the attempt that just acquired the instance land;
+    another try's or runtime's are refused, and an acquisition that found the instance
+    held lets no write of its own through."""
+    got, other_try, other_holder, mine = await run(
+        recorded, acquire("A"), put("A", 2, "b"), put("B", 1, "c"), put("A", 1, "a")
+    )
+    assert (got.outcome, got.try_number, mine) == ("acquired", 1, None)
+    assert isinstance(other_try, StaleAttemptError)
+    assert isinstance(other_holder, StaleAttemptError)
+    held, refused = await run(recorded, acquire("B"), put("B", 2, "d"))
+    assert held.outcome == "held"
+    assert isinstance(refused, StaleAttemptError)
+    assert await run(recorded, ops.Items(SCOPE)) == [{"a": 1}]
+
+
 async def test_find_unheld_answers_for_many_instances_in_one_operation(
     recorded: Store,
 ) -> None:

@@ -145,12 +145,14 @@ _HISTORY_SQL: Final = {
 
 #: Operations that move or cut no history row except through ``_Engine._version``: the
 #: rings the engine knows stay as it knows them across them. Not ``RecordItems``: an
-#: item adopting the state its position kept moves that position's versions.
-_KEEPS_RINGS: Final[tuple[type[Any], ...]] = (
+#: item adopting the state its position kept moves that position's versions. Matched
+#: by exact type (one lookup, where ``isinstance`` tries each): an operation of another
+#: type forgets the rings, which is always safe.
+_KEEPS_RINGS: Final[frozenset[type[Any]]] = frozenset((
     base.Put, *base.READ_OPS, base.Delete, base.Clear, base.Increment, base.CompareAndSet,
     base.Rollback, base.RegisterAssets, base.AddEvent,
     *(op for op in base.RUN_RECORD_OPS if op is not base.RecordItems),
-)  # fmt: skip
+))  # fmt: skip
 #: The most keys whose ring the engine remembers (then it starts over).
 _RINGS_KEPT: Final = 65536
 
@@ -253,9 +255,12 @@ class _Engine:
                         results.append(None)
                         continue
                     self._flush()
-                    if not isinstance(op, _KEEPS_RINGS):
+                    if type(op) not in _KEEPS_RINGS:
                         self._rings.clear()
-                    results.append(self._apply(op, now))
+                    result = self._apply(op, now)
+                    if type(op) is base.AcquireLease:
+                        self.fences.acquired(op, result)
+                    results.append(result)
                 except base.REFUSALS as exc:
                     results.append(exc)
             self._flush()
@@ -481,6 +486,11 @@ class _Engine:
             self._rings[ring] = number
             return
         kept = self.conn.execute(sql.slots, (*params, key)).fetchall()
+        if not kept:  # a new key: its first version, in its slot
+            self.conn.execute(sql.into_slot, (*params, key, 1 % history, 1, *row))
+            if len(self._rings) < _RINGS_KEPT:
+                self._rings[ring] = 1
+            return
         number = 1 + max((version for _, version in kept), default=0)
         cut_at = number - history
         slot = number % history
