@@ -176,7 +176,9 @@ def _record_items(conn: sqlite3.Connection, op: base.RecordItems) -> None:
 def _ended(conn: sqlite3.Connection, op: base.RecordAttempt) -> None:
     """Record a leased attempt's end, if its lease still holds."""
     a = op.attempt
-    final = op.instance_state in base.FINAL_STATES
+    # An int, not a bool: sqlite3 adapts every parameter not exactly an int, float or
+    # str (a registry lookup each time it binds one).
+    final = int(op.instance_state in base.FINAL_STATES)
     holder = op.holder or ""
     written = conn.execute(
         _SQL["ended"],
