@@ -461,7 +461,14 @@ def canonical_json(value: Any) -> str:
         TypeError: a value json cannot encode, or dict keys that cannot be sorted.
         ValueError: NaN or infinity.
     """
+    kind = type(value)
+    if kind in _PLAIN or (kind is dict and all(type(v) in _PLAIN for v in value.values())):
+        return _CANONICAL.encode(value)  # nothing to normalise (an expand() item, mostly)
     return _CANONICAL.encode(_normalise(value))
+
+
+#: JSON types a value of which canonical_json need not copy (not float: -0.0).
+_PLAIN: Final = frozenset({str, int, bool, type(None)})
 
 
 def _normalise(value: Any) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import copyreg
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
@@ -302,7 +303,7 @@ def _instance(task: Operator, map_index: int) -> Operator:
     copied without ``copy.deepcopy``), so what one attempt appends is not seen by the next:
     in-memory state must not look durable. Other objects (clients, hooks) are shared.
     """
-    instance = copy.copy(task)
+    instance = _shallow_copy(task)
     memo: dict[int, Any] | None = None
     for name, value in vars(task).items():
         if type(value) not in _CONTAINERS or name in _SHARED_ATTRIBUTES:
@@ -328,6 +329,36 @@ def _instance(task: Operator, map_index: int) -> Operator:
             for name, value in arguments.items():
                 setattr(instance, name, value)
     return instance
+
+
+def _shallow_copy(task: Operator) -> Operator:
+    """``copy.copy(task)``, without its generic reduce protocol for a plain class."""
+    cls = type(task)
+    plain = _COPIES_PLAINLY.get(cls)
+    if plain is None:
+        plain = _COPIES_PLAINLY[cls] = _copies_plainly(cls)
+    if not plain:
+        return copy.copy(task)
+    twin: Operator = cls.__new__(cls)
+    twin.__dict__.update(task.__dict__)
+    return twin
+
+
+_COPIES_PLAINLY: Final[dict[type, bool]] = {}
+
+
+def _copies_plainly(cls: type) -> bool:
+    """Whether ``copy.copy`` of a ``cls`` is a new object with the same ``__dict__``: no
+    copy or pickle hook of its own, no slots."""
+    return (
+        getattr(cls, "__copy__", None) is None
+        and getattr(cls, "__reduce_ex__", None) is object.__reduce_ex__
+        and getattr(cls, "__reduce__", None) is object.__reduce__
+        and getattr(cls, "__getstate__", object.__getstate__) is object.__getstate__
+        and not hasattr(cls, "__setstate__")
+        and not any("__slots__" in vars(klass) for klass in cls.__mro__[:-1])
+        and cls not in copyreg.dispatch_table
+    )
 
 
 def _context(

@@ -463,6 +463,35 @@ async def test_an_attempts_changes_to_its_operator_do_not_reach_another_attempt(
     )
 
 
+async def test_an_operator_with_a_copy_hook_is_copied_through_it(rt: Runtime) -> None:
+    """An operator class that defines ``__copy__`` gets each attempt's copy from it; one
+    without gets a copy of its attributes (the attempt's copy is not the task)."""
+    dag = Dag("hooks")
+    copies: list[str] = []
+
+    class Hooked(Operator):
+        def __copy__(self) -> Any:
+            copies.append(self.task_id)
+            twin = object.__new__(type(self))
+            twin.__dict__.update(self.__dict__, hooked=True)
+            return twin
+
+        def execute(self, context: Any) -> Any:
+            return getattr(self, "hooked", False)
+
+    class Plain(Operator):
+        def execute(self, context: Any) -> Any:
+            return self is not plain and vars(self) == vars(plain)
+
+    hooked = Hooked(task_id="hooked", dag=dag)
+    plain = Plain(task_id="plain", dag=dag)
+    result = await rt.run_dag(dag, run_id="r")
+    assert result.ti("hooked").result is True
+    assert copies == ["hooked"]
+    assert not hasattr(hooked, "hooked")
+    assert result.ti("plain").result is True
+
+
 async def test_run_task_with_chosen_try_number_and_map_index(rt: Runtime) -> None:
     """run_task runs one instance from a chosen try, ignoring upstream tasks."""
     dag = Dag("one")
