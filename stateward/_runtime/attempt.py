@@ -146,7 +146,7 @@ async def _run(
         setattr(instance, name, value)
     token = set_current_context(context)
     try:
-        if enforce_timeout and instance.execution_timeout is not None:
+        if enforce_timeout:
             result = await execute_in_process(
                 instance, context, label=spec.label, try_number=spec.try_number
             )

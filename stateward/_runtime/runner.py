@@ -371,7 +371,7 @@ class Runner:
 
                 async def worker(nursery: trio.Nursery) -> None:
                     ending = None
-                    lane = _Lane(take_ahead, functools.partial(hand_off, nursery=nursery))
+                    lane = _Lane(take_ahead, functools.partial(start_alone, nursery=nursery))
                     lanes.add(lane)
                     try:
                         while True:
@@ -387,10 +387,8 @@ class Runner:
                         if not lanes:
                             watching.cancel()
 
-                def hand_off(lane: _Lane, nursery: trio.Nursery) -> None:
-                    if lane.ahead is not None:
-                        ahead, lane.ahead = lane.ahead, None
-                        nursery.start_soon(alone, ahead, nursery)
+                def start_alone(ahead: _Ahead, nursery: trio.Nursery) -> None:
+                    nursery.start_soon(alone, ahead, nursery)
 
                 async def watch_lanes() -> None:
                     """Every WATCH_INTERVAL: hand off the instance a worker took
@@ -704,7 +702,7 @@ class Runner:
                 if defer and not attempts:
                     return None
                 if lane is not None:
-                    lane.hand_off(lane)
+                    lane.hand_off()
                 instance = (run.dag.dag_id, run.run_id, task.task_id, map_index)
                 await keeper.wait_unheld(instance, seen_try)
                 continue
@@ -730,7 +728,7 @@ class Runner:
             )  # fmt: skip
             run.emit(task.task_id, map_index, TaskInstanceState.UP_FOR_RETRY, try_number)
             if lane is not None:
-                lane.hand_off(lane)
+                lane.hand_off()
             await trio.sleep(task.retry_delay)
         return self._finished(run, task, map_index, attempts, result)
 
@@ -937,11 +935,12 @@ class _Ahead:
 class _Lane:
     """A worker's way to its next instance: asked for ahead by :attr:`take` once the
     current one's lease is taken, and handed off to a task of its own by
-    :attr:`hand_off` if the current one is to wait (a retry, another runtime) or runs
+    :meth:`hand_off` if the current one is to wait (a retry, another runtime) or runs
     longer than :data:`AHEAD_BELOW` (:meth:`watch`)."""
 
     take: Callable[[], _Ahead | None]
-    hand_off: Callable[[_Lane], None]
+    #: Runs an instance taken ahead in a task of its own.
+    start_alone: Callable[[_Ahead], None]
     ahead: _Ahead | None = None
     #: When the current attempt, which took :attr:`ahead`, started (trio's clock).
     since: float | None = None
@@ -949,11 +948,17 @@ class _Lane:
     #: acquisition: settled once answered (by :meth:`watch`, or after the attempt).
     previous: _Ending | None = None
 
+    def hand_off(self) -> None:
+        """Start :attr:`ahead`, if any, in a task of its own."""
+        if self.ahead is not None:
+            ahead, self.ahead = self.ahead, None
+            self.start_alone(ahead)
+
     def watch(self, now: float) -> None:
         """Hand :attr:`ahead` off if the current attempt has run :data:`AHEAD_BELOW`,
         and settle :attr:`previous` if it is answered."""
         if self.ahead is not None and self.since is not None and now - self.since >= AHEAD_BELOW:
-            self.hand_off(self)
+            self.hand_off()
         ending = self.previous
         if ending is not None and ending.envelope.response is not None:
             self.previous = None

@@ -93,15 +93,9 @@ class Caller:
     _try_writer: StateWriter | None = attrs.field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        writer = self.writer
-        if writer is not None:  # fields are frozen once made: set it past the hook
-            # Made here, not through Writer.history_writer's cache: a caller is one try.
-            who = StateWriter(
-                kind="task", dag_id=writer.dag_id, run_id=writer.run_id,
-                task_id=writer.task_id, map_index=writer.map_index,
-                try_number=writer.try_number, host=HOST,
-            )  # fmt: skip
-            object.__setattr__(self, "_try_writer", who)
+        if self.writer is not None:  # fields are frozen once made: set it past the hook
+            # Not through history_writer's shared cache: a caller is one try, kept here.
+            object.__setattr__(self, "_try_writer", self.writer.new_history_writer(HOST))
 
     @property
     def label(self) -> str:

@@ -99,17 +99,19 @@ class Writer:
         return f"{self.dag_id}/{self.run_id}/{self.task_id}{index} try {self.try_number}"
 
     def history_writer(self, host: str | None = None) -> StateWriter:
-        """This try as a history version's provenance."""
+        """This try as a history version's provenance (one object per try and host, so
+        its JSON is made once too: records.writer_json)."""
         return _history_writer(self, host)
 
+    def new_history_writer(self, host: str | None = None) -> StateWriter:
+        """:meth:`history_writer`, made anew: for a caller that keeps it for its try."""
+        return StateWriter(
+            kind="task", dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id,
+            map_index=self.map_index, try_number=self.try_number, host=host,
+        )  # fmt: skip
 
-@functools.lru_cache(maxsize=1024)
-def _history_writer(writer: Writer, host: str | None) -> StateWriter:
-    # One object per try, so its JSON is made once too (records.writer_json).
-    return StateWriter(
-        kind="task", dag_id=writer.dag_id, run_id=writer.run_id, task_id=writer.task_id,
-        map_index=writer.map_index, try_number=writer.try_number, host=host,
-    )  # fmt: skip
+
+_history_writer = functools.lru_cache(maxsize=1024)(Writer.new_history_writer)
 
 
 #: How many versions of each key a store keeps unless told otherwise.

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -324,23 +324,35 @@ async def test_a_new_schema_is_created_at_the_current_version(
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 
-async def test_version_1_schema_is_migrated(database: PgDatabase, schema: str) -> None:
-    """A schema at version 1 is brought to the current version, its rows kept."""
+async def old_schema(
+    database: PgDatabase, schema: str, version: int, fill: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Make ``schema`` at schema ``version``, as a release of that version left it, with
+    what ``fill`` writes through the asyncpg connection it is given."""
 
     async def old() -> None:
         import asyncpg
 
         conn = await asyncpg.connect(database.dsn)
         try:
-            await migrate(conn, schema, "test", to_version=1)
-            await conn.execute(
-                f'INSERT INTO "{schema}".task_state VALUES '
-                "('d', 'r', 't', -1, 'job_id', '\"J-7\"', '\\x00', 1.0, NULL)"
-            )
+            await migrate(conn, schema, "test", to_version=version)
+            await fill(conn)
         finally:
             await conn.close()
 
     await trio.to_thread.run_sync(run_async, old())
+
+
+async def test_version_1_schema_is_migrated(database: PgDatabase, schema: str) -> None:
+    """A schema at version 1 is brought to the current version, its rows kept."""
+
+    async def old(conn: Any) -> None:
+        await conn.execute(
+            f'INSERT INTO "{schema}".task_state VALUES '
+            "('d', 'r', 't', -1, 'job_id', '\"J-7\"', '\\x00', 1.0, NULL)"
+        )
+
+    await old_schema(database, schema, 1, old)
     async with PostgresStore(database.dsn, schema=schema) as store:
         (entries,) = await store.execute([ops.ListEntries()], now=2.0)
     assert [(e.key, e.value, e.writer) for e in entries] == [("job_id", "J-7", None)]
@@ -352,20 +364,13 @@ async def test_version_2_schema_with_assets_is_migrated(database: PgDatabase, sc
     """A schema at version 2 keeps its assets after the migration that lets a one-sided
     asset leave the other side unbound, and completes one declared later."""
 
-    async def old() -> None:
-        import asyncpg
+    async def old(conn: Any) -> None:
+        await conn.execute(
+            f'INSERT INTO "{schema}".asset (name, uri, created_at) '
+            "VALUES ('orders', 's3://orders', 1.0)"
+        )
 
-        conn = await asyncpg.connect(database.dsn)
-        try:
-            await migrate(conn, schema, "test", to_version=2)
-            await conn.execute(
-                f'INSERT INTO "{schema}".asset (name, uri, created_at) '
-                "VALUES ('orders', 's3://orders', 1.0)"
-            )
-        finally:
-            await conn.close()
-
-    await trio.to_thread.run_sync(run_async, old())
+    await old_schema(database, schema, 2, old)
     async with PostgresStore(database.dsn, schema=schema) as store:
         results = await store.execute(
             [
@@ -901,20 +906,13 @@ async def test_version_3_schema_keeps_its_state_and_gains_run_records(
     """A schema of the version before run records (3) keeps its task state when opened,
     and can record runs afterwards."""
 
-    async def old() -> None:
-        import asyncpg
+    async def old(conn: Any) -> None:
+        await conn.execute(
+            f'INSERT INTO "{schema}".task_state VALUES '
+            "('d', 'r', 't', -1, 'k', '7', '\\x00', 1.0, NULL, 2)"
+        )
 
-        conn = await asyncpg.connect(database.dsn)
-        try:
-            await migrate(conn, schema, "test", to_version=3)
-            await conn.execute(
-                f'INSERT INTO "{schema}".task_state VALUES '
-                "('d', 'r', 't', -1, 'k', '7', '\\x00', 1.0, NULL, 2)"
-            )
-        finally:
-            await conn.close()
-
-    await trio.to_thread.run_sync(run_async, old())
+    await old_schema(database, schema, 3, old)
     async with PostgresStore(database.dsn, schema=schema) as store:
         results = await store.execute(
             [
@@ -938,29 +936,23 @@ async def test_version_4_schema_keeps_its_state_and_records_and_gains_leases(
     instance it left `running` is taken at once as the next try, the old attempt
     recorded abandoned."""
 
-    async def old() -> None:
-        import asyncpg
+    s = f'"{schema}"'
 
-        conn = await asyncpg.connect(database.dsn)
-        s = f'"{schema}"'
-        try:
-            await migrate(conn, schema, "test", to_version=4)
-            await conn.execute(
-                f"INSERT INTO {s}.task_state VALUES "
-                "('d', 'r', 't', -1, 'k', '7', '\\x00', 1.0, NULL, 1)"
-            )
-            await conn.execute(f"INSERT INTO {s}.dag_run VALUES ('d', 'r', 'running', 1.0, NULL)")
-            await conn.execute(
-                f"INSERT INTO {s}.task_instance VALUES ('d', 'r', 't', -1, 'running', 1, 1.0, NULL)"
-            )
-            await conn.execute(
-                f"INSERT INTO {s}.task_attempt VALUES ('d', 'r', 't', -1, 1, 'running', 1.0, "
-                "NULL, NULL, NULL, NULL, '{}', NULL, true, 'old-host', 9, NULL)"
-            )
-        finally:
-            await conn.close()
+    async def old(conn: Any) -> None:
+        await conn.execute(
+            f"INSERT INTO {s}.task_state VALUES "
+            "('d', 'r', 't', -1, 'k', '7', '\\x00', 1.0, NULL, 1)"
+        )
+        await conn.execute(f"INSERT INTO {s}.dag_run VALUES ('d', 'r', 'running', 1.0, NULL)")
+        await conn.execute(
+            f"INSERT INTO {s}.task_instance VALUES ('d', 'r', 't', -1, 'running', 1, 1.0, NULL)"
+        )
+        await conn.execute(
+            f"INSERT INTO {s}.task_attempt VALUES ('d', 'r', 't', -1, 1, 'running', 1.0, "
+            "NULL, NULL, NULL, NULL, '{}', NULL, true, 'old-host', 9, NULL)"
+        )
 
-    await trio.to_thread.run_sync(run_async, old())
+    await old_schema(database, schema, 4, old)
     start = AttemptRecord(0, "running", 2.0)
     async with PostgresStore(database.dsn, schema=schema) as store:
         value, acquired, run = await store.execute(
@@ -986,30 +978,24 @@ async def test_version_6_schema_keeps_its_records_and_gains_run_graphs(
     """A schema of the version before run graphs (6) keeps its run records and asset
     events: an old run has an empty graph, a new record keeps one."""
 
-    async def old() -> None:
-        import asyncpg
+    s = f'"{schema}"'
 
-        conn = await asyncpg.connect(database.dsn)
-        s = f'"{schema}"'
-        try:
-            await migrate(conn, schema, "test", to_version=6)
-            await conn.execute(f"INSERT INTO {s}.dag_run VALUES ('d', 'r', 'success', 1.0, 2.0)")
-            await conn.execute(
-                f"INSERT INTO {s}.task_instance VALUES ('d', 'r', 't', -1, 'success', 1, 1.0, "
-                "2.0, NULL, NULL, NULL)"
-            )
-            await conn.execute(
-                f"INSERT INTO {s}.asset OVERRIDING SYSTEM VALUE VALUES (3, 'orders', 's3://o', 1.0)"
-            )
-            await conn.execute(
-                f"INSERT INTO {s}.asset_event (asset_id, alias_name, extra, dag_id, run_id, "
-                "task_id, map_index, try_number, timestamp) "
-                """VALUES (3, NULL, '{"n":1}', 'd', 'r', 't', -1, 1, 1.5)"""
-            )
-        finally:
-            await conn.close()
+    async def old(conn: Any) -> None:
+        await conn.execute(f"INSERT INTO {s}.dag_run VALUES ('d', 'r', 'success', 1.0, 2.0)")
+        await conn.execute(
+            f"INSERT INTO {s}.task_instance VALUES ('d', 'r', 't', -1, 'success', 1, 1.0, "
+            "2.0, NULL, NULL, NULL)"
+        )
+        await conn.execute(
+            f"INSERT INTO {s}.asset OVERRIDING SYSTEM VALUE VALUES (3, 'orders', 's3://o', 1.0)"
+        )
+        await conn.execute(
+            f"INSERT INTO {s}.asset_event (asset_id, alias_name, extra, dag_id, run_id, "
+            "task_id, map_index, try_number, timestamp) "
+            """VALUES (3, NULL, '{"n":1}', 'd', 'r', 't', -1, 1, 1.5)"""
+        )
 
-    await trio.to_thread.run_sync(run_async, old())
+    await old_schema(database, schema, 6, old)
     graph = (TaskNode("t"),)
     async with PostgresStore(database.dsn, schema=schema) as store:
         old_run, events, _, new = await store.execute(
@@ -1038,40 +1024,34 @@ async def test_version_7_schema_keeps_its_history_and_numbers_on_from_it(
     its newest, the oldest cut at the bound."""
     by = '{"kind":"test"}'
 
-    async def old() -> None:
-        import asyncpg
+    s = f'"{schema}"'
 
-        conn = await asyncpg.connect(database.dsn)
-        s = f'"{schema}"'
-        try:
-            await migrate(conn, schema, "test", to_version=7)
+    async def old(conn: Any) -> None:
+        await conn.execute(
+            f"INSERT INTO {s}.task_state VALUES ('d', 'r', 't', -1, 'k', '3', "
+            "sha256('3'), 3.0, NULL, 1, '')"
+        )
+        await conn.execute(
+            f"INSERT INTO {s}.asset OVERRIDING SYSTEM VALUE VALUES (3, 'orders', 's3://o', 1.0)"
+        )
+        await conn.execute(
+            f"INSERT INTO {s}.asset_state (asset_id, key, value, value_digest, updated_at) "
+            "VALUES (3, 'k', '2', sha256('2'), 2.0)"
+        )
+        for version in (1, 2, 3):
             await conn.execute(
-                f"INSERT INTO {s}.task_state VALUES ('d', 'r', 't', -1, 'k', '3', "
-                "sha256('3'), 3.0, NULL, 1, '')"
-            )
+                f"INSERT INTO {s}.task_state_history VALUES ('d', 'r', 't', '', 'k', $1, "
+                "$1::integer::text, $1::integer::float8, $2)",
+                version, by,
+            )  # fmt: skip
+        for version in (1, 2):
             await conn.execute(
-                f"INSERT INTO {s}.asset OVERRIDING SYSTEM VALUE VALUES (3, 'orders', 's3://o', 1.0)"
-            )
-            await conn.execute(
-                f"INSERT INTO {s}.asset_state (asset_id, key, value, value_digest, updated_at) "
-                "VALUES (3, 'k', '2', sha256('2'), 2.0)"
-            )
-            for version in (1, 2, 3):
-                await conn.execute(
-                    f"INSERT INTO {s}.task_state_history VALUES ('d', 'r', 't', '', 'k', $1, "
-                    "$1::integer::text, $1::integer::float8, $2)",
-                    version, by,
-                )  # fmt: skip
-            for version in (1, 2):
-                await conn.execute(
-                    f"INSERT INTO {s}.asset_state_history VALUES (3, 'k', $1, $1::integer::text, "
-                    "$1::integer::float8, $2)",
-                    version, by,
-                )  # fmt: skip
-        finally:
-            await conn.close()
+                f"INSERT INTO {s}.asset_state_history VALUES (3, 'k', $1, $1::integer::text, "
+                "$1::integer::float8, $2)",
+                version, by,
+            )  # fmt: skip
 
-    await trio.to_thread.run_sync(run_async, old())
+    await old_schema(database, schema, 7, old)
     orders = AssetScope(name="orders")
     async with PostgresStore(database.dsn, schema=schema) as store:
         store.history = 3
