@@ -17,7 +17,7 @@ import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -28,7 +28,7 @@ from .._values import depth_problem, find_non_json, shorten
 from . import messages as m
 from .converter import encode, encode_frame
 from .frames import Frame, RequestFrame, ResponseFrame
-from .lone import LoneWait
+from .lone import LoneWait, lone_wait
 from .messages import Request, Response
 
 #: The largest frame either side sends or accepts: 16 MiB of JSON.
@@ -276,9 +276,16 @@ class FrameReader:
         self._drained = False
         #: The size in bytes of the frame returned last.
         self.size = 0
-        #: Set by the owner: wait for the socket in ``poll`` while trio has nothing else
-        #: to do (:mod:`stateward._protocol.lone`).
+        #: Set by :meth:`wait_alone`: wait for the socket in ``poll`` while trio has
+        #: nothing else to do (:mod:`stateward._protocol.lone`).
         self.lone: LoneWait | None = None
+
+    def wait_alone(self, may_wait: Callable[[], bool], budget: float) -> None:
+        """From now on, wait for frames in the socket itself while trio has nothing
+        else to do and ``may_wait()`` (see :func:`~stateward._protocol.lone.lone_wait`,
+        ``budget`` its seconds); a reader without a socket waits in trio."""
+        if self._socket is not None:
+            self.lone = lone_wait(self._socket, may_wait, budget)
 
     async def receive(self) -> dict[str, Any] | None:
         """Return the next frame, or ``None`` once the stream has ended.

@@ -51,7 +51,6 @@ from .._protocol.frames import (
     ResultFrame,
     StartFrame,
 )
-from .._protocol.lone import lone_wait
 from .._protocol.wire import (
     FrameReader,
     FrameWriter,
@@ -116,7 +115,6 @@ class ChildConnection:
     def __init__(self, sock: socket.socket) -> None:
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self._stream = stream
-        self._socket = sock
         self._reader = FrameReader(stream, sock)
         self._writer = FrameWriter(stream, sock)
         # Guards _pending and _reading, which worker threads share with trio's thread.
@@ -296,7 +294,7 @@ class ChildConnection:
         has nothing else to do (:mod:`stateward._protocol.lone`): for the task
         process's own trio run, where nothing but the task needs trio's thread."""
         # Bounded by count alone: each wait is for an answer the runtime is preparing.
-        self._reader.lone = lone_wait(self._socket, self._writer.idle, math.inf)
+        self._reader.wait_alone(self._writer.idle, math.inf)
 
     def _lead_blocking(self, slot: _Slot) -> None:
         reader = self._reader

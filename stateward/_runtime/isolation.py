@@ -52,7 +52,6 @@ from .._protocol.frames import (
     ResultFrame,
     StartFrame,
 )
-from .._protocol.lone import lone_wait
 from .._protocol.wire import (
     MAX_FRAME_BYTES,
     MAX_QUEUED_BYTES,
@@ -201,11 +200,10 @@ async def serve_child(
     """
     reader = FrameReader(stream, sock)
     writer = FrameWriter(stream, sock, MAX_RESPONSE_BYTES)
-    if sock is not None:
-        # Between requests, wait for the next one in the socket itself while trio has
-        # nothing else to do (no scheduling round per request); a child that takes
-        # long to ask again is waited for in trio.
-        reader.lone = lone_wait(sock, writer.idle, LONE_WAIT_SECONDS)
+    # Between requests, wait for the next one in the socket itself while trio has
+    # nothing else to do (no scheduling round per request); a child that takes long to
+    # ask again is waited for in trio.
+    reader.wait_alone(writer.idle, LONE_WAIT_SECONDS)
     # What the parent holds for the child is bounded whatever the child does: requests
     # in flight by count and by bytes (past either, its requests are not read), and
     # responses by bytes (room is reserved before a request is served, so a child that

@@ -550,19 +550,20 @@ class Session:
         nothing; if the row is not counted after all (another writer since), by
         ``put_versioned`` after it, which counts it."""
         sql, params = await self._put_params(op, now)
-        args = (*params, writer_json(base.provenance(op.who, op.writer)), self.history)
-        done, _ = await self._put_statement(sql, params, args)
+        done, _ = await self._put_statement(sql, params, op)
         return done
 
     async def _put_statement(
-        self, sql: dict[str, str], params: tuple[Any, ...], args: tuple[Any, ...],
+        self, sql: dict[str, str], params: tuple[Any, ...], put: base.Put,
         lease: tuple[Any, ...] = (),
     ) -> tuple[bool, bool]:  # fmt: skip
         """Run a put with history on as one statement: (done, lease held). The counted
         form if the key is known counted, else (or if that did nothing while the lease
-        held) the versioned form. ``params`` are the put's, ``args`` the statement's but
-        the ``lease`` (none: the unfenced forms)."""
+        held) the versioned form. ``params`` are the put's; the ``lease`` follows the
+        statement's arguments (none: the unfenced forms)."""
         key = self._key_of(sql, params)
+        who = writer_json(base.provenance(put.who, put.writer))
+        args = (*params, who, self.history)
 
         async def run(form: str) -> tuple[bool, bool]:
             if lease:
@@ -618,8 +619,7 @@ class Session:
         if self.history <= 0:
             held = await self.conn.fetchval(sql["put_fenced"], *params, *lease)
             return None if held else base.stale_error(op.lease)
-        who = writer_json(base.provenance(put.who, put.writer))
-        done, held = await self._put_statement(sql, params, (*params, who, self.history), lease)
+        done, held = await self._put_statement(sql, params, put, lease)
         if not held:
             return base.stale_error(op.lease)
         if not done:
@@ -888,16 +888,8 @@ class Session:
                 )  # fmt: skip
                 position = base.position_item(map_index)
                 if item != position:
-                    key = "dag_id = $2 AND run_id = $3 AND task_id = $4 AND item"
-                    # A row moved to another item is not counted: that item's history
-                    # may stay where it is.
-                    for table, more in (("task_state", ", version = NULL"),
-                                        ("task_state_history", "")):  # fmt: skip
-                        await conn.execute(
-                            f"UPDATE {self.sql.s}.{table} SET item = $1{more} WHERE {key} = $5 "
-                            f"AND NOT EXISTS (SELECT 1 FROM {self.sql.s}.{table} WHERE {key} = $1)",
-                            item, dag_id, run_id, task_id, position,
-                        )  # fmt: skip
+                    for adopt in self.run_sql.adopt:  # what the position kept, the item's
+                        await conn.execute(adopt, dag_id, run_id, task_id, item, position)
                 return None
             case _ if isinstance(op, base.RUN_RECORD_OPS):
                 return await self.run_sql.apply(self.conn, op)
