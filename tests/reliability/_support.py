@@ -6,7 +6,7 @@ import contextlib
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -116,32 +116,56 @@ class DelegatingStore:
 
 
 class SubmitLog:
-    """Records every Envelope submitted to a supervisor (to check each got an answer).
+    """Records every Envelope submitted to a supervisor (to check each got an answer),
+    from trio's thread (:meth:`Supervisor.submit`) and from worker threads
+    (:meth:`Supervisor.submit_from_thread`).
 
     Installed on the supervisor object, so every client of the runtime goes through it.
-    ``reached(n)`` is an event set once ``n`` envelopes have been submitted.
+    ``when(condition)`` is an event set once the envelopes submitted satisfy
+    ``condition``.
     """
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.envelopes: list[Envelope] = []
         self._original = supervisor.submit
-        self._waits: list[tuple[int, trio.Event]] = []
+        self._original_from_thread = supervisor.submit_from_thread
+        self._token = trio.lowlevel.current_trio_token()
+        self._waits: list[tuple[Callable[[list[Envelope]], bool], trio.Event]] = []
         supervisor.submit = self._submit  # type: ignore[method-assign]
+        supervisor.submit_from_thread = self._submit_from_thread  # type: ignore[method-assign]
 
     def _submit(self, envelope: Envelope) -> None:
         self._original(envelope)
         self.envelopes.append(envelope)
-        for count, event in self._waits:
-            if len(self.envelopes) >= count:
+        self._check()
+
+    def _submit_from_thread(self, envelope: Envelope) -> bool:
+        wake = self._original_from_thread(envelope)
+        # Appended before the thread waits for its answer; checked in trio's thread.
+        self.envelopes.append(envelope)
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._check)
+        return wake
+
+    def _check(self) -> None:
+        for condition, event in self._waits:
+            if not event.is_set() and condition(list(self.envelopes)):
                 event.set()
 
-    def reached(self, count: int) -> trio.Event:
-        """An event set once ``count`` envelopes were submitted."""
+    def when(self, condition: Callable[[list[Envelope]], bool]) -> trio.Event:
+        """An event set once the envelopes submitted so far satisfy ``condition``."""
         event = trio.Event()
-        if len(self.envelopes) >= count:
-            event.set()
-        self._waits.append((count, event))
+        self._waits.append((condition, event))
+        self._check()
         return event
+
+    def requests(self, kind: type[Any], key: str) -> int:
+        """How many requests of type ``kind`` for ``key`` were submitted."""
+        return sum(
+            1
+            for e in list(self.envelopes)
+            if type(e.request) is kind and getattr(e.request, "key", None) == key
+        )
 
     def unanswered(self) -> list[Envelope]:
         """The envelopes that got no response (must be none once things settle)."""
@@ -149,9 +173,13 @@ class SubmitLog:
 
     async def all_answered(self) -> None:
         """Wait until every envelope has its response (a store may still be working on
-        one in its thread). Fails, rather than hangs, if one is never answered."""
+        one in its thread). Fails, rather than hangs, if one is never answered.
+
+        A worker thread's request has no event to wait on; its thread waited for the
+        answer, so once the run that started the thread has returned, it is in.
+        """
         with trio.fail_after(30):
-            for envelope in self.envelopes:
+            for envelope in list(self.envelopes):
                 if envelope.done is not None:
                     await envelope.done.wait()
         assert self.unanswered() == []

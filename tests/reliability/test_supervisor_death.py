@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from stateward import Dag, Runtime, SupervisorDiedError, open_runtime
+from stateward._protocol import messages as m
 from stateward.store import base as ops
 from stateward.store.base import Store
 
@@ -34,35 +35,70 @@ class MeltingStore(DelegatingStore):
 
     def __init__(self, inner: Store) -> None:
         super().__init__(inner)
+        self.melting = trio.Event()
         self.release = trio.Event()
 
     async def execute(self, batch: Sequence[ops.Op], *, now: float) -> list[Any]:
         # An attempt's write comes fenced by its lease: look inside.
         if any(getattr(getattr(op, "op", op), "key", None) == "melt" for op in batch):
+            self.melting.set()
             await self.release.wait()
             msg = "the storage controller melted"
             raise Meltdown(msg)
         return await self.inner.execute(batch, now=now)
 
 
-def doomed_dag(started: list[str]) -> Dag:
-    """One task melts the store; sync tasks wait in worker threads; one async task sleeps."""
+class Cues:
+    """How the doomed run's tasks and the test wait for each other (no timing).
+
+    The sync tasks run in worker threads: they report through trio's thread and wait
+    on a thread event.
+    """
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self._wrote = 0
+        #: Every blocked lane and looping have had a write answered.
+        self.everyone_wrote = trio.Event()
+        #: The melting batch is in the store: later requests queue behind it.
+        self.melting = threading.Event()
+
+    def wrote(self) -> None:
+        """A sync task's write was answered (in trio's thread)."""
+        self._wrote += 1
+        if self._wrote == 4:  # the three blocked lanes and looping
+            self.everyone_wrote.set()
+
+    def unblock(self) -> None:
+        """Let every task go on (after a test's wait timed out, so that it fails)."""
+        self.everyone_wrote.set()
+        self.melting.set()
+
+
+def doomed_dag(cues: Cues) -> Dag:
+    """One task melts the store once the others have written; sync tasks then wait in
+    worker threads behind the melting batch; one async task sleeps."""
     dag = Dag("doomed", default_args={"retries": 3, "retry_delay": 0})
 
     @dag.task
     async def melter(task_state: Any) -> None:
+        await cues.everyone_wrote.wait()
         await task_state.aset("melt", 1)
 
     @dag.task
     def blocked(task_state: Any, lane: int) -> None:
-        started.append(f"blocked[{lane}]")
-        task_state.set("x", lane)  # queued behind the melting batch, in a worker thread
-        task_state.set("never", lane)
+        cues.started.append(f"blocked[{lane}]")
+        task_state.set("x", lane)
+        trio.from_thread.run_sync(cues.wrote)
+        cues.melting.wait()
+        task_state.set("never", lane)  # queued behind the melting batch
 
     blocked.expand(lane=[0, 1, 2])
 
     @dag.task
     def looping(task_state: Any) -> None:
+        task_state.increment("n")
+        trio.from_thread.run_sync(cues.wrote)
         while True:  # only an error from the state layer ends this task
             task_state.increment("n")
 
@@ -72,7 +108,7 @@ def doomed_dag(started: list[str]) -> Dag:
 
     @dag.task
     def downstream() -> None:
-        started.append("downstream")
+        cues.started.append("downstream")
 
     sleeper >> downstream
     return dag
@@ -86,27 +122,32 @@ async def test_supervisor_death_stops_the_run_and_says_why(
     busy_before = busy_thread_count()
     tasks_before = live_task_count()
     store = MeltingStore(make_store())
-    started: list[str] = []
+    cues = Cues()
 
     async def scenario(rt: Runtime) -> None:
         log = SubmitLog(rt.supervisor)
-        # melter's write, one write from each blocked lane, looping's first increment
-        everyone_waiting = log.reached(5)
+        lanes_queued = log.when(lambda _: log.requests(m.SetTaskState, "never") == 3)
 
         async def melt_when_everyone_waits() -> None:
-            await everyone_waiting.wait()
-            store.release.set()
+            try:
+                with trio.fail_after(60):  # fails, rather than hangs, if a cue never comes
+                    await store.melting.wait()
+                    cues.melting.set()
+                    await lanes_queued.wait()
+            finally:
+                cues.unblock()
+                store.release.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(melt_when_everyone_waits)
             with pytest.raises(SupervisorDiedError, match=DIED) as on_run:
-                await rt.run_dag(doomed_dag(started), run_id="r")
+                await rt.run_dag(doomed_dag(cues), run_id="r")
         assert isinstance(on_run.value.__cause__, Meltdown)
-        assert sorted(started) == ["blocked[0]", "blocked[1]", "blocked[2]"]
+        assert sorted(cues.started) == ["blocked[0]", "blocked[1]", "blocked[2]"]
         await log.all_answered()
         # A later run fails at once, the same way, instead of hanging.
         with pytest.raises(SupervisorDiedError, match=DIED):
-            await rt.run_dag(doomed_dag(started), run_id="r2")
+            await rt.run_dag(doomed_dag(cues), run_id="r2")
         with pytest.raises(SupervisorDiedError, match=DIED):
             await rt.state.task("doomed", "r", "melter").aget("melt")
         await log.all_answered()
@@ -114,7 +155,7 @@ async def test_supervisor_death_stops_the_run_and_says_why(
     with pytest.raises(SupervisorDiedError, match=DIED) as on_exit:
         await in_runtime(store, scenario)
     assert isinstance(on_exit.value.__cause__, Meltdown)
-    assert "downstream" not in started
+    assert "downstream" not in cues.started
     assert live_task_count() == tasks_before
     assert threads_left_over(threads_before) == []
     assert busy_thread_count() == busy_before
