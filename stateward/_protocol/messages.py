@@ -514,9 +514,12 @@ class RenewTaskLeases:
 
 @frozen
 class ReleaseTaskLeases:
-    """Give up every lease ``holder`` holds (its runtime is closing)."""
+    """Give up every lease ``holder`` holds (its runtime is closing), or only
+    ``leases`` (``(dag_id, run_id, task_id, map_index, try)``, each given up only if the
+    instance's lease is still that one: a cancelled run call's)."""
 
     holder: str
+    leases: tuple[tuple[str, str, str, int, int], ...] | None = None
 
 
 @frozen

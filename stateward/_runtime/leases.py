@@ -68,6 +68,8 @@ class Holding:
     """One attempt's lease as its runtime holds it."""
 
     lease: Lease
+    #: What took it (a run call), whose end by an error gives it up (:meth:`LeaseKeeper.taken_by`).
+    owner: object = None
     #: Set when a renewal found the lease taken over: the attempt's requests are refused.
     lost: bool = False
     #: Set once the attempt's end is on its way (which may give the lease up): a
@@ -144,12 +146,17 @@ class LeaseKeeper:
         finally:
             del self._waiting[event]
 
-    def hold(self, lease: Lease) -> Holding:
-        """Register a lease just acquired (replacing the instance's previous try's)."""
+    def hold(self, lease: Lease, owner: object = None) -> Holding:
+        """Register a lease just acquired (replacing the instance's previous try's) by
+        ``owner`` (a run call)."""
         self._keeping()
-        holding = Holding(lease)
+        holding = Holding(lease, owner)
         self._held[lease.instance] = holding
         return holding
+
+    def taken_by(self, owner: object) -> list[Holding]:
+        """The holdings ``owner`` registered that are still held."""
+        return [holding for holding in self._held.values() if holding.owner is owner]
 
     def drop(self, holding: Holding) -> None:
         """Forget ``holding`` (its instance ended, or the lease was lost)."""

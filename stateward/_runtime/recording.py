@@ -71,6 +71,9 @@ class Recorder:
     dag_id: str
     run_id: str
     _pending: list[Envelope] = attrs.Factory(list)
+    #: Acquisitions queued whose answer no caller has taken yet, with their instance:
+    #: what a run call that ends by an error may have to give up (:meth:`unclaimed`).
+    _acquiring: dict[Envelope, tuple[str, int]] = attrs.Factory(dict)
     #: This process's id, as each attempt's record names it.
     _pid: int = attrs.Factory(os.getpid)
 
@@ -172,12 +175,32 @@ class Recorder:
         request = m.AcquireTaskLease(
             self.dag_id, self.run_id, task_id, map_index, holder, lease_timeout, seen_try, attempt
         )
-        return self.client.submit(request)
+        envelope = self.client.submit(request)
+        self._acquiring[envelope] = (task_id, map_index)
+        return envelope
 
     async def acquired(self, envelope: Envelope) -> LeaseAnswer:
-        """The answer to an acquisition :meth:`submit_acquire` queued."""
-        answer: LeaseAnswer = (await self.client.response(envelope)).answer
+        """The answer to an acquisition :meth:`submit_acquire` queued (a caller
+        cancelled while it waits leaves it :meth:`unclaimed`)."""
+        assert envelope.done is not None
+        await envelope.done.wait()
+        del self._acquiring[envelope]
+        answer: LeaseAnswer = self.client.result(envelope).answer
         return answer
+
+    async def unclaimed(self) -> list[tuple[str, int, int]]:
+        """The instances (``(task_id, map_index, try)``) whose lease an acquisition
+        queued took but whose answer no caller took (it was asked for ahead, or its
+        caller was cancelled while it waited): waits for those answers."""
+        taken = []
+        for envelope, (task_id, map_index) in list(self._acquiring.items()):
+            try:
+                answer = await self.acquired(envelope)
+            except StatewardError:
+                continue  # nothing taken
+            if answer.outcome == "acquired":
+                taken.append((task_id, map_index, answer.try_number))
+        return taken
 
     async def attempt_output(
         self, task_id: str, map_index: int, try_number: int, started_at: float, log: str,

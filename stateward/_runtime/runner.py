@@ -73,6 +73,10 @@ AHEAD_BELOW: Final = 0.25
 #: meanwhile are settled.
 WATCH_INTERVAL: Final = 0.025
 
+#: How long a run call that ends by an error waits for the store to give up its leases
+#: (a store that does not answer in time leaves them to expire).
+GIVE_UP_SECONDS: Final = 5.0
+
 SUCCESS = TaskInstanceState.SUCCESS
 FAILED = TaskInstanceState.FAILED
 UPSTREAM_FAILED = TaskInstanceState.UPSTREAM_FAILED
@@ -414,7 +418,11 @@ class Runner:
             for task in order:
                 nursery.start_soon(run_task, task)
 
-        await self._watched(start, run.flush_logs)
+        try:
+            await self._watched(start, run.flush_logs)
+        except BaseException:
+            await self._give_up_leases(run)
+            raise
         all_succeeded = all(ti.state == SUCCESS for ti in run.results)
         state = DagRunState.SUCCESS if all_succeeded else DagRunState.FAILED
         await recorder.run(state, started_at, self._settings.wall_clock())
@@ -555,6 +563,28 @@ class Runner:
         if died:
             raise supervisor.died_error() from supervisor.failure
 
+    async def _give_up_leases(self, run: _Run) -> None:
+        """Give up the leases a run call that ends by an error (cancelled, the
+        supervisor died) still holds, or was taking: no attempt of the call runs any
+        more, so its instances are free at once for a resume, in this runtime or
+        another, instead of held (and renewed, while the runtime holds other leases)
+        until they expire. Their attempts stay recorded ``running``; the acquisition
+        that resumes one records it ``abandoned``."""
+        keeper = self._settings.leases
+        recorder = run.recorder
+        assert recorder is not None
+        given = []
+        for holding in keeper.taken_by(run):
+            keeper.drop(holding)
+            given.append((*holding.lease.instance, holding.lease.try_number))
+        # Bounded: a store that cannot answer leaves them to expire.
+        with trio.CancelScope(shield=True), trio.move_on_after(GIVE_UP_SECONDS):
+            for task_id, map_index, try_number in await recorder.unclaimed():
+                given.append((run.dag.dag_id, run.run_id, task_id, map_index, try_number))
+            if given:
+                with contextlib.suppress(StatewardError):
+                    await self._admin.request(m.ReleaseTaskLeases(keeper.holder, tuple(given)))
+
     async def _declare(self, dag: Dag) -> dict[object, AssetInfo]:
         """Register the Dag's assets; return each declared asset-like's concrete asset."""
         concrete: dict[object, AssetInfo] = {}
@@ -661,7 +691,8 @@ class Runner:
                         max_tries = try_number + task.retries
                     holding = keeper.hold(
                         Lease(run.dag.dag_id, run.run_id, task.task_id, map_index,
-                              keeper.holder, try_number)
+                              keeper.holder, try_number),
+                        owner=run,
                     )  # fmt: skip
                     run.emit(task.task_id, map_index, TaskInstanceState.RUNNING, try_number)
                     if lane is not None and lane.ahead is None:

@@ -697,9 +697,9 @@ class Supervisor:
             case m.RenewTaskLeases(holder, timeout):
                 self._admin(caller, request)
                 return ops.RenewLeases(holder, timeout), m.RenewedLeasesResult
-            case m.ReleaseTaskLeases(holder):
+            case m.ReleaseTaskLeases(holder, leases):
                 self._admin(caller, request)
-                return ops.ReleaseLeases(holder), ok
+                return ops.ReleaseLeases(holder, leases), ok
             case m.ListDagRuns(dag_id, state, limit):
                 self._admin(caller, request)
                 return ops.ListRuns(dag_id, state, limit), m.DagRunsResult

@@ -474,9 +474,12 @@ class RenewLeases:
 
 @frozen
 class ReleaseLeases:
-    """Give up every lease of ``holder`` (its runtime closes); returns how many."""
+    """Give up every lease of ``holder`` (its runtime closes), or only ``leases``
+    (each ``(dag_id, run_id, task_id, map_index, try)``; one no longer held as given is
+    left as it is: a run call cancelled gives up its own); returns how many."""
 
     holder: str
+    leases: tuple[tuple[str, str, str, int, int], ...] | None = None
 
 
 @frozen

@@ -353,8 +353,13 @@ class MemoryStore:
                 for instance, try_number in held:
                     leases[instance] = (holder, try_number, now + timeout)
                 return tuple((*instance, try_number) for instance, try_number in held)
-            case base.ReleaseLeases(holder):
-                mine = [k for k, (h, _, _) in self._data.leases.items() if h == holder]
+            case base.ReleaseLeases(holder, given):
+                leases = self._data.leases
+                if given is None:
+                    mine = [k for k, (h, _, _) in leases.items() if h == holder]
+                else:
+                    keys = {(d, r, t, i): n for d, r, t, i, n in given}
+                    mine = [k for k, n in keys.items() if leases.get(k, ())[:2] == (holder, n)]
                 for instance in mine:
                     del self._data.leases[instance]
                 return len(mine)

@@ -329,6 +329,12 @@ def wire_dicts(draw: st.DrawFn) -> dict[Any, Any]:
     return data
 
 
+#: Instances with a try number: ``(dag_id, run_id, task_id, map_index, try)``.
+LEASE_TUPLES: st.SearchStrategy[tuple[tuple[str, str, str, int, int], ...]] = st.lists(
+    st.tuples(*[st.text(max_size=3)] * 3, st.integers(), st.integers()), max_size=2
+).map(tuple)
+
+
 @st.composite
 def valid_messages(draw: st.DrawFn) -> Any:
     """A message of a random type whose fields come from the encoding of a sample."""
@@ -434,9 +440,8 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
             map_index=st.none() | st.integers(),
             limit=st.none() | st.integers(),
         ),
-        "tuple[tuple[str, str, str, int, int], ...]": st.lists(
-            st.tuples(*[st.text(max_size=3)] * 3, st.integers(), st.integers()), max_size=2
-        ).map(tuple),
+        "tuple[tuple[str, str, str, int, int], ...]": LEASE_TUPLES,
+        "tuple[tuple[str, str, str, int, int], ...] | None": st.none() | LEASE_TUPLES,
         "tuple[tuple[int, str, str | None], ...]": st.lists(
             st.tuples(st.integers(), st.text(max_size=3), st.none() | st.text(max_size=3)),
             max_size=2,

@@ -348,3 +348,76 @@ async def test_the_lease_keeper_starts_with_the_first_lease() -> None:
     assert result.state == "success"
     assert idle
     assert started
+
+
+async def test_a_run_cancelled_mid_attempt_resumes_in_the_same_runtime(
+    make_store: Callable[[], Store],
+) -> None:
+    """run_dag cancelled while attempts run (sync, async, and a mapped task's quick
+    instances, whose workers take their next lease ahead): every lease the call held is
+    given up at once, so the same run id resumes in the same runtime without waiting
+    for them to expire; the cancelled tries are recorded abandoned and their instances
+    run again as try 2."""
+    dag = Dag("cancelled")
+    first_run = True
+    arrived: list[str] = []
+    everyone = trio.Event()
+    gate = threading.Event()
+
+    def arrive(name: str) -> None:
+        arrived.append(name)
+        if len(arrived) == 3:
+            everyone.set()
+
+    @dag.task
+    def sync_task() -> None:
+        if first_run:
+            trio.from_thread.run_sync(arrive, "sync")
+            gate.wait()
+            trio.from_thread.check_cancelled()
+
+    @dag.task
+    async def async_task() -> None:
+        if first_run:
+            arrive("async")
+            await trio.sleep_forever()
+
+    @dag.task
+    def quick(x: int) -> int:
+        if first_run and x == 7:
+            trio.from_thread.run_sync(arrive, "quick")
+            gate.wait()
+            trio.from_thread.check_cancelled()
+        return x
+
+    quick.expand(x=list(range(40)))
+
+    async with open_runtime(store=make_store(), lease_timeout=60.0) as rt:
+        async with trio.open_nursery() as nursery:
+
+            async def cancel_when_everyone_runs() -> None:
+                await everyone.wait()
+                nursery.cancel_scope.cancel()
+                gate.set()  # the sync attempts then see the cancellation
+
+            nursery.start_soon(cancel_when_everyone_runs)
+            await rt.run_dag(dag, run_id="r")
+        assert not rt.leases._held
+        # Nothing of the holder's is left to renew in the store.
+        left = await rt.admin.request(m.RenewTaskLeases(rt.leases.holder, 60.0))
+        assert left.held == ()
+        first_run = False
+        with trio.fail_after(30):  # the leases' timeout is 60 s: no waiting for expiry
+            result = await rt.run_dag(dag, run_id="r")
+        record = await rt.runs.get("cancelled", "r")
+    assert result.state == "success"
+    assert result.ti("sync_task").try_number == 2
+    assert result.ti("async_task").try_number == 2
+    assert result.ti("quick", 7).try_number == 2
+    assert record is not None
+    attempts = {
+        (ti.task_id, ti.map_index): [(a.try_number, a.state) for a in ti.attempts]
+        for ti in record.instances
+    }
+    for key in (("sync_task", -1), ("async_task", -1), ("quick", 7)):
+        assert attempts[key] == [(1, "abandoned"), (2, "success")], key

@@ -185,6 +185,27 @@ async def test_release_frees_every_lease_and_the_next_taker_abandons_the_attempt
     assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]
 
 
+async def test_releasing_given_leases_gives_up_only_those_still_held_as_given(
+    recorded: Store,
+) -> None:
+    """A cancelled run call gives up the leases it took: each only if the instance's
+    lease is still that holder's at that try; the same holder's own acquisition then
+    takes the instance as the next try."""
+    other = ops.AcquireLease("d", "r", "u", -1, "A", 60.0, 0, START)
+    await run(recorded, acquire("A"), other)
+    stale = ("d", "r", "t", 3, 2)  # not the try A holds
+    missing = ("d", "r", "nothing", -1, 1)
+    assert await run(recorded, ops.ReleaseLeases("A", (stale, missing))) == [0]
+    assert await run(recorded, ops.ReleaseLeases("B", (("d", "r", "t", 3, 1),))) == [0]
+    assert await run(recorded, ops.ReleaseLeases("A", ())) == [0]
+    assert await run(recorded, ops.ReleaseLeases("A", (("d", "r", "t", 3, 1),))) == [1]
+    (got,) = await run(recorded, acquire("A"))
+    assert (got.outcome, got.try_number) == ("acquired", 2)
+    assert await attempts(recorded) == [(1, "abandoned"), (2, "running")]
+    (renewed,) = await run(recorded, ops.RenewLeases("A", 60.0))
+    assert sorted(renewed) == [("d", "r", "t", 3, 2), ("d", "r", "u", -1, 1)]
+
+
 async def test_a_fence_is_checked_again_after_a_lease_changes_in_the_batch(
     recorded: Store,
 ) -> None:

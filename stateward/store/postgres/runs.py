@@ -207,6 +207,13 @@ class RunStatements:
             f"UPDATE {s}.task_instance SET lease_holder = NULL, lease_try = NULL, "
             "lease_expires = NULL WHERE lease_holder = $1"
         )
+        self.release_given = (
+            f"UPDATE {s}.task_instance AS i SET lease_holder = NULL, lease_try = NULL, "
+            "lease_expires = NULL FROM unnest($2::text[], $3::text[], $4::text[], "
+            "$5::integer[], $6::integer[]) AS k(dag_id, run_id, task_id, map_index, try) "
+            "WHERE i.dag_id = k.dag_id AND i.run_id = k.run_id AND i.task_id = k.task_id "
+            "AND i.map_index = k.map_index AND i.lease_holder = $1 AND i.lease_try = k.try"
+        )
 
     async def holds_lease(self, conn: Any, lease: Lease) -> bool:
         """Whether the instance's lease is ``lease``; locks the row until commit."""
@@ -329,8 +336,15 @@ class RunStatements:
             case base.RenewLeases(holder, timeout):
                 rows = await conn.fetch(self.renew, holder, timeout)
                 return tuple(tuple(row) for row in rows)
-            case base.ReleaseLeases(holder):
-                return int((await conn.execute(self.release, holder)).split()[-1])
+            case base.ReleaseLeases(holder, leases):
+                if leases is None:
+                    status = await conn.execute(self.release, holder)
+                elif leases:
+                    columns = [list(c) for c in zip(*leases, strict=True)]
+                    status = await conn.execute(self.release_given, holder, *columns)
+                else:
+                    return 0
+                return int(status.split()[-1])
             case base.ListRuns(dag_id, state, limit):
                 given = [(c, v) for c, v in (("dag_id", dag_id), ("state", state)) if v]
                 clauses = [f"{c} = ${i}" for i, (c, _) in enumerate(given, start=1)]

@@ -117,6 +117,8 @@ _SQL: Final = {
     "RETURNING dag_id, run_id, task_id, map_index, lease_try",
     "release": "UPDATE task_instance SET lease_holder = NULL, lease_try = NULL, "
     "lease_expires = NULL WHERE lease_holder = ?",
+    "release_one": "UPDATE task_instance SET lease_holder = NULL, lease_try = NULL, "
+    f"lease_expires = NULL WHERE {_HELD}",
 }
 
 
@@ -223,8 +225,11 @@ def apply_run_op(conn: sqlite3.Connection, op: base.Op, now: float) -> Any:
             return tuple(unheld)
         case base.RenewLeases(holder, timeout):
             return tuple(conn.execute(_SQL["renew"], (now + timeout, holder)).fetchall())
-        case base.ReleaseLeases(holder):
-            return conn.execute(_SQL["release"], (holder,)).rowcount
+        case base.ReleaseLeases(holder, leases):
+            if leases is None:
+                return conn.execute(_SQL["release"], (holder,)).rowcount
+            given = [(d, r, t, i, holder, n) for d, r, t, i, n in leases]
+            return conn.executemany(_SQL["release_one"], given).rowcount
         case base.ListRuns(dag_id, state, limit):
             clauses = [f"{c} = ?" for c, v in (("dag_id", dag_id), ("state", state)) if v]
             where = " AND ".join(clauses) or "1"
