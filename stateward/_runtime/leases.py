@@ -89,17 +89,18 @@ class LeaseKeeper:
         #: its waiter saw: :meth:`_watch` sets the event once one is no longer held.
         self._waiting: dict[trio.Event, tuple[str, str, str, int, int]] = {}
         self._renewal = trio.CancelScope()
-        #: Set once the runner asked for an instance's lease ahead (see
-        #: runner.AHEAD_BELOW): such a lease may be held with no holding naming it
-        #: yet (or ever, if the run was cancelled first), so closing releases leases.
-        self.took_ahead = False
+        #: Set once the runtime may hold a lease no holding names: the runner asked for
+        #: one ahead (see runner.AHEAD_BELOW), which no holding names until its attempt
+        #: starts, or a run call that ended by an error could not give its leases up
+        #: (the store failed or was slow); closing then releases every lease it holds.
+        self.unnamed = False
         #: Starts :meth:`keep`, until it is started (see :meth:`keep_when_needed`).
         self._start_keeping: Callable[[], None] | None = None
 
     @property
     def holding(self) -> bool:
-        """Whether the runtime holds any lease (or may: an acquisition asked ahead)."""
-        return bool(self._held) or self.took_ahead
+        """Whether the runtime holds any lease (or may: see :attr:`unnamed`)."""
+        return bool(self._held) or self.unnamed
 
     def keep_when_needed(self, nursery: trio.Nursery, admin: SupervisorClient) -> None:
         """Run :meth:`keep` in ``nursery`` from the first time the runtime holds or

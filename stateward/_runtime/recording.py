@@ -184,7 +184,7 @@ class Recorder:
         cancelled while it waits leaves it :meth:`unclaimed`)."""
         assert envelope.done is not None
         await envelope.done.wait()
-        del self._acquiring[envelope]
+        self._acquiring.pop(envelope, None)
         answer: LeaseAnswer = self.client.result(envelope).answer
         return answer
 

@@ -360,7 +360,7 @@ class Runner:
                     except StatewardError:
                         envelope = None  # closing: acquired in turn, which will say so
                     else:
-                        keeper.took_ahead = True
+                        keeper.unnamed = True
                     return _Ahead(index, envelope)
 
                 async def alone(ahead: _Ahead, nursery: trio.Nursery) -> None:
@@ -573,17 +573,26 @@ class Runner:
         keeper = self._settings.leases
         recorder = run.recorder
         assert recorder is not None
-        given = []
-        for holding in keeper.taken_by(run):
+        held = keeper.taken_by(run)
+        for holding in held:
             keeper.drop(holding)
-            given.append((*holding.lease.instance, holding.lease.try_number))
-        # Bounded: a store that cannot answer leaves them to expire.
+        given = tuple((*h.lease.instance, h.lease.try_number) for h in held)
+        released = False
         with trio.CancelScope(shield=True), trio.move_on_after(GIVE_UP_SECONDS):
-            for task_id, map_index, try_number in await recorder.unclaimed():
-                given.append((run.dag.dag_id, run.run_id, task_id, map_index, try_number))
-            if given:
-                with contextlib.suppress(StatewardError):
-                    await self._admin.request(m.ReleaseTaskLeases(keeper.holder, tuple(given)))
+            try:
+                # Queued at once: the answers to the unclaimed acquisitions may wait
+                # behind a slow batch, and this is applied after them, in order.
+                first = self._admin.submit(m.ReleaseTaskLeases(keeper.holder, given))
+                dag_id, run_id = run.dag.dag_id, run.run_id
+                taken = tuple((dag_id, run_id, *t) for t in await recorder.unclaimed())
+                if taken:
+                    await self._admin.request(m.ReleaseTaskLeases(keeper.holder, taken))
+                await self._admin.response(first)
+                released = True
+            except StatewardError:
+                pass  # the store failed, or the runtime is closing or its supervisor died
+        if not released:
+            keeper.unnamed = True  # closing the runtime gives them up instead
 
     async def _declare(self, dag: Dag) -> dict[object, AssetInfo]:
         """Register the Dag's assets; return each declared asset-like's concrete asset."""

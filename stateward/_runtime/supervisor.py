@@ -368,6 +368,9 @@ class Supervisor:
             self._fail_queued()
             self._receive.close()
             self._stopped.set()
+            # A worker thread that appended after the drain and looked at _stopped
+            # before it was set is answered here (one that appends later sees it set).
+            self._refuse_from_threads(self._refusal())
 
     def _take(self, first: Envelope | None = None) -> list[Envelope]:
         """The next batch: ``first``, then what trio's thread queued, then what worker
@@ -404,6 +407,10 @@ class Supervisor:
             self._waiting = False
         return self._take(first)
 
+    def _refuse_from_threads(self, refusal: m.ErrorResponse) -> None:
+        while self._from_threads:
+            self._from_threads.popleft().answer(refusal)
+
     def _refusal(self) -> m.ErrorResponse:
         """The answer to a request the supervisor will not serve (closing or dead)."""
         reason = self.died_error() if self.failure else RuntimeClosedError("runtime closing")
@@ -416,8 +423,7 @@ class Supervisor:
         for envelope in self._in_flight:
             envelope.answer(refusal)
         self._in_flight = []
-        while self._from_threads:
-            self._from_threads.popleft().answer(refusal)
+        self._refuse_from_threads(refusal)
         while True:
             try:
                 received = self._receive.receive_nowait()

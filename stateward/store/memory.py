@@ -357,12 +357,15 @@ class MemoryStore:
                 leases = self._data.leases
                 if given is None:
                     mine = [k for k, (h, _, _) in leases.items() if h == holder]
-                else:
-                    keys = {(d, r, t, i): n for d, r, t, i, n in given}
-                    mine = [k for k, n in keys.items() if leases.get(k, ())[:2] == (holder, n)]
-                for instance in mine:
-                    del self._data.leases[instance]
-                return len(mine)
+                    for instance in mine:
+                        del leases[instance]
+                    return len(mine)
+                released = 0
+                for d, r, t, i, n in given:
+                    if leases.get((d, r, t, i), ())[:2] == (holder, n):
+                        del leases[(d, r, t, i)]
+                        released += 1
+                return released
             case base.ListRuns(dag_id, state, limit):
                 runs = [
                     row

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ from stateward import (
     Runtime,
     StaleAttemptError,
     Store,
+    StoreError,
     open_runtime,
 )
 from stateward._loader import load_dags
 from stateward._protocol import messages as m
 from stateward._records import AttemptRecord
+from stateward.store import base as ops
 
 #: The runtime that takes instances over in these tests (its acquisition is sent by hand).
 OTHER = "another-runtime"
@@ -350,74 +352,119 @@ async def test_the_lease_keeper_starts_with_the_first_lease() -> None:
     assert started
 
 
+class StallingRun:
+    """A Dag whose attempts stall on their first run (a sync task, an async task, and,
+    if ``mapped``, one of 40 quick mapped instances, whose workers take their next
+    leases ahead) until :meth:`cancel_mid_attempt` cancels it; on a later run every
+    task returns at once."""
+
+    def __init__(self, *, mapped: bool = True) -> None:
+        self.stalling = [("sync_task", -1), ("async_task", -1)] + ([("quick", 7)] * mapped)
+        self.first_run = True
+        self.arrived: list[str] = []
+        self.everyone = trio.Event()
+        self.gate = threading.Event()
+        self.dag = self._dag()
+
+    def _arrive(self, name: str) -> None:
+        self.arrived.append(name)
+        if len(self.arrived) == len(self.stalling):
+            self.everyone.set()
+
+    def _stall(self, name: str) -> None:
+        """In a worker thread: arrive, wait for the run to be cancelled, see it."""
+        trio.from_thread.run_sync(self._arrive, name)
+        assert self.gate.wait(timeout=60), "the run was never cancelled"
+        trio.from_thread.check_cancelled()
+
+    def _dag(self) -> Dag:
+        dag = Dag("cancelled")
+
+        @dag.task
+        def sync_task() -> None:
+            if self.first_run:
+                self._stall("sync")
+
+        @dag.task
+        async def async_task() -> None:
+            if self.first_run:
+                self._arrive("async")
+                await trio.sleep_forever()
+
+        def quick(x: int) -> int:
+            if self.first_run and x == 7:
+                self._stall("quick")
+            return x
+
+        if ("quick", 7) in self.stalling:
+            dag.task(quick).expand(x=list(range(40)))
+        return dag
+
+    async def cancel_mid_attempt(self, rt: Runtime) -> None:
+        """Run the Dag as run ``r`` and cancel it once the three stalling attempts run."""
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_when_everyone_runs() -> None:
+                    await self.everyone.wait()
+                    nursery.cancel_scope.cancel()
+                    self.gate.set()  # the sync attempts then see the cancellation
+
+                nursery.start_soon(cancel_when_everyone_runs)
+                await rt.run_dag(self.dag, run_id="r")
+        self.first_run = False
+
+    def check_resumed(self, result: DagRunResult, record: Any) -> None:
+        """The resume ran each cancelled instance as try 2, try 1 recorded abandoned."""
+        assert result.state == "success"
+        assert record is not None
+        attempts = {
+            (ti.task_id, ti.map_index): [(a.try_number, a.state) for a in ti.attempts]
+            for ti in record.instances
+        }
+        for key in self.stalling:
+            assert result.ti(*key).try_number == 2, key
+            assert attempts[key] == [(1, "abandoned"), (2, "success")], key
+
+
 async def test_a_run_cancelled_mid_attempt_resumes_in_the_same_runtime(
     make_store: Callable[[], Store],
 ) -> None:
-    """run_dag cancelled while attempts run (sync, async, and a mapped task's quick
-    instances, whose workers take their next lease ahead): every lease the call held is
-    given up at once, so the same run id resumes in the same runtime without waiting
-    for them to expire; the cancelled tries are recorded abandoned and their instances
-    run again as try 2."""
-    dag = Dag("cancelled")
-    first_run = True
-    arrived: list[str] = []
-    everyone = trio.Event()
-    gate = threading.Event()
-
-    def arrive(name: str) -> None:
-        arrived.append(name)
-        if len(arrived) == 3:
-            everyone.set()
-
-    @dag.task
-    def sync_task() -> None:
-        if first_run:
-            trio.from_thread.run_sync(arrive, "sync")
-            gate.wait()
-            trio.from_thread.check_cancelled()
-
-    @dag.task
-    async def async_task() -> None:
-        if first_run:
-            arrive("async")
-            await trio.sleep_forever()
-
-    @dag.task
-    def quick(x: int) -> int:
-        if first_run and x == 7:
-            trio.from_thread.run_sync(arrive, "quick")
-            gate.wait()
-            trio.from_thread.check_cancelled()
-        return x
-
-    quick.expand(x=list(range(40)))
-
+    """run_dag cancelled while attempts run (sync, async, and quick mapped instances,
+    some of whose leases were taken ahead): every lease the call held is given up at
+    once, so the same run id resumes in the same runtime without waiting for them to
+    expire; the cancelled tries are recorded abandoned and run again as try 2."""
+    stalling = StallingRun()
     async with open_runtime(store=make_store(), lease_timeout=60.0) as rt:
-        async with trio.open_nursery() as nursery:
-
-            async def cancel_when_everyone_runs() -> None:
-                await everyone.wait()
-                nursery.cancel_scope.cancel()
-                gate.set()  # the sync attempts then see the cancellation
-
-            nursery.start_soon(cancel_when_everyone_runs)
-            await rt.run_dag(dag, run_id="r")
+        await stalling.cancel_mid_attempt(rt)
         assert not rt.leases._held
         # Nothing of the holder's is left to renew in the store.
         left = await rt.admin.request(m.RenewTaskLeases(rt.leases.holder, 60.0))
         assert left.held == ()
-        first_run = False
         with trio.fail_after(30):  # the leases' timeout is 60 s: no waiting for expiry
-            result = await rt.run_dag(dag, run_id="r")
-        record = await rt.runs.get("cancelled", "r")
-    assert result.state == "success"
-    assert result.ti("sync_task").try_number == 2
-    assert result.ti("async_task").try_number == 2
-    assert result.ti("quick", 7).try_number == 2
-    assert record is not None
-    attempts = {
-        (ti.task_id, ti.map_index): [(a.try_number, a.state) for a in ti.attempts]
-        for ti in record.instances
-    }
-    for key in (("sync_task", -1), ("async_task", -1), ("quick", 7)):
-        assert attempts[key] == [(1, "abandoned"), (2, "success")], key
+            result = await rt.run_dag(stalling.dag, run_id="r")
+        stalling.check_resumed(result, await rt.runs.get("cancelled", "r"))
+
+
+class RefusesToGiveUp(MemoryStore):
+    """Fails every batch that gives up given leases (a cancelled run call's)."""
+
+    async def execute(self, batch: Sequence[ops.Op], *, now: float) -> list[Any]:
+        if any(isinstance(op, ops.ReleaseLeases) and op.leases is not None for op in batch):
+            msg = "the disk is full"
+            raise StoreError(msg)
+        return await super().execute(batch, now=now)
+
+
+async def test_leases_a_cancelled_run_could_not_give_up_are_given_up_on_closing() -> None:
+    """The store fails the cancelled call's release: closing the runtime gives up every
+    lease it holds instead, so a new runtime resumes the run at once. (No mapped task:
+    a lease taken ahead makes closing give up every lease anyway.)"""
+    store = RefusesToGiveUp()
+    stalling = StallingRun(mapped=False)
+    async with open_runtime(store=store, lease_timeout=60.0) as rt:
+        await stalling.cancel_mid_attempt(rt)
+    async with open_runtime(store=store, lease_timeout=60.0) as rt:
+        with trio.fail_after(30):  # the leases' timeout is 60 s: no waiting for expiry
+            result = await rt.run_dag(stalling.dag, run_id="r")
+        stalling.check_resumed(result, await rt.runs.get("cancelled", "r"))

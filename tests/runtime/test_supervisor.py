@@ -316,6 +316,34 @@ async def test_supervisor_death_answers_the_batch_in_flight_and_later_calls() ->
             await trio.to_thread.run_sync(from_thread)
 
 
+class LateThreadSupervisor(Supervisor):
+    """Plays a worker thread that queues its request just after the stopping serve loop
+    drained the threads' queue, and looked at ``stopped`` just before it was set."""
+
+    def __init__(self, store: MemoryStore, late: Envelope) -> None:
+        super().__init__(store, wall_clock=lambda: 100.0)
+        self.late = late
+
+    def _fail_queued(self) -> None:
+        super()._fail_queued()
+        self._from_threads.append(self.late)
+
+
+async def test_a_threads_request_queued_as_the_supervisor_stops_is_answered() -> None:
+    """No worker thread is left waiting: a request queued in the window between the
+    stopping loop's drain and its ``stopped`` flag is refused as the loop ends."""
+    store = MemoryStore()
+    late = Envelope(m.GetTaskState("k"), Caller(task=T, writer=None), done=None)
+    late.waiter = ThreadWaiter()
+    async with store, trio.open_nursery() as nursery:
+        supervisor = LateThreadSupervisor(store, late)
+        await nursery.start(supervisor.serve)
+        supervisor.close()
+    assert isinstance(late.response, m.ErrorResponse)
+    assert late.response.error is m.ErrorType.SHUTTING_DOWN
+    assert late.waiter.wait(0)
+
+
 @pytest.mark.parametrize("expires_at", [float("nan"), float("inf"), float("-inf")])
 async def test_non_finite_expiry_is_refused(expires_at: float) -> None:
     """A hand-built request with a NaN or infinite expiry is refused, nothing written."""
