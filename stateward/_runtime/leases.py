@@ -88,6 +88,8 @@ class LeaseKeeper:
         #: Instances waited for (another runtime holds them), each with the try number
         #: its waiter saw: :meth:`_watch` sets the event once one is no longer held.
         self._waiting: dict[trio.Event, tuple[str, str, str, int, int]] = {}
+        #: Set while :meth:`_watch` idles (nothing is waited for) by the next waiter.
+        self._wanted: trio.Event | None = None
         self._renewal = trio.CancelScope()
         #: Set once the runtime may hold a lease no holding names: the runner asked for
         #: one ahead (see runner.AHEAD_BELOW), which no holding names until its attempt
@@ -141,6 +143,9 @@ class LeaseKeeper:
         self._keeping()
         event = trio.Event()
         self._waiting[event] = (*instance, seen_try)
+        if self._wanted is not None:
+            self._wanted.set()
+            self._wanted = None
         try:
             with trio.move_on_after(self.timeout):
                 await event.wait()
@@ -197,6 +202,11 @@ class LeaseKeeper:
 
     async def _watch(self, admin: SupervisorClient) -> None:
         while True:
+            if not self._waiting:
+                # Idle until something is waited for (no timer ticks meanwhile: a test
+                # on trio's MockClock with autojump would spin through them).
+                self._wanted = wanted = trio.Event()
+                await wanted.wait()
             await trio.sleep(self.poll_interval)
             if not self._waiting:
                 continue

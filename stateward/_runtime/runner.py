@@ -711,7 +711,7 @@ class Runner:
                     live = _LiveLog(
                         task.task_id, map_index, try_number, started_at, log, keeper.holder
                     )
-                    run.live.add(live)
+                    run.add_live(live)
                     try:
                         attempt, result = await self._attempt(
                             run, task, map_index, try_number, max_tries, log, holding
@@ -828,7 +828,7 @@ class Runner:
                 if recorder is not None:
                     started_at = await recorder.attempt_started(task.task_id, map_index, try_number)
                     live = _LiveLog(task.task_id, map_index, try_number, started_at, log)
-                    run.live.add(live)
+                    run.add_live(live)
                 try:
                     attempt, result = await self._attempt(
                         run, task, map_index, try_number, max_tries, log
@@ -1072,6 +1072,8 @@ class _Run:
     live: set[_LiveLog] = attrs.Factory(set)
     #: The items of mapped instances whose expansion :meth:`record_items` recorded.
     items: dict[tuple[str, int], MappedItem] = attrs.Factory(dict)
+    #: Set while :meth:`flush_logs` waits for an attempt to start.
+    _idle: trio.Event | None = None
 
     async def record_items(self, task: Operator, indices: list[int]) -> None:
         """Record where the items of ``task``'s instances ``indices`` stand (queued, in
@@ -1094,6 +1096,13 @@ class _Run:
         if recorder is None:
             return
         while True:
+            if not self.live:
+                # Idle until an attempt starts (a retry's delay, instances waited for):
+                # no timer ticks meanwhile, which a MockClock with autojump spins through.
+                await recorder.flush()
+                if not self.live:
+                    self._idle = idle = trio.Event()
+                    await idle.wait()
             await trio.sleep(LOG_FLUSH_INTERVAL)
             # Answers of records sent so far: they hold logs, which must not pile up.
             await recorder.flush()
@@ -1107,6 +1116,13 @@ class _Run:
                         live.task_id, live.map_index, live.try_number, live.started_at,
                         live.log.text(), live.holder,
                     )  # fmt: skip
+
+    def add_live(self, live: _LiveLog) -> None:
+        """Count ``live`` among the running attempts (waking :meth:`flush_logs`)."""
+        self.live.add(live)
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
 
     def label(self, task_id: str, map_index: int) -> str:
         return TaskScope(self.dag.dag_id, self.run_id, task_id, map_index).label

@@ -280,6 +280,42 @@ async def test_retry_delay_follows_trio_clock(
     assert trio.current_time() - start >= 6 * 3600
 
 
+class StepCounter(trio.abc.Instrument):
+    """Counts the steps trio's tasks take."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+async def test_an_idle_run_has_no_timers_ticking(autojump_clock: trio.testing.MockClock) -> None:
+    """While a run only waits (a retry's delay of a day), the runtime's background
+    tasks do not wake every second: the log flusher waits for an attempt to start and
+    the lease watcher for an instance to wait for, so a MockClock test does not spin
+    through their ticks. (Only the lease renewal, every third of the lease timeout,
+    and the delay itself take steps.)"""
+    dag = Dag("idle", default_args={"retries": 1, "retry_delay": timedelta(days=1)})
+
+    @dag.task
+    async def flaky(ti: TaskInstanceInfo) -> int:  # no thread: no real time passes
+        if ti.try_number == 1:
+            raise RuntimeError("again")
+        return ti.try_number
+
+    counter = StepCounter()
+    async with open_runtime(store=MemoryStore(), lease_timeout=timedelta(hours=2)) as rt:
+        trio.lowlevel.add_instrument(counter)
+        try:
+            result = await rt.run_dag(dag, run_id="r")
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    assert result.ti("flaky").result == 2
+    # A tick a second would be 86,400 steps for each ticking task.
+    assert counter.steps < 2_000
+
+
 async def test_independent_tasks_run_concurrently_up_to_the_limit(rt: Runtime) -> None:
     """max_active_tasks caps how many attempts run at once."""
     dag = Dag("wide", max_active_tasks=3)
