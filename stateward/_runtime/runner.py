@@ -73,8 +73,8 @@ AHEAD_BELOW: Final = 0.25
 #: meanwhile are settled.
 WATCH_INTERVAL: Final = 0.025
 
-#: How long a run call that ends by an error waits for the store to give up its leases
-#: (a store that does not answer in time leaves them to expire).
+#: How long a run call that ends by an error, or a closing runtime, waits for the store
+#: to give up its leases (a store that does not answer in time leaves them to expire).
 GIVE_UP_SECONDS: Final = 5.0
 
 SUCCESS = TaskInstanceState.SUCCESS

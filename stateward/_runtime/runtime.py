@@ -28,7 +28,14 @@ from .capture import installed
 from .client import SupervisorClient
 from .forkserver import ForkServers
 from .leases import DEFAULT_LEASE_TIMEOUT, LeaseKeeper, check_lease_timeout
-from .runner import DagRunResult, Runner, RunSettings, TaskInstanceEvent, TaskInstanceResult
+from .runner import (
+    GIVE_UP_SECONDS,
+    DagRunResult,
+    Runner,
+    RunSettings,
+    TaskInstanceEvent,
+    TaskInstanceResult,
+)
 from .supervisor import Caller, Supervisor, SupervisorStats, local_writer
 
 #: What ``open_runtime(out_of_band_writer=...)`` accepts.
@@ -596,7 +603,11 @@ async def _release_leases(runtime: Runtime) -> None:
     if not runtime.leases.holding:
         return
     # A store that fails here leaves them to expire.
-    with trio.CancelScope(shield=True), trio.move_on_after(5), suppress(StatewardError):
+    with (
+        trio.CancelScope(shield=True),
+        trio.move_on_after(GIVE_UP_SECONDS),
+        suppress(StatewardError),
+    ):
         await runtime.admin.request(m.ReleaseTaskLeases(runtime.leases.holder))
 
 

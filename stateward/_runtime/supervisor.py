@@ -365,12 +365,13 @@ class Supervisor:
         finally:
             # Drain before closing (no await between them, so nothing slips in): every
             # queued request is answered, and later submits see a closed channel.
-            self._fail_queued()
+            refusal = self._fail_queued()
             self._receive.close()
             self._stopped.set()
-            # A worker thread that appended after the drain and looked at _stopped
-            # before it was set is answered here (one that appends later sees it set).
-            self._refuse_from_threads(self._refusal())
+            # Worker threads' queue after the flag: a thread that appends later sees it
+            # set (submit_from_thread), so none is left unanswered.
+            while self._from_threads:
+                self._from_threads.popleft().answer(refusal)
 
     def _take(self, first: Envelope | None = None) -> list[Envelope]:
         """The next batch: ``first``, then what trio's thread queued, then what worker
@@ -407,28 +408,24 @@ class Supervisor:
             self._waiting = False
         return self._take(first)
 
-    def _refuse_from_threads(self, refusal: m.ErrorResponse) -> None:
-        while self._from_threads:
-            self._from_threads.popleft().answer(refusal)
-
     def _refusal(self) -> m.ErrorResponse:
         """The answer to a request the supervisor will not serve (closing or dead)."""
         reason = self.died_error() if self.failure else RuntimeClosedError("runtime closing")
         return m.ErrorResponse(m.ErrorType.SHUTTING_DOWN, str(reason))
 
-    def _fail_queued(self) -> None:
-        # No request may be left hanging: whatever is in flight or queued gets an answer
-        # (answer() keeps the first answer, so served requests are not touched).
+    def _fail_queued(self) -> m.ErrorResponse:
+        """Answer what is in flight or queued in trio's channel with the refusal it
+        returns (answer() keeps the first answer, so served requests are not touched);
+        worker threads' queue is answered after the stopped flag is set."""
         refusal = self._refusal()
         for envelope in self._in_flight:
             envelope.answer(refusal)
         self._in_flight = []
-        self._refuse_from_threads(refusal)
         while True:
             try:
                 received = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
-                return
+                return refusal
             if received is not None:
                 received.answer(refusal)
 

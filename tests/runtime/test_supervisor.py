@@ -324,9 +324,10 @@ class LateThreadSupervisor(Supervisor):
         super().__init__(store, wall_clock=lambda: 100.0)
         self.late = late
 
-    def _fail_queued(self) -> None:
-        super()._fail_queued()
+    def _fail_queued(self) -> m.ErrorResponse:
+        refusal = super()._fail_queued()
         self._from_threads.append(self.late)
+        return refusal
 
 
 async def test_a_threads_request_queued_as_the_supervisor_stops_is_answered() -> None:

@@ -117,7 +117,7 @@ _SQL: Final = {
     "RETURNING dag_id, run_id, task_id, map_index, lease_try",
     "release": "UPDATE task_instance SET lease_holder = NULL, lease_try = NULL, "
     "lease_expires = NULL WHERE lease_holder = ?",
-    "release_one": "UPDATE task_instance SET lease_holder = NULL, lease_try = NULL, "
+    "release_given": "UPDATE task_instance SET lease_holder = NULL, lease_try = NULL, "
     f"lease_expires = NULL WHERE {_HELD}",
 }
 
@@ -229,7 +229,7 @@ def apply_run_op(conn: sqlite3.Connection, op: base.Op, now: float) -> Any:
             if leases is None:
                 return conn.execute(_SQL["release"], (holder,)).rowcount
             given = [(d, r, t, i, holder, n) for d, r, t, i, n in leases]
-            return conn.executemany(_SQL["release_one"], given).rowcount
+            return conn.executemany(_SQL["release_given"], given).rowcount
         case base.ListRuns(dag_id, state, limit):
             clauses = [f"{c} = ?" for c, v in (("dag_id", dag_id), ("state", state)) if v]
             where = " AND ".join(clauses) or "1"
