@@ -953,13 +953,20 @@ class _Ending:
 
     async def settle(self) -> None:
         """Hand the record's verdict to :attr:`then` (waiting for it if need be)."""
-        assert self.then is not None
-        self.then(await self.recorder.ended(self.envelope))
+        then = self._take_then()
+        then(await self.recorder.ended(self.envelope))
 
     def settle_now(self) -> None:
         """:meth:`settle`, for a record already answered."""
-        assert self.then is not None
-        self.then(self.recorder.recorded(self.envelope))
+        self._take_then()(self.recorder.recorded(self.envelope))
+
+    def _take_then(self) -> Callable[[bool], None]:
+        """:attr:`then`, dropped from the ending: it refers to the ending, and a cycle
+        left behind for every instance costs the garbage collector (see DESIGN.md,
+        *Cost per instance*)."""
+        then, self.then = self.then, None
+        assert then is not None
+        return then
 
 
 @attrs.define(eq=False)

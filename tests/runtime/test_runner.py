@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from datetime import timedelta
@@ -314,6 +315,41 @@ async def test_an_idle_run_has_no_timers_ticking(autojump_clock: trio.testing.Mo
     assert result.ti("flaky").result == 2
     # A tick a second would be 86,400 steps for each ticking task.
     assert counter.steps < 2_000
+
+
+async def test_an_instance_leaves_no_reference_cycle_behind(rt: Runtime) -> None:
+    """What a run makes per instance is freed when it is done with, not left in
+    reference cycles for the garbage collector: with collection off, the unreachable
+    objects two runs leave differ by fewer than one per two instances between 2 x 20
+    and 2 x 220 sync and async instances. (An end record's verdict callback held the record
+    itself: eleven objects per instance, and the collector's time went with them.)"""
+    dag = Dag("cycles", max_active_tasks=16)
+
+    @dag.task
+    def sync_part(i: int, task_state: Any) -> int:
+        task_state.set("i", i)
+        return int(task_state.get("i"))
+
+    @dag.task
+    async def async_part(i: int, task_state: Any) -> int:
+        await task_state.aset("i", i)
+        return int(await task_state.aget("i"))
+
+    async def garbage_of(run_id: str, n: int) -> int:
+        sync_part.expand(i=list(range(n)))
+        async_part.expand(i=list(range(n)))
+        gc.collect()
+        gc.disable()
+        try:
+            result = await rt.run_dag(dag, run_id=run_id)
+            assert result.state == "success"
+            return gc.collect()
+        finally:
+            gc.enable()
+
+    await garbage_of("warm-up", 20)  # what a first run caches is not garbage
+    few, many = await garbage_of("few", 20), await garbage_of("many", 220)
+    assert many - few < 200, (few, many)
 
 
 async def test_independent_tasks_run_concurrently_up_to_the_limit(rt: Runtime) -> None:

@@ -111,6 +111,8 @@ class _HistorySql:
     slots: str
     #: Write a version into a slot, replacing what it held.
     into_slot: str
+    #: Write a key's first version into its slot, only if the key has no version.
+    first: str
     #: Cut a key's versions up to a number.
     cut: str
     #: A key's versions, newest first.
@@ -127,6 +129,11 @@ def _history_statements(table: str, columns: str) -> _HistorySql:
             f"updated_by) VALUES ({holes}, ?, ?, ?, ?, ?, ?) ON CONFLICT ({columns}, key, slot) "
             "DO UPDATE SET version = excluded.version, value = excluded.value, "
             "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+        ),
+        first=(
+            f"INSERT INTO {table} ({columns}, key, slot, version, value, updated_at, "
+            f"updated_by) SELECT {holes}, ?, ?, 1, ?, ?, ? WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {table} WHERE {where} AND key = ?)"
         ),
         cut=f"DELETE FROM {table} WHERE {where} AND key = ? AND version <= ?",
         versions=(
@@ -465,7 +472,8 @@ class _Engine:
         A key's versions are a ring: version ``n`` goes into slot ``n % history``, which
         held version ``n - history``, cut now (one row rewritten in place). A key whose
         ring the engine knows to be in order (every version in its own slot) takes its
-        next version in that one statement; otherwise its slots are read first: a slot
+        next version in that one statement, and so does a new key (its first version,
+        written only if the key has none); otherwise its slots are read first: a slot
         still holding a version to keep (the setting was raised) is left alone and the
         version takes slot ``-n``, and versions past the bound (the setting was lowered)
         are cut.
@@ -485,12 +493,13 @@ class _Engine:
             self.conn.execute(sql.into_slot, (*params, key, number % history, number, *row))
             self._rings[ring] = number
             return
-        kept = self.conn.execute(sql.slots, (*params, key)).fetchall()
-        if not kept:  # a new key: its first version, in its slot
-            self.conn.execute(sql.into_slot, (*params, key, 1 % history, 1, *row))
+        # Most keys whose ring is not known are new: their first version, in its slot,
+        # in one statement that writes nothing if the key has versions.
+        if self.conn.execute(sql.first, (*params, key, 1 % history, *row, *params, key)).rowcount:
             if len(self._rings) < _RINGS_KEPT:
                 self._rings[ring] = 1
             return
+        kept = self.conn.execute(sql.slots, (*params, key)).fetchall()
         number = 1 + max((version for _, version in kept), default=0)
         cut_at = number - history
         slot = number % history
