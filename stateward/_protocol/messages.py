@@ -493,6 +493,11 @@ class AcquireTaskLease:
     #: instance whose try number is still this is run again, a later one has finished.
     seen_try: int
     attempt: AttemptRecord
+    #: Run the instance again whatever its record says (``rt.run_task``): taken unless
+    #: another attempt holds it.
+    again: bool = False
+    #: With ``again``, the try to take (``None``: the one after the record's).
+    try_number: int | None = None
 
 
 @frozen

@@ -5,8 +5,10 @@ and fencing)" in DESIGN.md). The runner takes a lease through the store
 (``AcquireTaskLease``) and registers it here as a :class:`Holding`, which the attempt's
 :class:`~stateward._runtime.supervisor.Caller` carries: the supervisor fences every write
 of the attempt with it, and refuses every request once the holding is ``lost``. One
-task of the runtime renews all its leases in one write every ``timeout / 3`` seconds;
-a lease the renewal no longer finds was taken over, and its holding is marked lost.
+task of the runtime renews all its leases in one write every ``timeout / 3`` seconds
+(waiting twice as long each time, up to a day, while trio's clock runs ahead of both
+the wall clock and real time: a test's MockClock); a lease the renewal no longer finds
+was taken over, and its holding is marked lost.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -34,6 +37,9 @@ logger = logging.getLogger("stateward.runner")
 
 #: How long a silent runtime keeps its leases unless told otherwise (seconds).
 DEFAULT_LEASE_TIMEOUT = 30.0
+#: The longest the renewal waits on trio's clock while that clock runs ahead of the
+#: wall clock (a MockClock): a day of it.
+MOST_RENEWAL_PAUSE = 86400.0
 
 
 def check_lease_timeout(value: object) -> float:
@@ -80,10 +86,18 @@ class Holding:
 class LeaseKeeper:
     """A runtime's leases: its id, the holdings of its running attempts, their renewal."""
 
-    def __init__(self, timeout: float, holder: str | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        holder: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         #: The runtime's id in the store (a UUID).
         self.holder = holder or uuid.uuid4().hex
         self.timeout = timeout
+        #: The clock the runtime gives the store (a lease expires by it, or by the
+        #: server's on PostgreSQL, which runs with real time).
+        self._wall_clock = wall_clock
         self._held: dict[tuple[str, str, str, int], Holding] = {}
         #: Instances waited for (another runtime holds them), each with the try number
         #: its waiter saw: :meth:`_watch` sets the event once one is no longer held.
@@ -106,8 +120,8 @@ class LeaseKeeper:
 
     def keep_when_needed(self, nursery: trio.Nursery, admin: SupervisorClient) -> None:
         """Run :meth:`keep` in ``nursery`` from the first time the runtime holds or
-        waits for a lease: a runtime that never does (``run_task``, a test) starts no
-        task for it."""
+        waits for a lease: a runtime that never does (one that only reads and writes
+        state, a test) starts no task for it."""
         self._start_keeping = functools.partial(nursery.start_soon, self.keep, admin)
 
     def _keeping(self) -> None:
@@ -194,7 +208,8 @@ class LeaseKeeper:
 
     async def keep(self, admin: SupervisorClient) -> None:
         """Renew this runtime's leases every ``timeout / 3`` seconds, in one write each
-        time (none while it holds none); runs until :meth:`stop`."""
+        time (none while it holds none), unless trio's clock ran ahead (see the module's
+        docstring); runs until :meth:`stop`."""
         with self._renewal:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch, admin)
@@ -223,8 +238,19 @@ class LeaseKeeper:
                 event.set()
 
     async def _keep(self, admin: SupervisorClient) -> None:
+        every = self.timeout / 3
+        pause = every
+        wall, real = self._wall_clock(), time.monotonic()
         while True:
-            await trio.sleep(self.timeout / 3)
+            await trio.sleep(pause)
+            if max(self._wall_clock() - wall, time.monotonic() - real) < every / 2:
+                # trio's clock ran ahead of both the wall clock and real time (a test's
+                # MockClock, jumping through a retry delay): no lease came any closer
+                # to expiring, so look again later instead of renewing at every jump.
+                pause = min(pause * 2, MOST_RENEWAL_PAUSE)
+                continue
+            pause = every
+            wall, real = self._wall_clock(), time.monotonic()
             if not self._held:
                 continue
             asked = dict(self._held)

@@ -155,26 +155,29 @@ class Recorder:
 
     async def acquire(
         self, task_id: str, map_index: int, holder: str, lease_timeout: float, seen_try: int,
-        started_at: float,
+        started_at: float, *, again: bool = False, try_number: int | None = None,
     ) -> LeaseAnswer:  # fmt: skip
         """Take the instance's lease for its next try, which is recorded ``running``
         from ``started_at`` (waits for the commit: the attempt must not start without
-        it)."""
+        it). ``again``: whatever its record says, at ``try_number`` if given (see
+        ``AcquireTaskLease``)."""
         envelope = self.submit_acquire(
-            task_id, map_index, holder, lease_timeout, seen_try, started_at
-        )
+            task_id, map_index, holder, lease_timeout, seen_try, started_at,
+            again=again, try_number=try_number,
+        )  # fmt: skip
         return await self.acquired(envelope)
 
     def submit_acquire(
         self, task_id: str, map_index: int, holder: str, lease_timeout: float, seen_try: int,
-        started_at: float,
+        started_at: float, *, again: bool = False, try_number: int | None = None,
     ) -> Envelope:  # fmt: skip
         """Queue :meth:`acquire`'s request without waiting (no checkpoint);
         :meth:`acquired` waits for its answer."""
         attempt = AttemptRecord(0, "running", started_at, host=_HOST, pid=self._pid)
         request = m.AcquireTaskLease(
-            self.dag_id, self.run_id, task_id, map_index, holder, lease_timeout, seen_try, attempt
-        )
+            self.dag_id, self.run_id, task_id, map_index, holder, lease_timeout, seen_try,
+            attempt, again, try_number,
+        )  # fmt: skip
         envelope = self.client.submit(request)
         self._acquiring[envelope] = (task_id, map_index)
         return envelope

@@ -487,25 +487,31 @@ class Runner:
         # does not grow with the tries made in the run.
         request = m.GetDagRun(dag.dag_id, run_id, attempts=False)
         earlier = (await self._admin.request(request)).run
-        if try_number is None:
-            recorded = (
-                {(ti.task_id, ti.map_index): ti for ti in earlier.instances} if earlier else {}
-            )
-            before = recorded.get((task.task_id, map_index))
-            try_number = 1 if before is None else before.try_number + 1
+        recorded = {(ti.task_id, ti.map_index): ti for ti in earlier.instances} if earlier else {}
+        before = recorded.get((task.task_id, map_index))
+        seen_try = 0 if before is None else before.try_number
         started_at = self._settings.wall_clock() if earlier is None else earlier.started_at
         await recorder.run("running", started_at, graph=dag_graph(dag))
         results: list[TaskInstanceResult] = []
-        first = try_number
 
         async def one() -> None:
-            max_tries = first + task.retries
-            results.append(await self._run_instance(run, task, map_index, first, max_tries))
+            # Leased as a run's instances are: the store numbers the try (unless one
+            # is chosen), an attempt of another call or runtime is waited for, and
+            # every write of the attempt is fenced.
+            found = await self._run_leased(
+                run, task, map_index, seen_try, tried=(), again=True, first_try=try_number
+            )
+            assert isinstance(found, TaskInstanceResult)
+            results.append(found)
 
         def start(nursery: trio.Nursery) -> None:
             nursery.start_soon(one)
 
-        await self._watched(start, run.flush_logs)
+        try:
+            await self._watched(start, run.flush_logs)
+        except BaseException:
+            await self._give_up_leases(run)
+            raise
         result = results[0]
         state: str = DagRunState.FAILED
         if result.state == SUCCESS and not any(maps_at_run_time(t) for t in dag.tasks.values()):
@@ -630,7 +636,8 @@ class Runner:
     async def _run_leased(
         self, run: _Run, task: Operator, map_index: int, seen_try: int,
         previous: _Ending | None = None, tried: tuple[Attempt, ...] | None = None,
-        *, ahead: _Ahead | None = None, lane: _Lane | None = None,
+        *, ahead: _Ahead | None = None, lane: _Lane | None = None, again: bool = False,
+        first_try: int | None = None,
     ) -> TaskInstanceResult | _Ending | None:  # fmt: skip
         """Run a recorded instance's tries while this runtime holds its lease.
 
@@ -651,6 +658,8 @@ class Runner:
         once this one's is taken, and hands it off to a task of its own if this
         instance is to wait (a retry, another runtime). For a task waiting for the
         instance (``tried``: the tries made so far), it returns the instance's result.
+        ``again`` (``rt.run_task``): the first try runs whatever the instance's record
+        says, as try ``first_try`` if given, once no other attempt holds it.
         """
         recorder = run.recorder
         assert recorder is not None
@@ -671,7 +680,7 @@ class Runner:
                     else:
                         answer = await recorder.acquire(
                             task.task_id, map_index, keeper.holder, keeper.timeout,
-                            seen_try, started_at,
+                            seen_try, started_at, again=again, try_number=first_try,
                         )  # fmt: skip
                 except StoreError as exc:
                     if not exc.affects_all:
@@ -696,6 +705,7 @@ class Runner:
                     previous = None
                 if answer.outcome == "acquired":
                     try_number = answer.try_number
+                    again, first_try = False, None  # its retries are the next tries
                     if max_tries is None:
                         max_tries = try_number + task.retries
                     holding = keeper.hold(
@@ -730,7 +740,7 @@ class Runner:
                             left, lane.previous = lane.previous, None
                             await left.settle()
             if unleased:
-                first = seen_try + 1
+                first = first_try or seen_try + 1
                 return await self._run_instance(run, task, map_index, first, first + task.retries)
             if answer.outcome == "finished":
                 assert answer.instance is not None
@@ -741,6 +751,11 @@ class Runner:
             if answer.outcome == "held":
                 if defer and not attempts:
                     return None
+                if again:
+                    logger.warning(
+                        "%s is being run by another attempt (runtime %s); waiting for it "
+                        "to end", label(), answer.holder or "starting it",
+                    )  # fmt: skip
                 if lane is not None:
                     lane.hand_off()
                 instance = (run.dag.dag_id, run.run_id, task.task_id, map_index)

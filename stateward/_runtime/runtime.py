@@ -316,7 +316,7 @@ class Runtime(metaclass=NoPublicConstructor):
         self.wall_clock = wall_clock
         self.isolation = isolation
         #: This runtime's leases on task instances; ``.holder`` is its id in the store.
-        self.leases = LeaseKeeper(lease_timeout)
+        self.leases = LeaseKeeper(lease_timeout, wall_clock=wall_clock)
         self.status = RuntimeState.UNOPENED
         self.supervisor = Supervisor(
             store,

@@ -549,9 +549,9 @@ class Supervisor:
             case m.RecordTaskAttempt(d, r, t, i, state, attempt, holder):
                 self._admin(caller, request)
                 return ops.RecordAttempt(d, r, t, i, state, attempt, holder), ok
-            case m.AcquireTaskLease(d, r, t, i, holder, timeout, seen_try, attempt):
+            case m.AcquireTaskLease(d, r, t, i, holder, timeout, seen_try, attempt, again, n):
                 self._admin(caller, request)
-                op = ops.AcquireLease(d, r, t, i, holder, timeout, seen_try, attempt)
+                op = ops.AcquireLease(d, r, t, i, holder, timeout, seen_try, attempt, again, n)
                 return op, m.LeaseResult
             case m.DeleteTaskState(key):
                 return ops.Delete(self._task(caller), check_key(key), who), ok

@@ -441,6 +441,11 @@ class AcquireLease:
     timeout: float
     seen_try: int
     attempt: AttemptRecord
+    #: Run the instance again whatever its record says (``rt.run_task``): taken unless
+    #: another attempt holds it, never ``finished``.
+    again: bool = False
+    #: With ``again``, the try to take (``None``: the one after the record's).
+    try_number: int | None = None
 
 
 @frozen
@@ -728,12 +733,15 @@ def decide_lease(
     lease holder, lease expiry)`` (``None``: no record) and the store's ``now``.
 
     Returns ``("acquired", new try)``, ``("held", holder's try)`` or
-    ``("finished", its try)``; the store then writes what an acquisition writes.
+    ``("finished", its try)``; the store then writes what an acquisition writes. An
+    acquisition ``again`` is never ``finished``, and takes its chosen try if it has one.
     """
+    again = isinstance(op, AcquireLease) and op.again
+    chosen = op.try_number if isinstance(op, AcquireLease) and again else None
     if current is None:
-        return "acquired", 1
+        return "acquired", chosen or 1
     state, try_number, holder, expires = current
-    if state == "success":
+    if state == "success" and not again:
         return "finished", try_number
     if holder is not None and holder != op.holder and expires is not None and expires > now:
         return "held", try_number
@@ -741,6 +749,8 @@ def decide_lease(
         # Another call in the same runtime runs it (a runtime retries only once its
         # try's end is recorded).
         return "held", try_number
+    if again:
+        return "acquired", chosen or try_number + 1
     if holder != op.holder and state in ("failed", "upstream_failed") and try_number > op.seen_try:
         return "finished", try_number  # another runtime ended it since the caller looked
     return "acquired", try_number + 1

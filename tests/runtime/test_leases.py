@@ -7,8 +7,9 @@ process would send); the multi-process versions are in tests/reliability/test_le
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,108 @@ async def test_a_lease_timeout_may_be_a_timedelta() -> None:
     """A timedelta is taken as its seconds."""
     async with open_runtime("memory:", lease_timeout=timedelta(minutes=2)) as rt:
         assert rt.leases.timeout == 120.0
+
+
+def one_instance_dag(ran: list[int], started: trio.Event, gate: trio.Event | None = None) -> Dag:
+    """A Dag of one async task that sets ``started``, waits for ``gate`` (if any),
+    writes its try number to its state and notes it in ``ran``."""
+    dag = Dag("one")
+
+    @dag.task
+    async def work(task_state: Any, ti: Any) -> int:
+        started.set()
+        if gate is not None:
+            await gate.wait()
+        await task_state.aset("try", ti.try_number)
+        ran.append(ti.try_number)
+        return int(ti.try_number)
+
+    return dag
+
+
+@contextlib.contextmanager
+def logged(text: str) -> Iterator[trio.Event]:
+    """An event set when the runner logs a record containing ``text``."""
+    seen = trio.Event()
+
+    class Cue(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()  # the runner logs in trio's thread
+
+    handler = Cue()
+    runner = logging.getLogger("stateward.runner")
+    runner.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        runner.removeHandler(handler)
+
+
+async def test_run_task_waits_for_an_attempt_another_runtime_holds_then_runs_again(
+    make_store: Callable[[], Store],
+) -> None:
+    """rt.run_task takes the instance's lease as a run does: while another runtime's
+    attempt holds it, the one-instance run waits and says so; once that attempt ends
+    (a success included), it runs the instance again as the next try."""
+    ran: list[int] = []
+    dag = one_instance_dag(ran, trio.Event())
+    results: list[Any] = []
+    with trio.fail_after(60), logged("is being run by another attempt") as waiting:
+        async with open_runtime(store=make_store(), lease_timeout=2.0) as rt:
+            take = m.AcquireTaskLease("one", "r", "work", -1, OTHER, 60.0, 0, OTHER_START)
+            assert (await rt.admin.request(take)).answer.try_number == 1
+
+            async def run_it() -> None:
+                results.append(await rt.run_task(dag.tasks["work"], run_id="r"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_it)
+                await waiting.wait()
+                assert ran == []
+                done = AttemptRecord(1, "success", 1.0, 2.0, host="elsewhere", pid=1)
+                await end_as_other(rt, "one", "work", done)
+            record = await rt.runs.get("one", "r")
+    assert ran == [2]
+    assert (results[0].state, results[0].try_number, results[0].result) == ("success", 2, 2)
+    assert record is not None
+    assert [(a.try_number, a.state) for a in record.instances[0].attempts] == [
+        (1, "success"), (2, "success"),
+    ]  # fmt: skip
+
+
+async def test_run_tasks_writes_are_fenced_once_another_runtime_takes_it_over(
+    make_store: Callable[[], Store],
+) -> None:
+    """An attempt of rt.run_task whose lease another runtime took over (after it
+    expired) cannot write: its write is refused as stale and writes nothing, and the
+    one-instance run reports the other runtime's try."""
+    ran: list[int] = []
+    started, gate = trio.Event(), trio.Event()
+    dag = one_instance_dag(ran, started, gate)
+    results: list[Any] = []
+    with trio.fail_after(60):
+        async with open_runtime(store=make_store(), lease_timeout=2.0) as rt:
+
+            async def run_it() -> None:
+                results.append(await rt.run_task(dag.tasks["work"], run_id="r"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_it)
+                await started.wait()
+                await take_over(rt, "one", "work")
+                gate.set()
+                done = AttemptRecord(2, "success", 1.0, 2.0, host="elsewhere", pid=1)
+                await end_as_other(rt, "one", "work", done)
+            state = await rt.state.task("one", "r", "work").aget("try")
+            record = await rt.runs.get("one", "r")
+    assert ran == []
+    assert state is None
+    assert (results[0].state, results[0].try_number) == ("success", 2)
+    assert record is not None
+    assert [(a.try_number, a.state) for a in record.instances[0].attempts] == [
+        (1, "abandoned"), (2, "success"),
+    ]  # fmt: skip
 
 
 async def test_a_late_threads_write_is_refused_as_stale_and_writes_nothing(
@@ -334,8 +437,8 @@ async def test_an_instance_whose_end_is_refused_is_waited_for_while_the_worker_g
 
 
 async def test_the_lease_keeper_starts_with_the_first_lease() -> None:
-    """A runtime that holds no lease (rt.run_task, a test) starts no renewal task; the
-    first lease it takes (a Dag run's) starts it."""
+    """A runtime that holds no lease (one that reads and writes state out of band, a
+    test) starts no renewal task; the first lease it takes (a Dag run's) starts it."""
     dag = Dag("keeper")
 
     @dag.task
@@ -343,7 +446,7 @@ async def test_the_lease_keeper_starts_with_the_first_lease() -> None:
         return 1
 
     async with open_runtime(store=MemoryStore()) as rt:
-        await rt.run_task(work, run_id="r")
+        await rt.state.task("keeper", "r", "work").aset("k", 1)
         idle = rt.leases._start_keeping is not None
         result = await rt.run_dag(dag, run_id="s")
         started = rt.leases._start_keeping is None

@@ -30,7 +30,9 @@ from stateward import (
     open_runtime,
     run_dag,
 )
+from stateward._protocol import messages as m
 from stateward._protocol.frames import StartFrame
+from stateward._records import AttemptRecord
 from stateward._runtime.runner import TaskInstanceEvent
 from stateward.store.base import Store, TaskScope, Writer
 
@@ -291,12 +293,16 @@ class StepCounter(trio.abc.Instrument):
         self.steps += 1
 
 
-async def test_an_idle_run_has_no_timers_ticking(autojump_clock: trio.testing.MockClock) -> None:
+@pytest.mark.parametrize("call", ["run_dag", "run_task"])
+async def test_an_idle_run_has_no_timers_ticking(
+    call: str, autojump_clock: trio.testing.MockClock
+) -> None:
     """While a run only waits (a retry's delay of a day), the runtime's background
-    tasks do not wake every second: the log flusher waits for an attempt to start and
-    the lease watcher for an instance to wait for, so a MockClock test does not spin
-    through their ticks. (Only the lease renewal, every third of the lease timeout,
-    and the delay itself take steps.)"""
+    tasks do not wake every second: the log flusher waits for an attempt to start, the
+    lease watcher for an instance to wait for, and the lease renewal, finding trio's
+    clock running ahead of the wall clock and of real time (no lease came closer to
+    expiring), waits twice as long each time instead of renewing every ten seconds of
+    it. So a MockClock test does not spin through their ticks."""
     dag = Dag("idle", default_args={"retries": 1, "retry_delay": timedelta(days=1)})
 
     @dag.task
@@ -306,15 +312,55 @@ async def test_an_idle_run_has_no_timers_ticking(autojump_clock: trio.testing.Mo
         return ti.try_number
 
     counter = StepCounter()
-    async with open_runtime(store=MemoryStore(), lease_timeout=timedelta(hours=2)) as rt:
+    async with open_runtime(store=MemoryStore()) as rt:  # leases of 30 s
         trio.lowlevel.add_instrument(counter)
         try:
-            result = await rt.run_dag(dag, run_id="r")
+            if call == "run_dag":
+                result = (await rt.run_dag(dag, run_id="r")).ti("flaky")
+            else:
+                result = await rt.run_task(flaky, run_id="r")
         finally:
             trio.lowlevel.remove_instrument(counter)
-    assert result.ti("flaky").result == 2
-    # A tick a second would be 86,400 steps for each ticking task.
+    assert result.result == 2
+    # A tick a second would be 86,400 steps for each ticking task; a renewal every
+    # ten seconds, 8,640 renewals.
     assert counter.steps < 2_000
+
+
+async def test_the_lease_renewal_follows_trio_clock_when_it_runs_with_the_wall_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A runtime whose wall clock follows trio's (a test of expiry on a MockClock)
+    still renews its leases on time: the renewal waits longer only while trio's clock
+    runs ahead of the wall clock too, and the leases expire by the wall clock. Ten
+    minutes into an attempt (twenty lease timeouts), another runtime finds its
+    instance held."""
+    dag = Dag("slow")
+    release = trio.Event()
+
+    @dag.task
+    async def slow() -> str:
+        await release.wait()
+        return "done"
+
+    start = 1_800_000_000.0
+    async with open_runtime(
+        store=MemoryStore(), wall_clock=lambda: start + trio.current_time()
+    ) as rt:
+        results: list[TaskInstanceResult] = []
+
+        async def run_it() -> None:
+            results.append(await rt.run_task(slow, run_id="r"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_it)
+            await trio.sleep(600)  # on the MockClock
+            other = AttemptRecord(0, "running", start, host="elsewhere", pid=1)
+            take = m.AcquireTaskLease("slow", "r", "slow", -1, "another-runtime", 60.0, 0, other)
+            answer = (await rt.admin.request(take)).answer
+            release.set()
+    assert (answer.outcome, answer.holder) == ("held", rt.leases.holder)
+    assert (results[0].state, results[0].result) == ("success", "done")
 
 
 async def test_an_instance_leaves_no_reference_cycle_behind(rt: Runtime) -> None:

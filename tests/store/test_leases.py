@@ -73,6 +73,34 @@ async def test_first_acquire_takes_try_1_and_others_find_it_held(recorded: Store
     assert (again.outcome, again.holder) == ("held", "A")
 
 
+def again(holder: str, try_number: int | None = None) -> ops.AcquireLease:
+    """An acquisition to run the instance again (rt.run_task)."""
+    return ops.AcquireLease("d", "r", "t", 3, holder, 60.0, 0, START, True, try_number)
+
+
+async def test_an_acquisition_again_runs_a_finished_instance_unless_it_is_held(
+    recorded: Store,
+) -> None:
+    """Acquiring ``again`` (a one-instance run): a new instance at the chosen try (or
+    1), one held by another live runtime is held, and one that finished, a success
+    included, is taken as the next try (or the chosen one), not reported finished."""
+    (first,) = await run(recorded, again("A", 3))
+    assert (first.outcome, first.try_number) == ("acquired", 3)
+    (held,) = await run(recorded, again("B"))
+    assert (held.outcome, held.holder, held.try_number) == ("held", "A", 3)
+    await run(recorded, ended("A", 3))
+    (finished,) = await run(recorded, acquire("B", seen_try=3))
+    assert (finished.outcome, finished.try_number) == ("finished", 3)
+    (next_try,) = await run(recorded, again("B"))
+    assert (next_try.outcome, next_try.try_number) == ("acquired", 4)
+    await run(recorded, ended("B", 4, "failed"))
+    (chosen,) = await run(recorded, again("A", 2))
+    assert (chosen.outcome, chosen.try_number) == ("acquired", 2)
+    (stale,) = await run(recorded, put("B", 4, "k"))
+    assert isinstance(stale, StaleAttemptError)
+    assert await attempts(recorded) == [(2, "running"), (3, "success"), (4, "failed")]
+
+
 async def test_fenced_writes_of_the_holder_pass_and_of_others_are_refused(
     recorded: Store,
 ) -> None:

@@ -141,7 +141,8 @@ class RunStatements:
             "AS ok WHERE NOT EXISTS (SELECT 1 FROM cur)), "
             f"ins AS (INSERT INTO {s}.task_instance "
             f"({', '.join((*INSTANCE_COLUMNS, *LEASE_COLUMNS))}) SELECT {instance_values}, "
-            f"${a + 1}::text, 1, {server_now} + ${a + 2}::double precision FROM locked "
+            f"${a + 1}::text, {by_name['try_number']}, {server_now} + "
+            f"${a + 2}::double precision FROM locked "
             "WHERE ok ON CONFLICT DO NOTHING RETURNING 1), "
             f"att AS (INSERT INTO {s}.task_attempt ({', '.join(ATTEMPT_COLUMNS)}) "
             f"SELECT {', '.join(typed)} FROM ins ON CONFLICT ({', '.join(ATTEMPT_KEYS)}) "
@@ -237,11 +238,12 @@ class RunStatements:
         # into a deadlock between batches, which PostgreSQL detects only after
         # deadlock_timeout while no lease of either runtime is renewed); one with a
         # record is read without a lock, and most of those are held or finished.
-        _, attempt = acquired_rows(op, 1)
+        first = op.try_number if op.again and op.try_number is not None else 1
+        _, attempt = acquired_rows(op, first)
         lock_key = "\x1f".join(map(str, key))
         peeked = await conn.fetchrow(self.acquire_first, *attempt, op.holder, op.timeout, lock_key)
         if peeked[0]:
-            return base.lease_answer("acquired", 1, None, None)
+            return base.lease_answer("acquired", first, None, None)
         if peeked[1] is None:
             # No record, and another acquirer holds the lock or just inserted it.
             return base.lease_answer("held", 0, None, None)

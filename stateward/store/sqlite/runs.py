@@ -133,12 +133,13 @@ def holds(conn: sqlite3.Connection, lease: Lease) -> bool:
 def _acquire(conn: sqlite3.Connection, op: base.AcquireLease, now: float) -> LeaseAnswer:
     key = (op.dag_id, op.run_id, op.task_id, op.map_index)
     expires = now + op.timeout
-    instance, attempt = acquired_rows(op, 1)
+    first = op.try_number if op.again and op.try_number is not None else 1
+    instance, attempt = acquired_rows(op, first)
     # Most acquisitions are an instance's first: its record inserted leased, in one
     # statement (the batch holds the write lock: no other writer comes in between).
-    if conn.execute(_SQL["first"], (*instance, op.holder, 1, expires)).rowcount:
+    if conn.execute(_SQL["first"], (*instance, op.holder, first, expires)).rowcount:
         conn.execute(_SQL["attempt"], attempt)
-        return _ACQUIRED_FIRST
+        return _ACQUIRED_FIRST if first == 1 else base.lease_answer("acquired", first, None, None)
     found = conn.execute(_SQL["current"], key).fetchone()
     current = None if found is None else found[:4]
     outcome, try_number = base.decide_lease(op, current, now)
