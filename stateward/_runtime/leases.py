@@ -6,9 +6,9 @@ and fencing)" in DESIGN.md). The runner takes a lease through the store
 :class:`~stateward._runtime.supervisor.Caller` carries: the supervisor fences every write
 of the attempt with it, and refuses every request once the holding is ``lost``. One
 task of the runtime renews all its leases in one write every ``timeout / 3`` seconds
-(waiting twice as long each time, up to a day, while trio's clock runs ahead of both
-the wall clock and real time: a test's MockClock); a lease the renewal no longer finds
-was taken over, and its holding is marked lost.
+of trio's clock (none when neither the wall clock nor real time moved half that since
+the last renewal: a test's MockClock jumping through a retry delay); a lease the
+renewal no longer finds was taken over, and its holding is marked lost.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ logger = logging.getLogger("stateward.runner")
 
 #: How long a silent runtime keeps its leases unless told otherwise (seconds).
 DEFAULT_LEASE_TIMEOUT = 30.0
-#: The longest the renewal waits on trio's clock while that clock runs ahead of the
-#: wall clock (a MockClock): a day of it.
-MOST_RENEWAL_PAUSE = 86400.0
 
 
 def check_lease_timeout(value: object) -> float:
@@ -239,20 +236,17 @@ class LeaseKeeper:
 
     async def _keep(self, admin: SupervisorClient) -> None:
         every = self.timeout / 3
-        pause = every
         wall, real = self._wall_clock(), time.monotonic()
         while True:
-            await trio.sleep(pause)
+            await trio.sleep(every)
+            if not self._held:
+                continue
             if max(self._wall_clock() - wall, time.monotonic() - real) < every / 2:
                 # trio's clock ran ahead of both the wall clock and real time (a test's
                 # MockClock, jumping through a retry delay): no lease came any closer
-                # to expiring, so look again later instead of renewing at every jump.
-                pause = min(pause * 2, MOST_RENEWAL_PAUSE)
+                # to expiring, on the store's clock or PostgreSQL's, so no write.
                 continue
-            pause = every
             wall, real = self._wall_clock(), time.monotonic()
-            if not self._held:
-                continue
             asked = dict(self._held)
             try:
                 answer = await admin.request(m.RenewTaskLeases(self.holder, self.timeout))

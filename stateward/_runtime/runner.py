@@ -670,6 +670,7 @@ class Runner:
         result: Any = None
         max_tries: int | None = None
         unleased = False
+        warned = False  # that a one-instance run waits (said once)
         while True:
             async with _Slot(run.limiter):
                 started_at = self._settings.wall_clock()
@@ -751,10 +752,11 @@ class Runner:
             if answer.outcome == "held":
                 if defer and not attempts:
                     return None
-                if again:
+                if again and answer.holder is not None and not warned:
+                    warned = True
                     logger.warning(
                         "%s is being run by another attempt (runtime %s); waiting for it "
-                        "to end", label(), answer.holder or "starting it",
+                        "to end", label(), answer.holder,
                     )  # fmt: skip
                 if lane is not None:
                     lane.hand_off()

@@ -87,7 +87,8 @@ class Caller:
     #: out-of-band writer); a task's changes name its try.
     who: StateWriter | None = None
     #: The lease the caller's attempt holds: its writes are fenced with it, and once it
-    #: is lost every request is refused. ``None``: not fenced (a lone ``run_task``).
+    #: is lost every request is refused. ``None``: not fenced (an attempt run without
+    #: a lease because the store refuses writes).
     lease: Holding | None = None
     #: A task's try as history names it (made once: every write of the try names it).
     _try_writer: StateWriter | None = attrs.field(init=False, default=None, repr=False)
