@@ -112,6 +112,24 @@ def one_instance_dag(ran: list[int], started: trio.Event, gate: trio.Event | Non
     return dag
 
 
+@contextlib.asynccontextmanager
+async def running_task(rt: Runtime, dag: Dag) -> AsyncIterator[list[Any]]:
+    """``rt.run_task`` of ``dag``'s task ``work`` as run ``r``, in the background while
+    the block plays the other runtime; when the block ends so has the one-instance run,
+    the list holding its result and the instance's recorded tries ``(number, state)``."""
+    out: list[Any] = []
+
+    async def run() -> None:
+        out.append(await rt.run_task(dag.tasks["work"], run_id="r"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        yield out
+    record = await rt.runs.get("one", "r")
+    assert record is not None
+    out.append([(a.try_number, a.state) for a in record.instances[0].attempts])
+
+
 @contextlib.contextmanager
 def logged(text: str) -> Iterator[trio.Event]:
     """An event set when the runner logs a record containing ``text``."""
@@ -139,28 +157,19 @@ async def test_run_task_waits_for_an_attempt_another_runtime_holds_then_runs_aga
     (a success included), it runs the instance again as the next try."""
     ran: list[int] = []
     dag = one_instance_dag(ran, trio.Event())
-    results: list[Any] = []
     with trio.fail_after(60), logged("is being run by another attempt") as waiting:
         async with open_runtime(store=make_store(), lease_timeout=2.0) as rt:
             take = m.AcquireTaskLease("one", "r", "work", -1, OTHER, 60.0, 0, OTHER_START)
             assert (await rt.admin.request(take)).answer.try_number == 1
-
-            async def run_it() -> None:
-                results.append(await rt.run_task(dag.tasks["work"], run_id="r"))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_it)
+            async with running_task(rt, dag) as out:
                 await waiting.wait()
                 assert ran == []
                 done = AttemptRecord(1, "success", 1.0, 2.0, host="elsewhere", pid=1)
                 await end_as_other(rt, "one", "work", done)
-            record = await rt.runs.get("one", "r")
+    result, tries = out
     assert ran == [2]
-    assert (results[0].state, results[0].try_number, results[0].result) == ("success", 2, 2)
-    assert record is not None
-    assert [(a.try_number, a.state) for a in record.instances[0].attempts] == [
-        (1, "success"), (2, "success"),
-    ]  # fmt: skip
+    assert (result.state, result.try_number, result.result) == ("success", 2, 2)
+    assert tries == [(1, "success"), (2, "success")]
 
 
 async def test_run_tasks_writes_are_fenced_once_another_runtime_takes_it_over(
@@ -172,29 +181,19 @@ async def test_run_tasks_writes_are_fenced_once_another_runtime_takes_it_over(
     ran: list[int] = []
     started, gate = trio.Event(), trio.Event()
     dag = one_instance_dag(ran, started, gate)
-    results: list[Any] = []
     with trio.fail_after(60):
         async with open_runtime(store=make_store(), lease_timeout=2.0) as rt:
-
-            async def run_it() -> None:
-                results.append(await rt.run_task(dag.tasks["work"], run_id="r"))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_it)
+            async with running_task(rt, dag) as out:
                 await started.wait()
                 await take_over(rt, "one", "work")
                 gate.set()
                 done = AttemptRecord(2, "success", 1.0, 2.0, host="elsewhere", pid=1)
                 await end_as_other(rt, "one", "work", done)
             state = await rt.state.task("one", "r", "work").aget("try")
-            record = await rt.runs.get("one", "r")
-    assert ran == []
-    assert state is None
-    assert (results[0].state, results[0].try_number) == ("success", 2)
-    assert record is not None
-    assert [(a.try_number, a.state) for a in record.instances[0].attempts] == [
-        (1, "abandoned"), (2, "success"),
-    ]  # fmt: skip
+    result, tries = out
+    assert (ran, state) == ([], None)
+    assert (result.state, result.try_number) == ("success", 2)
+    assert tries == [(1, "abandoned"), (2, "success")]
 
 
 async def test_a_late_threads_write_is_refused_as_stale_and_writes_nothing(
