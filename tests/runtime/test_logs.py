@@ -482,7 +482,8 @@ async def test_a_large_running_log_is_recorded_less_often(
     assert ti.state == "success"
     sizes = [size for _, size in sent]
     assert 2 <= len(sizes) <= 4, sent  # every 4 s of the ~12 s run, not every second
-    assert all(size > 1024 * 1024 for size in sizes)
+    # The first record may come before or after "tick 0" is printed (both wake at 1 s).
+    assert all(size >= 1024 * 1024 for size in sizes), sent
     gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(sent)]
     assert all(gap >= 4 for gap in gaps), sent
 
