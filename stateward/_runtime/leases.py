@@ -246,11 +246,14 @@ class LeaseKeeper:
                 # MockClock, jumping through a retry delay): no lease came any closer
                 # to expiring, on the store's clock or PostgreSQL's, so no write.
                 continue
-            wall, real = self._wall_clock(), time.monotonic()
+            # Read before the request: the store's now is no earlier, so the leases
+            # last at least this long. Kept only once the renewal went through.
+            sent = self._wall_clock(), time.monotonic()
             asked = dict(self._held)
             try:
                 answer = await admin.request(m.RenewTaskLeases(self.holder, self.timeout))
             except StatewardError as exc:
                 logger.warning("could not renew leases: %s", exc)
                 continue
+            wall, real = sent
             self.renewed(answer.held, asked)
