@@ -418,11 +418,7 @@ class Runner:
             for task in order:
                 nursery.start_soon(run_task, task)
 
-        try:
-            await self._watched(start, run.flush_logs)
-        except BaseException:
-            await self._give_up_leases(run)
-            raise
+        await self._watched_run(run, start)
         all_succeeded = all(ti.state == SUCCESS for ti in run.results)
         state = DagRunState.SUCCESS if all_succeeded else DagRunState.FAILED
         await recorder.run(state, started_at, self._settings.wall_clock())
@@ -487,9 +483,9 @@ class Runner:
         # does not grow with the tries made in the run.
         request = m.GetDagRun(dag.dag_id, run_id, attempts=False)
         earlier = (await self._admin.request(request)).run
-        recorded = {(ti.task_id, ti.map_index): ti for ti in earlier.instances} if earlier else {}
-        before = recorded.get((task.task_id, map_index))
-        seen_try = 0 if before is None else before.try_number
+        instances = earlier.instances if earlier is not None else ()
+        key = (task.task_id, map_index)
+        seen_try = next((ti.try_number for ti in instances if (ti.task_id, ti.map_index) == key), 0)
         started_at = self._settings.wall_clock() if earlier is None else earlier.started_at
         await recorder.run("running", started_at, graph=dag_graph(dag))
         results: list[TaskInstanceResult] = []
@@ -507,11 +503,7 @@ class Runner:
         def start(nursery: trio.Nursery) -> None:
             nursery.start_soon(one)
 
-        try:
-            await self._watched(start, run.flush_logs)
-        except BaseException:
-            await self._give_up_leases(run)
-            raise
+        await self._watched_run(run, start)
         result = results[0]
         state: str = DagRunState.FAILED
         if result.state == SUCCESS and not any(maps_at_run_time(t) for t in dag.tasks.values()):
@@ -568,6 +560,15 @@ class Runner:
             died = True
         if died:
             raise supervisor.died_error() from supervisor.failure
+
+    async def _watched_run(self, run: _Run, start: Callable[[trio.Nursery], None]) -> None:
+        """:meth:`_watched` for a run call, with its log flusher beside it; a call that
+        ends by an error gives up the leases it still holds (:meth:`_give_up_leases`)."""
+        try:
+            await self._watched(start, run.flush_logs)
+        except BaseException:
+            await self._give_up_leases(run)
+            raise
 
     async def _give_up_leases(self, run: _Run) -> None:
         """Give up the leases a run call that ends by an error (cancelled, the

@@ -447,6 +447,11 @@ class AcquireLease:
     #: With ``again``, the try to take (``None``: the one after the record's).
     try_number: int | None = None
 
+    @property
+    def first_try(self) -> int:
+        """The try an instance with no record is taken at (the chosen one, else 1)."""
+        return self.try_number if self.again and self.try_number is not None else 1
+
 
 @frozen
 class FindUnheld:
@@ -736,10 +741,9 @@ def decide_lease(
     ``("finished", its try)``; the store then writes what an acquisition writes. An
     acquisition ``again`` is never ``finished``, and takes its chosen try if it has one.
     """
-    again = isinstance(op, AcquireLease) and op.again
-    chosen = op.try_number if isinstance(op, AcquireLease) and again else None
     if current is None:
-        return "acquired", chosen or 1
+        return "acquired", op.first_try if isinstance(op, AcquireLease) else 1
+    again = isinstance(op, AcquireLease) and op.again
     state, try_number, holder, expires = current
     if state == "success" and not again:
         return "finished", try_number
@@ -750,7 +754,8 @@ def decide_lease(
         # try's end is recorded).
         return "held", try_number
     if again:
-        return "acquired", chosen or try_number + 1
+        assert isinstance(op, AcquireLease)
+        return "acquired", op.try_number or try_number + 1
     if holder != op.holder and state in ("failed", "upstream_failed") and try_number > op.seen_try:
         return "finished", try_number  # another runtime ended it since the caller looked
     return "acquired", try_number + 1

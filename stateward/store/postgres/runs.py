@@ -238,7 +238,7 @@ class RunStatements:
         # into a deadlock between batches, which PostgreSQL detects only after
         # deadlock_timeout while no lease of either runtime is renewed); one with a
         # record is read without a lock, and most of those are held or finished.
-        first = op.try_number if op.again and op.try_number is not None else 1
+        first = op.first_try
         _, attempt = acquired_rows(op, first)
         lock_key = "\x1f".join(map(str, key))
         peeked = await conn.fetchrow(self.acquire_first, *attempt, op.holder, op.timeout, lock_key)

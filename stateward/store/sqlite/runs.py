@@ -133,7 +133,7 @@ def holds(conn: sqlite3.Connection, lease: Lease) -> bool:
 def _acquire(conn: sqlite3.Connection, op: base.AcquireLease, now: float) -> LeaseAnswer:
     key = (op.dag_id, op.run_id, op.task_id, op.map_index)
     expires = now + op.timeout
-    first = op.try_number if op.again and op.try_number is not None else 1
+    first = op.first_try
     instance, attempt = acquired_rows(op, first)
     # Most acquisitions are an instance's first: its record inserted leased, in one
     # statement (the batch holds the write lock: no other writer comes in between).
