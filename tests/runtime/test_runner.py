@@ -642,6 +642,13 @@ async def test_run_task_with_chosen_try_number_and_map_index(rt: Runtime) -> Non
     assert result.result == [6, 1, 3]
     with pytest.raises(ValueError, match=r"has no map_index 7; it has 0..1"):
         await rt.run_task(second, run_id="r", map_index=7)
+    # A try number below 1 is refused before anything is leased or recorded.
+    with pytest.raises(ValueError, match=r"try_number counts from 1, got 0"):
+        await rt.run_task(second, run_id="fresh", map_index=0, try_number=0)
+    assert await rt.runs.get(dag.dag_id, "fresh") is None
+    record = await rt.runs.get(dag.dag_id, "r")
+    assert record is not None
+    assert [(ti.map_index, ti.try_number) for ti in record.instances] == [(1, 3)]
 
 
 def test_dag_definition_errors_are_clear() -> None:
